@@ -1,0 +1,274 @@
+"""The loop spec: pydantic models for every loopengt 0.1.0 field plus the additive extensions.
+
+The models check structure only (types, enums, unknown keys). Everything that relates one part of a
+spec to another (references, cycles, expressions, placeholders, pattern rules) lives in
+`validation.py`, so that one run reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Pattern = Literal[
+    "sequential", "parallel_fan_out", "handoff", "supervisor_worker", "evaluator_optimizer", "custom"
+]
+PATTERNS: tuple[str, ...] = Pattern.__args__
+Backoff = Literal["none", "fixed", "linear", "exponential"]
+OnFailure = Literal["retry", "abort"]
+StopConditionType = Literal["max_turns", "goal_met", "quality_threshold", "timeout", "manual"]
+ToolType = Literal["builtin", "mcp", "function", "api", "http", "shell", "custom"]
+TriggerType = Literal["manual", "schedule", "event", "webhook", "api"]
+
+JsonSchema = dict[str, Any]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _argv(value: Any) -> Any:
+    """Accept `"pytest -q"` as well as `["pytest", "-q"]`; both become an argv list (never a shell)."""
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split command {value!r}: {exc}") from exc
+    return value
+
+
+class RetryPolicy(SpecModel):
+    """How often and how soon a failed step is tried again. `max_retries: N` allows N + 1 attempts."""
+
+    max_retries: int = Field(3, ge=0, description="Retries after the first attempt.")
+    initial_delay_seconds: float = Field(1.0, ge=0, description="Delay before the first re-run.")
+    backoff: Backoff = Field("exponential", description="How the delay grows between re-runs.")
+    max_delay_seconds: float = Field(60.0, ge=0, description="Upper bound of one delay.")
+    jitter: bool = Field(False, description="Randomise delays (deterministically, from the run's seed).")
+    backoff_seconds: float | None = Field(None, ge=0, description="0.1.0 agent form of initial_delay_seconds.")
+    backoff_multiplier: float | None = Field(None, ge=1, description="0.1.0 agent form: delay growth factor.")
+
+
+class Gate(SpecModel):
+    """A check after a step's output arrives. Exactly one of condition, command or approval."""
+
+    name: str
+    description: str | None = None
+    condition: str | None = Field(
+        None, description="JMESPath over {output, context, steps, attempt}; passes when truthy."
+    )
+    command: list[str] | None = Field(None, description="argv run without a shell; passes on exit code 0.")
+    approval: bool = Field(False, description="A person approves (MCP elicitation or `loopengt approve`).")
+    prompt: str | None = Field(None, description="What the approver is asked.")
+    on_failure: OnFailure = "retry"
+    timeout_seconds: float | None = Field(None, gt=0, description="Command gates: kill after this long.")
+    feedback: str | None = Field(None, description="Text given to the agent when this gate fails.")
+
+    _split_command = field_validator("command", mode="before")(_argv)
+
+
+class Dependency(SpecModel):
+    step_name: str
+
+
+class Routes(SpecModel):
+    """custom: choose the next step from a field of the output."""
+
+    field: str = Field(description="Output field whose value picks the next step.")
+    map: dict[str, str] = Field(default_factory=dict, description="Value -> step name.")
+    default: str | None = Field(None, description="Step when the value is not in map.")
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _stringify_keys(cls, value: Any) -> Any:
+        # YAML reads `true:` or `1:` as non-strings; outputs are matched by their text.
+        if isinstance(value, dict):
+            return {_route_key(k): v for k, v in value.items()}
+        return value
+
+
+def _route_key(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Step(SpecModel):
+    """One unit of the loop: an agent task (`agent`) or a command the server runs (`run`)."""
+
+    name: str
+    agent: str | None = None
+    description: str | None = None
+    prompt_template: str | None = Field(None, description="Task text; {placeholders} are filled in.")
+    dependencies: list[Dependency] = Field(default_factory=list)
+    verification_gates: list[str] = Field(default_factory=list, description="Names of policy gates.")
+    timeout_seconds: float | None = Field(None, gt=0, description="An open task expires after this long.")
+    allow_retry: bool = True
+    run: list[str] | None = Field(None, description="Command step: argv run by the server, no agent.")
+    output_schema: JsonSchema | None = Field(None, description="JSON Schema of the output; wins over the agent's.")
+    next: list[str] | None = Field(None, description="custom: the next step, or a list to fan out.")
+    routes: Routes | None = None
+    on_failure: str | None = Field(None, description="custom: step to go to when this one fails.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _split_run = field_validator("run", mode="before")(_argv)
+
+    @field_validator("dependencies", mode="before")
+    @classmethod
+    def _dependency_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"step_name": d} if isinstance(d, str) else d for d in value]
+        return value
+
+    @field_validator("next", mode="before")
+    @classmethod
+    def _next_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Agent(SpecModel):
+    """A role the coding agent plays; the server never calls a model itself."""
+
+    name: str
+    description: str | None = None
+    system_prompt: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    input_schema: JsonSchema | None = None
+    output_schema: JsonSchema | None = None
+    tools: list[str] = Field(default_factory=list)
+    timeout_seconds: float | None = Field(None, gt=0)
+    retry: RetryPolicy | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Tool(SpecModel):
+    """A tool the agents may use (0.1.0); informational for the server."""
+
+    name: str
+    description: str | None = None
+    tool_type: ToolType = "builtin"
+    schema_def: JsonSchema | None = None
+    auth: dict[str, Any] | None = None
+    mcp_server: str | None = None
+    function_ref: str | None = None
+    timeout_seconds: float | None = Field(None, gt=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Trigger(SpecModel):
+    trigger_type: TriggerType = "manual"
+    schedule: str | None = None
+    event: str | None = None
+    description: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Policy(SpecModel):
+    max_turns: int = Field(50, ge=1, description="Accepted submissions allowed in a run.")
+    max_total_time_seconds: float | None = Field(None, gt=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    verification_gates: list[Gate] = Field(default_factory=list)
+    allow_parallel: bool = False
+    max_concurrency: int = Field(4, ge=1)
+    fail_fast: bool = True
+
+
+class StopCondition(SpecModel):
+    condition_type: StopConditionType
+    value: Any = None
+    description: str | None = None
+
+
+class OutputSpec(SpecModel):
+    """The run's final output: 0.1.0 form (`schema_def`, `required_fields`) or a bare JSON Schema."""
+
+    schema_def: JsonSchema | None = None
+    required_fields: list[str] = Field(default_factory=list)
+    description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_schema(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value and not set(value) & {"schema_def", "required_fields", "description"}:
+            return {"schema_def": value}
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        schema = dict(self.schema_def or {})
+        if self.required_fields:
+            schema["required"] = sorted({*schema.get("required", []), *self.required_fields})
+            schema.setdefault("type", "object")
+        return schema
+
+
+class InputDecl(SpecModel):
+    """A run input (`start_run(inputs=...)`, `--input k=v`); merged into the context."""
+
+    name: str
+    description: str | None = None
+    required: bool = False
+    default: Any = None
+
+
+class LoopSpec(SpecModel):
+    """A loop.yaml. Every loopengt 0.1.0 field loads unchanged; extensions are additive."""
+
+    name: str
+    version: str | None = None
+    description: str | None = None
+    goal: str = ""
+    pattern: Pattern = "sequential"
+    trigger: Trigger | None = None
+    agents: list[Agent] = Field(default_factory=list)
+    tools: list[Tool] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1)
+    policy: Policy = Field(default_factory=Policy)
+    stop_conditions: list[StopCondition] = Field(default_factory=list)
+    output_schema: OutputSpec | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[InputDecl] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        # `version: 1.0` in YAML is a float; 0.1.0 wrote it either way.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def agent(self, name: str) -> Agent:
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+    def gate(self, name: str) -> Gate:
+        for gate in self.policy.verification_gates:
+            if gate.name == name:
+                return gate
+        raise KeyError(name)
+
+    def stop_value(self, kind: str) -> Any:
+        for condition in self.stop_conditions:
+            if condition.condition_type == kind:
+                return condition.value
+        return None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of loop.yaml, for editors (yaml-language-server) and agents."""
+    schema = LoopSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "loopengt loop spec"
+    return schema

@@ -1,0 +1,125 @@
+"""Where runs live. `Store` is the protocol; backends (`files.py`, later `postgres.py`) implement it.
+
+This module imports no backend, so the engine and the service depend only on the protocol.
+Stores see events and JSON-able state; they never interpret them. Every backend raises only
+`loopengt_core.errors` exceptions (StoreConflict, StoreCorrupt, NotFound, InvalidArgument):
+no OSError or driver error reaches the service.
+
+The protocol is synchronous on purpose: a transition is a short critical section under an OS-level
+lock, and the MCP layer runs it on a worker thread, so waiting for a lock or an fsync never blocks
+the event loop, while the CLI calls the same code directly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from loopengt_core.errors import InvalidArgument
+from loopengt_core.events import Event
+
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def check_id(value: object, what: str = "run_id") -> str:
+    """Validate a run or checkpoint id so that no argument can leave the store directory."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise InvalidArgument(
+            f"invalid {what} {str(value)[:80]!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """What loading a run reads: the frozen spec, the newest snapshot, and only the events after it."""
+
+    run_id: str
+    spec_text: str
+    snapshot: dict[str, Any] | None
+    snapshot_seq: int
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A named pointer to a seq plus the engine state there; `resume` can fork a run from it."""
+
+    run_id: str
+    checkpoint_id: str
+    seq: int
+    label: str | None
+    created_at: str
+    state: dict[str, Any] = field(repr=False)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable home of runs. Implementations must pass `tests/store_contract.py`."""
+
+    def create_run(self, run_id: str, spec_text: str, events: Sequence[Event]) -> None:
+        """Create a run with its frozen spec and first events, atomically and durably.
+
+        Raises:
+            StoreConflict: a run with this id exists.
+        """
+
+    def append(self, run_id: str, events: Sequence[Event]) -> None:
+        """Append events durably (on disk before returning). `events[0].seq` must be last seq + 1.
+
+        Raises:
+            StoreConflict: the seqs do not continue the log (another writer got there first).
+            NotFound: no such run.
+        """
+
+    def load(self, run_id: str) -> LoadedRun:
+        """The spec, the newest snapshot and the events after it; cost does not grow with the run.
+
+        A torn or corrupt last line (a crash mid-append) is dropped; any earlier corrupt line raises
+        StoreCorrupt naming the run and line.
+        """
+
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Events with seq > after, in order, at most `limit`."""
+
+    def last_seq(self, run_id: str) -> int:
+        """The seq of the last durable event (0 for none)."""
+
+    def save_snapshot(self, run_id: str, seq: int, state: dict[str, Any]) -> None:
+        """Replace the run's snapshot atomically with the state after event `seq`."""
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint durably. Raises StoreConflict if its id exists in that run."""
+
+    def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
+        """Raises NotFound naming the run's checkpoints."""
+
+    def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """The run's checkpoints, oldest first."""
+
+    def list_runs(self) -> list[str]:
+        """Run ids, newest first."""
+
+    def exists(self, run_id: str) -> bool: ...
+
+    def lock(self, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run exclusively (across processes) for one load-decide-append transition."""
+
+    def changes(self, run_ids: Sequence[str] | None = None) -> Iterator[str]:
+        """Run ids whose log changed since the previous call on this iterator (polling is fine)."""
+
+    def close(self) -> None: ...
+
+
+def open_store(location: str | None) -> Store:
+    """The store named by `--store`: a directory (default `.loopengt`) or a postgresql:// URL."""
+    target = location or ".loopengt"
+    if target.startswith(("postgresql://", "postgres://")):
+        raise InvalidArgument("the PostgreSQL store is not available in this version; use a directory")
+    from loopengt_core.store.files import FileStore
+
+    return FileStore(target)

@@ -1,0 +1,461 @@
+"""Loading and validating a loop spec, reporting every problem at once with its location.
+
+Structure is checked by the pydantic models; when that fails, the offending parts are set aside and
+the rest is checked too, so a spec with five mistakes gets five lines back, not one.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import jsonschema
+import yaml
+from jmespath.exceptions import JMESPathError
+from pydantic import BaseModel, ValidationError
+
+from loopengt_core.errors import LoopengtError
+from loopengt_core.render import BUILTIN_VARIABLES, placeholders
+from loopengt_core.spec import LoopSpec
+
+MAX_SPEC_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+class SpecError(LoopengtError):
+    """A spec that cannot be used; `problems` lists every mistake found."""
+
+    code = "invalid_spec"
+
+    def __init__(self, problems: list[Problem], *, source: str = "spec") -> None:
+        self.problems = problems
+        lines = "; ".join(str(p) for p in problems[:20])
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        super().__init__(f"{source} is not a valid loop spec: {lines}{more}")
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def parse_text(text: str) -> Any:
+    """YAML (or JSON, a subset) to data. Raises SpecError with the line and column of a syntax error."""
+    if len(text.encode("utf-8", "replace")) > MAX_SPEC_BYTES:
+        raise SpecError([Problem("(document)", f"the spec is larger than the {MAX_SPEC_BYTES} byte limit")])
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
+        what = exc.problem or exc.context or "invalid YAML"
+        raise SpecError([Problem(where, f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem("(document)", f"invalid YAML: {exc}")]) from None
+
+
+def read_spec_file(path: str | Path) -> str:
+    """The text of a spec file; a missing or unreadable file is a one-line SpecError."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError([Problem(str(p), f"larger than the {MAX_SPEC_BYTES} byte spec limit")])
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem(str(p), "no such file")], source=str(p)) from None
+    except IsADirectoryError:
+        raise SpecError([Problem(str(p), "is a directory, not a spec file")], source=str(p)) from None
+    except UnicodeDecodeError:
+        raise SpecError([Problem(str(p), "is not UTF-8 text")], source=str(p)) from None
+    except OSError as exc:
+        raise SpecError([Problem(str(p), f"cannot be read: {exc.strerror}")], source=str(p)) from None
+
+
+def load_spec(data_or_text: Any, *, source: str = "spec") -> LoopSpec:
+    """A valid LoopSpec from text or already-parsed data. Raises SpecError listing every problem."""
+    data = parse_text(data_or_text) if isinstance(data_or_text, str) else data_or_text
+    spec, problems = validate_data(data)
+    if problems or spec is None:
+        raise SpecError(problems, source=source)
+    return spec
+
+
+def load_spec_file(path: str | Path) -> tuple[LoopSpec, str]:
+    """The spec at `path` and its text (runs keep the text frozen)."""
+    text = read_spec_file(path)
+    return load_spec(text, source=str(path)), text
+
+
+# --- structure ---------------------------------------------------------------------------------
+
+
+def location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (typing.Union, list, dict):
+        for arg in typing.get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = LoopSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _model_of(model.model_fields[part].annotation)
+    return model
+
+
+def _suggest(word: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(word, allowed, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _structure_problem(err: Any) -> Problem:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = sorted(model.model_fields) if model else []
+        key = str(loc[-1])
+        return Problem(location(loc), f"unknown key '{key}' ({_suggest(key, allowed)}allowed: {', '.join(allowed)})")
+    if kind == "missing":
+        return Problem(location(loc), "required, but missing")
+    if kind in ("literal_error", "enum"):
+        allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        value = err.get("input")
+        hint = _suggest(value, allowed) if isinstance(value, str) else ""
+        return Problem(location(loc), f"{_short(value)} is not allowed ({hint}allowed: {', '.join(allowed)})")
+    message = err["msg"].removeprefix("Value error, ")
+    return Problem(location(loc), f"{message} (got {_short(err.get('input'))})")
+
+
+_DROP = object()
+
+
+def _container(data: Any, loc: tuple[int | str, ...]) -> Any:
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _set_aside(data: Any, loc: tuple[int | str, ...]) -> bool:
+    """Remove the smallest part around `loc` whose loss keeps the rest checkable. False if none."""
+    for cut in range(len(loc), 0, -1):
+        parent = _container(data, loc[: cut - 1])
+        key = loc[cut - 1]
+        if isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+            parent[key] = _DROP
+            return True
+        if isinstance(parent, dict) and key in parent:
+            model = _model_at(loc[: cut - 1])
+            field = model.model_fields.get(str(key)) if model else None
+            if field is None or not field.is_required():
+                del parent[key]
+                return True
+    return False
+
+
+def _purge(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_purge(x) for x in node if x is not _DROP]
+    if isinstance(node, dict):
+        return {k: _purge(v) for k, v in node.items()}
+    return node
+
+
+def validate_data(data: Any) -> tuple[LoopSpec | None, list[Problem]]:
+    """Check parsed data. Returns the spec (None if its structure is beyond repair) and every problem."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        return None, [Problem("(document)", f"a loop spec is a mapping (name, goal, steps, ...), not {kind}")]
+    problems: list[Problem] = []
+    work: Any = copy.deepcopy(data)
+    spec: LoopSpec | None = None
+    for _ in range(8):
+        try:
+            spec = LoopSpec.model_validate(work)
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+            problems.extend(_structure_problem(e) for e in errors)
+            if not all(_set_aside(work, tuple(e["loc"])) for e in errors):
+                return None, _unique(problems)
+            work = _purge(work)
+    if spec is None:
+        return None, _unique(problems)
+    reported = [p.location for p in problems]
+    for problem in check_semantics(spec):
+        if not any(problem.location == r or problem.location.startswith((r + ".", r + "[")) for r in reported):
+            problems.append(problem)
+    return (spec if not problems else None), _unique(problems)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+# --- meaning -----------------------------------------------------------------------------------
+
+
+def _names(kind: str, names: list[str]) -> str:
+    unique = list(dict.fromkeys(names))
+    return f"{kind}: {', '.join(unique)}" if unique else f"no {kind} defined"
+
+
+def check_semantics(spec: LoopSpec) -> list[Problem]:
+    """Every problem that relates one part of a valid-looking spec to another."""
+    return [
+        *_duplicates(spec),
+        *_step_references(spec),
+        *_cycles(spec),
+        *_gates(spec),
+        *_schemas(spec),
+        *_placeholders(spec),
+        *_stop_conditions(spec),
+        *_pattern_rules(spec),
+    ]
+
+
+def _duplicates(spec: LoopSpec) -> Iterator[Problem]:
+    groups: list[tuple[str, str, list[str]]] = [
+        ("agents", "agent", [a.name for a in spec.agents]),
+        ("steps", "step", [s.name for s in spec.steps]),
+        ("tools", "tool", [t.name for t in spec.tools]),
+        ("policy.verification_gates", "gate", [g.name for g in spec.policy.verification_gates]),
+        ("inputs", "input", [i.name for i in spec.inputs]),
+    ]
+    for where, kind, names in groups:
+        first: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name in first:
+                yield Problem(f"{where}[{i}].name", f"duplicate {kind} name '{name}' (first at {where}[{first[name]}])")
+            else:
+                first[name] = i
+    for i, name in enumerate(s.name for s in spec.steps):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}", name):
+            yield Problem(f"steps[{i}].name", f"'{name}' is not a usable step name (letters, digits, _ . -)")
+
+
+def _step_references(spec: LoopSpec) -> Iterator[Problem]:
+    agents = [a.name for a in spec.agents]
+    steps = [s.name for s in spec.steps]
+    tools = [t.name for t in spec.tools]
+    for i, step in enumerate(spec.steps):
+        here = f"steps[{i}]"
+        if (step.agent is None) == (step.run is None):
+            yield Problem(here, "a step needs exactly one of 'agent' (a task for an agent) or 'run' (a command)")
+        if step.agent is not None and step.agent not in agents:
+            yield Problem(f"{here}.agent", f"unknown agent '{step.agent}' ({_names('agents', agents)})")
+        if step.run is not None and not step.run:
+            yield Problem(f"{here}.run", "empty command: give an argv list such as ['pytest', '-q']")
+        for j, dep in enumerate(step.dependencies):
+            if dep.step_name not in steps:
+                yield Problem(
+                    f"{here}.dependencies[{j}].step_name",
+                    f"unknown step '{dep.step_name}' ({_names('steps', steps)})",
+                )
+        targets = [("next", n) for n in step.next or []]
+        if step.routes is not None:
+            targets += [(f"routes.map.{k}", v) for k, v in step.routes.map.items()]
+            if step.routes.default is not None:
+                targets.append(("routes.default", step.routes.default))
+        if step.on_failure is not None:
+            targets.append(("on_failure", step.on_failure))
+        if targets and spec.pattern != "custom":
+            key = targets[0][0].split(".")[0]
+            yield Problem(f"{here}.{key}", f"'{key}' applies only to pattern 'custom' (pattern is '{spec.pattern}')")
+        for key, target in targets:
+            if target not in steps:
+                yield Problem(f"{here}.{key}", f"unknown step '{target}' ({_names('steps', steps)})")
+    if tools:
+        for i, agent in enumerate(spec.agents):
+            for j, tool in enumerate(agent.tools):
+                if tool not in tools:
+                    yield Problem(f"agents[{i}].tools[{j}]", f"unknown tool '{tool}' ({_names('tools', tools)})")
+
+
+def _cycles(spec: LoopSpec) -> Iterator[Problem]:
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    graph = {s.name: [d.step_name for d in s.dependencies if d.step_name in index] for s in spec.steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    seen_cycles: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> Iterator[Problem]:
+        state[name] = 1
+        path.append(name)
+        for dep in graph[name]:
+            if state.get(dep) == 1:
+                cycle = [*path[path.index(dep) :], dep]
+                if frozenset(cycle) not in seen_cycles:
+                    seen_cycles.add(frozenset(cycle))
+                    yield Problem(
+                        f"steps[{index[dep]}].dependencies", f"dependency cycle: {' -> '.join(reversed(cycle))}"
+                    )
+            elif dep not in state:
+                yield from visit(dep, path)
+        path.pop()
+        state[name] = 2
+
+    for step in spec.steps:
+        if step.name not in state:
+            yield from visit(step.name, [])
+
+
+def _gates(spec: LoopSpec) -> Iterator[Problem]:
+    gates = [g.name for g in spec.policy.verification_gates]
+    for i, gate in enumerate(spec.policy.verification_gates):
+        here = f"policy.verification_gates[{i}]"
+        kinds = [k for k, on in (("condition", gate.condition is not None), ("command", gate.command is not None),
+                                 ("approval", gate.approval)) if on]
+        if len(kinds) != 1:
+            found = f" (has {', '.join(kinds)})" if kinds else ""
+            yield Problem(here, f"a gate needs exactly one of 'condition', 'command' or 'approval: true'{found}")
+        if gate.condition is not None:
+            yield from _jmespath(f"{here}.condition", gate.condition)
+        if gate.command is not None and not gate.command:
+            yield Problem(f"{here}.command", "empty command: give an argv list such as ['pytest', '-q']")
+    for i, step in enumerate(spec.steps):
+        for j, name in enumerate(step.verification_gates):
+            if name not in gates:
+                yield Problem(
+                    f"steps[{i}].verification_gates[{j}]",
+                    f"unknown gate '{name}' ({_names('gates in policy.verification_gates', gates)})",
+                )
+
+
+def _jmespath(where: str, expression: Any) -> Iterator[Problem]:
+    if not isinstance(expression, str) or not expression.strip():
+        yield Problem(where, f"expected a JMESPath expression (text), got {_short(expression)}")
+        return
+    try:
+        jmespath.compile(expression)
+    except JMESPathError as exc:
+        detail = " ".join(str(exc).split())
+        yield Problem(where, f"invalid JMESPath {expression!r}: {detail}")
+
+
+def _schemas(spec: LoopSpec) -> Iterator[Problem]:
+    found: list[tuple[str, Any]] = []
+    for i, step in enumerate(spec.steps):
+        found.append((f"steps[{i}].output_schema", step.output_schema))
+    for i, agent in enumerate(spec.agents):
+        found += [(f"agents[{i}].output_schema", agent.output_schema), (f"agents[{i}].input_schema", agent.input_schema)]
+    for i, tool in enumerate(spec.tools):
+        found.append((f"tools[{i}].schema_def", tool.schema_def))
+    if spec.output_schema is not None:
+        found.append(("output_schema.schema_def", spec.output_schema.schema_def))
+    for where, schema in found:
+        if schema is None:
+            continue
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            at = ".".join(str(p) for p in exc.path)
+            yield Problem(where, f"not a valid JSON Schema: {exc.message}" + (f" (at {at})" if at else ""))
+
+
+def _placeholders(spec: LoopSpec) -> Iterator[Problem]:
+    known = set(BUILTIN_VARIABLES) | set(spec.context) | {i.name for i in spec.inputs}
+    steps = [s.name for s in spec.steps]
+    texts = [(f"steps[{i}].prompt_template", s.prompt_template) for i, s in enumerate(spec.steps)]
+    texts += [(f"agents[{i}].system_prompt", a.system_prompt) for i, a in enumerate(spec.agents)]
+    for where, text in texts:
+        for path in placeholders(text or ""):
+            head, _, rest = path.partition(".")
+            if head not in known:
+                hint = _suggest(head, sorted(known))
+                yield Problem(
+                    where,
+                    f"placeholder {{{path}}} cannot be filled ({hint}built-ins: {', '.join(BUILTIN_VARIABLES)}; "
+                    f"context keys: {', '.join(spec.context) or 'none'}; inputs: "
+                    f"{', '.join(i.name for i in spec.inputs) or 'none'})",
+                )
+            elif head == "steps" and head not in spec.context:
+                name = rest.split(".")[0]
+                if not rest or name not in steps:
+                    yield Problem(
+                        where, f"placeholder {{{path}}}: use steps.<name>.output with a step name ({_names('steps', steps)})"
+                    )
+
+
+def _stop_conditions(spec: LoopSpec) -> Iterator[Problem]:
+    for i, cond in enumerate(spec.stop_conditions):
+        where = f"stop_conditions[{i}].value"
+        value = cond.value
+        if cond.condition_type == "goal_met":
+            yield from _jmespath(where, value)
+        elif cond.condition_type == "quality_threshold":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                yield Problem(where, f"quality_threshold needs a number from 0 to 1, got {_short(value)}")
+        elif cond.condition_type == "max_turns":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                yield Problem(where, f"max_turns needs a whole number of at least 1, got {_short(value)}")
+        elif cond.condition_type == "timeout" and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            yield Problem(where, f"timeout needs a number of seconds above 0, got {_short(value)}")
+
+
+def _pattern_rules(spec: LoopSpec) -> Iterator[Problem]:
+    steps = spec.steps
+    agent_steps = [s for s in steps if s.agent is not None]
+    if spec.pattern == "evaluator_optimizer":
+        if len(steps) != 2 or len(agent_steps) != 2:
+            yield Problem(
+                "steps",
+                "evaluator_optimizer needs exactly two agent steps: steps[0] evaluates, steps[1] optimizes "
+                f"(found {len(agent_steps)} agent steps of {len(steps)})",
+            )
+    elif spec.pattern == "supervisor_worker":
+        if steps[0].agent is None:
+            yield Problem("steps[0]", "supervisor_worker: steps[0] is the supervisor and must be an agent step")
+        if len(steps) < 2:
+            yield Problem("steps", "supervisor_worker needs workers: steps after steps[0] that the supervisor picks")
+    elif spec.pattern == "custom" and steps[0].dependencies:
+        yield Problem("steps[0].dependencies", "custom: the run starts at steps[0], which cannot wait on others")
+
+
+def summary(spec: LoopSpec) -> str:
+    gates = len(spec.policy.verification_gates)
+    return (
+        f"valid: loop '{spec.name}' ({spec.pattern}, {len(spec.steps)} steps, {len(spec.agents)} agents, "
+        f"{gates} gate{'s' if gates != 1 else ''})"
+    )

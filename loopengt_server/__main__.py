@@ -1,0 +1,3 @@
+from loopengt_server.cli import main
+
+main()
