@@ -13,7 +13,7 @@ the event loop, while the CLI calls the same code directly.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -109,8 +109,8 @@ class Store(Protocol):
     def lock(self, run_id: str) -> AbstractContextManager[None]:
         """Hold the run exclusively (across processes) for one load-decide-append transition."""
 
-    def changes(self, run_ids: Sequence[str] | None = None) -> Iterator[str]:
-        """Run ids whose log changed since the previous call on this iterator (polling is fine)."""
+    def version(self, run_id: str) -> str:
+        """A cheap token that changes whenever the run's log changes (watchers poll it)."""
 
     def close(self) -> None: ...
 
