@@ -22,7 +22,11 @@ class TemplateInfo:
 
 def _files() -> dict[str, str]:
     folder = resources.files("loopengt_core") / "templates"
-    return {f.name.removesuffix(".yaml"): f.read_text("utf-8") for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return {
+        f.name.removesuffix(".yaml"): f.read_text("utf-8")
+        for f in folder.iterdir()
+        if f.name.endswith(".yaml")
+    }
 
 
 def template_names() -> list[str]:

@@ -6,6 +6,7 @@ meaning of each type's data is documented in EVENT_TYPES and applied in `engine.
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ EventType = Literal[
     "run_failed",  # reason
     "run_cancelled",  # reason
 ]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__
+EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
 TERMINAL_EVENTS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 

@@ -8,6 +8,7 @@ spec to another (references, cycles, expressions, placeholders, pattern rules) l
 from __future__ import annotations
 
 import shlex
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Pattern = Literal[
     "sequential", "parallel_fan_out", "handoff", "supervisor_worker", "evaluator_optimizer", "custom"
 ]
-PATTERNS: tuple[str, ...] = Pattern.__args__
+PATTERNS: tuple[str, ...] = typing.get_args(Pattern)
 Backoff = Literal["none", "fixed", "linear", "exponential"]
 OnFailure = Literal["retry", "abort"]
 StopConditionType = Literal["max_turns", "goal_met", "quality_threshold", "timeout", "manual"]
@@ -49,7 +50,9 @@ class RetryPolicy(SpecModel):
     backoff: Backoff = Field("exponential", description="How the delay grows between re-runs.")
     max_delay_seconds: float = Field(60.0, ge=0, description="Upper bound of one delay.")
     jitter: bool = Field(False, description="Randomise delays (deterministically, from the run's seed).")
-    backoff_seconds: float | None = Field(None, ge=0, description="0.1.0 agent form of initial_delay_seconds.")
+    backoff_seconds: float | None = Field(
+        None, ge=0, description="0.1.0 agent form of initial_delay_seconds."
+    )
     backoff_multiplier: float | None = Field(None, ge=1, description="0.1.0 agent form: delay growth factor.")
 
 
@@ -109,7 +112,9 @@ class Step(SpecModel):
     timeout_seconds: float | None = Field(None, gt=0, description="An open task expires after this long.")
     allow_retry: bool = True
     run: list[str] | None = Field(None, description="Command step: argv run by the server, no agent.")
-    output_schema: JsonSchema | None = Field(None, description="JSON Schema of the output; wins over the agent's.")
+    output_schema: JsonSchema | None = Field(
+        None, description="JSON Schema of the output; wins over the agent's."
+    )
     next: list[str] | None = Field(None, description="custom: the next step, or a list to fan out.")
     routes: Routes | None = None
     on_failure: str | None = Field(None, description="custom: step to go to when this one fails.")
@@ -195,7 +200,11 @@ class OutputSpec(SpecModel):
     @model_validator(mode="before")
     @classmethod
     def _bare_schema(cls, value: Any) -> Any:
-        if isinstance(value, dict) and value and not set(value) & {"schema_def", "required_fields", "description"}:
+        if (
+            isinstance(value, dict)
+            and value
+            and not set(value) & {"schema_def", "required_fields", "description"}
+        ):
             return {"schema_def": value}
         return value
 

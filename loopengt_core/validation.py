@@ -64,8 +64,14 @@ def parse_text(text: str) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
         what = exc.problem or exc.context or "invalid YAML"
         raise SpecError([Problem(where, f"invalid YAML: {what}")]) from None
+    except yaml.reader.ReaderError as exc:  # a forbidden character (NUL, U+FFFE): its str() spans two lines
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        where = f"line {line}, column {column}"
+        raise SpecError([Problem(where, f"invalid YAML: character U+{char:04X} is not allowed")]) from None
     except yaml.YAMLError as exc:
-        raise SpecError([Problem("(document)", f"invalid YAML: {exc}")]) from None
+        raise SpecError([Problem("(document)", f"invalid YAML: {' '.join(str(exc).split())}")]) from None
 
 
 def read_spec_file(path: str | Path) -> str:
@@ -149,7 +155,9 @@ def _structure_problem(err: Any) -> Problem:
         model = _model_at(loc[:-1])
         allowed = sorted(model.model_fields) if model else []
         key = str(loc[-1])
-        return Problem(location(loc), f"unknown key '{key}' ({_suggest(key, allowed)}allowed: {', '.join(allowed)})")
+        return Problem(
+            location(loc), f"unknown key '{key}' ({_suggest(key, allowed)}allowed: {', '.join(allowed)})"
+        )
     if kind == "missing":
         return Problem(location(loc), "required, but missing")
     if kind in ("literal_error", "enum"):
@@ -169,7 +177,7 @@ def _container(data: Any, loc: tuple[int | str, ...]) -> Any:
     for part in loc:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
         else:
             return None
@@ -223,7 +231,9 @@ def validate_data(data: Any) -> tuple[LoopSpec | None, list[Problem]]:
         return None, _unique(problems)
     reported = [p.location for p in problems]
     for problem in check_semantics(spec):
-        if not any(problem.location == r or problem.location.startswith((r + ".", r + "[")) for r in reported):
+        if not any(
+            problem.location == r or problem.location.startswith((r + ".", r + "[")) for r in reported
+        ):
             problems.append(problem)
     return (spec if not problems else None), _unique(problems)
 
@@ -266,7 +276,9 @@ def _duplicates(spec: LoopSpec) -> Iterator[Problem]:
         first: dict[str, int] = {}
         for i, name in enumerate(names):
             if name in first:
-                yield Problem(f"{where}[{i}].name", f"duplicate {kind} name '{name}' (first at {where}[{first[name]}])")
+                yield Problem(
+                    f"{where}[{i}].name", f"duplicate {kind} name '{name}' (first at {where}[{first[name]}])"
+                )
             else:
                 first[name] = i
     for i, name in enumerate(s.name for s in spec.steps):
@@ -281,7 +293,9 @@ def _step_references(spec: LoopSpec) -> Iterator[Problem]:
     for i, step in enumerate(spec.steps):
         here = f"steps[{i}]"
         if (step.agent is None) == (step.run is None):
-            yield Problem(here, "a step needs exactly one of 'agent' (a task for an agent) or 'run' (a command)")
+            yield Problem(
+                here, "a step needs exactly one of 'agent' (a task for an agent) or 'run' (a command)"
+            )
         if step.agent is not None and step.agent not in agents:
             yield Problem(f"{here}.agent", f"unknown agent '{step.agent}' ({_names('agents', agents)})")
         if step.run is not None and not step.run:
@@ -301,7 +315,9 @@ def _step_references(spec: LoopSpec) -> Iterator[Problem]:
             targets.append(("on_failure", step.on_failure))
         if targets and spec.pattern != "custom":
             key = targets[0][0].split(".")[0]
-            yield Problem(f"{here}.{key}", f"'{key}' applies only to pattern 'custom' (pattern is '{spec.pattern}')")
+            yield Problem(
+                f"{here}.{key}", f"'{key}' applies only to pattern 'custom' (pattern is '{spec.pattern}')"
+            )
         for key, target in targets:
             if target not in steps:
                 yield Problem(f"{here}.{key}", f"unknown step '{target}' ({_names('steps', steps)})")
@@ -309,7 +325,9 @@ def _step_references(spec: LoopSpec) -> Iterator[Problem]:
         for i, agent in enumerate(spec.agents):
             for j, tool in enumerate(agent.tools):
                 if tool not in tools:
-                    yield Problem(f"agents[{i}].tools[{j}]", f"unknown tool '{tool}' ({_names('tools', tools)})")
+                    yield Problem(
+                        f"agents[{i}].tools[{j}]", f"unknown tool '{tool}' ({_names('tools', tools)})"
+                    )
 
 
 def _cycles(spec: LoopSpec) -> Iterator[Problem]:
@@ -327,7 +345,8 @@ def _cycles(spec: LoopSpec) -> Iterator[Problem]:
                 if frozenset(cycle) not in seen_cycles:
                     seen_cycles.add(frozenset(cycle))
                     yield Problem(
-                        f"steps[{index[dep]}].dependencies", f"dependency cycle: {' -> '.join(reversed(cycle))}"
+                        f"steps[{index[dep]}].dependencies",
+                        f"dependency cycle: {' -> '.join(reversed(cycle))}",
                     )
             elif dep not in state:
                 yield from visit(dep, path)
@@ -343,11 +362,20 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
     gates = [g.name for g in spec.policy.verification_gates]
     for i, gate in enumerate(spec.policy.verification_gates):
         here = f"policy.verification_gates[{i}]"
-        kinds = [k for k, on in (("condition", gate.condition is not None), ("command", gate.command is not None),
-                                 ("approval", gate.approval)) if on]
+        kinds = [
+            k
+            for k, on in (
+                ("condition", gate.condition is not None),
+                ("command", gate.command is not None),
+                ("approval", gate.approval),
+            )
+            if on
+        ]
         if len(kinds) != 1:
             found = f" (has {', '.join(kinds)})" if kinds else ""
-            yield Problem(here, f"a gate needs exactly one of 'condition', 'command' or 'approval: true'{found}")
+            yield Problem(
+                here, f"a gate needs exactly one of 'condition', 'command' or 'approval: true'{found}"
+            )
         if gate.condition is not None:
             yield from _jmespath(f"{here}.condition", gate.condition)
         if gate.command is not None and not gate.command:
@@ -377,7 +405,10 @@ def _schemas(spec: LoopSpec) -> Iterator[Problem]:
     for i, step in enumerate(spec.steps):
         found.append((f"steps[{i}].output_schema", step.output_schema))
     for i, agent in enumerate(spec.agents):
-        found += [(f"agents[{i}].output_schema", agent.output_schema), (f"agents[{i}].input_schema", agent.input_schema)]
+        found += [
+            (f"agents[{i}].output_schema", agent.output_schema),
+            (f"agents[{i}].input_schema", agent.input_schema),
+        ]
     for i, tool in enumerate(spec.tools):
         found.append((f"tools[{i}].schema_def", tool.schema_def))
     if spec.output_schema is not None:
@@ -385,8 +416,12 @@ def _schemas(spec: LoopSpec) -> Iterator[Problem]:
     for where, schema in found:
         if schema is None:
             continue
+        # validator_for looks `$schema` up in a dict: a list would raise TypeError, a number AttributeError.
+        # Any other non-text value is checked against the latest draft, which reports it as not a string.
+        text_meta = isinstance(schema.get("$schema", ""), str)
+        cls = jsonschema.validators.validator_for(schema) if text_meta else jsonschema.Draft202012Validator
         try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
+            cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             at = ".".join(str(p) for p in exc.path)
             yield Problem(where, f"not a valid JSON Schema: {exc.message}" + (f" (at {at})" if at else ""))
@@ -412,7 +447,8 @@ def _placeholders(spec: LoopSpec) -> Iterator[Problem]:
                 name = rest.split(".")[0]
                 if not rest or name not in steps:
                     yield Problem(
-                        where, f"placeholder {{{path}}}: use steps.<name>.output with a step name ({_names('steps', steps)})"
+                        where,
+                        f"placeholder {{{path}}}: use steps.<name>.output with a step name ({_names('steps', steps)})",
                     )
 
 
@@ -446,11 +482,17 @@ def _pattern_rules(spec: LoopSpec) -> Iterator[Problem]:
             )
     elif spec.pattern == "supervisor_worker":
         if steps[0].agent is None:
-            yield Problem("steps[0]", "supervisor_worker: steps[0] is the supervisor and must be an agent step")
+            yield Problem(
+                "steps[0]", "supervisor_worker: steps[0] is the supervisor and must be an agent step"
+            )
         if len(steps) < 2:
-            yield Problem("steps", "supervisor_worker needs workers: steps after steps[0] that the supervisor picks")
+            yield Problem(
+                "steps", "supervisor_worker needs workers: steps after steps[0] that the supervisor picks"
+            )
     elif spec.pattern == "custom" and steps[0].dependencies:
-        yield Problem("steps[0].dependencies", "custom: the run starts at steps[0], which cannot wait on others")
+        yield Problem(
+            "steps[0].dependencies", "custom: the run starts at steps[0], which cannot wait on others"
+        )
 
 
 def summary(spec: LoopSpec) -> str:

@@ -6,11 +6,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from loopengt_core.errors import LoopengtError
+
+if TYPE_CHECKING:
+    from loopengt_core.runs import Runs
 
 app = typer.Typer(
     name="loopengt",
@@ -39,7 +42,9 @@ def validate(spec: Annotated[Path, typer.Argument(help="Path to a loop.yaml")]) 
         data = parse_text(read_spec_file(spec))
     except SpecError as exc:
         for problem in exc.problems:
-            typer.echo(f"{spec}: {problem}" if problem.location != str(spec) else f"{spec}: {problem.message}")
+            typer.echo(
+                f"{spec}: {problem}" if problem.location != str(spec) else f"{spec}: {problem.message}"
+            )
         raise typer.Exit(1) from None
     loaded, problems = validate_data(data)
     if loaded is None or problems:
@@ -74,10 +79,12 @@ def templates() -> None:
 
 @app.command()
 def init(
-    template: Annotated[str, typer.Option("--template", "-t", help="Template name (see `loopengt templates`)")] = (
-        "fix_tests"
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="Template name (see `loopengt templates`)")
+    ] = ("fix_tests"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the loop spec")] = Path(
+        "loop.yaml"
     ),
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the loop spec")] = Path("loop.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
 ) -> None:
     """Write a loop.yaml from a template."""
@@ -92,8 +99,172 @@ def init(
     typer.echo(f"wrote {output} (template {template}); check it with: loopengt validate {output}")
 
 
+def _runs(store: str, **options: Any) -> Runs:
+    from loopengt_core.runs import Runs
+    from loopengt_core.store import open_store
+
+    return Runs(open_store(store), **options)
+
+
+def _inputs(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise fail(f"--input takes name=value (got {pair!r})", 2)
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+@app.command()
+def run(
+    spec: Annotated[Optional[str], typer.Argument(help="Path to a loop.yaml")] = None,  # noqa: UP045 - typer
+    agent: Annotated[
+        str, typer.Option("--agent", help="Command that does each agent task (task JSON on stdin)")
+    ] = "",
+    inputs: Annotated[
+        list[str], typer.Option("--input", "-i", help="Run input name=value (repeatable)")
+    ] = [],  # noqa: B006
+    template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Drive a run headless: each agent task goes to --agent; exit 0 only if the run completed."""
+    from rich.console import Console
+
+    from loopengt_server.headless import drive, show_end
+
+    if not agent:
+        raise fail("--agent is required, e.g. --agent 'python examples/agent.py'", 2)
+    if sum(x is not None for x in (spec, template, resume)) != 1:
+        raise fail("give exactly one of SPEC, --template NAME or --resume RUN_ID", 2)
+    console = Console(highlight=False)
+    runs = _runs(store, allow_inline_commands=False)
+    if resume is not None:
+        view = runs.resume(resume)
+    else:
+        view = runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+    console.print(f"[bold]run {view.run_id}[/] ({view.loop}) in {store}")
+    try:
+        view = drive(runs, view, agent, console)
+    except KeyboardInterrupt:
+        console.print(
+            f"\ninterrupted; the run is saved. Continue with: loopengt run --resume {view.run_id} "
+            f"--agent {agent!r}"
+        )
+        raise typer.Exit(130) from None
+    show_end(console, view)
+    raise typer.Exit(0 if view.status == "completed" else 1)
+
+
+@app.command("runs")
+def list_runs_command(
+    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status")] = None,  # noqa: UP045
+    limit: Annotated[int, typer.Option("--limit", help="At most this many")] = 50,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """List runs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run_id", "loop", "status", "turn", "started", "parent", box=None, pad_edge=False)
+    for s in _runs(store).list_runs(status=status, limit=limit):
+        table.add_row(s.run_id, s.loop, s.status, str(s.turn), s.started_at, s.parent_run_id or "")
+    Console(width=160).print(table)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    trace: Annotated[bool, typer.Option("--trace", help="Also print the events")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the RunView as JSON")] = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Show a run's state (and with --trace its events)."""
+    from rich.console import Console
+
+    runs = _runs(store)
+    view = runs.get_run(run_id)
+    console = Console(highlight=False, width=160)
+    if as_json:
+        typer.echo(view.model_dump_json(indent=2))
+    else:
+        console.print(f"[bold]{view.run_id}[/] loop {view.loop}: [bold]{view.status}[/], turn {view.turn}")
+        if view.error:
+            console.print(f"  reason: {view.error}")
+        for step in view.steps:
+            console.print(f"  step {step.name}: {step.status} ({step.attempts} attempts)")
+        for task in view.tasks:
+            console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
+        console.print(f"  next: {view.next_action}")
+    if trace:
+        for event in runs.trace(run_id):
+            detail = json.dumps(event.data, default=str)
+            typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}")
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving")] = False,
+    comment: Annotated[
+        str | None, typer.Option("--comment", help="Why; becomes feedback on rejection")
+    ] = None,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Answer the approval gate a run waits at."""
+    import getpass
+
+    view = _runs(store).approve(run_id, approved=not reject, comment=comment, by=getpass.getuser())
+    typer.echo(
+        f"{'rejected' if reject else 'approved'}; run {run_id} is now {view.status}: {view.next_action}"
+    )
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    reason: Annotated[str, typer.Option("--reason")] = "cancelled from the terminal",
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Cancel a run."""
+    view = _runs(store).cancel_run(run_id, reason)
+    typer.echo(f"run {run_id} {view.status}")
+
+
+@app.command()
+def checkpoint(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    label: Annotated[Optional[str], typer.Option("--label")] = None,  # noqa: UP045
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Take a checkpoint of a run (fork from it later with `resume --checkpoint`)."""
+    info = _runs(store).checkpoint(run_id, label)
+    typer.echo(f"checkpoint {info.checkpoint_id} at seq {info.seq}")
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    checkpoint_id: Annotated[
+        str | None, typer.Option("--checkpoint", help="Fork a new run from here")
+    ] = None,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Continue a run, or fork a new one from a checkpoint; prints the run's next action."""
+    view = _runs(store).resume(run_id, checkpoint_id)
+    typer.echo(f"run {view.run_id} {view.status}: {view.next_action}")
+
+
 def main() -> None:
     """Console entry point: LoopengtError -> one line; anything else -> one line plus a debug hint."""
+    from loopengt_core.logs import configure
+
+    configure()
     try:
         app()
     except LoopengtError as exc:
@@ -102,12 +273,15 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("loopengt: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the top-level edge: no traceback reaches the terminal
+    except Exception as exc:
         if os.environ.get("LOOPENGT_DEBUG"):
             raise
-        typer.echo(f"loopengt: internal error: {type(exc).__name__}: {exc} (set LOOPENGT_DEBUG=1 for details)",
-                   err=True)
+        typer.echo(
+            f"loopengt: internal error: {type(exc).__name__}: {exc} (set LOOPENGT_DEBUG=1 for details)",
+            err=True,
+        )
         sys.exit(1)
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,666 @@
+"""The pure engine: given a run's state, an input and the time, decide the events that follow.
+
+No I/O and no clock: time comes in as `now`, command results come in as arguments, and randomness
+(jitter) comes from the run's seed. Each decision emits events through `_Tx.emit`, which applies
+them to the state as it goes, so later decisions in one transition see earlier ones and the live
+state is, by construction, the fold of the events the caller stores.
+
+Public methods validate their arguments before emitting anything: a refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from loopengt_core import patterns
+from loopengt_core.errors import Conflict, InvalidArgument, NotFound
+from loopengt_core.events import Event, iso, parse_iso
+from loopengt_core.gates import command_feedback, condition_gate, schema_gate, search, tail, truthy
+from loopengt_core.patterns import Move
+from loopengt_core.render import render
+from loopengt_core.spec import Agent, Gate, LoopSpec, RetryPolicy, Step
+from loopengt_core.state import GateResult, RunState, apply
+
+DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
+COMMAND_OUTPUT_CHARS = 16_000
+OUTCOMES = ("success", "failure")
+
+
+def backoff_delay(retry: RetryPolicy, failed_attempt: int, *, seed: int, step: str) -> float:
+    """Seconds before re-running a command step after its `failed_attempt`-th attempt failed."""
+    base = retry.backoff_seconds if retry.backoff_seconds is not None else retry.initial_delay_seconds
+    factor = retry.backoff_multiplier or 2.0
+    n = max(failed_attempt, 1)
+    delay = {"none": 0.0, "fixed": base, "linear": base * n, "exponential": base * factor ** (n - 1)}[
+        retry.backoff
+    ]
+    delay = min(delay, retry.max_delay_seconds)
+    if retry.jitter and delay > 0:
+        delay *= random.Random(f"{seed}:{step}:{n}").uniform(0.5, 1.0)
+    return round(delay, 3)
+
+
+class _Tx:
+    """One transition: the events decided so far, each already applied to `state`."""
+
+    def __init__(self, state: RunState | None, now: datetime) -> None:
+        self._state = state
+        self.now = now
+        self.at = iso(now)
+        self.events: list[Event] = []
+
+    @property
+    def state(self) -> RunState:
+        assert self._state is not None, "run_started must come first"
+        return self._state
+
+    def emit(self, event_type: str, /, **data: Any) -> None:
+        seq = (self._state.seq if self._state is not None else 0) + 1
+        event = Event(seq=seq, type=event_type, at=self.at, data=data)
+        self._state = apply(self._state, event)
+        self.events.append(event)
+
+
+class Engine:
+    """Decisions for runs of one spec."""
+
+    def __init__(self, spec: LoopSpec) -> None:
+        self.spec = spec
+        self.steps: dict[str, Step] = {s.name: s for s in spec.steps}
+        self.agents: dict[str, Agent] = {a.name: a for a in spec.agents}
+        self.gates: dict[str, Gate] = {g.name: g for g in spec.policy.verification_gates}
+        stop_turns = spec.stop_value("max_turns")
+        self.max_turns = (
+            min(spec.policy.max_turns, stop_turns) if isinstance(stop_turns, int) else spec.policy.max_turns
+        )
+        limits = [spec.policy.max_total_time_seconds, spec.stop_value("timeout")]
+        numeric = [float(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool)]
+        self.time_limit_seconds = min(numeric) if numeric else None
+        goal = spec.stop_value("goal_met")
+        self.goal_met: str | None = goal if isinstance(goal, str) else None
+        quality = spec.stop_value("quality_threshold")
+        self.quality: float | None = (
+            float(quality)
+            if isinstance(quality, int | float) and spec.pattern != "evaluator_optimizer"
+            else None
+        )
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def start(
+        self, *, run_id: str, now: datetime, seed: int, context: dict[str, Any], spec_hash: str
+    ) -> list[Event]:
+        tx = _Tx(None, now)
+        tx.emit(
+            "run_started",
+            run_id=run_id,
+            loop=self.spec.name,
+            goal=self.spec.goal,
+            spec_hash=spec_hash,
+            context=context,
+            seed=seed,
+            steps=[s.name for s in self.spec.steps],
+        )
+        for move in patterns.initial(self.spec, tx.state):
+            self._start_step(tx, move)
+        self._finish(tx)
+        return tx.events
+
+    def fork(
+        self, parent: RunState, *, run_id: str, checkpoint_id: str, checkpoint_seq: int, now: datetime
+    ) -> list[Event]:
+        """A new run that begins where `parent` (the state at a checkpoint) stood."""
+        state = parent.model_copy(deep=True)
+        for task in state.tasks.values():
+            timeout = self._timeout(self.steps[task.step])
+            task.expires_at = iso(now + timedelta(seconds=timeout)) if timeout else None
+        for command in state.commands.values():
+            command.runner = command.lease_until = None
+        tx = _Tx(None, now)
+        tx.emit(
+            "run_forked",
+            run_id=run_id,
+            parent_run_id=parent.run_id,
+            checkpoint_id=checkpoint_id,
+            seq=checkpoint_seq,
+            state=state.model_dump(mode="json"),
+        )
+        return tx.events
+
+    def tick(self, state: RunState, now: datetime) -> list[Event]:
+        """Enforce deadlines: expired tasks and the run's time budget."""
+        if state.ended:
+            return []
+        tx = _Tx(state, now)
+        if self.time_limit_seconds is not None:
+            elapsed = (now - parse_iso(state.started_at)).total_seconds()
+            if elapsed >= self.time_limit_seconds:
+                tx.emit(
+                    "run_failed",
+                    reason=(
+                        f"max_total_time_seconds {self.time_limit_seconds:g} reached after {elapsed:.0f} s"
+                        f"{self._before_passed(state)}"
+                    ),
+                )
+                return tx.events
+        for task in list(state.tasks.values()):
+            if task.expires_at is not None and parse_iso(task.expires_at) <= now:
+                after = (parse_iso(task.expires_at) - parse_iso(task.issued_at)).total_seconds()
+                tx.emit("task_expired", task_id=task.task_id, step=task.step, after_seconds=after)
+                self._failed(
+                    tx, task.step, f"task {task.task_id} expired after {after:g} s without a submission"
+                )
+        self._finish(tx)
+        return tx.events
+
+    def submit(
+        self,
+        state: RunState,
+        task_id: str,
+        output: Any,
+        *,
+        outcome: str,
+        error: str | None,
+        digest: str,
+        now: datetime,
+    ) -> list[Event]:
+        """Record an agent's submission and decide what follows (gates, retry, next step, end)."""
+        self._require_active(state)
+        if outcome not in OUTCOMES:
+            raise InvalidArgument(f"outcome must be one of: {', '.join(OUTCOMES)} (got {outcome!r})")
+        task = state.tasks.get(task_id)
+        if task is None:
+            raise NotFound(
+                f"run '{state.run_id}' has no open task '{task_id}'; {open_tasks_text(state)}",
+                run_id=state.run_id,
+            )
+        tx = _Tx(state, now)
+        tx.emit(
+            "output_submitted",
+            task_id=task_id,
+            step=task.step,
+            attempt=task.attempt,
+            outcome=outcome,
+            output=output,
+            error=error,
+            digest=digest,
+        )
+        if outcome == "failure":
+            self._failed(
+                tx, task.step, f"attempt {task.attempt} reported failure: {error or 'no reason given'}"
+            )
+        else:
+            self._evaluate(tx, task_id)
+        self._finish(tx)
+        return tx.events
+
+    def claim_command(
+        self, state: RunState, command_id: str, *, runner: str, lease_until: datetime, now: datetime
+    ) -> list[Event]:
+        if command_id not in state.commands:
+            raise Conflict(
+                f"command {command_id!r} is not pending in run '{state.run_id}'", run_id=state.run_id
+            )
+        tx = _Tx(state, now)
+        tx.emit("command_started", command_id=command_id, runner=runner, lease_until=iso(lease_until))
+        return tx.events
+
+    def finish_command(
+        self,
+        state: RunState,
+        command_id: str,
+        *,
+        exit_code: int | None,
+        output: str,
+        duration_seconds: float,
+        timed_out: bool,
+        now: datetime,
+    ) -> list[Event]:
+        """Record a command's result (run by the service) and decide what follows."""
+        command = state.commands.get(command_id)
+        if command is None:
+            raise Conflict(
+                f"command {command_id!r} is not pending in run '{state.run_id}'", run_id=state.run_id
+            )
+        passed = exit_code == 0 and not timed_out
+        text = tail(output, COMMAND_OUTPUT_CHARS)
+        result = {
+            "exit_code": exit_code,
+            "output": text,
+            "duration_seconds": round(duration_seconds, 3),
+            "timed_out": timed_out,
+        }
+        tx = _Tx(state, now)
+        tx.emit("command_finished", command_id=command_id, **result, result=result)
+        feedback = command_feedback(
+            command.argv, exit_code, text, timed_out=timed_out, seconds=duration_seconds
+        )
+        if command.kind == "gate":
+            gate = self.gates[command.gate or ""]
+            if passed:
+                tx.emit(
+                    "gate_passed", task_id=command.task_id, step=command.step, gate=gate.name, feedback=None
+                )
+                self._continue(tx, command.task_id)
+            else:
+                tx.emit(
+                    "gate_failed",
+                    task_id=command.task_id,
+                    step=command.step,
+                    gate=gate.name,
+                    feedback=gate.feedback or feedback,
+                    on_failure=gate.on_failure,
+                )
+                self._failed(tx, command.step, gate.feedback or feedback, abort=gate.on_failure == "abort")
+        elif passed:
+            self._evaluate(tx, command.task_id)
+        else:
+            self._failed(tx, command.step, feedback)
+        self._finish(tx)
+        return tx.events
+
+    def answer_approval(
+        self, state: RunState, *, approved: bool, comment: str | None, by: str, now: datetime
+    ) -> list[Event]:
+        approval = state.approval
+        if approval is None:
+            raise Conflict(
+                f"run '{state.run_id}' is not waiting for approval (status: {state.status})",
+                run_id=state.run_id,
+            )
+        tx = _Tx(state, now)
+        fields = {
+            "task_id": approval.task_id,
+            "step": approval.step,
+            "gate": approval.gate,
+            "comment": comment,
+            "by": by,
+        }
+        if approved:
+            tx.emit("approval_given", **fields)
+            self._continue(tx, approval.task_id)
+        else:
+            tx.emit("approval_rejected", **fields)
+            reason = f"rejected by {by} at gate '{approval.gate}'" + (f": {comment}" if comment else "")
+            self._failed(tx, approval.step, reason)
+        self._finish(tx)
+        return tx.events
+
+    def cancel(self, state: RunState, reason: str, now: datetime) -> list[Event]:
+        self._require_active(state)
+        tx = _Tx(state, now)
+        tx.emit("run_cancelled", reason=reason or "cancelled")
+        return tx.events
+
+    def take_checkpoint(
+        self, state: RunState, checkpoint_id: str, label: str | None, now: datetime
+    ) -> list[Event]:
+        tx = _Tx(state, now)
+        tx.emit("checkpoint_taken", checkpoint_id=checkpoint_id, label=label)
+        return tx.events
+
+    def resume(self, state: RunState, now: datetime) -> list[Event]:
+        if state.ended:
+            return []
+        tx = _Tx(state, now)
+        tx.emit("run_resumed", reason="resumed")
+        return tx.events
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    def _require_active(self, state: RunState) -> None:
+        if state.ended:
+            detail = f": {state.error}" if state.error else ""
+            raise Conflict(
+                f"run '{state.run_id}' has ended ({state.status}{detail}); nothing more can change it",
+                run_id=state.run_id,
+            )
+
+    def _evaluate(self, tx: _Tx, task_id: str) -> None:
+        """Pure checks of an output: its schema, the pattern's needs, condition gates. Then the rest."""
+        evaluation = tx.state.evaluations[task_id]
+        step = self.steps[evaluation.step]
+        results: list[tuple[GateResult, str]] = []
+        schema = self.output_schema(step)
+        if schema is not None and step.run is None:
+            results.append((schema_gate("output_schema", schema, evaluation.output), "retry"))
+        pattern_check = patterns.check_output(self.spec, step, evaluation.output)
+        if pattern_check is not None:
+            results.append((pattern_check, "retry"))
+        scope = self._scope(tx.state, evaluation.output, evaluation.attempt)
+        for gate in self._step_gates(step):
+            if gate.condition is not None:
+                results.append(
+                    (condition_gate(gate.name, gate.condition, scope, gate.feedback), gate.on_failure)
+                )
+        for result, on_failure in results:
+            kind = "gate_passed" if result.passed else "gate_failed"
+            extra = {} if result.passed else {"on_failure": on_failure}
+            tx.emit(
+                kind, task_id=task_id, step=step.name, gate=result.name, feedback=result.feedback, **extra
+            )
+        failed = [(r, f) for r, f in results if not r.passed]
+        if failed:
+            feedback = "\n".join(r.feedback or f"gate '{r.name}' failed" for r, _ in failed)
+            self._failed(tx, step.name, feedback, abort=any(f == "abort" for _, f in failed))
+            return
+        self._continue(tx, task_id)
+
+    def _continue(self, tx: _Tx, task_id: str) -> None:
+        """The next unchecked command gate, then approval gates, then acceptance."""
+        evaluation = tx.state.evaluations[task_id]
+        step = self.steps[evaluation.step]
+        checked = {r.name for r in evaluation.results}
+        for gate in self._step_gates(step):
+            if gate.command is not None and gate.name not in checked:
+                tx.emit(
+                    "command_requested",
+                    command_id=f"{task_id}:{gate.name}",
+                    kind="gate",
+                    step=step.name,
+                    task_id=task_id,
+                    gate=gate.name,
+                    argv=gate.command,
+                    attempt=evaluation.attempt,
+                    timeout_seconds=gate.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
+                    not_before=tx.at,
+                )
+                return
+        for gate in self._step_gates(step):
+            if gate.approval and gate.name not in checked:
+                tx.emit(
+                    "approval_requested", task_id=task_id, step=step.name, gate=gate.name, prompt=gate.prompt
+                )
+                return
+        self._accept(tx, task_id)
+
+    def _accept(self, tx: _Tx, task_id: str) -> None:
+        state = tx.state
+        evaluation = state.evaluations[task_id]
+        step, output = self.steps[evaluation.step], evaluation.output
+        tx.emit("step_completed", step=step.name, output=output, task_id=task_id)
+        stop = self._stop_reason(state, output)
+        if stop is not None:
+            self._complete(tx, step, task_id, output, stop)
+            return
+        following = patterns.after(self.spec, state, step, output)
+        if following.done:
+            self._complete(tx, step, task_id, output, following.reason)
+            return
+        for move in following.moves:
+            self._start_step(tx, move)
+        if not state.active_steps() and state.approval is None and not state.failing:
+            self._complete(tx, step, task_id, output, "no step follows")
+
+    def _complete(self, tx: _Tx, step: Step, task_id: str, output: Any, reason: str) -> None:
+        """End the run completed, unless the final output misses the top-level output_schema."""
+        if self.spec.output_schema is not None:
+            result = schema_gate(
+                "final_output_schema",
+                self.spec.output_schema.json_schema(),
+                output,
+                what="top-level output_schema (the run's final output)",
+            )
+            if not result.passed:
+                tx.emit(
+                    "gate_failed",
+                    task_id=task_id,
+                    step=step.name,
+                    gate=result.name,
+                    feedback=result.feedback,
+                    on_failure="retry",
+                )
+                self._failed(tx, step.name, result.feedback or "final output mismatch")
+                return
+        tx.emit("run_completed", final_output=output, reason=reason)
+
+    def _stop_reason(self, state: RunState, output: Any) -> str | None:
+        if self.goal_met is not None:
+            scope = {"output": output, "context": state.context, "steps": self._steps_scope(state)}
+            try:
+                met = truthy(search(self.goal_met, scope))
+            except Exception:  # noqa: BLE001 - a runtime JMESPath type error means "not met"
+                met = False
+            if met:
+                return f"goal_met: {self.goal_met}"
+        if self.quality is not None and isinstance(output, dict):
+            score = output.get("score")
+            if isinstance(score, int | float) and not isinstance(score, bool) and score >= self.quality:
+                return f"quality_threshold {self.quality:g} reached (score {score})"
+        return None
+
+    def _failed(self, tx: _Tx, name: str, feedback: str, *, abort: bool = False) -> None:
+        """An attempt of `name` failed: retry within budget, else fail the step and maybe the run."""
+        state = tx.state
+        step, current = self.steps[name], state.steps[name]
+        retry = self._retry(step)
+        if not abort and step.allow_retry and current.attempt <= retry.max_retries:
+            attempt = current.attempt + 1
+            if step.run is not None:
+                delay = backoff_delay(retry, current.attempt, seed=state.seed, step=name)
+                not_before = tx.now + timedelta(seconds=delay)
+                tx.emit(
+                    "retry_scheduled",
+                    step=name,
+                    attempt=attempt,
+                    delay_seconds=delay,
+                    not_before=iso(not_before),
+                    feedback=feedback,
+                )
+                self._request_command_step(tx, step, attempt, not_before)
+            else:
+                tx.emit(
+                    "retry_scheduled",
+                    step=name,
+                    attempt=attempt,
+                    delay_seconds=0.0,
+                    not_before=tx.at,
+                    feedback=feedback,
+                )
+                self._issue(tx, step, attempt, feedback, current.visit_input)
+            return
+        first_line = feedback.strip().splitlines()[0] if feedback.strip() else "no detail"
+        reason = (
+            f"step '{name}' aborted: {first_line}"
+            if abort
+            else f"step '{name}' failed after {current.attempt} attempt{'s' if current.attempt != 1 else ''}: "
+            f"{first_line}"
+        )
+        fallback = patterns.on_failure(self.spec, step, feedback)
+        others = state.active_steps() - {name}
+        later = fallback is None and not self.spec.policy.fail_fast and bool(others)
+        tx.emit("step_failed", step=name, reason=reason, fail_run_later=later)
+        if fallback is not None:
+            self._start_step(tx, fallback)
+        elif not later:
+            tx.emit("run_failed", reason=reason)
+
+    def _finish(self, tx: _Tx) -> None:
+        """End-of-transition rules: a failing run whose branches are done, and the turn budget."""
+        state = tx._state
+        if state is None or state.ended:
+            return
+        if state.failing and not state.active_steps() and state.approval is None:
+            tx.emit("run_failed", reason=state.failing)
+        elif state.turn >= self.max_turns and state.tasks:
+            tx.emit("run_failed", reason=f"max_turns {self.max_turns} reached{self._before_passed(state)}")
+
+    def _before_passed(self, state: RunState) -> str:
+        waiting = sorted(state.active_steps()) or sorted(
+            n for n, s in state.steps.items() if s.status == "pending"
+        )
+        if not waiting:
+            return ""
+        names = ", ".join(f"'{n}'" for n in waiting[:3])
+        return f" before step{'s' if len(waiting) > 1 else ''} {names} passed"
+
+    # --- issuing work --------------------------------------------------------------------------
+
+    def _start_step(self, tx: _Tx, move: Move) -> None:
+        step = self.steps[move.step]
+        if step.run is not None:
+            self._request_command_step(tx, step, 1, tx.now)
+        else:
+            self._issue(tx, step, 1, move.feedback, self._input(tx.state, step, move.input))
+
+    def _request_command_step(self, tx: _Tx, step: Step, attempt: int, not_before: datetime) -> None:
+        task_id = f"{step.name}#{tx.state.steps[step.name].issued + 1}"
+        tx.emit(
+            "command_requested",
+            command_id=task_id,
+            kind="step",
+            step=step.name,
+            task_id=task_id,
+            gate=None,
+            argv=step.run,
+            attempt=attempt,
+            timeout_seconds=step.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
+            not_before=iso(not_before),
+        )
+
+    def _issue(
+        self, tx: _Tx, step: Step, attempt: int, feedback: str | None, task_input: dict[str, Any]
+    ) -> None:
+        state = tx.state
+        task_id = f"{step.name}#{state.steps[step.name].issued + 1}"
+        timeout = self._timeout(step)
+        tx.emit(
+            "task_issued",
+            task_id=task_id,
+            step=step.name,
+            agent=step.agent,
+            attempt=attempt,
+            instructions=self.instructions(state, step, attempt, feedback, task_input),
+            input=task_input,
+            output_schema=self.output_schema(step),
+            feedback=feedback,
+            expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
+        )
+
+    def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:
+        task_input: dict[str, Any] = {"goal": self.spec.goal, "context": state.context}
+        task_input.update(extra)
+        return task_input
+
+    def instructions(
+        self, state: RunState, step: Step, attempt: int, feedback: str | None, task_input: dict[str, Any]
+    ) -> str:
+        """The task text: role, goal, the step's rendered prompt, feedback and what to return."""
+        agent = self.agents.get(step.agent or "")
+        scope: dict[str, Any] = {
+            **state.context,
+            "goal": self.spec.goal,
+            "feedback": feedback or "",
+            "attempt": attempt,
+            "turn": state.turn,
+            "step": step.name,
+            "agent": step.agent,
+            "run_id": state.run_id,
+            "input": task_input,
+            "context": state.context,
+            "steps": self._steps_scope(state),
+            "evaluation": task_input.get("evaluation"),
+            "last_worker": task_input.get("last_worker"),
+            "handoff": task_input.get("handoff"),
+        }
+        parts: list[str] = []
+        if agent is not None and agent.system_prompt:
+            parts.append(render(agent.system_prompt, scope).strip())
+        if self.spec.goal:
+            parts.append(f"Goal: {self.spec.goal}")
+        title = f"Step '{step.name}', attempt {attempt}" + (
+            f": {step.description}" if step.description else ""
+        )
+        body = (
+            render(step.prompt_template, scope).strip()
+            if step.prompt_template
+            else "Do this step's part of the goal and submit what you produced as the output."
+        )
+        parts.append(title + ("\n" + body if body else ""))
+        if feedback and "{feedback}" not in (step.prompt_template or ""):
+            parts.append(f"Feedback on the previous attempt:\n{feedback}")
+        hint = self._pattern_hint(step, task_input)
+        if hint:
+            parts.append(hint)
+        if self.output_schema(step) is not None:
+            parts.append("Submit your output as JSON matching the task's output_schema.")
+        return "\n\n".join(parts)
+
+    def _pattern_hint(self, step: Step, task_input: dict[str, Any]) -> str:
+        spec = self.spec
+        names = [s.name for s in spec.steps]
+        if spec.pattern == "supervisor_worker":
+            if step.name == names[0]:
+                hint = (
+                    f'Return {{"next_step": "<worker>"}} to hand work to a worker ({", ".join(names[1:])}), '
+                    'or {"done": true} when the goal is met.'
+                )
+                return hint + (
+                    " The last worker's result is in input.last_worker."
+                    if "last_worker" in task_input
+                    else ""
+                )
+            return "The supervisor's assignment is in input.assignment." if "assignment" in task_input else ""
+        if spec.pattern == "evaluator_optimizer":
+            if step.name == names[0]:
+                return (
+                    f'Return {{"score": 0..1, "passed": true|false, "comments": "..."}}; the loop ends when '
+                    f"score >= {patterns.threshold(spec):g} or passed is true."
+                )
+            return "The evaluation to act on is in input.evaluation."
+        if spec.pattern == "handoff":
+            return f'To choose who acts next, set "handoff_to" to a step ({", ".join(names)}).'
+        if spec.pattern == "custom" and step.routes is not None:
+            return f'Set "{step.routes.field}" in your output to one of: {", ".join(step.routes.map)}.'
+        return ""
+
+    # --- spec lookups --------------------------------------------------------------------------
+
+    def output_schema(self, step: Step) -> dict[str, Any] | None:
+        if step.output_schema is not None:
+            return step.output_schema
+        agent = self.agents.get(step.agent or "")
+        return agent.output_schema if agent is not None else None
+
+    def _timeout(self, step: Step) -> float | None:
+        if step.run is not None:
+            return None
+        agent = self.agents.get(step.agent or "")
+        return step.timeout_seconds or (agent.timeout_seconds if agent is not None else None)
+
+    def _retry(self, step: Step) -> RetryPolicy:
+        agent = self.agents.get(step.agent or "")
+        return agent.retry if agent is not None and agent.retry is not None else self.spec.policy.retry
+
+    def _step_gates(self, step: Step) -> list[Gate]:
+        return [self.gates[name] for name in step.verification_gates]
+
+    def _steps_scope(self, state: RunState) -> dict[str, Any]:
+        return {name: {"output": s.output, "status": s.status} for name, s in state.steps.items()}
+
+    def _scope(self, state: RunState, output: Any, attempt: int) -> dict[str, Any]:
+        return {
+            "output": output,
+            "context": state.context,
+            "steps": self._steps_scope(state),
+            "attempt": attempt,
+        }
+
+
+def open_tasks_text(state: RunState) -> str:
+    if state.tasks:
+        return "open tasks: " + ", ".join(state.tasks)
+    if state.approval is not None:
+        return f"no open tasks: the run waits for approval of gate '{state.approval.gate}'"
+    if state.commands:
+        return "no open tasks: command " + ", ".join(state.commands) + " is pending"
+    return f"no open tasks (status: {state.status})"
+
+
+def next_deadline(state: RunState) -> datetime | None:
+    """The earliest moment a tick or a command becomes due, for the server's timer."""
+    moments = [parse_iso(t.expires_at) for t in state.tasks.values() if t.expires_at]
+    moments += [parse_iso(c.not_before) for c in state.commands.values() if c.runner is None]
+    return min(moments) if moments else None

@@ -1,0 +1,81 @@
+"""Gate evaluators. Pure: schema and JMESPath checks run here; command results arrive as data."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import jmespath
+import jsonschema
+from jmespath.exceptions import JMESPathError
+
+from loopengt_core.state import GateResult
+
+FEEDBACK_CHARS = 4000
+
+
+def truthy(value: Any) -> bool:
+    """JMESPath truthiness: false for null, false, empty string, list or object; true otherwise (0 too)."""
+    return value not in (None, False, "", [], {}) or (value == 0 and not isinstance(value, bool))
+
+
+@lru_cache(maxsize=512)
+def _compiled(expression: str) -> jmespath.parser.ParsedResult:
+    return jmespath.compile(expression)
+
+
+def search(expression: str, data: Any) -> Any:
+    """Evaluate a JMESPath expression (validated when the spec loaded)."""
+    return _compiled(expression).search(data)
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def schema_errors(schema: dict[str, Any], value: Any, limit: int = 5) -> list[str]:
+    """Up to `limit` readable mismatches of `value` against a JSON Schema (empty when it matches)."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    out = []
+    for err in errors[:limit]:
+        where = "output" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        out.append(f"{where}: {err.message}")
+    return out
+
+
+def schema_gate(name: str, schema: dict[str, Any], value: Any, *, what: str = "output_schema") -> GateResult:
+    problems = schema_errors(schema, value)
+    if not problems:
+        return GateResult(name=name, passed=True)
+    return GateResult(
+        name=name, passed=False, feedback=f"the output does not match the {what}: " + "; ".join(problems)
+    )
+
+
+def condition_gate(name: str, expression: str, scope: dict[str, Any], feedback: str | None) -> GateResult:
+    try:
+        value = search(expression, scope)
+    except JMESPathError as exc:
+        return GateResult(name=name, passed=False, feedback=f"gate '{name}': `{expression}` failed: {exc}")
+    if truthy(value):
+        return GateResult(name=name, passed=True)
+    return GateResult(
+        name=name, passed=False, feedback=feedback or f"gate '{name}' failed: `{expression}` is false"
+    )
+
+
+def tail(text: str, limit: int = FEEDBACK_CHARS) -> str:
+    return text if len(text) <= limit else "[...]" + text[-limit:]
+
+
+def command_feedback(
+    argv: list[str], exit_code: int | None, output: str, *, timed_out: bool, seconds: float
+) -> str:
+    shown = " ".join(argv)
+    head = f"`{shown}` timed out after {seconds:.0f} s" if timed_out else f"`{shown}` exited with code {exit_code}"
+    return f"{head}:\n{tail(output).rstrip()}" if output.strip() else head

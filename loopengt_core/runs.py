@@ -1,0 +1,505 @@
+"""The runs service: what the MCP layer and the CLI call. It loads, decides, appends, answers.
+
+Every transition happens under the store's per-run lock: bring the cached state up to the log's end,
+enforce deadlines (`tick`), let the engine decide, append the events durably, and only then answer.
+Commands (command steps and gates) run outside the lock: the service claims a command with a lease
+event, runs it, and records the result as an event, so replay never runs a command again and a
+crashed runner's command is picked up once its lease ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+import yaml
+from pydantic import BaseModel
+
+from loopengt_core.catalog import template_text
+from loopengt_core.commands import CommandResult, run_command
+from loopengt_core.engine import Engine, open_tasks_text
+from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFound, StoreConflict, TooLarge
+from loopengt_core.events import Event, iso, parse_iso
+from loopengt_core.spec import LoopSpec
+from loopengt_core.state import Answer, Command, GateResult, RunState, apply, project_run
+from loopengt_core.store import Checkpoint, Store, check_id
+from loopengt_core.validation import load_spec, read_spec_file
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view
+
+log = structlog.get_logger("loopengt.runs")
+
+MAX_OUTPUT_BYTES = int(os.environ.get("LOOPENGT_MAX_OUTPUT_BYTES", str(4 * 1024 * 1024)))
+LEASE_GRACE_SECONDS = 30.0
+MAX_TASK_ID_CHARS = 200
+
+
+class CheckpointInfo(BaseModel):
+    checkpoint_id: str
+    seq: int
+    label: str | None = None
+    created_at: str
+
+
+@dataclass
+class _Run:
+    state: RunState
+    engine: Engine
+    spec_text: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def digest(output: Any, outcome: str, error: str | None) -> str:
+    """Identity of a submission, to recognise the same one sent twice."""
+    blob = json.dumps([output, outcome, error], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    return slug or "run"
+
+
+def _has_commands(spec: LoopSpec) -> bool:
+    return any(s.run for s in spec.steps) or any(g.command for g in spec.policy.verification_gates)
+
+
+class Runs:
+    """Start, drive and inspect runs on one store. Thread-safe; one instance per process is enough."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cwd: str | Path | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        allow_inline_commands: bool = False,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        snapshot_every: int | None = None,
+    ) -> None:
+        self.store = store
+        self.cwd = Path(cwd or os.getcwd())
+        self.clock = clock
+        self.allow_inline_commands = allow_inline_commands
+        self.max_output_bytes = max_output_bytes
+        self.snapshot_every = snapshot_every or int(getattr(store, "snapshot_every", 100))
+        self.runner = f"{socket.gethostname()}:{os.getpid()}"
+        self._cache: dict[str, _Run] = {}
+        self._engines: dict[str, Engine] = {}
+        self._guard = threading.Lock()
+
+    # --- the service -------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        spec_path: str | None = None,
+        template: str | None = None,
+        spec: Any = None,
+        inputs: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> RunView:
+        """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object)."""
+        given = [
+            k for k, v in (("spec_path", spec_path), ("template", template), ("spec", spec)) if v is not None
+        ]
+        if len(given) != 1:
+            raise InvalidArgument(
+                "give exactly one of spec_path, template or spec"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if inputs is not None and not isinstance(inputs, dict):
+            raise InvalidArgument(
+                f"inputs must be an object of names to values (got {type(inputs).__name__})"
+            )
+        text, source = self._spec_text(spec_path, template, spec)
+        parsed = load_spec(text, source=source)
+        if spec is not None and _has_commands(parsed) and not self.allow_inline_commands:
+            raise InvalidArgument(
+                "an inline spec may not contain command steps ('run') or command gates ('command'): the server "
+                "runs those programs. Save the spec to a file and pass spec_path, or start the server with "
+                "--allow-inline-commands"
+            )
+        context = self._context(parsed, inputs or {})
+        spec_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+        if run_id is not None:
+            check_id(run_id)
+            if self.store.exists(run_id):
+                return self._existing(run_id, spec_hash)
+        new_id = run_id or f"{_slug(parsed.name)}-{secrets.token_hex(4)}"
+        engine = self._engine(text, parsed)
+        events = engine.start(
+            run_id=new_id, now=self.clock(), seed=secrets.randbits(31), context=context, spec_hash=spec_hash
+        )
+        try:
+            self.store.create_run(new_id, text, events)
+        except StoreConflict:
+            return self._existing(new_id, spec_hash)
+        with self._guard:
+            self._cache[new_id] = _Run(project_run(events), engine, text)
+        log.info("run_started", run_id=new_id, loop=parsed.name)
+        self._pump(new_id)
+        return self.get_run(new_id)
+
+    def step(
+        self,
+        run_id: str,
+        task_id: str,
+        output: Any = None,
+        *,
+        outcome: str = "success",
+        error: str | None = None,
+    ) -> StepAnswer:
+        """Submit a task's output. The same submission twice gets the same answer and appends nothing."""
+        self._known(run_id)
+        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
+            raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
+        if error is not None and not isinstance(error, str):
+            raise InvalidArgument("error must be text")
+        size = len(json.dumps(output, default=str).encode())
+        if size > self.max_output_bytes:
+            raise TooLarge(
+                f"output is {size / 1e6:.1f} MB; the limit is {self.max_output_bytes} bytes "
+                "(LOOPENGT_MAX_OUTPUT_BYTES). Put large artefacts in files and submit their paths",
+                run_id=run_id,
+            )
+        mark = digest(output, outcome, error)
+
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+            if task_id not in state.tasks:
+                answer = state.answers.get(task_id) or self._old_answer(run_id, task_id)
+                if answer is not None:
+                    self._same_submission(state, task_id, answer, mark)
+                    return []
+            return engine.submit(state, task_id, output, outcome=outcome, error=error, digest=mark, now=now)
+
+        self._transition(run_id, decide)
+        self._pump(run_id)
+        run = self._read(run_id)
+        answer = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
+        return StepAnswer(**run_view(run.state).model_dump(), accepted=True, gate_results=answer.gate_results)
+
+    def get_run(self, run_id: str) -> RunView:
+        return run_view(self._read(run_id).state)
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidArgument("limit must be a whole number of at least 1")
+        out = []
+        for run_id in self.store.list_runs():
+            try:
+                state = self._read(run_id).state
+            except LoopengtError as exc:
+                log.warning("run_unreadable", run_id=run_id, error=str(exc))
+                continue
+            if status is None or state.status == status:
+                out.append(run_summary(state))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
+        self._known(run_id)
+        run = self._transition(run_id, lambda e, s, now: e.cancel(s, reason or "cancelled by request", now))
+        return run_view(run.state)
+
+    def approve(
+        self, run_id: str, *, approved: bool = True, comment: str | None = None, by: str = "a person"
+    ) -> RunView:
+        """Answer the approval gate a run waits at (from a person: the CLI or MCP elicitation)."""
+        self._known(run_id)
+        self._transition(
+            run_id, lambda e, s, now: e.answer_approval(s, approved=approved, comment=comment, by=by, now=now)
+        )
+        self._pump(run_id)
+        return self.get_run(run_id)
+
+    def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
+        self._known(run_id)
+        if label is not None and (not isinstance(label, str) or len(label) > 200):
+            raise InvalidArgument("label must be text of at most 200 characters")
+        holder: dict[str, str] = {}
+
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+            holder["id"] = f"cp-{state.checkpoints + 1}"
+            return engine.take_checkpoint(state, holder["id"], label, now)
+
+        run = self._transition(run_id, decide)
+        state = run.state
+        point = Checkpoint(
+            run_id=run_id,
+            checkpoint_id=holder["id"],
+            seq=state.seq,
+            label=label,
+            created_at=state.updated_at,
+            state=state.model_dump(mode="json"),
+        )
+        self.store.save_checkpoint(point)
+        return CheckpointInfo(
+            checkpoint_id=point.checkpoint_id, seq=point.seq, label=label, created_at=point.created_at
+        )
+
+    def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        self._known(run_id)
+        return [
+            CheckpointInfo(checkpoint_id=c.checkpoint_id, seq=c.seq, label=c.label, created_at=c.created_at)
+            for c in self.store.list_checkpoints(run_id)
+        ]
+
+    def resume(self, run_id: str, checkpoint_id: str | None = None) -> RunView:
+        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint."""
+        self._known(run_id)
+        if checkpoint_id is None:
+            self._transition(run_id, lambda e, s, now: e.resume(s, now))
+            self._pump(run_id)
+            return self.get_run(run_id)
+        check_id(checkpoint_id, "checkpoint_id")
+        point = self.store.get_checkpoint(run_id, checkpoint_id)
+        parent = self._read(run_id)
+        new_id = f"{run_id[:48]}-fork-{secrets.token_hex(3)}"
+        events = parent.engine.fork(
+            RunState.model_validate(point.state),
+            run_id=new_id,
+            checkpoint_id=checkpoint_id,
+            checkpoint_seq=point.seq,
+            now=self.clock(),
+        )
+        self.store.create_run(new_id, parent.spec_text, events)
+        log.info("run_forked", run_id=new_id, parent_run_id=run_id, checkpoint_id=checkpoint_id)
+        self._pump(new_id)
+        return self.get_run(new_id)
+
+    def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+        self._known(run_id)
+        return self.store.events(run_id, after=after, limit=limit)
+
+    def spec_of(self, run_id: str) -> LoopSpec:
+        return self._read(run_id).engine.spec
+
+    def pump(self, run_id: str) -> RunView:
+        """Run the run's due commands now (the server's timer and `resume` call this)."""
+        self._known(run_id)
+        self._pump(run_id)
+        return self.get_run(run_id)
+
+    # --- transitions -------------------------------------------------------------------------
+
+    def _known(self, run_id: str) -> None:
+        check_id(run_id)
+        if run_id not in self._cache and not self.store.exists(run_id):
+            raise NotFound(
+                f"no run '{run_id}' in this store; list_runs shows the runs there are", run_id=run_id
+            )
+
+    def _sync(self, run_id: str) -> _Run:
+        """The run's state brought up to the end of its log (caller holds the run's lock)."""
+        with self._guard:
+            run = self._cache.get(run_id)
+        if run is None:
+            loaded = self.store.load(run_id)
+            state = RunState.model_validate(loaded.snapshot) if loaded.snapshot is not None else None
+            run = _Run(project_run(loaded.events, state), self._engine(loaded.spec_text), loaded.spec_text)
+            with self._guard:
+                self._cache[run_id] = run
+        else:
+            for event in self.store.events(run_id, after=run.state.seq):
+                run.state = apply(run.state, event)
+        return run
+
+    def _read(self, run_id: str) -> _Run:
+        return self._transition(run_id, lambda e, s, now: [])
+
+    def _transition(self, run_id: str, decide: Callable[[Engine, RunState, datetime], list[Event]]) -> _Run:
+        self._known(run_id)
+        with self.store.lock(run_id):
+            run = self._sync(run_id)
+            now = self.clock()
+            events = run.engine.tick(run.state, now)
+            try:
+                events += decide(run.engine, run.state, now)
+            finally:
+                if events:
+                    self._append(run_id, run, events)
+            return run
+
+    def _append(self, run_id: str, run: _Run, events: list[Event]) -> None:
+        first = events[0].seq
+        try:
+            self.store.append(run_id, events)
+        except BaseException:
+            with self._guard:
+                self._cache.pop(run_id, None)  # the state ran ahead of the log: reload next time
+            raise
+        every = self.snapshot_every
+        if (first - 1) // every != run.state.seq // every:
+            try:
+                self.store.save_snapshot(run_id, run.state.seq, run.state.model_dump(mode="json"))
+            except LoopengtError as exc:  # the events are durable; a missed snapshot only costs replay time
+                log.warning("snapshot_failed", run_id=run_id, error=str(exc))
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def _pump(self, run_id: str) -> None:
+        """Run every due command of the run, one after another, until none is left or due."""
+        while True:
+            claimed, wait_until = self._claim_next(run_id)
+            if claimed is None:
+                if wait_until is None:
+                    return
+                time.sleep(max(0.0, min((wait_until - self.clock()).total_seconds(), 300.0)) + 0.001)
+                continue
+            result = run_command(claimed.argv, cwd=self.cwd, timeout_seconds=claimed.timeout_seconds)
+            self._finish_command(run_id, claimed.command_id, result)
+
+    def _claim_next(self, run_id: str) -> tuple[Command | None, datetime | None]:
+        """Claim a due command with a lease event; else say when the next one falls due."""
+        found: list[Command] = []
+        waits: list[datetime] = []
+
+        def claim(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+            for command in state.commands.values():
+                due = parse_iso(command.not_before) <= now
+                if due and self._claimable(command.runner, command.lease_until, now):
+                    found.append(command.model_copy())
+                    lease = now + timedelta(seconds=command.timeout_seconds + LEASE_GRACE_SECONDS)
+                    return engine.claim_command(
+                        state, command.command_id, runner=self.runner, lease_until=lease, now=now
+                    )
+            if not state.ended:
+                waits.extend(parse_iso(c.not_before) for c in state.commands.values() if c.runner is None)
+            return []
+
+        self._transition(run_id, claim)
+        return (found[0] if found else None), (min(waits) if waits else None)
+
+    def _finish_command(self, run_id: str, command_id: str, result: CommandResult) -> None:
+        def finish(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+            command = state.commands.get(command_id)
+            if command is None or command.runner != self.runner:
+                return []  # cancelled meanwhile, or taken over after our lease ran out
+            return engine.finish_command(
+                state,
+                command_id,
+                exit_code=result.exit_code,
+                output=result.output,
+                duration_seconds=result.duration_seconds,
+                timed_out=result.timed_out,
+                now=now,
+            )
+
+        self._transition(run_id, finish)
+
+    def _claimable(self, runner: str | None, lease_until: str | None, now: datetime) -> bool:
+        if runner is None or lease_until is None or parse_iso(lease_until) <= now:
+            return True
+        host, _, pid = runner.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        if runner == self.runner:
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True  # its runner died on this machine: no need to wait out the lease
+        except PermissionError:
+            return False
+        return False
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _spec_text(self, spec_path: str | None, template: str | None, spec: Any) -> tuple[str, str]:
+        if spec_path is not None:
+            if not isinstance(spec_path, str):
+                raise InvalidArgument("spec_path must be a path (text)")
+            path = Path(spec_path)
+            return read_spec_file(path if path.is_absolute() else self.cwd / path), spec_path
+        if template is not None:
+            if not isinstance(template, str):
+                raise InvalidArgument("template must be a template name (text)")
+            return template_text(template), f"template {template}"
+        if isinstance(spec, str):
+            return spec, "inline spec"
+        if isinstance(spec, dict):
+            return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), "inline spec"
+        raise InvalidArgument(f"spec must be YAML/JSON text or an object (got {type(spec).__name__})")
+
+    def _context(self, spec: LoopSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+        context = dict(spec.context)
+        for decl in spec.inputs:
+            if decl.name not in inputs and decl.default is not None:
+                context[decl.name] = decl.default
+        missing = [d.name for d in spec.inputs if d.required and d.name not in inputs and d.default is None]
+        if missing:
+            raise InvalidArgument(
+                f"missing required input{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+                "(pass them in inputs, or --input name=value)"
+            )
+        context.update(inputs)
+        return context
+
+    def _engine(self, text: str, parsed: LoopSpec | None = None) -> Engine:
+        key = hashlib.sha256(text.encode()).hexdigest()
+        with self._guard:
+            engine = self._engines.get(key)
+        if engine is None:
+            engine = Engine(parsed or load_spec(text, source="stored spec"))
+            with self._guard:
+                self._engines[key] = engine
+        return engine
+
+    def _existing(self, run_id: str, spec_hash: str) -> RunView:
+        run = self._read(run_id)
+        if run.state.spec_hash != spec_hash:
+            raise Conflict(
+                f"run '{run_id}' exists with a different spec; choose another run_id or omit it",
+                run_id=run_id,
+            )
+        return run_view(run.state)
+
+    def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
+        """A submission older than the recent answers kept in the state: read it from the log (rare)."""
+        answer: Answer | None = None
+        for event in self.store.events(run_id):
+            if event.data.get("task_id") != task_id:
+                continue
+            if event.type == "output_submitted":
+                answer = Answer(digest=event.data.get("digest"))
+            elif answer is not None and event.type in ("gate_passed", "gate_failed", "approval_requested"):
+                passed = {"gate_passed": True, "gate_failed": False}.get(event.type)
+                answer.gate_results.append(
+                    GateResult(name=event.data["gate"], passed=passed, feedback=event.data.get("feedback"))
+                )
+            elif event.type == "task_expired":
+                answer = Answer(expired_after_seconds=event.data.get("after_seconds"))
+        return answer
+
+    def _same_submission(self, state: RunState, task_id: str, answer: Answer, mark: str) -> None:
+        if answer.digest is None and answer.expired_after_seconds is not None:
+            raise Conflict(
+                f"task '{task_id}' expired after {answer.expired_after_seconds:g} s and takes no submission; "
+                f"{open_tasks_text(state)}",
+                run_id=state.run_id,
+            )
+        if answer.digest != mark:
+            raise Conflict(
+                f"task '{task_id}' was already submitted with a different output; {open_tasks_text(state)}",
+                run_id=state.run_id,
+            )
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    return iso(moment or _utcnow())

@@ -1,0 +1,122 @@
+"""What callers see of a run: the RunView, with `next_action` telling an agent what to do now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from loopengt_core.engine import open_tasks_text
+from loopengt_core.state import GateResult, RunState, RunStatus, StepStatus
+
+
+class TaskView(BaseModel):
+    task_id: str
+    step: str
+    agent: str
+    attempt: int
+    instructions: str
+    input: dict[str, Any]
+    output_schema: dict[str, Any] | None = None
+    feedback: str | None = None
+    expires_at: str | None = None
+
+
+class StepView(BaseModel):
+    name: str
+    status: StepStatus
+    attempts: int
+
+
+class RunView(BaseModel):
+    run_id: str
+    loop: str
+    status: RunStatus
+    turn: int
+    tasks: list[TaskView]
+    steps: list[StepView]
+    final_output: Any = None
+    error: str | None = None
+    next_action: str
+    parent_run_id: str | None = None
+    started_at: str
+    updated_at: str
+
+
+class StepAnswer(RunView):
+    accepted: bool
+    gate_results: list[GateResult] = Field(default_factory=list)
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    loop: str
+    status: RunStatus
+    turn: int
+    started_at: str
+    updated_at: str
+    parent_run_id: str | None = None
+
+
+def next_action(state: RunState) -> str:
+    run = state.run_id
+    if state.status == "completed":
+        return "The run completed; final_output holds the result. Nothing more to do."
+    if state.status == "failed":
+        return (
+            f"The run failed ({state.error}). Read the trace, then start a new run, or fork from a checkpoint "
+            f"with resume(run_id='{run}', checkpoint_id=...)."
+        )
+    if state.status == "cancelled":
+        return "The run was cancelled. Start a new run to continue the work."
+    if state.tasks:
+        ids = list(state.tasks)
+        if len(ids) == 1:
+            return (
+                f"Do task '{ids[0]}' as its instructions say, then submit the result with "
+                f"step(run_id='{run}', task_id='{ids[0]}', output=...)."
+            )
+        return (
+            f"Do the {len(ids)} open tasks ({', '.join(ids)}), in any order or in parallel; submit each with "
+            f"step(run_id='{run}', task_id=..., output=...)."
+        )
+    if state.approval is not None:
+        return (
+            f"Wait: gate '{state.approval.gate}' of step '{state.approval.step}' needs a person's approval "
+            f"(in the editor's prompt, or `loopengt approve {run}` / `loopengt approve {run} --reject "
+            f"--comment ...`). You cannot approve it; call get_run later."
+        )
+    if state.commands:
+        return (
+            f"The server is running {', '.join(state.commands)}; call get_run(run_id='{run}') for the result."
+        )
+    return f"Nothing is open ({open_tasks_text(state)}); call resume(run_id='{run}') to continue the run."
+
+
+def run_view(state: RunState) -> RunView:
+    return RunView(
+        run_id=state.run_id,
+        loop=state.loop,
+        status=state.status,
+        turn=state.turn,
+        tasks=[TaskView.model_validate(t.model_dump()) for t in state.tasks.values()],
+        steps=[StepView(name=s.name, status=s.status, attempts=s.attempts) for s in state.steps.values()],
+        final_output=state.final_output,
+        error=state.error,
+        next_action=next_action(state),
+        parent_run_id=state.parent_run_id,
+        started_at=state.started_at,
+        updated_at=state.updated_at,
+    )
+
+
+def run_summary(state: RunState) -> RunSummary:
+    return RunSummary(
+        run_id=state.run_id,
+        loop=state.loop,
+        status=state.status,
+        turn=state.turn,
+        started_at=state.started_at,
+        updated_at=state.updated_at,
+        parent_run_id=state.parent_run_id,
+    )
