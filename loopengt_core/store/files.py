@@ -1,0 +1,955 @@
+"""The default store: one directory per run under `<root>/runs/`, an append-only checksummed event log.
+
+Layout of `<root>/runs/<run_id>/`:
+
+    spec.yaml              the frozen spec text; its mtime records when the run was created
+    events.jsonl           one event a line: {"seq","type","at","data","crc"}
+    snapshot.json          {"seq","offset","state","crc"}: state after event `seq`, which ends at
+                           byte `offset` of events.jsonl, so loading seeks instead of scanning
+    checkpoints/<id>.json  {"run_id","checkpoint_id","seq","label","created_at","state","crc"}
+    lock                   flock(2) target that serialises writers across processes
+
+`crc` is the zlib CRC-32 (8 lowercase hex digits) of the same JSON object serialised compactly without
+the `crc` key. A line counts only when it ends in a newline and its checksum holds: a crash mid-append
+leaves a torn tail, which readers ignore and the next append truncates under the lock.
+
+Durability: every append, snapshot, checkpoint and run creation is fsynced (files and the directories
+that name them) before the call returns, so an acknowledged call survives a crash or power loss.
+
+Only `loopengt_core.errors` exceptions leave this module; OSErrors become `StoreIOError`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import functools
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from pydantic import ValidationError
+
+from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
+from loopengt_core.events import Event
+from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_id
+
+__all__ = ["FAULT_ENV", "FAULT_POINTS", "FileStore", "StoreIOError"]
+
+FAULT_ENV = "LOOPENGT_FAULT"
+FAULT_POINTS = frozenset(
+    {
+        "append.before_write",
+        "append.mid_write",
+        "append.after_write",
+        "append.after_fsync",
+        "snapshot.after_temp",
+        "snapshot.after_rename",
+        "create.before_rename",
+    }
+)
+
+EVENTS = "events.jsonl"
+SPEC = "spec.yaml"
+SNAPSHOT = "snapshot.json"
+CHECKPOINTS = "checkpoints"
+LOCK = "lock"
+TMP_PREFIX = ".tmp-"
+
+_CRC_MARK = b',"crc":"'
+_FIRST_CHUNK = 1 << 16  # forward reads start small (a `limit`ed read stops early) and double
+_CHUNK = 1 << 20
+_BACK_BLOCK = 8192  # first backward read when looking for the start of the last line
+_STRIDE = 256  # remember the byte offset of every 256th seq, so `events(after=...)` seeks near its target
+_MAX_POINTS = 4096
+_NO_LIMIT = 1 << 62
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+class StoreIOError(LoopengtError):
+    """The filesystem refused an operation (permissions, disk full, I/O error); the message names the path."""
+
+    code = "store_io_error"
+
+
+class _BadRecord(Exception):
+    """A line or file whose checksum or JSON does not hold; the reason ends up in StoreCorrupt."""
+
+
+def _seal(obj: dict[str, Any]) -> bytes:
+    """Compact JSON of `obj` with its CRC appended as the last key, newline-terminated."""
+    try:
+        payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (lone surrogates) is a ValueError
+        raise InvalidArgument(f"cannot store a value that is not plain JSON: {exc}") from exc
+    return payload[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(payload)
+
+
+def _unseal(raw: bytes) -> dict[str, Any]:
+    """Verify and parse one sealed record (without its trailing newline)."""
+    cut = raw.rfind(_CRC_MARK)
+    if cut < 0:
+        raise _BadRecord("no checksum (torn or not written by loopengt)")
+    tail = raw[cut + len(_CRC_MARK) :]
+    if len(tail) != 10 or tail[8:] != b'"}':
+        raise _BadRecord("malformed checksum field")
+    payload = raw[:cut] + b"}"
+    if tail[:8] != b"%08x" % zlib.crc32(payload):
+        raise _BadRecord("checksum mismatch")
+    try:
+        obj = json.loads(payload)
+    except ValueError as exc:
+        raise _BadRecord(f"invalid JSON under a valid checksum: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise _BadRecord("not a JSON object")
+    return obj
+
+
+def _seq_of(obj: dict[str, Any]) -> int:
+    seq = obj.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise _BadRecord("seq is not an integer")
+    return seq
+
+
+def _encode_event(event: Event) -> bytes:
+    return _seal({"seq": event.seq, "type": event.type, "at": event.at, "data": event.data})
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One write for the whole buffer; loops only on a short write (signals, nearly full disk)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _write_new_file(path: Path, data: bytes, *, mtime_ns: int | None = None) -> None:
+    """Create `path` (must not exist), write it fully and flush it (and a given mtime) to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, data)
+        if mtime_ns is None:
+            _datasync(fd)
+        else:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fsync(fd)  # fdatasync may skip the mtime, which here is data
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames and new names in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _io_error(exc: OSError, what: str) -> StoreIOError:
+    where = f" {exc.filename}" if exc.filename else ""
+    return StoreIOError(f"file store: {what} failed:{where}: {exc.strerror or exc}")
+
+
+def _guard(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Safety net: turn any OSError that escaped the specific handlers into a StoreIOError."""
+
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                raise _io_error(exc, what) from exc
+
+        return wrapper
+
+    return decorate
+
+
+@dataclass
+class _RunCache:
+    """What this process knows about one events.jsonl, valid while the inode stays the same.
+
+    `size` is the file size when last looked at; `clean` the offset just after the last good line (less
+    than `size` only when a torn tail follows); `points` maps a seq to the offset just after its line.
+    """
+
+    ino: int
+    size: int
+    clean: int
+    last_seq: int
+    points: dict[int, int] = field(default_factory=lambda: {0: 0})
+    keys: list[int] = field(default_factory=lambda: [0])
+
+    def add_point(self, seq: int, offset: int) -> None:
+        if seq in self.points:
+            return
+        self.points[seq] = offset
+        bisect.insort(self.keys, seq)
+        if len(self.keys) > _MAX_POINTS:  # thin out evenly, keeping 0 and the newest point
+            keep = set(self.keys[::2]) | {0, self.keys[-1]}
+            self.keys = sorted(keep)
+            self.points = {k: self.points[k] for k in self.keys}
+
+    def best_point(self, seq: int) -> tuple[int, int]:
+        """The known (seq, offset) closest to but not after `seq`."""
+        best = self.keys[bisect.bisect_right(self.keys, seq) - 1]
+        if best < self.last_seq <= seq:
+            return self.last_seq, self.clean
+        return best, self.points[best]
+
+
+@dataclass
+class _Scan:
+    events: list[Event]
+    end: int  # offset just after the last good line consumed
+    last_seq: int
+    stopped: bool  # ended early because `limit` was reached
+    points: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    seq: int
+    offset: int
+    state: dict[str, Any]
+
+
+class FileStore:
+    """`Store` over plain files; see the module docstring for the layout and the guarantees."""
+
+    def __init__(self, root: str | os.PathLike[str] = ".loopengt", *, snapshot_every: int = 100) -> None:
+        if not isinstance(snapshot_every, int) or snapshot_every < 1:
+            raise InvalidArgument(f"snapshot_every must be a positive integer, not {snapshot_every!r}")
+        self.root = Path(os.fspath(root))
+        self.runs_dir = self.root / "runs"
+        self.snapshot_every = snapshot_every
+        # Counters for tests and diagnostics: how much of the logs this instance has parsed and read.
+        self.lines_parsed = 0
+        self.bytes_read = 0
+        self._mutex = threading.Lock()
+        self._caches: dict[str, _RunCache] = {}
+        self._fds: dict[str, int] = {}
+        self._thread_locks: dict[str, threading.Lock] = {}
+        self._held: dict[str, int] = {}
+        self._last_created_ns = 0
+        self._fault_point: str | None = None
+        self._fault_nth = 1
+        self._fault_hits = 0
+        self._parse_fault(os.environ.get(FAULT_ENV))
+
+    # ----------------------------------------------------------------- fault injection (crash tests)
+
+    def _parse_fault(self, value: str | None) -> None:
+        if not value:
+            return
+        point, _, nth = value.partition(":")
+        if point not in FAULT_POINTS or (nth and not (nth.isdigit() and int(nth) >= 1)):
+            raise InvalidArgument(
+                f"{FAULT_ENV}={value!r}: use POINT or POINT:N with N >= 1, POINT one of "
+                + ", ".join(sorted(FAULT_POINTS))
+            )
+        self._fault_point = point
+        self._fault_nth = int(nth) if nth else 1
+
+    def _fault_hit(self, point: str) -> bool:
+        """Count a pass through `point`; True when this pass is the one to crash at."""
+        if point != self._fault_point:
+            return False
+        self._fault_hits += 1
+        return self._fault_hits == self._fault_nth
+
+    @staticmethod
+    def _die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _fault(self, point: str) -> None:
+        if self._fault_hit(point):
+            self._die()
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    def _run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / check_id(run_id)
+
+    def _not_found(self, run_id: str) -> NotFound:
+        return NotFound(f"no run {run_id!r} in the store at {self.root}", run_id=run_id)
+
+    def _open_events(self, run_id: str) -> int:
+        """A read-only fd on the run's log; NotFound if the run does not exist."""
+        path = self._run_dir(run_id) / EVENTS
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._not_found(run_id) from None
+
+    def _append_fd(self, run_id: str) -> int:
+        """The cached O_APPEND fd of the run's log, reopened if the file was replaced."""
+        path = self._run_dir(run_id) / EVENTS
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._not_found(run_id) from None
+        with self._mutex:
+            fd = self._fds.get(run_id)
+            if fd is not None and os.fstat(fd).st_ino == st.st_ino:
+                return fd
+            if fd is not None:
+                os.close(fd)
+                del self._fds[run_id]
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            self._fds[run_id] = fd
+            return fd
+
+    def _forget(self, run_id: str) -> None:
+        """Drop what we cached about a run after a failed write: the next call re-reads the tail."""
+        with self._mutex:
+            self._caches.pop(run_id, None)
+            fd = self._fds.pop(run_id, None)
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
+
+    def _cache(self, run_id: str, st: os.stat_result) -> _RunCache | None:
+        with self._mutex:
+            cache = self._caches.get(run_id)
+            if cache is not None and (cache.ino != st.st_ino or st.st_size < cache.clean):
+                del self._caches[run_id]  # the file was replaced or rewritten: nothing we knew holds
+                cache = None
+            return cache
+
+    def _remember(
+        self,
+        run_id: str,
+        st: os.stat_result,
+        *,
+        clean: int | None = None,
+        last_seq: int | None = None,
+        points: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        """Merge what a call learnt into the run's cache (never regressing to an older view)."""
+        with self._mutex:
+            cache = self._caches.get(run_id)
+            if cache is None or cache.ino != st.st_ino:
+                if clean is None or last_seq is None:
+                    return
+                cache = self._caches[run_id] = _RunCache(st.st_ino, st.st_size, clean, last_seq)
+            elif clean is not None and last_seq is not None and last_seq >= cache.last_seq:
+                cache.size, cache.clean, cache.last_seq = st.st_size, clean, last_seq
+            for seq, offset in points:
+                cache.add_point(seq, offset)
+
+    def _pread(self, fd: int, length: int, offset: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        self.bytes_read += len(data)
+        return data
+
+    def _rfind_newline(self, fd: int, end: int) -> int:
+        """Offset of the last b"\\n" before `end`, or -1; reads backwards in growing blocks."""
+        pos, block = end, _BACK_BLOCK
+        while pos > 0:
+            start = max(0, pos - block)
+            found = self._pread(fd, pos - start, start).rfind(b"\n")
+            if found >= 0:
+                return start + found
+            pos, block = start, min(block * 2, _CHUNK)
+        return -1
+
+    def _lines_back(self, fd: int, end: int, count: int) -> int:
+        """Offset where the last `count` lines before `end` (a line boundary) start; 0 if fewer."""
+        search_end, block = end - 1, _BACK_BLOCK
+        while search_end > 0:
+            start = max(0, search_end - block)
+            chunk = self._pread(fd, search_end - start, start)
+            found = len(chunk)
+            while (found := chunk.rfind(b"\n", 0, found)) >= 0:
+                count -= 1
+                if count == 0:
+                    return start + found + 1
+            search_end, block = start, min(block * 2, _CHUNK)
+        return 0
+
+    def _start_for(self, run_id: str, fd: int, st: os.stat_result, after: int) -> tuple[int, int]:
+        """Where to start reading for events after `after`: (seq, offset just after it), seq <= after.
+
+        The nearer of a remembered point before `after` (reading forwards) and the remembered end of the
+        log (counting lines backwards), so following a log's end never reads the whole file.
+        """
+        cache = self._cache(run_id, st)
+        if cache is None:
+            return 0, 0
+        seq, offset = cache.best_point(after)
+        behind = cache.last_seq - after
+        if 0 < behind < after - seq:
+            return after, self._lines_back(fd, cache.clean, behind)
+        return seq, offset
+
+    def _line_ending_at(self, fd: int, end: int) -> dict[str, Any]:
+        """Parse the line whose newline is the byte at `end - 1`."""
+        start = self._rfind_newline(fd, end - 1) + 1
+        self.lines_parsed += 1
+        return _unseal(self._pread(fd, end - 1 - start, start))
+
+    def _scan(
+        self, run_id: str, fd: int, start: int, prev_seq: int, size: int, *, after: int, limit: int | None
+    ) -> _Scan:
+        """Read lines from `start` (just after event `prev_seq`) up to `size`, checking every one.
+
+        Collects events with seq > after, at most `limit`. A bad or unterminated line with nothing after
+        it is a torn tail and ends the scan; a bad line followed by more data is corruption.
+        """
+        events: list[Event] = []
+        points: list[tuple[int, int]] = []
+        want = _NO_LIMIT if limit is None else limit
+        buf, i, pos, block = b"", 0, start, _FIRST_CHUNK
+        end, seq = start, prev_seq
+        while len(events) < want:
+            nl = buf.find(b"\n", i)
+            if nl < 0:
+                chunk = self._pread(fd, min(block, size - pos), pos) if pos < size else b""
+                if not chunk:
+                    break  # end of file; anything left in buf is an unterminated (torn) tail
+                buf, i, pos, block = buf[i:] + chunk, 0, pos + len(chunk), min(block * 2, _CHUNK)
+                continue
+            raw, line_end = buf[i:nl], pos - (len(buf) - nl - 1)
+            i = nl + 1
+            line_no = seq + 1  # every earlier line held seq == its line number
+            self.lines_parsed += 1
+            try:
+                obj = _unseal(raw)
+                got = _seq_of(obj)
+                event = Event.model_validate(obj) if got > after else None
+            except (_BadRecord, ValidationError) as exc:
+                if i >= len(buf) and pos >= size:
+                    break  # the last line: a torn write, dropped
+                reason = str(exc).splitlines()[0] if isinstance(exc, ValidationError) else str(exc)
+                raise StoreCorrupt(
+                    f"run {run_id!r}: {EVENTS} line {line_no} is corrupt ({reason}) and is not the last "
+                    "line, so it is not a torn write; restore the file or move the run away",
+                    run_id=run_id,
+                ) from None
+            if got != seq + 1:
+                raise StoreCorrupt(
+                    f"run {run_id!r}: {EVENTS} line {line_no} has seq {got}, expected {seq + 1} "
+                    "(a gap or a repeat in the log)",
+                    run_id=run_id,
+                )
+            seq, end = got, line_end
+            if seq % _STRIDE == 0:
+                points.append((seq, end))
+            if event is not None:
+                events.append(event)
+        return _Scan(events, end, seq, len(events) >= want, points)
+
+    def _tail(self, run_id: str, fd: int, size: int, cache: _RunCache | None) -> tuple[int, int]:
+        """(clean end offset, last seq) read from the end of the file: O(1) in the log's length.
+
+        Only when the last terminated line fails its checksum does it fall back to a forward scan, so
+        the answer (and any corruption report) is exactly what `load` would see.
+        """
+        if size == 0:
+            return 0, 0
+        nl = self._rfind_newline(fd, size)
+        end = nl + 1  # anything after the last newline is a torn fragment
+        if end == 0:
+            return 0, 0
+        try:
+            return end, _seq_of(self._line_ending_at(fd, end))
+        except _BadRecord:
+            prev_seq, start = cache.best_point(_NO_LIMIT) if cache is not None else (0, 0)
+            if start > size:
+                prev_seq, start = 0, 0
+            scan = self._scan(run_id, fd, start, prev_seq, size, after=_NO_LIMIT, limit=None)
+            return scan.end, scan.last_seq
+
+    def _state(self, run_id: str, fd: int) -> tuple[os.stat_result, int, int]:
+        """(stat, clean end, last seq) of an open log, from the cache when the size is unchanged."""
+        st = os.fstat(fd)
+        cache = self._cache(run_id, st)
+        if cache is not None and cache.size == st.st_size:
+            return st, cache.clean, cache.last_seq
+        clean, last = self._tail(run_id, fd, st.st_size, cache)
+        self._remember(run_id, st, clean=clean, last_seq=last)
+        return st, clean, last
+
+    def _thread_lock(self, run_id: str) -> threading.Lock:
+        with self._mutex:
+            return self._thread_locks.setdefault(run_id, threading.Lock())
+
+    @contextmanager
+    def _exclusive(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lock unless this thread already holds it through `lock()`."""
+        if self._held.get(run_id) == threading.get_ident():
+            yield
+        else:
+            with self.lock(run_id):
+                yield
+
+    def _created_ns(self) -> int:
+        """A creation timestamp that strictly increases within this process (ordering `list_runs`)."""
+        with self._mutex:
+            self._last_created_ns = max(time.time_ns(), self._last_created_ns + 1)
+            return self._last_created_ns
+
+    # ----------------------------------------------------------------------------------- runs
+
+    def _fill_run_dir(self, tmp: Path, spec: bytes, log: bytes) -> None:
+        """Write every file of a new run into `tmp` and make them all durable."""
+        _write_new_file(tmp / SPEC, spec, mtime_ns=self._created_ns())
+        _write_new_file(tmp / EVENTS, log)
+        _write_new_file(tmp / LOCK, b"")
+        (tmp / CHECKPOINTS).mkdir()
+        _fsync_dir(tmp)
+
+    @_guard("creating a run")
+    def create_run(self, run_id: str, spec_text: str, events: Sequence[Event]) -> None:
+        """Build the run in a temp directory and rename it into place, so it appears whole or not at all."""
+        final = self._run_dir(run_id)
+        if not isinstance(spec_text, str):
+            raise InvalidArgument("spec_text must be a string")
+        for index, event in enumerate(events, start=1):
+            if not isinstance(event, Event) or event.seq != index:
+                raise InvalidArgument(f"run {run_id!r}: a new run's events must have seqs 1, 2, 3, ...")
+        log = b"".join(_encode_event(e) for e in events)
+        try:
+            spec = spec_text.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"spec text is not valid Unicode: {exc}") from exc
+        if final.exists():
+            raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id)
+        try:
+            if not self.runs_dir.is_dir():
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+                _fsync_dir(self.root)
+            tmp = self.runs_dir / f"{TMP_PREFIX}{run_id}-{uuid.uuid4().hex}"
+            tmp.mkdir()
+        except OSError as exc:
+            raise _io_error(exc, f"creating run {run_id!r}") from exc
+        try:
+            self._fill_run_dir(tmp, spec, log)
+            if self._fault_point is not None:
+                self._fault("create.before_rename")
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if final.exists():
+                    raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id) from None
+                raise _io_error(exc, f"creating run {run_id!r}") from exc
+            _fsync_dir(self.runs_dir)
+        except OSError as exc:
+            raise _io_error(exc, f"creating run {run_id!r}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._remember(run_id, os.stat(final / EVENTS), clean=len(log), last_seq=len(events))
+
+    @_guard("appending events")
+    def append(self, run_id: str, events: Sequence[Event]) -> None:
+        """Append under the run's lock with one write and one fdatasync; O(1) in the log's length."""
+        check_id(run_id)
+        if not events:
+            return
+        first = events[0].seq if isinstance(events[0], Event) else None
+        for index, event in enumerate(events):
+            if not isinstance(event, Event):
+                raise InvalidArgument("append takes Event objects")
+            if first is not None and event.seq != first + index:
+                raise StoreConflict(
+                    f"run {run_id!r}: the appended seqs are not consecutive ({[e.seq for e in events][:10]})",
+                    run_id=run_id,
+                )
+        lines = [_encode_event(e) for e in events]
+        data = b"".join(lines)
+        with self._exclusive(run_id):
+            fd = self._append_fd(run_id)
+            _, clean, last = self._state(run_id, fd)
+            if events[0].seq != last + 1:
+                raise StoreConflict(
+                    f"run {run_id!r}: append starts at seq {events[0].seq} but the log ends at seq {last}; "
+                    "another writer got there first: reload the run and decide again",
+                    run_id=run_id,
+                )
+            try:
+                size = os.fstat(fd).st_size
+                if clean < size:
+                    os.ftruncate(fd, clean)  # drop a torn tail so the new lines start on a line boundary
+                if self._fault_point is not None:
+                    self._fault("append.before_write")
+                    if self._fault_hit("append.mid_write"):
+                        os.write(fd, data[: len(data) // 2])
+                        self._die()
+                _write_all(fd, data)
+                if self._fault_point is not None:
+                    self._fault("append.after_write")
+                _datasync(fd)
+                if self._fault_point is not None:
+                    self._fault("append.after_fsync")
+                st = os.fstat(fd)
+            except OSError as exc:
+                self._forget(run_id)
+                raise _io_error(exc, f"appending to run {run_id!r}") from exc
+            if st.st_size != clean + len(data):
+                self._forget(run_id)  # someone wrote without the lock; re-read next time
+                return
+            points, offset = [], clean
+            for event, line in zip(events, lines, strict=True):
+                offset += len(line)
+                if event.seq % _STRIDE == 0:
+                    points.append((event.seq, offset))
+            self._remember(run_id, st, clean=st.st_size, last_seq=events[-1].seq, points=points)
+
+    def _read_snapshot(self, run_dir: Path) -> _Snapshot | None:
+        """The snapshot if present and intact; a damaged one is ignored (the log alone rebuilds state)."""
+        try:
+            raw = (run_dir / SNAPSHOT).read_bytes()
+        except FileNotFoundError:
+            return None
+        self.bytes_read += len(raw)
+        try:
+            obj = _unseal(raw.rstrip(b"\n"))
+        except _BadRecord:
+            return None
+        seq, offset, state = obj.get("seq"), obj.get("offset"), obj.get("state")
+        if (
+            not (isinstance(seq, int) and isinstance(offset, int) and isinstance(state, dict))
+            or min(seq, offset) < 0
+        ):
+            return None
+        return _Snapshot(seq, offset, state)
+
+    def _snapshot_matches(self, fd: int, snap: _Snapshot, size: int) -> bool:
+        """Whether the line ending at the snapshot's offset is event `snap.seq` (cheap: one line)."""
+        if snap.seq == 0:
+            return snap.offset == 0
+        if not 0 < snap.offset <= size or self._pread(fd, 1, snap.offset - 1) != b"\n":
+            return False
+        try:
+            return _seq_of(self._line_ending_at(fd, snap.offset)) == snap.seq
+        except _BadRecord:
+            return False
+
+    @_guard("loading a run")
+    def load(self, run_id: str) -> LoadedRun:
+        """Spec + snapshot + the events after it: seeks to the snapshot's offset instead of scanning."""
+        run_dir = self._run_dir(run_id)
+        fd = self._open_events(run_id)
+        try:
+            try:
+                spec_raw = (run_dir / SPEC).read_bytes()
+            except FileNotFoundError:
+                raise self._not_found(run_id) from None
+            try:
+                spec_text = spec_raw.decode()
+            except UnicodeDecodeError as exc:
+                raise StoreCorrupt(f"run {run_id!r}: {SPEC} is not UTF-8 ({exc})", run_id=run_id) from None
+            snap = self._read_snapshot(run_dir)
+            st = os.fstat(fd)
+            size = st.st_size
+            if snap is not None and self._snapshot_matches(fd, snap, size):
+                scan = self._scan(run_id, fd, snap.offset, snap.seq, size, after=snap.seq, limit=None)
+                events = scan.events
+            else:
+                scan = self._scan(run_id, fd, 0, 0, size, after=0, limit=None)
+                events = scan.events
+                if snap is not None:
+                    if scan.last_seq >= snap.seq:  # the offset was off, the snapshot still fits the log
+                        events = [e for e in events if e.seq > snap.seq]
+                        snap = _Snapshot(snap.seq, -1, snap.state)  # offset unknown: not remembered
+                    else:  # the snapshot is ahead of the log: trust the log
+                        snap = None
+            points = list(scan.points)
+            if snap is not None and snap.offset >= 0:
+                points.append((snap.seq, snap.offset))
+            self._remember(run_id, st, clean=scan.end, last_seq=scan.last_seq, points=points)
+        finally:
+            os.close(fd)
+        return LoadedRun(
+            run_id=run_id,
+            spec_text=spec_text,
+            snapshot=None if snap is None else snap.state,
+            snapshot_seq=0 if snap is None else snap.seq,
+            events=events,
+        )
+
+    @_guard("reading events")
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Events with seq > after, starting the read from the nearest remembered offset."""
+        check_id(run_id)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidArgument(f"after must be an integer >= 0, not {after!r}")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise InvalidArgument(f"limit must be an integer >= 0 or None, not {limit!r}")
+        if limit == 0:
+            if not self.exists(run_id):
+                raise self._not_found(run_id)
+            return []
+        fd = self._open_events(run_id)
+        try:
+            st = os.fstat(fd)
+            cache = self._cache(run_id, st)
+            if cache is not None and cache.size == st.st_size and after >= cache.last_seq:
+                return []
+            prev_seq, start = self._start_for(run_id, fd, st, after)
+            scan = self._scan(run_id, fd, start, prev_seq, st.st_size, after=after, limit=limit)
+            if scan.stopped:
+                self._remember(run_id, st, points=scan.points)
+            else:
+                self._remember(run_id, st, clean=scan.end, last_seq=scan.last_seq, points=scan.points)
+            return scan.events
+        finally:
+            os.close(fd)
+
+    @_guard("reading the last seq")
+    def last_seq(self, run_id: str) -> int:
+        """From the cache if the file did not change, else from its last line."""
+        fd = self._open_events(run_id)
+        try:
+            return self._state(run_id, fd)[2]
+        finally:
+            os.close(fd)
+
+    def _offset_after(self, run_id: str, fd: int, seq: int) -> int:
+        """Byte offset just after event `seq`; InvalidArgument if the log does not reach `seq`."""
+        st, clean, last = self._state(run_id, fd)
+        if seq > last:
+            raise InvalidArgument(
+                f"run {run_id!r}: cannot snapshot at seq {seq}, the log ends at seq {last}", run_id=run_id
+            )
+        if seq == last:
+            return clean
+        cache = self._cache(run_id, st)
+        if cache is not None and seq in cache.points:
+            return cache.points[seq]
+        prev_seq, start = self._start_for(run_id, fd, st, seq - 1)
+        scan = self._scan(run_id, fd, start, prev_seq, st.st_size, after=seq - 1, limit=1)
+        self._remember(run_id, st, points=scan.points)
+        return scan.end
+
+    @_guard("saving a snapshot")
+    def save_snapshot(self, run_id: str, seq: int, state: dict[str, Any]) -> None:
+        """Write a temp file, fsync, rename over snapshot.json, fsync the directory."""
+        run_dir = self._run_dir(run_id)
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise InvalidArgument(f"snapshot seq must be an integer >= 0, not {seq!r}")
+        if not isinstance(state, dict):
+            raise InvalidArgument("snapshot state must be a JSON object")
+        fd = self._open_events(run_id)
+        try:
+            offset = self._offset_after(run_id, fd, seq)
+        finally:
+            os.close(fd)
+        data = _seal({"seq": seq, "offset": offset, "state": state})
+        tmp = run_dir / f"{TMP_PREFIX}snapshot-{uuid.uuid4().hex}.json"
+        try:
+            _write_new_file(tmp, data)
+            if self._fault_point is not None:
+                self._fault("snapshot.after_temp")
+            os.replace(tmp, run_dir / SNAPSHOT)
+            if self._fault_point is not None:
+                self._fault("snapshot.after_rename")
+            _fsync_dir(run_dir)
+        except OSError as exc:
+            raise _io_error(exc, f"saving the snapshot of run {run_id!r}") from exc
+        finally:
+            if tmp.exists():
+                tmp.unlink(missing_ok=True)
+        with self._mutex:
+            cache = self._caches.get(run_id)
+            if cache is not None:
+                cache.add_point(seq, offset)
+
+    # ----------------------------------------------------------------------------------- checkpoints
+
+    def _checkpoint_from(self, run_id: str, checkpoint_id: str, raw: bytes) -> Checkpoint:
+        try:
+            obj = _unseal(raw.rstrip(b"\n"))
+            seq, label, created, state = obj["seq"], obj["label"], obj["created_at"], obj["state"]
+            if not (
+                isinstance(seq, int)
+                and (label is None or isinstance(label, str))
+                and isinstance(created, str)
+                and isinstance(state, dict)
+            ):
+                raise _BadRecord("fields of the wrong type")
+        except (_BadRecord, KeyError) as exc:
+            raise StoreCorrupt(
+                f"run {run_id!r}: checkpoint {checkpoint_id!r} is corrupt ({exc})", run_id=run_id
+            ) from None
+        return Checkpoint(run_id, checkpoint_id, seq, label, created, state)
+
+    @_guard("saving a checkpoint")
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Temp file + fsync + link(2): the link fails if the id exists, so two savers cannot both win."""
+        if not isinstance(checkpoint, Checkpoint):
+            raise InvalidArgument("save_checkpoint takes a Checkpoint")
+        run_id = checkpoint.run_id
+        run_dir = self._run_dir(run_id)
+        cid = check_id(checkpoint.checkpoint_id, "checkpoint_id")
+        if not (
+            isinstance(checkpoint.seq, int)
+            and not isinstance(checkpoint.seq, bool)
+            and checkpoint.seq >= 0
+            and (checkpoint.label is None or isinstance(checkpoint.label, str))
+            and isinstance(checkpoint.created_at, str)
+            and isinstance(checkpoint.state, dict)
+        ):
+            raise InvalidArgument(
+                f"checkpoint {cid!r}: seq must be an integer >= 0, label a string or None, "
+                "created_at a string and state a JSON object"
+            )
+        if not (run_dir / EVENTS).is_file():
+            raise self._not_found(run_id)
+        data = _seal(
+            {
+                "run_id": run_id,
+                "checkpoint_id": cid,
+                "seq": checkpoint.seq,
+                "label": checkpoint.label,
+                "created_at": checkpoint.created_at,
+                "state": checkpoint.state,
+            }
+        )
+        cp_dir = run_dir / CHECKPOINTS
+        final = cp_dir / f"{cid}.json"
+        tmp = cp_dir / f"{TMP_PREFIX}{cid}-{uuid.uuid4().hex}.json"
+        try:
+            cp_dir.mkdir(exist_ok=True)
+            _write_new_file(tmp, data)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise StoreConflict(
+                    f"run {run_id!r} already has a checkpoint {cid!r}", run_id=run_id
+                ) from None
+            _fsync_dir(cp_dir)
+        except OSError as exc:
+            raise _io_error(exc, f"saving checkpoint {cid!r} of run {run_id!r}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _checkpoint_ids(self, run_dir: Path) -> list[str]:
+        try:
+            names = os.listdir(run_dir / CHECKPOINTS)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            name[:-5] for name in names if name.endswith(".json") and ID_PATTERN.fullmatch(name[:-5])
+        )
+
+    @_guard("reading a checkpoint")
+    def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
+        run_dir = self._run_dir(run_id)
+        cid = check_id(checkpoint_id, "checkpoint_id")
+        if not (run_dir / EVENTS).is_file():
+            raise self._not_found(run_id)
+        try:
+            raw = (run_dir / CHECKPOINTS / f"{cid}.json").read_bytes()
+        except FileNotFoundError:
+            known = self._checkpoint_ids(run_dir)
+            listing = ", ".join(known) if known else "none"
+            raise NotFound(
+                f"run {run_id!r} has no checkpoint {cid!r}; its checkpoints: {listing}", run_id=run_id
+            ) from None
+        return self._checkpoint_from(run_id, cid, raw)
+
+    @_guard("listing checkpoints")
+    def list_checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """Oldest first: by seq, then creation time, then id."""
+        run_dir = self._run_dir(run_id)
+        if not (run_dir / EVENTS).is_file():
+            raise self._not_found(run_id)
+        found = []
+        for cid in self._checkpoint_ids(run_dir):
+            try:
+                raw = (run_dir / CHECKPOINTS / f"{cid}.json").read_bytes()
+            except FileNotFoundError:
+                continue
+            found.append(self._checkpoint_from(run_id, cid, raw))
+        return sorted(found, key=lambda c: (c.seq, c.created_at, c.checkpoint_id))
+
+    # ----------------------------------------------------------------------------------- listing
+
+    @_guard("listing runs")
+    def list_runs(self) -> list[str]:
+        """Newest first by creation time (spec.yaml's mtime, set at creation), then by id."""
+        try:
+            entries = list(os.scandir(self.runs_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        dated: list[tuple[int, str]] = []
+        for entry in entries:
+            if not ID_PATTERN.fullmatch(entry.name):
+                continue  # temp directories and strays
+            try:
+                dated.append((os.stat(Path(entry.path) / SPEC).st_mtime_ns, entry.name))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        dated.sort(key=lambda item: (-item[0], item[1]))
+        return [name for _, name in dated]
+
+    @_guard("checking a run")
+    def exists(self, run_id: str) -> bool:
+        return (self._run_dir(run_id) / EVENTS).is_file()
+
+    @_guard("reading a run's version")
+    def version(self, run_id: str) -> str:
+        """Size and mtime of the log: the size grows with every append, so watchers can poll this."""
+        try:
+            st = os.stat(self._run_dir(run_id) / EVENTS)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._not_found(run_id) from None
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    # ----------------------------------------------------------------------------------- locking
+
+    @contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """flock(LOCK_EX) on the run's lock file, plus a per-run thread lock for this process.
+
+        Blocks until free. Not re-entrant; `append` inside the block sees it is held and does not relock.
+        """
+        run_dir = self._run_dir(run_id)
+        if not (run_dir / EVENTS).is_file():
+            raise self._not_found(run_id)
+        with self._thread_lock(run_id):
+            try:
+                fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise _io_error(exc, f"locking run {run_id!r}") from exc
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError as exc:
+                    raise _io_error(exc, f"locking run {run_id!r}") from exc
+                self._held[run_id] = threading.get_ident()
+                try:
+                    yield
+                finally:
+                    del self._held[run_id]
+            finally:
+                os.close(fd)  # closing the only fd on the open file description releases the flock
+
+    def close(self) -> None:
+        """Close cached append fds and forget caches; the store stays usable (it reopens on demand)."""
+        with self._mutex:
+            fds, self._fds = list(self._fds.values()), {}
+            self._caches.clear()
+        for fd in fds:
+            with suppress(OSError):
+                os.close(fd)

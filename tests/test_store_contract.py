@@ -1,0 +1,403 @@
+"""The `Store` contract: every backend in `conftest.STORE_FACTORIES` must pass all of these."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
+from loopengt_core.events import Event
+from loopengt_core.store import Checkpoint, Store
+
+SPEC = "version: 1\nloop: demo\nsteps:\n  - name: build  # é ✓\n"
+BAD_IDS = ["", "../x", "a/b", "A", "-x", ".tmp-x", "x" * 65, "..", "a\x00b", "é"]
+
+
+def ev(seq: int, **data: Any) -> Event:
+    return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data=data or {"n": seq})
+
+
+def evs(first: int, last: int) -> list[Event]:
+    return [ev(i) for i in range(first, last + 1)]
+
+
+def cp(run_id: str, cid: str, seq: int, label: str | None = None) -> Checkpoint:
+    return Checkpoint(
+        run_id=run_id,
+        checkpoint_id=cid,
+        seq=seq,
+        label=label,
+        created_at=f"2026-01-01T00:00:{seq:02d}.000Z",
+        state={"seq": seq, "nested": {"list": [1, 2, 3]}},
+    )
+
+
+def test_implements_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+def test_create_and_load(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 3))
+    loaded = store.load("r1")
+    assert loaded.run_id == "r1"
+    assert loaded.spec_text == SPEC
+    assert loaded.snapshot is None
+    assert loaded.snapshot_seq == 0
+    assert loaded.events == evs(1, 3)
+    assert store.exists("r1")
+    assert store.last_seq("r1") == 3
+
+
+def test_create_without_events(store: Store) -> None:
+    store.create_run("empty", SPEC, [])
+    assert store.last_seq("empty") == 0
+    assert store.load("empty").events == []
+    store.append("empty", [ev(1)])
+    assert store.last_seq("empty") == 1
+
+
+def test_create_requires_seqs_from_one(store: Store) -> None:
+    with pytest.raises(InvalidArgument):
+        store.create_run("r1", SPEC, [ev(2)])
+    assert not store.exists("r1")
+
+
+def test_create_existing_conflicts(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    with pytest.raises(StoreConflict):
+        store.create_run("r1", "other: spec\n", evs(1, 2))
+    loaded = store.load("r1")
+    assert loaded.spec_text == SPEC
+    assert loaded.events == evs(1, 1)
+
+
+def test_spec_text_is_kept_exactly(store: Store) -> None:
+    text = "a: 1\r\nb: 'tab\there'\n\n# trailing spaces   \nunicode: ✓ 日本\n"
+    store.create_run("r1", text, [])
+    assert store.load("r1").spec_text == text
+
+
+def test_append_and_load(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    store.append("r1", evs(2, 2))
+    store.append("r1", evs(3, 5))
+    assert store.load("r1").events == evs(1, 5)
+    assert store.last_seq("r1") == 5
+
+
+def test_append_nothing_is_a_no_op(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 2))
+    store.append("r1", [])
+    assert store.last_seq("r1") == 2
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [[2], [4], [1], [3, 5], [3, 3], [4, 3], [1, 2, 3]],
+    ids=["repeat-last", "gap", "repeat-first", "hole", "dup", "reverse", "overlap"],
+)
+def test_append_rejects_wrong_seqs(store: Store, batch: list[int]) -> None:
+    store.create_run("r1", SPEC, evs(1, 2))
+    with pytest.raises(StoreConflict):
+        store.append("r1", [ev(s) for s in batch])
+    assert store.load("r1").events == evs(1, 2)
+    assert store.last_seq("r1") == 2
+    store.append("r1", [ev(3)])  # the log still continues where it was
+    assert store.last_seq("r1") == 3
+
+
+def test_append_conflict_after_other_writer(store_factory: Callable[[], Store]) -> None:
+    first, second = store_factory(), store_factory()
+    try:
+        first.create_run("r1", SPEC, evs(1, 1))
+        assert second.last_seq("r1") == 1
+        first.append("r1", evs(2, 3))
+        with pytest.raises(StoreConflict):
+            second.append("r1", evs(2, 2))
+        second.append("r1", evs(4, 4))
+        first.append("r1", evs(5, 5))
+        assert first.load("r1").events == evs(1, 5)
+        assert second.load("r1").events == evs(1, 5)
+        assert second.events("r1", after=3) == evs(4, 5)
+        assert first.last_seq("r1") == 5
+    finally:
+        first.close()
+        second.close()
+
+
+def test_unknown_run_is_not_found(store: Store) -> None:
+    store.create_run("known", SPEC, evs(1, 1))
+    calls: list[Callable[[], object]] = [
+        lambda: store.append("nope", [ev(1)]),
+        lambda: store.load("nope"),
+        lambda: store.events("nope"),
+        lambda: store.last_seq("nope"),
+        lambda: store.version("nope"),
+        lambda: store.save_snapshot("nope", 0, {}),
+        lambda: store.save_checkpoint(cp("nope", "c1", 0)),
+        lambda: store.get_checkpoint("nope", "c1"),
+        lambda: store.list_checkpoints("nope"),
+        lambda: store.lock("nope").__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(NotFound):
+            call()
+    assert not store.exists("nope")
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_invalid_ids_are_refused(store: Store, bad: str) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    calls: list[Callable[[], object]] = [
+        lambda: store.create_run(bad, SPEC, []),
+        lambda: store.append(bad, [ev(2)]),
+        lambda: store.load(bad),
+        lambda: store.events(bad),
+        lambda: store.last_seq(bad),
+        lambda: store.exists(bad),
+        lambda: store.version(bad),
+        lambda: store.save_snapshot(bad, 0, {}),
+        lambda: store.save_checkpoint(cp(bad, "c1", 1)),
+        lambda: store.save_checkpoint(cp("r1", bad, 1)),
+        lambda: store.get_checkpoint(bad, "c1"),
+        lambda: store.get_checkpoint("r1", bad),
+        lambda: store.list_checkpoints(bad),
+        lambda: store.lock(bad).__enter__(),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgument):
+            call()
+    assert store.list_runs() == ["r1"]
+
+
+def test_events_after_and_limit(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 10))
+    assert store.events("r1") == evs(1, 10)
+    assert store.events("r1", after=0) == evs(1, 10)
+    assert store.events("r1", after=7) == evs(8, 10)
+    assert store.events("r1", after=10) == []
+    assert store.events("r1", after=99) == []
+    assert store.events("r1", after=2, limit=3) == evs(3, 5)
+    assert store.events("r1", after=9, limit=5) == evs(10, 10)
+    assert store.events("r1", limit=0) == []
+    store.append("r1", evs(11, 12))
+    assert store.events("r1", after=10) == evs(11, 12)
+    assert store.events("r1", after=5, limit=1) == evs(6, 6)
+    with pytest.raises(InvalidArgument):
+        store.events("r1", after=-1)
+    with pytest.raises(InvalidArgument):
+        store.events("r1", limit=-1)
+
+
+def test_event_data_round_trips(store: Store) -> None:
+    data = {
+        "text": 'multi\nline "quoted" ✓ 日本 \u2028 \\ ,"crc":"00000000"}',
+        "nested": {"list": [1, 2.5, None, True, {"k": "v"}], "empty": {}},
+        "big": 2**60,
+        "crc": "deadbeef",
+    }
+    first = Event(seq=1, type="run_started", at="2026-01-01T00:00:00.000Z", data=data)
+    store.create_run("r1", SPEC, [first])
+    second = Event(seq=2, type="output_submitted", at="2026-01-02T00:00:00.000Z", data={"output": data})
+    store.append("r1", [second])
+    assert store.load("r1").events == [first, second]
+    assert store.events("r1", after=1) == [second]
+
+
+def test_unstorable_data_is_refused(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    with pytest.raises(InvalidArgument):
+        store.append("r1", [ev(2, value=float("nan"))])
+    with pytest.raises(InvalidArgument):
+        store.append("r1", [ev(2, value=object())])
+    assert store.last_seq("r1") == 1
+
+
+def test_list_runs_newest_first(store: Store) -> None:
+    assert store.list_runs() == []
+    for run_id in ["b", "c", "a", "z9", "m_1-x"]:
+        store.create_run(run_id, SPEC, evs(1, 1))
+    assert store.list_runs() == ["m_1-x", "z9", "a", "c", "b"]
+
+
+def test_exists(store: Store) -> None:
+    assert not store.exists("r1")
+    store.create_run("r1", SPEC, [])
+    assert store.exists("r1")
+
+
+def test_version_changes_with_the_log(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    before = store.version("r1")
+    assert isinstance(before, str)
+    assert store.version("r1") == before
+    store.load("r1")
+    store.save_snapshot("r1", 1, {"x": 1})
+    assert store.version("r1") == before
+    store.append("r1", evs(2, 2))
+    after = store.version("r1")
+    assert after != before
+    store.append("r1", evs(3, 3))
+    assert store.version("r1") not in (before, after)
+
+
+def test_snapshot_then_load_returns_only_later_events(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 5))
+    store.save_snapshot("r1", 3, {"at": 3, "items": ["a", "é"]})
+    loaded = store.load("r1")
+    assert loaded.snapshot == {"at": 3, "items": ["a", "é"]}
+    assert loaded.snapshot_seq == 3
+    assert loaded.events == evs(4, 5)
+    store.append("r1", evs(6, 7))
+    store.save_snapshot("r1", 7, {"at": 7})
+    loaded = store.load("r1")
+    assert (loaded.snapshot, loaded.snapshot_seq, loaded.events) == ({"at": 7}, 7, [])
+    store.append("r1", evs(8, 8))
+    assert store.load("r1").events == evs(8, 8)
+    assert store.events("r1") == evs(1, 8)
+
+
+def test_snapshot_from_another_instance(store_factory: Callable[[], Store]) -> None:
+    first, second = store_factory(), store_factory()
+    try:
+        first.create_run("r1", SPEC, evs(1, 300))
+        second.save_snapshot("r1", 257, {"at": 257})
+        loaded = first.load("r1")
+        assert loaded.snapshot_seq == 257
+        assert loaded.events == evs(258, 300)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_snapshot_beyond_the_log_is_refused(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 2))
+    with pytest.raises(InvalidArgument):
+        store.save_snapshot("r1", 3, {})
+    with pytest.raises(InvalidArgument):
+        store.save_snapshot("r1", -1, {})
+    with pytest.raises(InvalidArgument):
+        store.save_snapshot("r1", 1, {"bad": float("inf")})
+    assert store.load("r1").snapshot is None
+
+
+def test_checkpoints(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 5))
+    store.save_checkpoint(cp("r1", "late", 4, "after review"))
+    store.save_checkpoint(cp("r1", "early", 2))
+    got = store.get_checkpoint("r1", "late")
+    assert got == cp("r1", "late", 4, "after review")
+    assert got.state == {"seq": 4, "nested": {"list": [1, 2, 3]}}
+    assert [c.checkpoint_id for c in store.list_checkpoints("r1")] == ["early", "late"]
+    assert store.list_checkpoints("r1")[0] == cp("r1", "early", 2)
+
+
+def test_checkpoint_conflict_and_not_found(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 3))
+    store.create_run("r2", SPEC, evs(1, 3))
+    assert store.list_checkpoints("r1") == []
+    with pytest.raises(NotFound) as none_yet:
+        store.get_checkpoint("r1", "c1")
+    assert "c1" in str(none_yet.value)
+    store.save_checkpoint(cp("r1", "c1", 1))
+    store.save_checkpoint(cp("r1", "c2", 2))
+    with pytest.raises(StoreConflict):
+        store.save_checkpoint(cp("r1", "c1", 3))
+    assert store.get_checkpoint("r1", "c1").seq == 1
+    with pytest.raises(NotFound) as missing:
+        store.get_checkpoint("r1", "c9")
+    assert "c1" in str(missing.value)
+    assert "c2" in str(missing.value)
+    store.save_checkpoint(cp("r2", "c1", 3))  # ids are per run
+    assert store.get_checkpoint("r2", "c1").seq == 3
+
+
+def test_lock_excludes_other_threads(store: Store) -> None:
+    store.create_run("r1", SPEC, [])
+    inside = 0
+    overlaps = 0
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        nonlocal inside, overlaps
+        try:
+            for _ in range(20):
+                with store.lock("r1"):
+                    inside += 1
+                    overlaps += inside > 1
+                    last = store.last_seq("r1")
+                    time.sleep(0.0005)
+                    store.append("r1", [ev(last + 1), ev(last + 2)])
+                    inside -= 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert overlaps == 0
+    assert store.load("r1").events == evs(1, 160)
+
+
+def test_lock_excludes_other_instances(store_factory: Callable[[], Store]) -> None:
+    first, second = store_factory(), store_factory()
+    try:
+        first.create_run("r1", SPEC, [])
+        entered = threading.Event()
+
+        def take() -> None:
+            with second.lock("r1"):
+                entered.set()
+
+        with first.lock("r1"):
+            thread = threading.Thread(target=take, daemon=True)
+            thread.start()
+            assert not entered.wait(0.2)
+        assert entered.wait(5)
+        thread.join(5)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_append_outside_lock_still_serialises(store: Store) -> None:
+    store.create_run("r1", SPEC, [])
+    conflicts = 0
+
+    def work() -> None:
+        nonlocal conflicts
+        for _ in range(30):
+            try:
+                store.append("r1", [ev(store.last_seq("r1") + 1)])
+            except StoreConflict:
+                conflicts += 1
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.last_seq("r1") == 90 - conflicts
+    assert store.events("r1") == evs(1, 90 - conflicts)
+
+
+def test_close_then_use_again(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    store.append("r1", evs(2, 2))
+    store.close()
+    store.append("r1", evs(3, 3))
+    assert store.load("r1").events == evs(1, 3)
+    store.close()
+    store.close()
+
+
+def test_errors_are_loopengt_errors(store: Store) -> None:
+    with pytest.raises(LoopengtError):
+        store.load("missing")
