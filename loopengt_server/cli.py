@@ -260,6 +260,54 @@ def resume(
     typer.echo(f"run {view.run_id} {view.status}: {view.next_action}")
 
 
+TransportOption = Annotated[
+    str, typer.Option("--transport", help="stdio (default), streamable-http (at /mcp) or sse (at /sse)")
+]
+
+
+def _serve(transport: str, host: str, port: int, store: str, allow_inline_commands: bool) -> None:
+    from loopengt_server.app import serve as run_server
+
+    if transport not in ("stdio", "streamable-http", "sse", "http"):
+        raise fail(f"unknown transport {transport!r}; use stdio, streamable-http or sse", 2)
+    run_server(
+        transport="streamable-http" if transport == "http" else transport,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        store=store,
+        allow_inline_commands=allow_inline_commands,
+    )
+
+
+@app.command()
+def serve(
+    transport: TransportOption = "stdio",
+    host: Annotated[str, typer.Option("--host", help="HTTP bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port")] = 8765,
+    store: StoreOption = ".loopengt",
+    allow_inline_commands: Annotated[
+        bool,
+        typer.Option(
+            "--allow-inline-commands", help="Let inline specs (start_run spec=...) contain commands"
+        ),
+    ] = False,
+) -> None:
+    """Run the MCP server (stdio by default; HTTP transports bind 127.0.0.1)."""
+    _serve(transport, host, port, store, allow_inline_commands)
+
+
+@app.command("mcp")
+def mcp_alias(
+    transport: TransportOption = "stdio",
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8765,
+    store: StoreOption = ".loopengt",
+    allow_inline_commands: Annotated[bool, typer.Option("--allow-inline-commands")] = False,
+) -> None:
+    """Alias of serve (loopengt 0.1.0 client configs use `loopengt mcp --transport stdio`)."""
+    _serve(transport, host, port, store, allow_inline_commands)
+
+
 def main() -> None:
     """Console entry point: LoopengtError -> one line; anything else -> one line plus a debug hint."""
     from loopengt_core.logs import configure

@@ -1,0 +1,123 @@
+"""Building and serving the loopengt MCP server on stdio, streamable HTTP (/mcp) or SSE (/sse)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
+
+import anyio
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+from loopengt_core.runs import Runs
+from loopengt_core.store import open_store
+from loopengt_server.notify import CountingBus, Notifier
+from loopengt_server.prompts import register_prompts
+from loopengt_server.resources import register_resources
+from loopengt_server.tools import register_tools
+
+Transport = Literal["stdio", "streamable-http", "sse"]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_REQUEST_BODY_BYTES = (
+    32 * 1024 * 1024
+)  # above the 4 MiB output limit, so that limit answers with a tool error
+
+INSTRUCTIONS = (
+    "loopengt runs declarative loops (loop.yaml) for coding agents. start_run, then do each open task and submit "
+    "it with step; the server checks the output (schemas, gates, tests, approval) and answers with the next task "
+    "or feedback. Always follow next_action. Runs survive restarts: get_run or resume picks one up again."
+)
+
+
+def _version() -> str:
+    try:
+        return version("loopengt")
+    except PackageNotFoundError:
+        return "0"
+
+
+class BearerToken:
+    """Accepts exactly the token in LOOPENGT_TOKEN (compared in constant time)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if hmac.compare_digest(token.encode(), self._token.encode()):
+            return AccessToken(token=token, client_id="loopengt", scopes=[])
+        return None
+
+
+def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
+    bus = CountingBus()
+    notifier = Notifier(runs, bus)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(notifier.watch)
+            yield
+            tasks.cancel_scope.cancel()
+
+    auth = {}
+    if token:
+        auth = {
+            "token_verifier": BearerToken(token),
+            "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
+        }
+    mcp = MCPServer(
+        "loopengt",
+        version=_version(),
+        instructions=INSTRUCTIONS,
+        subscriptions=bus,
+        lifespan=lifespan,
+        log_level="WARNING",
+        **auth,  # type: ignore[arg-type]
+    )
+    notifier.install(mcp)
+    register_tools(mcp, runs, notifier)
+    register_resources(mcp, runs)
+    register_prompts(mcp)
+    return mcp
+
+
+def _security(host: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection: loopback names always; other names only when listed in LOOPENGT_ALLOWED_HOSTS."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    extra = [h.strip() for h in os.environ.get("LOOPENGT_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    if host not in LOOPBACK and host not in ("0.0.0.0", "::"):
+        extra.append(host)
+    hosts += [f"{h}:*" if ":" not in h else h for h in extra]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+def serve(*, transport: Transport, host: str, port: int, store: str, allow_inline_commands: bool) -> None:
+    runs = Runs(open_store(store), allow_inline_commands=allow_inline_commands)
+    mcp = build_server(runs, token=os.environ.get("LOOPENGT_TOKEN") or None)
+    if transport == "stdio":
+        mcp.run("stdio")
+    elif transport == "streamable-http":
+        mcp.run(
+            "streamable-http",
+            host=host,
+            port=port,
+            transport_security=_security(host),
+            max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        )
+    else:
+        mcp.run(
+            "sse",
+            host=host,
+            port=port,
+            transport_security=_security(host),
+            max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        )

@@ -1,0 +1,249 @@
+"""The nine MCP tools: parse, call the runs service on a worker thread, shape the answer.
+
+Output schemas are written by hand and kept small: the whole tools/list answer is what an agent pays
+for in context on every turn (target: 8,000 characters). The RunView's full shape is documented in
+the README and served as structured content.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+import mcp_types as types
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from loopengt_core.catalog import list_templates as catalog_templates
+from loopengt_core.errors import LoopengtError
+from loopengt_core.runs import Runs
+from loopengt_core.validation import SpecError, parse_text, read_spec_file, summary, validate_data
+from loopengt_core.view import RunView, StepAnswer
+from loopengt_server.approvals import ask_for_approval
+from loopengt_server.notify import Notifier
+
+log = logging.getLogger("loopengt.tools")
+T = TypeVar("T")
+
+_S = {"type": "string"}
+_RUN_PROPERTIES: dict[str, Any] = {
+    "run_id": _S,
+    "status": _S,
+    "turn": {"type": "integer"},
+    "tasks": {"type": "array", "items": {"type": "object"}},
+    "steps": {"type": "array"},
+    "final_output": {},
+    "error": {"type": ["string", "null"]},
+    "next_action": _S,
+}
+_RUN = {
+    "type": "object",
+    "properties": _RUN_PROPERTIES,
+    "required": ["run_id", "status", "tasks", "next_action"],
+}
+_STEP = {
+    **_RUN,
+    "properties": {**_RUN_PROPERTIES, "accepted": {"type": "boolean"}, "gate_results": {"type": "array"}},
+}
+OUTPUT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "start_run": _RUN,
+    "get_run": _RUN,
+    "resume": _RUN,
+    "cancel_run": _RUN,
+    "step": _STEP,
+    "checkpoint": {
+        "type": "object",
+        "properties": {"checkpoint_id": _S, "seq": {"type": "integer"}},
+        "required": ["checkpoint_id", "seq"],
+    },
+    "list_runs": {"type": "object", "properties": {"runs": {"type": "array"}}, "required": ["runs"]},
+    "validate_spec": {
+        "type": "object",
+        "properties": {"valid": {"type": "boolean"}, "errors": {"type": "array"}, "summary": _S},
+        "required": ["valid", "errors"],
+    },
+    "list_templates": {
+        "type": "object",
+        "properties": {"templates": {"type": "array"}},
+        "required": ["templates"],
+    },
+}
+
+
+def _result(structured: dict[str, Any], text: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=structured
+    )
+
+
+def view_text(view: RunView) -> str:
+    """The short text for clients that show text: the next action and each open task's instructions."""
+    lines = [f"Run {view.run_id}: {view.status}, turn {view.turn}. {view.next_action}"]
+    for task in view.tasks:
+        lines.append(f"\n[{task.task_id}] {task.instructions}")
+        if task.feedback:
+            lines.append(f"Feedback: {task.feedback}")
+    if isinstance(view, StepAnswer):
+        failed = [g for g in view.gate_results if g.passed is False]
+        if failed:
+            lines.insert(1, "Failed gates: " + ", ".join(g.name for g in failed))
+    return "\n".join(lines)
+
+
+def _view(view: RunView) -> types.CallToolResult:
+    return _result(view.model_dump(mode="json"), view_text(view))
+
+
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a service call on a worker thread (it takes locks and fsyncs); turn its errors into tool errors."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    except LoopengtError as exc:
+        raise ToolError(exc.message) from None
+
+
+def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
+    async def announce(run_id: str) -> None:
+        await notifier.changed(run_id)
+
+    @mcp.tool()
+    async def start_run(
+        spec_path: str | None = None,
+        template: str | None = None,
+        spec: str | dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> types.CallToolResult:
+        """Start a loop run from exactly one of: spec_path (a loop.yaml), template (see list_templates) or spec
+        (YAML/JSON). Returns the run: do its open tasks, submit each with step, follow next_action."""
+        view = await _call(
+            runs.start_run, spec_path=spec_path, template=template, spec=spec, inputs=inputs, run_id=run_id
+        )
+        await announce(view.run_id)
+        return _view(view)
+
+    @mcp.tool()
+    async def step(
+        run_id: str,
+        task_id: str,
+        ctx: Context,
+        output: Any = None,
+        outcome: Literal["success", "failure"] = "success",
+        error: str | None = None,
+    ) -> types.CallToolResult:
+        """Submit the output of an open task (outcome failure + error if you could not do it). The server runs the
+        gates and answers with gate_results and the next tasks (a retry carries feedback)."""
+        answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error)
+        await announce(run_id)
+        if answer.status == "waiting_approval":
+            view = await ask_for_approval(ctx, runs, run_id)
+            if view is not None:
+                await announce(run_id)
+                answer = StepAnswer(**view.model_dump(), accepted=True, gate_results=answer.gate_results)
+        return _view(answer)
+
+    @mcp.tool()
+    async def get_run(run_id: str) -> types.CallToolResult:
+        """The run's state: status, open tasks with instructions, steps, next_action."""
+        return _view(await _call(runs.get_run, run_id))
+
+    @mcp.tool()
+    async def resume(run_id: str, checkpoint_id: str | None = None) -> types.CallToolResult:
+        """Continue an interrupted run, or with checkpoint_id fork a new run from that checkpoint."""
+        view = await _call(runs.resume, run_id, checkpoint_id)
+        await announce(view.run_id)
+        return _view(view)
+
+    @mcp.tool()
+    async def checkpoint(run_id: str, label: str | None = None) -> types.CallToolResult:
+        """Save a checkpoint of the run to fork from later with resume."""
+        info = await _call(runs.checkpoint, run_id, label)
+        await announce(run_id)
+        return _result(
+            info.model_dump(mode="json"), f"Checkpoint {info.checkpoint_id} of {run_id} at seq {info.seq}."
+        )
+
+    @mcp.tool()
+    async def list_runs(status: str | None = None, limit: int = 20) -> types.CallToolResult:
+        """Runs in this store, newest first (optionally only one status)."""
+        found = await _call(runs.list_runs, status=status, limit=limit)
+        text = "\n".join(f"{r.run_id} {r.loop} {r.status} turn {r.turn}" for r in found) or "No runs."
+        return _result({"runs": [r.model_dump(mode="json") for r in found]}, text)
+
+    @mcp.tool()
+    async def cancel_run(run_id: str, reason: str | None = None) -> types.CallToolResult:
+        """Cancel a run; it cannot continue afterwards."""
+        view = await _call(runs.cancel_run, run_id, reason)
+        await announce(run_id)
+        return _view(view)
+
+    @mcp.tool()
+    async def validate_spec(
+        spec_path: str | None = None, spec: str | dict[str, Any] | None = None
+    ) -> types.CallToolResult:
+        """Check a loop spec (a path or YAML/JSON); every problem comes back with its location."""
+        result = await anyio.to_thread.run_sync(_validate, runs, spec_path, spec)
+        text = (
+            result["summary"]
+            if result["valid"]
+            else "\n".join(f"{e['location']}: {e['message']}" for e in result["errors"])
+        )
+        return _result(result, text)
+
+    @mcp.tool()
+    async def list_templates() -> types.CallToolResult:
+        """Built-in loop templates (name, pattern, description) for start_run(template=...)."""
+        found = [t.__dict__ for t in catalog_templates()]
+        return _result(
+            {"templates": found},
+            "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in found),
+        )
+
+    _compact(mcp)
+
+
+def _validate(runs: Runs, spec_path: str | None, spec: Any) -> dict[str, Any]:
+    if (spec_path is None) == (spec is None):
+        raise ToolError("give exactly one of spec_path or spec")
+    try:
+        if spec_path is not None:
+            from pathlib import Path
+
+            path = Path(spec_path)
+            data = parse_text(read_spec_file(path if path.is_absolute() else runs.cwd / path))
+        else:
+            data = parse_text(spec) if isinstance(spec, str) else spec
+    except SpecError as exc:
+        errors = [{"location": p.location, "message": p.message} for p in exc.problems]
+        return {"valid": False, "errors": errors, "summary": f"{len(errors)} problem(s)"}
+    loaded, problems = validate_data(data)
+    errors = [{"location": p.location, "message": p.message} for p in problems]
+    if loaded is None or errors:
+        return {"valid": False, "errors": errors, "summary": f"{len(errors)} problem(s)"}
+    return {"valid": True, "errors": [], "summary": summary(loaded)}
+
+
+def _strip_titles(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_titles(v) for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_strip_titles(x) for x in schema]
+    return schema
+
+
+def _compact(mcp: MCPServer) -> None:
+    """Hand-written output schemas and title-free input schemas: the tool list stays within budget."""
+    for tool in mcp._tool_manager.list_tools():
+        tool.parameters = _strip_titles(tool.parameters)
+        tool.description = " ".join(tool.description.split())
+        tool.fn_metadata.output_schema = OUTPUT_SCHEMAS[tool.name]
+        tool.__dict__.pop("output_schema", None)  # a cached_property over fn_metadata
+
+
+def tools_list_size(tools: list[types.Tool]) -> int:
+    """Characters of the tools/list answer as a client receives it."""
+    return len(json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]))
