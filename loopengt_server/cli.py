@@ -89,13 +89,20 @@ def init(
 ) -> None:
     """Write a loop.yaml from a template."""
     from loopengt_core.catalog import template_text
+    from loopengt_core.spec import json_schema
 
     text = template_text(template)
     if output.exists() and not force:
         raise fail(f"{output} exists; pass --force to overwrite it")
-    header = "# yaml-language-server: $schema=https://loopengt.dev/schema/loop-spec.json\n"
+    schema_file = output.parent / "loop-spec.schema.json"
+    lines = text.splitlines(keepends=True)
+    if lines and lines[0].startswith("# yaml-language-server:"):
+        lines = lines[1:]
+    header = f"# yaml-language-server: $schema={schema_file.name}\n"
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text if text.startswith("# yaml-language-server") else header + text, encoding="utf-8")
+    output.write_text(header + "".join(lines), encoding="utf-8")
+    if not schema_file.exists():
+        schema_file.write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
     typer.echo(f"wrote {output} (template {template}); check it with: loopengt validate {output}")
 
 
