@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,8 +11,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal
 
 import anyio
+import mcp_types as types
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -81,10 +84,22 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
         **auth,  # type: ignore[arg-type]
     )
     notifier.install(mcp)
+    _serve_log_level(mcp)
     register_tools(mcp, runs, notifier)
     register_resources(mcp, runs)
     register_prompts(mcp)
     return mcp
+
+
+def _serve_log_level(mcp: MCPServer) -> None:
+    """logging/setLevel (handshake era): sets the server's own log level; logs go to stderr, not the client."""
+
+    async def set_level(ctx: ServerRequestContext, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        level = logging.getLevelNamesMapping().get(str(params.level).upper(), logging.WARNING)
+        logging.getLogger("loopengt").setLevel(level)
+        return types.EmptyResult()
+
+    mcp._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
 
 
 def _security(host: str) -> TransportSecuritySettings:
