@@ -266,6 +266,176 @@ def test_invalid_fault_setting_is_refused(monkeypatch: pytest.MonkeyPatch, root:
         FileStore(root)
 
 
+# ------------------------------------------------------------------------------- batches
+
+
+def seal(obj: dict[str, Any]) -> bytes:
+    """A log line as the store writes it (compact JSON, CRC of the object without `crc`)."""
+    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return payload[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(payload)
+
+
+def batched_run(root: Path) -> tuple[Path, list[int]]:
+    """Batches 1 | 2-4 | 5 | 6-9 with a snapshot inside 2-4; returns the log and its line ends."""
+    store = FileStore(root)
+    store.create_run("r1", SPEC, evs(1, 1))
+    store.append("r1", evs(2, 4))
+    store.append("r1", evs(5, 5))
+    store.save_snapshot("r1", 3, {"at": 3})
+    store.append("r1", evs(6, 9))
+    store.close()
+    path = log_path(root)
+    ends, offset = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        offset += len(line)
+        ends.append(offset)
+    return path, ends
+
+
+def test_multi_event_batches_carry_their_end_and_load_whole(root: Path) -> None:
+    path, _ = batched_run(root)
+    records = check_clean(path)
+    assert [r.get("end") for r in records] == [None, 4, 4, 4, None, 9, 9, 9, 9]
+    fresh = FileStore(root)
+    assert fresh.last_seq("r1") == 9
+    loaded = fresh.load("r1")
+    assert (loaded.snapshot, loaded.snapshot_seq, loaded.events) == ({"at": 3}, 3, evs(4, 9))
+    assert all("end" not in e.model_dump() for e in loaded.events)
+    assert FileStore(root).events("r1") == evs(1, 9)
+    assert FileStore(root).events("r1", after=2, limit=1) == evs(3, 3)  # a limit may end mid-batch
+    assert FileStore(root).events("r1", after=6, limit=2) == evs(7, 8)
+    fresh.close()
+
+
+def test_snapshot_inside_a_batch_points_after_its_own_line(root: Path) -> None:
+    _, ends = batched_run(root)
+    snap = json.loads((root / "runs" / "r1" / "snapshot.json").read_bytes())
+    assert (snap["seq"], snap["offset"]) == (3, ends[2])
+    FileStore(root).save_snapshot("r1", 7, {"at": 7})  # a fresh instance, no cached offsets
+    snap = json.loads((root / "runs" / "r1" / "snapshot.json").read_bytes())
+    assert (snap["seq"], snap["offset"]) == (7, ends[6])
+    loaded = FileStore(root).load("r1")
+    assert (loaded.snapshot_seq, loaded.events) == (7, evs(8, 9))
+
+
+# Cuts inside the last batch (6-9, lines 6..9): after k whole lines, and k whole lines plus part of the next.
+CUTS = [(k, part) for k in range(4) for part in (0, 25) if (k, part) != (0, 0)]
+
+
+@pytest.mark.parametrize(("whole", "part"), CUTS, ids=[f"{k}lines+{p}" for k, p in CUTS])
+@pytest.mark.parametrize("first_call", ["load", "last_seq", "events", "events_after", "append"])
+def test_unfinished_batch_is_dropped_whole(root: Path, whole: int, part: int, first_call: str) -> None:
+    path, ends = batched_run(root)
+    watcher = FileStore(root)
+    watcher.load("r1")  # a process that saw the whole log before the cut
+    with path.open("r+b") as f:
+        f.truncate(ends[4 + whole] + part)
+    cut_size = path.stat().st_size
+    fresh = FileStore(root)  # cold: the first call below is the one that discovers the cut
+    if first_call == "load":
+        loaded = fresh.load("r1")
+        assert (loaded.snapshot, loaded.snapshot_seq, loaded.events) == ({"at": 3}, 3, evs(4, 5))
+    elif first_call == "last_seq":
+        assert fresh.last_seq("r1") == 5
+    elif first_call == "events":
+        assert fresh.events("r1") == evs(1, 5)
+    elif first_call == "events_after":
+        assert fresh.events("r1", after=5) == []
+        assert fresh.events("r1", after=4) == evs(5, 5)
+        assert fresh.events("r1", after=3, limit=5) == evs(4, 5)
+        assert fresh.events("r1", after=5, limit=1) == []
+    else:
+        with pytest.raises(StoreConflict):
+            fresh.append("r1", [ev(6 + max(whole, 1))])  # continuing the half batch is refused
+    assert fresh.last_seq("r1") == 5
+    assert fresh.events("r1", after=2) == evs(3, 5)
+    assert fresh.load("r1").events == evs(4, 5)
+    assert path.stat().st_size == cut_size  # reading never repairs
+
+    # The watcher's cached view is older than the file's size, so it re-reads the end and agrees.
+    assert watcher.last_seq("r1") == 5
+    assert watcher.events("r1", after=4) == evs(5, 5)
+
+    # The dropped seqs are free again; the new batch replaces the unfinished one on disk.
+    replacement = [ev(6, new=6), ev(7, new=7)]
+    fresh.append("r1", replacement)
+    records = check_clean(path)
+    assert [r["seq"] for r in records] == list(range(1, 8))
+    assert [r.get("end") for r in records[5:]] == [7, 7]
+    assert records[5]["data"] == {"new": 6}
+    for reader in (FileStore(root), watcher, fresh):
+        assert reader.last_seq("r1") == 7
+        assert reader.events("r1", after=5) == replacement
+        assert reader.load("r1").events == [*evs(4, 5), *replacement]
+    watcher.close()
+    fresh.close()
+
+
+def test_unfinished_batch_right_after_create(root: Path) -> None:
+    store = FileStore(root)
+    store.create_run("r1", SPEC, [])
+    store.append("r1", evs(1, 3))
+    path = log_path(root)
+    with path.open("r+b") as f:
+        f.truncate(len(path.read_bytes().splitlines(keepends=True)[0]))
+    fresh = FileStore(root)
+    assert fresh.last_seq("r1") == 0
+    assert FileStore(root).load("r1").events == []
+    assert FileStore(root).events("r1") == []
+    fresh.append("r1", evs(1, 1))
+    assert [r["seq"] for r in check_clean(path)] == [1]
+    store.close()
+    fresh.close()
+
+
+def test_lines_without_end_are_batches_of_one(root: Path) -> None:
+    """A log written before the marker existed: every line stands alone."""
+    store = FileStore(root)
+    store.create_run("r1", SPEC, [])
+    path = log_path(root)
+    path.write_bytes(b"".join(seal(e.model_dump()) for e in evs(1, 4)))
+    fresh = FileStore(root)
+    assert fresh.last_seq("r1") == 4
+    assert fresh.load("r1").events == evs(1, 4)
+    fresh.append("r1", evs(5, 6))
+    assert [r.get("end") for r in check_clean(path)] == [None, None, None, None, 6, 6]
+    assert FileStore(root).events("r1", after=3) == evs(4, 6)
+    store.close()
+    fresh.close()
+
+
+@pytest.mark.parametrize("damage", ["unmarked", "other-end", "end-below-seq"])
+def test_batch_broken_off_mid_log_is_corrupt(root: Path, damage: str) -> None:
+    store = FileStore(root)
+    store.create_run("r1", SPEC, evs(1, 1))
+    path = log_path(root)
+    third = {"unmarked": {}, "other-end": {"end": 5}, "end-below-seq": {"end": 2}}[damage]
+    lines = [
+        seal({"seq": 2, "end": 4, **ev(2).model_dump(exclude={"seq"})}),
+        seal({"seq": 3, **third, **ev(3).model_dump(exclude={"seq"})}),
+        seal({"seq": 4, "end": 4, **ev(4).model_dump(exclude={"seq"})}),
+    ]
+    with path.open("ab") as f:
+        f.write(b"".join(lines))
+    for call in (lambda: FileStore(root).load("r1"), lambda: FileStore(root).events("r1")):
+        with pytest.raises(StoreCorrupt, match="line 3"):
+            call()
+    store.close()
+
+
+def test_unfinished_tail_after_a_broken_batch_is_corrupt(root: Path) -> None:
+    """last_seq walks back over an unfinished tail batch; meeting a broken one, it reports like load."""
+    store = FileStore(root)
+    store.create_run("r1", SPEC, evs(1, 1))
+    with log_path(root).open("ab") as f:
+        for seq, end in [(2, 4), (3, 5), (4, 5)]:
+            f.write(seal({"seq": seq, "end": end, **ev(seq).model_dump(exclude={"seq"})}))
+    for call in (lambda: FileStore(root).load("r1"), lambda: FileStore(root).last_seq("r1")):
+        with pytest.raises(StoreCorrupt, match="line 3"):
+            call()
+    store.close()
+
+
 # ------------------------------------------------------------------------------- two processes
 
 
@@ -426,11 +596,15 @@ def test_mid_write_crash_leaves_a_torn_tail_that_is_repaired(root: Path) -> None
     assert proc.returncode == -signal.SIGKILL
     raw = log_path(root).read_bytes()
     assert not raw.endswith(b"\n")  # really torn: half of the three-line batch
+    # Half of three equal-sized lines ends inside the second: event 6 is on disk whole, 7 is torn.
+    assert b'"seq":6,"end":8' in raw.splitlines()[-2]
     store = FileStore(root)
     durable = store.last_seq("r1")
-    # Half of three equal-sized lines ends inside the second: event 6 survives whole although the
-    # append of 6-8 was never acknowledged; 7 is the torn tail.
-    assert durable == 6
-    assert store.load("r1").events[-1].seq == durable
+    # The append of 6-8 was never acknowledged and is incomplete, so none of it counts: not even 6.
+    assert durable == 5
+    loaded = store.load("r1")
+    assert (loaded.snapshot_seq, loaded.events) == (5, [])
+    assert [e.seq for e in store.events("r1", after=3)] == [4, 5]
     store.append("r1", [ev(durable + 1)])
-    check_clean(log_path(root))
+    assert [r["seq"] for r in check_clean(log_path(root))] == [1, 2, 3, 4, 5, 6]
+    assert FileStore(root).load("r1").events == [ev(6)]

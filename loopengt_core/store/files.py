@@ -3,7 +3,8 @@
 Layout of `<root>/runs/<run_id>/`:
 
     spec.yaml              the frozen spec text; its mtime records when the run was created
-    events.jsonl           one event a line: {"seq","type","at","data","crc"}
+    events.jsonl           one event a line: {"seq","type","at","data","crc"}, or {"seq","end",...} when
+                           the line belongs to an append of several events (see "Batches" below)
     snapshot.json          {"seq","offset","state","crc"}: state after event `seq`, which ends at
                            byte `offset` of events.jsonl, so loading seeks instead of scanning
     checkpoints/<id>.json  {"run_id","checkpoint_id","seq","label","created_at","state","crc"}
@@ -12,6 +13,18 @@ Layout of `<root>/runs/<run_id>/`:
 `crc` is the zlib CRC-32 (8 lowercase hex digits) of the same JSON object serialised compactly without
 the `crc` key. A line counts only when it ends in a newline and its checksum holds: a crash mid-append
 leaves a torn tail, which readers ignore and the next append truncates under the lock.
+
+Batches: one `append` is one transition of the engine, so it must survive whole or not at all. When an
+append holds more than one event, every line of it carries `"end"`: the seq of the append's last event
+(covered by the checksum, removed before the line becomes an `Event`). A line without `end` is a batch
+of one, so logs written before the marker existed still load, and single-event appends stay small.
+Readers count a batch only once its last line (`seq == end`) is present: if the last good lines of the
+log are a batch that stops short of its `end` (a crash part-way through the write), they are dropped
+exactly like a torn tail, `last_seq` is the end of the batch before, and the next append truncates them
+under the lock. Only the final batch can be unfinished, because a batch is written by one append that
+holds the lock and the file only grows; a batch broken off by another line is corruption. `create_run`
+needs no marker: the run directory appears whole by rename. A snapshot or a remembered offset may point
+inside a complete batch; a read that starts there takes the batch's `end` from its first line.
 
 Durability: every append, snapshot, checkpoint and run creation is fsynced (files and the directories
 that name them) before the call returns, so an acknowledged call survives a crash or power loss.
@@ -126,8 +139,26 @@ def _seq_of(obj: dict[str, Any]) -> int:
     return seq
 
 
-def _encode_event(event: Event) -> bytes:
-    return _seal({"seq": event.seq, "type": event.type, "at": event.at, "data": event.data})
+def _end_of(obj: dict[str, Any], seq: int) -> int:
+    """Remove a line's `end` marker and return it: the seq of its batch's last event (`seq` if unmarked)."""
+    end = obj.pop("end", None)
+    if end is None:
+        return seq
+    if not isinstance(end, int) or isinstance(end, bool) or end < seq:
+        raise _BadRecord("end is not an integer >= seq")
+    return end
+
+
+def _encode_event(event: Event, end: int | None = None) -> bytes:
+    if end is None:
+        return _seal({"seq": event.seq, "type": event.type, "at": event.at, "data": event.data})
+    return _seal({"seq": event.seq, "end": end, "type": event.type, "at": event.at, "data": event.data})
+
+
+def _encode_batch(events: Sequence[Event]) -> list[bytes]:
+    """The lines of one append; several events all carry `end`, so a cut-short batch is recognisable."""
+    end = events[-1].seq if len(events) > 1 else None
+    return [_encode_event(e, end) for e in events]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -218,10 +249,11 @@ class _RunCache:
 @dataclass
 class _Scan:
     events: list[Event]
-    end: int  # offset just after the last good line consumed
-    last_seq: int
+    end: int  # offset just after the last complete batch consumed
+    last_seq: int  # the seq that ends that batch
     stopped: bool  # ended early because `limit` was reached
     points: list[tuple[int, int]]
+    first_end: int  # offset just after the first returned event (`end` if none)
 
 
 @dataclass(frozen=True)
@@ -411,15 +443,20 @@ class FileStore:
     ) -> _Scan:
         """Read lines from `start` (just after event `prev_seq`) up to `size`, checking every one.
 
-        Collects events with seq > after, at most `limit`. A bad or unterminated line with nothing after
-        it is a torn tail and ends the scan; a bad line followed by more data is corruption.
+        Collects events with seq > after, at most `limit`, and stops only between batches. A bad or
+        unterminated line with nothing after it is a torn tail and ends the scan; a bad line followed by
+        more data is corruption. A batch still short of its `end` when the lines run out is dropped with
+        its events and offsets, so `end` and `last_seq` always describe whole batches.
         """
         events: list[Event] = []
         points: list[tuple[int, int]] = []
+        pending: list[tuple[int, int]] = []  # points inside the open batch, kept once it completes
         want = _NO_LIMIT if limit is None else limit
         buf, i, pos, block = b"", 0, start, _FIRST_CHUNK
-        end, seq = start, prev_seq
-        while len(events) < want:
+        end, seq = start, prev_seq  # just after the last complete batch
+        cur = batch_end = prev_seq  # the last line read and the seq ending its batch (cur < batch_end: open)
+        kept, first_end = 0, start
+        while cur < batch_end or len(events) < want:
             nl = buf.find(b"\n", i)
             if nl < 0:
                 chunk = self._pread(fd, min(block, size - pos), pos) if pos < size else b""
@@ -429,12 +466,13 @@ class FileStore:
                 continue
             raw, line_end = buf[i:nl], pos - (len(buf) - nl - 1)
             i = nl + 1
-            line_no = seq + 1  # every earlier line held seq == its line number
+            line_no = cur + 1  # every earlier line held seq == its line number
             self.lines_parsed += 1
             try:
                 obj = _unseal(raw)
                 got = _seq_of(obj)
-                event = Event.model_validate(obj) if got > after else None
+                ends_at = _end_of(obj, got)
+                event = Event.model_validate(obj) if got > after and len(events) < want else None
             except (_BadRecord, ValidationError) as exc:
                 if i >= len(buf) and pos >= size:
                     break  # the last line: a torn write, dropped
@@ -444,24 +482,39 @@ class FileStore:
                     "line, so it is not a torn write; restore the file or move the run away",
                     run_id=run_id,
                 ) from None
-            if got != seq + 1:
+            if got != cur + 1:
                 raise StoreCorrupt(
-                    f"run {run_id!r}: {EVENTS} line {line_no} has seq {got}, expected {seq + 1} "
+                    f"run {run_id!r}: {EVENTS} line {line_no} has seq {got}, expected {cur + 1} "
                     "(a gap or a repeat in the log)",
                     run_id=run_id,
                 )
-            seq, end = got, line_end
-            if seq % _STRIDE == 0:
-                points.append((seq, end))
+            if cur < batch_end and ends_at != batch_end:
+                raise StoreCorrupt(
+                    f"run {run_id!r}: {EVENTS} line {line_no} ends its batch at seq {ends_at}, but the "
+                    f"batch it continues ends at seq {batch_end} (an append broken off mid-log)",
+                    run_id=run_id,
+                )
+            cur, batch_end = got, ends_at
+            if got % _STRIDE == 0:
+                pending.append((got, line_end))
             if event is not None:
+                if not events:
+                    first_end = line_end
                 events.append(event)
-        return _Scan(events, end, seq, len(events) >= want, points)
+            if got == batch_end:  # the batch is complete: it counts
+                seq, end, kept = got, line_end, len(events)
+                points.extend(pending)
+                pending.clear()
+        del events[kept:]  # an unfinished last batch: dropped like a torn tail
+        return _Scan(events, end, seq, len(events) >= want, points, first_end if events else end)
 
     def _tail(self, run_id: str, fd: int, size: int, cache: _RunCache | None) -> tuple[int, int]:
         """(clean end offset, last seq) read from the end of the file: O(1) in the log's length.
 
-        Only when the last terminated line fails its checksum does it fall back to a forward scan, so
-        the answer (and any corruption report) is exactly what `load` would see.
+        If the last terminated line belongs to an unfinished batch, it walks back over that batch's lines
+        to the end of the batch before. Only when a line it reads fails its checksum (or the batch walk
+        meets something odd) does it fall back to a forward scan, so the answer (and any corruption
+        report) is exactly what `load` would see.
         """
         if size == 0:
             return 0, 0
@@ -470,13 +523,41 @@ class FileStore:
         if end == 0:
             return 0, 0
         try:
-            return end, _seq_of(self._line_ending_at(fd, end))
+            obj = self._line_ending_at(fd, end)
+            seq = _seq_of(obj)
+            batch_end = _end_of(obj, seq)
+            if batch_end == seq:
+                return end, seq
+            return self._before_batch(fd, end, seq, batch_end)
         except _BadRecord:
             prev_seq, start = cache.best_point(_NO_LIMIT) if cache is not None else (0, 0)
             if start > size:
                 prev_seq, start = 0, 0
             scan = self._scan(run_id, fd, start, prev_seq, size, after=_NO_LIMIT, limit=None)
             return scan.end, scan.last_seq
+
+    def _before_batch(self, fd: int, end: int, seq: int, batch_end: int) -> tuple[int, int]:
+        """(offset, seq) just before the unfinished batch whose line `seq` ends at `end`.
+
+        Walks back over that batch's lines only (one append's worth); anything unexpected raises
+        _BadRecord so that `_tail` falls back to a forward scan, which names the damage.
+        """
+        while True:
+            start = self._rfind_newline(fd, end - 1) + 1
+            if start == 0:
+                if seq != 1:
+                    raise _BadRecord("the log does not start at seq 1")
+                return 0, 0
+            obj = self._line_ending_at(fd, start)
+            prev = _seq_of(obj)
+            prev_end = _end_of(obj, prev)
+            if prev != seq - 1:
+                raise _BadRecord("seqs are not consecutive")
+            if prev_end != batch_end:
+                if prev_end != prev:
+                    raise _BadRecord("a batch broken off mid-log")
+                return start, prev
+            end, seq = start, prev
 
     def _state(self, run_id: str, fd: int) -> tuple[os.stat_result, int, int]:
         """(stat, clean end, last seq) of an open log, from the cache when the size is unchanged."""
@@ -561,7 +642,11 @@ class FileStore:
 
     @_guard("appending events")
     def append(self, run_id: str, events: Sequence[Event]) -> None:
-        """Append under the run's lock with one write and one fdatasync; O(1) in the log's length."""
+        """Append under the run's lock with one write and one fdatasync; O(1) in the log's length.
+
+        All or nothing: several events carry their batch's `end`, so a crash part-way through leaves
+        lines that readers drop and this method truncates before writing (see the module docstring).
+        """
         check_id(run_id)
         if not events:
             return
@@ -574,7 +659,7 @@ class FileStore:
                     f"run {run_id!r}: the appended seqs are not consecutive ({[e.seq for e in events][:10]})",
                     run_id=run_id,
                 )
-        lines = [_encode_event(e) for e in events]
+        lines = _encode_batch(events)
         data = b"".join(lines)
         with self._exclusive(run_id):
             fd = self._append_fd(run_id)
@@ -588,7 +673,7 @@ class FileStore:
             try:
                 size = os.fstat(fd).st_size
                 if clean < size:
-                    os.ftruncate(fd, clean)  # drop a torn tail so the new lines start on a line boundary
+                    os.ftruncate(fd, clean)  # drop a torn tail or an unfinished batch before writing
                 if self._fault_point is not None:
                     self._fault("append.before_write")
                     if self._fault_hit("append.mid_write"):
@@ -739,7 +824,7 @@ class FileStore:
         prev_seq, start = self._start_for(run_id, fd, st, seq - 1)
         scan = self._scan(run_id, fd, start, prev_seq, st.st_size, after=seq - 1, limit=1)
         self._remember(run_id, st, points=scan.points)
-        return scan.end
+        return scan.first_end  # `seq` may lie inside a batch: the offset after its own line
 
     @_guard("saving a snapshot")
     def save_snapshot(self, run_id: str, seq: int, state: dict[str, Any]) -> None:
