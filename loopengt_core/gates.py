@@ -33,7 +33,7 @@ def search(expression: str, data: Any) -> Any:
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_json)
-    cls = jsonschema.validators.validator_for(schema)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)
 
 
@@ -77,5 +77,9 @@ def command_feedback(
     argv: list[str], exit_code: int | None, output: str, *, timed_out: bool, seconds: float
 ) -> str:
     shown = " ".join(argv)
-    head = f"`{shown}` timed out after {seconds:.0f} s" if timed_out else f"`{shown}` exited with code {exit_code}"
+    head = (
+        f"`{shown}` timed out after {seconds:.0f} s"
+        if timed_out
+        else f"`{shown}` exited with code {exit_code}"
+    )
     return f"{head}:\n{tail(output).rstrip()}" if output.strip() else head

@@ -419,7 +419,11 @@ def _schemas(spec: LoopSpec) -> Iterator[Problem]:
         # validator_for looks `$schema` up in a dict: a list would raise TypeError, a number AttributeError.
         # Any other non-text value is checked against the latest draft, which reports it as not a string.
         text_meta = isinstance(schema.get("$schema", ""), str)
-        cls = jsonschema.validators.validator_for(schema) if text_meta else jsonschema.Draft202012Validator
+        cls = (
+            jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+            if text_meta
+            else jsonschema.Draft202012Validator
+        )
         try:
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
