@@ -1,0 +1,198 @@
+"""A durable `step` over MCP stdio, beside the same SDK's no-op tool round trip and one append+fsync.
+
+Two real stdio subprocesses, both driven by the SDK's `Client` (default mode: 2026-07-28; --mode legacy does
+the 2025 handshake): `python -m loopengt_server serve --store TMP` and bench/_noop_server.py (one
+`async def noop() -> str`). After a warm-up of each, ~N sequential calls of each kind run interleaved in
+blocks (--block), with the bare append+fsync on the store's disk and an in-process `Runs.step` (same spec,
+same disk) as the other two rows, so background load hits all four alike.
+
+    python bench/mcp_roundtrip.py               # 500 calls each, modern mode
+    python bench/mcp_roundtrip.py --mode legacy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+from _common import AGAIN, FsyncFloor, bench_dir, drift, loop_spec, median, ms, pct, quiet_logs
+from mcp import Client, StdioServerParameters
+
+from loopengt_core.runs import Runs
+from loopengt_core.store.files import FileStore
+
+NOOP_SERVER = Path(__file__).with_name("_noop_server.py")
+
+
+def _structured(result: Any, what: str) -> dict[str, Any]:
+    if result.is_error:
+        text = result.content[0].text if result.content else ""
+        raise SystemExit(f"{what} failed: {text}")
+    return result.structured_content or {}
+
+
+class LoopengtOverMcp:
+    """One run on the loopengt stdio server; `once()` submits the open task and times the round trip."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.run_id = ""
+        self.task = ""
+
+    async def start(self, turns: int) -> None:
+        view = _structured(await self.client.call_tool("start_run", {"spec": loop_spec(turns)}), "start_run")
+        self.run_id, self.task = view["run_id"], view["tasks"][0]["task_id"]
+
+    async def once(self) -> int:
+        args = {"run_id": self.run_id, "task_id": self.task, "output": AGAIN}
+        t0 = time.perf_counter_ns()
+        result = await self.client.call_tool("step", args)
+        elapsed = time.perf_counter_ns() - t0
+        self.task = _structured(result, "step")["tasks"][0]["task_id"]
+        return elapsed
+
+
+class Noop:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def once(self) -> int:
+        t0 = time.perf_counter_ns()
+        result = await self.client.call_tool("noop", {})
+        elapsed = time.perf_counter_ns() - t0
+        if result.is_error:
+            raise SystemExit("noop failed")
+        return elapsed
+
+
+class InProcess:
+    """The same step through `Runs.step` in this process: the service's share of the MCP figure."""
+
+    def __init__(self, root: Path, turns: int) -> None:
+        self.runs = Runs(FileStore(root))
+        view = self.runs.start_run(spec=loop_spec(turns))
+        self.run_id, self.task = view.run_id, view.tasks[0].task_id
+
+    async def once(self) -> int:
+        t0 = time.perf_counter_ns()
+        answer = self.runs.step(self.run_id, self.task, AGAIN)
+        elapsed = time.perf_counter_ns() - t0
+        self.task = answer.tasks[0].task_id
+        return elapsed
+
+
+async def _fsync_once(floor: FsyncFloor) -> int:
+    return floor.once()
+
+
+async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path) -> None:
+    store = directory / "mcp-store"
+    env = {"LOOPENGT_LOG_LEVEL": "WARNING"}
+    loop_params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "loopengt_server", "serve", "--store", str(store)],
+        cwd=os.getcwd(),
+        env=env,
+    )
+    noop_params = StdioServerParameters(command=sys.executable, args=[str(NOOP_SERVER)], cwd=os.getcwd())
+    floor = FsyncFloor(directory)
+    async with AsyncExitStack() as stack:
+        t0 = time.perf_counter()
+        loop_client = await stack.enter_async_context(Client(loop_params, mode=mode))  # type: ignore[arg-type]
+        started = time.perf_counter() - t0
+        noop_client = await stack.enter_async_context(Client(noop_params, mode=mode))  # type: ignore[arg-type]
+        protocol = loop_client.protocol_version
+        step = LoopengtOverMcp(loop_client)
+        await step.start(calls + warmup)
+        core = InProcess(directory / "core-store", calls + warmup)
+        kinds: dict[str, Callable[[], Awaitable[int]]] = {
+            "noop": Noop(noop_client).once,
+            "fsync": lambda: _fsync_once(floor),
+            "core": core.once,
+            "step": step.once,
+        }
+        for once in kinds.values():
+            for _ in range(warmup):
+                await once()
+        samples: dict[str, list[int]] = {k: [] for k in kinds}
+        blocks = []
+        for start in range(0, calls, block):
+            count = min(block, calls - start)
+            blocks.append((start, start + count))
+            for name, once in kinds.items():
+                for _ in range(count):
+                    samples[name].append(await once())
+    floor.close()
+    report(samples, blocks, calls=calls, mode=mode, protocol=protocol, started=started)
+
+
+def report(
+    samples: dict[str, list[int]],
+    blocks: list[tuple[int, int]],
+    *,
+    calls: int,
+    mode: str,
+    protocol: Any,
+    started: float,
+) -> None:
+    labels = {
+        "step": "loopengt step over MCP",
+        "noop": "no-op tool over MCP",
+        "fsync": "bare append+fsync",
+        "core": "Runs.step in-process",
+    }
+    print(
+        f"\nmode {mode} (protocol {protocol}), {calls} sequential calls each after warm-up; "
+        f"server start + connect {started:.2f} s"
+    )
+    print(f"  {'':26}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}{'last/first 10%':>16}")
+    for name, label in labels.items():
+        v = samples[name]
+        print(f"  {label:26}{ms(median(v)):11.3f}{ms(pct(v, 99)):9.3f}{ms(max(v)):9.2f}{drift(v):16.2f}")
+    step, noop, fsync, core = (median(samples[k]) for k in ("step", "noop", "fsync", "core"))
+    ratio = step / (noop + fsync)
+    verdict = "ok" if ratio <= 1.5 else "over the goal"
+    print(f"  step / (no-op + fsync), medians: {ratio:.2f} (goal <= 1.5: {verdict})")
+    paired = median(
+        [
+            median(samples["step"][a:b]) / (median(samples["noop"][a:b]) + median(samples["fsync"][a:b]))
+            for a, b in blocks
+        ]
+    )
+    print(f"  same, paired by block (median of per-block ratios): {paired:.2f}")
+    p99 = pct(samples["step"], 99) / (pct(samples["noop"], 99) + pct(samples["fsync"], 99))
+    print(f"  same with p99s: {p99:.2f}")
+    print(
+        f"  split of the median step: transport (no-op) {ms(noop):.3f} ms + Runs.step {ms(core):.3f} ms "
+        f"+ the rest (tool layer, notifications) {ms(step - noop - core):.3f} ms (medians do not add exactly)"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=500, help="measured calls of each kind")
+    parser.add_argument("--warmup", type=int, default=30, help="unmeasured calls of each kind first")
+    parser.add_argument("--block", type=int, default=50, help="interleave the four kinds in blocks of this")
+    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="auto = 2026-07-28")
+    parser.add_argument("--store", help="directory for the stores (kept); default a temp dir here")
+    args = parser.parse_args(argv)
+    quiet_logs()
+    began = time.monotonic()
+    with bench_dir(args.store, ".bench-mcp-") as directory:
+        print(
+            f"loopengt step over MCP stdio vs no-op round trip + append+fsync; store {directory} "
+            f"(load avg {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, python {sys.version.split()[0]})"
+        )
+        anyio.run(bench, args.calls, args.warmup, args.block, args.mode, directory)
+    print(f"\ntotal {time.monotonic() - began:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
