@@ -267,6 +267,22 @@ def resume(
     typer.echo(f"run {view.run_id} {view.status}: {view.next_action}")
 
 
+@app.command()
+def check(store: StoreOption = ".loopengt") -> None:
+    """Verify the store: checksums, seq continuity, snapshots and checkpoints of every run."""
+    from loopengt_core.check import check_store
+    from loopengt_core.store import open_store
+
+    results = check_store(open_store(store))
+    bad = [r for r in results if r.problems]
+    for result in bad:
+        for problem in result.problems:
+            typer.echo(f"{result.run_id}: {problem}")
+    events = sum(r.events for r in results)
+    typer.echo(f"checked {len(results)} runs, {events} events: {len(bad)} with problems")
+    raise typer.Exit(1 if bad else 0)
+
+
 TransportOption = Annotated[
     str, typer.Option("--transport", help="stdio (default), streamable-http (at /mcp) or sse (at /sse)")
 ]
