@@ -106,6 +106,13 @@ class Notifier:
 
     async def watch(self) -> None:
         """Poll the store for runs changed elsewhere while anyone listens; runs until cancelled."""
+        # Learn every run's version now, not at the first scan after someone subscribes: a change made by
+        # another process right after a client subscribed would otherwise become the baseline, unannounced.
+        # Runs changed (or created) while nobody listened are announced once at the next scan.
+        try:
+            await anyio.to_thread.run_sync(self._scan)
+        except LoopengtError as exc:
+            log.warning("watch failed: %s", exc)
         while True:
             await anyio.sleep(POLL_SECONDS)
             if not self.sessions and not self.bus.listeners:

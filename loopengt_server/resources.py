@@ -17,7 +17,7 @@ from mcp_types import (
 )
 
 from loopengt_core.catalog import template_names, template_text
-from loopengt_core.errors import LoopengtError, NotFound
+from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
 from loopengt_core.runs import Runs
 from loopengt_core.spec import json_schema
 
@@ -25,7 +25,7 @@ from loopengt_core.spec import json_schema
 async def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-    except NotFound as exc:
+    except (NotFound, InvalidArgument) as exc:  # a malformed id names no resource: invalid params
         raise ResourceNotFoundError(exc.message) from None
     except LoopengtError as exc:
         raise ResourceError(exc.message) from None
