@@ -119,7 +119,9 @@ def open_store(location: str | None) -> Store:
     """The store named by `--store`: a directory (default `.loopengt`) or a postgresql:// URL."""
     target = location or ".loopengt"
     if target.startswith(("postgresql://", "postgres://")):
-        raise InvalidArgument("the PostgreSQL store is not available in this version; use a directory")
+        from loopengt_core.store.postgres import PostgresStore  # imports psycopg only when asked for
+
+        return PostgresStore(target)
     from loopengt_core.store.files import FileStore
 
     return FileStore(target)
