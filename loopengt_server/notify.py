@@ -94,6 +94,8 @@ class Notifier:
 
     async def changed(self, run_id: str) -> None:
         """Announce that a run changed (called after our own writes, and by the watcher)."""
+        if not self.listening:
+            return  # the watcher announces, once, what changed while nobody listened
         with contextlib.suppress(LoopengtError):
             self._versions[run_id] = await anyio.to_thread.run_sync(self.runs.store.version, run_id)
         for uri in run_uris(run_id):
@@ -104,8 +106,20 @@ class Notifier:
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     self._drop(uri, session)
 
+    @property
+    def listening(self) -> bool:
+        return bool(self.sessions) or self.bus.listeners > 0
+
     async def watch(self) -> None:
-        """Poll the store for runs changed elsewhere while anyone listens; runs until cancelled."""
+        """Announce runs changed elsewhere while anyone listens; runs until cancelled.
+
+        A store with `changes()` (PostgreSQL: LISTEN/NOTIFY) pushes them, across servers; otherwise the
+        store's per-run version tokens are polled.
+        """
+        changes = getattr(self.runs.store, "changes", None)
+        if callable(changes):
+            await self._listen(changes)
+            return
         # Learn every run's version now, not at the first scan after someone subscribes: a change made by
         # another process right after a client subscribed would otherwise become the baseline, unannounced.
         # Runs changed (or created) while nobody listened are announced once at the next scan.
@@ -115,7 +129,7 @@ class Notifier:
             log.warning("watch failed: %s", exc)
         while True:
             await anyio.sleep(POLL_SECONDS)
-            if not self.sessions and not self.bus.listeners:
+            if not self.listening:
                 continue
             try:
                 changed = await anyio.to_thread.run_sync(self._scan)
@@ -123,6 +137,17 @@ class Notifier:
                 log.warning("watch failed: %s", exc)
                 continue
             for run_id in changed:
+                await self.changed(run_id)
+
+    async def _listen(self, changes: Callable[[float], list[str]]) -> None:
+        while True:
+            try:
+                run_ids = await anyio.to_thread.run_sync(changes, 1.0, abandon_on_cancel=True)
+            except LoopengtError as exc:
+                log.warning("listening for changes failed: %s", exc)
+                await anyio.sleep(1.0)
+                continue
+            for run_id in run_ids:
                 await self.changed(run_id)
 
     def _scan(self) -> list[str]:
