@@ -69,6 +69,20 @@ def digest(output: Any, outcome: str, error: str | None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def _plain_json(value: Any, what: str) -> tuple[Any, int]:
+    """`value` as the log will hold it (tuples become lists, keys text) and its size in bytes.
+
+    The cached state is built from the same events the store writes, so a value that JSON would change
+    must be changed before the engine sees it, or the live state would differ from the fold of the log.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())
+    except (TypeError, ValueError) as exc:  # ValueError: NaN/Infinity, lone surrogates, circular data
+        raise InvalidArgument(f"{what} must be plain JSON: {exc}") from None
+    return json.loads(text), size
+
+
 def _slug(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
     return slug or "run"
@@ -126,6 +140,7 @@ class Runs:
             raise InvalidArgument(
                 f"inputs must be an object of names to values (got {type(inputs).__name__})"
             )
+        inputs = _plain_json(inputs, "inputs")[0] if inputs is not None else None
         text, source = self._spec_text(spec_path, template, spec)
         parsed = load_spec(text, source=source)
         if spec is not None and _has_commands(parsed) and not self.allow_inline_commands:
@@ -170,7 +185,7 @@ class Runs:
             raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
         if error is not None and not isinstance(error, str):
             raise InvalidArgument("error must be text")
-        size = len(json.dumps(output, default=str).encode())
+        output, size = _plain_json(output, "output")
         if size > self.max_output_bytes:
             raise TooLarge(
                 f"output is {size / 1e6:.1f} MB; the limit is {self.max_output_bytes} bytes "
@@ -329,11 +344,22 @@ class Runs:
             run = self._sync(run_id)
             now = self.clock()
             events = run.engine.tick(run.state, now)
+            ticked = run.state.seq
             try:
                 events += decide(run.engine, run.state, now)
-            finally:
-                if events:
+            except BaseException:
+                if run.state.seq != ticked:
+                    # decide applied events to the cached state and then failed: those events never
+                    # reach the log, so forget the state (reloaded from the log next time)
+                    with self._guard:
+                        self._cache.pop(run_id, None)
+                    if events:
+                        self.store.append(run_id, events)
+                elif events:
                     self._append(run_id, run, events)
+                raise
+            if events:
+                self._append(run_id, run, events)
             return run
 
     def _append(self, run_id: str, run: _Run, events: list[Event]) -> None:
@@ -483,6 +509,11 @@ class Runs:
                 answer.gate_results.append(
                     GateResult(name=event.data["gate"], passed=passed, feedback=event.data.get("feedback"))
                 )
+            elif answer is not None and event.type in ("approval_given", "approval_rejected"):
+                for result in answer.gate_results:  # as the state's answer has it (state.py)
+                    if result.name == event.data["gate"] and result.passed is None:
+                        result.passed = event.type == "approval_given"
+                        result.feedback = event.data.get("comment")
             elif event.type == "task_expired":
                 answer = Answer(expired_after_seconds=event.data.get("after_seconds"))
         return answer
