@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import yaml
@@ -36,7 +36,7 @@ from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, GateResult, RunState, apply, project_run
 from loopengt_core.store import Checkpoint, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer
 
 log = structlog.get_logger("loopengt.runs")
 
@@ -57,6 +57,14 @@ class _Run:
     state: RunState
     engine: Engine
     spec_text: str
+
+
+T = TypeVar("T")
+Decide = Callable[[Engine, RunState, datetime], list[Event]]
+
+
+def _nothing(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+    return []
 
 
 def _utcnow() -> datetime:
@@ -167,8 +175,7 @@ class Runs:
         with self._guard:
             self._cache[new_id] = _Run(project_run(events), engine, text)
         log.info("run_started", run_id=new_id, loop=parsed.name)
-        self._pump(new_id)
-        return self.get_run(new_id)
+        return self._pump_and_view(new_id)
 
     def step(
         self,
@@ -202,14 +209,18 @@ class Runs:
                     return []
             return engine.submit(state, task_id, output, outcome=outcome, error=error, digest=mark, now=now)
 
-        self._transition(run_id, decide)
+        def answer(run: _Run) -> StepAnswer:
+            found = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
+            return step_answer(run.state, found.gate_results)
+
+        result = self._locked(run_id, decide, answer)
+        if not result.commands_pending:
+            return result
         self._pump(run_id)
-        run = self._read(run_id)
-        answer = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
-        return StepAnswer(**run_view(run.state).model_dump(), accepted=True, gate_results=answer.gate_results)
+        return self._locked(run_id, _nothing, answer)
 
     def get_run(self, run_id: str) -> RunView:
-        return run_view(self._read(run_id).state)
+        return self._locked(run_id, _nothing, lambda run: run_view(run.state))
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
         if not isinstance(limit, int) or limit < 1:
@@ -217,20 +228,23 @@ class Runs:
         out = []
         for run_id in self.store.list_runs():
             try:
-                state = self._read(run_id).state
+                summary = self._locked(run_id, _nothing, lambda run: run_summary(run.state))
             except LoopengtError as exc:
                 log.warning("run_unreadable", run_id=run_id, error=str(exc))
                 continue
-            if status is None or state.status == status:
-                out.append(run_summary(state))
+            if status is None or summary.status == status:
+                out.append(summary)
                 if len(out) >= limit:
                     break
         return out
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         self._known(run_id)
-        run = self._transition(run_id, lambda e, s, now: e.cancel(s, reason or "cancelled by request", now))
-        return run_view(run.state)
+        return self._locked(
+            run_id,
+            lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
+            lambda run: run_view(run.state),
+        )
 
     def approve(
         self, run_id: str, *, approved: bool = True, comment: str | None = None, by: str = "a person"
@@ -240,8 +254,7 @@ class Runs:
         self._transition(
             run_id, lambda e, s, now: e.answer_approval(s, approved=approved, comment=comment, by=by, now=now)
         )
-        self._pump(run_id)
-        return self.get_run(run_id)
+        return self._pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
         self._known(run_id)
@@ -253,16 +266,18 @@ class Runs:
             holder["id"] = f"cp-{state.checkpoints + 1}"
             return engine.take_checkpoint(state, holder["id"], label, now)
 
-        run = self._transition(run_id, decide)
-        state = run.state
-        point = Checkpoint(
-            run_id=run_id,
-            checkpoint_id=holder["id"],
-            seq=state.seq,
-            label=label,
-            created_at=state.updated_at,
-            state=state.model_dump(mode="json"),
-        )
+        def point_of(run: _Run) -> Checkpoint:
+            state = run.state
+            return Checkpoint(
+                run_id=run_id,
+                checkpoint_id=holder["id"],
+                seq=state.seq,
+                label=label,
+                created_at=state.updated_at,
+                state=state.model_dump(mode="json"),
+            )
+
+        point = self._locked(run_id, decide, point_of)
         self.store.save_checkpoint(point)
         return CheckpointInfo(
             checkpoint_id=point.checkpoint_id, seq=point.seq, label=label, created_at=point.created_at
@@ -280,8 +295,7 @@ class Runs:
         self._known(run_id)
         if checkpoint_id is None:
             self._transition(run_id, lambda e, s, now: e.resume(s, now))
-            self._pump(run_id)
-            return self.get_run(run_id)
+            return self._pump_and_view(run_id)
         check_id(checkpoint_id, "checkpoint_id")
         point = self.store.get_checkpoint(run_id, checkpoint_id)
         parent = self._read(run_id)
@@ -295,8 +309,7 @@ class Runs:
         )
         self.store.create_run(new_id, parent.spec_text, events)
         log.info("run_forked", run_id=new_id, parent_run_id=run_id, checkpoint_id=checkpoint_id)
-        self._pump(new_id)
-        return self.get_run(new_id)
+        return self._pump_and_view(new_id)
 
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         self._known(run_id)
@@ -308,8 +321,19 @@ class Runs:
     def pump(self, run_id: str) -> RunView:
         """Run the run's due commands now (the server's timer and `resume` call this)."""
         self._known(run_id)
-        self._pump(run_id)
-        return self.get_run(run_id)
+        return self._pump_and_view(run_id)
+
+    def approval_request(self, run_id: str) -> dict[str, Any] | None:
+        """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
+
+        def request(run: _Run) -> dict[str, Any] | None:
+            approval = run.state.approval
+            if approval is None:
+                return None
+            evaluation = run.state.evaluations.get(approval.task_id)
+            return {**approval.model_dump(), "output": evaluation.output if evaluation else None}
+
+        return self._locked(run_id, _nothing, request)
 
     # --- transitions -------------------------------------------------------------------------
 
@@ -336,9 +360,13 @@ class Runs:
         return run
 
     def _read(self, run_id: str) -> _Run:
-        return self._transition(run_id, lambda e, s, now: [])
+        return self._transition(run_id, _nothing)
 
-    def _transition(self, run_id: str, decide: Callable[[Engine, RunState, datetime], list[Event]]) -> _Run:
+    def _transition(self, run_id: str, decide: Decide) -> _Run:
+        return self._locked(run_id, decide, lambda run: run)
+
+    def _locked(self, run_id: str, decide: Decide, then: Callable[[_Run], T]) -> T:
+        """One transition under the run's lock; `then` reads the result before another thread can change it."""
         self._known(run_id)
         with self.store.lock(run_id):
             run = self._sync(run_id)
@@ -360,7 +388,16 @@ class Runs:
                 raise
             if events:
                 self._append(run_id, run, events)
-            return run
+            return then(run)
+
+    def _pump_and_view(self, run_id: str) -> RunView:
+        view, pending = self._locked(
+            run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.commands))
+        )
+        if not pending:
+            return view
+        self._pump(run_id)
+        return self.get_run(run_id)
 
     def _append(self, run_id: str, run: _Run, events: list[Event]) -> None:
         first = events[0].seq

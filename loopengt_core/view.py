@@ -46,6 +46,9 @@ class RunView(BaseModel):
 class StepAnswer(RunView):
     accepted: bool
     gate_results: list[GateResult] = Field(default_factory=list)
+    commands_pending: bool = Field(
+        False, exclude=True, description="Service-internal: commands still to run."
+    )
 
 
 class RunSummary(BaseModel):
@@ -93,20 +96,33 @@ def next_action(state: RunState) -> str:
     return f"Nothing is open ({open_tasks_text(state)}); call resume(run_id='{run}') to continue the run."
 
 
+def _view_fields(state: RunState) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id,
+        "loop": state.loop,
+        "status": state.status,
+        "turn": state.turn,
+        "tasks": [TaskView.model_validate(t, from_attributes=True) for t in state.tasks.values()],
+        "steps": [StepView(name=s.name, status=s.status, attempts=s.attempts) for s in state.steps.values()],
+        "final_output": state.final_output,
+        "error": state.error,
+        "next_action": next_action(state),
+        "parent_run_id": state.parent_run_id,
+        "started_at": state.started_at,
+        "updated_at": state.updated_at,
+    }
+
+
 def run_view(state: RunState) -> RunView:
-    return RunView(
-        run_id=state.run_id,
-        loop=state.loop,
-        status=state.status,
-        turn=state.turn,
-        tasks=[TaskView.model_validate(t.model_dump()) for t in state.tasks.values()],
-        steps=[StepView(name=s.name, status=s.status, attempts=s.attempts) for s in state.steps.values()],
-        final_output=state.final_output,
-        error=state.error,
-        next_action=next_action(state),
-        parent_run_id=state.parent_run_id,
-        started_at=state.started_at,
-        updated_at=state.updated_at,
+    return RunView(**_view_fields(state))
+
+
+def step_answer(state: RunState, gate_results: list[GateResult]) -> StepAnswer:
+    return StepAnswer(
+        **_view_fields(state),
+        accepted=True,
+        gate_results=[g.model_copy() for g in gate_results],
+        commands_pending=bool(state.commands),
     )
 
 

@@ -30,14 +30,13 @@ class ApprovalAnswer(BaseModel):
 
 async def ask_for_approval(ctx: Context, runs: Runs, run_id: str) -> RunView | None:
     """Ask the user to approve the gate the run waits at. None when nobody could be asked or answered."""
-    state = await anyio.to_thread.run_sync(runs._read, run_id)
-    approval = state.state.approval
-    if approval is None:
+    request = await anyio.to_thread.run_sync(runs.approval_request, run_id)
+    if request is None:
         return None
     message = (
-        f"loopengt run {run_id}: approve step '{approval.step}' (gate '{approval.gate}')?"
-        + (f"\n{approval.prompt}" if approval.prompt else "")
-        + f"\nOutput: {_preview(state.state.evaluations.get(approval.task_id))}"
+        f"loopengt run {run_id}: approve step '{request['step']}' (gate '{request['gate']}')?"
+        + (f"\n{request['prompt']}" if request["prompt"] else "")
+        + f"\nOutput: {_preview(request['output'])}"
     )
     try:
         answer = await ctx.elicit(message, ApprovalAnswer)
@@ -62,7 +61,6 @@ async def ask_for_approval(ctx: Context, runs: Runs, run_id: str) -> RunView | N
         return None
 
 
-def _preview(evaluation: object) -> str:
-    output = getattr(evaluation, "output", None)
+def _preview(output: object) -> str:
     text = str(output)
     return text if len(text) <= 500 else text[:497] + "..."

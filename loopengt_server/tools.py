@@ -143,7 +143,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
             view = await ask_for_approval(ctx, runs, run_id)
             if view is not None:
                 await announce(run_id)
-                answer = StepAnswer(**view.model_dump(), accepted=True, gate_results=answer.gate_results)
+                answer = StepAnswer(**dict(view), accepted=True, gate_results=answer.gate_results)
         return _view(answer)
 
     @mcp.tool()
