@@ -27,7 +27,9 @@ class GateResult(BaseModel):
     feedback: str | None = None
 
 
-class TaskState(BaseModel):
+class TaskView(BaseModel):
+    """A task as the agent sees it."""
+
     task_id: str
     step: str
     agent: str
@@ -36,8 +38,11 @@ class TaskState(BaseModel):
     input: dict[str, Any]
     output_schema: dict[str, Any] | None = None
     feedback: str | None = None
-    issued_at: str
     expires_at: str | None = None
+
+
+class TaskState(TaskView):
+    issued_at: str
 
 
 class StepState(BaseModel):

@@ -7,19 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from loopengt_core.engine import open_tasks_text
-from loopengt_core.state import GateResult, RunState, RunStatus, StepStatus
-
-
-class TaskView(BaseModel):
-    task_id: str
-    step: str
-    agent: str
-    attempt: int
-    instructions: str
-    input: dict[str, Any]
-    output_schema: dict[str, Any] | None = None
-    feedback: str | None = None
-    expires_at: str | None = None
+from loopengt_core.state import GateResult, RunState, RunStatus, StepStatus, TaskView
 
 
 class StepView(BaseModel):

@@ -12,13 +12,14 @@ the event loop, while the CLI calls the same code directly.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.errors import InvalidArgument, StoreConflict
 from loopengt_core.events import Event
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -32,6 +33,19 @@ def check_id(value: object, what: str = "run_id") -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def check_batch(run_id: str, events: Sequence[Event]) -> None:
+    """Refuse an append that is not a run of consecutive Events (every backend checks the same way)."""
+    first = events[0].seq if isinstance(events[0], Event) else None
+    for index, event in enumerate(events):
+        if not isinstance(event, Event):
+            raise InvalidArgument("append takes Event objects")
+        if first is not None and event.seq != first + index:
+            raise StoreConflict(
+                f"run {run_id!r}: the appended seqs are not consecutive ({[e.seq for e in events][:10]})",
+                run_id=run_id,
+            )
 
 
 @dataclass(frozen=True)
@@ -116,12 +130,24 @@ class Store(Protocol):
 
 
 def open_store(location: str | None) -> Store:
-    """The store named by `--store`: a directory (default `.loopengt`) or a postgresql:// URL."""
+    """The store named by `--store`: a directory (default `.loopengt`) or a postgresql:// URL.
+
+    Environment: `LOOPENGT_SNAPSHOT_EVERY` (a positive integer, default 100) is the snapshot interval of
+    either backend: a run's state is saved once every that many events, so loading replays at most that
+    many. Crash tests set it small to exercise snapshot replacement often. Any other value is refused
+    with InvalidArgument.
+    """
     target = location or ".loopengt"
+    raw = os.environ.get("LOOPENGT_SNAPSHOT_EVERY", "").strip() or "100"
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+        raise InvalidArgument(
+            f"LOOPENGT_SNAPSHOT_EVERY={raw!r}: use a positive integer (events between snapshots)"
+        )
+    every = int(raw)
     if target.startswith(("postgresql://", "postgres://")):
         from loopengt_core.store.postgres import PostgresStore  # imports psycopg only when asked for
 
-        return PostgresStore(target)
+        return PostgresStore(target, snapshot_every=every)
     from loopengt_core.store.files import FileStore
 
-    return FileStore(target)
+    return FileStore(target, snapshot_every=every)

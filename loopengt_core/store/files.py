@@ -55,7 +55,7 @@ from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
-from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_id
+from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_id
 
 __all__ = ["FAULT_ENV", "FAULT_POINTS", "FileStore", "StoreIOError"]
 
@@ -650,15 +650,7 @@ class FileStore:
         check_id(run_id)
         if not events:
             return
-        first = events[0].seq if isinstance(events[0], Event) else None
-        for index, event in enumerate(events):
-            if not isinstance(event, Event):
-                raise InvalidArgument("append takes Event objects")
-            if first is not None and event.seq != first + index:
-                raise StoreConflict(
-                    f"run {run_id!r}: the appended seqs are not consecutive ({[e.seq for e in events][:10]})",
-                    run_id=run_id,
-                )
+        check_batch(run_id, events)
         lines = _encode_batch(events)
         data = b"".join(lines)
         with self._exclusive(run_id):

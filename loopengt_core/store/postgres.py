@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
-from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_id
+from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_id
 from loopengt_core.store.files import StoreIOError
 
 __all__ = ["CHANNEL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreIOError"]
@@ -359,15 +359,7 @@ class PostgresStore:
         check_id(run_id)
         if not events:
             return
-        first = events[0].seq if isinstance(events[0], Event) else None
-        for index, event in enumerate(events):
-            if not isinstance(event, Event):
-                raise InvalidArgument("append takes Event objects")
-            if first is not None and event.seq != first + index:
-                raise StoreConflict(
-                    f"run {run_id!r}: the appended seqs are not consecutive ({[e.seq for e in events][:10]})",
-                    run_id=run_id,
-                )
+        check_batch(run_id, events)
         batch = _batch(run_id, events)
         start = events[0].seq
         with self._translate(f"appending to run {run_id!r}", run_id), self._conn() as conn:
