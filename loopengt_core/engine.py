@@ -90,8 +90,16 @@ class Engine:
     # --- commands ------------------------------------------------------------------------------
 
     def start(
-        self, *, run_id: str, now: datetime, seed: int, context: dict[str, Any], spec_hash: str
+        self,
+        *,
+        run_id: str,
+        now: datetime,
+        seed: int,
+        context: dict[str, Any],
+        spec_hash: str,
+        workspace: dict[str, Any] | None = None,
     ) -> list[Event]:
+        """`workspace` ({root, head, tree}, computed by the service) binds the run to a git work tree."""
         tx = _Tx(None, now)
         tx.emit(
             "run_started",
@@ -102,6 +110,7 @@ class Engine:
             context=context,
             seed=seed,
             steps=[s.name for s in self.spec.steps],
+            **_workspace(workspace),
         )
         for move in patterns.initial(self.spec, tx.state):
             self._start_step(tx, move)
@@ -109,9 +118,19 @@ class Engine:
         return tx.events
 
     def fork(
-        self, parent: RunState, *, run_id: str, checkpoint_id: str, checkpoint_seq: int, now: datetime
+        self,
+        parent: RunState,
+        *,
+        run_id: str,
+        checkpoint_id: str,
+        checkpoint_seq: int,
+        now: datetime,
+        workspace: dict[str, Any] | None = None,
     ) -> list[Event]:
-        """A new run that begins where `parent` (the state at a checkpoint) stood."""
+        """A new run that begins where `parent` (the state at a checkpoint) stood.
+
+        `workspace` ({root, head, tree}): the worktree the fork works in; else it keeps the parent's.
+        """
         state = parent.model_copy(deep=True)
         for task in state.tasks.values():
             timeout = self._timeout(self.steps[task.step])
@@ -126,6 +145,7 @@ class Engine:
             checkpoint_id=checkpoint_id,
             seq=checkpoint_seq,
             state=state.model_dump(mode="json"),
+            **_workspace(workspace),
         )
         return tx.events
 
@@ -165,8 +185,12 @@ class Engine:
         error: str | None,
         digest: str,
         now: datetime,
+        workspace: dict[str, Any] | None = None,
     ) -> list[Event]:
-        """Record an agent's submission and decide what follows (gates, retry, next step, end)."""
+        """Record an agent's submission and decide what follows (gates, retry, next step, end).
+
+        `workspace` ({head, tree}): the run's files as the service found them at the submission.
+        """
         self._require_active(state)
         if outcome not in OUTCOMES:
             raise InvalidArgument(f"outcome must be one of: {', '.join(OUTCOMES)} (got {outcome!r})")
@@ -186,6 +210,7 @@ class Engine:
             output=output,
             error=error,
             digest=digest,
+            **_workspace(workspace),
         )
         if outcome == "failure":
             self._failed(
@@ -217,8 +242,12 @@ class Engine:
         duration_seconds: float,
         timed_out: bool,
         now: datetime,
+        workspace: dict[str, Any] | None = None,
     ) -> list[Event]:
-        """Record a command's result (run by the service) and decide what follows."""
+        """Record a command's result (run by the service) and decide what follows.
+
+        `workspace` ({head, tree}): the run's files right after the command.
+        """
         command = state.commands.get(command_id)
         if command is None:
             raise Conflict(
@@ -233,7 +262,7 @@ class Engine:
             "timed_out": timed_out,
         }
         tx = _Tx(state, now)
-        tx.emit("command_finished", command_id=command_id, **result, result=result)
+        tx.emit("command_finished", command_id=command_id, **result, result=result, **_workspace(workspace))
         feedback = command_feedback(
             command.argv, exit_code, text, timed_out=timed_out, seconds=duration_seconds
         )
@@ -295,10 +324,25 @@ class Engine:
         return tx.events
 
     def take_checkpoint(
-        self, state: RunState, checkpoint_id: str, label: str | None, now: datetime
+        self,
+        state: RunState,
+        checkpoint_id: str,
+        label: str | None,
+        now: datetime,
+        workspace: dict[str, Any] | None = None,
     ) -> list[Event]:
+        """`workspace` ({head, tree, commit, ref}): the files at the checkpoint and the commit keeping them."""
         tx = _Tx(state, now)
-        tx.emit("checkpoint_taken", checkpoint_id=checkpoint_id, label=label)
+        tx.emit("checkpoint_taken", checkpoint_id=checkpoint_id, label=label, **_workspace(workspace))
+        return tx.events
+
+    def accept_workspace(
+        self, state: RunState, workspace: dict[str, Any], changed: list[str], now: datetime
+    ) -> list[Event]:
+        """Files changed outside the loop are accepted as the run's state (resume with accept_drift)."""
+        self._require_active(state)
+        tx = _Tx(state, now)
+        tx.emit("workspace_accepted", head=workspace.get("head"), tree=workspace["tree"], changed=changed)
         return tx.events
 
     def resume(self, state: RunState, now: datetime) -> list[Event]:
@@ -647,6 +691,11 @@ class Engine:
             "steps": self._steps_scope(state),
             "attempt": attempt,
         }
+
+
+def _workspace(workspace: dict[str, Any] | None) -> dict[str, Any]:
+    """The `workspace` field of an event, only when the run records one (no key otherwise)."""
+    return {"workspace": dict(workspace)} if workspace else {}
 
 
 def open_tasks_text(state: RunState) -> str:

@@ -13,15 +13,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 EventType = Literal[
-    "run_started",  # run_id, loop, goal, spec_hash, context, seed, parent_run_id
-    "run_forked",  # parent_run_id, checkpoint_id, seq, state: the parent's state at the checkpoint
+    "run_started",  # run_id, loop, goal, spec_hash, context, seed, parent_run_id, workspace {root, head, tree}
+    "run_forked",  # parent_run_id, checkpoint_id, seq, state: the parent's state at the checkpoint, workspace
     "task_issued",  # task_id, step, agent, attempt, visit, instructions, input, output_schema, feedback, expires_at
-    "output_submitted",  # task_id, step, attempt, outcome, output, error, digest
+    "output_submitted",  # task_id, step, attempt, outcome, output, error, digest, workspace {head, tree}
     "gate_passed",  # task_id, step, gate, feedback
     "gate_failed",  # task_id, step, gate, feedback, on_failure
     "command_requested",  # command_id, kind (gate|step), step, task_id, gate, argv, timeout_seconds, not_before
     "command_started",  # command_id, runner, lease_until
-    "command_finished",  # command_id, exit_code, output, duration_seconds, timed_out
+    "command_finished",  # command_id, exit_code, output, duration_seconds, timed_out, workspace
     "approval_requested",  # task_id, step, gate, prompt
     "approval_given",  # task_id, step, gate, comment, by
     "approval_rejected",  # task_id, step, gate, comment, by
@@ -29,7 +29,8 @@ EventType = Literal[
     "task_expired",  # task_id, step, after_seconds
     "step_completed",  # step, output, task_id
     "step_failed",  # step, reason
-    "checkpoint_taken",  # checkpoint_id, label
+    "checkpoint_taken",  # checkpoint_id, label, workspace {head, tree, commit, ref}
+    "workspace_accepted",  # head, tree, changed: files changed outside the loop, accepted on resume
     "run_resumed",  # reason
     "run_completed",  # final_output, reason
     "run_failed",  # reason

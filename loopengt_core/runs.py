@@ -27,6 +27,7 @@ import structlog
 import yaml
 from pydantic import BaseModel
 
+from loopengt_core import workspace as git
 from loopengt_core.catalog import template_text
 from loopengt_core.commands import CommandResult, run_command
 from loopengt_core.engine import Engine, open_tasks_text
@@ -36,7 +37,8 @@ from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, GateResult, RunState, apply, project_run
 from loopengt_core.store import Checkpoint, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
+from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
 
@@ -50,6 +52,7 @@ class CheckpointInfo(BaseModel):
     seq: int
     label: str | None = None
     created_at: str
+    commit: str | None = None
 
 
 @dataclass
@@ -60,6 +63,7 @@ class _Run:
 
 
 T = TypeVar("T")
+V = TypeVar("V", bound=RunView)
 Decide = Callable[[Engine, RunState, datetime], list[Event]]
 
 
@@ -165,8 +169,14 @@ class Runs:
                 return self._existing(run_id, spec_hash)
         new_id = run_id or f"{_slug(parsed.name)}-{secrets.token_hex(4)}"
         engine = self._engine(text, parsed)
+        current = self._start_workspace(parsed)
         events = engine.start(
-            run_id=new_id, now=self.clock(), seed=secrets.randbits(31), context=context, spec_hash=spec_hash
+            run_id=new_id,
+            now=self.clock(),
+            seed=secrets.randbits(31),
+            context=context,
+            spec_hash=spec_hash,
+            workspace=current.start_record() if current is not None else None,
         )
         try:
             self.store.create_run(new_id, text, events)
@@ -175,7 +185,7 @@ class Runs:
         with self._guard:
             self._cache[new_id] = _Run(project_run(events), engine, text)
         log.info("run_started", run_id=new_id, loop=parsed.name)
-        return self._pump_and_view(new_id)
+        return self._pump_and_view(new_id, current)
 
     def step(
         self,
@@ -200,6 +210,9 @@ class Runs:
                 run_id=run_id,
             )
         mark = digest(output, outcome, error)
+        root = self._live_root(run_id)
+        current = self._snapshot(root) if root is not None else None  # outside the lock: git takes time
+        recorded = current.record() if current is not None else None
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
             if task_id not in state.tasks:
@@ -207,20 +220,22 @@ class Runs:
                 if answer is not None:
                     self._same_submission(state, task_id, answer, mark)
                     return []
-            return engine.submit(state, task_id, output, outcome=outcome, error=error, digest=mark, now=now)
+            return engine.submit(
+                state, task_id, output, outcome=outcome, error=error, digest=mark, now=now, workspace=recorded
+            )
 
         def answer(run: _Run) -> StepAnswer:
             found = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
             return step_answer(run.state, found.gate_results)
 
         result = self._locked(run_id, decide, answer)
-        if not result.commands_pending:
-            return result
-        self._pump(run_id)
-        return self._locked(run_id, _nothing, answer)
+        if result.commands_pending:
+            current = self._pump(run_id) or current
+            result = self._locked(run_id, _nothing, answer)
+        return self._drift(result, current)
 
     def get_run(self, run_id: str) -> RunView:
-        return self._locked(run_id, _nothing, lambda run: run_view(run.state))
+        return self._drift(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
         if not isinstance(limit, int) or limit < 1:
@@ -261,10 +276,21 @@ class Runs:
         if label is not None and (not isinstance(label, str) or len(label) > 200):
             raise InvalidArgument("label must be text of at most 200 characters")
         holder: dict[str, str] = {}
+        root = self._root(run_id)
+        current = self._snapshot(root) if root is not None else None
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
-            holder["id"] = f"cp-{state.checkpoints + 1}"
-            return engine.take_checkpoint(state, holder["id"], label, now)
+            holder["id"] = checkpoint_id = f"cp-{state.checkpoints + 1}"
+            kept = None
+            if current is not None and root is not None:
+                ref = f"refs/loopengt/{run_id}/{checkpoint_id}"
+                message = f"loopengt checkpoint {checkpoint_id} of run {run_id}" + (
+                    f": {label}" if label else ""
+                )
+                commit = git.keep(root, current.tree, current.head, ref, message)
+                holder["commit"] = commit
+                kept = {**current.record(), "commit": commit, "ref": ref}
+            return engine.take_checkpoint(state, checkpoint_id, label, now, workspace=kept)
 
         def point_of(run: _Run) -> Checkpoint:
             state = run.state
@@ -280,7 +306,11 @@ class Runs:
         point = self._locked(run_id, decide, point_of)
         self.store.save_checkpoint(point)
         return CheckpointInfo(
-            checkpoint_id=point.checkpoint_id, seq=point.seq, label=label, created_at=point.created_at
+            checkpoint_id=point.checkpoint_id,
+            seq=point.seq,
+            label=label,
+            created_at=point.created_at,
+            commit=holder.get("commit"),
         )
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
@@ -290,26 +320,79 @@ class Runs:
             for c in self.store.list_checkpoints(run_id)
         ]
 
-    def resume(self, run_id: str, checkpoint_id: str | None = None) -> RunView:
-        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint."""
+    def resume(
+        self,
+        run_id: str,
+        checkpoint_id: str | None = None,
+        *,
+        accept_drift: bool = False,
+        worktree: str | None = None,
+    ) -> RunView:
+        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint.
+
+        A run whose files changed outside the loop since its last recorded step continues only with
+        `accept_drift` (the new state is recorded). `worktree`: fork into a new git worktree at that
+        path, holding the checkpoint's files; the fork's commands run there.
+        """
         self._known(run_id)
+        if not isinstance(accept_drift, bool):
+            raise InvalidArgument("accept_drift must be true or false")
+        if worktree is not None and (not isinstance(worktree, str) or not worktree.strip()):
+            raise InvalidArgument("worktree must be a directory path (text) that does not exist yet")
         if checkpoint_id is None:
-            self._transition(run_id, lambda e, s, now: e.resume(s, now))
-            return self._pump_and_view(run_id)
+            if worktree is not None:
+                raise InvalidArgument(
+                    "worktree needs checkpoint_id: the worktree holds a checkpoint's files "
+                    "(take one with checkpoint, then resume(run_id, checkpoint_id, worktree=PATH))"
+                )
+            return self._continue(run_id, accept_drift)
         check_id(checkpoint_id, "checkpoint_id")
         point = self.store.get_checkpoint(run_id, checkpoint_id)
         parent = self._read(run_id)
+        at_checkpoint = RunState.model_validate(point.state)
         new_id = f"{run_id[:48]}-fork-{secrets.token_hex(3)}"
+        current: WorkspaceState | None = None
+        if worktree is not None:
+            current = self._add_worktree(run_id, checkpoint_id, at_checkpoint, worktree)
         events = parent.engine.fork(
-            RunState.model_validate(point.state),
+            at_checkpoint,
             run_id=new_id,
             checkpoint_id=checkpoint_id,
             checkpoint_seq=point.seq,
             now=self.clock(),
+            workspace=current.start_record() if current is not None else None,
         )
-        self.store.create_run(new_id, parent.spec_text, events)
+        try:
+            self.store.create_run(new_id, parent.spec_text, events)
+        except BaseException:
+            if worktree is not None and at_checkpoint.workspace is not None:
+                git.remove_worktree(at_checkpoint.workspace.root, self._path(worktree))
+            raise
         log.info("run_forked", run_id=new_id, parent_run_id=run_id, checkpoint_id=checkpoint_id)
-        return self._pump_and_view(new_id)
+        return self._pump_and_view(new_id, current)
+
+    def diff(self, run_id: str, checkpoint_id: str | None = None, *, stat: bool = False) -> str:
+        """`git diff` from the run's first recorded files (or a checkpoint's) to the work tree as it is now."""
+        self._known(run_id)
+        state = self._read(run_id).state
+        if state.workspace is None:
+            raise WorkspaceError(
+                f"run '{run_id}' records no files (its spec says workspace: none, or it did not start in a git "
+                "work tree)",
+                run_id=run_id,
+            )
+        if checkpoint_id is not None:
+            check_id(checkpoint_id, "checkpoint_id")
+            found = RunState.model_validate(self.store.get_checkpoint(run_id, checkpoint_id).state).workspace
+            base = found.tree if found is not None else None
+        else:
+            first = self.store.events(run_id, limit=1)[0].data
+            recorded = first.get("workspace") or (first.get("state") or {}).get("workspace") or {}
+            base = recorded.get("tree")
+        if base is None:
+            raise WorkspaceError(f"{checkpoint_id or 'the start'} of run '{run_id}' recorded no files")
+        root = Path(state.workspace.root)
+        return git.diff(root, base, self._snapshot(root).tree, stat=stat)
 
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         self._known(run_id)
@@ -390,14 +473,14 @@ class Runs:
                 self._append(run_id, run, events)
             return then(run)
 
-    def _pump_and_view(self, run_id: str) -> RunView:
+    def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         view, pending = self._locked(
             run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.commands))
         )
-        if not pending:
-            return view
-        self._pump(run_id)
-        return self.get_run(run_id)
+        if pending:
+            current = self._pump(run_id) or current
+            view = self._locked(run_id, _nothing, lambda run: run_view(run.state))
+        return self._drift(view, current)
 
     def _append(self, run_id: str, run: _Run, events: list[Event]) -> None:
         first = events[0].seq
@@ -416,17 +499,31 @@ class Runs:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def _pump(self, run_id: str) -> None:
-        """Run every due command of the run, one after another, until none is left or due."""
+    def _pump(self, run_id: str) -> WorkspaceState | None:
+        """Run every due command of the run, one after another, until none is left or due.
+
+        Commands run in the run's work tree (a fork's worktree) when it has one, else in `cwd`; each
+        result is recorded with the files as the command left them. Returns the last such state.
+        """
+        root = self._live_root(run_id)
+        last: WorkspaceState | None = None
         while True:
             claimed, wait_until = self._claim_next(run_id)
             if claimed is None:
                 if wait_until is None:
-                    return
+                    return last
                 time.sleep(max(0.0, min((wait_until - self.clock()).total_seconds(), 300.0)) + 0.001)
                 continue
-            result = run_command(claimed.argv, cwd=self.cwd, timeout_seconds=claimed.timeout_seconds)
-            self._finish_command(run_id, claimed.command_id, result)
+            result = run_command(
+                claimed.argv, cwd=Path(root) if root else self.cwd, timeout_seconds=claimed.timeout_seconds
+            )
+            current = None
+            if root is not None:
+                try:
+                    current = last = self._snapshot(root)
+                except WorkspaceError as exc:  # the command's result must not be lost: record it without
+                    log.warning("workspace_unrecorded", run_id=run_id, error=exc.message)
+            self._finish_command(run_id, claimed.command_id, result, current)
 
     def _claim_next(self, run_id: str) -> tuple[Command | None, datetime | None]:
         """Claim a due command with a lease event; else say when the next one falls due."""
@@ -449,7 +546,9 @@ class Runs:
         self._transition(run_id, claim)
         return (found[0] if found else None), (min(waits) if waits else None)
 
-    def _finish_command(self, run_id: str, command_id: str, result: CommandResult) -> None:
+    def _finish_command(
+        self, run_id: str, command_id: str, result: CommandResult, current: WorkspaceState | None = None
+    ) -> None:
         def finish(engine: Engine, state: RunState, now: datetime) -> list[Event]:
             command = state.commands.get(command_id)
             if command is None or command.runner != self.runner:
@@ -462,6 +561,7 @@ class Runs:
                 duration_seconds=result.duration_seconds,
                 timed_out=result.timed_out,
                 now=now,
+                workspace=current.record() if current is not None else None,
             )
 
         self._transition(run_id, finish)
@@ -481,6 +581,122 @@ class Runs:
         except PermissionError:
             return False
         return False
+
+    # --- the run's files (git) ---------------------------------------------------------------
+
+    def _start_workspace(self, spec: LoopSpec) -> WorkspaceState | None:
+        """The files a new run starts from, or None when it records none (`workspace` of the spec)."""
+        if spec.workspace == "none":
+            return None
+        try:
+            inside, why = git.is_work_tree(self.cwd)
+        except git.GitMissing:
+            if spec.workspace == "git":
+                raise
+            return None
+        if not inside:
+            if spec.workspace == "git":
+                raise git.NotAGitRepository(
+                    f"workspace: git needs a git work tree, but {self.cwd} is not inside one ({why}); run "
+                    "`git init` there (or start the server in the repository), or set workspace: auto or none"
+                )
+            return None
+        return self._snapshot(self.cwd)
+
+    def _snapshot(self, root: str | Path) -> WorkspaceState:
+        return git.snapshot(root, exclude=self._store_inside(root))
+
+    def _store_inside(self, root: str | Path) -> tuple[str, ...]:
+        """The file store's directory when it lies in the work tree: its files are not the run's code."""
+        where = getattr(self.store, "root", None)
+        if not isinstance(where, Path):
+            return ()
+        try:
+            return (where.resolve().relative_to(Path(root).resolve()).as_posix(),)
+        except ValueError:
+            return ()
+
+    def _root(self, run_id: str) -> str | None:
+        """The run's working directory when it records its files (never changes during a run)."""
+        with self._guard:
+            run = self._cache.get(run_id)
+        state = (run or self._read(run_id)).state
+        return state.workspace.root if state.workspace is not None else None
+
+    def _live_root(self, run_id: str) -> str | None:
+        with self._guard:
+            run = self._cache.get(run_id)
+        state = (run or self._read(run_id)).state
+        return state.workspace.root if state.workspace is not None and not state.ended else None
+
+    def _drift(self, view: V, current: WorkspaceState | None = None) -> V:
+        """Compare the work tree now with the run's last recorded files (only while the run is active)."""
+        recorded = view.workspace
+        if recorded is None or view.status in ("completed", "failed", "cancelled"):
+            return view
+        try:
+            if current is None or current.root != recorded.root:
+                current = self._snapshot(recorded.root)
+            return with_drift(view, git.changed_paths(recorded.root, recorded.tree, current.tree))
+        except WorkspaceError as exc:
+            return with_drift(view, error=exc.message)
+
+    def _continue(self, run_id: str, accept_drift: bool) -> RunView:
+        """resume without a checkpoint: refuse files changed meanwhile unless accepted, then go on."""
+        root = self._live_root(run_id)
+        current = self._snapshot(root) if root is not None else None
+
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+            events: list[Event] = []
+            recorded = state.workspace
+            if (
+                current is not None
+                and recorded is not None
+                and not state.ended
+                and current.tree != recorded.tree
+            ):
+                changed = git.changed_paths(recorded.root, recorded.tree, current.tree)
+                if not accept_drift:
+                    names = ", ".join(changed[:20]) + (
+                        f" and {len(changed) - 20} more" if len(changed) > 20 else ""
+                    )
+                    raise WorkspaceDrift(
+                        f"run '{run_id}': files changed outside the loop since its last recorded step "
+                        f"(seq {recorded.seq}): {names}. Review them (`loopengt diff {run_id}`); to continue with "
+                        f"them, resume with accept_drift=true (`loopengt resume {run_id} --accept-drift`); else "
+                        "restore them first",
+                        changed=changed,
+                        run_id=run_id,
+                    )
+                events += engine.accept_workspace(state, current.record(), changed, now)
+            return events + engine.resume(state, now)
+
+        self._transition(run_id, decide)
+        return self._pump_and_view(run_id, current)
+
+    def _add_worktree(
+        self, run_id: str, checkpoint_id: str, at_checkpoint: RunState, worktree: str
+    ) -> WorkspaceState:
+        """A git worktree at the checkpoint's commit; the fork's work tree (same subdirectory as the run's)."""
+        recorded = at_checkpoint.workspace
+        if recorded is None or recorded.commit is None:
+            raise WorkspaceError(
+                f"checkpoint '{checkpoint_id}' of run '{run_id}' keeps no files (the run records none: "
+                "workspace: none, or not started in a git work tree); fork without worktree",
+                run_id=run_id,
+            )
+        path = self._path(worktree)
+        subdir = git.prefix(recorded.root)
+        git.add_worktree(recorded.root, path, recorded.commit)
+        try:
+            return self._snapshot(path / subdir if subdir else path)
+        except BaseException:
+            git.remove_worktree(recorded.root, path)
+            raise
+
+    def _path(self, given: str) -> Path:
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else self.cwd / path
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ OnFailure = Literal["retry", "abort"]
 StopConditionType = Literal["max_turns", "goal_met", "quality_threshold", "timeout", "manual"]
 ToolType = Literal["builtin", "mcp", "function", "api", "http", "shell", "custom"]
 TriggerType = Literal["manual", "schedule", "event", "webhook", "api"]
+WorkspaceMode = Literal["auto", "git", "none"]
 
 JsonSchema = dict[str, Any]
 
@@ -243,6 +244,11 @@ class LoopSpec(SpecModel):
     context: dict[str, Any] = Field(default_factory=dict)
     inputs: list[InputDecl] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    workspace: WorkspaceMode = Field(
+        "auto",
+        description="Record the code (a git tree of the run's directory) with each step: git, none, or auto "
+        "(git when the run starts inside a git work tree).",
+    )
 
     @field_validator("version", mode="before")
     @classmethod

@@ -99,6 +99,18 @@ class Answer(BaseModel):
     expired_after_seconds: float | None = None
 
 
+class WorkspaceRecord(BaseModel):
+    """The run's files as last recorded: git `tree` (tracked + untracked-not-ignored), `head`, and where."""
+
+    root: str = Field(description="The run's working directory (commands run there).")
+    head: str | None = None
+    tree: str
+    seq: int = Field(0, description="The event that recorded it.")
+    commit: str | None = Field(
+        None, description="The commit keeping this tree, when a checkpoint recorded it."
+    )
+
+
 class RunState(BaseModel):
     run_id: str
     loop: str
@@ -124,6 +136,7 @@ class RunState(BaseModel):
     final_output: Any = None
     error: str | None = None
     checkpoints: int = 0
+    workspace: WorkspaceRecord | None = None
 
     @property
     def ended(self) -> bool:
@@ -166,10 +179,14 @@ def apply(state: RunState | None, event: Event) -> RunState:
             context=dict(data.get("context", {})),
             steps={name: StepState(name=name) for name in data["steps"]},
         )
+        if data.get("workspace"):
+            state.workspace = WorkspaceRecord(**data["workspace"], seq=event.seq)
     elif event.type == "run_forked":
         state = RunState.model_validate(data["state"])
         state.run_id, state.parent_run_id = data["run_id"], data["parent_run_id"]
         state.seq, state.started_at, state.checkpoints, state.answers = 0, event.at, 0, {}
+        if data.get("workspace"):  # forked into a worktree: the fork works there
+            state.workspace = WorkspaceRecord(**data["workspace"], seq=event.seq)
     elif state is None:
         raise StoreCorrupt(f"the first event is {event.type!r}, not run_started or run_forked")
     else:
@@ -190,6 +207,18 @@ def project_run(events: Iterable[Event], state: RunState | None = None) -> RunSt
     if state is None:
         raise StoreCorrupt("a run without events")
     return state
+
+
+def _record_workspace(state: RunState, found: dict[str, Any] | None, *, commit: str | None = None) -> None:
+    """An event that carries the workspace state (head, tree) makes it the last recorded one."""
+    if found and state.workspace is not None:
+        state.workspace = WorkspaceRecord(
+            root=state.workspace.root,
+            head=found.get("head"),
+            tree=found["tree"],
+            seq=state.seq + 1,
+            commit=commit,
+        )
 
 
 def _answer(state: RunState, task_id: str) -> Answer:
@@ -227,6 +256,7 @@ def _task_issued(state: RunState, d: dict[str, Any], at: str) -> None:
 def _output_submitted(state: RunState, d: dict[str, Any], at: str) -> None:
     task = state.tasks.pop(d["task_id"])
     state.turn += 1
+    _record_workspace(state, d.get("workspace"))
     _answer(state, task.task_id).digest = d.get("digest")
     if d.get("outcome", "success") == "success":
         state.evaluations[task.task_id] = Evaluation(
@@ -273,6 +303,7 @@ def _command_started(state: RunState, d: dict[str, Any], at: str) -> None:
 @_on("command_finished")
 def _command_finished(state: RunState, d: dict[str, Any], at: str) -> None:
     command = state.commands.pop(d["command_id"])
+    _record_workspace(state, d.get("workspace"))
     if command.kind == "step" and d.get("exit_code") == 0:
         state.evaluations[command.task_id] = Evaluation(
             task_id=command.task_id,
@@ -345,6 +376,13 @@ def _step_failed(state: RunState, d: dict[str, Any], at: str) -> None:
 @_on("checkpoint_taken")
 def _checkpoint_taken(state: RunState, d: dict[str, Any], at: str) -> None:
     state.checkpoints += 1
+    found = d.get("workspace")
+    _record_workspace(state, found, commit=found.get("commit") if found else None)
+
+
+@_on("workspace_accepted")
+def _workspace_accepted(state: RunState, d: dict[str, Any], at: str) -> None:
+    _record_workspace(state, d)
 
 
 @_on("run_resumed")

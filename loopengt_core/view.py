@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,20 @@ class StepView(BaseModel):
     name: str
     status: StepStatus
     attempts: int
+
+
+MAX_CHANGED_PATHS = 50
+
+
+class WorkspaceView(BaseModel):
+    """The run's files: the last recorded git state, and whether the work tree moved on since."""
+
+    root: str
+    head: str | None = None
+    tree: str
+    drift: bool = Field(False, description="Files changed since the last recorded step.")
+    changed: list[str] = Field(default_factory=list, description="The changed paths (at most 50).")
+    error: str | None = Field(None, description="Why the current state could not be read.")
 
 
 class RunView(BaseModel):
@@ -29,6 +43,7 @@ class RunView(BaseModel):
     parent_run_id: str | None = None
     started_at: str
     updated_at: str
+    workspace: WorkspaceView | None = None
 
 
 class StepAnswer(RunView):
@@ -98,7 +113,43 @@ def _view_fields(state: RunState) -> dict[str, Any]:
         "parent_run_id": state.parent_run_id,
         "started_at": state.started_at,
         "updated_at": state.updated_at,
+        "workspace": (
+            WorkspaceView(root=state.workspace.root, head=state.workspace.head, tree=state.workspace.tree)
+            if state.workspace is not None
+            else None
+        ),
     }
+
+
+V = TypeVar("V", bound=RunView)
+
+
+def with_drift(view: V, changed: list[str] | None = None, *, error: str | None = None) -> V:
+    """`view` with the work tree's drift from its last recorded state (computed by the service)."""
+    if view.workspace is None or (not changed and error is None):
+        return view
+    run = view.run_id
+    if error is not None:
+        workspace = view.workspace.model_copy(update={"error": error})
+        note = f"The run's files cannot be read: {error}. "
+    else:
+        paths = changed or []
+        workspace = view.workspace.model_copy(update={"drift": True, "changed": paths[:MAX_CHANGED_PATHS]})
+        names = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        if view.tasks:
+            then = (
+                "if they are your edits for an open task, submitting it records them; otherwise review them "
+                f"(`loopengt diff {run}`)"
+            )
+        elif view.status in ("running", "paused"):
+            then = (
+                f"review them (`loopengt diff {run}`), then resume(run_id='{run}', accept_drift=true) records "
+                "them and continues, or restore them"
+            )
+        else:
+            then = f"review them (`loopengt diff {run}`)"
+        note = f"Files changed outside the loop since the last recorded step: {names}; {then}. "
+    return view.model_copy(update={"workspace": workspace, "next_action": note + view.next_action})
 
 
 def run_view(state: RunState) -> RunView:

@@ -80,14 +80,79 @@ def templates() -> None:
 @app.command()
 def init(
     template: Annotated[
-        str, typer.Option("--template", "-t", help="Template name (see `loopengt templates`)")
-    ] = ("fix_tests"),
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option(
+            "--template",
+            "-t",
+            help="Template name (see `loopengt templates`); default fix_tests unless only --client is given",
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the loop spec")] = Path(
         "loop.yaml"
     ),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing file (or replace our entry in a client's)")
+    ] = False,
+    clients: Annotated[
+        list[str],
+        typer.Option(
+            "--client", "-c", help="Configure an editor: claude-code, cursor, vscode or codex (repeatable)"
+        ),
+    ] = [],  # noqa: B006
+    stop_hook: Annotated[
+        bool,
+        typer.Option("--stop-hook", help="Also register `loopengt hook stop` (claude-code, cursor)"),
+    ] = False,
+    write_home: Annotated[
+        bool,
+        typer.Option("--write-home", "--yes", "-y", help="Let --client codex write ~/.codex/config.toml"),
+    ] = False,
+    project: Annotated[
+        Path, typer.Option("--project", help="The project folder the client files go to")
+    ] = Path("."),
 ) -> None:
-    """Write a loop.yaml from a template."""
+    """Write a loop.yaml from a template, and/or configure editors (--client) to use loopengt."""
+    if clients or stop_hook:
+        _init_clients(clients, project, stop_hook=stop_hook, write_home=write_home, force=force)
+        if template is None:
+            return
+    _init_spec(template or "fix_tests", output, force)
+
+
+def _init_clients(
+    clients: list[str], project: Path, *, stop_hook: bool, write_home: bool, force: bool
+) -> None:
+    from loopengt_server import clients as setup
+
+    chosen = list(dict.fromkeys(clients))
+    unknown = [c for c in chosen if c not in setup.CLIENTS]
+    if unknown:
+        raise fail(f"unknown client {unknown[0]!r}; use one of {', '.join(setup.CLIENTS)}", 2)
+    if stop_hook and not any(c in setup.HOOK_CLIENTS for c in chosen):
+        raise fail(f"--stop-hook needs --client {' or --client '.join(setup.HOOK_CLIENTS)}", 2)
+    for client in chosen:
+        for change in setup.init_client(
+            client, project, stop_hook=stop_hook, write_home=write_home, force=force
+        ):
+            if change.action == "print":
+                typer.echo(
+                    f"{client}: add this to {change.path} ({change.note}):\n{change.snippet}", nl=False
+                )
+            else:
+                typer.echo(
+                    f"{client}: {change.action} {change.path}" + (f": {change.note}" if change.note else "")
+                )
+        if stop_hook and client not in setup.HOOK_CLIENTS:
+            typer.echo(f"{client}: no stop hook to register (only {', '.join(setup.HOOK_CLIENTS)} have one)")
+    if setup.loopengt_on_path() is None:
+        typer.echo(
+            f"note: `loopengt` is not on PATH; the editors run `loopengt serve`, so put {Path(sys.executable).parent} "
+            "on PATH (or install loopengt with pipx)",
+            err=True,
+        )
+
+
+def _init_spec(template: str, output: Path, force: bool) -> None:
     from loopengt_core.catalog import template_text
     from loopengt_core.spec import json_schema
 
@@ -281,6 +346,33 @@ def check(store: StoreOption = ".loopengt") -> None:
     events = sum(r.events for r in results)
     typer.echo(f"checked {len(results)} runs, {events} events: {len(bad)} with problems")
     raise typer.Exit(1 if bad else 0)
+
+
+hook_app = typer.Typer(
+    help="Editor hooks: `loopengt hook stop` keeps an agent on a run's open tasks (init --stop-hook).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(hook_app, name="hook")
+
+
+@hook_app.command("stop")
+def hook_stop(
+    store: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option("--store", help="Store (default: the nearest .loopengt/ from the payload's cwd)"),
+    ] = None,
+    max_loops: Annotated[
+        int, typer.Option("--max-loops", help="At most this many blocks / follow-ups in a row")
+    ] = 5,
+) -> None:
+    """Claude Code Stop / Cursor stop hook: payload JSON on stdin; continue while a run has open tasks."""
+    from loopengt_server.hooks import run_stop_hook
+
+    raise typer.Exit(
+        run_stop_hook(sys.stdin.buffer, sys.stdout, sys.stderr, store=store, max_loops=max_loops)
+    )
 
 
 TransportOption = Annotated[

@@ -1,0 +1,239 @@
+"""The code's state beside the loop's state: git snapshots of a run's work tree (I/O; the service uses it).
+
+A snapshot is the id of a git tree holding every tracked and untracked-but-not-ignored file as it is
+on disk. It is computed on a *copy* of the index (`GIT_INDEX_FILE`), so the user's index, branch and
+stash are never touched; the copy keeps git's stat cache, so only files that changed since the user's
+last `git add` are hashed again. Blobs land in the object store as loose objects (that is how git
+builds a tree); checkpoints keep theirs alive with a commit under `refs/loopengt/<run>/<checkpoint>`.
+
+Never calls the network, never prompts, never starts a pager. The engine never imports this module:
+the service passes the results in as values, so replaying a run never runs git.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopengt_core.errors import InvalidArgument, LoopengtError
+
+# Variables that point git at another repository or index: a loopengt inside a git hook (or an IDE
+# that exports them) must still look at the run's own work tree.
+_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_NAMESPACE",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+    "GIT_INTERNAL_SUPER_PREFIX",
+)
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "loopengt",
+    "GIT_AUTHOR_EMAIL": "loopengt@localhost",
+    "GIT_COMMITTER_NAME": "loopengt",
+    "GIT_COMMITTER_EMAIL": "loopengt@localhost",
+}
+GIT_TIMEOUT_SECONDS = 300.0
+
+
+class WorkspaceError(LoopengtError):
+    """git could not record or restore a run's files; the message says what to do."""
+
+    code = "workspace"
+
+
+class GitMissing(WorkspaceError):
+    code = "git_missing"
+
+
+class NotAGitRepository(WorkspaceError):
+    code = "not_a_git_repository"
+
+
+class WorkspaceDrift(WorkspaceError):
+    """Files changed outside the loop since its last recorded step."""
+
+    code = "workspace_drift"
+
+    def __init__(self, message: str, *, changed: list[str], run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.changed = changed
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """Where a run works and what its files are: `tree` covers tracked + untracked-not-ignored files."""
+
+    root: str
+    head: str | None
+    tree: str
+
+    def record(self) -> dict[str, Any]:
+        """What a step's event keeps (the root is recorded once, when the run starts or forks)."""
+        return {"head": self.head, "tree": self.tree}
+
+    def start_record(self) -> dict[str, Any]:
+        return {"root": self.root, "head": self.head, "tree": self.tree}
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_PAGER="cat",
+        PAGER="cat",
+        GIT_OPTIONAL_LOCKS="0",
+        GIT_ASKPASS="",
+        SSH_ASKPASS="",
+        LC_ALL="C",
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _git(
+    root: str | Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `git args` in `root`. Raises WorkspaceError (naming the fix) when `check` and git fails."""
+    if not Path(root).is_dir():
+        raise WorkspaceError(
+            f"the run's work tree {root} does not exist (any more); recreate it, or start a new run"
+        )
+    try:
+        done = subprocess.run(
+            ["git", "-c", "core.splitIndex=false", *args],
+            cwd=root,
+            env=_env(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise GitMissing(
+            "the `git` program is not on PATH: install git, or set `workspace: none` in the spec"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise WorkspaceError(
+            f"`git {args[0]}` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s; "
+            "check the repository (git status), or set `workspace: none`"
+        ) from None
+    if check and done.returncode != 0:
+        raise _failure(root, args, done.stderr)
+    return done
+
+
+def _failure(root: str | Path, args: tuple[str, ...], stderr: bytes) -> WorkspaceError:
+    text = stderr.decode("utf-8", "replace").strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    detail = "; ".join(lines[:4]) or "no message"
+    if "not a git repository" in text:
+        return NotAGitRepository(
+            f"{root} is not inside a git work tree; run `git init` there, or set `workspace: none`"
+        )
+    if "dubious ownership" in text:
+        return WorkspaceError(
+            f"git refuses {root} (dubious ownership): run `git config --global --add safe.directory {root}`, "
+            "or set `workspace: none`"
+        )
+    hint = ""
+    if "unmerged" in text or "needs merge" in text:
+        hint = " (a merge is in progress: resolve or abort it first)"
+    elif "does not have a commit checked out" in text:
+        hint = (
+            " (an embedded git repository without commits: commit in it, delete it or add it to .gitignore)"
+        )
+    elif "Permission denied" in text:
+        hint = " (a file cannot be read: fix its permissions or add it to .gitignore)"
+    return WorkspaceError(
+        f"`git {args[0]}` failed in {root}: {detail}{hint}; fix it, or set `workspace: none` in the spec"
+    )
+
+
+def is_work_tree(path: str | Path) -> tuple[bool, str]:
+    """Whether `path` is inside a git work tree, and if not, why (git's own message)."""
+    done = _git(path, "rev-parse", "--is-inside-work-tree", check=False)
+    if done.returncode == 0 and done.stdout.strip() == b"true":
+        return True, ""
+    text = done.stderr.decode("utf-8", "replace").strip()
+    return False, text.splitlines()[0] if text else "not inside a work tree (a .git or bare directory)"
+
+
+def prefix(root: str | Path) -> str:
+    """`root` relative to the top of its work tree ("" at the top, else "dir/sub/")."""
+    return _git(root, "rev-parse", "--show-prefix").stdout.decode().strip()
+
+
+def snapshot(root: str | Path, *, exclude: tuple[str, ...] | list[str] = ()) -> WorkspaceState:
+    """The tree of every tracked and untracked-but-not-ignored file under the work tree of `root`.
+
+    `exclude`: paths relative to `root` left out (the run store when it lives in the work tree).
+    """
+    done = _git(root, "rev-parse", "--git-path", "index", "--verify", "-q", "HEAD", check=False)
+    lines = done.stdout.decode().splitlines()
+    if done.returncode not in (0, 1) or not lines:
+        raise _failure(root, ("rev-parse",), done.stderr)
+    index = Path(root) / lines[0]  # relative to root unless absolute
+    head = lines[1].strip() if done.returncode == 0 and len(lines) > 1 else None
+    with tempfile.TemporaryDirectory(prefix="loopengt-index-") as scratch:
+        copy = Path(scratch) / "index"
+        if index.exists():
+            shutil.copy2(index, copy)  # copy2 keeps the mtime, which git's racy-clean check relies on
+        env = {"GIT_INDEX_FILE": str(copy)}
+        pathspec = [".", *(f":(exclude,literal){p}" for p in exclude)]
+        _git(root, "add", "-A", "--", *pathspec, env=env)
+        tree = _git(root, "write-tree", env=env).stdout.decode().strip()
+    return WorkspaceState(root=str(root), head=head, tree=tree)
+
+
+def changed_paths(root: str | Path, from_tree: str, to_tree: str) -> list[str]:
+    """Paths (from the top of the work tree) that differ between two trees: added, changed, deleted."""
+    if from_tree == to_tree:
+        return []
+    out = _git(root, "diff-tree", "-r", "--name-only", "-z", "--no-renames", from_tree, to_tree).stdout
+    return [os.fsdecode(p) for p in out.split(b"\0") if p]
+
+
+def diff(root: str | Path, from_tree: str, to_tree: str, *, stat: bool = False) -> str:
+    """`git diff` between two trees, as text (no pager, no colour, no external diff tool)."""
+    args = ["diff", "--no-ext-diff", "--no-color", *(["--stat"] if stat else []), from_tree, to_tree]
+    return _git(root, *args).stdout.decode("utf-8", "replace")
+
+
+def keep(root: str | Path, tree: str, head: str | None, ref: str, message: str) -> str:
+    """A commit of `tree` (parent: `head`) kept alive under `ref`; returns the commit id."""
+    parents = ["-p", head] if head else []
+    commit = (
+        _git(root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=dict(_IDENTITY))
+        .stdout.decode()
+        .strip()
+    )
+    _git(root, "update-ref", "-m", message, ref, commit)
+    return commit
+
+
+def add_worktree(root: str | Path, path: str | Path, commit: str) -> None:
+    """A new git worktree at `path` with `commit` checked out (detached); `path` must not exist."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        raise InvalidArgument(
+            f"worktree path {target} already exists; give a new path (git creates the directory)"
+        )
+    _git(root, "worktree", "add", "--detach", "--quiet", str(target.absolute()), commit)
+
+
+def remove_worktree(root: str | Path, path: str | Path) -> None:
+    """Undo `add_worktree` (best effort, for a fork that could not be created)."""
+    _git(root, "worktree", "remove", "--force", str(Path(path).absolute()), check=False)

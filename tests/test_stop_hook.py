@@ -1,0 +1,370 @@
+"""`loopengt hook stop`: Claude Code's Stop and Cursor's stop hook keep the agent on a run's open tasks.
+
+The payloads are the fixtures in tests/fixtures/hooks/ (their project path replaced by the test's). The
+scripted session drives a run through the real MCP server over stdio while the hook, a subprocess as
+the editor would start it, reads the same store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
+
+from loopengt_core.runs import Runs
+from loopengt_core.store.files import FileStore
+from loopengt_core.view import RunView
+from loopengt_server.hooks import run_stop_hook
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hooks"
+RECORDED_PROJECT = "/home/dev/project"
+TAIL = "\n\nIf you cannot do a task, submit it with outcome 'failure' and an error that says why."
+
+SPEC: dict[str, Any] = {
+    "name": "hooked",
+    "goal": "Make the tests pass",
+    "pattern": "sequential",
+    "agents": [
+        {"name": "coder", "system_prompt": "You are a careful engineer."},
+        {"name": "reviewer", "system_prompt": "You review changes."},
+    ],
+    "steps": [
+        {
+            "name": "implement",
+            "agent": "coder",
+            "prompt_template": "Fix the failing tests: {goal}.",
+            "output_schema": {
+                "type": "object",
+                "required": ["summary"],
+                "properties": {"summary": {"type": "string"}},
+            },
+            "verification_gates": ["has_summary"],
+        },
+        {
+            "name": "review",
+            "agent": "reviewer",
+            "prompt_template": "Review the fix for: {goal}.",
+            "dependencies": [{"step_name": "implement"}],
+            "verification_gates": ["sign_off"],
+        },
+    ],
+    "policy": {
+        "max_turns": 6,
+        "retry": {"max_retries": 2, "initial_delay_seconds": 0},
+        "verification_gates": [
+            {"name": "has_summary", "condition": "length(output.summary || '') > `0`"},
+            {"name": "sign_off", "approval": True, "prompt": "Ship it?"},
+        ],
+    },
+}
+
+STEPS_SPEC: dict[str, Any] = {
+    "name": "four-steps",
+    "goal": "Do four things",
+    "agents": [{"name": "a"}],
+    "steps": [
+        {"name": n, "agent": "a", "prompt_template": f"Do {n}."} for n in ("one", "two", "three", "four")
+    ],
+    "policy": {"max_turns": 10},
+}
+
+
+def payload(name: str, project: Path, **changes: Any) -> dict[str, Any]:
+    """A recorded payload, pointed at `project`."""
+    data = json.loads((FIXTURES / name).read_text("utf-8"))
+    if "cwd" in data:
+        data["cwd"] = data["cwd"].replace(RECORDED_PROJECT, str(project))
+    if "workspace_roots" in data:
+        data["workspace_roots"] = [r.replace(RECORDED_PROJECT, str(project)) for r in data["workspace_roots"]]
+    return {**data, **changes}
+
+
+def hook(data: dict[str, Any] | bytes, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`loopengt hook stop ARGS` as the editor runs it: the payload on stdin."""
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    done = subprocess.run(
+        [str(LOOPENGT), "hook", "stop", *args],
+        input=raw,
+        capture_output=True,
+        cwd=cwd,
+        env={**os.environ, **server_env()},
+        timeout=60,
+        check=False,
+    )
+    result = subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+    assert result.returncode == 0, result.stderr
+    assert_no_traceback(result.stdout + result.stderr)
+    return result
+
+
+def answer(data: dict[str, Any] | bytes, *args: str, cwd: Path) -> Any:
+    """The hook's stdout, parsed; None when it printed nothing (Claude Code: allowed to stop)."""
+    out = hook(data, *args, cwd=cwd).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def quick(data: dict[str, Any] | bytes, *, store: str | None = None, max_loops: int = 5) -> tuple[Any, str]:
+    """The hook in this process (fast), for the loop-guard rules: (parsed stdout or None, stderr)."""
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    out, err = io.StringIO(), io.StringIO()
+    assert run_stop_hook(io.BytesIO(raw), out, err, store=store, max_loops=max_loops) == 0
+    return (json.loads(out.getvalue()) if out.getvalue().strip() else None), err.getvalue()
+
+
+def reason_for(view: dict[str, Any] | RunView, max_turns: int) -> str:
+    """The continuation text, built the way the hook documents it, from a RunView."""
+    v = view if isinstance(view, dict) else view.model_dump()
+    text = (
+        f"loopengt run '{v['run_id']}' ({v['loop']}) is still running, turn {v['turn']} of at most {max_turns}: "
+        f"do not stop yet.\nNext: {v['next_action']}"
+    )
+    for task in v["tasks"]:
+        text += (
+            f"\n\nTask '{task['task_id']}' (step '{task['step']}', agent '{task['agent']}', "
+            f"attempt {task['attempt']}):\n{task['instructions']}"
+        )
+        if task["feedback"]:
+            text += f"\nFeedback from the last attempt:\n{task['feedback']}"
+        if task["output_schema"]:
+            text += "\nOutput schema: " + json.dumps(task["output_schema"], separators=(",", ":"))
+    return text + TAIL
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    (folder / ".git").mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture
+def runs(project: Path) -> Iterator[Runs]:
+    store = FileStore(project / ".loopengt")
+    yield Runs(store, cwd=project)
+    store.close()
+
+
+# --- the scripted session: a real MCP server over stdio, the hook as a subprocess -------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(project: Path) -> AsyncIterator[Client]:
+    async with stdio_client(project / ".loopengt", project, "auto") as connected:
+        yield connected
+
+
+@pytest.mark.anyio
+async def test_a_session_blocks_with_the_open_task_until_the_run_waits_or_ends(
+    client: Client, project: Path
+) -> None:
+    claude = payload("claude_code_stop.json", project)
+    claude_again = payload("claude_code_stop_active.json", project)
+    cursor = payload("cursor_stop.json", project)
+    cursor_again = payload("cursor_stop_followup.json", project)
+
+    # no store yet: nothing to continue
+    assert answer(claude, cwd=project) is None
+    assert answer(cursor, cwd=project) == {}
+
+    view = ok(await client.call_tool("start_run", {"spec": SPEC, "run_id": "hooked"}))
+    [task] = view["tasks"]
+    assert task["task_id"] == "implement#1"
+    first = reason_for(view, 6)
+    assert first.startswith(
+        "loopengt run 'hooked' (hooked) is still running, turn 0 of at most 6: do not stop yet.\n"
+        "Next: Do task 'implement#1' as its instructions say, then submit the result with "
+        "step(run_id='hooked', task_id='implement#1', output=...).\n\n"
+        "Task 'implement#1' (step 'implement', agent 'coder', attempt 1):\n"
+    )
+    assert "Fix the failing tests: Make the tests pass." in task["instructions"]
+    assert first.endswith(
+        'Output schema: {"type":"object","required":["summary"],"properties":{"summary":{"type":"string"}}}'
+        + TAIL
+    )
+
+    # the agent wants to stop while implement#1 is open: both clients are told to go on
+    assert answer(claude, cwd=project) == {"decision": "block", "reason": first}
+    assert answer(cursor, cwd=project) == {"followup_message": first}
+    # stopping again without doing anything: the hook does not insist
+    assert answer(claude_again, cwd=project) is None
+    assert answer(cursor_again, cwd=project) == {}
+
+    # progress (implement#1 submitted, review#1 open): in the same stop cycle it blocks again
+    view = ok(await step(client, "hooked", "implement#1", {"summary": "fixed the parser"}))
+    assert [t["task_id"] for t in view["tasks"]] == ["review#1"]
+    second = reason_for(view, 6)
+    assert "turn 1 of at most 6" in second
+    assert "Task 'review#1' (step 'review', agent 'reviewer', attempt 1):" in second
+    assert answer(claude_again, cwd=project) == {"decision": "block", "reason": second}
+    assert answer(cursor_again, cwd=project) == {"followup_message": second}
+
+    # the run waits for a person: never blocked, whatever the loop guard says
+    view = ok(await step(client, "hooked", "review#1", "looks right"))
+    assert view["status"] == "waiting_approval"
+    assert answer(claude_again, cwd=project) is None
+    assert answer(claude, cwd=project) is None
+    assert answer(cursor, cwd=project) == {}
+
+    # a person approves; the run completes and the same payloads may stop
+    approved = subprocess.run(
+        [str(LOOPENGT), "approve", "hooked", "--store", str(project / ".loopengt")],
+        cwd=project,
+        env={**os.environ, **server_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert approved.returncode == 0, approved.stderr
+    final = ok(await client.call_tool("get_run", {"run_id": "hooked"}))
+    assert final["status"] == "completed"
+    assert answer(claude, cwd=project) is None
+    assert answer(claude_again, cwd=project) is None
+    assert answer(cursor, cwd=project) == {}
+
+
+# --- the loop guards ------------------------------------------------------------------------------------
+
+
+def test_claude_code_blocks_at_most_max_loops_times_in_a_row(runs: Runs, project: Path) -> None:
+    view = runs.start_run(spec=STEPS_SPEC, run_id="four")
+    first = payload("claude_code_stop.json", project)
+    again = payload("claude_code_stop_active.json", project)
+    assert quick(first, max_loops=2)[0] == {"decision": "block", "reason": reason_for(view, 10)}
+    view = runs.step("four", "one#1", "done")
+    assert quick(again, max_loops=2)[0] == {"decision": "block", "reason": reason_for(view, 10)}
+    runs.step("four", "two#1", "done")
+    assert quick(again, max_loops=2)[0] is None, "a third block in a row is one too many"
+    # a new stop cycle (the person wrote again) starts counting afresh
+    view = runs.get_run("four")
+    assert quick(first, max_loops=2)[0] == {"decision": "block", "reason": reason_for(view, 10)}
+
+
+def test_sessions_are_guarded_separately(runs: Runs, project: Path) -> None:
+    view = runs.start_run(spec=STEPS_SPEC, run_id="four")
+    assert quick(payload("claude_code_stop.json", project))[0] is not None
+    other = payload("claude_code_stop_active.json", project, session_id="another-session")
+    # the other session never saw a block of ours: stop_hook_active came from some other hook
+    assert quick(other)[0] == {"decision": "block", "reason": reason_for(view, 10)}
+    assert quick(other)[0] is None
+
+
+def test_cursor_loop_count_at_the_limit_lets_it_stop(runs: Runs, project: Path) -> None:
+    view = runs.start_run(spec=STEPS_SPEC, run_id="four")
+    expected = {"followup_message": reason_for(view, 10)}
+    assert quick(payload("cursor_stop.json", project))[0] == expected
+    assert quick(payload("cursor_stop_loop_limit.json", project))[0] == {}
+    runs.step("four", "one#1", "done")
+    assert quick(payload("cursor_stop_followup.json", project), max_loops=1)[0] == {}
+    view = runs.get_run("four")
+    assert quick(payload("cursor_stop_followup.json", project), max_loops=2)[0] == {
+        "followup_message": reason_for(view, 10)
+    }
+
+
+def test_cursor_aborted_or_failed_turns_are_never_continued(runs: Runs, project: Path) -> None:
+    runs.start_run(spec=STEPS_SPEC, run_id="four")
+    assert quick(payload("cursor_stop_aborted.json", project))[0] == {}
+    assert quick(payload("cursor_stop.json", project, status="error"))[0] == {}
+
+
+def test_cursor_payload_with_a_byte_order_mark(runs: Runs, project: Path) -> None:
+    view = runs.start_run(spec=STEPS_SPEC, run_id="four")
+    raw = b"\xef\xbb\xbf" + json.dumps(payload("cursor_stop.json", project)).encode()
+    assert quick(raw)[0] == {"followup_message": reason_for(view, 10)}
+
+
+# --- which run, which store -----------------------------------------------------------------------------
+
+
+def test_the_most_recently_updated_active_run_wins(runs: Runs, project: Path) -> None:
+    runs.start_run(spec=STEPS_SPEC, run_id="older")
+    runs.start_run(spec=STEPS_SPEC, run_id="newer")
+    done = runs.start_run(spec=STEPS_SPEC, run_id="cancelled")
+    runs.cancel_run(done.run_id, "not needed")
+    view = runs.step("older", "one#1", "done")  # older was started first but changed last
+    assert quick(payload("claude_code_stop.json", project))[0] == {
+        "decision": "block",
+        "reason": reason_for(view, 10),
+    }
+
+
+def test_ended_runs_are_not_continued(runs: Runs, project: Path) -> None:
+    runs.start_run(spec=STEPS_SPEC, run_id="four")
+    runs.cancel_run("four", "enough")
+    assert quick(payload("claude_code_stop.json", project))[0] is None
+    assert quick(payload("cursor_stop.json", project))[0] == {}
+
+
+def test_the_store_is_found_from_a_subfolder_but_not_above_the_repository(runs: Runs, project: Path) -> None:
+    view = runs.start_run(spec=STEPS_SPEC, run_id="four")
+    sub = project / "src" / "pkg"
+    sub.mkdir(parents=True)
+    assert quick(payload("claude_code_stop.json", project, cwd=str(sub)))[0] == {
+        "decision": "block",
+        "reason": reason_for(view, 10),
+    }
+    inner = project / "vendored"
+    (inner / ".git").mkdir(parents=True)
+    assert quick(payload("claude_code_stop.json", project, cwd=str(inner)))[0] is None
+
+
+def test_an_explicit_store(runs: Runs, project: Path, tmp_path: Path) -> None:
+    view = runs.start_run(spec=STEPS_SPEC, run_id="four")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data = payload("claude_code_stop.json", project, cwd=str(elsewhere))
+    assert quick(data)[0] is None
+    assert quick(data, store=str(project / ".loopengt"))[0] == {
+        "decision": "block",
+        "reason": reason_for(view, 10),
+    }
+    decision, note = quick(data, store="no-such-store")
+    assert decision is None
+    assert "no loopengt store" in note
+
+
+# --- failures never trap the agent ----------------------------------------------------------------------
+
+
+def test_an_unreadable_payload_allows_the_stop(project: Path) -> None:
+    for raw in (b"", b"not json", b"[1, 2]", json.dumps({"hook_event_name": "PreToolUse"}).encode()):
+        result = hook(raw, cwd=project)
+        assert result.stdout == ""
+        assert result.stderr.startswith("loopengt hook stop: "), result.stderr
+
+
+def test_a_broken_store_allows_the_stop(project: Path) -> None:
+    data = payload("claude_code_stop.json", project)
+    result = hook(data, "--store", "postgresql://someone:s3cret@127.0.0.1:1/nowhere", cwd=project)
+    assert result.stdout == ""
+    assert "could not read the loopengt store" in result.stderr
+    assert "s3cret" not in result.stderr
+    cursor = hook(payload("cursor_stop.json", project), "--store", "postgresql://127.0.0.1:1/x", cwd=project)
+    assert json.loads(cursor.stdout) == {}
+
+
+def test_a_corrupt_run_is_skipped(runs: Runs, project: Path) -> None:
+    runs.start_run(spec=STEPS_SPEC, run_id="four")
+    events = project / ".loopengt" / "runs" / "four" / "events.jsonl"
+    events.write_text("{broken\n" + events.read_text("utf-8"), encoding="utf-8")
+    snapshot = events.with_name("snapshot.json")
+    if snapshot.exists():
+        snapshot.unlink()
+    result = hook(payload("claude_code_stop.json", project), cwd=project)
+    assert result.stdout == ""
