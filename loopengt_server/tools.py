@@ -152,9 +152,12 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         return _view(await _call(runs.get_run, run_id))
 
     @mcp.tool()
-    async def resume(run_id: str, checkpoint_id: str | None = None) -> types.CallToolResult:
-        """Continue an interrupted run, or with checkpoint_id fork a new run from that checkpoint."""
-        view = await _call(runs.resume, run_id, checkpoint_id)
+    async def resume(
+        run_id: str, checkpoint_id: str | None = None, accept_drift: bool = False, worktree: str | None = None
+    ) -> types.CallToolResult:
+        """Continue an interrupted run (accept_drift: true records files changed meanwhile), or with
+        checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree path for its files)."""
+        view = await _call(runs.resume, run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
         await announce(view.run_id)
         return _view(view)
 
