@@ -316,7 +316,8 @@ def checkpoint(
 ) -> None:
     """Take a checkpoint of a run (fork from it later with `resume --checkpoint`)."""
     info = _runs(store).checkpoint(run_id, label)
-    typer.echo(f"checkpoint {info.checkpoint_id} at seq {info.seq}")
+    kept = f"; files kept as commit {info.commit[:12]}" if info.commit else ""
+    typer.echo(f"checkpoint {info.checkpoint_id} at seq {info.seq}{kept}")
 
 
 @app.command()
@@ -325,11 +326,31 @@ def resume(
     checkpoint_id: Annotated[
         str | None, typer.Option("--checkpoint", help="Fork a new run from here")
     ] = None,
+    accept_drift: Annotated[
+        bool, typer.Option("--accept-drift", help="Record files changed outside the loop and continue")
+    ] = False,
+    worktree: Annotated[
+        str | None, typer.Option("--worktree", help="With --checkpoint: a new git worktree for the fork")
+    ] = None,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Continue a run, or fork a new one from a checkpoint; prints the run's next action."""
-    view = _runs(store).resume(run_id, checkpoint_id)
-    typer.echo(f"run {view.run_id} {view.status}: {view.next_action}")
+    view = _runs(store).resume(run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
+    where = f" in {view.workspace.root}" if worktree and view.workspace else ""
+    typer.echo(f"run {view.run_id}{where} {view.status}: {view.next_action}")
+
+
+@app.command()
+def diff(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    checkpoint_id: Annotated[
+        str | None, typer.Option("--from", help="From this checkpoint (default: the run's start)")
+    ] = None,
+    stat: Annotated[bool, typer.Option("--stat", help="Only a diffstat")] = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """git diff of a run's files: from its start (or a checkpoint) to the work tree as it is now."""
+    sys.stdout.write(_runs(store).diff(run_id, checkpoint_id, stat=stat))
 
 
 @app.command()
