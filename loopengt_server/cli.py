@@ -254,11 +254,16 @@ def show(
     run_id: Annotated[str, typer.Argument(help="Run id")],
     trace: Annotated[bool, typer.Option("--trace", help="Also print the events")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the RunView as JSON")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Watch the run live until it ends (exit 0 if completed)")
+    ] = False,
     store: StoreOption = ".loopengt",
 ) -> None:
-    """Show a run's state (and with --trace its events)."""
+    """Show a run's state (and with --trace its events); --follow watches it live until it ends."""
     from rich.console import Console
 
+    if follow:
+        _follow(run_id, store, as_json)
     runs = _runs(store)
     view = runs.get_run(run_id)
     console = Console(highlight=False, width=160)
@@ -367,6 +372,199 @@ def check(store: StoreOption = ".loopengt") -> None:
     events = sum(r.events for r in results)
     typer.echo(f"checked {len(results)} runs, {events} events: {len(bad)} with problems")
     raise typer.Exit(1 if bad else 0)
+
+
+def _follow(run_id: str, store: str, as_json: bool) -> None:
+    from loopengt_core.store import check_id, open_store
+    from loopengt_server.follow import follow as watch
+
+    if as_json:
+        raise fail("--follow draws a live view; use --json without --follow, or --trace for the events", 2)
+    check_id(run_id)
+    opened = open_store(store)
+    try:
+        final = watch(opened, run_id)
+    finally:
+        opened.close()
+    raise typer.Exit(0 if final.status == "completed" else 1)
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} bytes"  # pragma: no cover - the loop always returns
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age since the run ended: 30d, 12h, 90m, 2w, 1d12h")
+    ],
+    statuses: Annotated[
+        list[str],
+        typer.Option("--status", help="completed, failed or cancelled (repeatable; default: all three)"),
+    ] = [],  # noqa: B006
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing")] = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Delete ended runs older than --older-than; running, paused and waiting runs are never touched."""
+    from datetime import UTC, datetime
+
+    from loopengt_core.retention import check_statuses, parse_age
+    from loopengt_core.retention import prune as prune_runs
+    from loopengt_core.store import open_store
+
+    age, chosen = parse_age(older_than), check_statuses(statuses)
+    opened = open_store(store)
+    try:
+        report = prune_runs(opened, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=dry_run)
+    finally:
+        opened.close()
+    verb = "would delete" if dry_run else "deleted"
+    for run in report.runs:
+        typer.echo(
+            f"{verb} {run.run_id} ({run.status}, ended {run.ended_at}, {run.events} events, {_size(run.bytes)})"
+        )
+    for run_id, reason in report.skipped:
+        typer.echo(f"skipped {run_id}: {reason}", err=True)
+    typer.echo(
+        f"{'dry run: ' if dry_run else ''}{verb} {len(report.runs)} run{'s' if len(report.runs) != 1 else ''} "
+        f"({', '.join(chosen)}; ended more than {older_than} ago): {report.events} events, "
+        f"{_size(report.bytes)} of run data"
+    )
+
+
+@app.command("export")
+def export_command(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045 - typer
+        typer.Option("--output", "-o", help="Write here instead of stdout"),
+    ] = None,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Write a run (spec, events, checkpoints) as one JSON file that `loopengt import` reads."""
+    from loopengt_core.portability import export_run
+    from loopengt_core.store import open_store
+
+    opened = open_store(store)
+    try:
+        text = export_run(opened, run_id).to_json()
+    finally:
+        opened.close()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    temp = output.with_name(f".{output.name}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, output)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
+    typer.echo(f"exported run {run_id} to {output} ({_size(len(text.encode()))})", err=True)
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[str, typer.Argument(help="A file written by `loopengt export` (- for stdin)")],
+    as_id: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option("--as", help="Import under this run id instead of the exported one"),
+    ] = None,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Add an exported run to this store (file or PostgreSQL), with its events, checkpoints and spec."""
+    from loopengt_core.portability import import_run, read_export
+    from loopengt_core.store import open_store
+
+    source = "stdin" if file == "-" else file
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
+    doc = read_export(text, source=source)
+    opened = open_store(store)
+    try:
+        done = import_run(opened, doc, as_id=as_id, source=source)
+        where = str(getattr(opened, "where", None) or getattr(opened, "root", store))  # no password
+    finally:
+        opened.close()
+    typer.echo(
+        f"imported run {done.run_id} ({done.status}, {done.events} events, {done.checkpoints} checkpoints) "
+        f"into {where}"
+    )
+
+
+@app.command("eval")
+def eval_command(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Metrics of a run from its trace: 0.1.0's, plus attempts, gate pass rates and waiting times."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from loopengt_core.metrics import run_metrics
+    from loopengt_core.store import check_id, open_store
+
+    check_id(run_id)
+    opened = open_store(store)
+    try:
+        metrics = run_metrics(opened.events(run_id), now=datetime.now(UTC))
+    finally:
+        opened.close()
+    if as_json:
+        typer.echo(metrics.model_dump_json(indent=2))
+        return
+    console = Console(highlight=False, width=max(100, Console().width))
+    console.print(f"[bold]{metrics.run_id}[/] loop {metrics.loop}: [bold]{metrics.run_status}[/]")
+    table = Table("metric", "value", box=None, pad_edge=False)
+    for name in (
+        "total_turns",
+        "total_steps",
+        "completed_steps",
+        "failed_steps",
+        "success_rate",
+        "total_duration_seconds",
+        "run_status",
+        "approvals_requested",
+        "approval_wait_seconds",
+        "first_accepted_output_seconds",
+    ):
+        value = getattr(metrics, name)
+        table.add_row(name, "-" if value is None else str(value))
+    console.print(table)
+    steps = Table("step", "status", "attempts", box=None, pad_edge=False)
+    for step in metrics.attempts:
+        steps.add_row(step.step, step.status, str(step.attempts))
+    console.print(steps)
+    if metrics.gates:
+        gates = Table("gate", "passed", "failed", "pass rate", box=None, pad_edge=False)
+        for gate in metrics.gates:
+            rate = "-" if gate.pass_rate is None else f"{gate.pass_rate:.0%}"
+            gates.add_row(gate.gate, str(gate.passed), str(gate.failed), rate)
+        console.print(gates)
+
+
+@app.command()
+def doctor(store: StoreOption = ".loopengt") -> None:
+    """Check Python, the MCP SDK, the store, editor configs and PostgreSQL; exit 1 if anything fails."""
+    from loopengt_server.doctor import run_checks
+
+    checks = run_checks(store)
+    for item in checks:
+        typer.echo(item.line())
+    failed = sum(c.level == "FAIL" for c in checks)
+    warned = sum(c.level == "WARN" for c in checks)
+    typer.echo(f"{failed} failed, {warned} warnings, {len(checks) - failed - warned} ok")
+    raise typer.Exit(1 if failed else 0)
 
 
 hook_app = typer.Typer(

@@ -401,3 +401,82 @@ def test_close_then_use_again(store: Store) -> None:
 def test_errors_are_loopengt_errors(store: Store) -> None:
     with pytest.raises(LoopengtError):
         store.load("missing")
+
+
+def test_delete_run_removes_everything(store_factory: Callable[[], Store]) -> None:
+    store, other = store_factory(), store_factory()
+    store.create_run("gone", SPEC, evs(1, 5))
+    store.save_snapshot("gone", 3, {"seq": 3})
+    store.save_checkpoint(cp("gone", "cp-1", 2))
+    store.create_run("kept", SPEC, evs(1, 2))
+    assert other.events("gone") == evs(1, 5)  # the second instance has it cached
+    with store.lock("gone"):
+        store.delete_run("gone")
+    for reader in (store, other):
+        assert not reader.exists("gone")
+        assert reader.list_runs() == ["kept"]
+        for call in (
+            lambda r=reader: r.load("gone"),
+            lambda r=reader: r.events("gone"),
+            lambda r=reader: r.last_seq("gone"),
+            lambda r=reader: r.version("gone"),
+            lambda r=reader: r.list_checkpoints("gone"),
+            lambda r=reader: r.append("gone", [ev(6)]),
+        ):
+            with pytest.raises(NotFound):
+                call()
+    assert store.load("kept").events == evs(1, 2)
+    store.close()
+    other.close()
+
+
+def test_deleted_id_can_be_used_again(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 4))
+    store.save_snapshot("r1", 4, {"seq": 4})
+    store.save_checkpoint(cp("r1", "cp-1", 4))
+    store.delete_run("r1")
+    store.create_run("r1", "fresh: spec\n", evs(1, 1))
+    loaded = store.load("r1")
+    assert (loaded.spec_text, loaded.snapshot, loaded.events) == ("fresh: spec\n", None, evs(1, 1))
+    assert store.list_checkpoints("r1") == []
+    store.append("r1", evs(2, 3))
+    assert store.events("r1") == evs(1, 3)
+
+
+def test_delete_unknown_or_invalid_run(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.delete_run("missing")
+    with pytest.raises(InvalidArgument):
+        store.delete_run("../x")
+    store.create_run("r1", SPEC, evs(1, 1))
+    store.delete_run("r1")
+    with pytest.raises(NotFound):
+        store.delete_run("r1")
+
+
+def test_delete_waits_for_the_lock_holder(store_factory: Callable[[], Store]) -> None:
+    """A transition in progress finishes before the run disappears; the waiter then finds no run."""
+    holder, deleter = store_factory(), store_factory()
+    holder.create_run("r1", SPEC, evs(1, 1))
+    entered, done = threading.Event(), threading.Event()
+
+    def delete() -> None:
+        entered.wait(5)
+        with deleter.lock("r1"):
+            deleter.delete_run("r1")
+        done.set()
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    with holder.lock("r1"):
+        entered.set()
+        time.sleep(0.2)
+        assert not done.is_set()
+        holder.append("r1", evs(2, 2))
+    thread.join(10)
+    assert done.is_set()
+    assert not holder.exists("r1")
+    with pytest.raises(NotFound), holder.lock("r1"):
+        pass
+    holder.close()
+    deleter.close()

@@ -120,6 +120,16 @@ class Store(Protocol):
 
     def exists(self, run_id: str) -> bool: ...
 
+    def delete_run(self, run_id: str) -> None:
+        """Remove the run and all it holds (spec, log, snapshot, checkpoints) at once: whole or gone.
+
+        Callers hold `lock(run_id)` so that no transition is under way; a process that was waiting for
+        the lock then finds no run. The id can be used again afterwards.
+
+        Raises:
+            NotFound: no such run.
+        """
+
     def lock(self, run_id: str) -> AbstractContextManager[None]:
         """Hold the run exclusively (across processes) for one load-decide-append transition."""
 

@@ -984,6 +984,31 @@ class FileStore:
     def exists(self, run_id: str) -> bool:
         return (self._run_dir(run_id) / EVENTS).is_file()
 
+    @_guard("deleting a run")
+    def delete_run(self, run_id: str) -> None:
+        """Rename the run directory to a temp name (atomic, durable), then remove it at leisure.
+
+        `list_runs` and every lookup skip temp names, so a crash after the rename leaves only a stray
+        directory, never half a run.
+        """
+        run_dir = self._run_dir(run_id)
+        if not (run_dir / EVENTS).is_file():
+            raise self._not_found(run_id)
+        trash = self.runs_dir / f"{TMP_PREFIX}deleted-{run_id}-{uuid.uuid4().hex}"
+        try:
+            os.rename(run_dir, trash)
+        except FileNotFoundError:
+            raise self._not_found(run_id) from None
+        except OSError as exc:
+            raise _io_error(exc, f"deleting run {run_id!r}") from exc
+        self._forget(run_id)
+        try:
+            _fsync_dir(self.runs_dir)
+        except OSError as exc:
+            raise _io_error(exc, f"deleting run {run_id!r}") from exc
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+
     @_guard("reading a run's version")
     def version(self, run_id: str) -> str:
         """Size and mtime of the log: the size grows with every append, so watchers can poll this."""

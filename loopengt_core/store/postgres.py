@@ -439,6 +439,19 @@ class PostgresStore:
         with self._translate(f"checking run {run_id!r}", run_id), self._conn() as conn:
             return self._exists(conn, run_id)
 
+    def delete_run(self, run_id: str) -> None:
+        """One transaction; the run's row is locked first, so no append can slip in between the deletes."""
+        check_id(run_id)
+        with self._translate(f"deleting run {run_id!r}", run_id), self._conn() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT 1 FROM loopengt_runs WHERE run_id = %s FOR UPDATE", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise self._not_found(run_id)
+            for table in ("loopengt_checkpoints", "loopengt_snapshots", "loopengt_events", "loopengt_runs"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+            conn.execute(_NOTIFY, (CHANNEL, run_id))
+
     def list_runs(self) -> list[str]:
         """Newest first by creation order (an identity column: one order for every server, no clock skew)."""
         with self._translate("listing runs"), self._conn() as conn:

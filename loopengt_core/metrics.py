@@ -1,0 +1,161 @@
+"""Metrics of a run, computed from its trace alone: a fold over the events, no store, no clock.
+
+The first seven fields are loopengt 0.1.0's built-in metrics under their 0.1.0 names (`total_turns`,
+`total_steps`, `completed_steps`, `failed_steps`, `success_rate`, `total_duration_seconds`,
+`run_status`), so scripts that read `loopengt eval` keep working. One meaning changed: 0.1.0 summed
+step durations it recorded itself; here `total_duration_seconds` is the run's wall time, from its first
+event to its end (or to `now` / its last event while it is still going), which is what the log knows.
+
+The rest answer "how did the loop go": attempts per step, how often each gate passed, how long the run
+stood waiting for a person, and how long until an agent's first output passed all its gates.
+
+`MetricsFold` takes events one at a time (the live view of `show --follow` feeds it as they arrive);
+`run_metrics(events)` is the same fold over a whole trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from loopengt_core.errors import StoreCorrupt
+from loopengt_core.events import Event, parse_iso
+from loopengt_core.state import RunState, RunStatus, apply
+
+_GATE_PASSED = frozenset({"gate_passed", "approval_given"})
+_GATE_FAILED = frozenset({"gate_failed", "approval_rejected"})
+
+
+class GateStats(BaseModel):
+    """How one gate fared over the run; an approval gate counts a person's answers."""
+
+    gate: str
+    passed: int = 0
+    failed: int = 0
+    pass_rate: float | None = Field(None, description="passed / (passed + failed); None before any result.")
+
+
+class StepAttempts(BaseModel):
+    step: str
+    status: str
+    attempts: int = Field(description="Tasks and command runs issued for the step over the whole run.")
+
+
+class RunMetrics(BaseModel):
+    run_id: str
+    loop: str
+    run_status: RunStatus
+    total_turns: int = Field(description="Accepted submissions.")
+    total_steps: int = Field(description="Steps in the spec.")
+    completed_steps: int
+    failed_steps: int
+    success_rate: float = Field(description="completed_steps / total_steps (0.0 without steps), 4 decimals.")
+    total_duration_seconds: float = Field(description="From the run's first event to its end (or now).")
+    started_at: str
+    ended_at: str | None = None
+    events: int = Field(description="Events folded (a forked run's count starts at its fork).")
+    attempts: list[StepAttempts] = Field(description="Per step, in spec order.")
+    gates: list[GateStats] = Field(description="Per gate, in the order they first reported.")
+    approvals_requested: int = 0
+    approval_wait_seconds: float = Field(0.0, description="Time spent in waiting_approval, summed.")
+    first_accepted_output_seconds: float | None = Field(
+        None, description="From the start to the first agent output that passed all its gates; None if none."
+    )
+
+
+def _seconds(start: str, end: str | datetime) -> float:
+    stop = parse_iso(end) if isinstance(end, str) else end
+    return max(0.0, (stop - parse_iso(start)).total_seconds())
+
+
+class MetricsFold:
+    """The metrics so far of the events added; `result()` can be read after any of them."""
+
+    def __init__(self) -> None:
+        self.state: RunState | None = None
+        self.gates: dict[str, GateStats] = {}
+        self.events = 0
+        self.approvals = 0
+        self.waited = 0.0
+        self.waiting_since: str | None = None
+        self.first_accepted: str | None = None
+        self.command_tasks: set[str] = set()
+        self.last_at: str | None = None
+
+    def add(self, event: Event) -> None:
+        self.state = apply(self.state, event)
+        self.events += 1
+        self.last_at = event.at
+        data = event.data
+        if event.type in _GATE_PASSED or event.type in _GATE_FAILED:
+            stats = self.gates.setdefault(data["gate"], GateStats(gate=data["gate"]))
+            if event.type in _GATE_PASSED:
+                stats.passed += 1
+            else:
+                stats.failed += 1
+            stats.pass_rate = round(stats.passed / (stats.passed + stats.failed), 4)
+        if event.type == "approval_requested":
+            self.approvals += 1
+            self.waiting_since = event.at
+        elif event.type == "run_forked" and self.state.status == "waiting_approval":
+            self.waiting_since = event.at  # forked from a checkpoint taken while waiting
+        elif self.waiting_since is not None and self.state.status != "waiting_approval":
+            self.waited += _seconds(self.waiting_since, event.at)
+            self.waiting_since = None
+        if event.type == "command_requested" and data.get("kind") == "step":
+            self.command_tasks.add(data["task_id"])
+        elif (
+            event.type == "step_completed"
+            and self.first_accepted is None
+            and data.get("task_id") not in self.command_tasks
+        ):
+            self.first_accepted = event.at
+
+    def result(self, now: datetime | None = None) -> RunMetrics:
+        """The metrics; a run still going is measured up to `now` if given, else up to its last event."""
+        state = self.state
+        if state is None or self.last_at is None:
+            raise StoreCorrupt("a run without events has no metrics")
+        until: str | datetime = state.ended_at or now or self.last_at
+        steps = list(state.steps.values())
+        completed = sum(s.status == "completed" for s in steps)
+        waited = self.waited
+        if self.waiting_since is not None:
+            waited += _seconds(self.waiting_since, until)
+        return RunMetrics(
+            run_id=state.run_id,
+            loop=state.loop,
+            run_status=state.status,
+            total_turns=state.turn,
+            total_steps=len(steps),
+            completed_steps=completed,
+            failed_steps=sum(s.status == "failed" for s in steps),
+            success_rate=round(completed / len(steps), 4) if steps else 0.0,
+            total_duration_seconds=round(_seconds(state.started_at, until), 3),
+            started_at=state.started_at,
+            ended_at=state.ended_at,
+            events=self.events,
+            attempts=[StepAttempts(step=s.name, status=s.status, attempts=s.attempts) for s in steps],
+            gates=[g.model_copy() for g in self.gates.values()],
+            approvals_requested=self.approvals,
+            approval_wait_seconds=round(waited, 3),
+            first_accepted_output_seconds=(
+                None
+                if self.first_accepted is None
+                else round(_seconds(state.started_at, self.first_accepted), 3)
+            ),
+        )
+
+
+def run_metrics(events: Iterable[Event], *, now: datetime | None = None) -> RunMetrics:
+    """The metrics of a whole trace (from its run_started or run_forked event).
+
+    Raises:
+        StoreCorrupt: the events are empty or do not fold (out of order, no start).
+    """
+    fold = MetricsFold()
+    for event in events:
+        fold.add(event)
+    return fold.result(now)

@@ -1,0 +1,332 @@
+"""`loopengt doctor`: is this machine and this directory ready to run loops? One line per check, with a fix.
+
+Checks only read: the file store check creates and removes one temp file, the PostgreSQL check connects
+and reads the schema version without migrating anything. Client configurations are looked for where
+each editor reads them from this directory (Codex: `$CODEX_HOME/config.toml`, else `~/.codex`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tomllib
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+Level = Literal["OK", "WARN", "FAIL"]
+MIN_PYTHON = (3, 11)
+_CONNECT_TIMEOUT = 5
+
+# client -> (config path relative to the project, or None for Codex's home file; the servers key)
+CLIENT_FILES: dict[str, tuple[str | None, str]] = {
+    "claude-code": (".mcp.json", "mcpServers"),
+    "cursor": (".cursor/mcp.json", "mcpServers"),
+    "vscode": (".vscode/mcp.json", "servers"),
+    "codex": (None, "mcp_servers"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    level: Level
+    name: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        fix = f" -> fix: {self.fix}" if self.fix and self.level != "OK" else ""
+        return f"{self.level:<5} {self.name:<22} {self.detail}{fix}"
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info[:2] >= MIN_PYTHON:
+        return Check("OK", "python", f"{version} ({sys.executable})")
+    return Check(
+        "FAIL", "python", f"{version}: loopengt needs 3.11 or newer", "install Python 3.11+ and reinstall"
+    )
+
+
+def check_loopengt() -> Check:
+    try:
+        version = metadata.version("loopengt")
+    except metadata.PackageNotFoundError:
+        version = "(not installed as a package)"
+    found = shutil.which("loopengt")
+    if found:
+        return Check("OK", "loopengt", f"{version}, on PATH at {found}")
+    here = Path(sys.prefix) / "bin" / "loopengt"
+    return Check(
+        "WARN",
+        "loopengt",
+        f"{version}, but `loopengt` is not on PATH, and editors start `loopengt serve` by name",
+        f"activate the venv before starting the editor, or use the full path {here} in the client config",
+    )
+
+
+def _requirement(name: str) -> str | None:
+    """loopengt's declared requirement on `name` (e.g. 'mcp<3,>=2.3'), if the metadata has one."""
+    try:
+        requires = metadata.requires("loopengt") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for line in requires:
+        spec = line.split(";")[0].strip()
+        head = spec.split("[")[0]
+        for op in ("<", ">", "=", "!", "~", " "):
+            head = head.split(op)[0]
+        if head.strip().lower() == name and "extra ==" not in line:
+            return spec
+    return None
+
+
+def check_mcp() -> Check:
+    try:
+        version = metadata.version("mcp")
+    except metadata.PackageNotFoundError:
+        return Check(
+            "FAIL", "mcp", "the MCP SDK is not installed", 'pip install "mcp>=2.3,<3" (or reinstall loopengt)'
+        )
+    wanted = _requirement("mcp")
+    if wanted is None:
+        return Check("OK", "mcp", version)
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        return Check("OK", "mcp", f"{version} (loopengt wants {wanted})")
+    if Requirement(wanted).specifier.contains(version, prereleases=True):
+        return Check("OK", "mcp", f"{version} (loopengt wants {wanted})")
+    return Check("WARN", "mcp", f"{version}, but loopengt wants {wanted}", f'pip install "{wanted}"')
+
+
+def _where(dsn: str) -> tuple[str, str]:
+    """(`postgresql://user@host:port/db` without the password, the password) for messages."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params: dict[str, Any] = conninfo_to_dict(dsn)
+    except psycopg.Error:  # the parser's message may quote the password: show none of it
+        return "postgresql://(unparseable DSN)", ""
+    user, host = params.get("user") or "", params.get("host") or "localhost"
+    port = f":{params['port']}" if params.get("port") else ""
+    where = f"postgresql://{user + '@' if user else ''}{host}{port}/{params.get('dbname') or user}"
+    return where, str(params.get("password") or "")
+
+
+def check_postgres(dsn: str, name: str = "store") -> Check:
+    """Connect and read the schema version; never migrates (the server does that on start)."""
+    import psycopg
+
+    from loopengt_core.store.postgres import SCHEMA_VERSION
+
+    where, password = _where(dsn)
+    try:
+        with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT, autocommit=True) as conn:
+            server = conn.info.server_version
+            row = conn.execute("SELECT to_regclass('loopengt_schema_version') IS NOT NULL").fetchone()
+            current = None
+            if row is not None and row[0]:
+                got = conn.execute("SELECT max(version) FROM loopengt_schema_version").fetchone()
+                current = None if got is None else got[0]
+    except psycopg.Error as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if password:
+            detail = detail.replace(password, "***")
+        return Check(
+            "FAIL",
+            name,
+            f"{where}: cannot connect ({detail})",
+            "start the server, or check host, port, user, password and database in the URL",
+        )
+    version = f"PostgreSQL {server // 10000}.{server % 10000}"
+    if current is None:
+        return Check(
+            "OK", name, f"{where}: {version}, reachable; no loopengt tables yet (created by the first start)"
+        )
+    if current > SCHEMA_VERSION:
+        return Check(
+            "FAIL",
+            name,
+            f"{where}: schema version {current} is newer than this loopengt knows ({SCHEMA_VERSION})",
+            "upgrade loopengt to the version the other servers run",
+        )
+    if current < SCHEMA_VERSION:
+        return Check(
+            "WARN",
+            name,
+            f"{where}: schema version {current}, this loopengt migrates it to {SCHEMA_VERSION} on start",
+            "nothing to do unless older loopengt servers still share this database: upgrade them together",
+        )
+    return Check("OK", name, f"{where}: {version}, schema version {current}")
+
+
+def check_file_store(location: str) -> Check:
+    """Create and remove a temp file in the store (or the folder that will hold it)."""
+    root = Path(location)
+    target = root
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        return Check(
+            "FAIL", "store", f"{target} is not a directory", f"use --store with a directory, not {target}"
+        )
+    probe = target / f".tmp-doctor-{uuid.uuid4().hex}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        return Check(
+            "FAIL",
+            "store",
+            f"{target} is not writable ({exc.strerror or exc})",
+            "fix the folder's permissions or pass --store DIR elsewhere",
+        )
+    if target != root:
+        return Check(
+            "OK", "store", f"{root.resolve()} does not exist yet; created on first use ({target} is writable)"
+        )
+    runs = root / "runs"
+    count = sum(1 for p in runs.iterdir() if not p.name.startswith(".")) if runs.is_dir() else 0
+    return Check("OK", "store", f"{root.resolve()} is writable ({count} runs)")
+
+
+def check_store(location: str) -> Check:
+    if location.startswith(("postgresql://", "postgres://")):
+        return check_postgres(location)
+    return check_file_store(location)
+
+
+def _codex_config() -> Path:
+    configured = os.environ.get("CODEX_HOME")
+    return (Path(configured).expanduser() if configured else Path.home() / ".codex") / "config.toml"
+
+
+def _mentions(entry: Any) -> bool:
+    return "loopengt" in json.dumps(entry, default=str)
+
+
+def _store_urls(entry: Any) -> list[str]:
+    """postgresql:// stores named in a server entry's args (`--store URL` or `--store=URL`)."""
+    args = entry.get("args") if isinstance(entry, dict) else None
+    if not isinstance(args, list):
+        return []
+    urls = []
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "--store" and i + 1 < len(args):
+            value = args[i + 1]
+        elif isinstance(arg, str) and arg.startswith("--store="):
+            value = arg.split("=", 1)[1]
+        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
+            urls.append(value)
+    return urls
+
+
+def _redacted(arg: str) -> str:
+    """An argument as shown: a PostgreSQL URL without its password."""
+    head, sep, url = arg.partition("=") if arg.startswith("--store=") else ("", "", arg)
+    if url.startswith(("postgresql://", "postgres://")):
+        return head + sep + _where(url)[0]
+    return arg
+
+
+def _command_check(client: str, shown: str, name: str, entry: dict[str, Any]) -> Check:
+    command = entry.get("command")
+    if entry.get("url") or entry.get("type") in ("http", "sse", "streamable-http"):
+        return Check("OK", client, f"{shown}: server {name!r} over HTTP at {entry.get('url')}")
+    if not isinstance(command, str):
+        return Check(
+            "WARN", client, f"{shown}: server {name!r} has no command", f"loopengt init --client {client}"
+        )
+    resolved = shutil.which(command) or (command if Path(command).is_file() else None)
+    args = " ".join(_redacted(str(a)) for a in entry.get("args") or [])
+    if resolved is None:
+        return Check(
+            "WARN",
+            client,
+            f"{shown}: server {name!r} runs {command!r}, which is not on PATH here",
+            f"start the editor with the venv active, or set command to {Path(sys.prefix) / 'bin' / 'loopengt'}",
+        )
+    return Check("OK", client, f"{shown}: server {name!r} runs `{command} {args}`".rstrip())
+
+
+def _load_config(client: str, path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(parsed config, '') or (None, why it does not parse)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot be read ({exc})"
+    try:
+        data = tomllib.loads(text) if client == "codex" else json.loads(text or "{}")
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        return None, f"does not parse ({exc})"
+    if not isinstance(data, dict):
+        return None, "does not hold an object"
+    return data, ""
+
+
+def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
+    """One line per client config found here, and the postgresql:// stores those configs name."""
+    checks: list[Check] = []
+    stores: list[tuple[str, str]] = []
+    for client, (relative, key) in CLIENT_FILES.items():
+        path = project / relative if relative else _codex_config()
+        shown = relative or str(path)
+        if not path.is_file():
+            continue
+        data, problem = _load_config(client, path)
+        if data is None:
+            # VS Code reads JSON with comments, which json refuses: only a warning there.
+            level: Level = "WARN" if client == "vscode" else "FAIL"
+            checks.append(
+                Check(level, client, f"{shown} {problem}", "fix the syntax: the editor skips a broken file")
+            )
+            continue
+        servers = data.get(key)
+        ours = (
+            {n: e for n, e in servers.items() if isinstance(e, dict) and (n == "loopengt" or _mentions(e))}
+            if isinstance(servers, dict)
+            else {}
+        )
+        if not ours:
+            checks.append(
+                Check("WARN", client, f"{shown} has no loopengt server", f"loopengt init --client {client}")
+            )
+            continue
+        for name, entry in ours.items():
+            checks.append(_command_check(client, shown, name, entry))
+            stores.extend((f"{client} store", url) for url in _store_urls(entry))
+    if not any(c.level == "OK" for c in checks):
+        checks.append(
+            Check(
+                "WARN",
+                "clients",
+                f"no editor in {project} is configured to start loopengt",
+                "loopengt init --client claude-code|cursor|vscode|codex (or: claude mcp add loopengt -- loopengt serve)",
+            )
+        )
+    return checks, stores
+
+
+def run_checks(store: str, *, project: Path | None = None) -> list[Check]:
+    """Every check, in the order they are shown."""
+    checks = [check_python(), check_loopengt(), check_mcp(), check_store(store)]
+    client_checks, stores = check_clients(project or Path.cwd())
+    checks += client_checks
+    seen = {store}
+    for name, url in stores:
+        if url not in seen:
+            seen.add(url)
+            checks.append(check_postgres(url, name))
+    return checks

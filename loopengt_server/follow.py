@@ -1,0 +1,265 @@
+"""`loopengt show RUN_ID --follow`: watch a run live until it ends.
+
+The view only reads: it folds the run's log itself instead of asking the runs service, which would take
+the run's lock and could append (deadline ticks). Changes from any process on either store show up
+because it watches the log: a store with `changes()` (PostgreSQL LISTEN/NOTIFY) wakes it at once, and
+every store is also polled through `version(run_id)`, a cheap token, every `poll_seconds`.
+
+On a terminal it draws a rich Live panel (status, open tasks, steps with attempts, gate results, the last
+events); otherwise (a pipe, a file, a test) it prints one plain line per event and a status line when
+the run's status or open tasks change, flushing each, so the output can be read as it comes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from loopengt_core.events import Event, parse_iso
+from loopengt_core.metrics import MetricsFold
+from loopengt_core.state import RunState
+from loopengt_core.store import Store
+
+RECENT_EVENTS = 10
+POLL_SECONDS = 0.2
+_DETAIL_CHARS = 160
+_STATUS_STYLE = {
+    "running": "cyan",
+    "waiting_approval": "yellow",
+    "paused": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def _short(text: Any, limit: int = _DETAIL_CHARS) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe(event: Event) -> str:
+    """One line saying what the event means (the trace has the full data)."""
+    d = event.data
+    kind = event.type
+    if kind == "run_started":
+        return f"loop {d.get('loop')}: {_short(d.get('goal') or '')}"
+    if kind == "run_forked":
+        return f"forked from {d.get('parent_run_id')} at checkpoint {d.get('checkpoint_id')}"
+    if kind == "task_issued":
+        feedback = f" - feedback: {_short(d['feedback'], 80)}" if d.get("feedback") else ""
+        return f"{d.get('task_id')} to {d.get('agent')} (attempt {d.get('attempt')}){feedback}"
+    if kind == "output_submitted":
+        error = f": {_short(d['error'], 80)}" if d.get("error") else ""
+        return f"{d.get('task_id')} {d.get('outcome', 'success')}{error}"
+    if kind in ("gate_passed", "gate_failed"):
+        feedback = f": {_short(d['feedback'], 100)}" if kind == "gate_failed" and d.get("feedback") else ""
+        return f"{d.get('gate')} on {d.get('task_id')}{feedback}"
+    if kind == "command_requested":
+        return f"{d.get('command_id')}: {_short(' '.join(map(str, d.get('argv') or [])), 80)}"
+    if kind == "command_started":
+        return f"{d.get('command_id')} by {d.get('runner')}"
+    if kind == "command_finished":
+        return f"{d.get('command_id')}: exit {d.get('exit_code')} in {d.get('duration_seconds')}s"
+    if kind == "approval_requested":
+        return f"gate {d.get('gate')} of step {d.get('step')} waits for a person"
+    if kind in ("approval_given", "approval_rejected"):
+        comment = f": {_short(d['comment'], 80)}" if d.get("comment") else ""
+        return f"gate {d.get('gate')} by {d.get('by')}{comment}"
+    if kind == "retry_scheduled":
+        return f"{d.get('step')} attempt {d.get('attempt')} in {d.get('delay_seconds')}s"
+    if kind == "task_expired":
+        return f"{d.get('task_id')} after {d.get('after_seconds')}s"
+    if kind in ("step_completed", "step_failed"):
+        reason = f": {_short(d['reason'], 100)}" if d.get("reason") else ""
+        return f"{d.get('step')}{reason}"
+    if kind == "checkpoint_taken":
+        return f"{d.get('checkpoint_id')}" + (f" ({d['label']})" if d.get("label") else "")
+    if kind in ("run_completed", "run_failed", "run_cancelled", "run_resumed"):
+        return _short(d.get("reason") or "")
+    return _short(json.dumps(d, default=str))
+
+
+def event_line(event: Event) -> str:
+    return f"{event.seq:>5} {event.at[11:23]} {event.type:<18} {describe(event)}"
+
+
+def status_line(state: RunState) -> str:
+    """Status, turn and what the run waits for: the part of a run that changes a follower's attention."""
+    parts = [f"status {state.status}", f"turn {state.turn}"]
+    if state.tasks:
+        parts.append("open " + ", ".join(f"{t.task_id} ({t.agent})" for t in state.tasks.values()))
+    if state.approval is not None:
+        parts.append(f"waiting for approval of gate {state.approval.gate} (loopengt approve {state.run_id})")
+    if state.commands:
+        parts.append("running " + ", ".join(state.commands))
+    return "; ".join(parts)
+
+
+def end_line(state: RunState) -> str:
+    if state.status == "completed":
+        return f"run {state.run_id} completed after {state.turn} turns"
+    return f"run {state.run_id} {state.status}: {state.error or 'no reason given'}"
+
+
+class Follower:
+    """Reads a run's new events as they arrive and folds them; `wait()` blocks until something may have changed."""
+
+    def __init__(self, store: Store, run_id: str, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.poll_seconds = poll_seconds
+        self.fold = MetricsFold()
+        self.recent: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        changes = getattr(store, "changes", None)
+        self._changes: Callable[[float], list[str]] | None = changes if callable(changes) else None
+        if self._changes is not None:
+            self._changes(0)  # start listening before the first read, so no change falls in between
+        self._version = store.version(run_id)
+        self.pull()
+
+    @property
+    def state(self) -> RunState:
+        assert self.fold.state is not None
+        return self.fold.state
+
+    def pull(self) -> list[Event]:
+        """Fold the events appended since the last pull."""
+        after = 0 if self.fold.state is None else self.fold.state.seq
+        new = self.store.events(self.run_id, after=after)
+        for event in new:
+            self.fold.add(event)
+            self.recent.append(event)
+        return new
+
+    def wait(self) -> list[Event]:
+        """Sleep until a notification or the poll interval; then the new events, if the log changed."""
+        if self._changes is not None:
+            self._changes(self.poll_seconds)
+        else:
+            time.sleep(self.poll_seconds)
+        version = self.store.version(self.run_id)
+        if version == self._version:
+            return []
+        self._version = version
+        return self.pull()
+
+
+def _elapsed(state: RunState, now: datetime) -> str:
+    end = parse_iso(state.ended_at) if state.ended_at else now
+    seconds = max(0, int((end - parse_iso(state.started_at)).total_seconds()))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def render(follower: Follower, now: datetime) -> Group:
+    """The live panel: header, open work, steps, gates, last events."""
+    state = follower.state
+    style = _STATUS_STYLE.get(state.status, "white")
+    header = Text.assemble(
+        (state.run_id, "bold"),
+        f"  loop {state.loop}  ",
+        (state.status, f"bold {style}"),
+        f"  turn {state.turn}  elapsed {_elapsed(state, now)}  seq {state.seq}",
+    )
+    parts: list[Any] = [header]
+    if state.error:
+        parts.append(Text(f"reason: {state.error}", style="red"))
+    work = Table("open task", "step", "agent", "attempt", "expires", box=None, pad_edge=False)
+    for task in state.tasks.values():
+        work.add_row(task.task_id, task.step, task.agent, str(task.attempt), task.expires_at or "")
+    if state.tasks:
+        parts.append(work)
+    if state.approval is not None:
+        parts.append(
+            Text(
+                f"waiting for a person: gate {state.approval.gate} of step {state.approval.step} "
+                f"(loopengt approve {state.run_id} [--reject --comment ...])",
+                style="yellow",
+            )
+        )
+    for command in state.commands.values():
+        parts.append(Text(f"command {command.command_id}: {' '.join(command.argv)[:100]}", style="cyan"))
+    steps = Table("step", "status", "attempts", box=None, pad_edge=False)
+    for step in state.steps.values():
+        steps.add_row(
+            step.name, Text(step.status, style=_STATUS_STYLE.get(step.status, "")), str(step.attempts)
+        )
+    parts.append(steps)
+    gates = follower.fold.gates
+    if gates:
+        table = Table("gate", "passed", "failed", box=None, pad_edge=False)
+        for stats in gates.values():
+            table.add_row(stats.gate, str(stats.passed), str(stats.failed))
+        parts.append(table)
+    parts.append(Text("last events", style="bold"))
+    parts.extend(Text(event_line(e), overflow="ellipsis", no_wrap=True) for e in follower.recent)
+    return Group(*parts)
+
+
+def follow_plain(follower: Follower, out: TextIO) -> RunState:
+    """Line output: the current state and last events, then one line per new event until the run ends."""
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    state = follower.state
+    say(f"run {state.run_id} (loop {state.loop}): {status_line(state)}")
+    say("steps: " + ", ".join(f"{s.name} {s.status} ({s.attempts})" for s in state.steps.values()))
+    for event in follower.recent:
+        say(event_line(event))
+    last = status_line(state)
+    if not state.ended:
+        say("following; this ends when the run ends (Ctrl-C to stop watching)")
+    while not follower.state.ended:
+        new = follower.wait()
+        for event in new:
+            say(event_line(event))
+        now_line = status_line(follower.state)
+        if new and now_line != last and not follower.state.ended:
+            say("  " + now_line)
+            last = now_line
+    say(end_line(follower.state))
+    return follower.state
+
+
+def follow_live(follower: Follower, console: Console) -> RunState:
+    """The rich Live panel, redrawn on every change and every poll (the elapsed time moves)."""
+    with Live(render(follower, datetime.now(UTC)), console=console, auto_refresh=False) as live:
+        while not follower.state.ended:
+            follower.wait()
+            live.update(render(follower, datetime.now(UTC)), refresh=True)
+    console.print(end_line(follower.state), highlight=False)
+    return follower.state
+
+
+def follow(
+    store: Store,
+    run_id: str,
+    *,
+    console: Console | None = None,
+    out: TextIO | None = None,
+    live: bool | None = None,
+    poll_seconds: float = POLL_SECONDS,
+) -> RunState:
+    """Watch the run until it ends and return its final state. `live=None` chooses by whether stdout is a TTY.
+
+    Raises:
+        NotFound: no such run (or it was deleted while being watched).
+    """
+    console = console or Console(highlight=False)
+    follower = Follower(store, run_id, poll_seconds=poll_seconds)
+    use_live = console.is_terminal and not console.is_dumb_terminal if live is None else live
+    if use_live:
+        return follow_live(follower, console)
+    return follow_plain(follower, out or sys.stdout)
