@@ -79,7 +79,9 @@ def drive(runs: Runs, view: RunView, agent: str, console: Console, *, poll_secon
             task = view.tasks[0]
             _show_task(console, task)
             payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
-            output, error = call_agent(argv, payload, str(runs.cwd))
+            # a fork bound to a git worktree works there (its commands run there too)
+            where = view.workspace.root if view.workspace is not None else str(runs.cwd)
+            output, error = call_agent(argv, payload, where)
             if error is not None:
                 console.print(f"    [red]agent failed[/]: {error.splitlines()[-1][:160]}", highlight=False)
                 answer = runs.step(view.run_id, task.task_id, None, outcome="failure", error=error)
