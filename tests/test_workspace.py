@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_helpers import assert_tool_error, ok, stdio_client
 
 from loopengt_core import workspace
 from loopengt_core.errors import InvalidArgument
@@ -452,3 +453,89 @@ def test_a_missing_work_tree_is_reported_not_crashed(repo: Path, tmp_path: Path)
     assert "does not exist" in view.next_action
     with pytest.raises(WorkspaceError, match="does not exist"):
         runs.step(fork.run_id, "one#1", {})
+
+
+def test_a_missing_git_program_is_a_clear_error_for_git_and_ignored_by_auto(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-git-here"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    runs = make_runs(tmp_path, repo)
+    with pytest.raises(workspace.GitMissing, match=r"the `git` program is not on PATH: install git, or set"):
+        runs.start_run(spec={**SPEC, "workspace": "git"})
+    assert runs.start_run(spec=SPEC).workspace is None
+
+
+# --- headless and MCP -----------------------------------------------------------------------------
+
+AGENT = """
+import json, pathlib, sys
+task = json.load(sys.stdin)
+pathlib.Path(f"{task['step']}.txt").write_text(f"{task['task_id']} in " + str(pathlib.Path.cwd()) + "\\n")
+print(json.dumps({"kind": "docs"} if task["step"] == "triage" else {"done": True}))
+"""
+
+
+def test_headless_run_of_a_fork_works_in_its_worktree(repo: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    runs = make_runs(tmp_path, repo)
+    run_id = runs.start_run(spec=ROUTED).run_id
+    runs.checkpoint(run_id)
+    worktree = tmp_path / "headless-fork"
+    fork = runs.resume(run_id, "cp-1", worktree=str(worktree))
+    (tmp_path / "agent.py").write_text(AGENT)
+    done = subprocess.run(
+        [
+            str(Path(PY).parent / "loopengt"),
+            "run",
+            "--resume",
+            fork.run_id,
+            "--store",
+            str(store),
+            "--agent",
+            f"{PY} {tmp_path / 'agent.py'}",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (worktree / "triage.txt").read_text() == f"triage#1 in {worktree}\n"
+    assert (worktree / "docs.txt").exists()
+    assert not (repo / "triage.txt").exists()
+    assert not (repo / "docs.txt").exists()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_mcp_resume_takes_accept_drift_and_worktree(repo: Path, tmp_path: Path) -> None:
+    async with stdio_client(tmp_path / "store", repo, "legacy") as client:
+        view = ok(await client.call_tool("start_run", {"spec": SPEC}))
+        run_id = view["run_id"]
+        assert view["workspace"]["root"] == str(repo)
+        (repo / "README.md").write_text("changed outside\n")
+        drifted = ok(await client.call_tool("get_run", {"run_id": run_id}))
+        assert drifted["workspace"]["drift"] is True
+        assert drifted["workspace"]["changed"] == ["README.md"]
+        assert "README.md" in drifted["next_action"]
+        refused = await client.call_tool("resume", {"run_id": run_id})
+        assert_tool_error(refused, "README.md", "accept_drift=true")
+        accepted = ok(await client.call_tool("resume", {"run_id": run_id, "accept_drift": True}))
+        assert accepted["workspace"]["drift"] is False
+        point = ok(await client.call_tool("checkpoint", {"run_id": run_id}))
+        assert point["commit"]
+        worktree = tmp_path / "mcp-fork"
+        fork = ok(
+            await client.call_tool(
+                "resume",
+                {"run_id": run_id, "checkpoint_id": point["checkpoint_id"], "worktree": str(worktree)},
+            )
+        )
+        assert fork["workspace"]["root"] == str(worktree)
+        assert (worktree / "README.md").read_text() == "changed outside\n"
+        again = await client.call_tool(
+            "resume", {"run_id": run_id, "checkpoint_id": point["checkpoint_id"], "worktree": str(worktree)}
+        )
+        assert_tool_error(again, "already exists")
