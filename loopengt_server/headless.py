@@ -17,7 +17,8 @@ from rich.console import Console
 
 from loopengt_core.errors import InvalidArgument
 from loopengt_core.runs import Runs
-from loopengt_core.view import RunView, StepAnswer, TaskView
+from loopengt_core.state import TaskView
+from loopengt_core.view import RunView, StepAnswer
 
 ERROR_TAIL_CHARS = 2000
 ACTIVE = ("running", "waiting_approval", "paused")
