@@ -51,14 +51,20 @@ def check_run(store: Store, run_id: str) -> RunCheck:
             snap = RunState.model_validate(loaded.snapshot).model_dump(mode="json")
             if states.get(loaded.snapshot_seq) != snap:
                 key = _first_difference(states.get(loaded.snapshot_seq, {}), snap)
-                result.problems.append(f"snapshot at seq {loaded.snapshot_seq} differs from the log (field {key})")
-        cold = project_run(loaded.events, RunState.model_validate(loaded.snapshot) if loaded.snapshot else None)
+                result.problems.append(
+                    f"snapshot at seq {loaded.snapshot_seq} differs from the log (field {key})"
+                )
+        cold = project_run(
+            loaded.events, RunState.model_validate(loaded.snapshot) if loaded.snapshot else None
+        )
         if cold.model_dump(mode="json") != state.model_dump(mode="json"):
             key = _first_difference(cold.model_dump(mode="json"), state.model_dump(mode="json"))
             result.problems.append(f"loading through the snapshot differs from folding the log (field {key})")
         for point in store.list_checkpoints(run_id):
             if states.get(point.seq) != RunState.model_validate(point.state).model_dump(mode="json"):
-                result.problems.append(f"checkpoint {point.checkpoint_id} (seq {point.seq}) differs from the log")
+                result.problems.append(
+                    f"checkpoint {point.checkpoint_id} (seq {point.seq}) differs from the log"
+                )
     except LoopengtError as exc:
         result.problems.append(exc.message)
     return result

@@ -135,7 +135,9 @@ def check_output(spec: LoopSpec, step: Step, output: Any) -> GateResult | None:
     target = output.get("handoff_to") if spec.pattern == "handoff" and isinstance(output, dict) else None
     if target is not None and target not in names:
         return GateResult(
-            name="handoff_to", passed=False, feedback=f"handoff_to {target!r} is not a step ({', '.join(names)})"
+            name="handoff_to",
+            passed=False,
+            feedback=f"handoff_to {target!r} is not a step ({', '.join(names)})",
         )
     if spec.pattern == "custom" and step.routes is not None:
         value = output.get(step.routes.field) if isinstance(output, dict) else None
