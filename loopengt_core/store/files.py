@@ -238,6 +238,14 @@ class _RunCache:
             self.keys = sorted(keep)
             self.points = {k: self.points[k] for k in self.keys}
 
+    def unchanged(self, st: os.stat_result) -> bool:
+        """Whether the file is still exactly what we saw: same size, and no torn tail in it then.
+
+        A torn tail may be truncated by another process's append and replaced by a complete batch of the
+        same length, which leaves inode and size as they were; so with a torn tail the size proves nothing.
+        """
+        return st.st_size == self.size == self.clean
+
     def best_point(self, seq: int) -> tuple[int, int]:
         """The known (seq, offset) closest to but not after `seq`."""
         best = self.keys[bisect.bisect_right(self.keys, seq) - 1]
@@ -560,10 +568,10 @@ class FileStore:
             end, seq = start, prev
 
     def _state(self, run_id: str, fd: int) -> tuple[os.stat_result, int, int]:
-        """(stat, clean end, last seq) of an open log, from the cache when the size is unchanged."""
+        """(stat, clean end, last seq) of an open log, from the cache when the file is unchanged."""
         st = os.fstat(fd)
         cache = self._cache(run_id, st)
-        if cache is not None and cache.size == st.st_size:
+        if cache is not None and cache.unchanged(st):
             return st, cache.clean, cache.last_seq
         clean, last = self._tail(run_id, fd, st.st_size, cache)
         self._remember(run_id, st, clean=clean, last_seq=last)
@@ -780,7 +788,7 @@ class FileStore:
         try:
             st = os.fstat(fd)
             cache = self._cache(run_id, st)
-            if cache is not None and cache.size == st.st_size and after >= cache.last_seq:
+            if cache is not None and cache.unchanged(st) and after >= cache.last_seq:
                 return []
             prev_seq, start = self._start_for(run_id, fd, st, after)
             scan = self._scan(run_id, fd, start, prev_seq, st.st_size, after=after, limit=limit)
