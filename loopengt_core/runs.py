@@ -316,7 +316,13 @@ class Runs:
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         self._known(run_id)
         return [
-            CheckpointInfo(checkpoint_id=c.checkpoint_id, seq=c.seq, label=c.label, created_at=c.created_at)
+            CheckpointInfo(
+                checkpoint_id=c.checkpoint_id,
+                seq=c.seq,
+                label=c.label,
+                created_at=c.created_at,
+                commit=(c.state.get("workspace") or {}).get("commit"),
+            )
             for c in self.store.list_checkpoints(run_id)
         ]
 
@@ -604,17 +610,9 @@ class Runs:
         return self._snapshot(self.cwd)
 
     def _snapshot(self, root: str | Path) -> WorkspaceState:
-        return git.snapshot(root, exclude=self._store_inside(root))
-
-    def _store_inside(self, root: str | Path) -> tuple[str, ...]:
-        """The file store's directory when it lies in the work tree: its files are not the run's code."""
+        # the file store's directory, when it lies in the work tree, is not the run's code
         where = getattr(self.store, "root", None)
-        if not isinstance(where, Path):
-            return ()
-        try:
-            return (where.resolve().relative_to(Path(root).resolve()).as_posix(),)
-        except ValueError:
-            return ()
+        return git.snapshot(root, exclude=(where.resolve(),) if isinstance(where, Path) else ())
 
     def _root(self, run_id: str) -> str | None:
         """The run's working directory when it records its files (never changes during a run)."""

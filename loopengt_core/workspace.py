@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,23 +177,33 @@ def prefix(root: str | Path) -> str:
     return _git(root, "rev-parse", "--show-prefix").stdout.decode().strip()
 
 
-def snapshot(root: str | Path, *, exclude: tuple[str, ...] | list[str] = ()) -> WorkspaceState:
-    """The tree of every tracked and untracked-but-not-ignored file under the work tree of `root`.
+def snapshot(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> WorkspaceState:
+    """The tree of every tracked and untracked-but-not-ignored file of the work tree `root` is in.
 
-    `exclude`: paths relative to `root` left out (the run store when it lives in the work tree).
+    The whole work tree, also when `root` is a subdirectory of it. `exclude`: directories or files
+    (absolute, or relative to `root`) left out when they lie in the work tree, such as the run store.
     """
-    done = _git(root, "rev-parse", "--git-path", "index", "--verify", "-q", "HEAD", check=False)
+    done = _git(
+        root, "rev-parse", "--show-toplevel", "--git-path", "index", "--verify", "-q", "HEAD", check=False
+    )
     lines = done.stdout.decode().splitlines()
-    if done.returncode not in (0, 1) or not lines:
+    if done.returncode not in (0, 1) or len(lines) < 2:
         raise _failure(root, ("rev-parse",), done.stderr)
-    index = Path(root) / lines[0]  # relative to root unless absolute
-    head = lines[1].strip() if done.returncode == 0 and len(lines) > 1 else None
+    top, index = Path(lines[0]), Path(root) / lines[1]  # the index path is relative to root
+    head = lines[2].strip() if done.returncode == 0 and len(lines) > 2 else None
+    pathspec = [":/"]
+    for path in exclude:
+        try:
+            inside = (Path(root) / path).resolve().relative_to(top.resolve()).as_posix()
+        except ValueError:
+            continue  # not in the work tree: nothing to leave out
+        if inside != ".":
+            pathspec.append(f":(top,exclude,literal){inside}")
     with tempfile.TemporaryDirectory(prefix="loopengt-index-") as scratch:
         copy = Path(scratch) / "index"
         if index.exists():
             shutil.copy2(index, copy)  # copy2 keeps the mtime, which git's racy-clean check relies on
         env = {"GIT_INDEX_FILE": str(copy)}
-        pathspec = [".", *(f":(exclude,literal){p}" for p in exclude)]
         _git(root, "add", "-A", "--", *pathspec, env=env)
         tree = _git(root, "write-tree", env=env).stdout.decode().strip()
     return WorkspaceState(root=str(root), head=head, tree=tree)

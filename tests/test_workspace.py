@@ -296,6 +296,7 @@ def test_a_checkpoint_restored_into_a_worktree_has_the_same_files_byte_for_byte(
     expected = disk_files(repo)
     info = runs.checkpoint(run_id, "after one")
     assert info.commit is not None
+    assert [c.commit for c in runs.list_checkpoints(run_id)] == [info.commit]
     assert git(repo, "rev-parse", f"refs/loopengt/{run_id}/cp-1").strip() == info.commit
     assert git(repo, "rev-parse", f"{info.commit}^").strip() == git(repo, "rev-parse", "HEAD").strip()
 
@@ -539,3 +540,25 @@ async def test_mcp_resume_takes_accept_drift_and_worktree(repo: Path, tmp_path: 
             "resume", {"run_id": run_id, "checkpoint_id": point["checkpoint_id"], "worktree": str(worktree)}
         )
         assert_tool_error(again, "already exists")
+
+
+def test_a_run_in_a_subdirectory_records_the_whole_work_tree(repo: Path, tmp_path: Path) -> None:
+    sub = repo / "src"
+    runs = make_runs(tmp_path, sub, store=repo / ".loopengt")  # the store: in the work tree, not in sub
+    run_id = runs.start_run(spec=ROUTED).run_id
+    runs.checkpoint(run_id)
+    (repo / "README.md").write_text("edited outside the run's directory\n")
+    drifted = runs.get_run(run_id).workspace
+    assert drifted is not None
+    assert drifted.changed == ["README.md"]  # and nothing of the store
+    runs.step(run_id, "triage#1", {"kind": "bug"})
+    recorded = events_of(runs, run_id, "output_submitted")[-1]["workspace"]
+    assert tree_files(repo, recorded["tree"], tmp_path / "whole") == disk_files(repo)
+
+    worktree = tmp_path / "sub-fork"
+    fork = runs.resume(run_id, "cp-1", worktree=str(worktree))
+    assert fork.workspace is not None
+    assert fork.workspace.root == str(worktree / "src")
+    done = runs.step(fork.run_id, "triage#1", {"kind": "docs"})
+    assert done.status == "completed"
+    assert (worktree / "src" / "docs.txt").exists()  # the command ran in the fork's src/
