@@ -19,10 +19,16 @@ LINE = (b'{"seq":0,"type":"bench","data":{"pad":"' + b"x" * 300)[:297] + b'"}\n'
 
 
 def loop_spec(turns: int) -> dict[str, Any]:
-    """A custom loop whose one agent step routes back to itself while the output says "again"."""
+    """A custom loop whose one agent step routes back to itself while the output says "again".
+
+    `workspace: none`: the benchmarks time the durable step itself, not a git snapshot of whatever
+    directory they run in (the repository, with other people's files changing); bench/git_workspace.py
+    times the workspace recording by overriding this key.
+    """
     return {
         "name": "bench",
         "pattern": "custom",
+        "workspace": "none",
         "agents": [{"name": "worker"}],
         "steps": [
             {

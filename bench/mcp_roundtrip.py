@@ -13,6 +13,7 @@ same disk) as the other two rows, so background load hits all four alike.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -92,7 +93,7 @@ async def _fsync_once(floor: FsyncFloor) -> int:
     return floor.once()
 
 
-async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path) -> None:
+async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path) -> dict[str, Any]:
     store = directory / "mcp-store"
     env = {"LOOPENGT_LOG_LEVEL": "WARNING"}
     loop_params = StdioServerParameters(
@@ -130,7 +131,7 @@ async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path)
                 for _ in range(count):
                     samples[name].append(await once())
     floor.close()
-    report(samples, blocks, calls=calls, mode=mode, protocol=protocol, started=started)
+    return report(samples, blocks, calls=calls, mode=mode, protocol=protocol, started=started)
 
 
 def report(
@@ -141,7 +142,7 @@ def report(
     mode: str,
     protocol: Any,
     started: float,
-) -> None:
+) -> dict[str, Any]:
     labels = {
         "step": "loopengt step over MCP",
         "noop": "no-op tool over MCP",
@@ -173,6 +174,28 @@ def report(
         f"  split of the median step: transport (no-op) {ms(noop):.3f} ms + Runs.step {ms(core):.3f} ms "
         f"+ the rest (tool layer, notifications) {ms(step - noop - core):.3f} ms (medians do not add exactly)"
     )
+    return {
+        "mode": mode,
+        "protocol": str(protocol),
+        "calls": calls,
+        "started_s": started,
+        "rows": {
+            name: {
+                "label": label,
+                "median_ms": ms(median(samples[name])),
+                "p99_ms": ms(pct(samples[name], 99)),
+                "max_ms": ms(max(samples[name])),
+                "growth": drift(samples[name]),
+            }
+            for name, label in labels.items()
+        },
+        "ratio": ratio,
+        "ratio_goal": 1.5,
+        "ratio_met": ratio <= 1.5,
+        "ratio_paired": paired,
+        "ratio_p99": p99,
+        "split_ms": {"transport": ms(noop), "service": ms(core), "rest": ms(step - noop - core)},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block", type=int, default=50, help="interleave the four kinds in blocks of this")
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="auto = 2026-07-28")
     parser.add_argument("--store", help="directory for the stores (kept); default a temp dir here")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     quiet_logs()
     began = time.monotonic()
@@ -190,7 +214,10 @@ def main(argv: list[str] | None = None) -> None:
             f"loopengt step over MCP stdio vs no-op round trip + append+fsync; store {directory} "
             f"(load avg {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, python {sys.version.split()[0]})"
         )
-        anyio.run(bench, args.calls, args.warmup, args.block, args.mode, directory)
+        out = anyio.run(bench, args.calls, args.warmup, args.block, args.mode, directory)
+    out["elapsed_s"] = time.monotonic() - began
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\ntotal {time.monotonic() - began:.1f} s")
 
 

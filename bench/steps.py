@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import sys
@@ -120,8 +121,47 @@ def measure(n: int, directory: Path, snapshot_every: int | None, block: int) -> 
     return result
 
 
-def report(r: Result) -> None:
+def figures(r: Result) -> dict[str, Any]:
+    """Every printed figure of one N, for --json (times in ms)."""
     t = r.trace
+    plain = [c for c, s in zip(t.core, t.snap, strict=True) if not s]
+    snaps = [c for c, s in zip(t.core, t.snap, strict=True) if s]
+
+    def row(values: list[int]) -> dict[str, float]:
+        return {
+            "per_s": len(values) / (sum(values) / 1e9),
+            "median_ms": ms(median(values)),
+            "p99_ms": ms(pct(values, 99)),
+            "max_ms": ms(max(values)),
+            "growth": drift(values),
+        }
+
+    return {
+        "n": r.n,
+        "events": r.events,
+        "log_bytes": r.log_bytes,
+        "snapshot_bytes": r.snapshot_bytes,
+        "snapshot_every": r.snapshot_every,
+        "snapshots_written": sum(t.snap),
+        "loopengt": row(t.core),
+        "fsync": row(t.bare),
+        "ratio_median": median(t.core) / median(t.bare),
+        "ratio_paired": median([median(t.core[a:b]) / median(t.bare[a:b]) for a, b in t.blocks]),
+        "ratio_p99": pct(t.core, 99) / pct(t.bare, 99),
+        "ratio_mean": (sum(t.core) / len(t.core)) / (sum(t.bare) / len(t.bare)),
+        "cpu_median_ms": ms(median(t.cpu)),
+        "cpu_p99_ms": ms(pct(t.cpu, 99)),
+        "cpu_growth": drift(t.cpu),
+        "snapshot_step_median_ms": ms(median(snaps)) if snaps else None,
+        "plain_step_median_ms": ms(median(plain)),
+        "growth_goal": 1.2,
+        "growth_met": drift(t.core) <= 1.2,
+    }
+
+
+def report(r: Result) -> dict[str, Any]:
+    t = r.trace
+    f = figures(r)
     per_step = r.events / r.n
     print(
         f"\nN = {r.n:,} steps: {r.events:,} events ({per_step:.1f} a step), log {r.log_bytes / 1e6:.2f} MB "
@@ -129,39 +169,36 @@ def report(r: Result) -> None:
     )
     print(
         f"  snapshot interval: every {r.snapshot_every} events = one snapshot per "
-        f"~{r.snapshot_every / per_step:.0f} steps ({sum(t.snap)} snapshots written)"
+        f"~{r.snapshot_every / per_step:.0f} steps ({f['snapshots_written']} snapshots written)"
     )
     print(f"  {'':22}{'steps/s':>9}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}{'last/first 10%':>16}")
-    for label, values in (("loopengt Runs.step", t.core), ("bare append+fsync", t.bare)):
-        rate = len(values) / (sum(values) / 1e9)
+    for label, key in (("loopengt Runs.step", "loopengt"), ("bare append+fsync", "fsync")):
+        v = f[key]
         print(
-            f"  {label:22}{rate:9,.0f}{ms(median(values)):11.3f}{ms(pct(values, 99)):9.3f}"
-            f"{ms(max(values)):9.2f}{drift(values):16.2f}"
+            f"  {label:22}{v['per_s']:9,.0f}{v['median_ms']:11.3f}{v['p99_ms']:9.3f}"
+            f"{v['max_ms']:9.2f}{v['growth']:16.2f}"
         )
-    paired = median([median(t.core[a:b]) / median(t.bare[a:b]) for a, b in t.blocks])
-    mean_ratio = (sum(t.core) / len(t.core)) / (sum(t.bare) / len(t.bare))
     print(
-        f"  ratio loopengt/fsync: median {median(t.core) / median(t.bare):.2f}x, "
-        f"paired by block {paired:.2f}x, p99 {pct(t.core, 99) / pct(t.bare, 99):.2f}x, "
-        f"mean (= inverse steps/s ratio) {mean_ratio:.2f}x"
+        f"  ratio loopengt/fsync: median {f['ratio_median']:.2f}x, "
+        f"paired by block {f['ratio_paired']:.2f}x, p99 {f['ratio_p99']:.2f}x, "
+        f"mean (= inverse steps/s ratio) {f['ratio_mean']:.2f}x"
     )
     print(
-        f"  loopengt CPU per step (thread time, no disk wait): median {ms(median(t.cpu)):.3f} ms, "
-        f"p99 {ms(pct(t.cpu, 99)):.3f} ms"
+        f"  loopengt CPU per step (thread time, no disk wait): median {f['cpu_median_ms']:.3f} ms, "
+        f"p99 {f['cpu_p99_ms']:.3f} ms"
     )
-    plain = [c for c, s in zip(t.core, t.snap, strict=True) if not s]
-    snaps = [c for c, s in zip(t.core, t.snap, strict=True) if s]
-    if snaps:
+    if f["snapshot_step_median_ms"] is not None:
         print(
-            f"  steps that also wrote a snapshot: median {ms(median(snaps)):.3f} ms "
-            f"vs {ms(median(plain)):.3f} ms for the others ({len(snaps)} of {r.n})"
+            f"  steps that also wrote a snapshot: median {f['snapshot_step_median_ms']:.3f} ms "
+            f"vs {f['plain_step_median_ms']:.3f} ms for the others ({f['snapshots_written']} of {r.n})"
         )
-    growth, disk = drift(t.core), drift(t.bare)
-    verdict = "ok" if growth <= 1.2 else "over the goal"
+    growth, disk = f["loopengt"]["growth"], f["fsync"]["growth"]
+    verdict = "ok" if f["growth_met"] else "over the goal"
     print(
         f"  growth, median last 10% / first 10%: loopengt {growth:.2f} (goal <= 1.2: {verdict}); "
         f"the disk's own (bare loop) {disk:.2f}; loopengt CPU {drift(t.cpu):.2f}"
     )
+    return f
 
 
 def profile(n: int, directory: Path, snapshot_every: int | None, top: int = 25) -> None:
@@ -191,7 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         "--budget", type=float, default=110.0, help="skip an N projected to end past this many s (0: never)"
     )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="then profile an N-step run")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    out: dict[str, Any] = {"sizes": {}, "skipped": {}}
     quiet_logs()
     began = time.monotonic()
     with bench_dir(args.store, ".bench-steps-") as directory:
@@ -205,17 +244,23 @@ def main(argv: list[str] | None = None) -> None:
                 projected = n * per_step_s * 1.2
                 spent = time.monotonic() - began
                 if spent + projected > args.budget:
-                    print(
-                        f"\nN = {n:,} skipped: projected ~{projected:.0f} s would pass the --budget of "
+                    why = (
+                        f"projected ~{projected:.0f} s would pass the --budget of "
                         f"{args.budget:.0f} s ({spent:.0f} s spent); run it with --steps {n} --budget 0"
                     )
+                    print(f"\nN = {n:,} skipped: {why}")
+                    out["skipped"][str(n)] = why
                     continue
             t0 = time.monotonic()
             result = measure(n, directory, args.snapshot_every, args.block)
             per_step_s = (time.monotonic() - t0) / (n + WARMUP)
-            report(result)
+            out["sizes"][str(n)] = report(result)
         if args.profile:
             profile(args.profile, directory, args.snapshot_every)
+    out["elapsed_s"] = time.monotonic() - began
+    out["load_avg"] = os.getloadavg()
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\ntotal {time.monotonic() - began:.1f} s")
 
 

@@ -1,0 +1,504 @@
+"""Run every benchmark and write bench/RESULTS.md: each figure and ratio, goals met or missed, the machine.
+
+Runs, as subprocesses, each writing its figures as JSON (bench/out/, not committed) beside its printed log:
+compare_langgraph.py (N = 100, 200, 1,000, 10,000), steps.py (N = 2,000) and mcp_roundtrip.py (both
+protocol eras); then, if a goal is missed, a cProfile of loopengt's step (2 KB outputs) and of a cold load.
+Sizes are chosen so the whole thing takes ~3-9 minutes on the 2-core development VM, even with the disk
+in its slow mode.
+
+    python bench/run_all.py                    # writes bench/RESULTS.md
+    python bench/run_all.py --out /tmp/R.md    # somewhere else
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from _common import FsyncFloor, median, pct
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+PACKAGES = ("loopengt", "mcp", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "pydantic")
+
+PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, timeout s
+    ("compare", ["compare_langgraph.py", "--sizes", "100", "200", "1000", "10000", "--budget", "60"], 900),
+    ("steps", ["steps.py", "--steps", "2000", "--budget", "0"], 600),
+    ("mcp", ["mcp_roundtrip.py", "--calls", "500"], 300),
+    ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "200", "--mode", "legacy"], 300),
+]
+PROFILE_STEPS = 3000
+LABELS = {"loopengt": "loopengt", "langgraph": "LangGraph"}
+QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this script, not figures to keep
+    ("compare", ["compare_langgraph.py", "--sizes", "100", "200", "--budget", "5"], 300),
+    ("steps", ["steps.py", "--steps", "300"], 120),
+    ("mcp", ["mcp_roundtrip.py", "--calls", "60"], 120),
+    ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "60", "--mode", "legacy"], 120),
+]
+
+
+def _run(name: str, argv: list[str], timeout: float) -> dict[str, Any]:
+    """One benchmark in its own interpreter; its stdout goes to bench/out/NAME.log, its figures to NAME.json."""
+    js, log = OUT / f"{name}.json", OUT / f"{name}.log"
+    js.unlink(missing_ok=True)
+    cmd = [sys.executable, str(HERE / argv[0]), *argv[1:], "--json", str(js)]
+    print(f"[{time.strftime('%H:%M:%S')}] {' '.join(['python', f'bench/{argv[0]}', *argv[1:]])}", flush=True)
+    t0 = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run(
+            cmd, check=False, timeout=timeout, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    took = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}); see {log}:\n{log.read_text()[-3000:]}")
+    print(f"    done in {took:.0f} s (log {log.relative_to(ROOT)})", flush=True)
+    data: dict[str, Any] = json.loads(js.read_text())
+    data["_command"] = " ".join(["python", f"bench/{argv[0]}", *argv[1:]])
+    data["_took_s"] = took
+    return data
+
+
+def _fsync_median(samples: int = 500) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix=".bench-fsync-", dir=ROOT) as tmp:
+        floor = FsyncFloor(Path(tmp))
+        try:
+            values = [floor.once() for _ in range(samples)]
+        finally:
+            floor.close()
+    return {"median_ms": median(values) / 1e6, "p99_ms": pct(values, 99) / 1e6, "samples": samples}
+
+
+def _first_line(path: str, key: str) -> str:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def machine() -> dict[str, Any]:
+    df = subprocess.run(
+        ["df", "-PTh", str(HERE)], check=False, capture_output=True, text=True
+    ).stdout.splitlines()
+    fields = df[-1].split() if len(df) > 1 else []
+    disk: dict[str, Any] = {"df": df[-1] if fields else "?"}
+    if fields:
+        disk.update(
+            device=fields[0], type=fields[1], size=fields[2], used=fields[3], avail=fields[4], mount=fields[6]
+        )
+        dev = Path(fields[0]).name.rstrip("0123456789") if fields[0].startswith("/dev/") else ""
+        rot = Path(f"/sys/block/{dev}/queue/rotational")
+        disk["rotational"] = rot.read_text().strip() if dev and rot.exists() else "?"
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True, cwd=ROOT
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "loopengt_core", "loopengt_server"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _first_line("/proc/cpuinfo", "model name"),
+        "memory": _first_line("/proc/meminfo", "MemTotal"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+        "disk": disk,
+        "commit": git.stdout.strip() or "?",
+        "engine_uncommitted": [line[3:] for line in dirty.stdout.splitlines()],
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# ------------------------------------------------------------------------------------------ RESULTS.md
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _verdict(met: bool | None) -> str:
+    return "n/a" if met is None else ("**met**" if met else "**missed**")
+
+
+def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(goal, value, target, verdict, where) for every goal the benchmarks check."""
+    rows = [
+        (g["goal"], _f(g["value"], 3), g["target"], _verdict(g["met"]), g["note"])
+        for g in res["compare"]["goals"]
+    ]
+    for n, f in res["steps"]["sizes"].items():
+        rows.append(
+            (
+                f"steps.py: loopengt step time, last 10% / first 10% of a {int(n):,}-step run (~0.9 kB steps)",
+                _f(f["loopengt"]["growth"], 3),
+                "<= 1.2",
+                _verdict(f["growth_met"]),
+                f"CPU time's {f['cpu_growth']:.2f}; the bare fsync loop's {f['fsync']['growth']:.2f}",
+            )
+        )
+    for key in ("mcp", "mcp_legacy"):
+        m = res[key]
+        rows.append(
+            (
+                f"mcp_roundtrip.py ({m['mode']}, protocol {m['protocol']}): step over MCP / (no-op + fsync), medians",
+                _f(m["ratio"], 3),
+                "<= 1.5",
+                _verdict(m["ratio_met"]),
+                f"paired by block {m['ratio_paired']:.2f}; p99s {m['ratio_p99']:.2f}",
+            )
+        )
+    return rows
+
+
+def _table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(head) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    return [
+        "| " + " | ".join(head) + " |",
+        "| " + " | ".join(marks) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def compare_section(c: dict[str, Any]) -> list[str]:
+    lines = [
+        "## loopengt vs LangGraph: one step x N, 2 KB added each step, durable every step",
+        "",
+        f"`{c['_command']}` ({c['_took_s']:.0f} s). Each system in its own fresh process after a 20-step "
+        f"warm-up; the two take turns in blocks of {c['block']} steps, with 10 bare append+fsync calls after each "
+        "round (fsync ms: their median, the disk's mode during the runs). Cold load: median (and min) of "
+        f"{c['cold_repeats']} fresh processes, interleaved across sizes and systems, timing only `get_run` / "
+        "`graph.get_state` (imports and opening excluded, OS page cache warm). CPU ms: process CPU time per "
+        "step (LangGraph's includes its background writer thread). Disk: apparent bytes of the sqlite file / "
+        "the store directory after closing. RSS +run: peak RSS minus RSS before the run. The loopengt spec says "
+        "`workspace: none` (no git snapshot per step). A run stops after "
+        f"{c['budget_s']:.0f} s of its own steps or at {c['max_bytes'] / 1e9:.0f} GB on disk.",
+        "",
+    ]
+    head = [
+        "N",
+        "system",
+        "steps run",
+        "median ms",
+        "mean ms",
+        "p99 ms",
+        "first 10% ms",
+        "last 10% ms",
+        "last/first",
+        "CPU ms",
+        "disk MB",
+        "peak RSS MB",
+        "RSS +run MB",
+        "cold load ms (min)",
+        "fsync ms",
+    ]
+    rows = []
+    for n, pair in c["sizes"].items():
+        for system, label in (("loopengt", "loopengt"), ("langgraph", "LangGraph")):
+            s = pair[system]
+            rows.append(
+                [
+                    f"{int(n):,}",
+                    label,
+                    f"{s['steps']:,}" + (" (stopped)" if s["stopped"] else ""),
+                    _f(s["median_ms"], 3),
+                    _f(s["mean_ms"], 3),
+                    _f(s["p99_ms"], 2),
+                    _f(s["first10_ms"], 3),
+                    _f(s["last10_ms"], 3),
+                    _f(s["growth"]),
+                    _f(s["cpu_median_ms"], 3),
+                    _f(s["bytes"] / 1e6),
+                    _f(s["rss_peak_mb"], 1),
+                    _f(s["rss_delta_mb"], 1),
+                    f"{s['cold_load_ms']:.2f} ({min(s['cold_loads_ms']):.2f})",
+                    _f(pair["fsync"]["median_ms"], 3),
+                ]
+            )
+    lines += _table(head, rows, "rl" + "r" * (len(head) - 2))
+    lines += [
+        "",
+        "Ratios, loopengt / LangGraph (below 1: loopengt smaller or faster), and the speed-up (LangGraph's "
+        "time / loopengt's; paired: median over rounds of LangGraph's block median / loopengt's):",
+        "",
+    ]
+    head = [
+        "N",
+        "step median",
+        "speed-up (median)",
+        "speed-up (paired)",
+        "step mean",
+        "speed-up (mean)",
+        "disk",
+        "peak RSS",
+        "RSS +run",
+        "cold load",
+        "note",
+    ]
+    rows = []
+    for n, pair in c["sizes"].items():
+        r = pair["ratios"]
+        notes = [f"speed over the first {r['same_steps']:,} steps of both" if r["langgraph_capped"] else ""]
+        notes += [f"{LABELS[s]} {pair[s]['stopped']}" for s in LABELS if pair[s]["stopped"]]
+        rows.append(
+            [
+                f"{int(n):,}",
+                _f(r["step_median"], 3),
+                f"{r['speedup_median']:.2f}x",
+                "n/a"
+                if r["speedup_paired"] is None
+                else f"{r['speedup_paired']:.2f}x ({r['blocks_paired']} rounds)",
+                _f(r["step_mean"], 3),
+                f"{r['speedup_mean']:.2f}x",
+                f"{r['storage']:.4f} (1/{1 / r['storage']:.0f})",
+                _f(r["rss_peak"]),
+                _f(r["rss_delta"]),
+                _f(r["cold_load"]),
+                "; ".join(x for x in notes if x),
+            ]
+        )
+    lines += _table(head, rows, "r" * (len(head) - 1) + "l")
+    sq = next(iter(c["sizes"].values()))["langgraph"]["sqlite"]
+    lines += [
+        "",
+        f"LangGraph's sqlite connection: journal_mode={sq['journal_mode']}, synchronous={sq['synchronous']} "
+        "(2 = FULL: every commit fdatasyncs the WAL). A LangGraph step is two commits: the node's writes (from a "
+        'background thread) and the checkpoint, which `durability="sync"` waits for before the next step.',
+        "",
+    ]
+    return lines
+
+
+def steps_section(s: dict[str, Any]) -> list[str]:
+    lines = [
+        "## steps.py: loopengt `Runs.step` vs a bare append+fsync (~0.9 kB steps)",
+        "",
+        f"`{s['_command']}` ({s['_took_s']:.0f} s); interleaved in blocks of 50.",
+        "",
+    ]
+    head = [
+        "N",
+        "loopengt steps/s",
+        "median ms",
+        "p99 ms",
+        "fsync/s",
+        "fsync median ms",
+        "ratio median",
+        "paired by block",
+        "p99 ratio",
+        "mean ratio",
+        "CPU ms/step",
+        "last/first (CPU)",
+        "snapshot step ms",
+        "log MB",
+        "snapshot kB",
+    ]
+    rows = []
+    for n, f in s["sizes"].items():
+        rows.append(
+            [
+                f"{int(n):,}",
+                _f(f["loopengt"]["per_s"], 0),
+                _f(f["loopengt"]["median_ms"], 3),
+                _f(f["loopengt"]["p99_ms"], 3),
+                _f(f["fsync"]["per_s"], 0),
+                _f(f["fsync"]["median_ms"], 3),
+                _f(f["ratio_median"]),
+                _f(f["ratio_paired"]),
+                _f(f["ratio_p99"]),
+                _f(f["ratio_mean"]),
+                _f(f["cpu_median_ms"], 3),
+                f"{f['loopengt']['growth']:.2f} ({f['cpu_growth']:.2f})",
+                _f(f["snapshot_step_median_ms"], 3),
+                _f(f["log_bytes"] / 1e6),
+                _f(f["snapshot_bytes"] / 1e3, 1),
+            ]
+        )
+    lines += _table(head, rows)
+    for n, why in s.get("skipped", {}).items():
+        lines.append(f"\nN = {int(n):,} skipped: {why}")
+    return [*lines, ""]
+
+
+def mcp_section(ms: list[dict[str, Any]]) -> list[str]:
+    lines = ["## mcp_roundtrip.py: a durable `step` over MCP stdio", ""]
+    for m in ms:
+        lines += [
+            f"`{m['_command']}` ({m['_took_s']:.0f} s): protocol {m['protocol']}, {m['calls']} calls of each kind "
+            f"after warm-up; server start + connect {m['started_s']:.2f} s.",
+            "",
+        ]
+        rows = [
+            [r["label"], _f(r["median_ms"], 3), _f(r["p99_ms"], 3), _f(r["max_ms"]), _f(r["growth"])]
+            for r in m["rows"].values()
+        ]
+        lines += _table(["call", "median ms", "p99 ms", "max ms", "last/first 10%"], rows)
+        sp = m["split_ms"]
+        lines += [
+            "",
+            f"step / (no-op + fsync): medians **{m['ratio']:.2f}** (goal <= 1.5: {_verdict(m['ratio_met'])}), "
+            f"paired by block {m['ratio_paired']:.2f}, p99s {m['ratio_p99']:.2f}. Median step split: transport "
+            f"{sp['transport']:.3f} ms + `Runs.step` {sp['service']:.3f} ms + the rest (tool layer, notifications) "
+            f"{sp['rest']:.3f} ms.",
+            "",
+        ]
+    return lines
+
+
+def profile_section(p: dict[str, Any], missed: list[str]) -> list[str]:
+    lines = [
+        f"## Profile of loopengt's step ({p['n']:,} `Runs.step` calls, 2 KB outputs, cProfile)",
+        "",
+        "Run because a goal was missed: " + "; ".join(missed) + ". "
+        f"`python bench/compare_langgraph.py --sizes --profile {p['n']}`; all times inflated by the profiler "
+        f"({p['elapsed_s']:.1f} s profiled).",
+        "",
+        "Top functions by cumulative time:",
+        "",
+    ]
+    head = ["cumulative s", "ms/step", "own s", "calls", "function"]
+
+    def rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+        return [
+            [
+                _f(r["cumulative_s"], 3),
+                _f(r["cumulative_ms_per_step"], 3),
+                _f(r["own_s"], 3),
+                f"{r['calls']:,}",
+                f"`{r['function']}`",
+            ]
+            for r in entries
+        ]
+
+    lines += _table(head, rows(p["cumulative"]), "rrrrl")
+    lines += ["", "Top functions by own time:", ""]
+    lines += _table(head, rows(p["own"]), "rrrrl")
+    lines += ["", "What grew from the first 10% of the steps to the last 10% (cumulative ms per step):", ""]
+    lines += _table(
+        ["first 10%", "last 10%", "function"],
+        [
+            [_f(g["first_ms_per_step"], 3), _f(g["last_ms_per_step"], 3), f"`{g['function']}`"]
+            for g in p["growth"]
+        ],
+        "rrl",
+    )
+    lines += [
+        "",
+        f"Cold load of that {p['n']:,}-step run in a fresh process, `get_run` under cProfile "
+        f"({p['cold_load_ms']:.1f} ms with the profiler), top by cumulative time:",
+        "",
+    ]
+    lines += _table(
+        ["cumulative ms", "own ms", "calls", "function"],
+        [
+            [_f(r["cumulative_s"] * 1e3, 2), _f(r["own_s"] * 1e3, 2), f"{r['calls']:,}", f"`{r['function']}`"]
+            for r in p["cold_load"]
+        ],
+        "rrrl",
+    )
+    return [*lines, ""]
+
+
+def write(res: dict[str, Any], path: Path) -> None:
+    m, v = res["machine"], res["versions"]
+    d = m["disk"]
+    fs0, fs1 = res["fsync_start"], res["fsync_end"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `python bench/run_all.py` on {res['date']} in {res['elapsed_s'] / 60:.1f} min. Do not edit by "
+        "hand: rerun it. Absolute times on this VM swing with other load and with the disk's mode (see "
+        "bench/README.md); the ratios against a baseline of the same command are the figures to compare.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {m['cpus']} cores ({m['cpu_model']}); memory {m['memory']}; load average "
+        f"{res['load_start'][0]:.2f} at the start, {res['load_end'][0]:.2f} at the end",
+        f"- Python {m['python']} ({m['platform']}); SQLite {m['sqlite']}",
+        f"- Disk of bench/: `{d['df']}` (`df -PTh`; rotational: {d.get('rotational', '?')})",
+        f"- Bare append+fsync (300 B, 500 calls) in that filesystem: median {fs0['median_ms']:.3f} ms "
+        f"(p99 {fs0['p99_ms']:.3f}) at the start, {fs1['median_ms']:.3f} ms (p99 {fs1['p99_ms']:.3f}) at the end",
+        "- Packages: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- Commit {m['commit']}"
+        + (
+            f"; the engine had uncommitted changes in the working tree measured: {', '.join(m['engine_uncommitted'])}"
+            if m["engine_uncommitted"]
+            else ""
+        ),
+        "",
+        "## Goals",
+        "",
+    ]
+    goals = goal_rows(res)
+    lines += _table(["goal", "value", "target", "verdict", "details"], [list(g) for g in goals], "lrlll")
+    lines += ["", *compare_section(res["compare"]), *steps_section(res["steps"])]
+    lines += mcp_section([res["mcp"], res["mcp_legacy"]])
+    if res.get("profile"):
+        lines += profile_section(res["profile"], res["missed"])
+    path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the Markdown file to write")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile even if a goal is missed")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: check this script works (use --out)"
+    )
+    args = parser.parse_args(argv)
+    plan, profile_steps = (QUICK, 500) if args.quick else (PLAN, PROFILE_STEPS)
+    OUT.mkdir(exist_ok=True)
+    began = time.monotonic()
+    res: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "versions": versions(),
+        "load_start": os.getloadavg(),
+        "fsync_start": _fsync_median(),
+    }
+    for name, argv_, timeout in plan:
+        res[name] = _run(name, argv_, timeout)
+    res["missed"] = [g[0] for g in goal_rows(res) if g[3] == "**missed**"]
+    if res["missed"] and not args.no_profile:
+        prof = _run("profile", ["compare_langgraph.py", "--sizes", "--profile", str(profile_steps)], 600)
+        res["profile"] = prof["profile"]
+    res["fsync_end"] = _fsync_median()
+    res["load_end"] = os.getloadavg()
+    res["elapsed_s"] = time.monotonic() - began
+    (OUT / "run_all.json").write_text(json.dumps(res, indent=1, default=str))
+    write(res, Path(args.out))
+    print(f"\nwrote {args.out} in {res['elapsed_s'] / 60:.1f} min; goals missed: {len(res['missed'])}")
+    for goal in res["missed"]:
+        print(f"  missed: {goal}")
+
+
+if __name__ == "__main__":
+    main()
