@@ -157,8 +157,7 @@ def judge(attempts: list[Attempt], events: list[dict[str, Any]], report: Report)
             report.lost += 1
             report.problems.append(f"{run_id}: nothing recorded for {task_id}")
             continue
-        if len(recorded) > 1:
-            report.doubled += len(recorded) - 1
+        if len(recorded) > 1:  # counted in `doubled` by check_trace
             report.problems.append(f"{run_id}: {task_id} recorded {len(recorded)} times")
         winner = recorded[0]
         gate_results = []

@@ -110,6 +110,31 @@ policy:
 """
 
 
+# What the engine appends in the same transition right after an output_submitted, in these specs: the
+# step completes (then the next task, the run's end, or a command step follows), or a command gate is queued.
+AFTER_SUBMISSION = {"step_completed", "command_requested"}
+AFTER_COMPLETION = {"task_issued", "run_completed", "command_requested"}
+
+
+def half_applied(run_id: str, events: list[dict[str, Any]]) -> list[str]:
+    """Submissions whose transition did not land whole (the decision events missing after them)."""
+    problems = []
+    for i, event in enumerate(events):
+        if event["type"] != "output_submitted":
+            continue
+        following = [e["type"] for e in events[i + 1 : i + 3]]
+        if (
+            not following
+            or following[0] not in AFTER_SUBMISSION
+            or (
+                following[0] == "step_completed"
+                and (len(following) < 2 or following[1] not in AFTER_COMPLETION)
+            )
+        ):
+            problems.append(f"{run_id}: seq {event['seq']} output_submitted is followed by {following}")
+    return problems
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -209,6 +234,8 @@ class Lane:
         self.tally = tally
         self.runs: list[RunLedger] = []
         self.owned: set[str] = set()
+        self.lost_steps: set[tuple[str, str]] = set()  # (run_id, task_id): acknowledged, then missing
+        self.doubled_steps: dict[tuple[str, str], int] = {}  # (run_id, task_id): extra output_submitted
         self.counter = 0
         self.nonce = 0
         self.pidfile = root / "server.pid"
@@ -219,7 +246,19 @@ class Lane:
         (root / "agent.yaml").write_text(AGENT_SPEC, encoding="utf-8")
 
     def problem(self, text: str) -> None:
-        self.tally.problems.append(f"[{self.sc.name}] {text}")
+        """Note a problem once (a lost step is seen again by every later session's verification)."""
+        text = f"[{self.sc.name}] {text}"
+        if text not in self.tally.problems:
+            self.tally.problems.append(text)
+
+    def lost(self, run_id: str, task_id: str) -> None:
+        self.lost_steps.add((run_id, task_id))
+        self.tally.lost = len(self.lost_steps)
+
+    def doubled(self, run_id: str, task_id: str, extra: int) -> None:
+        key = (run_id, task_id)
+        self.doubled_steps[key] = max(extra, self.doubled_steps.get(key, 0))
+        self.tally.doubled = sum(self.doubled_steps.values())
 
     # --- runs and outputs ---------------------------------------------------------------------
 
@@ -404,18 +443,20 @@ class Lane:
         except ServerGone:
             raise
         except Exception as exc:
-            self.tally.lost += max(1, len(run.acked))
+            for task_id in run.acked or {"start_run": None}:
+                self.lost(run.run_id, task_id)
             self.problem(f"{run.run_id}: acknowledged run unreadable after a crash: {exc!r}")
             run.ended = run.settled = True
             return
         report = check_trace(run.run_id, events)
-        self.tally.doubled += report.doubled
-        for text in report.problems:
+        for task_id, extra in report.doubled_tasks.items():
+            self.doubled(run.run_id, task_id, extra)
+        for text in report.problems + half_applied(run.run_id, events):
             self.problem(text)
         for task_id, output in run.acked.items():
             found = submissions(events, task_id)
             if output not in found:
-                self.tally.lost += 1
+                self.lost(run.run_id, task_id)
                 self.problem(f"{run.run_id}: acknowledged {task_id} lost (recorded: {found})")
         if run.inflight is not None:
             await self.resubmit(client, pid, run, events)
@@ -462,7 +503,7 @@ class Lane:
         answer = structured(first)
         after = await read_trace(client, run.run_id, pid=pid)
         if len(submissions(after, task_id)) != 1:
-            self.tally.doubled += max(0, len(submissions(after, task_id)) - 1)
+            self.doubled(run.run_id, task_id, len(submissions(after, task_id)) - 1)
             self.problem(f"{run.run_id}: {task_id} recorded {len(submissions(after, task_id))} times")
         if before:
             self.tally.inflight_recorded += 1

@@ -192,10 +192,7 @@ class TraceReport:
 
     doubled: int = 0
     problems: list[str] = field(default_factory=list)
-
-    def merge(self, other: TraceReport) -> None:
-        self.doubled += other.doubled
-        self.problems += other.problems
+    doubled_tasks: dict[str, int] = field(default_factory=dict)  # task_id -> extra output_submitted events
 
 
 def check_trace(run_id: str, events: list[dict[str, Any]]) -> TraceReport:
@@ -215,6 +212,7 @@ def check_trace(run_id: str, events: list[dict[str, Any]]) -> TraceReport:
     for task_id, count in submitted.items():
         if count > 1:
             report.doubled += count - 1
+            report.doubled_tasks[str(task_id)] = count - 1
             report.problems.append(f"{run_id}: task {task_id} has {count} output_submitted events")
     issued = Counter(e["data"].get("task_id") for e in events if e["type"] == "task_issued")
     for task_id, count in issued.items():
