@@ -181,14 +181,11 @@ def merge_json_server(path: Path, client: str, *, force: bool = False) -> Change
             f"{path}: {key!r} is not an object; left as it is; add this by hand:\n{json_snippet(client)}"
         )
     existing = servers.get(SERVER_NAME)
-    if _same_server(existing, wanted):
-        return Change(path, "unchanged", f"server {SERVER_NAME!r} is configured")
-    if existing is not None and not force:
-        return Change(
-            path,
-            "kept",
-            f"has another {SERVER_NAME!r} server entry ({json.dumps(existing)}); left as it is (--force replaces it)",
-        )
+    settled = _settled(
+        path, existing, wanted, force, f"{SERVER_NAME!r} server entry ({json.dumps(existing)})"
+    )
+    if settled is not None:
+        return settled
     others = [name for name in servers if name != SERVER_NAME]
     merged = copy.deepcopy(data)
     merged.setdefault(key, {})[SERVER_NAME] = wanted
@@ -197,6 +194,15 @@ def merge_json_server(path: Path, client: str, *, force: bool = False) -> Change
     )
     note = f"server {SERVER_NAME!r}" + (f" beside {', '.join(others)}" if others else "")
     return _write(path, _dump_json(merged), text is not None, note)
+
+
+def _settled(path: Path, existing: Any, wanted: dict[str, Any], force: bool, shown: str) -> Change | None:
+    """No write needed: our entry is there already, or the user's own entry stays (unless --force)."""
+    if _same_server(existing, wanted):
+        return Change(path, "unchanged", f"server {SERVER_NAME!r} is configured")
+    if existing is not None and not force:
+        return Change(path, "kept", f"has another {shown}; left as it is (--force replaces it)")
+    return None
 
 
 def _check_json(path: Path, data: dict[str, Any], holds: Callable[[dict[str, Any]], bool]) -> None:
@@ -228,14 +234,9 @@ def merge_codex_server(path: Path, *, write: bool, force: bool = False) -> Chang
             f"{path}: mcp_servers is not a table; left as it is; add this by hand:\n{codex_snippet()}"
         )
     existing = servers.get(SERVER_NAME)
-    if _same_server(existing, wanted):
-        return Change(path, "unchanged", f"server {SERVER_NAME!r} is configured")
-    if existing is not None and not force:
-        return Change(
-            path,
-            "kept",
-            f"has another [mcp_servers.{SERVER_NAME}] ({existing}); left as it is (--force replaces it)",
-        )
+    settled = _settled(path, existing, wanted, force, f"[mcp_servers.{SERVER_NAME}] ({existing})")
+    if settled is not None:
+        return settled
     if not write:
         return Change(
             path, "print", "a file in your home: pass --write-home to let init add it", codex_snippet()
