@@ -53,7 +53,7 @@ class Event(BaseModel):
 
 def iso(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and a Z, the one timestamp format of the log."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:
