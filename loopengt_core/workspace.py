@@ -1,10 +1,14 @@
 """The code's state beside the loop's state: git snapshots of a run's work tree (I/O; the service uses it).
 
 A snapshot is the id of a git tree holding every tracked and untracked-but-not-ignored file as it is
-on disk. It is computed on a *copy* of the index (`GIT_INDEX_FILE`), so the user's index, branch and
-stash are never touched; the copy keeps git's stat cache, so only files that changed since the user's
-last `git add` are hashed again. Blobs land in the object store as loose objects (that is how git
-builds a tree); checkpoints keep theirs alive with a commit under `refs/loopengt/<run>/<checkpoint>`.
+on disk. It is computed on a private index (`GIT_INDEX_FILE`), so the user's index, branch and stash
+are never touched. The private index is seeded from a copy of the user's and kept between snapshots
+(`<git dir>/loopengt/index-<signature>`): its stat cache and cache tree make the next snapshot hash
+only the files changed since the last one. It is reseeded whenever the user's index, the top
+.gitignore or info/exclude changes, so "tracked" and "ignored" keep meaning what the user says. Each
+snapshot works on its own copy and renames it into place, so concurrent snapshots never contend for
+git's index lock. Blobs land in the object store as loose objects (that is how git builds a tree);
+checkpoints keep theirs alive with a commit under `refs/loopengt/<run>/<checkpoint>`.
 
 Never calls the network, never prompts, never starts a pager. The engine never imports this module:
 the service passes the results in as values, so replaying a run never runs git.
@@ -104,14 +108,18 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _git(
-    root: str | Path, *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[bytes]:
-    """Run `git args` in `root`. Raises WorkspaceError (naming the fix) when `check` and git fails."""
+def _check_root(root: str | Path) -> None:
     if not Path(root).is_dir():
         raise WorkspaceError(
             f"the run's work tree {root} does not exist (any more); recreate it, or start a new run"
         )
+
+
+def _git(
+    root: str | Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `git args` in `root`. Raises WorkspaceError (naming the fix) when `check` and git fails."""
+    _check_root(root)
     try:
         done = subprocess.run(
             ["git", "-c", "core.splitIndex=false", *args],
@@ -134,6 +142,37 @@ def _git(
     if check and done.returncode != 0:
         raise _failure(root, args, done.stderr)
     return done
+
+
+def _start_git(root: str | Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start `git args` in `root` without waiting (it runs beside another git command)."""
+    _check_root(root)
+    try:
+        return subprocess.Popen(
+            ["git", *args],
+            cwd=root,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise GitMissing(
+            "the `git` program is not on PATH: install git, or set `workspace: none` in the spec"
+        ) from None
+
+
+def _finish_git(root: str | Path, proc: subprocess.Popen[bytes]) -> str | None:
+    """HEAD from a started `rev-parse --verify -q HEAD`."""
+    try:
+        out, err = proc.communicate(timeout=GIT_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise WorkspaceError(f"`git rev-parse` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s") from None
+    if proc.returncode not in (0, 1):
+        raise _failure(root, ("rev-parse",), err)
+    return _head_of(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
 
 
 def _failure(root: str | Path, args: tuple[str, ...], stderr: bytes) -> WorkspaceError:
@@ -177,20 +216,71 @@ def prefix(root: str | Path) -> str:
     return _git(root, "rev-parse", "--show-prefix").stdout.decode().strip()
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where git keeps a work tree's files; constant for a root, so looked up once per process."""
+
+    top: Path
+    index: Path
+    private: Path  # <git dir>/loopengt: the private indexes
+    info_exclude: Path
+
+
+_layouts: dict[str, _Layout] = {}
+_HEAD = ("rev-parse", "--verify", "-q", "HEAD")
+
+
+def _layout_and_head(root: str | Path) -> tuple[_Layout, str | None]:
+    done = _git(
+        root,
+        "rev-parse",
+        "--show-toplevel",
+        "--git-path",
+        "index",
+        "--git-path",
+        "loopengt",
+        "--git-path",
+        "info/exclude",
+        *_HEAD[1:],
+        check=False,
+    )
+    lines = done.stdout.decode().splitlines()
+    if done.returncode not in (0, 1) or len(lines) < 4:
+        raise _failure(root, ("rev-parse",), done.stderr)
+    here = Path(root)  # git paths are relative to root
+    layout = _Layout(Path(lines[0]), here / lines[1], here / lines[2], here / lines[3])
+    _layouts[str(root)] = layout
+    return layout, _head_of(done)
+
+
+def _head_of(done: subprocess.CompletedProcess[bytes]) -> str | None:
+    """HEAD's commit from a rev-parse ending in `--verify -q HEAD` (None before the first commit)."""
+    last = done.stdout.decode().splitlines()[-1:] if done.returncode == 0 else []
+    return last[0].strip() if last else None
+
+
 def snapshot(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> WorkspaceState:
     """The tree of every tracked and untracked-but-not-ignored file of the work tree `root` is in.
 
     The whole work tree, also when `root` is a subdirectory of it. `exclude`: directories or files
     (absolute, or relative to `root`) left out when they lie in the work tree, such as the run store.
     """
-    done = _git(
-        root, "rev-parse", "--show-toplevel", "--git-path", "index", "--verify", "-q", "HEAD", check=False
-    )
-    lines = done.stdout.decode().splitlines()
-    if done.returncode not in (0, 1) or len(lines) < 2:
-        raise _failure(root, ("rev-parse",), done.stderr)
-    top, index = Path(lines[0]), Path(root) / lines[1]  # the index path is relative to root
-    head = lines[2].strip() if done.returncode == 0 and len(lines) > 2 else None
+    cached = _layouts.get(str(root))
+    layout, head = (cached, None) if cached is not None else _layout_and_head(root)
+    try:  # with a cached layout, HEAD is read in parallel with the scan
+        tree, scanned_head = _scan(root, layout, exclude, read_head=cached is not None)
+    except WorkspaceError:
+        _layouts.pop(str(root), None)  # the repository may have moved or changed: look again next time
+        raise
+    return WorkspaceState(root=str(root), head=scanned_head if cached is not None else head, tree=tree)
+
+
+def _scan(
+    root: str | Path, layout: _Layout, exclude: Sequence[str | Path], *, read_head: bool
+) -> tuple[str, str | None]:
+    """(tree of the work tree, HEAD if `read_head`) through the private index."""
+    top, index, private = layout.top, layout.index, layout.private
+    ignores = (top / ".gitignore", layout.info_exclude)
     pathspec = [":/"]
     for path in exclude:
         try:
@@ -199,14 +289,49 @@ def snapshot(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> Workspa
             continue  # not in the work tree: nothing to leave out
         if inside != ".":
             pathspec.append(f":(top,exclude,literal){inside}")
-    with tempfile.TemporaryDirectory(prefix="loopengt-index-") as scratch:
-        copy = Path(scratch) / "index"
-        if index.exists():
-            shutil.copy2(index, copy)  # copy2 keeps the mtime, which git's racy-clean check relies on
+    kept: Path | None = private / ("index-" + "-".join(_signature(path) for path in (index, *ignores)))
+    try:
+        private.mkdir(exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="tmp-", dir=private))
+    except OSError:  # a read-only git dir: a throwaway copy of the user's index still works
+        scratch, kept = Path(tempfile.mkdtemp(prefix="loopengt-index-")), None
+    try:
+        copy = scratch / "index"
+        seed = kept if kept is not None and kept.exists() else index
+        if seed.exists():
+            shutil.copy2(seed, copy)  # copy2 keeps the mtime, which git's racy-clean check relies on
         env = {"GIT_INDEX_FILE": str(copy)}
-        _git(root, "add", "-A", "--", *pathspec, env=env)
-        tree = _git(root, "write-tree", env=env).stdout.decode().strip()
-    return WorkspaceState(root=str(root), head=head, tree=tree)
+        heads = _start_git(root, *_HEAD) if read_head else None
+        try:
+            _git(root, "add", "-A", "--", *pathspec, env=env)
+            tree = _git(root, "write-tree", env=env).stdout.decode().strip()
+        finally:
+            head = _finish_git(root, heads) if heads is not None else None
+        if kept is not None:
+            _keep_index(copy, kept)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return tree, head
+
+
+def _signature(path: Path) -> str:
+    """Which version of a file (the user's index, an ignore file) a private index was seeded under."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return "0"
+    return f"{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}"
+
+
+def _keep_index(copy: Path, kept: Path) -> None:
+    """Put the private index in place for the next snapshot and drop those of older user indexes."""
+    try:
+        os.replace(copy, kept)
+        for old in kept.parent.glob("index-*"):
+            if old.name != kept.name and old.is_file():
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass  # only a cache: the next snapshot seeds from the user's index again
 
 
 def changed_paths(root: str | Path, from_tree: str, to_tree: str) -> list[str]:
