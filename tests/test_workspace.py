@@ -562,3 +562,65 @@ def test_a_run_in_a_subdirectory_records_the_whole_work_tree(repo: Path, tmp_pat
     done = runs.step(fork.run_id, "triage#1", {"kind": "docs"})
     assert done.status == "completed"
     assert (worktree / "src" / "docs.txt").exists()  # the command ran in the fork's src/
+
+
+# --- the private index kept between snapshots ----------------------------------------------------------
+
+
+def fresh_tree(repo: Path, tmp_path: Path) -> str:
+    """The tree plain git builds from a throwaway copy of the user's index: what a snapshot must equal."""
+    scratch = tmp_path / "fresh.index"
+    scratch.write_bytes((repo / ".git" / "index").read_bytes())
+    env = {**GIT_ENV, "GIT_INDEX_FILE": str(scratch)}
+    git(repo, "add", "-A", env=env)
+    tree = git(repo, "write-tree", env=env).strip()
+    scratch.unlink()
+    return tree
+
+
+def test_snapshots_through_the_kept_index_equal_a_fresh_one_after_each_kind_of_edit(
+    repo: Path, tmp_path: Path
+) -> None:
+    before = user_state(repo)
+    edits = [
+        lambda: (repo / "README.md").write_text("# changed\n"),
+        lambda: (repo / "new.txt").write_text("new untracked file\n"),
+        (repo / "src" / "pkg" / "mod.py").unlink,
+        (repo / "new.txt").unlink,
+        lambda: (repo / "more.log").write_text("ignored\n"),
+        lambda: (repo / "src" / "pkg" / "mod.py").write_text("back, different\n"),
+        # same size and (likely) same mtime second as the previous content: git's racy-clean check
+        lambda: (repo / "src" / "pkg" / "mod.py").write_text("back, differenT\n"),
+    ]
+    assert workspace.snapshot(repo).tree == fresh_tree(repo, tmp_path)
+    for edit in edits:
+        edit()
+        assert workspace.snapshot(repo).tree == fresh_tree(repo, tmp_path)
+    kept = list((repo / ".git" / "loopengt").iterdir())
+    assert len(kept) == 1  # one kept index, no scratch left behind
+    assert kept[0].name.startswith("index-")
+    assert user_state(repo) == before
+
+
+def test_a_file_the_user_starts_ignoring_or_commits_is_seen_as_the_user_sees_it(
+    repo: Path, tmp_path: Path
+) -> None:
+    (repo / "scratch.txt").write_text("recorded while untracked\n")
+    first = workspace.snapshot(repo).tree
+    assert "scratch.txt" in git(repo, "ls-tree", "--name-only", first)
+    (repo / ".gitignore").write_text("*.log\nbuild/\nscratch.txt\n")  # now ignored: left out again
+    second = workspace.snapshot(repo).tree
+    assert "scratch.txt" not in git(repo, "ls-tree", "--name-only", second)
+    assert second == fresh_tree(repo, tmp_path)
+    git(repo, "add", "-f", "scratch.txt")  # tracked on purpose by the user despite the ignore rule
+    assert "scratch.txt" in git(repo, "ls-tree", "--name-only", workspace.snapshot(repo).tree)
+    assert workspace.snapshot(repo).tree == fresh_tree(repo, tmp_path)
+
+
+def test_concurrent_snapshots_agree_and_never_fail_on_an_index_lock(repo: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    (repo / "README.md").write_text("# edited before the race\n")
+    with ThreadPoolExecutor(8) as pool:
+        trees = set(pool.map(lambda _: workspace.snapshot(repo).tree, range(24)))
+    assert trees == {fresh_tree(repo, tmp_path)}
