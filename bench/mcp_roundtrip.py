@@ -13,8 +13,10 @@ same disk) as the other two rows, so background load hits all four alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -96,15 +98,20 @@ async def _fsync_once(floor: FsyncFloor) -> int:
     return floor.once()
 
 
-async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path) -> dict[str, Any]:
-    store = directory / "mcp-store"
-    env = {"LOOPENGT_LOG_LEVEL": "WARNING"}
-    loop_params = StdioServerParameters(
+def _server(store: Path, code: Path | None) -> StdioServerParameters:
+    """The loopengt stdio server; with `code`, the one of that checkout (`-m` imports from the cwd first)."""
+    return StdioServerParameters(
         command=sys.executable,
         args=["-m", "loopengt_server", "serve", "--store", str(store)],
-        cwd=os.getcwd(),
-        env=env,
+        cwd=str(code) if code is not None else os.getcwd(),
+        env={"LOOPENGT_LOG_LEVEL": "WARNING"},
     )
+
+
+async def bench(
+    calls: int, warmup: int, block: int, mode: str, directory: Path, *, before: Path | None = None
+) -> dict[str, Any]:
+    loop_params = _server(directory / "mcp-store", None)
     noop_params = StdioServerParameters(
         command=sys.executable, args=[str(NOOP_SERVER), str(directory / "noop-fsync.log")], cwd=os.getcwd()
     )
@@ -117,6 +124,11 @@ async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path)
         protocol = loop_client.protocol_version
         step = LoopengtOverMcp(loop_client)
         await step.start(calls + warmup)
+        earlier = None
+        if before is not None:
+            before_params = _server(directory / "mcp-store-before", before)
+            earlier = LoopengtOverMcp(await stack.enter_async_context(Client(before_params, mode=mode)))  # type: ignore[arg-type]
+            await earlier.start(calls + warmup)
         core = InProcess(directory / "core-store", calls + warmup)
         kinds: dict[str, Callable[[], Awaitable[int]]] = {
             "noop": Noop(noop_client).once,
@@ -125,6 +137,8 @@ async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path)
             "core": core.once,
             "step": step.once,
         }
+        if earlier is not None:
+            kinds["step_before"] = earlier.once
         for once in kinds.values():
             for _ in range(warmup):
                 await once()
@@ -137,7 +151,7 @@ async def bench(calls: int, warmup: int, block: int, mode: str, directory: Path)
                 for _ in range(count):
                     samples[name].append(await once())
     floor.close()
-    return report(samples, blocks, calls=calls, mode=mode, protocol=protocol, started=started)
+    return report(samples, blocks, calls=calls, mode=mode, protocol=protocol, started=started, before=before)
 
 
 def report(
@@ -148,6 +162,7 @@ def report(
     mode: str,
     protocol: Any,
     started: float,
+    before: Path | None = None,
 ) -> dict[str, Any]:
     labels = {
         "step": "loopengt step over MCP",
@@ -156,6 +171,8 @@ def report(
         "fsync": "bare append+fsync",
         "core": "Runs.step in-process",
     }
+    if "step_before" in samples:
+        labels["step_before"] = f"step over MCP, code of {_commit(before)}"
     print(
         f"\nmode {mode} (protocol {protocol}), {calls} sequential calls each after warm-up; "
         f"server start + connect {started:.2f} s"
@@ -174,6 +191,10 @@ def report(
     print(f"  same, paired by block (median of per-block ratios): {paired:.2f}")
     p99 = pct(samples["step"], 99) / pct(samples["noop_fsync"], 99)
     print(f"  same with p99s: {p99:.2f}")
+    before_ratio = None
+    if "step_before" in samples:
+        before_ratio = median(samples["step_before"]) / noop_fsync
+        print(f"  the same ratio for the code of {_commit(before)}: {before_ratio:.2f}")
     summed = step / (noop + fsync)
     print(
         f"  step / (no-op + bare fsync measured back to back): {summed:.2f} (the back-to-back fsync "
@@ -205,8 +226,20 @@ def report(
         "ratio_paired": paired,
         "ratio_p99": p99,
         "ratio_summed": summed,
+        "ratio_before": before_ratio,
+        "before_commit": _commit(before) if before is not None else None,
         "split_ms": {"transport": ms(noop), "service": ms(core), "rest": ms(step - noop - core)},
     }
+
+
+def _commit(checkout: Path | None) -> str:
+    """The short commit id of a checkout, for labels."""
+    if checkout is None:
+        return "?"
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or str(checkout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="auto = 2026-07-28")
     parser.add_argument("--store", help="directory for the stores (kept); default a temp dir here")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier commit: its server is timed too, interleaved (before/after)",
+    )
     args = parser.parse_args(argv)
     quiet_logs()
     began = time.monotonic()
@@ -225,7 +263,11 @@ def main(argv: list[str] | None = None) -> None:
             f"loopengt step over MCP stdio vs no-op round trip + append+fsync; store {directory} "
             f"(load avg {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, python {sys.version.split()[0]})"
         )
-        out = anyio.run(bench, args.calls, args.warmup, args.block, args.mode, directory)
+        out = anyio.run(
+            functools.partial(
+                bench, args.calls, args.warmup, args.block, args.mode, directory, before=args.before
+            )
+        )
     out["elapsed_s"] = time.monotonic() - began
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

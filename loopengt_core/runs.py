@@ -195,8 +195,13 @@ class Runs:
         *,
         outcome: str = "success",
         error: str | None = None,
+        run_commands: bool = True,
     ) -> StepAnswer:
-        """Submit a task's output. The same submission twice gets the same answer and appends nothing."""
+        """Submit a task's output. The same submission twice gets the same answer and appends nothing.
+
+        `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
+        when commands (command gates, command steps) are due; `settle` runs them and answers then.
+        """
         self._known(run_id)
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
             raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
@@ -224,15 +229,33 @@ class Runs:
                 state, task_id, output, outcome=outcome, error=error, digest=mark, now=now, workspace=recorded
             )
 
+        result = self._locked(run_id, decide, self._answer(run_id, task_id))
+        if result.commands_pending and run_commands:
+            return self.settle(run_id, task_id, current)
+        return self._drift(result, current)
+
+    def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
+        """Run the commands a submission made due, then answer for `task_id` as `step` does."""
+        current = self._pump(run_id) or current
+        return self._drift(self._locked(run_id, _nothing, self._answer(run_id, task_id)), current)
+
+    def _answer(self, run_id: str, task_id: str) -> Callable[[_Run], StepAnswer]:
         def answer(run: _Run) -> StepAnswer:
             found = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
             return step_answer(run.state, found.gate_results)
 
-        result = self._locked(run_id, decide, answer)
-        if result.commands_pending:
-            current = self._pump(run_id) or current
-            result = self._locked(run_id, _nothing, answer)
-        return self._drift(result, current)
+        return answer
+
+    def quick(self, run_id: str) -> bool:
+        """Whether a transition of this run is only a local log append (no git snapshot, no database).
+
+        Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
+        its event loop, where handing it to a worker thread would cost a fifth as much again.
+        """
+        try:
+            return bool(getattr(self.store, "local", False)) and self._live_root(run_id) is None
+        except LoopengtError:
+            return False  # the regular path reports it
 
     def get_run(self, run_id: str) -> RunView:
         return self._drift(self._locked(run_id, _nothing, lambda run: run_view(run.state)))

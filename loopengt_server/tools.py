@@ -132,7 +132,15 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     ) -> types.CallToolResult:
         """Submit the output of an open task (outcome failure + error if you could not do it). The server runs the
         gates and answers with gate_results and the next tasks (a retry carries feedback)."""
-        answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error)
+        if runs.quick(run_id):  # a local append+fsync: cheaper here than the hop to a worker thread
+            try:
+                answer = runs.step(run_id, task_id, output, outcome=outcome, error=error, run_commands=False)
+            except LoopengtError as exc:
+                raise ToolError(exc.message) from None
+            if answer.commands_pending:  # command gates or steps: they take time, off the event loop
+                answer = await _call(runs.settle, run_id, task_id)
+        else:
+            answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error)
         await announce(run_id)
         if answer.status == "waiting_approval":
             view = await ask_for_approval(ctx, runs, run_id)

@@ -563,3 +563,44 @@ def test_trace_shape(runs: Runs) -> None:
     assert events[2].data["output"] == {"ok": True, "plan": "p"}
     assert all(e.at.endswith("Z") for e in events)
     assert [e.seq for e in runs.trace(run_id, after=2, limit=2)] == [3, 4]
+
+
+def test_quick_runs_and_a_step_that_leaves_its_commands_to_settle(store: FileStore, tmp_path: Path) -> None:
+    """`quick`: only local appends (the MCP server runs those on its event loop); commands wait for `settle`."""
+    runs = Runs(store, cwd=tmp_path, allow_inline_commands=True)
+    gated = dict(
+        SPEC,
+        workspace="none",
+        policy={
+            "verification_gates": [
+                *SPEC["policy"]["verification_gates"],
+                {"name": "marker", "command": f"{sys.executable} -c \"open('ran', 'w').write('yes')\""},
+            ]
+        },
+    )
+    gated["steps"] = [dict(SPEC["steps"][0], verification_gates=["ok", "marker"]), *SPEC["steps"][1:]]
+    run_id = runs.start_run(spec=gated, inputs={"ticket": "t"}).run_id
+    assert runs.quick(run_id)
+    assert not runs.quick("no-such-run")  # the regular path reports the error
+    answer = runs.step(run_id, "plan#1", {"ok": True}, run_commands=False)
+    assert answer.commands_pending
+    assert not (tmp_path / "ran").exists()  # decided and durable, the command not yet run
+    assert [t.task_id for t in answer.tasks] == []
+    settled = runs.settle(run_id, "plan#1")
+    assert (tmp_path / "ran").read_text() == "yes"
+    assert not settled.commands_pending
+    assert settled.accepted
+    assert [g.name for g in settled.gate_results] == ["ok", "marker"]
+    assert [t.task_id for t in settled.tasks] == ["execute#1"]
+    assert runs.step(run_id, "plan#1", {"ok": True}).model_dump() == settled.model_dump()  # same answer again
+
+
+def test_a_run_that_records_its_files_is_not_quick(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    runs = Runs(FileStore(tmp_path / "store"), cwd=repo)
+    recorded = runs.start_run(spec=dict(SPEC, workspace="git"), inputs={"ticket": "t"}).run_id
+    plain = runs.start_run(spec=dict(SPEC, workspace="none"), inputs={"ticket": "t"}).run_id
+    assert not runs.quick(recorded)
+    assert runs.quick(plain)

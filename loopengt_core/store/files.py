@@ -274,6 +274,8 @@ class _Snapshot:
 class FileStore:
     """`Store` over plain files; see the module docstring for the layout and the guarantees."""
 
+    local = True  # a transition is a local append+fsync: quick enough for an event loop (Runs.quick)
+
     def __init__(self, root: str | os.PathLike[str] = ".loopengt", *, snapshot_every: int = 100) -> None:
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise InvalidArgument(f"snapshot_every must be a positive integer, not {snapshot_every!r}")
