@@ -27,6 +27,7 @@ import structlog
 import yaml
 from pydantic import BaseModel
 
+from loopengt_core import telemetry
 from loopengt_core import workspace as git
 from loopengt_core.catalog import template_text
 from loopengt_core.commands import CommandResult, run_command
@@ -116,7 +117,9 @@ class Runs:
         allow_inline_commands: bool = False,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         snapshot_every: int | None = None,
+        tracer: telemetry.RunTracer | None = None,
     ) -> None:
+        """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none)."""
         self.store = store
         self.cwd = Path(cwd or os.getcwd())
         self.clock = clock
@@ -124,6 +127,7 @@ class Runs:
         self.max_output_bytes = max_output_bytes
         self.snapshot_every = snapshot_every or int(getattr(store, "snapshot_every", 100))
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
+        self.tracer = tracer if tracer is not None else telemetry.from_env()
         self._cache: dict[str, _Run] = {}
         self._engines: dict[str, Engine] = {}
         self._guard = threading.Lock()
@@ -519,6 +523,8 @@ class Runs:
             with self._guard:
                 self._cache.pop(run_id, None)  # the state ran ahead of the log: reload next time
             raise
+        if self.tracer is not None:
+            self.tracer.record(self.store, run_id, run.state, events)
         every = self.snapshot_every
         if (first - 1) // every != run.state.seq // every:
             try:

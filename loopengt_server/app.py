@@ -67,6 +67,8 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
             tasks.start_soon(notifier.watch)
             yield
             tasks.cancel_scope.cancel()
+        if runs.tracer is not None:  # export this session's spans now: the process may be stopped, not exit
+            await anyio.to_thread.run_sync(runs.tracer.flush)
 
     auth = {}
     if token:

@@ -1,0 +1,569 @@
+"""OpenTelemetry tracing of runs: a run is a trace; each agent task, gate and command is a span in it.
+
+A run is driven by several processes over days and any of them can crash, so no span is held open:
+a span is made when the event that ends it is durable, by whichever process appended that event,
+with start and end times taken from the events and ids derived from the run, the task, the gate or
+the command. Spans made by different processes therefore join one coherent trace.
+
+Off, and opentelemetry never imported, unless the standard OTEL_* variables ask for traces and the
+SDK is installed (`pip install 'loopengt[otel]'`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from loopengt_core.events import TERMINAL_EVENTS, Event, parse_iso
+from loopengt_core.state import RunState
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Link
+
+log = structlog.get_logger("loopengt.telemetry")
+
+INSTALL_HINT = "pip install 'loopengt[otel]'"
+MAX_TRAILS = 512  # runs whose open work this process remembers; a forgotten one is re-read from its log
+STATUS_CHARS = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEXT_IDS: ContextVar[tuple[int, int] | None] = ContextVar("loopengt_next_span_ids", default=None)
+
+
+class EventSource(Protocol):
+    """Where a run's earlier events are read from (the store)."""
+
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]: ...
+
+
+# --- ids: the same in every process ----------------------------------------------------------------
+
+
+def _number(kind: str, parts: Sequence[str], size: int) -> int:
+    digest = hashlib.sha256(f"loopengt-{kind}:".encode() + "\x00".join(parts).encode()).digest()
+    return int.from_bytes(digest[:size], "big") or 1  # zero is the invalid id
+
+
+def trace_id(run_id: str) -> int:
+    return _number("trace", [run_id], 16)
+
+
+def span_id(kind: str, run_id: str, *parts: str) -> int:
+    """kind: run (no parts), task (task_id), gate (task_id, gate) or command (command_id)."""
+    return _number(kind, [run_id, *parts], 8)
+
+
+def _ns(at: str) -> int:
+    return (parse_iso(at) - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _first_line(text: Any) -> str:
+    lines = str(text or "").strip().splitlines()
+    return lines[0][:STATUS_CHARS] if lines else ""
+
+
+# --- what a process remembers of a run between its appends ----------------------------------------
+
+
+@dataclass
+class _Work:
+    """An agent task, or a command step's run, from issue until its output is accepted or not."""
+
+    step: str
+    attempt: int
+    agent: str | None  # None: a command step (no task span; its gates hang off the run span)
+    issued_at: str
+    checked_since: str | None = None
+    closed: bool = False
+
+
+@dataclass
+class _Command:
+    command_id: str
+    kind: str
+    step: str
+    task_id: str
+    gate: str | None
+    argv: list[str]
+    attempt: int | None
+    requested_at: str
+    started_at: str | None = None
+
+
+@dataclass
+class _Trail:
+    seen: int = 0
+    loop: str = ""
+    started_at: str = ""
+    parent_run_id: str | None = None
+    work: dict[str, _Work] = field(default_factory=dict)
+    commands: dict[str, _Command] = field(default_factory=dict)
+    waits: dict[tuple[str, str], str] = field(default_factory=dict)  # (task_id, gate) -> asked at
+
+
+class RunTracer:
+    """Turns a run's appended events into spans. `record` never raises: tracing must not stop a run."""
+
+    def __init__(self, processors: Sequence[SpanProcessor], *, resource: Resource | None = None) -> None:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        self.provider = TracerProvider(resource=resource or _resource(), id_generator=_id_generator())
+        for processor in processors:
+            self.provider.add_span_processor(processor)
+        self.tracer = self.provider.get_tracer("loopengt", _version())
+        self._trails: OrderedDict[str, _Trail] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, source: EventSource, run_id: str, state: RunState, events: Sequence[Event]) -> None:
+        """Spans for what `events` (just appended, ending at `state`) close; earlier events come from `source`."""
+        if not events:
+            return
+        with self._lock:
+            try:
+                self._record(source, run_id, state, events)
+            except Exception as exc:  # noqa: BLE001 - a tracing fault is logged and dropped, never raised
+                self._trails.pop(run_id, None)
+                log.warning("tracing_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+
+    def flush(self, timeout_millis: int = 5000) -> bool:
+        return self.provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+    def _record(self, source: EventSource, run_id: str, state: RunState, events: Sequence[Event]) -> None:
+        trail = self._trails.pop(run_id, None) or _Trail()
+        self._trails[run_id] = trail  # most recent last
+        while len(self._trails) > MAX_TRAILS:
+            self._trails.popitem(last=False)
+        fold = _Fold(self, trail, run_id, state)
+        first = events[0].seq
+        if trail.seen < first - 1:  # appended by another process (or before this one began): catch up
+            fold.live = False
+            for event in source.events(run_id, after=trail.seen, limit=first - 1 - trail.seen):
+                fold.apply(event)
+            fold.live = True
+        for event in events:
+            if event.seq > trail.seen:
+                fold.apply(event)
+        trail.work = {task_id: w for task_id, w in trail.work.items() if not w.closed}
+        if state.ended:
+            self._trails.pop(run_id, None)
+
+    def span(
+        self,
+        name: str,
+        ids: tuple[int, int, int | None],
+        start: str,
+        end: str,
+        attributes: dict[str, Any],
+        *,
+        error: str | None,
+        links: Sequence[Link] = (),
+    ) -> None:
+        """One finished span; `ids`: (trace, span, parent span or None for the run's root span)."""
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+        trace_number, own, parent = ids
+        context = None
+        if parent is not None:
+            sampled = TraceFlags(TraceFlags.SAMPLED)
+            remote = SpanContext(trace_number, parent, is_remote=True, trace_flags=sampled)
+            context = trace.set_span_in_context(NonRecordingSpan(remote))
+        token = _NEXT_IDS.set((trace_number, own))
+        try:
+            span = self.tracer.start_span(
+                name, context=context, attributes=attributes, links=links, start_time=_ns(start)
+            )
+        finally:
+            _NEXT_IDS.reset(token)
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=max(_ns(end), _ns(start)))
+
+
+class _Fold:
+    """One `record` call on one run: remember what opens; when `live`, make a span for what closes."""
+
+    def __init__(self, tracer: RunTracer, trail: _Trail, run_id: str, state: RunState) -> None:
+        self.tracer, self.trail, self.run_id, self.state = tracer, trail, run_id, state
+        self.live = True
+
+    def apply(self, event: Event) -> None:
+        d, at, kind, trail = event.data, event.at, event.type, self.trail
+        trail.seen = event.seq
+        if kind == "run_started":
+            trail.loop, trail.started_at, trail.parent_run_id = d["loop"], at, d.get("parent_run_id")
+        elif kind == "run_forked":
+            self._forked(d, at)
+        elif kind == "task_issued":
+            trail.work[d["task_id"]] = _Work(d["step"], d["attempt"], d.get("agent") or d["step"], at)
+        elif kind == "output_submitted":
+            work = trail.work.get(d["task_id"])
+            if d.get("outcome", "success") != "success":
+                self._close(d["task_id"], at, "failed", d.get("error") or "reported failure")
+            elif work is not None:
+                work.checked_since = at
+        elif kind == "command_requested":
+            command = _Command(
+                d["command_id"], d["kind"], d["step"], d["task_id"], d.get("gate"), list(d["argv"]),
+                d.get("attempt"), at,
+            )  # fmt: skip
+            trail.commands[command.command_id] = command
+            if command.kind == "gate" and command.gate:
+                trail.waits[(command.task_id, command.gate)] = at
+            else:
+                trail.work[command.task_id] = _Work(command.step, command.attempt or 1, None, at)
+        elif kind == "command_started":
+            if d["command_id"] in trail.commands:
+                trail.commands[d["command_id"]].started_at = at
+        elif kind == "command_finished":
+            self._command_finished(d, at)
+        elif kind == "approval_requested":
+            trail.waits[(d["task_id"], d["gate"])] = at
+        elif kind in ("gate_passed", "gate_failed", "approval_given", "approval_rejected"):
+            passed = kind in ("gate_passed", "approval_given")
+            detail = d.get("comment") if kind.startswith("approval") else d.get("feedback")
+            outcome = {"approval_given": "approved", "approval_rejected": "rejected"}.get(kind)
+            self._gate(d, at, passed, detail, outcome)
+            if not passed:
+                self._close(d["task_id"], at, "rejected", detail or f"gate {d['gate']} failed")
+        elif kind == "task_expired":
+            self._close(d["task_id"], at, "expired", f"expired after {d.get('after_seconds')} s")
+        elif kind == "step_completed" and d.get("task_id"):
+            self._close(d["task_id"], at, "accepted", None)
+        elif kind in TERMINAL_EVENTS:
+            self._ended(event)
+
+    def _forked(self, d: dict[str, Any], at: str) -> None:
+        """A fork begins with the parent's open work (as of the checkpoint); its spans start at the fork."""
+        parent, trail = d["state"], self.trail
+        trail.loop, trail.started_at, trail.parent_run_id = parent["loop"], at, d.get("parent_run_id")
+        for task in parent.get("tasks", {}).values():
+            trail.work[task["task_id"]] = _Work(task["step"], task["attempt"], task["agent"], at)
+        for evaluation in parent.get("evaluations", {}).values():
+            trail.work.setdefault(
+                evaluation["task_id"], _Work(evaluation["step"], evaluation["attempt"], None, at, at)
+            )
+        for c in parent.get("commands", {}).values():
+            trail.commands[c["command_id"]] = _Command(
+                c["command_id"], c["kind"], c["step"], c["task_id"], c.get("gate"), list(c["argv"]), None, at
+            )
+            if c["kind"] == "gate" and c.get("gate"):
+                trail.waits[(c["task_id"], c["gate"])] = at
+        if parent.get("approval"):
+            trail.waits[(parent["approval"]["task_id"], parent["approval"]["gate"])] = at
+
+    def _command_finished(self, d: dict[str, Any], at: str) -> None:
+        command = self.trail.commands.pop(d["command_id"], None)
+        if command is None:
+            return
+        exit_code, timed_out = d.get("exit_code"), bool(d.get("timed_out"))
+        ok = exit_code == 0 and not timed_out
+        outcome = "succeeded" if ok else ("timed_out" if timed_out else "failed")
+        error = None if ok else f"exit code {exit_code}" + (" (timed out)" if timed_out else "")
+        self._command_span(command, at, outcome, error, exit_code)
+        work = self.trail.work.get(command.task_id)
+        if command.kind == "step" and work is not None:
+            work.checked_since, work.closed = at, not ok
+
+    def _close(self, task_id: str, at: str, outcome: str, error: str | None) -> None:
+        work = self.trail.work.get(task_id)
+        if work is None or work.closed:
+            return
+        work.closed = True
+        if not self.live or work.agent is None:
+            return
+        failed = outcome in ("failed", "rejected", "expired")
+        self.tracer.span(
+            f"invoke_agent {work.agent}",
+            self._ids(span_id("task", self.run_id, task_id), span_id("run", self.run_id)),
+            work.issued_at,
+            at,
+            {
+                **self._common(),
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": work.agent,
+                "loopengt.step": work.step,
+                "loopengt.task_id": task_id,
+                "loopengt.attempt": work.attempt,
+                "loopengt.outcome": outcome,
+            },
+            error=(_first_line(error) or outcome) if failed else None,
+        )
+
+    def _gate(
+        self, d: dict[str, Any], at: str, passed: bool | None, detail: str | None, outcome: str | None
+    ) -> None:
+        task_id, gate = d["task_id"], d["gate"]
+        asked = self.trail.waits.pop((task_id, gate), None)
+        work = self.trail.work.get(task_id)
+        start = asked or (work.checked_since if work is not None else None) or at
+        if work is not None and work.checked_since is not None:
+            work.checked_since = at  # the output's next gate starts where this one ended
+        if not self.live:
+            return
+        attributes: dict[str, Any] = {
+            **self._common(),
+            "loopengt.step": d.get("step") or (work.step if work is not None else ""),
+            "loopengt.task_id": task_id,
+            "loopengt.gate": gate,
+            "loopengt.outcome": outcome or ("passed" if passed else "failed"),
+        }
+        if passed is not None:
+            attributes["loopengt.gate.passed"] = passed
+        if work is not None:
+            attributes["loopengt.attempt"] = work.attempt
+        if d.get("by"):
+            attributes["loopengt.approval.by"] = d["by"]
+        self.tracer.span(
+            f"loopengt.gate {gate}",
+            self._ids(span_id("gate", self.run_id, task_id, gate), self._parent(task_id)),
+            start,
+            at,
+            attributes,
+            error=(_first_line(detail) or f"gate {gate} failed") if passed is False else None,
+        )
+
+    def _command_span(
+        self, command: _Command, at: str, outcome: str, error: str | None, exit_code: Any = None
+    ) -> None:
+        if not self.live:
+            return
+        name = command.gate or command.step
+        attributes: dict[str, Any] = {
+            **self._common(),
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": command.command_id,
+            "loopengt.step": command.step,
+            "loopengt.task_id": command.task_id,
+            "loopengt.command.kind": command.kind,
+            "loopengt.command.argv": command.argv,
+            "loopengt.outcome": outcome,
+        }
+        if command.gate:
+            attributes["loopengt.gate"] = command.gate
+        if command.attempt is not None:
+            attributes["loopengt.attempt"] = command.attempt
+        if isinstance(exit_code, int):
+            attributes["loopengt.command.exit_code"] = exit_code
+        self.tracer.span(
+            f"execute_tool {name}",
+            self._ids(span_id("command", self.run_id, command.command_id), self._parent(command.task_id)),
+            command.started_at or command.requested_at,
+            at,
+            attributes,
+            error=error,
+        )
+
+    def _ended(self, event: Event) -> None:
+        """The run ended: what was still open ends with it (abandoned), then the run's own span."""
+        if not self.live:
+            return
+        at, trail, state = event.at, self.trail, self.state
+        for command in list(trail.commands.values()):
+            self._command_span(command, at, "abandoned", None)
+        for task_id, gate in list(trail.waits):
+            self._gate({"task_id": task_id, "gate": gate}, at, None, None, "abandoned")
+        for task_id in list(trail.work):
+            self._close(task_id, at, "abandoned", None)
+        outcome = event.type.removeprefix("run_")
+        loop = trail.loop or state.loop
+        attributes: dict[str, Any] = {
+            **self._common(),
+            "gen_ai.operation.name": "invoke_workflow",
+            "gen_ai.workflow.name": loop,
+            "loopengt.outcome": outcome,
+            "loopengt.turns": state.turn,
+        }
+        links: list[Link] = []
+        if trail.parent_run_id:
+            attributes["loopengt.parent_run_id"] = trail.parent_run_id
+            links.append(_link(trail.parent_run_id))
+        self.tracer.span(
+            f"loopengt.run {loop}",
+            self._ids(span_id("run", self.run_id), None),
+            trail.started_at or state.started_at,
+            at,
+            attributes,
+            error=(_first_line(event.data.get("reason")) or "failed") if outcome == "failed" else None,
+            links=links,
+        )
+
+    def _common(self) -> dict[str, Any]:
+        run_id = self.run_id
+        return {"loopengt.run_id": run_id, "loopengt.loop": self.trail.loop, "gen_ai.conversation.id": run_id}
+
+    def _ids(self, own: int, parent: int | None) -> tuple[int, int, int | None]:
+        return trace_id(self.run_id), own, parent
+
+    def _parent(self, task_id: str) -> int:
+        """A gate's or command's parent: its agent task's span, else (a command step) the run span."""
+        work = self.trail.work.get(task_id)
+        if work is not None and work.agent is not None:
+            return span_id("task", self.run_id, task_id)
+        return span_id("run", self.run_id)
+
+
+def _link(parent_run_id: str) -> Link:
+    """A fork's run span points at the run it was forked from (another trace)."""
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    context = SpanContext(
+        trace_id(parent_run_id),
+        span_id("run", parent_run_id),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    return Link(context, {"loopengt.link": "forked_from"})
+
+
+def _id_generator() -> IdGenerator:
+    from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+
+    class RunIds(IdGenerator):
+        """The ids set in `_NEXT_IDS` just before a span starts (derived from the run), else random ones."""
+
+        def __init__(self) -> None:
+            self._random = RandomIdGenerator()
+
+        def generate_trace_id(self) -> int:
+            chosen = _NEXT_IDS.get()
+            return chosen[0] if chosen else self._random.generate_trace_id()
+
+        def generate_span_id(self) -> int:
+            chosen = _NEXT_IDS.get()
+            return chosen[1] if chosen else self._random.generate_span_id()
+
+    return RunIds()
+
+
+# --- configuration by the standard OTEL_* variables -------------------------------------------------
+
+
+class TelemetryUnavailable(Exception):
+    """The variables ask for something this installation cannot do (a package is missing)."""
+
+
+_CONFIGURED: dict[tuple[tuple[str, str], ...], RunTracer | None] = {}
+_CONFIGURED_LOCK = threading.Lock()
+
+
+def from_env() -> RunTracer | None:
+    """This process's tracer for its OTEL_* variables (one per configuration), or None when tracing is off."""
+    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("OTEL_")))
+    if not key:
+        return None  # the common case: nothing to import, nothing to do
+    with _CONFIGURED_LOCK:
+        if key not in _CONFIGURED:
+            _CONFIGURED[key] = configure(dict(key))
+        return _CONFIGURED[key]
+
+
+def flush() -> None:
+    """Export what the tracers of this process still hold (the SDK also shuts them down at exit)."""
+    with _CONFIGURED_LOCK:
+        tracers = [t for t in _CONFIGURED.values() if t is not None]
+    for tracer in tracers:
+        tracer.flush()
+
+
+def exporter_names(environ: Mapping[str, str]) -> list[str]:
+    """The exporters the variables ask for: OTEL_TRACES_EXPORTER, else otlp when an OTLP endpoint is set."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    if not names and (
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        names = ["otlp"]
+    return [n for n in names if n != "none"]
+
+
+def configure(environ: Mapping[str, str]) -> RunTracer | None:
+    """A tracer exporting through a BatchSpanProcessor (OTEL_BSP_*) per exporter asked for, or None."""
+    names = exporter_names(environ)
+    if not names:
+        return None
+    try:
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        if environ.get("OTEL_TRACES_EXPORTER"):  # asked for explicitly: say why nothing is traced
+            log.warning(
+                "tracing_off",
+                reason=f"OTEL_TRACES_EXPORTER is set but opentelemetry-sdk is not installed: {INSTALL_HINT}",
+            )
+        return None
+    processors: list[SpanProcessor] = []
+    for name in names:
+        try:
+            processors.append(BatchSpanProcessor(_exporter(name, environ)))
+        except TelemetryUnavailable as exc:
+            log.warning("tracing_exporter_off", exporter=name, reason=str(exc))
+    return RunTracer(processors) if processors else None
+
+
+def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
+    if name == "console":  # stderr: stdout carries the MCP protocol
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter(out=sys.stderr)
+    if name != "otlp":
+        raise TelemetryUnavailable(
+            f"unknown exporter {name!r} in OTEL_TRACES_EXPORTER (use otlp, console or none)"
+        )
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            raise TelemetryUnavailable(
+                "OTLP over gRPC needs opentelemetry-exporter-otlp-proto-grpc (pip install it), or set "
+                "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+            ) from None
+        grpc: SpanExporter = GrpcExporter()
+        return grpc
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise TelemetryUnavailable(
+            f"the otlp exporter needs opentelemetry-exporter-otlp-proto-http: {INSTALL_HINT}"
+        ) from None
+    exporter: SpanExporter = OTLPSpanExporter()  # reads its own OTEL_EXPORTER_OTLP_* variables
+    return exporter
+
+
+def _resource() -> Resource:
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, with service.name loopengt when they name none."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+
+    found = Resource.create()
+    if str(found.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        found = found.merge(Resource({SERVICE_NAME: "loopengt", SERVICE_VERSION: _version()}))
+    return found
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("loopengt")
+    except PackageNotFoundError:
+        return "0"
