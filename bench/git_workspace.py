@@ -17,6 +17,7 @@ CPU time does not.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -81,6 +82,10 @@ class Samples:
         self.wall.append(ms(time.perf_counter_ns() - t0))
         self.git_cpu.append((children_cpu() - cpu0) * 1000)
 
+    def figures(self) -> dict[str, float]:
+        w, c = self.wall, self.git_cpu
+        return {"median_ms": median(w), "p90_ms": pct(w, 90), "max_ms": max(w), "git_cpu_ms": median(c)}
+
     def row(self, name: str) -> str:
         w, c = self.wall, self.git_cpu
         return f"  {name:28}{median(w):>8.1f}ms{pct(w, 90):>8.1f}ms{max(w):>8.1f}ms{median(c):>10.1f}ms"
@@ -128,6 +133,7 @@ def main() -> None:
     parser.add_argument("--ignored", type=int, default=1_000, help="ignored files under build/")
     parser.add_argument("--steps", type=int, default=100, help="timed steps of each run")
     parser.add_argument("--block", type=int, default=10, help="steps of one run before switching")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     quiet_logs()
 
@@ -165,6 +171,26 @@ def main() -> None:
             f"{cpu:.1f} ms of git CPU; goal <= {GOAL_MS:g} ms: {'met' if added <= GOAL_MS else 'NOT met'} "
             f"(wall), {'met' if cpu <= GOAL_MS else 'NOT met'} (CPU). Load average now {os.getloadavg()[0]:.1f}."
         )
+        if args.json:
+            out = {
+                "files": args.files,
+                "untracked": args.untracked,
+                "ignored": args.ignored,
+                "steps": args.steps,
+                "block": args.block,
+                "git": git_version(),
+                "rows": {
+                    "step, workspace: none": without.figures(),
+                    "step, workspace: git": with_git.figures(),
+                    "snapshot() alone": alone.figures(),
+                    "git status (for scale)": status.figures(),
+                },
+                "added_ms": added,
+                "added_git_cpu_ms": cpu,
+                "goal_ms": GOAL_MS,
+                "met": added <= GOAL_MS,
+            }
+            Path(args.json).write_text(json.dumps(out, indent=1))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

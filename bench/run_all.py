@@ -1,8 +1,10 @@
 """Run every benchmark and write bench/RESULTS.md: each figure and ratio, goals met or missed, the machine.
 
 Runs, as subprocesses, each writing its figures as JSON (bench/out/, not committed) beside its printed log:
-compare_langgraph.py (N = 100, 200, 1,000, 10,000), steps.py (N = 2,000) and mcp_roundtrip.py (both
-protocol eras); then, if a goal is missed, a cProfile of loopengt's step (2 KB outputs) and of a cold load.
+compare_langgraph.py (N = 100, 200, 1,000, 10,000), steps.py (N = 2,000), mcp_roundtrip.py (both protocol
+eras; the modern one also times the server of MCP_BEFORE, the commit before the step-over-MCP fixes, checked
+out in a temporary git worktree) and git_workspace.py (10,000 files); then, if a goal is missed, a cProfile
+of loopengt's step (2 KB outputs) and of a cold load.
 Sizes are chosen so the whole thing takes ~3-9 minutes on the 2-core development VM, even with the disk
 in its slow mode.
 
@@ -38,7 +40,9 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("steps", ["steps.py", "--steps", "2000", "--budget", "0"], 600),
     ("mcp", ["mcp_roundtrip.py", "--calls", "500"], 300),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "200", "--mode", "legacy"], 300),
+    ("git", ["git_workspace.py", "--steps", "60"], 600),
 ]
+MCP_BEFORE = "cedc454a3c24f83a1519539feab912e497f23997"  # before the step-over-MCP fixes of 2026-11-25
 PROFILE_STEPS = 3000
 LABELS = {"loopengt": "loopengt", "langgraph": "LangGraph"}
 QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this script, not figures to keep
@@ -46,7 +50,23 @@ QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this s
     ("steps", ["steps.py", "--steps", "300"], 120),
     ("mcp", ["mcp_roundtrip.py", "--calls", "60"], 120),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "60", "--mode", "legacy"], 120),
+    ("git", ["git_workspace.py", "--files", "500", "--steps", "5"], 120),
 ]
+
+
+def _checkout(commit: str) -> Path | None:
+    """A temporary git worktree of `commit` (None if this clone does not have it: then no before/after)."""
+    path = OUT / f"before-{commit[:7]}"
+    subprocess.run(
+        ["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True, check=False
+    )
+    done = subprocess.run(
+        ["git", "worktree", "add", "--detach", "--force", str(path), commit],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    return path if done.returncode == 0 else None
 
 
 def _run(name: str, argv: list[str], timeout: float) -> dict[str, Any]:
@@ -166,13 +186,41 @@ def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
     for key in ("mcp", "mcp_legacy"):
         m = res[key]
+        before = (
+            f"; the code of {m['before_commit']}: {m['ratio_before']:.2f}"
+            if m.get("ratio_before") is not None
+            else ""
+        )
         rows.append(
             (
-                f"mcp_roundtrip.py ({m['mode']}, protocol {m['protocol']}): step over MCP / (no-op + fsync), medians",
+                f"mcp_roundtrip.py ({m['mode']}, protocol {m['protocol']}): step over MCP / no-op+fsync tool over MCP, "
+                "medians",
                 _f(m["ratio"], 3),
                 "<= 1.5",
                 _verdict(m["ratio_met"]),
-                f"paired by block {m['ratio_paired']:.2f}; p99s {m['ratio_p99']:.2f}",
+                f"paired by block {m['ratio_paired']:.2f}; p99s {m['ratio_p99']:.2f}{before}",
+            )
+        )
+        rows.append(
+            (
+                f"mcp_roundtrip.py ({m['mode']}): the same over (no-op + a bare fsync timed back to back), medians",
+                _f(m["ratio_summed"], 3),
+                "<= 1.5",
+                _verdict(m["ratio_summed"] <= 1.5),
+                "the back-to-back fsync understates one issued after an idle round trip (see the MCP section)",
+            )
+        )
+    if "git" in res:
+        g = res["git"]
+        rows.append(
+            (
+                f"git_workspace.py: time a step gains by recording a {g['files']:,}-file work tree "
+                "(median with git - median without)",
+                _f(g["added_ms"], 1) + " ms",
+                f"<= {g['goal_ms']:g} ms",
+                _verdict(g["met"]),
+                f"git CPU per step {g['added_git_cpu_ms']:.1f} ms; `git status` alone "
+                f"{g['rows']['git status (for scale)']['median_ms']:.1f} ms",
             )
         )
     return rows
@@ -362,14 +410,49 @@ def mcp_section(ms: list[dict[str, Any]]) -> list[str]:
         ]
         lines += _table(["call", "median ms", "p99 ms", "max ms", "last/first 10%"], rows)
         sp = m["split_ms"]
+        floor = m["rows"]["noop_fsync"]["median_ms"] - m["rows"]["noop"]["median_ms"]
         lines += [
             "",
-            f"step / (no-op + fsync): medians **{m['ratio']:.2f}** (goal <= 1.5: {_verdict(m['ratio_met'])}), "
-            f"paired by block {m['ratio_paired']:.2f}, p99s {m['ratio_p99']:.2f}. Median step split: transport "
-            f"{sp['transport']:.3f} ms + `Runs.step` {sp['service']:.3f} ms + the rest (tool layer, notifications) "
-            f"{sp['rest']:.3f} ms.",
+            f"step / no-op+fsync tool: medians **{m['ratio']:.2f}** (goal <= 1.5: {_verdict(m['ratio_met'])}), "
+            f"paired by block {m['ratio_paired']:.2f}, p99s {m['ratio_p99']:.2f}"
+            + (
+                f"; the server of {m['before_commit']} (before the fixes), same floor: {m['ratio_before']:.2f}"
+                if m.get("ratio_before") is not None
+                else ""
+            )
+            + f". Over (no-op + the bare fsync timed back to back): {m['ratio_summed']:.2f}. The floor tool "
+            f"(bench/_noop_server.py `append_fsync`) is the SDK's no-op plus one append+fsync of the same line; "
+            f"an fsync issued after an idle round trip took {floor:.3f} ms here against "
+            f"{m['rows']['fsync']['median_ms']:.3f} ms back to back. Median step split: transport "
+            f"{sp['transport']:.3f} ms + `Runs.step` {sp['service']:.3f} ms + the rest (tool layer, the fsync's "
+            f"idle penalty, notifications) {sp['rest']:.3f} ms.",
             "",
         ]
+    return lines
+
+
+def git_section(g: dict[str, Any]) -> list[str]:
+    lines = [
+        "## git_workspace.py: what recording the code's state adds to a step",
+        "",
+        f"`{g['_command']}` ({g['_took_s']:.0f} s): a repository of {g['files']:,} committed files, "
+        f"{g['untracked']} untracked and {g['ignored']:,} ignored; git {g['git']}. Two runs of the same spec, "
+        f"`workspace: git` and `workspace: none`, interleaved in blocks of {g['block']}, {g['steps']} timed steps "
+        "each; before each step the agent edits one tracked file (not timed). git CPU: CPU time of the git "
+        "processes a call started.",
+        "",
+    ]
+    rows = [
+        [name, _f(r["median_ms"], 1), _f(r["p90_ms"], 1), _f(r["max_ms"], 1), _f(r["git_cpu_ms"], 1)]
+        for name, r in g["rows"].items()
+    ]
+    lines += _table(["call", "median ms", "p90 ms", "max ms", "git CPU ms"], rows)
+    lines += [
+        "",
+        f"Added per step: **{g['added_ms']:.1f} ms** (goal <= {g['goal_ms']:g} ms: {_verdict(g['met'])}), "
+        f"{g['added_git_cpu_ms']:.1f} ms of it git CPU.",
+        "",
+    ]
     return lines
 
 
@@ -461,6 +544,8 @@ def write(res: dict[str, Any], path: Path) -> None:
     lines += _table(["goal", "value", "target", "verdict", "details"], [list(g) for g in goals], "lrlll")
     lines += ["", *compare_section(res["compare"]), *steps_section(res["steps"])]
     lines += mcp_section([res["mcp"], res["mcp_legacy"]])
+    if "git" in res:
+        lines += git_section(res["git"])
     if res.get("profile"):
         lines += profile_section(res["profile"], res["missed"])
     path.write_text("\n".join(lines).rstrip() + "\n")
@@ -484,8 +569,14 @@ def main(argv: list[str] | None = None) -> None:
         "load_start": os.getloadavg(),
         "fsync_start": _fsync_median(),
     }
-    for name, argv_, timeout in plan:
-        res[name] = _run(name, argv_, timeout)
+    before = None if args.quick else _checkout(MCP_BEFORE)
+    try:
+        for name, argv_, timeout in plan:
+            extra = ["--before", str(before)] if name == "mcp" and before is not None else []
+            res[name] = _run(name, [*argv_, *extra], timeout)
+    finally:
+        if before is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     res["missed"] = [g[0] for g in goal_rows(res) if g[3] == "**missed**"]
     if res["missed"] and not args.no_profile:
         prof = _run("profile", ["compare_langgraph.py", "--sizes", "--profile", str(profile_steps)], 600)
