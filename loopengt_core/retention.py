@@ -6,6 +6,7 @@ to it. A run's age is the time since it ended. Runs that cannot be read are left
 
 What a run frees is reported as its events and its size as run data (the length of its export: spec,
 events and checkpoints as JSON), a measure both stores share; the file store's snapshot comes on top.
+The file store also loses the temp files that writers killed mid-write left behind (over an hour old).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class PruneReport:
     dry_run: bool
     runs: list[PrunedRun] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    leftovers: int = 0  # temp files crashed writers left (file store)
+    leftover_bytes: int = 0
 
     @property
     def events(self) -> int:
@@ -120,4 +123,7 @@ def prune(
             report.skipped.append((run_id, exc.message))
             continue
         report.runs.append(found)
+    sweep = getattr(store, "sweep_leftovers", None)
+    if callable(sweep):
+        report.leftovers, report.leftover_bytes = sweep(dry_run=dry_run)
     return report

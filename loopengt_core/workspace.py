@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,13 +324,20 @@ def _signature(path: Path) -> str:
     return f"{st.st_ino:x}.{st.st_size:x}.{st.st_mtime_ns:x}"
 
 
+STALE_SCRATCH_SECONDS = 3600.0
+
+
 def _keep_index(copy: Path, kept: Path) -> None:
-    """Put the private index in place for the next snapshot and drop those of older user indexes."""
+    """Put the private index in place for the next snapshot; drop those of older user indexes, and
+    scratch directories a killed snapshot left (an hour old: a running one keeps its own)."""
     try:
         os.replace(copy, kept)
-        for old in kept.parent.glob("index-*"):
-            if old.name != kept.name and old.is_file():
-                old.unlink(missing_ok=True)
+        stale = time.time() - STALE_SCRATCH_SECONDS
+        for entry in os.scandir(kept.parent):
+            if entry.name.startswith("index-") and entry.name != kept.name and entry.is_file():
+                os.unlink(entry.path)
+            elif entry.name.startswith("tmp-") and entry.stat().st_mtime < stale:
+                shutil.rmtree(entry.path, ignore_errors=True)
     except OSError:
         pass  # only a cache: the next snapshot seeds from the user's index again
 

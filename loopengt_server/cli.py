@@ -435,6 +435,11 @@ def prune(
         f"({', '.join(chosen)}; ended more than {older_than} ago): {report.events} events, "
         f"{_size(report.bytes)} of run data"
     )
+    if report.leftovers:
+        typer.echo(
+            f"{'would remove' if dry_run else 'removed'} {report.leftovers} temp file(s) left by interrupted "
+            f"writes ({_size(report.leftover_bytes)})"
+        )
 
 
 @app.command("export")

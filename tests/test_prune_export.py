@@ -367,3 +367,34 @@ def test_read_export_refuses_what_is_not_json(tmp_path: Path) -> None:
     bad = cli("import", "missing.json", "--store", str(tmp_path / "s"), cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr.startswith("loopengt: cannot read missing.json")
+
+
+def test_prune_sweeps_what_interrupted_writers_left_in_the_file_store(tmp_path: Path) -> None:
+    """A crash between writing a temp file and renaming it leaves a `.tmp-` entry nobody reads."""
+    store = FileStore(tmp_path / "store")
+    runs = Runs(store, cwd=tmp_path)
+    run_id = runs.start_run(spec=SPEC).run_id
+    run_dir = tmp_path / "store" / "runs" / run_id
+    hour_ago = datetime.now(UTC).timestamp() - 7200
+    old = [
+        tmp_path / "store" / "runs" / ".tmp-halfmade-0123",  # a run directory never renamed into place
+        run_dir / ".tmp-snapshot-0123.json",
+        run_dir / "checkpoints" / ".tmp-cp-1-0123.json",
+    ]
+    old[0].mkdir()
+    (old[0] / "events.jsonl").write_bytes(b"x" * 1000)
+    old[1].write_bytes(b"y" * 500)
+    old[2].write_bytes(b"z" * 300)
+    for path in [old[0] / "events.jsonl", *old]:
+        os.utime(path, (hour_ago, hour_ago))
+    fresh = run_dir / ".tmp-snapshot-fresh.json"  # a writer in another process may still be at it
+    fresh.write_bytes(b"w")
+    assert store.sweep_leftovers(dry_run=True) == (3, 1800)
+    assert all(p.exists() for p in old)
+    done = cli("prune", "--older-than", "30d", "--store", str(tmp_path / "store"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "removed 3 temp file(s) left by interrupted writes (1.8 kB)" in done.stdout
+    assert not any(p.exists() for p in old)
+    assert fresh.exists()
+    assert store.list_runs() == [run_id]
+    assert runs.get_run(run_id).status == "running"  # the run itself untouched

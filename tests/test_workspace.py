@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -624,3 +625,18 @@ def test_concurrent_snapshots_agree_and_never_fail_on_an_index_lock(repo: Path, 
     with ThreadPoolExecutor(8) as pool:
         trees = set(pool.map(lambda _: workspace.snapshot(repo).tree, range(24)))
     assert trees == {fresh_tree(repo, tmp_path)}
+
+
+def test_a_killed_snapshots_scratch_directory_is_cleared_an_hour_later(repo: Path) -> None:
+    workspace.snapshot(repo)
+    private = repo / ".git" / "loopengt"
+    old, recent = private / "tmp-killed", private / "tmp-running"
+    for path in (old, recent):
+        path.mkdir()
+        (path / "index").write_bytes(b"partial")
+    hour_ago = time.time() - 2 * workspace.STALE_SCRATCH_SECONDS
+    os.utime(old, (hour_ago, hour_ago))
+    (repo / "README.md").write_text("# changed\n")
+    workspace.snapshot(repo)
+    assert not old.exists()
+    assert recent.exists()

@@ -192,6 +192,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _size_of(path: Path) -> int:
+    """Bytes of a file, or of every file under a directory (symlinks not followed)."""
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size if path.exists() or path.is_symlink() else 0
+    return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
 def _io_error(exc: OSError, what: str) -> StoreIOError:
     where = f" {exc.filename}" if exc.filename else ""
     return StoreIOError(f"file store: {what} failed:{where}: {exc.strerror or exc}")
@@ -1022,6 +1029,46 @@ class FileStore:
             raise _io_error(exc, f"deleting run {run_id!r}") from exc
         finally:
             shutil.rmtree(trash, ignore_errors=True)
+
+    @_guard("sweeping leftovers")
+    def sweep_leftovers(
+        self, *, older_than_seconds: float = 3600.0, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove temp files and directories that crashed writers left behind; returns (entries, bytes).
+
+        A new run's directory, a snapshot or a checkpoint is written under a `.tmp-` name and renamed
+        into place, and a deleted run is renamed to one before removal: a crash in between leaves the
+        temp name, which no reader looks at. Only entries untouched for `older_than_seconds` go, so a
+        writer still at work in another process keeps its own.
+        """
+        cutoff = time.time() - older_than_seconds
+        found: list[Path] = []
+        try:
+            run_dirs = list(os.scandir(self.runs_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0, 0
+        places = [self.runs_dir]
+        for entry in run_dirs:
+            if ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                places += [Path(entry.path), Path(entry.path) / CHECKPOINTS]
+        for place in places:
+            try:
+                entries = list(os.scandir(place))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found += [
+                Path(e.path)
+                for e in entries
+                if e.name.startswith(TMP_PREFIX) and e.stat(follow_symlinks=False).st_mtime < cutoff
+            ]
+        freed = sum(_size_of(path) for path in found)
+        if not dry_run:
+            for path in found:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        return len(found), freed
 
     @_guard("reading a run's version")
     def version(self, run_id: str) -> str:
