@@ -9,29 +9,16 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clock import Clock
 
 from loopengt_core.errors import Conflict, NotFound
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_core.view import RunView, TaskView
-
-
-class Clock:
-    """A clock the tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

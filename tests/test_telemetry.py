@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clock import Clock
 from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp_helpers import drive, ok, stdio_params
@@ -65,20 +66,9 @@ SPEC: dict[str, Any] = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2026, 3, 1, 9, 0, 0, tzinfo=UTC))
 
 
 def traced(store: Path, clock: Clock, cwd: Path) -> tuple[Runs, InMemorySpanExporter]:
