@@ -471,7 +471,11 @@ def from_env() -> RunTracer | None:
         return None  # the common case: nothing to import, nothing to do
     with _CONFIGURED_LOCK:
         if key not in _CONFIGURED:
-            _CONFIGURED[key] = configure(dict(key))
+            try:
+                _CONFIGURED[key] = configure(dict(key))
+            except Exception as exc:  # noqa: BLE001 - a bad variable must not stop the server: no tracing
+                log.warning("tracing_off", reason=f"the OTEL_* variables could not be used: {exc}")
+                _CONFIGURED[key] = None
         return _CONFIGURED[key]
 
 

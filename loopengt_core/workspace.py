@@ -3,12 +3,14 @@
 A snapshot is the id of a git tree holding every tracked and untracked-but-not-ignored file as it is
 on disk. It is computed on a private index (`GIT_INDEX_FILE`), so the user's index, branch and stash
 are never touched. The private index is seeded from a copy of the user's and kept between snapshots
-(`<git dir>/loopengt/index-<signature>`): its stat cache and cache tree make the next snapshot hash
-only the files changed since the last one. It is reseeded whenever the user's index, the top
-.gitignore or info/exclude changes, so "tracked" and "ignored" keep meaning what the user says. Each
-snapshot works on its own copy and renames it into place, so concurrent snapshots never contend for
-git's index lock. Blobs land in the object store as loose objects (that is how git builds a tree);
-checkpoints keep theirs alive with a commit under `refs/loopengt/<run>/<checkpoint>`.
+(`<git dir>/loopengt/index-<exclusions>-<signature>`): its stat cache and cache tree make the next
+snapshot hash only the files changed since the last one. It is seeded anew whenever the user's index
+or info/exclude changes, when a .gitignore in the work tree changes (what it now ignores must leave
+the index), and when it names objects `git gc` has pruned since, so "tracked" and "ignored" keep
+meaning what the user says. Each snapshot works on its own copy and renames it into place, so
+concurrent snapshots never contend for git's index lock. Blobs land in the object store as loose
+objects (that is how git builds a tree); checkpoints keep theirs alive with a commit under
+`refs/loopengt/<run>/<checkpoint>`.
 
 Never calls the network, never prompts, never starts a pager. The engine never imports this module:
 the service passes the results in as values, so replaying a run never runs git.
@@ -16,6 +18,7 @@ the service passes the results in as values, so replaying a run never runs git.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -163,17 +166,21 @@ def _start_git(root: str | Path, *args: str) -> subprocess.Popen[bytes]:
         ) from None
 
 
-def _finish_git(root: str | Path, proc: subprocess.Popen[bytes]) -> str | None:
-    """HEAD from a started `rev-parse --verify -q HEAD`."""
+def _finish_git(root: str | Path, proc: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[bytes]:
+    """Wait for a started git command (killed after GIT_TIMEOUT_SECONDS)."""
     try:
         out, err = proc.communicate(timeout=GIT_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
         raise WorkspaceError(f"`git rev-parse` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s") from None
-    if proc.returncode not in (0, 1):
-        raise _failure(root, ("rev-parse",), err)
-    return _head_of(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a started git command whose answer is no longer wanted (another one failed)."""
+    proc.kill()
+    proc.communicate()
 
 
 def _failure(root: str | Path, args: tuple[str, ...], stderr: bytes) -> WorkspaceError:
@@ -219,7 +226,7 @@ def prefix(root: str | Path) -> str:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where git keeps a work tree's files; constant for a root, so looked up once per process."""
+    """Where git keeps a work tree's files: looked up once per process, then checked beside each scan."""
 
     top: Path
     index: Path
@@ -228,36 +235,30 @@ class _Layout:
 
 
 _layouts: dict[str, _Layout] = {}
-_HEAD = ("rev-parse", "--verify", "-q", "HEAD")
+_LAYOUT_ARGS = (
+    "rev-parse",
+    "--show-toplevel",
+    "--git-path",
+    "index",
+    "--git-path",
+    "loopengt",
+    "--git-path",
+    "info/exclude",
+    "--verify",
+    "-q",
+    "HEAD",
+)
 
 
-def _layout_and_head(root: str | Path) -> tuple[_Layout, str | None]:
-    done = _git(
-        root,
-        "rev-parse",
-        "--show-toplevel",
-        "--git-path",
-        "index",
-        "--git-path",
-        "loopengt",
-        "--git-path",
-        "info/exclude",
-        *_HEAD[1:],
-        check=False,
-    )
+def _parse_layout(root: str | Path, done: subprocess.CompletedProcess[bytes]) -> tuple[_Layout, str | None]:
+    """The layout and HEAD (None before the first commit) from `git rev-parse _LAYOUT_ARGS`."""
     lines = done.stdout.decode().splitlines()
     if done.returncode not in (0, 1) or len(lines) < 4:
         raise _failure(root, ("rev-parse",), done.stderr)
     here = Path(root)  # git paths are relative to root
     layout = _Layout(Path(lines[0]), here / lines[1], here / lines[2], here / lines[3])
-    _layouts[str(root)] = layout
-    return layout, _head_of(done)
-
-
-def _head_of(done: subprocess.CompletedProcess[bytes]) -> str | None:
-    """HEAD's commit from a rev-parse ending in `--verify -q HEAD` (None before the first commit)."""
-    last = done.stdout.decode().splitlines()[-1:] if done.returncode == 0 else []
-    return last[0].strip() if last else None
+    head = lines[4].strip() if done.returncode == 0 and len(lines) > 4 else None
+    return layout, head
 
 
 def snapshot(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> WorkspaceState:
@@ -266,57 +267,111 @@ def snapshot(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> Workspa
     The whole work tree, also when `root` is a subdirectory of it. `exclude`: directories or files
     (absolute, or relative to `root`) left out when they lie in the work tree, such as the run store.
     """
-    cached = _layouts.get(str(root))
-    layout, head = (cached, None) if cached is not None else _layout_and_head(root)
-    try:  # with a cached layout, HEAD is read in parallel with the scan
-        tree, scanned_head = _scan(root, layout, exclude, read_head=cached is not None)
+    key = str(root)
+    cached = _layouts.get(key)
+    layout, head = (
+        (cached, None) if cached is not None else _parse_layout(root, _git(root, *_LAYOUT_ARGS, check=False))
+    )
+    _layouts[key] = layout
+    try:
+        tree, probed = _scan(root, layout, exclude, probe=cached is not None)
+        if probed is not None:
+            fresh, head = probed
+            if fresh != layout:  # the repository moved or was made anew since: scan with what git says now
+                _layouts[key] = fresh
+                tree, _ = _scan(root, fresh, exclude, probe=False)
     except WorkspaceError:
-        _layouts.pop(str(root), None)  # the repository may have moved or changed: look again next time
+        _layouts.pop(key, None)
         raise
-    return WorkspaceState(root=str(root), head=scanned_head if cached is not None else head, tree=tree)
+    return WorkspaceState(root=key, head=head, tree=tree)
 
 
 def _scan(
-    root: str | Path, layout: _Layout, exclude: Sequence[str | Path], *, read_head: bool
-) -> tuple[str, str | None]:
-    """(tree of the work tree, HEAD if `read_head`) through the private index."""
-    top, index, private = layout.top, layout.index, layout.private
-    ignores = (top / ".gitignore", layout.info_exclude)
+    root: str | Path, layout: _Layout, exclude: Sequence[str | Path], *, probe: bool
+) -> tuple[str, tuple[_Layout, str | None] | None]:
+    """The tree of the work tree through the private index; with `probe`, also the layout and HEAD
+    as git gives them now (looked up beside the scan, so it costs no time)."""
     pathspec = [":/"]
     for path in exclude:
         try:
-            inside = (Path(root) / path).resolve().relative_to(top.resolve()).as_posix()
+            inside = (Path(root) / path).resolve().relative_to(layout.top.resolve()).as_posix()
         except ValueError:
             continue  # not in the work tree: nothing to leave out
         if inside != ".":
             pathspec.append(f":(top,exclude,literal){inside}")
-    kept: Path | None = private / ("index-" + "-".join(_signature(path) for path in (index, *ignores)))
+    # one kept index per set of exclusions (an exclusion only stops updates, it removes nothing)
+    kind = hashlib.sha256("\0".join(pathspec).encode()).hexdigest()[:12]
+    signature = "-".join(_signature(path) for path in (layout.index, layout.info_exclude))
+    kept: Path | None = layout.private / f"index-{kind}-{signature}"
     try:
-        private.mkdir(exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="tmp-", dir=private))
+        layout.private.mkdir(exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="tmp-", dir=layout.private))
     except OSError:  # a read-only git dir: a throwaway copy of the user's index still works
         scratch, kept = Path(tempfile.mkdtemp(prefix="loopengt-index-")), None
+    probing = _start_git(root, *_LAYOUT_ARGS) if probe else None
     try:
         copy = scratch / "index"
-        seed = kept if kept is not None and kept.exists() else index
-        if seed.exists():
-            shutil.copy2(seed, copy)  # copy2 keeps the mtime, which git's racy-clean check relies on
         env = {"GIT_INDEX_FILE": str(copy)}
-        heads = _start_git(root, *_HEAD) if read_head else None
+        from_kept = kept is not None and _copy_seed(kept, copy)
+        if not from_kept:
+            _copy_seed(layout.index, copy)
         try:
-            _git(root, "add", "-A", "--", *pathspec, env=env)
+            ignores_changed = _add_all(root, pathspec, env)
+            if from_kept and ignores_changed:
+                raise _Reseed
             tree = _git(root, "write-tree", env=env).stdout.decode().strip()
-        finally:
-            head = _finish_git(root, heads) if heads is not None else None
+        except (WorkspaceError, _Reseed):
+            if not from_kept:
+                raise
+            # An ignore file changed (what it now ignores must leave the index), or the kept index
+            # names objects `git gc` has pruned since: start again from the user's index.
+            copy.unlink(missing_ok=True)
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+            _copy_seed(layout.index, copy)
+            _add_all(root, pathspec, env)
+            tree = _git(root, "write-tree", env=env).stdout.decode().strip()
         if kept is not None:
-            _keep_index(copy, kept)
+            _keep_index(copy, kept, kind)
+    except BaseException:
+        if probing is not None:
+            _reap(probing)
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return tree, head
+    probed = _parse_layout(root, _finish_git(root, probing)) if probing is not None else None
+    return tree, probed
+
+
+class _Reseed(Exception):
+    """The kept index cannot be trusted for this snapshot."""
+
+
+def _add_all(root: str | Path, pathspec: list[str], env: dict[str, str]) -> bool:
+    """`git add -A` into the private index; whether a .gitignore was among the paths it changed."""
+    out = _git(root, "add", "-A", "--verbose", "--", *pathspec, env=env).stdout
+    return any(line.rstrip(b"'\"").endswith(b".gitignore") for line in out.splitlines())
+
+
+def _copy_seed(source: Path, dest: Path) -> bool:
+    """Copy an index file, keeping its mtime (git's racy-clean check relies on it); False if absent.
+
+    Read through one open file, so a concurrent rename over `source` cannot pair old bytes with a
+    newer mtime.
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    with os.fdopen(fd, "rb") as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out)
+        st = os.fstat(src.fileno())
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return True
 
 
 def _signature(path: Path) -> str:
-    """Which version of a file (the user's index, an ignore file) a private index was seeded under."""
+    """Which version of a file (the user's index, info/exclude) a private index was seeded under."""
     try:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):
@@ -327,17 +382,21 @@ def _signature(path: Path) -> str:
 STALE_SCRATCH_SECONDS = 3600.0
 
 
-def _keep_index(copy: Path, kept: Path) -> None:
-    """Put the private index in place for the next snapshot; drop those of older user indexes, and
-    scratch directories a killed snapshot left (an hour old: a running one keeps its own)."""
+def _keep_index(copy: Path, kept: Path, kind: str) -> None:
+    """Put the private index in place for the next snapshot; drop the same kind's older ones (seeded
+    from an older user index), and scratch directories a killed snapshot left (an hour old: a running
+    one keeps its own)."""
     try:
         os.replace(copy, kept)
         stale = time.time() - STALE_SCRATCH_SECONDS
         for entry in os.scandir(kept.parent):
-            if entry.name.startswith("index-") and entry.name != kept.name and entry.is_file():
-                os.unlink(entry.path)
-            elif entry.name.startswith("tmp-") and entry.stat().st_mtime < stale:
-                shutil.rmtree(entry.path, ignore_errors=True)
+            try:
+                if entry.name.startswith(f"index-{kind}-") and entry.name != kept.name:
+                    os.unlink(entry.path)
+                elif entry.name.startswith("tmp-") and entry.stat(follow_symlinks=False).st_mtime < stale:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except FileNotFoundError:
+                continue  # another snapshot cleaned it first
     except OSError:
         pass  # only a cache: the next snapshot seeds from the user's index again
 

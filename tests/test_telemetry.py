@@ -436,3 +436,15 @@ def json_objects(text: str) -> list[dict[str, Any]]:
         except ValueError:
             at += 1
     return found
+
+
+def test_a_bad_otel_variable_turns_tracing_off_instead_of_stopping_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "0")  # the SDK refuses it with a ValueError
+    runs = Runs(FileStore(tmp_path / "store"), cwd=tmp_path)
+    assert runs.tracer is None
+    assert runs.start_run(
+        spec={"name": "t", "agents": [{"name": "a"}], "steps": [{"name": "s", "agent": "a"}]}
+    )

@@ -9,6 +9,7 @@ files on disk.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -640,3 +641,60 @@ def test_a_killed_snapshots_scratch_directory_is_cleared_an_hour_later(repo: Pat
     workspace.snapshot(repo)
     assert not old.exists()
     assert recent.exists()
+
+
+def names(repo: Path, tree: str) -> list[str]:
+    return git(repo, "ls-tree", "-r", "--name-only", tree).split()
+
+
+def test_a_snapshot_recovers_when_git_gc_pruned_what_the_kept_index_names(repo: Path) -> None:
+    old = time.time() - 100
+    os.utime(repo / "notes.txt", (old, old))  # untracked, unchanged: the kept index never rewrites it
+    first = workspace.snapshot(repo)
+    blob = git(repo, "rev-parse", f"{first.tree}:notes.txt").strip()
+    git(repo, "gc", "-q", "--prune=now")  # nothing reachable names the snapshot's blobs
+    assert subprocess.run(["git", "cat-file", "-e", blob], cwd=repo, check=False).returncode != 0
+    again = workspace.snapshot(repo)
+    assert again.tree == first.tree
+    git(repo, "cat-file", "-e", blob)  # written again
+
+
+def test_snapshots_with_different_exclusions_do_not_share_a_kept_index(repo: Path) -> None:
+    (repo / "store").mkdir()
+    (repo / "store" / "events.jsonl").write_text("1\n")
+    assert "store/events.jsonl" in names(
+        repo, workspace.snapshot(repo).tree
+    )  # e.g. a PostgreSQL-store process
+    excluded = workspace.snapshot(repo, exclude=[repo / "store"])  # a file-store process leaves its store out
+    assert not any(n.startswith("store/") for n in names(repo, excluded.tree))
+
+
+def test_a_file_a_nested_gitignore_starts_ignoring_leaves_the_tree_at_once(repo: Path) -> None:
+    (repo / "src" / "pkg" / ".env").write_text("SECRET=1\n")
+    assert "src/pkg/.env" in names(repo, workspace.snapshot(repo).tree)
+    (repo / "src" / "pkg" / ".gitignore").write_text(".env\n")
+    ignored = workspace.snapshot(repo)
+    assert "src/pkg/.env" not in names(repo, ignored.tree)
+    assert "src/pkg/.gitignore" in names(repo, ignored.tree)
+    git(repo, "add", "src/pkg/.gitignore")  # the user's index changes: a reseed finds nothing new
+    assert workspace.changed_paths(repo, ignored.tree, workspace.snapshot(repo).tree) == []
+
+
+def test_a_repository_made_anew_under_a_cached_root_is_seen_as_it_is_now(tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    sub = top / "sub"
+    sub.mkdir(parents=True)
+    git(top, "init", "-q")
+    (sub / "a.txt").write_text("a")
+    git(top, "add", ".")
+    git(top, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "c")
+    workspace.snapshot(sub)  # the layout of `sub` (top's repository) is now cached in this process
+    shutil.rmtree(top / ".git")
+    git(sub, "init", "-q")
+    (sub / ".gitignore").write_text("*.cfg\n")
+    (sub / "app.cfg").write_text("force-added despite the ignore rule")
+    git(sub, "add", "-f", ".")
+    git(sub, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "c")
+    now = workspace.snapshot(sub)
+    assert names(sub, now.tree) == [".gitignore", "a.txt", "app.cfg"]
+    assert now.head == git(sub, "rev-parse", "HEAD").strip()

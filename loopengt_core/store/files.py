@@ -35,12 +35,14 @@ Only `loopengt_core.errors` exceptions leave this module; OSErrors become `Store
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import functools
 import json
 import os
 import shutil
 import signal
+import stat
 import threading
 import time
 import uuid
@@ -193,10 +195,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _size_of(path: Path) -> int:
-    """Bytes of a file, or of every file under a directory (symlinks not followed)."""
-    if not path.is_dir() or path.is_symlink():
-        return path.lstat().st_size if path.exists() or path.is_symlink() else 0
-    return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+    """Bytes of a file, or of every file under a directory (symlinks not followed; vanished ones: 0)."""
+    paths = [path]
+    if path.is_dir() and not path.is_symlink():
+        paths = [Path(folder, name) for folder, dirs, files in os.walk(path) for name in [*files, *dirs]]
+    total = 0
+    for each in paths:
+        with contextlib.suppress(FileNotFoundError):
+            st = each.lstat()
+            total += 0 if stat.S_ISDIR(st.st_mode) else st.st_size
+    return total
 
 
 def _io_error(exc: OSError, what: str) -> StoreIOError:
@@ -1051,17 +1059,24 @@ class FileStore:
         for entry in run_dirs:
             if ID_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 places += [Path(entry.path), Path(entry.path) / CHECKPOINTS]
+        freed = 0
         for place in places:
+            if place.is_symlink():
+                continue  # never follow a link out of the store
             try:
                 entries = list(os.scandir(place))
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            found += [
-                Path(e.path)
-                for e in entries
-                if e.name.startswith(TMP_PREFIX) and e.stat(follow_symlinks=False).st_mtime < cutoff
-            ]
-        freed = sum(_size_of(path) for path in found)
+            for entry in entries:
+                try:  # a live writer may rename or remove its temp file at any moment
+                    if (
+                        entry.name.startswith(TMP_PREFIX)
+                        and entry.stat(follow_symlinks=False).st_mtime < cutoff
+                    ):
+                        freed += _size_of(Path(entry.path))
+                        found.append(Path(entry.path))
+                except FileNotFoundError:
+                    continue
         if not dry_run:
             for path in found:
                 if path.is_dir() and not path.is_symlink():
