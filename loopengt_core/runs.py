@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFo
 from loopengt_core.events import Event, iso, parse_iso
 from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, GateResult, RunState, apply, project_run
-from loopengt_core.store import Checkpoint, Store, check_id
+from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
@@ -200,11 +201,13 @@ class Runs:
         outcome: str = "success",
         error: str | None = None,
         run_commands: bool = True,
+        wait: bool = True,
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing.
 
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
         when commands (command gates, command steps) are due; `settle` runs them and answers then.
+        `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
         self._known(run_id)
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
@@ -233,7 +236,7 @@ class Runs:
                 state, task_id, output, outcome=outcome, error=error, digest=mark, now=now, workspace=recorded
             )
 
-        result = self._locked(run_id, decide, self._answer(run_id, task_id))
+        result = self._locked(run_id, decide, self._answer(run_id, task_id), wait=wait)
         if result.commands_pending and run_commands:
             return self.settle(run_id, task_id, current)
         return self._drift(result, current)
@@ -256,10 +259,12 @@ class Runs:
         Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
         its event loop, where handing it to a worker thread would cost a fifth as much again.
         """
-        try:
-            return bool(getattr(self.store, "local", False)) and self._live_root(run_id) is None
-        except LoopengtError:
-            return False  # the regular path reports it
+        if not getattr(self.store, "local", False):
+            return False
+        with self._guard:
+            run = self._cache.get(run_id)
+        # not loaded in this process yet: loading reads the log, which is for a worker thread
+        return run is not None and (run.state.workspace is None or run.state.ended)
 
     def get_run(self, run_id: str) -> RunView:
         return self._drift(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
@@ -481,10 +486,14 @@ class Runs:
     def _transition(self, run_id: str, decide: Decide) -> _Run:
         return self._locked(run_id, decide, lambda run: run)
 
-    def _locked(self, run_id: str, decide: Decide, then: Callable[[_Run], T]) -> T:
-        """One transition under the run's lock; `then` reads the result before another thread can change it."""
+    def _locked(self, run_id: str, decide: Decide, then: Callable[[_Run], T], *, wait: bool = True) -> T:
+        """One transition under the run's lock; `then` reads the result before another thread can change it.
+
+        `wait=False`: LockBusy instead of waiting for the lock (only stores with `try_lock` can; others
+        always say busy).
+        """
         self._known(run_id)
-        with self.store.lock(run_id):
+        with self._lock(run_id, wait):
             run = self._sync(run_id)
             now = self.clock()
             events = run.engine.tick(run.state, now)
@@ -505,6 +514,15 @@ class Runs:
             if events:
                 self._append(run_id, run, events)
             return then(run)
+
+    def _lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
+        if wait:
+            return self.store.lock(run_id)
+        try_lock = getattr(self.store, "try_lock", None)
+        if try_lock is None:
+            raise LockBusy(run_id)
+        lock: AbstractContextManager[None] = try_lock(run_id)
+        return lock
 
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         view, pending = self._locked(

@@ -21,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from loopengt_core.catalog import list_templates as catalog_templates
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
+from loopengt_core.store import LockBusy
 from loopengt_core.validation import SpecError, parse_text, read_spec_file, summary, validate_data
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
@@ -101,6 +102,28 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ToolError(exc.message) from None
 
 
+async def _submit(
+    runs: Runs, run_id: str, task_id: str, output: Any, outcome: str, error: str | None
+) -> StepAnswer:
+    """`runs.step`, on the event loop when it is only a local append+fsync (cheaper than the hop to a
+    worker thread) and the run's lock is free; anything that can take longer goes to a worker thread."""
+    answer = None
+    if runs.quick(run_id):
+        try:
+            answer = runs.step(
+                run_id, task_id, output, outcome=outcome, error=error, run_commands=False, wait=False
+            )
+        except LockBusy:
+            pass  # someone else holds the run: wait for it on a worker thread, not on the event loop
+        except LoopengtError as exc:
+            raise ToolError(exc.message) from None
+        if answer is not None and answer.commands_pending:  # commands take time: off the event loop
+            return await _call(runs.settle, run_id, task_id)
+    if answer is None:
+        answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error)
+    return answer
+
+
 def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     async def announce(run_id: str) -> None:
         await notifier.changed(run_id)
@@ -132,15 +155,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     ) -> types.CallToolResult:
         """Submit the output of an open task (outcome failure + error if you could not do it). The server runs the
         gates and answers with gate_results and the next tasks (a retry carries feedback)."""
-        if runs.quick(run_id):  # a local append+fsync: cheaper here than the hop to a worker thread
-            try:
-                answer = runs.step(run_id, task_id, output, outcome=outcome, error=error, run_commands=False)
-            except LoopengtError as exc:
-                raise ToolError(exc.message) from None
-            if answer.commands_pending:  # command gates or steps: they take time, off the event loop
-                answer = await _call(runs.settle, run_id, task_id)
-        else:
-            answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error)
+        answer = await _submit(runs, run_id, task_id, output, outcome, error)
         await announce(run_id)
         if answer.status == "waiting_approval":
             view = await ask_for_approval(ctx, runs, run_id)

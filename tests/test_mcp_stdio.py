@@ -284,3 +284,38 @@ async def test_text_content_mirrors_next_action(client: Client) -> None:
     assert view["run_id"] in text
     assert view["next_action"] in text
     assert view["tasks"][0]["instructions"] in text
+
+
+async def test_a_step_waiting_for_another_process_lock_leaves_the_server_responsive(
+    client: Client, workdir: Path
+) -> None:
+    """Steps run on the event loop only when the run's lock is free: a held lock never stalls the server."""
+    import fcntl
+    import os
+    import time
+
+    import anyio
+
+    view = ok(await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "handoff_pipeline.yaml")}))
+    run_id, task = view["run_id"], view["tasks"][0]["task_id"]
+    lock = os.open(workdir / "store" / "runs" / run_id / "lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another process in the middle of a transition of this run
+    answers: list[dict[str, Any]] = []
+    try:
+        async with anyio.create_task_group() as tasks:
+
+            async def submit() -> None:
+                answers.append(ok(await step(client, run_id, task, {"summary": "s", "findings": []})))
+
+            tasks.start_soon(submit)
+            await anyio.sleep(0.3)
+            t0 = time.monotonic()
+            with anyio.fail_after(5):  # a step blocking the event loop on the lock would hang here
+                templates = ok(await client.call_tool("list_templates", {}))
+            assert time.monotonic() - t0 < 2.0  # answered while the step waits for the lock
+            assert templates["templates"]
+            assert answers == []  # still waiting
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
+    assert answers[0]["accepted"] is True

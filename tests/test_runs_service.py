@@ -604,3 +604,45 @@ def test_a_run_that_records_its_files_is_not_quick(tmp_path: Path) -> None:
     plain = runs.start_run(spec=dict(SPEC, workspace="none"), inputs={"ticket": "t"}).run_id
     assert not runs.quick(recorded)
     assert runs.quick(plain)
+
+
+def test_a_step_that_must_not_wait_says_busy_and_does_nothing(store: FileStore, tmp_path: Path) -> None:
+    from loopengt_core.store import LockBusy
+
+    runs = Runs(store, cwd=tmp_path)
+    run_id = runs.start_run(spec=SPEC, inputs={"ticket": "t"}).run_id
+    n = count(store, run_id)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.lock(run_id):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        with pytest.raises(LockBusy):
+            runs.step(run_id, "plan#1", {"ok": True}, wait=False)
+        assert count(store, run_id) == n
+    finally:
+        release.set()
+        holder.join()
+    # another process's flock: the same
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+         str(store.root / "runs" / run_id / "lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy):
+            runs.step(run_id, "plan#1", {"ok": True}, wait=False)
+    finally:
+        child.kill()
+        child.wait()
+    assert runs.step(run_id, "plan#1", {"ok": True}, wait=False).accepted
+    assert count(store, run_id) > n

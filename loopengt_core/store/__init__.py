@@ -25,6 +25,10 @@ from loopengt_core.events import Event
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+class LockBusy(Exception):
+    """A run's lock is held elsewhere and the caller asked not to wait (`FileStore.try_lock`)."""
+
+
 def check_id(value: object, what: str = "run_id") -> str:
     """Validate a run or checkpoint id so that no argument can leave the store directory."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):

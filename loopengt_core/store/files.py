@@ -48,7 +48,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -57,7 +57,7 @@ from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
-from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_id
+from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, LockBusy, check_batch, check_id
 
 __all__ = ["FAULT_ENV", "FAULT_POINTS", "FileStore", "StoreIOError"]
 
@@ -1096,23 +1096,35 @@ class FileStore:
 
     # ----------------------------------------------------------------------------------- locking
 
-    @contextmanager
-    def lock(self, run_id: str) -> Iterator[None]:
+    def lock(self, run_id: str) -> AbstractContextManager[None]:
         """flock(LOCK_EX) on the run's lock file, plus a per-run thread lock for this process.
 
         Blocks until free. Not re-entrant; `append` inside the block sees it is held and does not relock.
         """
+        return self._lock(run_id, wait=True)
+
+    def try_lock(self, run_id: str) -> AbstractContextManager[None]:
+        """`lock` that raises LockBusy instead of waiting (for callers on an event loop)."""
+        return self._lock(run_id, wait=False)
+
+    @contextmanager
+    def _lock(self, run_id: str, *, wait: bool) -> Iterator[None]:
         events = self._path(run_id, EVENTS)
         if not os.path.isfile(events):
             raise self._not_found(run_id)
-        with self._thread_lock(run_id):
+        mine = self._thread_lock(run_id)
+        if not mine.acquire(blocking=wait):
+            raise LockBusy(run_id)
+        try:
             try:
                 fd = os.open(self._path(run_id, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
                 raise _io_error(exc, f"locking run {run_id!r}") from exc
             try:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LockBusy(run_id) from None
                 except OSError as exc:
                     raise _io_error(exc, f"locking run {run_id!r}") from exc
                 self._held[run_id] = threading.get_ident()
@@ -1122,6 +1134,8 @@ class FileStore:
                     del self._held[run_id]
             finally:
                 os.close(fd)  # closing the only fd on the open file description releases the flock
+        finally:
+            mine.release()
 
     def close(self) -> None:
         """Close cached append fds and forget caches; the store stays usable (it reopens on demand)."""
