@@ -181,8 +181,15 @@ class RunTracer:
         trace_number, own, parent = ids
         context = None
         if parent is not None:
-            sampled = TraceFlags(TraceFlags.SAMPLED)
-            remote = SpanContext(trace_number, parent, is_remote=True, trace_flags=sampled)
+            # the parent's flag is the run's own sampling decision (OTEL_TRACES_SAMPLER decides on the
+            # trace id, the same in every process), so a parent-based sampler keeps or drops a whole run
+            from opentelemetry.sdk.trace.sampling import Decision
+
+            decided = self.provider.sampler.should_sample(None, trace_number, "loopengt.run").decision
+            flags = TraceFlags(
+                TraceFlags.SAMPLED if decided is Decision.RECORD_AND_SAMPLE else TraceFlags.DEFAULT
+            )
+            remote = SpanContext(trace_number, parent, is_remote=True, trace_flags=flags)
             context = trace.set_span_in_context(NonRecordingSpan(remote))
         token = _NEXT_IDS.set((trace_number, own))
         try:

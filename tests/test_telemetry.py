@@ -448,3 +448,24 @@ def test_a_bad_otel_variable_turns_tracing_off_instead_of_stopping_the_server(
     assert runs.start_run(
         spec={"name": "t", "agents": [{"name": "a"}], "steps": [{"name": "s", "agent": "a"}]}
     )
+
+
+def test_a_ratio_sampler_keeps_or_drops_whole_runs(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OTEL_TRACES_SAMPLER=parentbased_traceidratio, a run's task spans follow its run span."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    exporter = InMemorySpanExporter()
+    tracer = RunTracer([SimpleSpanProcessor(exporter)])
+    runs = Runs(FileStore(tmp_path / "store"), clock=clock, cwd=tmp_path, tracer=tracer)
+    spec = {"name": "s", "agents": [{"name": "a"}], "steps": [{"name": "one", "agent": "a"}]}
+    for _ in range(16):
+        run_id = runs.start_run(spec=spec).run_id
+        runs.step(run_id, "one#1", "done")
+    traces: dict[int, list[str]] = {}
+    for span in exporter.get_finished_spans():
+        assert span.context is not None
+        traces.setdefault(span.context.trace_id, []).append(span.name)
+    assert 0 < len(traces) < 16  # some runs sampled, some not (16 ids, ratio 0.5)
+    assert all(sorted(names) == ["invoke_agent a", "loopengt.run s"] for names in traces.values())
