@@ -226,7 +226,7 @@ def prefix(root: str | Path) -> str:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where git keeps a work tree's files: looked up once per process, then checked beside each scan."""
+    """Where git keeps a work tree's files: looked up once per process (`_still_holds` checks it)."""
 
     top: Path
     index: Path
@@ -248,6 +248,7 @@ _LAYOUT_ARGS = (
     "-q",
     "HEAD",
 )
+_HEAD_ARGS = ("rev-parse", "--verify", "-q", "HEAD")
 
 
 def _parse_layout(root: str | Path, done: subprocess.CompletedProcess[bytes]) -> tuple[_Layout, str | None]:
@@ -269,36 +270,42 @@ def snapshot(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> Workspa
     """
     key = str(root)
     cached = _layouts.get(key)
-    layout, head = (
-        (cached, None) if cached is not None else _parse_layout(root, _git(root, *_LAYOUT_ARGS, check=False))
-    )
+    if cached is not None and not _still_holds(root, cached):
+        cached = None  # the repository moved or was made anew since: ask git again
+    if cached is None:
+        layout, head = _parse_layout(root, _git(root, *_LAYOUT_ARGS, check=False))
+    else:
+        layout, head = cached, None
     _layouts[key] = layout
     try:
-        tree, probed = _scan(root, layout, exclude, probe=cached is not None)
-        if probed is not None:
-            fresh, head = probed
-            if fresh != layout:  # the repository moved or was made anew since: scan with what git says now
-                _layouts[key] = fresh
-                tree, _ = _scan(root, fresh, exclude, probe=False)
+        tree, probed = _scan(root, layout, exclude, read_head=cached is not None)
     except WorkspaceError:
         _layouts.pop(key, None)
         raise
-    return WorkspaceState(root=key, head=head, tree=tree)
+    return WorkspaceState(root=key, head=probed if cached is not None else head, tree=tree)
+
+
+def _still_holds(root: str | Path, layout: _Layout) -> bool:
+    """Whether a cached layout still describes `root`: its git dir is there, and no other repository
+    begins between `root` and the top of the work tree (a few stats, not a git process)."""
+    if not layout.index.parent.is_dir():
+        return False
+    here = Path(root).resolve()
+    top = layout.top.resolve()
+    for folder in (here, *here.parents):
+        if folder == top:
+            return True
+        if (folder / ".git").exists():
+            return False
+    return False  # root is no longer inside the work tree
 
 
 def _scan(
-    root: str | Path, layout: _Layout, exclude: Sequence[str | Path], *, probe: bool
-) -> tuple[str, tuple[_Layout, str | None] | None]:
-    """The tree of the work tree through the private index; with `probe`, also the layout and HEAD
-    as git gives them now (looked up beside the scan, so it costs no time)."""
-    pathspec = [":/"]
-    for path in exclude:
-        try:
-            inside = (Path(root) / path).resolve().relative_to(layout.top.resolve()).as_posix()
-        except ValueError:
-            continue  # not in the work tree: nothing to leave out
-        if inside != ".":
-            pathspec.append(f":(top,exclude,literal){inside}")
+    root: str | Path, layout: _Layout, exclude: Sequence[str | Path], *, read_head: bool
+) -> tuple[str, str | None]:
+    """The tree of the work tree through the private index; with `read_head`, also HEAD (read by a
+    git process beside the scan, so it costs no time)."""
+    pathspec = _pathspec(root, layout.top, exclude)
     # one kept index per set of exclusions (an exclusion only stops updates, it removes nothing)
     kind = hashlib.sha256("\0".join(pathspec).encode()).hexdigest()[:12]
     signature = "-".join(_signature(path) for path in (layout.index, layout.info_exclude))
@@ -308,7 +315,7 @@ def _scan(
         scratch = Path(tempfile.mkdtemp(prefix="tmp-", dir=layout.private))
     except OSError:  # a read-only git dir: a throwaway copy of the user's index still works
         scratch, kept = Path(tempfile.mkdtemp(prefix="loopengt-index-")), None
-    probing = _start_git(root, *_LAYOUT_ARGS) if probe else None
+    probing = _start_git(root, *_HEAD_ARGS) if read_head else None
     try:
         copy = scratch / "index"
         env = {"GIT_INDEX_FILE": str(copy)}
@@ -339,8 +346,28 @@ def _scan(
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    probed = _parse_layout(root, _finish_git(root, probing)) if probing is not None else None
-    return tree, probed
+    return tree, _head(root, probing) if probing is not None else None
+
+
+def _pathspec(root: str | Path, top: Path, exclude: Sequence[str | Path]) -> list[str]:
+    """The whole work tree, less the excluded paths that lie in it."""
+    pathspec = [":/"]
+    for path in exclude:
+        try:
+            inside = (Path(root) / path).resolve().relative_to(top.resolve()).as_posix()
+        except ValueError:
+            continue  # not in the work tree: nothing to leave out
+        if inside != ".":
+            pathspec.append(f":(top,exclude,literal){inside}")
+    return pathspec
+
+
+def _head(root: str | Path, probing: subprocess.Popen[bytes]) -> str | None:
+    """HEAD's commit from a started `rev-parse --verify -q HEAD` (None before the first commit)."""
+    done = _finish_git(root, probing)
+    if done.returncode not in (0, 1):
+        raise _failure(root, ("rev-parse",), done.stderr)
+    return (done.stdout.decode().strip() or None) if done.returncode == 0 else None
 
 
 class _Reseed(Exception):
@@ -354,11 +381,20 @@ def _add_all(root: str | Path, pathspec: list[str], env: dict[str, str]) -> bool
 
 
 def _copy_seed(source: Path, dest: Path) -> bool:
-    """Copy an index file, keeping its mtime (git's racy-clean check relies on it); False if absent.
+    """Give `dest` the content and mtime (git's racy-clean check relies on it) of an index file; False
+    if there is none.
 
-    Read through one open file, so a concurrent rename over `source` cannot pair old bytes with a
-    newer mtime.
+    A hard link when it can be: git never changes an index file in place (it writes a lock file and
+    renames it over), so the link stays a faithful copy. Otherwise the bytes are read through one open
+    file, so a concurrent rename over `source` cannot pair old bytes with a newer mtime.
     """
+    try:
+        os.link(source, dest)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        pass  # another filesystem, or links not allowed: copy
     try:
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
