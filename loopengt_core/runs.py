@@ -187,8 +187,11 @@ class Runs:
             self.store.create_run(new_id, text, events)
         except StoreConflict:
             return self._existing(new_id, spec_hash)
+        state = project_run(events)
         with self._guard:
-            self._cache[new_id] = _Run(project_run(events), engine, text)
+            self._cache[new_id] = _Run(state, engine, text)
+        if self.tracer is not None:
+            self.tracer.record(self.store, new_id, state, events)
         log.info("run_started", run_id=new_id, loop=parsed.name)
         return self._pump_and_view(new_id, current)
 
@@ -263,8 +266,11 @@ class Runs:
             return False
         with self._guard:
             run = self._cache.get(run_id)
-        # not loaded in this process yet: loading reads the log, which is for a worker thread
-        return run is not None and (run.state.workspace is None or run.state.ended)
+        # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
+        # which is for a worker thread
+        if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
+            return False
+        return run.state.workspace is None or run.state.ended
 
     def get_run(self, run_id: str) -> RunView:
         return self._drift(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
@@ -406,6 +412,8 @@ class Runs:
             if worktree is not None and at_checkpoint.workspace is not None:
                 git.remove_worktree(at_checkpoint.workspace.root, self._path(worktree))
             raise
+        if self.tracer is not None:
+            self.tracer.record(self.store, new_id, project_run(events), events)
         log.info("run_forked", run_id=new_id, parent_run_id=run_id, checkpoint_id=checkpoint_id)
         return self._pump_and_view(new_id, current)
 

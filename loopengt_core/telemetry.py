@@ -138,6 +138,11 @@ class RunTracer:
                 self._trails.pop(run_id, None)
                 log.warning("tracing_failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
 
+    def follows(self, run_id: str) -> bool:
+        """Whether this process already follows the run (its next `record` reads no earlier events)."""
+        with self._lock:
+            return run_id in self._trails
+
     def flush(self, timeout_millis: int = 5000) -> bool:
         return self.provider.force_flush(timeout_millis)
 

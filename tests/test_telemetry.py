@@ -469,3 +469,15 @@ def test_a_ratio_sampler_keeps_or_drops_whole_runs(
         traces.setdefault(span.context.trace_id, []).append(span.name)
     assert 0 < len(traces) < 16  # some runs sampled, some not (16 ids, ratio 0.5)
     assert all(sorted(names) == ["invoke_agent a", "loopengt.run s"] for names in traces.values())
+
+
+def test_a_run_this_process_does_not_follow_yet_is_not_stepped_on_the_event_loop(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """The first traced step of a run reads its earlier events: that belongs on a worker thread."""
+    writer, _ = traced(tmp_path / "store", clock, tmp_path)
+    run_id = writer.start_run(spec=SPEC).run_id
+    reader, _ = traced(tmp_path / "store", clock, tmp_path)
+    reader.get_run(run_id)  # loaded here, but nothing appended here yet
+    assert not reader.quick(run_id)
+    assert writer.quick(run_id)
