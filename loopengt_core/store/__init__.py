@@ -75,6 +75,28 @@ class Checkpoint:
     state: dict[str, Any] = field(repr=False)
 
 
+def check_checkpoint(checkpoint: object) -> Checkpoint:
+    """Refuse a checkpoint that is not one a store can keep (every backend checks the same way)."""
+    if not isinstance(checkpoint, Checkpoint):
+        raise InvalidArgument("save_checkpoint takes a Checkpoint")
+    check_id(checkpoint.run_id)
+    cid = check_id(checkpoint.checkpoint_id, "checkpoint_id")
+    seq = checkpoint.seq
+    if not (
+        isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and seq >= 0
+        and (checkpoint.label is None or isinstance(checkpoint.label, str))
+        and isinstance(checkpoint.created_at, str)
+        and isinstance(checkpoint.state, dict)
+    ):
+        raise InvalidArgument(
+            f"checkpoint {cid!r}: seq must be an integer >= 0, label a string or None, "
+            "created_at a string and state a JSON object"
+        )
+    return checkpoint
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable home of runs. Implementations must pass `tests/store_contract.py`."""

@@ -57,7 +57,15 @@ from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
-from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, LockBusy, check_batch, check_id
+from loopengt_core.store import (
+    ID_PATTERN,
+    Checkpoint,
+    LoadedRun,
+    LockBusy,
+    check_batch,
+    check_checkpoint,
+    check_id,
+)
 
 __all__ = ["FAULT_ENV", "FAULT_POINTS", "FileStore", "StoreIOError"]
 
@@ -902,23 +910,9 @@ class FileStore:
     @_guard("saving a checkpoint")
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Temp file + fsync + link(2): the link fails if the id exists, so two savers cannot both win."""
-        if not isinstance(checkpoint, Checkpoint):
-            raise InvalidArgument("save_checkpoint takes a Checkpoint")
-        run_id = checkpoint.run_id
+        check_checkpoint(checkpoint)
+        run_id, cid = checkpoint.run_id, checkpoint.checkpoint_id
         run_dir = self._run_dir(run_id)
-        cid = check_id(checkpoint.checkpoint_id, "checkpoint_id")
-        if not (
-            isinstance(checkpoint.seq, int)
-            and not isinstance(checkpoint.seq, bool)
-            and checkpoint.seq >= 0
-            and (checkpoint.label is None or isinstance(checkpoint.label, str))
-            and isinstance(checkpoint.created_at, str)
-            and isinstance(checkpoint.state, dict)
-        ):
-            raise InvalidArgument(
-                f"checkpoint {cid!r}: seq must be an integer >= 0, label a string or None, "
-                "created_at a string and state a JSON object"
-            )
         if not (run_dir / EVENTS).is_file():
             raise self._not_found(run_id)
         data = _seal(

@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
-from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_id
+from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_checkpoint, check_id
 from loopengt_core.store.files import StoreIOError
 
 __all__ = ["CHANNEL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreIOError"]
@@ -496,20 +496,8 @@ class PostgresStore:
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Insert; the (run_id, checkpoint_id) key makes a second saver of the same id lose cleanly."""
-        if not isinstance(checkpoint, Checkpoint):
-            raise InvalidArgument("save_checkpoint takes a Checkpoint")
-        run_id = check_id(checkpoint.run_id)
-        cid = check_id(checkpoint.checkpoint_id, "checkpoint_id")
-        if not (
-            _is_seq(checkpoint.seq)
-            and (checkpoint.label is None or isinstance(checkpoint.label, str))
-            and isinstance(checkpoint.created_at, str)
-            and isinstance(checkpoint.state, dict)
-        ):
-            raise InvalidArgument(
-                f"checkpoint {cid!r}: seq must be an integer >= 0, label a string or None, "
-                "created_at a string and state a JSON object"
-            )
+        check_checkpoint(checkpoint)
+        run_id, cid = checkpoint.run_id, checkpoint.checkpoint_id
         label = None if checkpoint.label is None else _text(checkpoint.label, "checkpoint label")
         created_at = _text(checkpoint.created_at, "checkpoint created_at")
         raw = _dump(checkpoint.state)
