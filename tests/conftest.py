@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mcp_helpers import ERAS
 
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
@@ -96,3 +97,15 @@ def store(store_factory: Callable[[], Store]) -> Iterator[Store]:
     opened = store_factory()
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """The servers and the SDK client run on asyncio (module scope: module-scoped async fixtures)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module", params=ERAS)
+def era(request: pytest.FixtureRequest) -> str:
+    """Each MCP test module runs once per protocol era (2026-07-28 and the 2025 handshake)."""
+    return str(request.param)

@@ -13,7 +13,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
-from mcp_helpers import ERAS, LOOPENGT, drive, ok, server_env, stdio_client, step, trace_events
+from mcp_helpers import LOOPENGT, drive, ok, server_env, stdio_client, step, trace_events
 
 pytestmark = pytest.mark.anyio
 
@@ -50,16 +50,6 @@ class Elicitor:
         self.asked.append(params)
         assert self.answers, f"unexpected elicitation: {params.message}"
         return types.ElicitResult(action="accept", content=self.answers.pop(0))
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module", params=ERAS)
-def era(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import (
-    ERAS,
     assert_no_traceback,
     assert_tool_error,
     ok,
@@ -22,16 +21,6 @@ from mcp_helpers import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module", params=ERAS)
-def era(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import (
-    ERAS,
     SPECS_010,
     HttpServer,
     Scripted,
@@ -50,11 +49,6 @@ SUPERVISOR = Scripted(supervise=[{"next_step": "fix_bug"}, {"done": True}])
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("http")
 
@@ -74,11 +68,6 @@ def servers(base: Path) -> Iterator[dict[str, HttpServer]]:
         finally:
             for server in made.values():
                 server.stop()
-
-
-@pytest.fixture(params=ERAS)
-def era(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def target(server: HttpServer, headers: dict[str, str] | None = None) -> Any:

@@ -14,7 +14,6 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp_helpers import (
-    ERAS,
     SPECS_010,
     Scripted,
     assert_tool_error,
@@ -69,16 +68,6 @@ GATE_LOOP = textwrap.dedent(
           timeout_seconds: 30
     """
 )
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module", params=ERAS)
-def era(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

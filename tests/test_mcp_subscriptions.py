@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
-from mcp_helpers import ERAS, SPECS_010, HttpServer, ok, running, stdio_client, step
+from mcp_helpers import SPECS_010, HttpServer, ok, running, stdio_client, step
 
 pytestmark = pytest.mark.anyio
 
@@ -57,18 +57,8 @@ class Updates:
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("subscriptions")
-
-
-@pytest.fixture(scope="module", params=ERAS)
-def era(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -158,11 +158,6 @@ def runs(project: Path) -> Iterator[Runs]:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def client(project: Path) -> AsyncIterator[Client]:
     async with stdio_client(project / ".loopengt", project, "auto") as connected:
         yield connected

@@ -387,11 +387,6 @@ def test_otlp_exports_over_http_to_the_endpoint_in_the_variables(
 # --- through the real MCP server ------------------------------------------------------------------
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_server_writes_console_spans_to_stderr_and_keeps_stdout_clean(tmp_path: Path) -> None:
     faults: list[Exception] = []
