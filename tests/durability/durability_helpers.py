@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -93,20 +93,27 @@ async def read_pid(pidfile: Path) -> int:
         await anyio.sleep(0.01)
 
 
-async def call(client: Client, tool: str, arguments: dict[str, Any], *, pid: int | None = None) -> Any:
-    """A tool call; ServerGone if the connection died under it (any transport)."""
+@contextlib.contextmanager
+def _server_gone_on_loss(pid: int | None) -> Iterator[None]:
+    """Turn a dead connection (any transport, surfaced in many shapes) into ServerGone."""
     try:
-        return await client.call_tool(tool, arguments)
+        yield
     except MCPError as exc:
         if exc.error.code == types.CONNECTION_CLOSED or (pid is not None and not pid_alive(pid)):
             raise ServerGone(str(exc)) from exc
         raise
     except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
         raise ServerGone(repr(exc)) from exc
-    except Exception as exc:  # HTTP transports: connection refused / reset, surfaced in many shapes
+    except Exception as exc:  # HTTP transports: connection refused / reset
         if _looks_like_connection_loss(exc):
             raise ServerGone(repr(exc)) from exc
         raise
+
+
+async def call(client: Client, tool: str, arguments: dict[str, Any], *, pid: int | None = None) -> Any:
+    """A tool call; ServerGone if the connection died under it (any transport)."""
+    with _server_gone_on_loss(pid):
+        return await client.call_tool(tool, arguments)
 
 
 def _looks_like_connection_loss(exc: BaseException) -> bool:
@@ -120,18 +127,8 @@ def _looks_like_connection_loss(exc: BaseException) -> bool:
 
 
 async def read_trace(client: Client, run_id: str, *, pid: int | None = None) -> list[dict[str, Any]]:
-    try:
+    with _server_gone_on_loss(pid):
         result = await client.read_resource(f"loopengt://runs/{run_id}/trace", cache_mode="bypass")
-    except MCPError as exc:
-        if exc.error.code == types.CONNECTION_CLOSED or (pid is not None and not pid_alive(pid)):
-            raise ServerGone(str(exc)) from exc
-        raise
-    except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
-        raise ServerGone(repr(exc)) from exc
-    except Exception as exc:
-        if _looks_like_connection_loss(exc):
-            raise ServerGone(repr(exc)) from exc
-        raise
     content = result.contents[0]
     assert isinstance(content, types.TextResourceContents), content
     body = json.loads(content.text)
