@@ -262,8 +262,8 @@ class Runs:
         Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
         its event loop, where handing it to a worker thread would cost a fifth as much again.
         """
-        if not getattr(self.store, "local", False):
-            return False
+        if not callable(getattr(self.store, "try_lock", None)):
+            return False  # a database store: its transitions are network round trips
         with self._guard:
             run = self._cache.get(run_id)
         # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,

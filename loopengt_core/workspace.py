@@ -123,39 +123,20 @@ def _git(
     root: str | Path, *args: str, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `git args` in `root`. Raises WorkspaceError (naming the fix) when `check` and git fails."""
-    _check_root(root)
-    try:
-        done = subprocess.run(
-            ["git", "-c", "core.splitIndex=false", *args],
-            cwd=root,
-            env=_env(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise GitMissing(
-            "the `git` program is not on PATH: install git, or set `workspace: none` in the spec"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise WorkspaceError(
-            f"`git {args[0]}` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s; "
-            "check the repository (git status), or set `workspace: none`"
-        ) from None
+    done = _finish_git(root, _start_git(root, *args, env=env))
     if check and done.returncode != 0:
         raise _failure(root, args, done.stderr)
     return done
 
 
-def _start_git(root: str | Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start `git args` in `root` without waiting (it runs beside another git command)."""
+def _start_git(root: str | Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `git args` in `root` without waiting (so that it can run beside another git command)."""
     _check_root(root)
     try:
         return subprocess.Popen(
-            ["git", *args],
+            ["git", "-c", "core.splitIndex=false", *args],
             cwd=root,
-            env=_env(),
+            env=_env(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -167,13 +148,16 @@ def _start_git(root: str | Path, *args: str) -> subprocess.Popen[bytes]:
 
 
 def _finish_git(root: str | Path, proc: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[bytes]:
-    """Wait for a started git command (killed after GIT_TIMEOUT_SECONDS)."""
+    """Wait for a started git command; killed after GIT_TIMEOUT_SECONDS."""
     try:
         out, err = proc.communicate(timeout=GIT_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise WorkspaceError(f"`git rev-parse` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s") from None
+        _reap(proc)
+        command = proc.args[3] if isinstance(proc.args, list) else "git"  # after "git -c core.splitIndex=…"
+        raise WorkspaceError(
+            f"`git {command}` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s; "
+            "check the repository (git status), or set `workspace: none`"
+        ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

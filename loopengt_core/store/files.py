@@ -297,8 +297,6 @@ class _Snapshot:
 class FileStore:
     """`Store` over plain files; see the module docstring for the layout and the guarantees."""
 
-    local = True  # a transition is a local append+fsync: quick enough for an event loop (Runs.quick)
-
     def __init__(self, root: str | os.PathLike[str] = ".loopengt", *, snapshot_every: int = 100) -> None:
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise InvalidArgument(f"snapshot_every must be a positive integer, not {snapshot_every!r}")
@@ -1098,7 +1096,8 @@ class FileStore:
         return self._lock(run_id, wait=True)
 
     def try_lock(self, run_id: str) -> AbstractContextManager[None]:
-        """`lock` that raises LockBusy instead of waiting (for callers on an event loop)."""
+        """`lock` that raises LockBusy instead of waiting: a transition here is a local append+fsync,
+        quick enough for an event loop as long as it never waits for another writer (Runs.quick)."""
         return self._lock(run_id, wait=False)
 
     @contextmanager
