@@ -36,7 +36,7 @@ from loopengt_core.engine import Engine, open_tasks_text
 from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFound, StoreConflict, TooLarge
 from loopengt_core.events import Event, iso, parse_iso
 from loopengt_core.spec import LoopSpec
-from loopengt_core.state import Answer, Command, GateResult, RunState, apply, project_run
+from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
 from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
@@ -804,25 +804,7 @@ class Runs:
 
     def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
         """A submission older than the recent answers kept in the state: read it from the log (rare)."""
-        answer: Answer | None = None
-        for event in self.store.events(run_id):
-            if event.data.get("task_id") != task_id:
-                continue
-            if event.type == "output_submitted":
-                answer = Answer(digest=event.data.get("digest"))
-            elif answer is not None and event.type in ("gate_passed", "gate_failed", "approval_requested"):
-                passed = {"gate_passed": True, "gate_failed": False}.get(event.type)
-                answer.gate_results.append(
-                    GateResult(name=event.data["gate"], passed=passed, feedback=event.data.get("feedback"))
-                )
-            elif answer is not None and event.type in ("approval_given", "approval_rejected"):
-                for result in answer.gate_results:  # as the state's answer has it (state.py)
-                    if result.name == event.data["gate"] and result.passed is None:
-                        result.passed = event.type == "approval_given"
-                        result.feedback = event.data.get("comment")
-            elif event.type == "task_expired":
-                answer = Answer(expired_after_seconds=event.data.get("after_seconds"))
-        return answer
+        return answer_in_log(self.store.events(run_id), task_id)
 
     def _same_submission(self, state: RunState, task_id: str, answer: Answer, mark: str) -> None:
         if answer.digest is None and answer.expired_after_seconds is not None:

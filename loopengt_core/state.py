@@ -264,6 +264,36 @@ def _output_submitted(state: RunState, d: dict[str, Any], at: str) -> None:
         )
 
 
+_GATE_PASSED = {"gate_passed": True, "gate_failed": False, "approval_requested": None}
+
+
+def _settle_approval(results: list[GateResult], d: dict[str, Any], passed: bool) -> None:
+    for result in results:
+        if result.name == d["gate"] and result.passed is None:
+            result.passed, result.feedback = passed, d.get("comment")
+
+
+def answer_in_log(events: Iterable[Event], task_id: str) -> Answer | None:
+    """The answer a task got, folded from the whole log as the state folds it: for submissions older
+    than the RECENT_ANSWERS the state keeps."""
+    answer: Answer | None = None
+    for event in events:
+        d, kind = event.data, event.type
+        if d.get("task_id") != task_id:
+            continue
+        if kind == "output_submitted":
+            answer = Answer(digest=d.get("digest"))
+        elif kind == "task_expired":
+            answer = Answer(expired_after_seconds=d.get("after_seconds"))
+        elif answer is not None and kind in _GATE_PASSED:
+            answer.gate_results.append(
+                GateResult(name=d["gate"], passed=_GATE_PASSED[kind], feedback=d.get("feedback"))
+            )
+        elif answer is not None and kind in ("approval_given", "approval_rejected"):
+            _settle_approval(answer.gate_results, d, kind == "approval_given")
+    return answer
+
+
 def _gate_result(state: RunState, d: dict[str, Any], passed: bool | None) -> None:
     result = GateResult(name=d["gate"], passed=passed, feedback=d.get("feedback"))
     evaluation = state.evaluations.get(d["task_id"])
@@ -327,11 +357,11 @@ def _approval_answered(state: RunState, d: dict[str, Any], passed: bool) -> None
     state.approval = None
     state.status = "running"
     state.steps[d["step"]].status = "running"
-    for results in (state.answers.get(d["task_id"]), state.evaluations.get(d["task_id"])):
-        if results is not None:
-            for result in results.gate_results if isinstance(results, Answer) else results.results:
-                if result.name == d["gate"] and result.passed is None:
-                    result.passed, result.feedback = passed, d.get("comment")
+    answer, evaluation = state.answers.get(d["task_id"]), state.evaluations.get(d["task_id"])
+    if answer is not None:
+        _settle_approval(answer.gate_results, d, passed)
+    if evaluation is not None:
+        _settle_approval(evaluation.results, d, passed)
     if not passed:
         state.evaluations.pop(d["task_id"], None)
 
