@@ -122,17 +122,9 @@ def serve(*, transport: Transport, host: str, port: int, store: str, allow_inlin
     mcp = build_server(runs, token=os.environ.get("LOOPENGT_TOKEN") or None)
     if transport == "stdio":
         mcp.run("stdio")
-    elif transport == "streamable-http":
-        mcp.run(
-            "streamable-http",
-            host=host,
-            port=port,
-            transport_security=_security(host),
-            max_request_body_size=MAX_REQUEST_BODY_BYTES,
-        )
     else:
         mcp.run(
-            "sse",
+            transport,
             host=host,
             port=port,
             transport_security=_security(host),
