@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -103,3 +104,12 @@ def drift(values: Sequence[float]) -> float:
 
 def ms(ns: float) -> float:
     return ns / 1e6
+
+
+def finish(out: dict[str, Any], began: float, json_path: str | None) -> None:
+    """The run's close: elapsed time and load into `out`, `out` to --json if asked, the total printed."""
+    out["elapsed_s"] = time.monotonic() - began
+    out["load_avg"] = os.getloadavg()
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1))
+    print(f"\ntotal {time.monotonic() - began:.1f} s")

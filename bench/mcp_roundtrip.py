@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import AGAIN, FsyncFloor, bench_dir, drift, loop_spec, median, ms, pct, quiet_logs
+from _common import AGAIN, FsyncFloor, bench_dir, drift, finish, loop_spec, median, ms, pct, quiet_logs
 from mcp import Client, StdioServerParameters
 
 from loopengt_core.runs import Runs
@@ -268,10 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                 bench, args.calls, args.warmup, args.block, args.mode, directory, before=args.before
             )
         )
-    out["elapsed_s"] = time.monotonic() - began
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    print(f"\ntotal {time.monotonic() - began:.1f} s")
+    finish(out, began, args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ throwaway server here; it runs with fsync off, which the output points out).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from _common import AGAIN, FsyncFloor, bench_dir, loop_spec, median, ms, pct, quiet_logs
+from _common import AGAIN, FsyncFloor, bench_dir, finish, loop_spec, median, ms, pct, quiet_logs
 
 from loopengt_core.spec import LoopSpec
 
@@ -698,11 +697,7 @@ def main(argv: list[str] | None = None) -> None:
     out["configs"] = [f.as_dict() for f in figs]
     out["fsync_floor_ms"] = {"before": disk_before, "after": disk_after}
     out["round_trip_floor_ms"] = {"before": trip_before, "after": trip_after}
-    out["elapsed_s"] = time.monotonic() - began
-    out["load_avg"] = os.getloadavg()
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    print(f"\ntotal {time.monotonic() - began:.1f} s")
+    finish(out, began, args.json)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import sys
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import AGAIN, FsyncFloor, bench_dir, drift, loop_spec, median, ms, pct, quiet_logs
+from _common import AGAIN, FsyncFloor, bench_dir, drift, finish, loop_spec, median, ms, pct, quiet_logs
 
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
@@ -257,11 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             out["sizes"][str(n)] = report(result)
         if args.profile:
             profile(args.profile, directory, args.snapshot_every)
-    out["elapsed_s"] = time.monotonic() - began
-    out["load_avg"] = os.getloadavg()
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    print(f"\ntotal {time.monotonic() - began:.1f} s")
+    finish(out, began, args.json)
 
 
 if __name__ == "__main__":
