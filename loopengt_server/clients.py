@@ -311,7 +311,7 @@ def _is_our_hook(command: str) -> bool:
     return re.search(r"(^|[\s/\\])loopengt(\.exe)?\s+hook\s+stop\b", command) is not None
 
 
-# --- slash commands from prompts/ -----------------------------------------------------------------------
+# --- slash commands from the packaged prompts ------------------------------------------------------------
 
 _CATCH_ALL = re.compile(r"[ \t]*\(\$ARGUMENTS\)|[ \t]*\$ARGUMENTS")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -320,7 +320,7 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 def slash_command_text(
     client: str, name: str, description: str, arguments: list[dict[str, Any]], body: str
 ) -> str:
-    """A prompt of `prompts/` as a slash command file.
+    """A packaged prompt as a slash command file.
 
     The MCP prompt fills each `{{name}}` from its arguments and puts extra text at `$ARGUMENTS`. A slash
     command gets one string: in Claude Code `$ARGUMENTS` is it, so a prompt with one argument gets
@@ -357,13 +357,10 @@ def install_slash_commands(client: str, project: Path, *, force: bool = False) -
     folder = commands_dir(client, project)
     if folder is None:
         return []
-    from loopengt_server.prompts import load_prompt_files, prompts_dir
+    from loopengt_server.prompts import load_prompt_files
 
-    source = prompts_dir()
-    if not source.is_dir():
-        return [Change(source, "skipped", "no prompts folder here; slash commands not installed")]
     changes = []
-    for prompt in load_prompt_files(source):
+    for prompt in load_prompt_files():
         path = folder / f"{prompt.name}.md"
         wanted = slash_command_text(client, prompt.name, prompt.description, prompt.arguments, prompt.body)
         existing = _read_text(path)

@@ -69,6 +69,26 @@ def check_loopengt() -> Check:
     )
 
 
+def check_prompts() -> Check:
+    """The prompts are package data: a wheel built without them serves no prompts and installs no
+    slash commands."""
+    from loopengt_server.prompts import PromptsMissing, load_prompt_files, prompts_dir
+
+    try:
+        names = [p.name for p in load_prompt_files()]
+    except PromptsMissing:
+        return Check(
+            "FAIL",
+            "prompts",
+            f"no prompt files in {prompts_dir()}: the MCP server serves no prompts and "
+            "`init --client` installs no slash commands",
+            "reinstall loopengt (pip install --force-reinstall loopengt, or pipx reinstall loopengt)",
+        )
+    except (OSError, ValueError) as exc:
+        return Check("FAIL", "prompts", f"a prompt file cannot be read: {exc}", "reinstall loopengt")
+    return Check("OK", "prompts", ", ".join(names))
+
+
 def _requirement(name: str) -> str | None:
     """loopengt's declared requirement on `name` (e.g. 'mcp<3,>=2.3'), if the metadata has one."""
     try:
@@ -321,7 +341,7 @@ def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
 
 def run_checks(store: str, *, project: Path | None = None) -> list[Check]:
     """Every check, in the order they are shown."""
-    checks = [check_python(), check_loopengt(), check_mcp(), check_store(store)]
+    checks = [check_python(), check_loopengt(), check_mcp(), check_prompts(), check_store(store)]
     client_checks, stores = check_clients(project or Path.cwd())
     checks += client_checks
     seen = {store}

@@ -1,4 +1,7 @@
-"""MCP prompts from the markdown files in `prompts/` (front matter: name, description, arguments).
+"""MCP prompts from the markdown files of this package (front matter: name, description, arguments).
+
+They are package data, read with `importlib.resources`, so a wheel installed non-editable (pip, pipx)
+serves them as a checkout does.
 
 The same files work as slash commands in Claude Code (`.claude/commands/`) and Cursor
 (`.cursor/commands/`): there `$ARGUMENTS` stands for what the user typed; here each `{{name}}` is
@@ -7,15 +10,18 @@ filled from the prompt's arguments.
 
 from __future__ import annotations
 
-import os
 import re
+import sys
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.prompts.base import Prompt, PromptArgument
+
+from loopengt_core.errors import LoopengtError
 
 FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n(.*)\Z", re.S)
 
@@ -28,20 +34,34 @@ class PromptFile:
     body: str
 
 
-def prompts_dir() -> Path:
-    return Path(os.environ.get("LOOPENGT_PROMPTS_DIR") or Path(__file__).resolve().parents[1] / "prompts")
+class PromptsMissing(LoopengtError):
+    """The installed package has no prompt files: a broken install, not something the user wrote."""
+
+    code = "prompts_missing"
 
 
-def load_prompt_files(folder: Path | None = None) -> list[PromptFile]:
+def prompts_dir() -> Traversable:
+    return resources.files(__name__)
+
+
+def load_prompt_files(folder: Traversable | None = None) -> list[PromptFile]:
+    """Every prompt file, by name. Raises PromptsMissing when there are none (with the fix)."""
+    source = folder or prompts_dir()
+    paths = sorted((p for p in source.iterdir() if p.name.endswith(".md")), key=lambda p: p.name)
+    if not paths:
+        raise PromptsMissing(
+            f"no prompt files (*.md) in {source}: the loopengt install is incomplete; "
+            "reinstall it (pip install --force-reinstall loopengt, or pipx reinstall loopengt)"
+        )
     out = []
-    for path in sorted((folder or prompts_dir()).glob("*.md")):
+    for path in paths:
         match = FRONT_MATTER.match(path.read_text(encoding="utf-8"))
         if match is None:
             raise ValueError(f"{path}: a prompt file starts with front matter between --- lines")
         meta = yaml.safe_load(match.group(1)) or {}
         out.append(
             PromptFile(
-                str(meta.get("name", path.stem)),
+                str(meta.get("name", path.name.removesuffix(".md"))),
                 str(meta.get("description", "")),
                 list(meta.get("arguments") or []),
                 match.group(2),
@@ -57,7 +77,14 @@ def render_prompt(body: str, arguments: dict[str, Any]) -> str:
 
 
 def register_prompts(mcp: MCPServer) -> None:
-    for item in load_prompt_files():
+    """Serve every prompt file. A broken install (no prompt files) is logged on stderr and the server
+    runs without prompts; `loopengt doctor` reports it with the fix."""
+    try:
+        items = load_prompt_files()
+    except PromptsMissing as exc:
+        print(f"loopengt: {exc}", file=sys.stderr)
+        return
+    for item in items:
 
         def render(_body: str = item.body, **arguments: Any) -> str:
             return render_prompt(_body, arguments)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# CI: the product is the wheel. Build it, install it non-editable into a fresh venv, and use it from a
+# folder that is not the checkout (so nothing is imported or read from the source tree):
+#   - the example loop completes on the default store (in a git repository whose .gitignore lists .loopengt/),
+#   - the stdio server lists the three prompts and renders one,
+#   - `init --client claude-code` installs the three slash commands,
+#   - `doctor` finds the prompts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+checkout="$PWD"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+python3 -m pip wheel -q --no-deps -w "$work/dist" . 2>&1 | grep -v "WARNING: Location" || true
+wheel="$(ls "$work"/dist/loopengt-*.whl)"
+echo "built $(basename "$wheel")"
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q "$wheel" 2>&1 | grep -v "WARNING: Location" || true
+export PATH="$work/venv/bin:$PATH"
+hash -r
+
+project="$work/project"
+mkdir -p "$project"
+cp -r "$checkout/examples" "$project/"
+cd "$project"
+python -c "import loopengt_server, sys; assert 'site-packages' in loopengt_server.__file__, loopengt_server.__file__"
+git init -q
+printf '.loopengt/\n' >.gitignore
+loopengt --version
+echo "== wheel: example loop (workspace: auto, .loopengt/ gitignored)"
+loopengt run examples/loop.yaml --agent "python examples/agent.py"
+
+echo "== wheel: prompts over stdio"
+python "$checkout/.ci/prompts_smoke.py"
+
+echo "== wheel: init --client claude-code"
+loopengt init --client claude-code
+count="$(ls .claude/commands/*.md | wc -l)"
+[[ "$count" -eq 3 ]] || { echo "expected 3 slash commands, found $count"; exit 1; }
+echo "slash commands: $(cd .claude/commands && ls)"
+
+echo "== wheel: doctor"
+loopengt doctor | grep -E '^OK +prompts'
