@@ -333,6 +333,9 @@ def _scan(
     return tree, _head(root, probing) if probing is not None else None
 
 
+_EXCLUDE = ":(top,exclude,literal)"
+
+
 def _pathspec(root: str | Path, top: Path, exclude: Sequence[str | Path]) -> list[str]:
     """The whole work tree, less the excluded paths that lie in it."""
     pathspec = [":/"]
@@ -342,7 +345,7 @@ def _pathspec(root: str | Path, top: Path, exclude: Sequence[str | Path]) -> lis
         except ValueError:
             continue  # not in the work tree: nothing to leave out
         if inside != ".":
-            pathspec.append(f":(top,exclude,literal){inside}")
+            pathspec.append(f"{_EXCLUDE}{inside}")
     return pathspec
 
 
@@ -360,8 +363,34 @@ class _Reseed(Exception):
 
 def _add_all(root: str | Path, pathspec: list[str], env: dict[str, str]) -> bool:
     """`git add -A` into the private index; whether a .gitignore was among the paths it changed."""
-    out = _git(root, "add", "-A", "--verbose", "--", *pathspec, env=env).stdout
-    return any(line.rstrip(b"'\"").endswith(b".gitignore") for line in out.splitlines())
+    done = _git(root, "add", "-A", "--verbose", "--", *pathspec, env=env, check=False)
+    if done.returncode != 0 and not (done.returncode == 1 and _only_excluded_ignored(done.stderr, pathspec)):
+        raise _failure(root, ("add",), done.stderr)
+    return any(line.rstrip(b"'\"").endswith(b".gitignore") for line in done.stdout.splitlines())
+
+
+_IGNORED_NOTICE = b"The following paths are ignored by one of your .gitignore files:"
+
+
+def _only_excluded_ignored(stderr: bytes, pathspec: list[str]) -> bool:
+    """Whether git's only complaint is that paths we excluded (the store) are ignored anyway.
+
+    git (2.39 at least) exits 1 when an exclude pathspec names an ignored path, or a path inside an
+    ignored directory (it then lists that directory), yet it has added every other file as asked. The
+    store is usually ignored (`.loopengt/` in .gitignore), so that notice is expected: it is accepted
+    when it lists nothing but the excluded paths, what lies in them, or directories that hold them
+    (git runs with LC_ALL=C and prints these paths from the top of the work tree, unquoted). Warnings
+    are harmless. Costs no git process: the exit status and message of the `add` itself say it.
+    """
+    excluded = [os.fsencode(p[len(_EXCLUDE) :]) for p in pathspec if p.startswith(_EXCLUDE)]
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(b"warning: ")]
+    if not excluded or not lines or lines[0] != _IGNORED_NOTICE:
+        return False
+    listed = [line.rstrip(b"/") for line in lines[1:] if not line.startswith(b"hint: ")]
+    return bool(listed) and all(
+        any(path == ours or ours.startswith(path + b"/") or path.startswith(ours + b"/") for ours in excluded)
+        for path in listed
+    )
 
 
 def _copy_seed(source: Path, dest: Path) -> bool:
