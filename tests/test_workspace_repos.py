@@ -374,6 +374,30 @@ def test_a_workspace_that_cannot_be_recorded_starts_no_run_and_says_the_fix(
     assert runs.start_run(spec={**SPEC, "workspace": mode}).status == "running"
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_named_at_start_and_mid_run(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path / "repo", {".gitignore": ".loopengt/\n", "app.py": "x = 1\n"})
+    secret = repo / "secret.txt"
+    secret.write_text("no one may read this\n")
+    runs = make_runs(repo, repo / ".loopengt")
+    try:
+        secret.chmod(0)
+        with pytest.raises(WorkspaceError, match="a file cannot be read: fix its permissions") as err:
+            runs.start_run(spec=SPEC)
+        assert "secret.txt" in str(err.value)
+        assert runs.list_runs() == []
+        secret.chmod(0o644)
+        run_id = runs.start_run(spec=SPEC).run_id
+        (repo / EDIT).write_text("the agent's edit\n")
+        secret.write_text("changed, then locked\n")
+        secret.chmod(0)
+        with pytest.raises(WorkspaceError, match="The output for edit#1 was not taken"):
+            runs.step(run_id, "edit#1", {})
+    finally:
+        secret.chmod(0o644)
+    assert runs.step(run_id, "edit#1", {}).status == "running"
+
+
 def test_a_repository_git_refuses_starts_no_run_and_names_safe_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
