@@ -164,6 +164,19 @@ def test_store_inside_the_work_tree_and_gitignored(tmp_path: Path) -> None:
     assert_trees(repo, trees, never=(".loopengt", "debug.log"), last_holds={EDIT, "built.txt"})
 
 
+@pytest.mark.parametrize(
+    ("ignores", "store"),
+    [("build/\n", "build/.loopengt"), (".loopengt/*\n", ".loopengt"), ("/*\n!/app.py\n!/.gitignore\n", "st")],
+)
+def test_store_ignored_by_other_patterns(tmp_path: Path, ignores: str, store: str) -> None:
+    """Inside an ignored folder (git names the folder, not the store), its contents ignored but not the
+    folder itself, and everything ignored but a few files."""
+    repo = new_repo(tmp_path / "repo", {".gitignore": ignores, "app.py": "x = 1\n"})
+    runs = make_runs(repo, repo / store)
+    _, trees = exercise(runs, repo / "app.py")
+    assert_trees(repo, trees, never=(store,), last_holds={".gitignore", "app.py"})
+
+
 def test_store_inside_the_work_tree_not_ignored(tmp_path: Path) -> None:
     repo = new_repo(tmp_path / "repo", {".gitignore": "*.log\n", "app.py": "x = 1\n"})
     runs = make_runs(repo, repo / ".loopengt")
@@ -290,7 +303,9 @@ def test_a_gitignore_that_ignores_most_of_the_tree(tmp_path: Path) -> None:
     view = runs.start_run(spec=SPEC)
     assert view.workspace is not None
     (repo / "data" / "part0.csv").write_text("changed, but ignored\n")
-    assert runs.get_run(view.run_id).workspace.drift is False  # type: ignore[union-attr]  # ignored: no drift
+    unchanged = runs.get_run(view.run_id).workspace
+    assert unchanged is not None
+    assert unchanged.drift is False  # an ignored file changed: no drift
     runs.cancel_run(view.run_id)
 
     _, trees = exercise(runs, src / "main.py")
