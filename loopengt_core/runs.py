@@ -106,6 +106,28 @@ def _has_commands(spec: LoopSpec) -> bool:
     return any(s.run for s in spec.steps) or any(g.command for g in spec.policy.verification_gates)
 
 
+def _restated(exc: WorkspaceError, message: str, run_id: str | None = None) -> WorkspaceError:
+    """`exc` (its kind, so its code) with another message."""
+    kind = (
+        type(exc) if type(exc) in (WorkspaceError, git.GitMissing, git.NotAGitRepository) else WorkspaceError
+    )
+    return kind(message, run_id=run_id)
+
+
+def _unrecorded(exc: WorkspaceError, run_id: str, then: str) -> WorkspaceError:
+    """A running run's files could not be recorded: the reason and fix, what was not done, the ways on.
+
+    `workspace: none` is no way out for a running run (it keeps its spec), so it is not offered.
+    """
+    reason = exc.message.replace(git.OR_NONE, "")
+    return _restated(
+        exc,
+        f"run '{run_id}' cannot record its files: {reason}. {then}; or end the run with cancel_run "
+        f"(`loopengt cancel {run_id}`)",
+        run_id,
+    )
+
+
 class Runs:
     """Start, drive and inspect runs on one store. Thread-safe; one instance per process is enough."""
 
@@ -226,7 +248,15 @@ class Runs:
             )
         mark = digest(output, outcome, error)
         root = self._live_root(run_id)
-        current = self._snapshot(root) if root is not None else None  # outside the lock: git takes time
+        try:
+            current = self._snapshot(root) if root is not None else None  # outside the lock: git takes time
+        except WorkspaceError as exc:
+            raise _unrecorded(
+                exc,
+                run_id,
+                f"The output for {task_id} was not taken: once that is fixed, submit it again "
+                f"(headless: `loopengt run --resume {run_id} --agent CMD`)",
+            ) from None
         recorded = current.record() if current is not None else None
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
@@ -246,8 +276,8 @@ class Runs:
 
     def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
         """Run the commands a submission made due, then answer for `task_id` as `step` does."""
-        current = self._pump(run_id) or current
-        return self._drift(self._locked(run_id, _nothing, self._answer(run_id, task_id)), current)
+        pumped = self._pump(run_id)
+        return self._drift(self._locked(run_id, _nothing, self._answer(run_id, task_id)), pumped or current)
 
     def _answer(self, run_id: str, task_id: str) -> Callable[[_Run], StepAnswer]:
         def answer(run: _Run) -> StepAnswer:
@@ -315,7 +345,12 @@ class Runs:
             raise InvalidArgument("label must be text of at most 200 characters")
         holder: dict[str, str] = {}
         root = self._root(run_id)
-        current = self._snapshot(root) if root is not None else None
+        try:
+            current = self._snapshot(root) if root is not None else None
+        except WorkspaceError as exc:
+            raise _unrecorded(
+                exc, run_id, "No checkpoint was taken: once that is fixed, take it again"
+            ) from None
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
             holder["id"] = checkpoint_id = f"cp-{state.checkpoints + 1}"
@@ -536,10 +571,11 @@ class Runs:
         view, pending = self._locked(
             run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.commands))
         )
+        pumped: WorkspaceState | WorkspaceError | None = None
         if pending:
-            current = self._pump(run_id) or current
+            pumped = self._pump(run_id)
             view = self._locked(run_id, _nothing, lambda run: run_view(run.state))
-        return self._drift(view, current)
+        return self._drift(view, pumped or current)
 
     def _append(self, run_id: str, run: _Run, events: list[Event]) -> None:
         first = events[0].seq
@@ -560,14 +596,16 @@ class Runs:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def _pump(self, run_id: str) -> WorkspaceState | None:
+    def _pump(self, run_id: str) -> WorkspaceState | WorkspaceError | None:
         """Run every due command of the run, one after another, until none is left or due.
 
         Commands run in the run's work tree (a fork's worktree) when it has one, else in `cwd`; each
-        result is recorded with the files as the command left them. Returns the last such state.
+        result is recorded with the files as the command left them. Returns the files as the last one
+        left them, or why they could not be recorded (its result is recorded without them); None when
+        no command ran.
         """
         root = self._live_root(run_id)
-        last: WorkspaceState | None = None
+        last: WorkspaceState | WorkspaceError | None = None
         while True:
             claimed, wait_until = self._claim_next(run_id)
             if claimed is None:
@@ -583,6 +621,7 @@ class Runs:
                 try:
                     current = last = self._snapshot(root)
                 except WorkspaceError as exc:  # the command's result must not be lost: record it without
+                    last = exc  # and the answer says why
                     log.warning("workspace_unrecorded", run_id=run_id, error=exc.message)
             self._finish_command(run_id, claimed.command_id, result, current)
 
@@ -646,23 +685,29 @@ class Runs:
     # --- the run's files (git) ---------------------------------------------------------------
 
     def _start_workspace(self, spec: LoopSpec) -> WorkspaceState | None:
-        """The files a new run starts from, or None when it records none (`workspace` of the spec)."""
+        """The files a new run starts from, or None when it records none (`workspace` of the spec).
+
+        Raises (before any run exists) when they should be recorded but cannot be: a run must not
+        start that its first step could not move on.
+        """
         if spec.workspace == "none":
             return None
         try:
             inside, why = git.is_work_tree(self.cwd)
+            if inside:
+                return self._snapshot(self.cwd)
         except git.GitMissing:
             if spec.workspace == "git":
                 raise
             return None
-        if not inside:
-            if spec.workspace == "git":
-                raise git.NotAGitRepository(
-                    f"workspace: git needs a git work tree, but {self.cwd} is not inside one ({why}); run "
-                    "`git init` there (or start the server in the repository), or set workspace: auto or none"
-                )
-            return None
-        return self._snapshot(self.cwd)
+        except WorkspaceError as exc:
+            raise _restated(exc, f"No run was started: its files cannot be recorded: {exc.message}") from None
+        if spec.workspace == "git":
+            raise git.NotAGitRepository(
+                f"workspace: git needs a git work tree, but {self.cwd} is not inside one ({why}); run "
+                "`git init` there (or start the server in the repository), or set workspace: auto or none"
+            )
+        return None
 
     def _snapshot(self, root: str | Path) -> WorkspaceState:
         # the file store's directory, when it lies in the work tree, is not the run's code
@@ -682,22 +727,36 @@ class Runs:
         state = (run or self._read(run_id)).state
         return state.workspace.root if state.workspace is not None and not state.ended else None
 
-    def _drift(self, view: V, current: WorkspaceState | None = None) -> V:
-        """Compare the work tree now with the run's last recorded files (only while the run is active)."""
+    def _drift(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
+        """Compare the work tree now with the run's last recorded files (only while the run is active).
+
+        `current`: the work tree as just recorded, or why it could not be (else it is recorded here).
+        """
         recorded = view.workspace
         if recorded is None or view.status in ("completed", "failed", "cancelled"):
             return view
+        if isinstance(
+            current, WorkspaceError
+        ):  # a running run keeps its spec: `workspace: none` is no way out
+            return with_drift(view, error=current.message.replace(git.OR_NONE, ""))
         try:
             if current is None or current.root != recorded.root:
                 current = self._snapshot(recorded.root)
             return with_drift(view, git.changed_paths(recorded.root, recorded.tree, current.tree))
-        except WorkspaceError as exc:
-            return with_drift(view, error=exc.message)
+        except WorkspaceError as exc:  # a running run keeps its spec: `workspace: none` is no way out
+            return with_drift(view, error=exc.message.replace(git.OR_NONE, ""))
 
     def _continue(self, run_id: str, accept_drift: bool) -> RunView:
         """resume without a checkpoint: refuse files changed meanwhile unless accepted, then go on."""
         root = self._live_root(run_id)
-        current = self._snapshot(root) if root is not None else None
+        try:
+            current = self._snapshot(root) if root is not None else None
+        except WorkspaceError as exc:
+            raise _unrecorded(
+                exc,
+                run_id,
+                f"Once that is fixed, resume it again (`loopengt run --resume {run_id} --agent CMD`)",
+            ) from None
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
             events: list[Event] = []

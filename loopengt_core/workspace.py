@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -54,6 +55,9 @@ _IDENTITY = {
     "GIT_COMMITTER_EMAIL": "loopengt@localhost",
 }
 GIT_TIMEOUT_SECONDS = 300.0
+# how every message below ends when turning recording off is a way out: true for a new run only (a
+# running run keeps its spec), so the service leaves it out of what it says about a running one
+OR_NONE = ", or set `workspace: none` in the spec"
 
 
 class WorkspaceError(LoopengtError):
@@ -142,9 +146,7 @@ def _start_git(root: str | Path, *args: str, env: dict[str, str] | None = None) 
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
-        raise GitMissing(
-            "the `git` program is not on PATH: install git, or set `workspace: none` in the spec"
-        ) from None
+        raise GitMissing(f"the `git` program is not on PATH: install git{OR_NONE}") from None
 
 
 def _finish_git(root: str | Path, proc: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[bytes]:
@@ -156,7 +158,7 @@ def _finish_git(root: str | Path, proc: subprocess.Popen[bytes]) -> subprocess.C
         command = proc.args[3] if isinstance(proc.args, list) else "git"  # after "git -c core.splitIndex=…"
         raise WorkspaceError(
             f"`git {command}` in {root} took more than {GIT_TIMEOUT_SECONDS:g} s; "
-            "check the repository (git status), or set `workspace: none`"
+            f"check the repository (git status){OR_NONE}"
         ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -169,16 +171,15 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 def _failure(root: str | Path, args: tuple[str, ...], stderr: bytes) -> WorkspaceError:
     text = stderr.decode("utf-8", "replace").strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    detail = "; ".join(lines[:4]) or "no message"
+    detail = "; ".join(_complaints(text)[:4]) or "no message"
     if "not a git repository" in text:
-        return NotAGitRepository(
-            f"{root} is not inside a git work tree; run `git init` there, or set `workspace: none`"
-        )
+        return NotAGitRepository(f"{root} is not inside a git work tree; run `git init` there{OR_NONE}")
     if "dubious ownership" in text:
+        found = re.search(r"dubious ownership in repository at '([^'\n]*)'", text)
+        where = found.group(1) if found else str(root)
         return WorkspaceError(
-            f"git refuses {root} (dubious ownership): run `git config --global --add safe.directory {root}`, "
-            "or set `workspace: none`"
+            f"git refuses the repository at {where}: another user owns it (dubious ownership); if you "
+            f"trust it, run `git config --global --add safe.directory {where}`{OR_NONE}"
         )
     hint = ""
     if "unmerged" in text or "needs merge" in text:
@@ -189,18 +190,76 @@ def _failure(root: str | Path, args: tuple[str, ...], stderr: bytes) -> Workspac
         )
     elif "Permission denied" in text:
         hint = " (a file cannot be read: fix its permissions or add it to .gitignore)"
-    return WorkspaceError(
-        f"`git {args[0]}` failed in {root}: {detail}{hint}; fix it, or set `workspace: none` in the spec"
-    )
+    return WorkspaceError(f"`git {args[0]}` failed in {root}: {detail}{hint}; fix it{OR_NONE}")
+
+
+def _complaints(text: str) -> list[str]:
+    """git's message lines, less its hints and its notice that excluded paths are ignored anyway."""
+    notice = _IGNORED_NOTICE.decode()
+    lines: list[str] = []
+    listing = False
+    for line in text.splitlines():
+        if line == notice:
+            listing = True
+        elif line.startswith(("error: ", "fatal: ", "warning: ")):
+            listing = False
+            lines.append(line)
+        elif not listing and line.strip() and not line.startswith("hint: "):
+            lines.append(line)
+    return lines
 
 
 def is_work_tree(path: str | Path) -> tuple[bool, str]:
-    """Whether `path` is inside a git work tree, and if not, why (git's own message)."""
+    """Whether `path` is inside a git work tree, and if not, why (git's own message).
+
+    Raises WorkspaceError (naming the fix) for a work tree git refuses to look at (dubious ownership):
+    that is a repository whose files cannot be recorded, not a folder without one.
+    """
     done = _git(path, "rev-parse", "--is-inside-work-tree", check=False)
     if done.returncode == 0 and done.stdout.strip() == b"true":
         return True, ""
     text = done.stderr.decode("utf-8", "replace").strip()
+    if "dubious ownership" in text:
+        raise _failure(path, ("rev-parse",), done.stderr)
     return False, text.splitlines()[0] if text else "not inside a work tree (a .git or bare directory)"
+
+
+def probe(path: str | Path, *, exclude: Sequence[str | Path] = (), workspace: str = "auto") -> str | None:
+    """Whether a run started in `path` can record its files: None when it can, or when it records
+    none (`workspace: auto` outside a work tree or without git; `none`); else the problem and its fix.
+
+    Records them as a run would, but into a throwaway index and object directory (the repository's
+    objects are read as alternates), so the repository is left as it was. `loopengt doctor` asks it.
+    """
+    if workspace == "none":
+        return None
+    try:
+        inside, why = is_work_tree(path)
+        if not inside:
+            if workspace != "git":
+                return None
+            return (
+                f"workspace: git needs a git work tree, but {path} is not inside one ({why}); "
+                f"run `git init` there{OR_NONE}"
+            )
+        where = _git(path, "rev-parse", "--show-toplevel", "--git-path", "index", "--git-path", "objects")
+        top, index, objects = where.stdout.decode().splitlines()[:3]
+        with tempfile.TemporaryDirectory(prefix="loopengt-probe-") as scratch:
+            copy = Path(scratch) / "index"
+            (Path(scratch) / "objects").mkdir()
+            _copy_seed(Path(path) / index, copy)
+            env = {
+                "GIT_INDEX_FILE": str(copy),
+                "GIT_OBJECT_DIRECTORY": str(Path(scratch) / "objects"),
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str((Path(path) / objects).resolve()),
+            }
+            _add_all(path, _pathspec(path, Path(top), exclude), env)
+            _git(path, "write-tree", env=env)
+    except GitMissing as exc:
+        return exc.message if workspace == "git" else None
+    except WorkspaceError as exc:
+        return exc.message
+    return None
 
 
 def prefix(root: str | Path) -> str:
@@ -333,6 +392,9 @@ def _scan(
     return tree, _head(root, probing) if probing is not None else None
 
 
+_EXCLUDE = ":(top,exclude,literal)"
+
+
 def _pathspec(root: str | Path, top: Path, exclude: Sequence[str | Path]) -> list[str]:
     """The whole work tree, less the excluded paths that lie in it."""
     pathspec = [":/"]
@@ -342,7 +404,7 @@ def _pathspec(root: str | Path, top: Path, exclude: Sequence[str | Path]) -> lis
         except ValueError:
             continue  # not in the work tree: nothing to leave out
         if inside != ".":
-            pathspec.append(f":(top,exclude,literal){inside}")
+            pathspec.append(f"{_EXCLUDE}{inside}")
     return pathspec
 
 
@@ -360,8 +422,34 @@ class _Reseed(Exception):
 
 def _add_all(root: str | Path, pathspec: list[str], env: dict[str, str]) -> bool:
     """`git add -A` into the private index; whether a .gitignore was among the paths it changed."""
-    out = _git(root, "add", "-A", "--verbose", "--", *pathspec, env=env).stdout
-    return any(line.rstrip(b"'\"").endswith(b".gitignore") for line in out.splitlines())
+    done = _git(root, "add", "-A", "--verbose", "--", *pathspec, env=env, check=False)
+    if done.returncode != 0 and not (done.returncode == 1 and _only_excluded_ignored(done.stderr, pathspec)):
+        raise _failure(root, ("add",), done.stderr)
+    return any(line.rstrip(b"'\"").endswith(b".gitignore") for line in done.stdout.splitlines())
+
+
+_IGNORED_NOTICE = b"The following paths are ignored by one of your .gitignore files:"
+
+
+def _only_excluded_ignored(stderr: bytes, pathspec: list[str]) -> bool:
+    """Whether git's only complaint is that paths we excluded (the store) are ignored anyway.
+
+    git (2.39 at least) exits 1 when an exclude pathspec names an ignored path, or a path inside an
+    ignored directory (it then lists that directory), yet it has added every other file as asked. The
+    store is usually ignored (`.loopengt/` in .gitignore), so that notice is expected: it is accepted
+    when it lists nothing but the excluded paths, what lies in them, or directories that hold them
+    (git runs with LC_ALL=C and prints these paths from the top of the work tree, unquoted). Warnings
+    are harmless. Costs no git process: the exit status and message of the `add` itself say it.
+    """
+    excluded = [os.fsencode(p[len(_EXCLUDE) :]) for p in pathspec if p.startswith(_EXCLUDE)]
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(b"warning: ")]
+    if not excluded or not lines or lines[0] != _IGNORED_NOTICE:
+        return False
+    listed = [line.rstrip(b"/") for line in lines[1:] if not line.startswith(b"hint: ")]
+    return bool(listed) and all(
+        any(path == ours or ours.startswith(path + b"/") or path.startswith(ours + b"/") for ours in excluded)
+        for path in listed
+    )
 
 
 def _copy_seed(source: Path, dest: Path) -> bool:

@@ -1,7 +1,8 @@
 """`loopengt doctor`: is this machine and this directory ready to run loops? One line per check, with a fix.
 
 Checks only read: the file store check creates and removes one temp file, the PostgreSQL check connects
-and reads the schema version without migrating anything. Client configurations are looked for where
+and reads the schema version without migrating anything, the workspace check records the files into a
+throwaway index and object directory. Client configurations are looked for where
 each editor reads them from this directory (Codex: `$CODEX_HOME/config.toml`, else `~/.codex`).
 """
 
@@ -227,6 +228,31 @@ def check_store(location: str) -> Check:
     return check_file_store(location)
 
 
+def check_workspace(project: Path, store: str) -> Check:
+    """Whether a run started in `project` (`workspace: auto`) can record its files in git."""
+    from loopengt_core import workspace
+
+    if shutil.which("git") is None:
+        return Check(
+            "WARN",
+            "workspace",
+            "git is not on PATH: runs record no files (`workspace: git` fails)",
+            "install git",
+        )
+    database = store.startswith(("postgresql://", "postgres://"))
+    problem = workspace.probe(project, exclude=() if database else (Path(store).absolute(),))
+    if problem is not None:
+        return Check(
+            "FAIL",
+            "workspace",
+            f"a run started here cannot record its files: {problem.replace(workspace.OR_NONE, '')}",
+            "the above, or set `workspace: none` in the loop spec (its runs then record no files)",
+        )
+    if not workspace.is_work_tree(project)[0]:
+        return Check("OK", "workspace", f"{project} is not in a git work tree: runs here record no files")
+    return Check("OK", "workspace", f"runs started in {project} record their files in git")
+
+
 def _codex_config() -> Path:
     configured = os.environ.get("CODEX_HOME")
     return (Path(configured).expanduser() if configured else Path.home() / ".codex") / "config.toml"
@@ -342,6 +368,7 @@ def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
 def run_checks(store: str, *, project: Path | None = None) -> list[Check]:
     """Every check, in the order they are shown."""
     checks = [check_python(), check_loopengt(), check_mcp(), check_prompts(), check_store(store)]
+    checks.append(check_workspace(project or Path.cwd(), store))
     client_checks, stores = check_clients(project or Path.cwd())
     checks += client_checks
     seen = {store}
