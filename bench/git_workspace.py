@@ -1,8 +1,8 @@
 """What recording the code's state costs per step: `Runs.step` with `workspace: git` beside `workspace: none`.
 
 A temporary repository gets --files small files (default 10,000) in nested directories, committed, plus
-some untracked files (recorded) and ignored files (not recorded); the store is `.loopengt/` inside it (left
-out of the recorded tree), as it is by default. Two runs of the same self-looping spec work in it, one
+some untracked files (recorded) and ignored files (not recorded); the store is `.loopengt/` inside it and
+listed in its .gitignore, as in most users' repositories (left out of the recorded tree). Two runs of the same self-looping spec work in it, one
 with `workspace: git` and one with `workspace: none`. Before each step the "agent" edits one tracked file
 (outside the timing); the step is timed. The two runs are interleaved in blocks so that background load
 hits both alike. Also timed on their own: `snapshot()` (the git part of a step) and `git status` (for
@@ -54,7 +54,7 @@ def make_repo(root: Path, files: int, untracked: int, ignored: int) -> None:
         ("commit.gpgsign", "false"),
     ):
         git(root, "config", key, value)
-    (root / ".gitignore").write_text("build/\n*.log\n")
+    (root / ".gitignore").write_text("build/\n*.log\n.loopengt/\n")
     for i in range(files):
         folder = root / "src" / f"d{i // 1000:02d}" / f"e{(i // 100) % 10}"
         folder.mkdir(parents=True, exist_ok=True)
