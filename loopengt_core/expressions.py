@@ -7,11 +7,12 @@ Two dialects, both evaluated without Python's `eval`:
 - Python-style (`len(output['summary']) > 0`, `output['score'] >= 0.8 and output.get('approved')`),
   the form loopengt 0.1.0 specs used, with Python truthiness. It is evaluated by `simpleeval`
   over the parsed syntax tree, in a sandbox: only the scope's names, the functions in `FUNCTIONS`,
-  the methods in `METHODS`, no attribute starting with `_`, no lambda, f-string, `**`, walrus or
-  import, and limits on steps, time and the size of what `*` and `+` build.
+  the methods in `METHODS`, no name or attribute starting with `_`, no lambda, f-string, `**`,
+  `%` formatting, walrus or import; and limits (MAX_STEPS, MAX_WORK, MAX_ITEMS, MAX_SECONDS, and
+  simpleeval's 10,000 elements per comprehension) so that no condition can run long or fill memory.
 
 Which dialect a condition is, is decided from its text alone, the same way at validation and at
-run time (`dialect_rule` below, documented in the README):
+run time (`compile_condition`; the README documents the rule):
 
 1. JMESPath when it compiles as JMESPath, calls only JMESPath functions with the right number of
    arguments, and reads at its top level only the scope's names (`output`, `context`, ...).
@@ -28,7 +29,6 @@ Python, such as `output.passed == True` (JMESPath reads `True` as a missing fiel
 from __future__ import annotations
 
 import ast
-import math
 import operator as op
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -83,7 +83,8 @@ ALL_METHODS: frozenset[str] = frozenset().union(*METHODS.values())
 MAX_STEPS = 100_000  # syntax-tree nodes evaluated, comprehension rounds included
 MAX_SECONDS = 2.0  # a backstop: MAX_STEPS ends any evaluation long before this
 MAX_ITEMS = 100_000  # characters or items that one `+` or `*` may produce
-MAX_WORK = 10_000_000  # items and characters all operators, functions and methods may be given
+MAX_WORK = 1_000_000  # items all operators, functions and methods may be given in one evaluation
+CHARS_PER_ITEM = 16  # ... where this many characters of a string count as one item
 
 _ALLOWED_NODES: tuple[type[ast.AST], ...] = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
@@ -128,7 +129,11 @@ def _refuse(message: str) -> ExpressionError:
 
 
 def _check_python(tree: ast.Expression, names: tuple[str, ...]) -> None:
-    """Refuse anything the sandbox does not allow, with the first reason found."""
+    """Refuse anything the sandbox does not allow, naming the most telling reason.
+
+    Reasons rank: a name reaching into Python's internals (`_...`), then syntax the sandbox lacks,
+    then unknown names and functions, then methods and the rest; the first of the best rank wins.
+    """
     bound = {
         n.id
         for comp in ast.walk(tree)
@@ -137,41 +142,47 @@ def _check_python(tree: ast.Expression, names: tuple[str, ...]) -> None:
         if isinstance(n, ast.Name)
     }
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    for node in ast.walk(tree):  # a name reaching into Python's internals is the first thing to name
-        word = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
-        if word.startswith("_"):
-            raise _refuse(f"'{word}' is not allowed (no name or attribute may start with '_')")
+    found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         kind = type(node).__name__
-        if not isinstance(node, _ALLOWED_NODES):
-            raise _refuse(f"{_NODE_WORDS.get(kind, kind)} is not allowed")
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+        word = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+        if word.startswith("_"):
+            found.append((0, f"'{word}' is not allowed (no name or attribute may start with '_')"))
+        elif not isinstance(node, _ALLOWED_NODES):
+            found.append((1, f"{_NODE_WORDS.get(kind, kind)} cannot be used"))
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             if node.id not in names and node.id not in FUNCTIONS and node.id not in bound:
-                raise _refuse(
-                    f"unknown name '{node.id}' (names: {', '.join(names)}; functions: {', '.join(FUNCTIONS)})"
+                what = "a function" if id(node) in called else "a name"
+                found.append(
+                    (
+                        2,
+                        f"'{node.id}' is not {what} here (names: {', '.join(names)}; functions: {', '.join(FUNCTIONS)})",
+                    )
                 )
         elif isinstance(node, ast.Attribute):
             if id(node) in called and node.attr not in ALL_METHODS:
-                raise _refuse(
-                    f"method '{node.attr}()' is not allowed (methods: {', '.join(sorted(ALL_METHODS))})"
+                found.append(
+                    (3, f"method '{node.attr}()' is not allowed (methods: {', '.join(sorted(ALL_METHODS))})")
                 )
         elif isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name):
-                if node.func.id not in FUNCTIONS:
-                    raise _refuse(f"'{node.func.id}' is not a function (functions: {', '.join(FUNCTIONS)})")
-            elif not isinstance(node.func, ast.Attribute):
-                raise _refuse("only named functions and methods can be called")
+            if isinstance(node.func, ast.Name) and node.func.id in names:
+                found.append((2, f"'{node.func.id}' is not a function (functions: {', '.join(FUNCTIONS)})"))
+            elif not isinstance(node.func, ast.Name | ast.Attribute):
+                found.append((1, "only named functions and methods can be called"))
             if any(k.arg is None for k in node.keywords):
-                raise _refuse("`**` arguments are not allowed")
+                found.append((1, "`**` arguments cannot be used"))
         elif isinstance(node, ast.Dict) and any(k is None for k in node.keys):
-            raise _refuse("`**` in a dict is not allowed")
+            found.append((1, "`**` in a dict cannot be used"))
         elif isinstance(node, ast.comprehension) and node.is_async:
-            raise _refuse("async comprehensions are not allowed")
+            found.append((1, "async comprehensions cannot be used"))
         elif (
             isinstance(node, ast.Constant)
-            and len(node.value if isinstance(node.value, str | bytes) else "") > MAX_ITEMS
+            and isinstance(node.value, str | bytes)
+            and len(node.value) > MAX_ITEMS
         ):
-            raise _refuse(f"a literal longer than {MAX_ITEMS} characters is not allowed")
+            found.append((3, f"a literal longer than {MAX_ITEMS} characters is not allowed"))
+    if found:
+        raise _refuse(min(found, key=lambda f: f[0])[1])
 
 
 def _parse_python(text: str, names: tuple[str, ...]) -> tuple[ast.expr | None, str, bool]:
@@ -206,7 +217,9 @@ class _Sandbox(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]  # simpl
         operators[ast.Add] = self._add
         operators[ast.Mult] = self._mult
         operators[ast.Mod] = self._charged(_mod)
-        functions = {name: self._charged(fn) for name, fn in FUNCTIONS.items()}
+        functions = {
+            name: fn if name in _CONSTANT_TIME else self._charged(fn) for name, fn in FUNCTIONS.items()
+        }
         super().__init__(operators=operators, functions=functions, names=dict(names))
         self.functions = functions  # the base class adds dict, set and tuple
         self.ATTR_INDEX_FALLBACK = False
@@ -231,22 +244,25 @@ class _Sandbox(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]  # simpl
         if callable(item) and item in simpleeval.DISALLOW_FUNCTIONS:
             raise simpleeval.FeatureNotAvailable("this function is not available")
 
-    def _charge(self, *values: Any) -> None:
-        """Spend the size of `values` from the budget; raise when it runs out."""
+    def _charge(self, *values: Any, times: int = 1) -> None:
+        """Spend the size of `values` (`times` over) from the budget; raise before it runs out."""
+        left = self._work // max(times, 1)
         stack = list(values)
         while stack:
             value = stack.pop()
-            self._work -= 1
+            left -= 1
             if isinstance(value, str | bytes):
-                self._work -= len(value)
+                left -= len(value) // CHARS_PER_ITEM
             elif isinstance(value, list | tuple | set | frozenset | dict):
-                self._work -= len(value)
-                if self._work >= 0:
+                left -= len(value)
+                if left >= 0:
                     stack.extend(value.values() if isinstance(value, dict) else value)
-            if self._work < 0:
+            if left < 0:
                 raise ConditionFailed(
-                    f"the condition works on more than {MAX_WORK} items or characters in all"
+                    f"the condition works on too much data (more than {MAX_WORK} items in all; "
+                    f"{CHARS_PER_ITEM} characters count as one)"
                 )
+        self._work = left * max(times, 1) + self._work % max(times, 1)
 
     def _charged(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -264,11 +280,11 @@ class _Sandbox(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]  # simpl
 
     def _mult(self, a: Any, b: Any) -> Any:
         for seq, times in ((a, b), (b, a)):
-            if hasattr(seq, "__len__") and isinstance(times, int) and len(seq) * times > MAX_ITEMS:
-                raise ConditionFailed(f"a value longer than {MAX_ITEMS} items or characters")
-        result = a * b
-        self._charge(result)
-        return result
+            if hasattr(seq, "__len__") and isinstance(times, int):
+                if len(seq) * times > MAX_ITEMS:
+                    raise ConditionFailed(f"a value longer than {MAX_ITEMS} items or characters")
+                self._charge(seq, times=times)  # before the product exists
+        return a * b
 
     def _eval_subscript(self, node: ast.Subscript) -> Any:
         result = super()._eval_subscript(node)
@@ -295,6 +311,7 @@ class _Sandbox(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]  # simpl
         raise simpleeval.FeatureNotAvailable(f"'.{node.attr}' is not available on {_kind(value)}")
 
 
+_CONSTANT_TIME = frozenset({"len", "bool"})  # they do not look into their argument: free
 _NO_OPERATORS = (ast.Pow, ast.BitAnd, ast.BitOr, ast.BitXor, ast.Invert, ast.LShift, ast.RShift)
 
 
@@ -427,8 +444,6 @@ class Condition:
         result = self.value(scope)
         if self.dialect == "jmespath":
             return jmespath_truthy(result)
-        if isinstance(result, float) and math.isnan(result):
-            return False
         return bool(result)
 
 
