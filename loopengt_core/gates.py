@@ -6,34 +6,12 @@ import json
 from functools import lru_cache
 from typing import Any
 
-import jmespath
 import jsonschema
 
-from loopengt_core.expressions import (
-    GATE_NAMES,
-    ConditionFailed,
-    ExpressionError,
-    compile_condition,
-    jmespath_truthy,
-)
+from loopengt_core.expressions import GATE_NAMES, ConditionFailed, ExpressionError, compile_condition
 from loopengt_core.state import GateResult
 
 FEEDBACK_CHARS = 4000
-
-
-def truthy(value: Any) -> bool:
-    """JMESPath truthiness: false for null, false, empty string, list or object; true otherwise (0 too)."""
-    return jmespath_truthy(value)
-
-
-@lru_cache(maxsize=512)
-def _compiled(expression: str) -> jmespath.parser.ParsedResult:
-    return jmespath.compile(expression)
-
-
-def search(expression: str, data: Any) -> Any:
-    """Evaluate a JMESPath expression (validated when the spec loaded)."""
-    return _compiled(expression).search(data)
 
 
 @lru_cache(maxsize=256)
