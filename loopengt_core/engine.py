@@ -17,7 +17,8 @@ from typing import Any
 from loopengt_core import patterns
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import Event, iso, parse_iso
-from loopengt_core.gates import command_feedback, condition_gate, schema_gate, search, tail, truthy
+from loopengt_core.expressions import STOP_NAMES, ConditionFailed, ExpressionError, compile_condition
+from loopengt_core.gates import command_feedback, condition_gate, schema_gate, tail
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
 from loopengt_core.spec import Agent, Gate, LoopSpec, RetryPolicy, Step
@@ -78,8 +79,12 @@ class Engine:
         limits = [spec.policy.max_total_time_seconds, spec.stop_value("timeout")]
         numeric = [float(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool)]
         self.time_limit_seconds = min(numeric) if numeric else None
-        goal = spec.stop_value("goal_met")
-        self.goal_met: str | None = goal if isinstance(goal, str) else None
+        # goal_met and custom stop conditions: (kind, expression), checked in order after each step.
+        self.goals: list[tuple[str, str]] = [
+            (c.condition_type, c.condition())
+            for c in spec.stop_conditions
+            if c.condition_type in ("goal_met", "custom") and isinstance(c.condition(), str)
+        ]
         quality = spec.stop_value("quality_threshold")
         self.quality: float | None = (
             float(quality)
@@ -461,14 +466,15 @@ class Engine:
         tx.emit("run_completed", final_output=output, reason=reason)
 
     def _stop_reason(self, state: RunState, output: Any) -> str | None:
-        if self.goal_met is not None:
+        if self.goals:
             scope = {"output": output, "context": state.context, "steps": self._steps_scope(state)}
-            try:
-                met = truthy(search(self.goal_met, scope))
-            except Exception:  # noqa: BLE001 - a runtime JMESPath type error means "not met"
-                met = False
-            if met:
-                return f"goal_met: {self.goal_met}"
+            for kind, expression in self.goals:
+                try:
+                    met = compile_condition(expression, STOP_NAMES).holds(scope)
+                except (ConditionFailed, ExpressionError):  # a missing key or a type error: not met
+                    met = False
+                if met:
+                    return f"{kind}: {expression}"
         if self.quality is not None and isinstance(output, dict):
             score = output.get("score")
             if isinstance(score, int | float) and not isinstance(score, bool) and score >= self.quality:

@@ -1,4 +1,4 @@
-"""Gate evaluators. Pure: schema and JMESPath checks run here; command results arrive as data."""
+"""Gate evaluators. Pure: schema and condition checks run here; command results arrive as data."""
 
 from __future__ import annotations
 
@@ -6,28 +6,12 @@ import json
 from functools import lru_cache
 from typing import Any
 
-import jmespath
 import jsonschema
-from jmespath.exceptions import JMESPathError
 
+from loopengt_core.expressions import GATE_NAMES, ConditionFailed, ExpressionError, compile_condition
 from loopengt_core.state import GateResult
 
 FEEDBACK_CHARS = 4000
-
-
-def truthy(value: Any) -> bool:
-    """JMESPath truthiness: false for null, false, empty string, list or object; true otherwise (0 too)."""
-    return value not in (None, False, "", [], {}) or (value == 0 and not isinstance(value, bool))
-
-
-@lru_cache(maxsize=512)
-def _compiled(expression: str) -> jmespath.parser.ParsedResult:
-    return jmespath.compile(expression)
-
-
-def search(expression: str, data: Any) -> Any:
-    """Evaluate a JMESPath expression (validated when the spec loaded)."""
-    return _compiled(expression).search(data)
 
 
 @lru_cache(maxsize=256)
@@ -57,12 +41,19 @@ def schema_gate(name: str, schema: dict[str, Any], value: Any, *, what: str = "o
     )
 
 
-def condition_gate(name: str, expression: str, scope: dict[str, Any], feedback: str | None) -> GateResult:
+def condition_gate(
+    name: str,
+    expression: str,
+    scope: dict[str, Any],
+    feedback: str | None,
+    names: tuple[str, ...] = GATE_NAMES,
+) -> GateResult:
+    """A condition (JMESPath or Python-style, see expressions.py) over `scope`; passes when truthy."""
     try:
-        value = search(expression, scope)
-    except JMESPathError as exc:
+        passed = compile_condition(expression, names).holds(scope)
+    except (ConditionFailed, ExpressionError) as exc:
         return GateResult(name=name, passed=False, feedback=f"gate '{name}': `{expression}` failed: {exc}")
-    if truthy(value):
+    if passed:
         return GateResult(name=name, passed=True)
     return GateResult(
         name=name, passed=False, feedback=feedback or f"gate '{name}' failed: `{expression}` is false"

@@ -19,7 +19,7 @@ Pattern = Literal[
 PATTERNS: tuple[str, ...] = typing.get_args(Pattern)
 Backoff = Literal["none", "fixed", "linear", "exponential"]
 OnFailure = Literal["retry", "abort"]
-StopConditionType = Literal["max_turns", "goal_met", "quality_threshold", "timeout", "manual"]
+StopConditionType = Literal["max_turns", "goal_met", "quality_threshold", "timeout", "manual", "custom"]
 ToolType = Literal["builtin", "mcp", "function", "api", "http", "shell", "custom"]
 TriggerType = Literal["manual", "schedule", "event", "webhook", "api"]
 WorkspaceMode = Literal["auto", "git", "none"]
@@ -63,7 +63,9 @@ class Gate(SpecModel):
     name: str
     description: str | None = None
     condition: str | None = Field(
-        None, description="JMESPath over {output, context, steps, attempt}; passes when truthy."
+        None,
+        description="JMESPath or a Python-style expression over {output, context, steps, attempt}; "
+        "passes when truthy.",
     )
     command: list[str] | None = Field(None, description="argv run without a shell; passes on exit code 0.")
     approval: bool = Field(False, description="A person approves (MCP elicitation or `loopengt approve`).")
@@ -186,9 +188,22 @@ class Policy(SpecModel):
 
 
 class StopCondition(SpecModel):
+    """A reason to end the run. goal_met and custom: an expression over {output, context, steps}."""
+
     condition_type: StopConditionType
-    value: Any = None
+    value: Any = Field(
+        None,
+        description="max_turns: a count; quality_threshold: 0 to 1; timeout: seconds; goal_met, custom: "
+        "the expression (JMESPath or Python-style) that ends the run completed when truthy.",
+    )
+    expression: str | None = Field(
+        None, description="goal_met, custom: the expression, when not given as value."
+    )
     description: str | None = None
+
+    def condition(self) -> Any:
+        """goal_met and custom: the expression (`expression`, else `value`)."""
+        return self.expression if self.expression is not None else self.value
 
 
 class OutputSpec(SpecModel):

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jmespath
 import jsonschema
 import yaml
-from jmespath.exceptions import JMESPathError
 from pydantic import BaseModel, ValidationError
 
 from loopengt_core.errors import LoopengtError
+from loopengt_core.expressions import GATE_NAMES, STOP_NAMES, ExpressionError, compile_condition
 from loopengt_core.render import BUILTIN_VARIABLES, placeholders
 from loopengt_core.spec import LoopSpec
 
@@ -383,7 +382,7 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
                 here, f"a gate needs exactly one of 'condition', 'command' or 'approval: true'{found}"
             )
         if gate.condition is not None:
-            yield from _jmespath(f"{here}.condition", gate.condition)
+            yield from _condition(f"{here}.condition", gate.condition, GATE_NAMES)
         if gate.command is not None and not gate.command:
             yield Problem(f"{here}.command", "empty command: give an argv list such as ['pytest', '-q']")
     for i, step in enumerate(spec.steps):
@@ -395,15 +394,15 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
                 )
 
 
-def _jmespath(where: str, expression: Any) -> Iterator[Problem]:
+def _condition(where: str, expression: Any, names: tuple[str, ...]) -> Iterator[Problem]:
+    """A condition must be evaluable: JMESPath or a sandboxed Python-style expression (expressions.py)."""
     if not isinstance(expression, str) or not expression.strip():
         yield Problem(where, f"expected a JMESPath expression (text), got {_short(expression)}")
         return
     try:
-        jmespath.compile(expression)
-    except JMESPathError as exc:
-        detail = " ".join(str(exc).split())
-        yield Problem(where, f"invalid JMESPath {expression!r}: {detail}")
+        compile_condition(expression, names)
+    except ExpressionError as exc:
+        yield Problem(where, str(exc))
 
 
 def _schemas(spec: LoopSpec) -> Iterator[Problem]:
@@ -466,8 +465,21 @@ def _stop_conditions(spec: LoopSpec) -> Iterator[Problem]:
     for i, cond in enumerate(spec.stop_conditions):
         where = f"stop_conditions[{i}].value"
         value = cond.value
-        if cond.condition_type == "goal_met":
-            yield from _jmespath(where, value)
+        if cond.condition_type in ("goal_met", "custom"):
+            if cond.expression is not None and value is not None:
+                yield Problem(
+                    f"stop_conditions[{i}]",
+                    f"{cond.condition_type}: give the expression once, in 'value' or in 'expression'",
+                )
+            elif cond.expression is not None:
+                yield from _condition(f"stop_conditions[{i}].expression", cond.expression, STOP_NAMES)
+            else:
+                yield from _condition(where, value, STOP_NAMES)
+        elif cond.expression is not None:
+            yield Problem(
+                f"stop_conditions[{i}].expression",
+                f"only goal_met and custom take an expression (this is {cond.condition_type})",
+            )
         elif cond.condition_type == "quality_threshold":
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 yield Problem(where, f"quality_threshold needs a number from 0 to 1, got {_short(value)}")
