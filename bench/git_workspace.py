@@ -1,14 +1,14 @@
 """What recording the code's state costs per step: `Runs.step` with `workspace: git` beside `workspace: none`.
 
-A temporary repository gets --files small files (default 10,000) in nested directories, committed, plus
-some untracked files (recorded) and ignored files (not recorded); the store is `.loopengt/` inside it and
-listed in its .gitignore, as in most users' repositories (left out of the recorded tree). Two runs of the same self-looping spec work in it, one
-with `workspace: git` and one with `workspace: none`. Before each step the "agent" edits one tracked file
-(outside the timing); the step is timed. The two runs are interleaved in blocks so that background load
-hits both alike. Also timed on their own: `snapshot()` (the git part of a step) and `git status` (for
-scale: any look at a work tree pays that scan). Beside wall time, each row gives the CPU time of the git
-processes the call started (RUSAGE_CHILDREN): on a loaded machine wall time swings with other work, the
-CPU time does not.
+A temporary repository gets --files small files (default 10,000) in nested directories, committed, plus some
+untracked files (recorded) and ignored files (not recorded); the store is `.loopengt/` inside it and listed in
+its .gitignore, as in most users' repositories (left out of the recorded tree). Two runs of the same
+self-looping spec work in it, one with `workspace: git` and one with `workspace: none`. Before each step the
+"agent" edits one tracked file (outside the timing); the step is timed. The two runs are interleaved in blocks
+so that background load hits both alike. Also timed on their own: `snapshot()` (the git part of a step) and
+`git status` (for scale: any look at a work tree pays that scan). Beside wall time, each row gives the CPU
+time of the git processes the call started (RUSAGE_CHILDREN): on a loaded machine wall time swings with other
+work, the CPU time does not.
 
     python bench/git_workspace.py                      # 10,000 files, 100 steps of each
     python bench/git_workspace.py --files 50000 --steps 50
