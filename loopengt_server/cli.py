@@ -230,6 +230,8 @@ def run(
         )
         raise typer.Exit(130) from None
     show_end(console, view)
+    if view.status == "paused":
+        console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
     raise typer.Exit(0 if view.status == "completed" else 1)
 
 
