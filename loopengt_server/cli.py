@@ -584,11 +584,22 @@ def eval_command(
 
 
 @app.command()
-def doctor(store: StoreOption = ".loopengt") -> None:
-    """Check Python, the MCP SDK, the store, editor configs and PostgreSQL; exit 1 if anything fails."""
-    from loopengt_server.doctor import run_checks
+def doctor(
+    store: StoreOption = ".loopengt",
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045 - typer
+        typer.Option(
+            "--spec", help="Check the programs this spec's gates and steps run (default ./loop.yaml)"
+        ),
+    ] = None,
+    agent: Annotated[str, typer.Option("--agent", help="Check that this agent command can be found")] = "",
+) -> None:
+    """Check Python, the MCP SDK, the store, editor configs, PostgreSQL, the programs a run starts; exit 1 if any fails."""
+    from loopengt_server.doctor import check_programs, run_checks
 
-    checks = run_checks(store)
+    if spec is None and Path("loop.yaml").is_file():
+        spec = Path("loop.yaml")
+    checks = run_checks(store) + check_programs(spec, agent)
     for item in checks:
         typer.echo(item.line())
     failed = sum(c.level == "FAIL" for c in checks)

@@ -12,6 +12,8 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from loopengt_core.runs import Runs
 from loopengt_core.state import project_run
 from loopengt_core.store.files import FileStore
 from loopengt_core.view import run_view
+from loopengt_server.doctor import check_programs
 from loopengt_server.hooks import run_stop_hook
 
+LOOPENGT = Path(sys.executable).with_name("loopengt")
 GATE = "lgt-missing-gate-program"
 STEP = "lgt-missing-step-program"
 
@@ -260,3 +264,41 @@ def test_a_shell_127_is_a_failed_check_fed_back_to_the_agent(
     assert answer.status == "running"
     assert [g.passed for g in answer.gate_results] == [False]
     assert [t.task_id for t in answer.tasks] == ["write#2"]
+
+
+# --- doctor: the programs a run would start, checked before the run ------------------------------
+
+
+def test_doctor_names_each_missing_program_with_its_fix(tmp_path: Path, bin_dir: Path) -> None:
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    install(bin_dir, GATE)
+    checks = check_programs(Path("loop.yaml"), "no-such-agent-lgt --flag", cwd=tmp_path)
+    lines = [c.line() for c in checks]
+    assert [c.level for c in checks] == ["OK", "FAIL", "FAIL"], lines
+    assert GATE in checks[0].detail
+    assert f"step 'final' runs `{STEP}`, which is not on PATH" in lines[1]
+    assert f"fix: install {STEP} or put its folder on PATH, or change the step's run in loop.yaml" in lines[1]
+    assert "the agent runs `no-such-agent-lgt`, which is not on PATH" in lines[2]
+    assert "or change --agent" in lines[2]
+
+    install(bin_dir, STEP)
+    assert [c.level for c in check_programs(Path("loop.yaml"), cwd=tmp_path)] == ["OK"]
+    assert check_programs(None, cwd=tmp_path) == []
+    broken = check_programs(tmp_path / "nothing.yaml", cwd=tmp_path)
+    assert [c.level for c in broken] == ["FAIL"]
+    assert "no such file" in broken[0].detail
+
+
+def test_doctor_exits_non_zero_for_a_missing_gate_program(tmp_path: Path) -> None:
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    done = subprocess.run(
+        [str(LOOPENGT), "doctor", "--store", str(tmp_path / "store")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path), "CODEX_HOME": str(tmp_path / "codex")},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"gate 'check' runs `{GATE}`, which is not on PATH" in done.stdout
