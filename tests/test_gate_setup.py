@@ -14,11 +14,16 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+from mcp_helpers import ok, stdio_params, step, trace_events
 
 from loopengt_core.commands import run_command
 from loopengt_core.runs import Runs
@@ -302,3 +307,146 @@ def test_doctor_exits_non_zero_for_a_missing_gate_program(tmp_path: Path) -> Non
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"gate 'check' runs `{GATE}`, which is not on PATH" in done.stdout
+
+
+# --- the same over MCP: a real server subprocess and the SDK client ----------------------------------
+
+
+@pytest.mark.anyio
+async def test_over_mcp_the_run_pauses_keeps_the_submission_and_resume_continues(tmp_path: Path) -> None:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    params = stdio_params(
+        tmp_path / "store", tmp_path, env={"PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
+    )
+    async with Client(params, mode="auto", read_timeout_seconds=60) as client:
+        view = ok(await client.call_tool("start_run", {"spec_path": "loop.yaml"}))
+        run_id = view["run_id"]
+        answer = ok(await step(client, run_id, "write#1", {"summary": "done"}))
+        assert answer["accepted"] is True
+        assert answer["status"] == "paused"
+        assert answer["tasks"] == []
+        assert f"program `{GATE}` was not found on PATH" in answer["error"]
+        assert f"loopengt resume {run_id}" in answer["next_action"]
+        assert {s["name"]: s["attempts"] for s in answer["steps"]} == {"write": 1, "final": 0}
+        # the same submission again: the same answer, nothing appended
+        before = await trace_events(client, run_id)
+        assert ok(await step(client, run_id, "write#1", {"summary": "done"}))["status"] == "paused"
+        assert await trace_events(client, run_id) == before
+
+        install(folder, GATE)
+        install(folder, STEP)
+        done = ok(await client.call_tool("resume", {"run_id": run_id}))
+        assert done["status"] == "completed", done["next_action"]
+        assert {s["name"]: s["attempts"] for s in done["steps"]} == {"write": 1, "final": 1}
+        kinds = [e["type"] for e in await trace_events(client, run_id)]
+        assert kinds.count("output_submitted") == 1
+        assert "gate_failed" not in kinds
+    store = FileStore(tmp_path / "store")
+    assert run_view(project_run(store.events(run_id))).status == "completed"
+
+
+# --- property: whatever the order of submissions, breakages, fixes and resumes ---------------------------
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(0, 3), st.booleans()),
+        st.tuples(st.just("program"), st.sampled_from(["remove", "install", "not-executable"])),
+        st.tuples(st.just("resume")),
+        st.tuples(st.just("approve"), st.booleans()),
+    ),
+    max_size=25,
+)
+
+
+def _fan_spec(program: Path) -> dict[str, Any]:
+    return {
+        "name": "paused-prop",
+        "pattern": "parallel_fan_out",
+        "workspace": "none",
+        "agents": [{"name": "a"}],
+        "steps": [
+            {"name": "left", "agent": "a", "verification_gates": ["ok", "check"]},
+            {"name": "right", "agent": "a", "verification_gates": ["check", "sign"]},
+            {"name": "tail", "run": [str(program)], "dependencies": ["left", "right"]},
+        ],
+        "policy": {
+            "max_turns": 12,
+            "fail_fast": False,
+            "retry": {"max_retries": 2, "initial_delay_seconds": 0},
+            "verification_gates": [
+                {"name": "ok", "condition": "output.ok == `true`"},
+                {"name": "check", "command": [str(program)]},
+                {"name": "sign", "approval": True},
+            ],
+        },
+    }
+
+
+def _same_after_replay(runs: Runs, store: FileStore, run_id: str) -> None:
+    live = runs._read(run_id).state
+    assert project_run(store.events(run_id)).model_dump() == live.model_dump()
+    fresh = Runs(FileStore(store.root), cwd=runs.cwd, allow_inline_commands=True)
+    assert fresh._read(run_id).state.model_dump() == live.model_dump()
+    if live.status == "paused":
+        assert live.error
+        assert all(c.runner is None for c in live.commands.values() if c.setup_error)
+    setup = [e for e in store.events(run_id) if e.type == "command_finished" and e.data.get("setup_error")]
+    feedback = [str(e.data.get("feedback")) for e in store.events(run_id) if e.type == "gate_failed"]
+    assert not any("cannot start" in f or "not found on PATH" in f for f in feedback)
+    assert len(setup) <= sum(1 for e in store.events(run_id) if e.type == "command_finished")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=ACTIONS)
+def test_setup_errors_never_spend_attempts_and_replay_to_the_same_state(
+    actions: list[tuple[Any, ...]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        program = root / "check-program"
+        store = FileStore(root / "store")
+        runs = Runs(store, cwd=root, allow_inline_commands=True)
+        run_id = runs.start_run(spec=_fan_spec(program)).run_id
+        for action in actions:
+            view = runs.get_run(run_id)
+            kind = action[0]
+            if kind == "submit" and view.tasks:
+                task = view.tasks[action[1] % len(view.tasks)]
+                issued = sum(1 for e in store.events(run_id) if e.type == "task_issued")
+                answer = runs.step(run_id, task.task_id, {"ok": action[2]})
+                assert answer.accepted
+                if action[2]:  # passes `ok`, and the program exits 0 whenever it starts: no retry, ever
+                    again = [e for e in store.events(run_id) if e.type == "task_issued"]
+                    assert all(e.data["step"] != task.step for e in again[issued:])
+            elif kind == "program":
+                program.unlink(missing_ok=True)
+                if action[1] != "remove":
+                    program.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+                    program.chmod(0o755 if action[1] == "install" else 0o644)
+            elif kind == "resume" and view.status not in ("completed", "failed", "cancelled"):
+                runs.resume(run_id)
+            elif kind == "approve" and view.status == "waiting_approval":
+                runs.approve(run_id, approved=action[1])
+            _same_after_replay(runs, store, run_id)
+        # then a person fixes the setup and the agent does good work: the run always ends
+        program.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+        program.chmod(0o755)
+        for _ in range(30):
+            view = runs.get_run(run_id)
+            if view.status in ("completed", "failed", "cancelled"):
+                break
+            if view.status == "paused":
+                runs.resume(run_id)
+            elif view.status == "waiting_approval":
+                runs.approve(run_id)
+            else:
+                assert view.tasks, view.next_action
+                runs.step(run_id, view.tasks[0].task_id, {"ok": True})
+            _same_after_replay(runs, store, run_id)
+        final = runs.get_run(run_id).status
+        assert final in ("completed", "failed")
+        paused = any(e.data.get("setup_error") for e in store.events(run_id) if e.type == "command_finished")
+        event(f"ended {final}" + (" after a pause" if paused else ""))
+        store.close()
