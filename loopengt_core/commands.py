@@ -58,14 +58,14 @@ def cannot_start(program: str, cwd: Path, exc: OSError) -> str | None:
             )
             return (
                 f"program `{program}` was not found on PATH{hint}; install it or put its folder on the PATH "
-                "loopengt runs with, or correct the command in the spec"
+                "loopengt runs with, or correct the command in the spec (and start a new run)"
             )
         if Path(found).is_file():  # it is there: the interpreter its #! line names is not
             return (
                 f"`{program}` cannot start: the interpreter in its #! line{_shebang(Path(found))} was not "
                 "found; install it or correct the #! line (a virtualenv moved or deleted?)"
             )
-        return f"`{program}` does not exist in {cwd}; create it, or correct the command in the spec"
+        return f"`{program}` does not exist in {cwd}; create it, or correct the command in the spec (and start a new run)"
     if isinstance(exc, PermissionError):
         return (
             f"`{program}` cannot start: permission denied (not executable); `chmod +x {program}`, or run "

@@ -450,3 +450,31 @@ def test_setup_errors_never_spend_attempts_and_replay_to_the_same_state(
         paused = any(e.data.get("setup_error") for e in store.events(run_id) if e.type == "command_finished")
         event(f"ended {final}" + (" after a pause" if paused else ""))
         store.close()
+
+
+def test_headless_run_stops_at_the_pause_and_run_resume_finishes(tmp_path: Path, bin_dir: Path) -> None:
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    (tmp_path / "agent.sh").write_text('echo \'{"summary": "done"}\'\n', encoding="utf-8")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(LOOPENGT), "run", *args, "--agent", "sh agent.sh", "--store", "store"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+
+    paused = run("loop.yaml")
+    assert paused.returncode == 1, paused.stdout + paused.stderr
+    assert "paused" in paused.stdout
+    assert f"program `{GATE}` was not found on PATH" in paused.stdout
+    [run_id] = [p.name for p in (tmp_path / "store" / "runs").iterdir() if not p.name.startswith(".")]
+    assert f"continue with: loopengt run --resume {run_id}" in paused.stdout
+    install(bin_dir, GATE)
+    install(bin_dir, STEP)
+    done = run("--resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"run {run_id} completed" in done.stdout
