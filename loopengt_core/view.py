@@ -80,16 +80,14 @@ def next_action(state: RunState) -> str:
         meanwhile = (
             f" Meanwhile the open tasks ({', '.join(state.tasks)}) can still be submitted."
             if state.tasks
-            else " Until then there is nothing for an agent to do."
+            else " An agent: tell the person; until then there is nothing for you to do."
         )
         return (
             "Paused for a person: "
             + "; ".join(c.blocked_text() for c in blocked)
             + ". This is a setup problem, not the agent's: the submitted work is kept and no attempt is "
-            f"spent. Once it is fixed, continue with `loopengt resume {run}` (or resume(run_id='{run}')): the "
-            "command runs again. (The spec is fixed when a run starts: if the command itself is wrong, "
-            f"correct it in the spec and start a new run, `loopengt cancel {run}` ending this one.)"
-            + meanwhile
+            f"spent. Once it is fixed, `loopengt resume {run}` (or resume(run_id='{run}')) runs the command "
+            "again and the run goes on." + meanwhile
         )
     if state.tasks:
         ids = list(state.tasks)
