@@ -2,12 +2,19 @@
 
 Output goes to a temporary file rather than a pipe so that a chatty test suite can neither fill
 memory nor block on a full pipe; only the last OUTPUT_TAIL_BYTES are kept (they hold the failure).
+
+A program that cannot be found or cannot start (not on PATH, not executable, no `#!` line) is a
+setup problem, not a failed check: the result says so in `setup_error` (the reason and the fix) and
+the run pauses for a person instead of feeding `command not found` back to an agent that cannot fix it.
+An exit code of 127 from a program that did start (a shell saying `not found`) is a failed check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,6 +32,51 @@ class CommandResult:
     output: str
     duration_seconds: float
     timed_out: bool
+    setup_error: str | None = None  # the program could not be found or started: why, and the fix
+
+
+def _shebang(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(300).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+    return f" ({first[2:].strip()})" if first.startswith("#!") else ""
+
+
+def cannot_start(program: str, cwd: Path, exc: OSError) -> str | None:
+    """Why `program` could not be started in `cwd` and what a person does about it; None if not a setup fault."""
+    if isinstance(exc, FileNotFoundError):
+        if not cwd.is_dir():
+            return f"the working directory {cwd} does not exist; restore it (the run's commands run there)"
+        found = shutil.which(program) if "/" not in program else str(cwd / program)
+        if found is None:
+            hint = (
+                " (python3 is on PATH: use `python3` in the command)"
+                if program == "python" and shutil.which("python3")
+                else ""
+            )
+            return (
+                f"program `{program}` was not found on PATH{hint}; install it or put its folder on the PATH "
+                "loopengt runs with, or correct the command in the spec (and start a new run)"
+            )
+        if Path(found).is_file():  # it is there: the interpreter its #! line names is not
+            return (
+                f"`{program}` cannot start: the interpreter in its #! line{_shebang(Path(found))} was not "
+                "found; install it or correct the #! line (a virtualenv moved or deleted?)"
+            )
+        return f"`{program}` does not exist in {cwd}; create it, or correct the command in the spec (and start a new run)"
+    if isinstance(exc, PermissionError):
+        return (
+            f"`{program}` cannot start: permission denied (not executable); `chmod +x {program}`, or run "
+            f'it through its interpreter (e.g. ["sh", "{program}"])'
+        )
+    if exc.errno == errno.ENOEXEC:
+        return (
+            f"`{program}` cannot start: exec format error (a script without a #! line, or a program built "
+            "for another machine); add a #! line such as #!/bin/sh, or run it through its interpreter"
+        )
+    return None
 
 
 def _read_tail(handle: typing.BinaryIO, limit: int) -> str:
@@ -50,14 +102,11 @@ def run_command(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        except FileNotFoundError:
-            return CommandResult(127, f"command not found: {argv[0]}", time.monotonic() - started, False)
-        except PermissionError:
-            return CommandResult(126, f"permission denied: {argv[0]}", time.monotonic() - started, False)
         except OSError as exc:
-            return CommandResult(
-                126, f"cannot run {argv[0]}: {exc.strerror}", time.monotonic() - started, False
-            )
+            problem = cannot_start(argv[0], cwd, exc)
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            text = problem or f"cannot run {argv[0]}: {exc.strerror}"
+            return CommandResult(code, text, time.monotonic() - started, False, setup_error=problem)
         timed_out = False
         try:
             exit_code: int | None = proc.wait(timeout=timeout_seconds)

@@ -248,10 +248,13 @@ class Engine:
         timed_out: bool,
         now: datetime,
         workspace: dict[str, Any] | None = None,
+        setup_error: str | None = None,
     ) -> list[Event]:
         """Record a command's result (run by the service) and decide what follows.
 
-        `workspace` ({head, tree}): the run's files right after the command.
+        `workspace` ({head, tree}): the run's files right after the command. `setup_error`: its program
+        could not be found or started (why, and the fix); that is no attempt's fault, so nothing is
+        decided: the run pauses for a person and `resume` requests the command again.
         """
         command = state.commands.get(command_id)
         if command is None:
@@ -267,6 +270,16 @@ class Engine:
             "timed_out": timed_out,
         }
         tx = _Tx(state, now)
+        if setup_error:
+            tx.emit(
+                "command_finished",
+                command_id=command_id,
+                **result,
+                result=result,
+                setup_error=setup_error,
+                **_workspace(workspace),
+            )
+            return tx.events
         tx.emit("command_finished", command_id=command_id, **result, result=result, **_workspace(workspace))
         feedback = command_feedback(
             command.argv, exit_code, text, timed_out=timed_out, seconds=duration_seconds
@@ -351,10 +364,26 @@ class Engine:
         return tx.events
 
     def resume(self, state: RunState, now: datetime) -> list[Event]:
+        """Continue the run; commands paused by a setup error are requested again, spending no attempt."""
         if state.ended:
             return []
         tx = _Tx(state, now)
         tx.emit("run_resumed", reason="resumed")
+        for command in [c for c in state.commands.values() if c.setup_error is not None]:
+            evaluation = state.evaluations.get(command.task_id)
+            tx.emit(
+                "command_requested",
+                command_id=command.command_id,
+                kind=command.kind,
+                step=command.step,
+                task_id=command.task_id,
+                gate=command.gate,
+                argv=command.argv,
+                attempt=evaluation.attempt if evaluation is not None else state.steps[command.step].attempt,
+                timeout_seconds=command.timeout_seconds,
+                not_before=tx.at,
+                resumed=True,
+            )
         return tx.events
 
     # --- decisions -----------------------------------------------------------------------------
@@ -709,13 +738,21 @@ def open_tasks_text(state: RunState) -> str:
         return "open tasks: " + ", ".join(state.tasks)
     if state.approval is not None:
         return f"no open tasks: the run waits for approval of gate '{state.approval.gate}'"
+    if state.due_commands():
+        return (
+            "no open tasks: command " + ", ".join(c.command_id for c in state.due_commands()) + " is pending"
+        )
     if state.commands:
-        return "no open tasks: command " + ", ".join(state.commands) + " is pending"
+        return (
+            "no open tasks: the run is paused ("
+            + "; ".join(c.blocked_text() for c in state.commands.values())
+            + ")"
+        )
     return f"no open tasks (status: {state.status})"
 
 
 def next_deadline(state: RunState) -> datetime | None:
     """The earliest moment a tick or a command becomes due, for the server's timer."""
     moments = [parse_iso(t.expires_at) for t in state.tasks.values() if t.expires_at]
-    moments += [parse_iso(c.not_before) for c in state.commands.values() if c.runner is None]
+    moments += [parse_iso(c.not_before) for c in state.due_commands() if c.runner is None]
     return min(moments) if moments else None

@@ -19,9 +19,13 @@ EventType = Literal[
     "output_submitted",  # task_id, step, attempt, outcome, output, error, digest, workspace {head, tree}
     "gate_passed",  # task_id, step, gate, feedback
     "gate_failed",  # task_id, step, gate, feedback, on_failure
-    "command_requested",  # command_id, kind (gate|step), step, task_id, gate, argv, timeout_seconds, not_before
+    # command_id, kind (gate|step), step, task_id, gate, argv, timeout_seconds, not_before; resumed: true when
+    # `resume` requests again a command paused by a setup error (no attempt spent)
+    "command_requested",
     "command_started",  # command_id, runner, lease_until
-    "command_finished",  # command_id, exit_code, output, duration_seconds, timed_out, workspace
+    # command_id, exit_code, output, duration_seconds, timed_out, workspace; setup_error: its program could
+    # not be found or started (why, and the fix): nothing is decided, the run pauses for a person
+    "command_finished",
     "approval_requested",  # task_id, step, gate, prompt
     "approval_given",  # task_id, step, gate, comment, by
     "approval_rejected",  # task_id, step, gate, comment, by

@@ -569,7 +569,7 @@ class Runs:
 
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         view, pending = self._locked(
-            run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.commands))
+            run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
         )
         pumped: WorkspaceState | WorkspaceError | None = None
         if pending:
@@ -631,7 +631,7 @@ class Runs:
         waits: list[datetime] = []
 
         def claim(engine: Engine, state: RunState, now: datetime) -> list[Event]:
-            for command in state.commands.values():
+            for command in state.due_commands():  # not those paused by a setup error: resume asks again
                 due = parse_iso(command.not_before) <= now
                 if due and self._claimable(command.runner, command.lease_until, now):
                     found.append(command.model_copy())
@@ -640,7 +640,7 @@ class Runs:
                         state, command.command_id, runner=self.runner, lease_until=lease, now=now
                     )
             if not state.ended:
-                waits.extend(parse_iso(c.not_before) for c in state.commands.values() if c.runner is None)
+                waits.extend(parse_iso(c.not_before) for c in state.due_commands() if c.runner is None)
             return []
 
         self._transition(run_id, claim)
@@ -662,6 +662,7 @@ class Runs:
                 timed_out=result.timed_out,
                 now=now,
                 workspace=current.record() if current is not None else None,
+                setup_error=result.setup_error,
             )
 
         self._transition(run_id, finish)

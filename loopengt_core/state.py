@@ -80,6 +80,20 @@ class Command(BaseModel):
     not_before: str
     runner: str | None = None
     lease_until: str | None = None
+    setup_error: str | None = Field(
+        None,
+        description="Its program could not be found or started (why, and the fix): the run is paused for a "
+        "person, and resume requests it again.",
+    )
+
+    def blocked_text(self) -> str:
+        """What cannot run, for a person: `gate 'tests' of step 'fix' cannot run: <setup_error>`."""
+        what = (
+            f"gate '{self.gate}' of step '{self.step}'"
+            if self.kind == "gate"
+            else f"command step '{self.step}'"
+        )
+        return f"{what} cannot run: {self.setup_error}"
 
 
 class Approval(BaseModel):
@@ -141,6 +155,10 @@ class RunState(BaseModel):
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+    def due_commands(self) -> list[Command]:
+        """Pending commands the service is to run: all but those paused by a setup error."""
+        return [c for c in self.commands.values() if c.setup_error is None]
 
     def active_steps(self) -> set[str]:
         """Steps with work in flight: an open task, a pending command, an output under evaluation."""
@@ -316,7 +334,7 @@ def _gate_failed(state: RunState, d: dict[str, Any], at: str) -> None:
 @_on("command_requested")
 def _command_requested(state: RunState, d: dict[str, Any], at: str) -> None:
     state.commands[d["command_id"]] = Command.model_validate(d)
-    if d["kind"] == "step":
+    if d["kind"] == "step" and not d.get("resumed"):  # `resumed`: requested again after a setup error
         step = state.steps[d["step"]]
         step.status, step.issued, step.attempt = "running", step.issued + 1, d["attempt"]
         step.attempts += 1
@@ -332,8 +350,13 @@ def _command_started(state: RunState, d: dict[str, Any], at: str) -> None:
 
 @_on("command_finished")
 def _command_finished(state: RunState, d: dict[str, Any], at: str) -> None:
-    command = state.commands.pop(d["command_id"])
     _record_workspace(state, d.get("workspace"))
+    if d.get("setup_error"):  # its program could not start: the command waits, the run pauses for a person
+        command = state.commands[d["command_id"]]
+        command.runner, command.lease_until, command.setup_error = None, None, d["setup_error"]
+        state.status, state.error = "paused", command.blocked_text()
+        return
+    command = state.commands.pop(d["command_id"])
     if command.kind == "step" and d.get("exit_code") == 0:
         state.evaluations[command.task_id] = Evaluation(
             task_id=command.task_id,
@@ -348,14 +371,16 @@ def _approval_requested(state: RunState, d: dict[str, Any], at: str) -> None:
     state.approval = Approval(
         task_id=d["task_id"], step=d["step"], gate=d["gate"], prompt=d.get("prompt"), requested_at=at
     )
-    state.status = "waiting_approval"
+    if state.status != "paused":  # a person is needed either way; resume then makes it waiting_approval
+        state.status = "waiting_approval"
     state.steps[d["step"]].status = "waiting_approval"
     _gate_result(state, d, None)
 
 
 def _approval_answered(state: RunState, d: dict[str, Any], passed: bool) -> None:
     state.approval = None
-    state.status = "running"
+    if state.status != "paused":
+        state.status = "running"
     state.steps[d["step"]].status = "running"
     answer, evaluation = state.answers.get(d["task_id"]), state.evaluations.get(d["task_id"])
     if answer is not None:
@@ -418,7 +443,8 @@ def _workspace_accepted(state: RunState, d: dict[str, Any], at: str) -> None:
 @_on("run_resumed")
 def _run_resumed(state: RunState, d: dict[str, Any], at: str) -> None:
     if state.status == "paused":
-        state.status = "running"
+        state.status = "waiting_approval" if state.approval is not None else "running"
+        state.error = None
 
 
 def _end(state: RunState, status: RunStatus, at: str, *, error: str | None = None) -> None:

@@ -75,6 +75,20 @@ def next_action(state: RunState) -> str:
         )
     if state.status == "cancelled":
         return "The run was cancelled. Start a new run to continue the work."
+    blocked = [c for c in state.commands.values() if c.setup_error is not None]
+    if state.status == "paused" and blocked:
+        meanwhile = (
+            f" Meanwhile the open tasks ({', '.join(state.tasks)}) can still be submitted."
+            if state.tasks
+            else " An agent: tell the person; until then there is nothing for you to do."
+        )
+        return (
+            "Paused for a person: "
+            + "; ".join(c.blocked_text() for c in blocked)
+            + ". This is a setup problem, not the agent's: the submitted work is kept and no attempt is "
+            f"spent. Once it is fixed, `loopengt resume {run}` (or resume(run_id='{run}')) runs the command "
+            "again and the run goes on." + meanwhile
+        )
     if state.tasks:
         ids = list(state.tasks)
         if len(ids) == 1:
@@ -92,9 +106,10 @@ def next_action(state: RunState) -> str:
             f"(in the editor's prompt, or `loopengt approve {run}` / `loopengt approve {run} --reject "
             f"--comment ...`). You cannot approve it; call get_run later."
         )
-    if state.commands:
+    if state.due_commands():
         return (
-            f"The server is running {', '.join(state.commands)}; call get_run(run_id='{run}') for the result."
+            f"The server is running {', '.join(c.command_id for c in state.due_commands())}; call "
+            f"get_run(run_id='{run}') for the result."
         )
     return f"Nothing is open ({open_tasks_text(state)}); call resume(run_id='{run}') to continue the run."
 
@@ -161,7 +176,7 @@ def step_answer(state: RunState, gate_results: list[GateResult]) -> StepAnswer:
         **_view_fields(state),
         accepted=True,
         gate_results=[g.model_copy() for g in gate_results],
-        commands_pending=bool(state.commands),
+        commands_pending=bool(state.due_commands()),
     )
 
 

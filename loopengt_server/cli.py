@@ -110,13 +110,21 @@ def init(
     project: Annotated[
         Path, typer.Option("--project", help="The project folder the client files go to")
     ] = Path("."),
+    test_command: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option(
+            "--test-command", help="fix_tests: the project's test command (default: detected from its files)"
+        ),
+    ] = None,
 ) -> None:
     """Write a loop.yaml from a template, and/or configure editors (--client) to use loopengt."""
+    if test_command is not None and (template or "fix_tests") != "fix_tests":
+        raise fail("--test-command is for --template fix_tests", 2)
     if clients or stop_hook:
         _init_clients(clients, project, stop_hook=stop_hook, write_home=write_home, force=force)
         if template is None:
             return
-    _init_spec(template or "fix_tests", output, force)
+    _init_spec(template or "fix_tests", output, force, test_command)
 
 
 def _init_clients(
@@ -152,13 +160,26 @@ def _init_clients(
         )
 
 
-def _init_spec(template: str, output: Path, force: bool) -> None:
+def _init_spec(template: str, output: Path, force: bool, test_command: str | None = None) -> None:
+    import shlex
+
     from loopengt_core.catalog import template_text
     from loopengt_core.spec import json_schema
+    from loopengt_core.testcommand import GIVEN, Detected, detect_test_command, with_test_command
 
     text = template_text(template)
     if output.exists() and not force:
         raise fail(f"{output} exists; pass --force to overwrite it")
+    chosen = None
+    if template == "fix_tests":
+        try:
+            argv = shlex.split(test_command) if test_command is not None else []
+        except ValueError as exc:
+            raise fail(f"--test-command: {exc}", 2) from None
+        if test_command is not None and not argv:
+            raise fail("--test-command is empty", 2)
+        chosen = Detected(argv, GIVEN) if argv else detect_test_command(output.parent.resolve())
+        text = with_test_command(text, chosen.argv)
     schema_file = output.parent / "loop-spec.schema.json"
     lines = text.splitlines(keepends=True)
     if lines and lines[0].startswith("# yaml-language-server:"):
@@ -169,6 +190,8 @@ def _init_spec(template: str, output: Path, force: bool) -> None:
     if not schema_file.exists():
         schema_file.write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
     typer.echo(f"wrote {output} (template {template}); check it with: loopengt validate {output}")
+    if chosen is not None:
+        typer.echo(chosen.line())
 
 
 def _runs(store: str, **options: Any) -> Runs:
@@ -230,6 +253,8 @@ def run(
         )
         raise typer.Exit(130) from None
     show_end(console, view)
+    if view.status == "paused":
+        console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
     raise typer.Exit(0 if view.status == "completed" else 1)
 
 
@@ -559,11 +584,22 @@ def eval_command(
 
 
 @app.command()
-def doctor(store: StoreOption = ".loopengt") -> None:
-    """Check Python, the MCP SDK, the store, editor configs and PostgreSQL; exit 1 if anything fails."""
-    from loopengt_server.doctor import run_checks
+def doctor(
+    store: StoreOption = ".loopengt",
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045 - typer
+        typer.Option(
+            "--spec", help="Check the programs this spec's gates and steps run (default ./loop.yaml)"
+        ),
+    ] = None,
+    agent: Annotated[str, typer.Option("--agent", help="Check that this agent command can be found")] = "",
+) -> None:
+    """Check Python, the MCP SDK, the store, editor configs, PostgreSQL, the programs a run starts; exit 1 if any fails."""
+    from loopengt_server.doctor import check_programs, run_checks
 
-    checks = run_checks(store)
+    if spec is None and Path("loop.yaml").is_file():
+        spec = Path("loop.yaml")
+    checks = run_checks(store) + check_programs(spec, agent)
     for item in checks:
         typer.echo(item.line())
     failed = sum(c.level == "FAIL" for c in checks)

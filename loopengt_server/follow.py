@@ -69,6 +69,8 @@ def describe(event: Event) -> str:
         return f"{d.get('command_id')}: {_short(' '.join(map(str, d.get('argv') or [])), 80)}"
     if kind == "command_started":
         return f"{d.get('command_id')} by {d.get('runner')}"
+    if kind == "command_finished" and d.get("setup_error"):
+        return f"{d.get('command_id')} cannot run, paused: {_short(d['setup_error'], 100)}"
     if kind == "command_finished":
         return f"{d.get('command_id')}: exit {d.get('exit_code')} in {d.get('duration_seconds')}s"
     if kind == "approval_requested":
@@ -101,8 +103,10 @@ def status_line(state: RunState) -> str:
         parts.append("open " + ", ".join(f"{t.task_id} ({t.agent})" for t in state.tasks.values()))
     if state.approval is not None:
         parts.append(f"waiting for approval of gate {state.approval.gate} (loopengt approve {state.run_id})")
-    if state.commands:
-        parts.append("running " + ", ".join(state.commands))
+    if state.due_commands():
+        parts.append("running " + ", ".join(c.command_id for c in state.due_commands()))
+    if state.status == "paused" and state.error:
+        parts.append(f"paused: {state.error} (once fixed: loopengt resume {state.run_id})")
     return "; ".join(parts)
 
 

@@ -90,6 +90,8 @@ def drive(runs: Runs, view: RunView, agent: str, console: Console, *, poll_secon
                 answer = runs.step(view.run_id, task.task_id, output)
             _show_answer(console, answer)
             view = answer
+        elif view.status == "paused":
+            break  # a person must fix the setup first (the view's error says what); resume continues
         elif view.status == "waiting_approval":
             if not said_waiting:
                 console.print(f"[yellow]waiting for approval[/]: {view.next_action}", highlight=False)

@@ -116,11 +116,24 @@ def test_pattern_specific_shapes() -> None:
     assert "{feedback}" in (implement.prompt_template or "")
     gates = [fix.gate(g) for g in implement.verification_gates]
     command_gates = [g for g in gates if g.command]
-    assert [g.command for g in command_gates] == [["python", "-m", "pytest", "-q"]]
+    # the default; `init` writes the project's own (tests/test_test_command.py)
+    assert [g.command for g in command_gates] == [["python3", "-m", "pytest", "-q"]]
     assert command_gates[0].on_failure == "retry"
     assert command_gates[0].feedback is None, "the failing test output itself must become the feedback"
     assert implement.allow_retry
     assert fix.policy.retry.max_retries >= 1
+
+
+@pytest.mark.parametrize("where", [*NAMES, "examples/loop.yaml"])
+def test_gates_and_command_steps_do_not_assume_python_on_path(where: str) -> None:
+    """`python` exists only inside a virtualenv on Debian and others: a gate calling it cannot start."""
+    if where.endswith(".yaml"):
+        spec, _ = load_spec_file(Path(__file__).parents[1] / where)
+    else:
+        spec = load_spec(template_text(where))
+    programs = [g.command[0] for g in spec.policy.verification_gates if g.command]
+    programs += [s.run[0] for s in spec.steps if s.run]
+    assert "python" not in programs, where
 
 
 def test_templates_command_lists_names_and_patterns() -> None:
