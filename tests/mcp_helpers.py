@@ -33,7 +33,16 @@ LOOPENGT = Path(sys.executable).with_name("loopengt")  # the console script of t
 def server_env(**extra: str) -> dict[str, str]:
     """What a server subprocess needs. StdioServerParameters merges this over a filtered default env."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", "LOOPENGT_LOG_LEVEL": "WARNING"}
-    for name in ("HOME", "TMPDIR", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT"):
+    for name in (
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYTHONUSERBASE",
+        "SYSTEMROOT",
+    ):
         if name in os.environ:
             env[name] = os.environ[name]
     env.update(extra)
