@@ -22,7 +22,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 
 ERAS = ["legacy", "auto"]  # Client(mode=...): the handshake era (2025-11-25) and the modern one (2026-07-28)
-SPECS_010 = Path(__file__).parents[2] / "shared" / "specs" / "v0.1.0"
+SPECS_010 = Path(__file__).parent / "fixtures" / "specs_v010"  # the 0.1.0 sample specs, byte for byte
 START_DEADLINE_SECONDS = 30.0
 LOOPENGT = Path(sys.executable).with_name("loopengt")  # the console script of this venv
 
@@ -33,7 +33,16 @@ LOOPENGT = Path(sys.executable).with_name("loopengt")  # the console script of t
 def server_env(**extra: str) -> dict[str, str]:
     """What a server subprocess needs. StdioServerParameters merges this over a filtered default env."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", "LOOPENGT_LOG_LEVEL": "WARNING"}
-    for name in ("HOME", "TMPDIR", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT"):
+    for name in (
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYTHONUSERBASE",
+        "SYSTEMROOT",
+    ):
         if name in os.environ:
             env[name] = os.environ[name]
     env.update(extra)

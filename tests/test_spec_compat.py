@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from mcp_helpers import SPECS_010
 
 from loopengt_core.spec import LoopSpec, json_schema
 from loopengt_core.validation import load_spec_file
 
-SAMPLES = Path(__file__).parents[2] / "shared" / "specs" / "v0.1.0"
+SAMPLES = SPECS_010
 SAMPLE_FILES = sorted(SAMPLES.glob("*.yaml"))
 SCHEMA_FILE = Path(__file__).parents[1] / "loop-spec.schema.json"
 

@@ -10,18 +10,18 @@ SpecError.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mcp_helpers import SPECS_010
 
 from loopengt_core.catalog import template_names, template_text
 from loopengt_core.spec import LoopSpec
 from loopengt_core.validation import Problem, SpecError, load_spec, validate_data
 
-SAMPLES = Path(__file__).parents[2] / "shared" / "specs" / "v0.1.0"
+SAMPLES = SPECS_010
 
 
 def _bases() -> list[Any]:
