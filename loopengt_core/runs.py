@@ -299,6 +299,11 @@ class Runs:
             lambda run: run_view(run.state),
         )
 
+    def fail_run(self, run_id: str, reason: str) -> RunView:
+        """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
+        self._known(run_id)
+        return self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+
     def approve(
         self, run_id: str, *, approved: bool = True, comment: str | None = None, by: str = "a person"
     ) -> RunView:
