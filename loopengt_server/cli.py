@@ -263,7 +263,8 @@ def run(
     if spec is not None:
         _check_spec(spec)
     console = Console(highlight=False, soft_wrap=True)
-    runs = _runs(store, allow_inline_commands=False)
+    progress = Progress(console, quiet=quiet)
+    runs = _runs(store, allow_inline_commands=False, on_command=progress.command_started)
     started = time.monotonic()
     # a run this command creates ends `failed` if its agent cannot start; one it continues is kept
     created = resume is None and not (run_id is not None and runs.store.exists(run_id))
@@ -271,7 +272,6 @@ def run(
         view = runs.resume(resume)
     else:
         view = runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
-    progress = Progress(console, quiet=quiet)
     progress.say(f"run {view.run_id} ({view.loop}) in {store}")
     watched = open_store(store)
     try:

@@ -8,7 +8,8 @@ What the person sees (`Progress`): on a terminal, one live line (step, attempt, 
 time) with the last lines of the agent's stderr under it, redrawn in place; elsewhere (a pipe, a log
 file) plain lines only, no control characters. Gates and command steps run inside `Runs.step`; a
 `Watcher` thread reads the run's events meanwhile (from its own store handle, read-only) to say which
-one runs and how it ended. `--quiet`: only the summary line at the end, and errors.
+one runs and how it ended, and `Runs(on_command=Progress.command_started)` lets the live line show the
+running command's last output lines. `--quiet`: only the summary line at the end, and errors.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from loopengt_core.commands import Peek
 from loopengt_core.errors import InvalidArgument, LoopengtError
 from loopengt_core.events import Event
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.runs import Runs
-from loopengt_core.state import TaskView
+from loopengt_core.state import Command, TaskView
 from loopengt_core.store import Store
 from loopengt_core.view import RunView
 from loopengt_server.wording import for_person, plural
@@ -192,6 +194,7 @@ class Progress:
         self.doing = ""
         self.doing_since = self.started
         self.detail = ""
+        self.peek: Peek | None = None  # the running gate's / command's output so far
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._lock = threading.RLock()
         self._live: Live | None = None
@@ -240,7 +243,15 @@ class Progress:
             if what != self.doing:
                 self.doing_since = time.monotonic()
                 self.tail.clear()
+                self.peek = None
             self.doing = what
+
+    def command_started(self, command: Command, peek: Peek) -> None:
+        """`Runs(on_command=...)`: a gate or a command step starts in this process; its output shows live."""
+        what = f"gate {command.gate}" if command.kind == "gate" else "command"
+        self.now_doing(what, step=command.step, detail=_short(" ".join(command.argv), 80))
+        with self._lock:
+            self.peek = peek
 
     def output_line(self, line: str) -> None:
         """A line of the agent's stderr as it comes: shown under the live line (kept for the tail)."""
@@ -261,7 +272,8 @@ class Progress:
             if self.detail:
                 parts.append(self.detail)
             self._spinner.update(text=Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"))
-            tail = [Text(f"  │ {x}", style="dim", no_wrap=True, overflow="ellipsis") for x in self.tail]
+            shown = _last_lines(self.peek() or "") if self.peek is not None else list(self.tail)
+            tail = [Text(f"  │ {x}", style="dim", no_wrap=True, overflow="ellipsis") for x in shown]
         return Group(self._spinner, *tail)
 
 

@@ -13,6 +13,7 @@ import pty
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,9 @@ def read_terminal(argv: list[str], cwd: Path, timeout: float = 60) -> tuple[int,
     return process.wait(timeout=10), chunks
 
 
-def test_on_a_terminal_a_live_line_shows_the_agent_and_the_running_gate(project: Path) -> None:
+def test_on_a_terminal_a_live_line_shows_the_agent_and_the_running_gate_with_its_output(
+    project: Path,
+) -> None:
     code, chunks = read_terminal(
         [str(LOOPENGT), "run", "slow.yaml", "--agent", f"{sys.executable} agent.py 1"], project
     )
@@ -245,4 +248,42 @@ def test_on_a_terminal_a_live_line_shows_the_agent_and_the_running_gate(project:
     # the gate's name is on the live line while it runs: seconds before it reports its result
     assert passed[0] - gate_frames[0] >= 1.5
     assert "gate slow_gate 0:02" in drawn
+    # ... with the gate's output so far under it
+    assert any("gate slow_gate 0:0" in text and "│ checking" in text for _, text in chunks)
     assert "completed: 1 of 1 step done, 1 turn, gates 1 passed, 0 failed" in drawn
+
+
+def test_a_commands_output_can_be_read_while_it_runs(tmp_path: Path) -> None:
+    """`run_command(on_start=...)`: what the live line reads; it sees output before the command ends."""
+    from loopengt_core.commands import Peek, run_command
+
+    go = tmp_path / "go"
+    script = (
+        "import os, sys, time\n"
+        "print('first', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+        "print('second')\n"
+    )
+    peeks: list[Peek] = []
+    seen: list[str | None] = []
+
+    def watch(peek: Peek) -> None:
+        peeks.append(peek)
+
+        def poll() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                text = peek()
+                if text and "first" in text:
+                    seen.append(text)
+                    break
+                time.sleep(0.02)
+            go.touch()
+
+        threading.Thread(target=poll, daemon=True).start()
+
+    result = run_command([sys.executable, "-c", script], cwd=tmp_path, timeout_seconds=30, on_start=watch)
+    assert result.exit_code == 0
+    assert result.output == "first\nsecond\n"  # reading did not move where the command wrote
+    assert seen == ["first\n"]
+    assert peeks[0]() is None  # ended: the file is closed
