@@ -14,6 +14,7 @@ running command's last output lines. `--quiet`: only the summary line at the end
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -304,7 +305,8 @@ class Watcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.catch_up()
+        with contextlib.suppress(LoopengtError):
+            self.catch_up()
 
     def _loop(self) -> None:
         while not self._stop.wait(WATCH_SECONDS):
