@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import typing
 from dataclasses import dataclass
@@ -87,10 +88,45 @@ def _read_tail(handle: typing.BinaryIO, limit: int) -> str:
     return ("[...]" + text) if size > limit else text
 
 
+Peek = typing.Callable[[], "str | None"]
+
+
+class _Peeker:
+    """The output so far (its last `limit` bytes), read without moving the offset the command writes at;
+    None once the command has ended (its file is closed then, and the descriptor may be reused)."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.ended = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str | None:
+        with self._lock:
+            if self.ended:
+                return None
+            size = os.fstat(self.fd).st_size
+            start = max(0, size - self.limit)
+            return os.pread(self.fd, size - start, start).decode("utf-8", "replace")
+
+    def end(self) -> None:
+        with self._lock:
+            self.ended = True
+
+
 def run_command(
-    argv: list[str], *, cwd: Path, timeout_seconds: float, tail_bytes: int = OUTPUT_TAIL_BYTES
+    argv: list[str],
+    *,
+    cwd: Path,
+    timeout_seconds: float,
+    tail_bytes: int = OUTPUT_TAIL_BYTES,
+    on_start: typing.Callable[[Peek], None] | None = None,
 ) -> CommandResult:
-    """Run `argv` in `cwd`; stdout and stderr together, the tail kept. Never raises for the command's faults."""
+    """Run `argv` in `cwd`; stdout and stderr together, the tail kept. Never raises for the command's faults.
+
+    `on_start(peek)`: told once the command runs; `peek()` is its output so far (a tail), for a progress
+    display in another thread, and None once the command has ended.
+    """
     started = time.monotonic()
     with tempfile.TemporaryFile() as out:
         try:
@@ -107,8 +143,11 @@ def run_command(
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             text = problem or f"cannot run {argv[0]}: {exc.strerror}"
             return CommandResult(code, text, time.monotonic() - started, False, setup_error=problem)
+        peek = _Peeker(out.fileno(), 4000)
         timed_out = False
         try:
+            if on_start is not None:
+                on_start(peek)
             exit_code: int | None = proc.wait(timeout=timeout_seconds)
         except subprocess.TimeoutExpired:
             timed_out = True
@@ -120,4 +159,6 @@ def run_command(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
+        finally:
+            peek.end()
         return CommandResult(exit_code, _read_tail(out, tail_bytes), time.monotonic() - started, timed_out)

@@ -341,6 +341,13 @@ class Engine:
         tx.emit("run_cancelled", reason=reason or "cancelled")
         return tx.events
 
+    def fail(self, state: RunState, reason: str, now: datetime) -> list[Event]:
+        """End the run `failed`: whoever drives it found it cannot go on (its agent cannot start)."""
+        self._require_active(state)
+        tx = _Tx(state, now)
+        tx.emit("run_failed", reason=reason or "failed")
+        return tx.events
+
     def take_checkpoint(
         self,
         state: RunState,

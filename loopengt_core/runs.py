@@ -9,6 +9,7 @@ crashed runner's command is picked up once its lease ends.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from pydantic import BaseModel
 from loopengt_core import telemetry
 from loopengt_core import workspace as git
 from loopengt_core.catalog import template_text
-from loopengt_core.commands import CommandResult, run_command
+from loopengt_core.commands import CommandResult, Peek, run_command
 from loopengt_core.engine import Engine, open_tasks_text
 from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFound, StoreConflict, TooLarge
 from loopengt_core.events import Event, iso, parse_iso
@@ -141,8 +142,13 @@ class Runs:
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         snapshot_every: int | None = None,
         tracer: telemetry.RunTracer | None = None,
+        on_command: Callable[[Command, Peek], None] | None = None,
     ) -> None:
-        """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none)."""
+        """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none).
+
+        `on_command(command, peek)`: told when this process starts a command (a gate, a command step);
+        `peek()` reads its output so far (see `commands.run_command`). For progress displays.
+        """
         self.store = store
         self.cwd = Path(cwd or os.getcwd())
         self.clock = clock
@@ -151,6 +157,7 @@ class Runs:
         self.snapshot_every = snapshot_every or int(getattr(store, "snapshot_every", 100))
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
         self.tracer = tracer if tracer is not None else telemetry.from_env()
+        self.on_command = on_command
         self._cache: dict[str, _Run] = {}
         self._engines: dict[str, Engine] = {}
         self._guard = threading.Lock()
@@ -328,6 +335,11 @@ class Runs:
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
             lambda run: run_view(run.state),
         )
+
+    def fail_run(self, run_id: str, reason: str) -> RunView:
+        """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
+        self._known(run_id)
+        return self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
 
     def approve(
         self, run_id: str, *, approved: bool = True, comment: str | None = None, by: str = "a person"
@@ -614,7 +626,10 @@ class Runs:
                 time.sleep(max(0.0, min((wait_until - self.clock()).total_seconds(), 300.0)) + 0.001)
                 continue
             result = run_command(
-                claimed.argv, cwd=Path(root) if root else self.cwd, timeout_seconds=claimed.timeout_seconds
+                claimed.argv,
+                cwd=Path(root) if root else self.cwd,
+                timeout_seconds=claimed.timeout_seconds,
+                on_start=functools.partial(self.on_command, claimed) if self.on_command else None,
             )
             current = None
             if root is not None:

@@ -518,8 +518,13 @@ def _pattern_rules(spec: LoopSpec) -> Iterator[Problem]:
 
 
 def summary(spec: LoopSpec) -> str:
-    gates = len(spec.policy.verification_gates)
+    counts = (
+        (len(spec.steps), "step"),
+        (len(spec.agents), "agent"),
+        (len(spec.policy.verification_gates), "gate"),
+    )
     return (
-        f"valid: loop '{spec.name}' ({spec.pattern}, {len(spec.steps)} steps, {len(spec.agents)} agents, "
-        f"{gates} gate{'s' if gates != 1 else ''})"
+        f"valid: loop '{spec.name}' ({spec.pattern}, "
+        + ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in counts)
+        + ")"
     )

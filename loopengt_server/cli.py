@@ -28,6 +28,27 @@ StoreOption = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"loopengt {version('loopengt')}")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+            typer.echo("loopengt (version unknown: not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit", callback=_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Durable loop orchestration for coding agents (MCP server and CLI)."""
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"loopengt: {message}", err=True)
     return typer.Exit(code)
@@ -214,6 +235,21 @@ def _inputs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _check_spec(spec: str) -> None:
+    """The spec file is readable and valid, or one line naming the file, its first problems and the fix."""
+    from loopengt_core.validation import SpecError, load_spec, read_spec_file
+
+    try:
+        load_spec(read_spec_file(spec), source=spec)
+    except SpecError as exc:
+        problems = "; ".join(p.message if p.location == spec else str(p) for p in exc.problems[:3]) + (
+            f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3 else ""
+        )
+        about_the_file = all(p.location == spec for p in exc.problems)  # missing, unreadable: no more to see
+        hint = "" if about_the_file else f"; see every problem with: loopengt validate {spec}"
+        raise fail(f"{spec}: {problems}{hint}") from None
+
+
 @app.command()
 def run(
     spec: Annotated[Optional[str], typer.Argument(help="Path to a loop.yaml")] = None,  # noqa: UP045 - typer
@@ -226,34 +262,68 @@ def run(
     template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
+    ] = False,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Drive a run headless: each agent task goes to --agent; exit 0 only if the run completed."""
+    import time
+
     from rich.console import Console
 
-    from loopengt_server.headless import drive, show_end
+    from loopengt_core.store import open_store
+    from loopengt_server.headless import AgentCannotStart, Progress, Watcher, agent_argv, drive, show_end
 
     if not agent:
-        raise fail("--agent is required, e.g. --agent 'python examples/agent.py'", 2)
+        raise fail("--agent is required, e.g. --agent 'python3 examples/agent.py'", 2)
     if sum(x is not None for x in (spec, template, resume)) != 1:
         raise fail("give exactly one of SPEC, --template NAME or --resume RUN_ID", 2)
-    console = Console(highlight=False)
-    runs = _runs(store, allow_inline_commands=False)
+    try:  # before a run exists: a typo in --agent must not leave a run that nobody drives
+        argv = agent_argv(agent, Path.cwd())
+    except LoopengtError as exc:
+        raise fail(exc.message, 2) from None
+    if spec is not None:
+        _check_spec(spec)
+    console = Console(highlight=False, soft_wrap=True)
+    progress = Progress(console, quiet=quiet)
+    runs = _runs(store, allow_inline_commands=False, on_command=progress.command_started)
+    started = time.monotonic()
+    # a run this command creates ends `failed` if its agent cannot start; one it continues is kept
+    created = resume is None and not (run_id is not None and runs.store.exists(run_id))
     if resume is not None:
         view = runs.resume(resume)
     else:
         view = runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
-    console.print(f"[bold]run {view.run_id}[/] ({view.loop}) in {store}")
+    progress.say(f"run {view.run_id} ({view.loop}) in {store}")
+    watched = open_store(store)
     try:
-        view = drive(runs, view, agent, console)
-    except KeyboardInterrupt:
-        console.print(
-            f"\ninterrupted; the run is saved. Continue with: loopengt run --resume {view.run_id} "
-            f"--agent {agent!r}"
-        )
-        raise typer.Exit(130) from None
-    show_end(console, view)
-    if view.status == "paused":
+        with progress, Watcher(watched, view.run_id, progress) as watcher:
+            try:
+                view = drive(runs, view, argv, progress, watcher)
+            except AgentCannotStart as exc:
+                if created:
+                    runs.fail_run(view.run_id, f"the agent command cannot start: {exc.message}")
+                    raise fail(
+                        f"{exc.message}; run {view.run_id} failed. Fix --agent and start again"
+                    ) from None
+                raise fail(
+                    f"{exc.message}; run {view.run_id} is kept as it was. Fix --agent and continue with: "
+                    f"loopengt run --resume {view.run_id} --agent CMD"
+                ) from None
+            except KeyboardInterrupt:
+                progress.quiet = False
+                progress.say(
+                    f"interrupted; the run is saved. Continue with: loopengt run --resume {view.run_id} "
+                    f"--agent {agent!r}"
+                )
+                raise typer.Exit(130) from None
+    finally:
+        close = getattr(watched, "close", None)
+        if callable(close):
+            close()
+    show_end(console, view, watcher.fold, time.monotonic() - started, quiet=quiet)
+    if view.status == "paused" and not quiet:
         console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
     raise typer.Exit(0 if view.status == "completed" else 1)
 
@@ -284,25 +354,33 @@ def show(
     ] = False,
     store: StoreOption = ".loopengt",
 ) -> None:
-    """Show a run's state (and with --trace its events); --follow watches it live until it ends."""
+    """Show a run's state (and with --trace its events); --follow watches it live until it ends.
+
+    With --json: one JSON document, the RunView; with --trace also, its events under "trace".
+    """
     from rich.console import Console
+
+    from loopengt_server.wording import for_person, plural
 
     if follow:
         _follow(run_id, store, as_json)
     runs = _runs(store)
     view = runs.get_run(run_id)
-    console = Console(highlight=False, width=160)
     if as_json:
-        typer.echo(view.model_dump_json(indent=2))
-    else:
-        console.print(f"[bold]{view.run_id}[/] loop {view.loop}: [bold]{view.status}[/], turn {view.turn}")
-        if view.error:
-            console.print(f"  reason: {view.error}")
-        for step in view.steps:
-            console.print(f"  step {step.name}: {step.status} ({step.attempts} attempts)")
-        for task in view.tasks:
-            console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
-        console.print(f"  next: {view.next_action}")
+        doc = view.model_dump(mode="json")
+        if trace:
+            doc["trace"] = [event.model_dump(mode="json") for event in runs.trace(run_id)]
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
+    console = Console(highlight=False, width=160)
+    console.print(f"[bold]{view.run_id}[/] loop {view.loop}: [bold]{view.status}[/], turn {view.turn}")
+    if view.error:
+        console.print(f"  reason: {view.error}", markup=False)
+    for step in view.steps:
+        console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')})")
+    for task in view.tasks:
+        console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
+    console.print(f"  next: {for_person(view.next_action)}", markup=False)
     if trace:
         for event in runs.trace(run_id):
             detail = json.dumps(event.data, default=str)
@@ -321,9 +399,12 @@ def approve(
     """Answer the approval gate a run waits at."""
     import getpass
 
+    from loopengt_server.wording import for_person
+
     view = _runs(store).approve(run_id, approved=not reject, comment=comment, by=getpass.getuser())
     typer.echo(
-        f"{'rejected' if reject else 'approved'}; run {run_id} is now {view.status}: {view.next_action}"
+        f"{'rejected' if reject else 'approved'}; run {run_id} is now {view.status}: "
+        f"{for_person(view.next_action)}"
     )
 
 
@@ -365,9 +446,11 @@ def resume(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Continue a run, or fork a new one from a checkpoint; prints the run's next action."""
+    from loopengt_server.wording import for_person
+
     view = _runs(store).resume(run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
     where = f" in {view.workspace.root}" if worktree and view.workspace else ""
-    typer.echo(f"run {view.run_id}{where} {view.status}: {view.next_action}")
+    typer.echo(f"run {view.run_id}{where} {view.status}: {for_person(view.next_action)}")
 
 
 @app.command()
@@ -388,6 +471,7 @@ def check(store: StoreOption = ".loopengt") -> None:
     """Verify the store: checksums, seq continuity, snapshots and checkpoints of every run."""
     from loopengt_core.check import check_store
     from loopengt_core.store import open_store
+    from loopengt_server.wording import plural
 
     results = check_store(open_store(store))
     bad = [r for r in results if r.problems]
@@ -395,7 +479,7 @@ def check(store: StoreOption = ".loopengt") -> None:
         for problem in result.problems:
             typer.echo(f"{result.run_id}: {problem}")
     events = sum(r.events for r in results)
-    typer.echo(f"checked {len(results)} runs, {events} events: {len(bad)} with problems")
+    typer.echo(f"checked {plural(len(results), 'run')}, {plural(events, 'event')}: {len(bad)} with problems")
     raise typer.Exit(1 if bad else 0)
 
 
@@ -441,6 +525,7 @@ def prune(
     from loopengt_core.retention import check_statuses, parse_age
     from loopengt_core.retention import prune as prune_runs
     from loopengt_core.store import open_store
+    from loopengt_server.wording import plural
 
     age, chosen = parse_age(older_than), check_statuses(statuses)
     opened = open_store(store)
@@ -451,18 +536,19 @@ def prune(
     verb = "would delete" if dry_run else "deleted"
     for run in report.runs:
         typer.echo(
-            f"{verb} {run.run_id} ({run.status}, ended {run.ended_at}, {run.events} events, {_size(run.bytes)})"
+            f"{verb} {run.run_id} ({run.status}, ended {run.ended_at}, {plural(run.events, 'event')}, "
+            f"{_size(run.bytes)})"
         )
     for run_id, reason in report.skipped:
         typer.echo(f"skipped {run_id}: {reason}", err=True)
     typer.echo(
-        f"{'dry run: ' if dry_run else ''}{verb} {len(report.runs)} run{'s' if len(report.runs) != 1 else ''} "
-        f"({', '.join(chosen)}; ended more than {older_than} ago): {report.events} events, "
+        f"{'dry run: ' if dry_run else ''}{verb} {plural(len(report.runs), 'run')} "
+        f"({', '.join(chosen)}; ended more than {older_than} ago): {plural(report.events, 'event')}, "
         f"{_size(report.bytes)} of run data"
     )
     if report.leftovers:
         typer.echo(
-            f"{'would remove' if dry_run else 'removed'} {report.leftovers} temp file(s) left by interrupted "
+            f"{'would remove' if dry_run else 'removed'} {plural(report.leftovers, 'temp file')} left by interrupted "
             f"writes ({_size(report.leftover_bytes)})"
         )
 
@@ -510,6 +596,7 @@ def import_command(
     """Add an exported run to this store (file or PostgreSQL), with its events, checkpoints and spec."""
     from loopengt_core.portability import import_run, read_export
     from loopengt_core.store import open_store
+    from loopengt_server.wording import plural
 
     source = "stdin" if file == "-" else file
     try:
@@ -524,7 +611,8 @@ def import_command(
     finally:
         opened.close()
     typer.echo(
-        f"imported run {done.run_id} ({done.status}, {done.events} events, {done.checkpoints} checkpoints) "
+        f"imported run {done.run_id} ({done.status}, {plural(done.events, 'event')}, "
+        f"{plural(done.checkpoints, 'checkpoint')}) "
         f"into {where}"
     )
 
@@ -596,6 +684,7 @@ def doctor(
 ) -> None:
     """Check Python, the MCP SDK, the store, editor configs, PostgreSQL, the programs a run starts; exit 1 if any fails."""
     from loopengt_server.doctor import check_programs, run_checks
+    from loopengt_server.wording import plural
 
     if spec is None and Path("loop.yaml").is_file():
         spec = Path("loop.yaml")
@@ -604,7 +693,7 @@ def doctor(
         typer.echo(item.line())
     failed = sum(c.level == "FAIL" for c in checks)
     warned = sum(c.level == "WARN" for c in checks)
-    typer.echo(f"{failed} failed, {warned} warnings, {len(checks) - failed - warned} ok")
+    typer.echo(f"{failed} failed, {plural(warned, 'warning')}, {len(checks) - failed - warned} ok")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -683,15 +772,41 @@ def mcp_alias(
     _serve(transport, host, port, store, allow_inline_commands)
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """click's usage error as the one line the README promises, with where to read the usage."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "loopengt"
+    message = exc.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:] if message[1:2].islower() else message
+    return f"loopengt: {message} (try '{command} --help')"
+
+
 def main() -> None:
-    """Console entry point: LoopengtError -> one line; anything else -> one line plus a debug hint."""
+    """Console entry point: LoopengtError -> one line; anything else -> one line plus a debug hint.
+
+    click's own errors (unknown option, missing argument, bad value) are one line too: typer runs in
+    non-standalone mode, so they come here instead of being drawn as boxes with the usage above them.
+    """
     from loopengt_core.logs import configure
+    from loopengt_server.wording import for_person
 
     configure()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's ClickException and its UsageError family
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `loopengt` alone: the help, as before
+            typer.echo(exc.format_message(), err=True)
+            sys.exit(2)
+        if getattr(exc, "exit_code", 1) == 2:
+            typer.echo(_usage_line(exc), err=True)
+            sys.exit(2)
+        typer.echo(f"loopengt: {exc.format_message()}", err=True)
+        sys.exit(getattr(exc, "exit_code", 1))
+    except typer.Abort:
+        typer.echo("loopengt: aborted", err=True)
+        sys.exit(1)
     except LoopengtError as exc:
-        typer.echo(f"loopengt: {exc.message}", err=True)
+        typer.echo(f"loopengt: {for_person(exc.message)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("loopengt: interrupted", err=True)
@@ -704,6 +819,7 @@ def main() -> None:
             err=True,
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def check_file_store(location: str) -> Check:
         )
     runs = root / "runs"
     count = sum(1 for p in runs.iterdir() if not p.name.startswith(".")) if runs.is_dir() else 0
-    return Check("OK", "store", f"{root.resolve()} is writable ({count} runs)")
+    return Check("OK", "store", f"{root.resolve()} is writable ({count} run{'' if count == 1 else 's'})")
 
 
 def check_store(location: str) -> Check:

@@ -29,6 +29,7 @@ from loopengt_core.events import Event, parse_iso
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.state import RunState
 from loopengt_core.store import Store
+from loopengt_server.wording import plural
 
 RECENT_EVENTS = 10
 POLL_SECONDS = 0.2
@@ -112,7 +113,7 @@ def status_line(state: RunState) -> str:
 
 def end_line(state: RunState) -> str:
     if state.status == "completed":
-        return f"run {state.run_id} completed after {state.turn} turns"
+        return f"run {state.run_id} completed after {plural(state.turn, 'turn')}"
     return f"run {state.run_id} {state.status}: {state.error or 'no reason given'}"
 
 

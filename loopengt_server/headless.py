@@ -3,25 +3,109 @@
 The command gets the task (as in the RunView, plus `run_id` and `goal`) as JSON on stdin; its stdout
 is the output (parsed as JSON when it is JSON, else the stripped text); a non-zero exit is a failed
 attempt with stderr as the error. Everything else (gates, commands, retries) is the service's job.
+
+What the person sees (`Progress`): on a terminal, one live line (step, attempt, what runs, elapsed
+time) with the last lines of the agent's stderr under it, redrawn in place; elsewhere (a pipe, a log
+file) plain lines only, no control characters. Gates and command steps run inside `Runs.step`; a
+`Watcher` thread reads the run's events meanwhile (from its own store handle, read-only) to say which
+one runs and how it ended, and `Runs(on_command=Progress.command_started)` lets the live line show the
+running command's last output lines. `--quiet`: only the summary line at the end, and errors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import shutil
 import subprocess
+import threading
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.commands import Peek
+from loopengt_core.errors import InvalidArgument, LoopengtError
+from loopengt_core.events import Event
+from loopengt_core.metrics import MetricsFold
 from loopengt_core.runs import Runs
-from loopengt_core.state import TaskView
-from loopengt_core.view import RunView, StepAnswer
+from loopengt_core.state import Command, TaskView
+from loopengt_core.store import Store
+from loopengt_core.view import RunView
+from loopengt_server.wording import for_person, plural
 
 ERROR_TAIL_CHARS = 2000
+TAIL_LINES = 3  # lines of the agent's stderr / a gate's output shown
 ACTIVE = ("running", "waiting_approval", "paused")
+WATCH_SECONDS = 0.25
+_LINE_CHARS = 160
+
+
+class AgentCannotStart(LoopengtError):
+    """The agent command could not be started at all (not found, not executable)."""
+
+    code = "agent_cannot_start"
+
+
+def _short(text: str, limit: int = _LINE_CHARS) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _last_lines(text: str, count: int = TAIL_LINES) -> list[str]:
+    return [_short(x) for x in text.strip().splitlines() if x.strip()][-count:]
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return (
+        f"{whole // 60}:{whole % 60:02d}"
+        if whole < 3600
+        else f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    )
+
+
+def agent_argv(agent: str, cwd: Path) -> list[str]:
+    """`--agent` as an argv whose program exists; InvalidArgument saying how to fix it otherwise.
+
+    Checked before a run is created, so that a typo never leaves a run nobody drives.
+    """
+    example = "--agent 'python3 examples/agent.py'"
+    try:
+        argv = shlex.split(agent)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"--agent {agent!r} is not a command line ({exc}); quote it as in a shell, e.g. {example}"
+        ) from None
+    if not argv:
+        raise InvalidArgument(f"--agent needs a command, e.g. {example}")
+    program = argv[0]
+    if "/" in program or (os.altsep and os.altsep in program):
+        path = Path(program) if Path(program).is_absolute() else cwd / program
+        if not path.is_file():
+            raise InvalidArgument(
+                f"agent command not found: {program} (no such file from {cwd}); fix the path in --agent"
+            )
+        if not os.access(path, os.X_OK):
+            raise InvalidArgument(
+                f"agent command {program} is not executable: `chmod +x {program}`, or run it through its "
+                f"interpreter (--agent 'python3 {program}')"
+            )
+    elif shutil.which(program) is None:
+        raise InvalidArgument(
+            f"agent command not found: {program!r} is not on PATH; install it, give its path, or fix --agent "
+            f"(e.g. {example})"
+        )
+    return argv
 
 
 def parse_output(stdout: str) -> Any:
@@ -32,86 +116,368 @@ def parse_output(stdout: str) -> Any:
         return text
 
 
-def call_agent(argv: list[str], payload: dict[str, Any], cwd: str) -> tuple[Any, str | None]:
-    """(output, None) on success, (None, error) when the agent command failed."""
+def call_agent(
+    argv: list[str], payload: dict[str, Any], cwd: str, on_stderr: Callable[[str], None] | None = None
+) -> tuple[Any, str | None]:
+    """(output, None) on success, (None, error) when the agent command failed.
+
+    Its stderr is read as it comes (each line to `on_stderr`) and its tail kept for the error.
+
+    Raises:
+        AgentCannotStart: the program cannot be started (not found, not executable).
+    """
     try:
-        done = subprocess.run(
-            argv, input=json.dumps(payload), capture_output=True, text=True, cwd=cwd, check=False
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
         )
     except FileNotFoundError:
-        raise InvalidArgument(f"agent command not found: {argv[0]}") from None
-    if done.returncode != 0:
-        detail = (
-            done.stderr.strip()[-ERROR_TAIL_CHARS:] or f"the agent command exited with code {done.returncode}"
-        )
+        raise AgentCannotStart(f"agent command not found: {argv[0]} (from {cwd})") from None
+    except PermissionError:
+        raise AgentCannotStart(f"agent command {argv[0]} cannot start: permission denied") from None
+    except OSError as exc:
+        raise AgentCannotStart(f"agent command {argv[0]} cannot start: {exc.strerror or exc}") from None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    stderr: deque[str] = deque(maxlen=200)
+
+    def feed(stream: IO[str]) -> None:
+        try:
+            stream.write(json.dumps(payload))
+            stream.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the agent did not read its task; its exit status says the rest
+
+    def drain(stream: IO[str]) -> None:
+        for line in stream:
+            stderr.append(line.rstrip("\n"))
+            if on_stderr is not None and line.strip():
+                on_stderr(line.rstrip())
+
+    threads = [
+        threading.Thread(target=feed, args=(proc.stdin,), daemon=True),
+        threading.Thread(target=drain, args=(proc.stderr,), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        stdout = proc.stdout.read()
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    for thread in threads:
+        thread.join(timeout=5)
+    if code != 0:
+        detail = "\n".join(stderr).strip()[-ERROR_TAIL_CHARS:] or f"the agent command exited with code {code}"
         return None, detail
-    return parse_output(done.stdout), None
+    return parse_output(stdout), None
 
 
-def _show_answer(console: Console, answer: StepAnswer) -> None:
-    for gate in answer.gate_results:
-        mark = {True: "[green]pass[/]", False: "[red]fail[/]", None: "[yellow]waiting[/]"}[gate.passed]
-        lines = [x for x in (gate.feedback or "").strip().splitlines() if x.strip()]
-        console.print(
-            f"    gate {gate.name}: {mark}" + (f" - {lines[-1][:160]}" if lines else ""), highlight=False
+class Progress:
+    """What `run` prints: the live line on a terminal, plain lines otherwise, only the summary when quiet."""
+
+    def __init__(self, console: Console, *, quiet: bool = False, live: bool | None = None) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.live = (console.is_terminal and not console.is_dumb_terminal) if live is None else live
+        self.started = time.monotonic()
+        self.step = ""
+        self.attempt = 0
+        self.doing = ""
+        self.doing_since = self.started
+        self.detail = ""
+        self.peek: Peek | None = None  # the running gate's / command's output so far
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._lock = threading.RLock()
+        self._live: Live | None = None
+        self._spinner = Spinner("dots", style="cyan")
+
+    def __enter__(self) -> Progress:
+        if self.live and not self.quiet:
+            self._live = Live(
+                console=self.console,
+                get_renderable=self._render,
+                refresh_per_second=8,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def say(self, text: str | Text) -> None:
+        """A line that stays (above the live line on a terminal)."""
+        if self.quiet:
+            return
+        with self._lock:
+            if isinstance(text, Text):
+                self.console.print(text, highlight=False)
+            else:
+                self.console.print(text, highlight=False, markup=False)
+
+    def now_doing(
+        self, what: str, *, step: str | None = None, attempt: int | None = None, detail: str = ""
+    ) -> None:
+        """What runs now (`agent coder`, `gate tests`), shown with its elapsed time; `detail` (an argv) last."""
+        with self._lock:
+            self.detail = detail
+            if step is not None:
+                self.step = step
+            if attempt is not None:
+                self.attempt = attempt
+            if what != self.doing:
+                self.doing_since = time.monotonic()
+                self.tail.clear()
+                self.peek = None
+            self.doing = what
+
+    def command_started(self, command: Command, peek: Peek) -> None:
+        """`Runs(on_command=...)`: a gate or a command step starts in this process; its output shows live."""
+        what = f"gate {command.gate}" if command.kind == "gate" else "command"
+        self.now_doing(what, step=command.step, detail=_short(" ".join(command.argv), 80))
+        with self._lock:
+            self.peek = peek
+
+    def output_line(self, line: str) -> None:
+        """A line of the agent's stderr as it comes: shown under the live line (kept for the tail)."""
+        with self._lock:
+            self.tail.append(_short(line))
+
+    def _render(self) -> RenderableType:
+        with self._lock:
+            now = time.monotonic()
+            parts = []
+            if self.step:
+                parts.append(f"step {self.step}")
+            if self.attempt:
+                parts.append(f"attempt {self.attempt}")
+            if self.doing:
+                parts.append(f"{self.doing} {_clock(now - self.doing_since)}")
+            parts.append(f"total {_clock(now - self.started)}")
+            if self.detail:
+                parts.append(self.detail)
+            self._spinner.update(text=Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"))
+            shown = _last_lines(self.peek() or "") if self.peek is not None else list(self.tail)
+            tail = [Text(f"  │ {x}", style="dim", no_wrap=True, overflow="ellipsis") for x in shown]
+        return Group(self._spinner, *tail)
+
+
+class Watcher:
+    """Reads the run's events while `Runs.step` works, to show which gate or command step runs and how it ended.
+
+    It folds the log on a store handle of its own (read only); `catch_up()` is called by the driver after
+    each step so that everything is said before the next task is.
+    """
+
+    def __init__(self, store: Store, run_id: str, progress: Progress) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.progress = progress
+        self.fold = MetricsFold()
+        self._commands: dict[str, dict[str, Any]] = {}
+        self._durations: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="loopengt-watch", daemon=True)
+        for event in store.events(run_id):  # what happened before this command: counted, not said
+            self._fold(event, say=False)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(LoopengtError):
+            self.catch_up()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.catch_up()
+            except LoopengtError:  # a busy or briefly unreadable store: the next poll reads it
+                continue
+
+    def catch_up(self) -> None:
+        with self._lock:
+            after = self.fold.state.seq if self.fold.state is not None else 0
+            for event in self.store.events(self.run_id, after=after):
+                self._fold(event, say=True)
+
+    def _fold(self, event: Event, *, say: bool) -> None:
+        self.fold.add(event)
+        d = event.data
+        p = self.progress
+        if event.type == "command_requested":
+            self._commands[d["command_id"]] = d
+        elif event.type == "command_started" and say:
+            command = self._commands.get(d.get("command_id", ""), {})
+            argv = " ".join(map(str, command.get("argv") or []))
+            if command.get("kind") == "gate":
+                p.now_doing(f"gate {command.get('gate')}", step=command.get("step"), detail=_short(argv, 80))
+                what = f"gate {command.get('gate')}"
+            else:
+                p.now_doing("command", step=command.get("step"), attempt=0, detail=_short(argv, 80))
+                what = f"step {command.get('step')} (command)"
+            if not p.live:  # a log has no live line: say what starts, so a long gate is not silence
+                p.say(f"  {what}: running {_short(argv, 100)}")
+        elif event.type == "command_finished":
+            command = self._commands.get(d.get("command_id", ""), {})
+            seconds = float(d.get("duration_seconds") or 0)
+            if command.get("kind") == "gate":
+                self._durations[str(command.get("gate"))] = seconds
+            elif say:
+                code = d.get("exit_code")
+                how = "timed out" if d.get("timed_out") else f"exit {code}"
+                ok = code == 0 and not d.get("timed_out")
+                mark = Text("ok", style="green") if ok else Text("failed", style="red")
+                p.say(
+                    Text.assemble(
+                        f"  step {command.get('step')} (command): ", mark, f" ({how}, {seconds:.1f} s)"
+                    )
+                )
+                if not ok:
+                    for line in _last_lines(str(d.get("output") or "")):
+                        p.say(Text(f"    | {line}", style="dim"))
+        elif event.type in ("gate_passed", "gate_failed") and say:
+            gate = str(d.get("gate"))
+            took = self._durations.pop(gate, None)
+            timing = f" ({took:.1f} s)" if took is not None else ""
+            if event.type == "gate_passed":
+                p.say(Text.assemble(f"  gate {gate}: ", ("pass", "green"), timing))
+            else:
+                p.say(Text.assemble(f"  gate {gate}: ", ("fail", "red"), timing))
+                for line in _last_lines(str(d.get("feedback") or "")):
+                    p.say(Text(f"    | {line}", style="dim"))
+        elif event.type == "retry_scheduled" and say:
+            p.say(f"  retrying step {d.get('step')} (attempt {d.get('attempt')})")
+        elif event.type == "step_failed" and say:
+            p.say(Text(f"  step {d.get('step')} failed: {_short(str(d.get('reason') or ''))}", style="red"))
+        elif event.type == "approval_requested" and say:
+            p.now_doing(f"waiting for approval of gate {d.get('gate')}", step=d.get("step"))
+
+
+def _show_task(progress: Progress, task: TaskView) -> None:
+    progress.say(
+        Text.assemble(
+            ("task ", "bold cyan"),
+            f"{task.task_id}: step ",
+            (task.step, "bold"),
+            f", attempt {task.attempt}, agent {task.agent}",
         )
-
-
-def _show_task(console: Console, task: TaskView) -> None:
-    console.print(
-        f"[bold cyan]task[/] {task.task_id}  step [bold]{task.step}[/] attempt {task.attempt} agent {task.agent}",
-        highlight=False,
     )
     if task.feedback:
-        lines = [x for x in task.feedback.strip().splitlines() if x.strip()]
-        console.print(f"    feedback: {lines[-1][:160]}", highlight=False)
+        lines = _last_lines(task.feedback, 1)
+        if lines:
+            progress.say(Text(f"  feedback: {lines[0]}", style="dim"))
+    progress.now_doing(f"agent {task.agent}", step=task.step, attempt=task.attempt)
 
 
-def drive(runs: Runs, view: RunView, agent: str, console: Console, *, poll_seconds: float = 1.0) -> RunView:
-    """Work through the run until it ends (or Ctrl-C, which leaves it resumable)."""
-    argv = shlex.split(agent)
-    if not argv:
-        raise InvalidArgument("--agent needs a command, e.g. --agent 'python examples/agent.py'")
+def drive(
+    runs: Runs,
+    view: RunView,
+    argv: list[str],
+    progress: Progress,
+    watcher: Watcher | None = None,
+    *,
+    poll_seconds: float = 1.0,
+) -> RunView:
+    """Work through the run until it ends (or Ctrl-C, which leaves it resumable).
+
+    Raises:
+        AgentCannotStart: the agent command could not be started; the run is left as it is.
+    """
     goal = runs.spec_of(view.run_id).goal
     said_waiting = False
     while view.status in ACTIVE:
         if view.tasks:
             said_waiting = False
             task = view.tasks[0]
-            _show_task(console, task)
+            _show_task(progress, task)
             payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
             # a fork bound to a git worktree works there (its commands run there too)
             where = view.workspace.root if view.workspace is not None else str(runs.cwd)
-            output, error = call_agent(argv, payload, where)
+            started = time.monotonic()
+            output, error = call_agent(argv, payload, where, on_stderr=progress.output_line)
+            took = time.monotonic() - started
+            tail = list(progress.tail)
             if error is not None:
-                console.print(f"    [red]agent failed[/]: {error.splitlines()[-1][:160]}", highlight=False)
+                progress.say(Text.assemble("  agent: ", ("failed", "red"), f" ({took:.1f} s)"))
+                for line in _last_lines(error):
+                    progress.say(Text(f"    | {line}", style="dim"))
+                progress.now_doing("recording the failure")
                 answer = runs.step(view.run_id, task.task_id, None, outcome="failure", error=error)
             else:
+                progress.say(f"  agent: done ({took:.1f} s)")
+                for line in tail:
+                    progress.say(Text(f"    | {line}", style="dim"))
+                progress.now_doing("checking the output")
                 answer = runs.step(view.run_id, task.task_id, output)
-            _show_answer(console, answer)
+            if watcher is not None:
+                watcher.catch_up()
             view = answer
         elif view.status == "paused":
             break  # a person must fix the setup first (the view's error says what); resume continues
         elif view.status == "waiting_approval":
             if not said_waiting:
-                console.print(f"[yellow]waiting for approval[/]: {view.next_action}", highlight=False)
+                progress.say(Text(f"waiting for approval: {for_person(view.next_action)}", style="yellow"))
+                progress.now_doing("waiting for approval")
                 said_waiting = True
             time.sleep(poll_seconds)
             view = runs.get_run(view.run_id)
         else:
             before = view.updated_at
+            progress.now_doing("resuming")
             view = runs.resume(view.run_id)
+            if watcher is not None:
+                watcher.catch_up()
             if view.updated_at == before and not view.tasks:
                 time.sleep(poll_seconds)
     return view
 
 
-def show_end(console: Console, view: RunView) -> None:
+def summary_line(view: RunView, fold: MetricsFold | None, seconds: float) -> str:
+    """One line: status, steps, turns, gates, duration (what --quiet prints)."""
+    done = sum(s.status == "completed" for s in view.steps)
+    parts = [f"{done} of {plural(len(view.steps), 'step')} done", plural(view.turn, "turn")]
+    if fold is not None and fold.gates:
+        passed = sum(g.passed for g in fold.gates.values())
+        failed = sum(g.failed for g in fold.gates.values())
+        parts.append(f"gates {passed} passed, {failed} failed")
+    parts.append(f"{seconds:.1f} s")
+    line = f"run {view.run_id} {view.status}: " + ", ".join(parts)
+    if view.error and view.status != "completed":
+        line += f"; reason: {_short(view.error, 300)}"
+    return line
+
+
+def show_end(
+    console: Console, view: RunView, fold: MetricsFold | None, seconds: float, *, quiet: bool
+) -> None:
     colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(view.status, "white")
     console.print(
-        f"[bold {colour}]run {view.run_id} {view.status}[/] after {view.turn} turns", highlight=False
+        Text(summary_line(view, fold, seconds), style=f"bold {colour}"), highlight=False, soft_wrap=True
     )
-    if view.error:
-        console.print(f"  reason: {view.error}", highlight=False)
+    if quiet:
+        return
     if view.status == "completed":
         console.print_json(json.dumps(view.final_output, default=str))
+    elif view.status in ACTIVE:
+        console.print(f"  next: {for_person(view.next_action)}", highlight=False, markup=False)

@@ -252,7 +252,7 @@ def test_doctor_store_checks(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "s")
     Runs(store, cwd=tmp_path).start_run(spec=SPEC, run_id="one")
     ok = check_file_store(str(tmp_path / "s"))
-    assert (ok.level, ok.detail.endswith("is writable (1 runs)")) == ("OK", True)
+    assert (ok.level, ok.detail.endswith("is writable (1 run)")) == ("OK", True)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["runs"]  # the probe is gone
     done = cli("doctor", "--store", str(blocker / "store"), cwd=tmp_path, env=_doctor_env(tmp_path))
     assert done.returncode == 1

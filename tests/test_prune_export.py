@@ -245,7 +245,7 @@ def test_round_trip_file_to_postgres_and_back(tmp_path: Path, postgres_dsn: str)
     imported = cli("import", "moved.json", "--store", pg, cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
     assert "imported run moved (running, " in imported.stdout
-    assert "1 checkpoints" in imported.stdout
+    assert "1 checkpoint)" in imported.stdout
     target = open_store(pg)
     assert target.events("moved") == original
     assert target.load("moved").spec_text == source.load("moved").spec_text
@@ -393,7 +393,7 @@ def test_prune_sweeps_what_interrupted_writers_left_in_the_file_store(tmp_path: 
     assert all(p.exists() for p in old)
     done = cli("prune", "--older-than", "30d", "--store", str(tmp_path / "store"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "removed 3 temp file(s) left by interrupted writes (1.8 kB)" in done.stdout
+    assert "removed 3 temp files left by interrupted writes (1.8 kB)" in done.stdout
     assert not any(p.exists() for p in old)
     assert fresh.exists()
     assert store.list_runs() == [run_id]
