@@ -37,7 +37,7 @@ echo "== wheel: init --client claude-code"
 loopengt init --client claude-code
 count="$(ls .claude/commands/*.md | wc -l)"
 [[ "$count" -eq 3 ]] || { echo "expected 3 slash commands, found $count"; exit 1; }
-echo "slash commands: $(cd .claude/commands && ls)"
+echo "slash commands: $(cd .claude/commands && ls | paste -sd " " -)"
 
 echo "== wheel: doctor"
 loopengt doctor | grep -E '^OK +prompts'
