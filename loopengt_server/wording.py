@@ -57,8 +57,11 @@ _PERSON: list[tuple[re.Pattern[str], str]] = [
     # runs._continue (WorkspaceDrift)
     (
         re.compile(r"resume with accept_drift=true \((`loopengt resume [^`]+ --accept-drift`)\)"),
-        r"continue with \1",
+        r"run \1",
     ),
+    # view.next_action: paused for a person (setup)
+    (re.compile(rf" \(or resume\(run_id={_RUN}\)\)"), ""),
+    (re.compile(r" An agent: tell the person; until then there is nothing for you to do\."), ""),
     # runs.resume
     (
         re.compile(

@@ -46,6 +46,15 @@ FAN_OUT: dict[str, Any] = {
     "policy": {"retry": {"max_retries": 0}, "fail_fast": True},
 }
 
+BLOCKED: dict[str, Any] = {
+    "name": "blocked",
+    "goal": "Check with a program that is not installed",
+    "workspace": "none",
+    "agents": [{"name": "a"}],
+    "steps": [{"name": "one", "agent": "a", "verification_gates": ["tests"]}],
+    "policy": {"verification_gates": [{"name": "tests", "command": ["lgt-no-such-test-program"]}]},
+}
+
 
 def one_line_usage_error(done: subprocess.CompletedProcess[str], command: str) -> str:
     assert done.returncode == 2, done.stderr
@@ -127,6 +136,12 @@ def next_actions(store: Path, tmp_path: Path) -> list[str]:
     runs.step("fan", "left#1", None, outcome="failure", error="no")
     assert runs.get_run("fan").status == "failed"
     texts.append(runs.get_run("fan").next_action)  # failed
+    spec_file = tmp_path / "blocked.yaml"
+    spec_file.write_text(yaml.safe_dump(BLOCKED), encoding="utf-8")
+    runs.start_run(spec_path=str(spec_file), run_id="blocked")
+    runs.step("blocked", "one#1", {"ok": True})
+    assert runs.get_run("blocked").status == "paused"
+    texts.append(runs.get_run("blocked").next_action)  # paused for a person: a gate program is missing
     return texts
 
 
@@ -141,6 +156,9 @@ def test_cli_wording_names_commands_not_tools(store: Path, tmp_path: Path) -> No
     assert "You cannot approve it" not in waiting
     assert "loopengt approve states" in waiting
     assert "loopengt run --resume states --agent CMD" in for_person(texts[0])
+    paused = for_person(texts[-1])
+    assert "`loopengt resume blocked`" in paused
+    assert "An agent" not in paused
     runs = Runs(FileStore(store), cwd=tmp_path)
     with pytest.raises(LoopengtError) as refused:
         runs.resume("states", worktree=str(tmp_path / "wt"))
