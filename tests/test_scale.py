@@ -65,3 +65,24 @@ def test_step_order_is_computed_once_per_spec(tmp_path: Path, monkeypatch: pytes
         view = runs.step(view.run_id, view.tasks[0].task_id, {"ok": True})
     assert view.turn == 20
     assert len(calls) == 1
+
+
+# --- case 5: templates ------------------------------------------------------------------------
+
+
+def test_templates_are_read_and_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 list_templates calls (a burst of clients) parse each template's YAML at most once in all."""
+    import yaml
+
+    from loopengt_core import catalog
+
+    catalog._files.cache_clear()
+    catalog._infos.cache_clear()
+    parses: list[int] = []
+    real = yaml.safe_load
+    monkeypatch.setattr(yaml, "safe_load", lambda text: parses.append(1) or real(text))
+    first = catalog.list_templates()
+    for _ in range(199):
+        assert catalog.list_templates() == first
+        catalog.template_text(first[0].name)
+    assert len(parses) == len(first) > 0
