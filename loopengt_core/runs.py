@@ -266,17 +266,20 @@ class Runs:
             ) from None
         recorded = current.record() if current is not None else None
 
+        old: dict[str, Answer] = {}  # an answer read from the log, kept for the reply (read once)
+
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
             if task_id not in state.tasks:
                 answer = state.answers.get(task_id) or self._old_answer(run_id, task_id)
                 if answer is not None:
+                    old[task_id] = answer
                     self._same_submission(state, task_id, answer, mark)
                     return []
             return engine.submit(
                 state, task_id, output, outcome=outcome, error=error, digest=mark, now=now, workspace=recorded
             )
 
-        result = self._locked(run_id, decide, self._answer(run_id, task_id), wait=wait)
+        result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
         if result.commands_pending and run_commands:
             return self.settle(run_id, task_id, current)
         return self._drift(result, current)
@@ -286,18 +289,27 @@ class Runs:
         pumped = self._pump(run_id)
         return self._drift(self._locked(run_id, _nothing, self._answer(run_id, task_id)), pumped or current)
 
-    def _answer(self, run_id: str, task_id: str) -> Callable[[_Run], StepAnswer]:
+    def _answer(
+        self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
+    ) -> Callable[[_Run], StepAnswer]:
         def answer(run: _Run) -> StepAnswer:
-            found = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
+            found = (
+                run.state.answers.get(task_id)
+                or (known or {}).get(task_id)
+                or self._old_answer(run_id, task_id)
+                or Answer()
+            )
             return step_answer(run.state, found.gate_results)
 
         return answer
 
-    def quick(self, run_id: str) -> bool:
+    def quick(self, run_id: str, task_id: str | None = None) -> bool:
         """Whether a transition of this run is only a local log append (no git snapshot, no database).
 
         Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
         its event loop, where handing it to a worker thread would cost a fifth as much again.
+        `task_id`: a submission for a task neither open nor answered recently is answered from the
+        store's task index, which is file work for a worker thread.
         """
         if not callable(getattr(self.store, "try_lock", None)):
             return False  # a database store: its transitions are network round trips
@@ -306,6 +318,11 @@ class Runs:
         # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
         # which is for a worker thread
         if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
+            return False
+        if task_id is not None and (
+            not isinstance(task_id, str)
+            or (task_id not in run.state.tasks and task_id not in run.state.answers)
+        ):
             return False
         return run.state.workspace is None or run.state.ended
 
@@ -878,8 +895,9 @@ class Runs:
         return run_view(run.state)
 
     def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
-        """A submission older than the recent answers kept in the state: read it from the log (rare)."""
-        return answer_in_log(self.store.events(run_id), task_id)
+        """A submission older than the recent answers kept in the state: read from the task's own events,
+        which the store finds by task id (never the whole log: a 100,000-step run stays cheap)."""
+        return answer_in_log(self.store.task_events(run_id, task_id), task_id)
 
     def _same_submission(self, state: RunState, task_id: str, answer: Answer, mark: str) -> None:
         if answer.digest is None and answer.expired_after_seconds is not None:

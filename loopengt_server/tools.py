@@ -108,7 +108,7 @@ async def _submit(
     """`runs.step`, on the event loop when it is only a local append+fsync (cheaper than the hop to a
     worker thread) and the run's lock is free; anything that can take longer goes to a worker thread."""
     answer = None
-    if runs.quick(run_id):
+    if runs.quick(run_id, task_id):
         try:
             answer = runs.step(
                 run_id, task_id, output, outcome=outcome, error=error, run_commands=False, wait=False

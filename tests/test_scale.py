@@ -20,9 +20,7 @@ from loopengt_core.store.files import FileStore
 
 def chain_spec(n: int, pattern: str = "sequential") -> dict[str, Any]:
     """n agent steps, each depending on the one before (declared in reverse, so ordering has work to do)."""
-    steps = [
-        {"name": f"s{i}", "agent": "w", "dependencies": [f"s{i - 1}"] if i else []} for i in range(n)
-    ]
+    steps = [{"name": f"s{i}", "agent": "w", "dependencies": [f"s{i - 1}"] if i else []} for i in range(n)]
     return {
         "name": "chain",
         "pattern": pattern,
@@ -86,3 +84,93 @@ def test_templates_are_read_and_parsed_once(monkeypatch: pytest.MonkeyPatch) -> 
         assert catalog.list_templates() == first
         catalog.template_text(first[0].name)
     assert len(parses) == len(first) > 0
+
+
+# --- case 5: a late or repeated submission on a long run -----------------------------------------
+
+
+def loop_spec(turns: int) -> dict[str, Any]:
+    """One agent step that routes back to itself, with a condition gate (so answers carry gate results)."""
+    return {
+        "name": "again",
+        "pattern": "custom",
+        "workspace": "none",
+        "agents": [{"name": "w"}],
+        "steps": [
+            {
+                "name": "work",
+                "agent": "w",
+                "verification_gates": ["has_next"],
+                "routes": {"field": "next", "map": {"again": "work", "stop": "done"}},
+            },
+            {"name": "done", "agent": "w"},
+        ],
+        "policy": {
+            "max_turns": turns + 10,
+            "verification_gates": [{"name": "has_next", "condition": "output.next != null"}],
+        },
+    }
+
+
+def _long_run(tmp_path: Path, turns: int) -> tuple[Runs, FileStore, str]:
+    store = FileStore(tmp_path / f"store-{turns}", snapshot_every=100)
+    runs = Runs(store, cwd=tmp_path)
+    view = runs.start_run(spec=loop_spec(turns))
+    for _ in range(turns):
+        view = runs.step(view.run_id, view.tasks[0].task_id, {"next": "again"})
+    return runs, store, view.run_id
+
+
+def _late_cost(tmp_path: Path, turns: int) -> tuple[int, int, int]:
+    """(lines parsed, bytes read, log bytes) for a repeated submission of the run's first task."""
+    _runs, store, run_id = _long_run(tmp_path, turns)
+    log_bytes = (store.runs_dir / run_id / "events.jsonl").stat().st_size
+    before_seq = store.last_seq(run_id)
+    fresh = FileStore(store.root)  # a new server: nothing cached, only what is on disk
+    again = Runs(fresh, cwd=tmp_path)
+    answer = again.step(run_id, "work#1", {"next": "again"})
+    assert answer.accepted
+    assert [g.name for g in answer.gate_results] == ["has_next"]
+    assert fresh.last_seq(run_id) == before_seq  # the same submission again appends nothing
+    lines, read = fresh.lines_parsed, fresh.bytes_read
+    fresh.lines_parsed = fresh.bytes_read = 0
+    with pytest.raises(Exception, match=r"already submitted with a different output.*open tasks: work#"):
+        again.step(run_id, "work#2", {"next": "stop"})
+    assert fresh.lines_parsed + lines < 400
+    return lines, read, log_bytes
+
+
+def test_a_late_submission_reads_the_task_not_the_log(tmp_path: Path) -> None:
+    """Answering a submission for a long-closed task reads its own events: 4x the run, about the same work."""
+    small = _late_cost(tmp_path, 300)
+    large = _late_cost(tmp_path, 1200)
+    assert large[0] < 300, f"parsed {large[0]} log lines for one task of a {1200}-step run"
+    assert large[1] < large[2] / 4, f"read {large[1]} of {large[2]} log bytes"
+    assert large[0] < 2 * small[0] + 50
+
+
+def test_the_task_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) -> None:
+    """tasks.idx is derived data: lost, torn or belonging to another log, lookups still answer right."""
+    from loopengt_core.events import Event
+
+    def ev(seq: int, task: str) -> Event:
+        return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data={"task_id": task})
+
+    store = FileStore(tmp_path / "store")
+    store.create_run("r", "name: x\n", [ev(i, f"t#{i % 7}") for i in range(1, 301)])
+    store.save_snapshot("r", 300, {})
+    index = store.runs_dir / "r" / "tasks.idx"
+    want = [i for i in range(1, 301) if i % 7 == 3]
+    assert [e.seq for e in store.task_events("r", "t#3")] == want
+    index.unlink()
+    assert [e.seq for e in store.task_events("r", "t#3")] == want
+    with index.open("ab") as f:
+        f.write(b'"t#3"\t5\t0\t10\n"t#')  # a torn write after the last marker
+    assert [e.seq for e in store.task_events("r", "t#3")] == want
+    other = FileStore(tmp_path / "other")
+    other.create_run("r", "name: x\n", [ev(i, "t#3") for i in range(1, 301)])
+    other.task_events("r", "t#3")
+    index.write_bytes((other.runs_dir / "r" / "tasks.idx").read_bytes())  # another log's index
+    assert [e.seq for e in store.task_events("r", "t#3")] == want
+    store.append("r", [ev(301, "t#3")])
+    assert [e.seq for e in store.task_events("r", "t#3")] == [*want, 301]
