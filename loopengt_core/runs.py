@@ -31,10 +31,19 @@ from pydantic import BaseModel
 
 from loopengt_core import telemetry
 from loopengt_core import workspace as git
+from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.catalog import template_text
 from loopengt_core.commands import CommandResult, Peek, run_command
 from loopengt_core.engine import Engine, open_tasks_text
-from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFound, StoreConflict, TooLarge
+from loopengt_core.errors import (
+    Conflict,
+    InvalidArgument,
+    LoopengtError,
+    NotFound,
+    StoreConflict,
+    StoreCorrupt,
+    TooLarge,
+)
 from loopengt_core.events import Event, iso, parse_iso
 from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
@@ -143,8 +152,12 @@ class Runs:
         snapshot_every: int | None = None,
         tracer: telemetry.RunTracer | None = None,
         on_command: Callable[[Command, Peek], None] | None = None,
+        cached_runs: int | None = None,
     ) -> None:
         """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none).
+
+        `cached_runs`: run states kept in memory (default LOOPENGT_CACHED_RUNS, else 64), least recently
+        used dropped first; a dropped run is loaded again (snapshot + the events after it) when next used.
 
         `on_command(command, peek)`: told when this process starts a command (a gate, a command step);
         `peek()` reads its output so far (see `commands.run_command`). For progress displays.
@@ -158,8 +171,8 @@ class Runs:
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
-        self._cache: dict[str, _Run] = {}
-        self._engines: dict[str, Engine] = {}
+        self._cache: LRU[str, _Run] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
+        self._engines: LRU[str, Engine] = LRU(self._cache.limit)
         self._guard = threading.Lock()
 
     # --- the service -------------------------------------------------------------------------
@@ -336,9 +349,19 @@ class Runs:
         for run_id in self.store.list_runs():
             try:
                 summary = self._locked(run_id, _nothing, lambda run: run_summary(run.state))
-            except LoopengtError as exc:
-                log.warning("run_unreadable", run_id=run_id, error=str(exc))
-                continue
+            except NotFound:
+                continue  # deleted since the listing was read
+            except LoopengtError as exc:  # listed as what it is, never hidden
+                log.warning("run_unreadable", run_id=run_id, error=exc.message)
+                summary = RunSummary(
+                    run_id=run_id,
+                    loop="",
+                    status="corrupt" if isinstance(exc, StoreCorrupt) else "unreadable",
+                    turn=0,
+                    started_at="",
+                    updated_at="",
+                    error=exc.message,
+                )
             if status is None or summary.status == status:
                 out.append(summary)
                 if len(out) >= limit:
@@ -577,7 +600,7 @@ class Runs:
                     # decide applied events to the cached state and then failed: those events never
                     # reach the log, so forget the state (reloaded from the log next time)
                     with self._guard:
-                        self._cache.pop(run_id, None)
+                        self._cache.pop(run_id)
                     if events:
                         self.store.append(run_id, events)
                 elif events:
@@ -612,7 +635,7 @@ class Runs:
             self.store.append(run_id, events)
         except BaseException:
             with self._guard:
-                self._cache.pop(run_id, None)  # the state ran ahead of the log: reload next time
+                self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
             raise
         if self.tracer is not None:
             self.tracer.record(self.store, run_id, run.state, events)

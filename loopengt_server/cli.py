@@ -340,7 +340,8 @@ def list_runs_command(
 
     table = Table("run_id", "loop", "status", "turn", "started", "parent", box=None, pad_edge=False)
     for s in _runs(store).list_runs(status=status, limit=limit):
-        table.add_row(s.run_id, s.loop, s.status, str(s.turn), s.started_at, s.parent_run_id or "")
+        loop = s.loop if s.error is None else s.error  # a corrupt or unreadable run says why
+        table.add_row(s.run_id, loop, s.status, str(s.turn), s.started_at, s.parent_run_id or "")
     Console(width=160).print(table)
 
 

@@ -192,7 +192,12 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     async def list_runs(status: str | None = None, limit: int = 20) -> types.CallToolResult:
         """Runs in this store, newest first (optionally only one status)."""
         found = await _call(runs.list_runs, status=status, limit=limit)
-        text = "\n".join(f"{r.run_id} {r.loop} {r.status} turn {r.turn}" for r in found) or "No runs."
+        text = "\n".join(
+            f"{r.run_id} {r.status}: {r.error}"
+            if r.error
+            else f"{r.run_id} {r.loop} {r.status} turn {r.turn}"
+            for r in found
+        ) or ("No runs." if status is None else f"No {status} runs.")
         return _result({"runs": [r.model_dump(mode="json") for r in found]}, text)
 
     @mcp.tool()

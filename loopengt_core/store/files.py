@@ -66,6 +66,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
+from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, OPEN_FILES_ENV, env_count
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
 from loopengt_core.store import (
@@ -311,7 +312,15 @@ class _Snapshot:
 class FileStore:
     """`Store` over plain files; see the module docstring for the layout and the guarantees."""
 
-    def __init__(self, root: str | os.PathLike[str] = ".loopengt", *, snapshot_every: int = 100) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = ".loopengt",
+        *,
+        snapshot_every: int = 100,
+        max_open_files: int | None = None,
+    ) -> None:
+        """`max_open_files`: append descriptors kept open (default LOOPENGT_OPEN_FILES, else 64); the
+        least recently used is closed, so a store of any number of runs stays within a file limit."""
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise InvalidArgument(f"snapshot_every must be a positive integer, not {snapshot_every!r}")
         self.root = Path(os.fspath(root))
@@ -322,10 +331,15 @@ class FileStore:
         self.lines_parsed = 0
         self.bytes_read = 0
         self._mutex = threading.Lock()
-        self._caches: dict[str, _RunCache] = {}
-        self._fds: dict[str, int] = {}
-        self._thread_locks: dict[str, threading.Lock] = {}
         self._held: dict[str, int] = {}
+        # What is known of each log (offsets, last seq): small, so many more runs than open files.
+        self._caches: LRU[str, _RunCache] = LRU(8 * env_count(CACHED_RUNS_ENV, 64))
+        self._fds: LRU[str, int] = LRU(
+            max_open_files or env_count(OPEN_FILES_ENV, 64),
+            evict=lambda _, fd: os.close(fd),
+            busy=self._held.__contains__,  # its run's lock holder may be writing to it right now
+        )
+        self._thread_locks: dict[str, threading.Lock] = {}
         self._last_created_ns = 0
         self._fault_point: str | None = None
         self._fault_nth = 1
@@ -393,7 +407,7 @@ class FileStore:
                 return fd
             if fd is not None:
                 os.close(fd)
-                del self._fds[run_id]
+                self._fds.pop(run_id)
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
             self._fds[run_id] = fd
             return fd
@@ -401,8 +415,8 @@ class FileStore:
     def _forget(self, run_id: str) -> None:
         """Drop what we cached about a run after a failed write: the next call re-reads the tail."""
         with self._mutex:
-            self._caches.pop(run_id, None)
-            fd = self._fds.pop(run_id, None)
+            self._caches.pop(run_id)
+            fd = self._fds.pop(run_id)
         if fd is not None:
             with suppress(OSError):
                 os.close(fd)
@@ -411,7 +425,7 @@ class FileStore:
         with self._mutex:
             cache = self._caches.get(run_id)
             if cache is not None and (cache.ino != st.st_ino or st.st_size < cache.clean):
-                del self._caches[run_id]  # the file was replaced or rewritten: nothing we knew holds
+                self._caches.pop(run_id)  # the file was replaced or rewritten: nothing we knew holds
                 cache = None
             return cache
 
@@ -1272,7 +1286,7 @@ class FileStore:
     def close(self) -> None:
         """Close cached append fds and forget caches; the store stays usable (it reopens on demand)."""
         with self._mutex:
-            fds, self._fds = list(self._fds.values()), {}
+            fds = self._fds.clear()
             self._caches.clear()
         for fd in fds:
             with suppress(OSError):
