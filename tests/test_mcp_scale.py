@@ -87,3 +87,37 @@ async def test_a_run_that_cannot_be_read_is_listed_as_such(tmp_path: Path) -> No
         assert by_id[ids[0]]["error"] is None
         only = ok(await client.call_tool("list_runs", {"status": "corrupt"}))["runs"]
         assert [r["run_id"] for r in only] == [ids[1]]
+
+
+async def test_the_trace_is_read_a_page_at_a_time_with_a_cursor(tmp_path: Path) -> None:
+    """The first page of a long trace is a page, not the log; following next_cursor yields every event once."""
+    from mcp_helpers import resource_json, trace_events
+
+    from loopengt_server.resources import TRACE_PAGE_EVENTS
+
+    store = tmp_path / "store"
+    runs = Runs(FileStore(store), cwd=tmp_path)
+    view = runs.start_run(
+        spec={
+            **TWO_STEPS,
+            "steps": [{"name": "a", "agent": "w", "next": "a"}],
+            "pattern": "custom",
+            "policy": {"max_turns": 1000},
+        }
+    )
+    for _ in range(300):
+        view = runs.step(view.run_id, view.tasks[0].task_id, {"n": view.turn})
+    total = FileStore(store).last_seq(view.run_id)
+    assert total > 2 * TRACE_PAGE_EVENTS
+    async with limited_server(store, tmp_path) as client:
+        first = resource_json(await client.read_resource(f"loopengt://runs/{view.run_id}/trace"))
+        assert [e["seq"] for e in first["events"]] == list(range(1, TRACE_PAGE_EVENTS + 1))
+        assert first["next_cursor"] == str(TRACE_PAGE_EVENTS)
+        events = await trace_events(client, view.run_id)
+        assert [e["seq"] for e in events] == list(range(1, total + 1))
+        last = resource_json(
+            await client.read_resource(f"loopengt://runs/{view.run_id}/trace?cursor={total}")
+        )
+        assert last == {"run_id": view.run_id, "events": [], "next_cursor": None}
+        with pytest.raises(Exception, match="not a trace cursor"):
+            await client.read_resource(f"loopengt://runs/{view.run_id}/trace?cursor=abc")

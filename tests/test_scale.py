@@ -174,3 +174,44 @@ def test_the_task_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) ->
     assert [e.seq for e in store.task_events("r", "t#3")] == want
     store.append("r", [ev(301, "t#3")])
     assert [e.seq for e in store.task_events("r", "t#3")] == [*want, 301]
+
+
+# --- case 5: the export streams -----------------------------------------------------------------
+
+
+class PagedOnly:
+    """A store that lets the log be read only a page at a time, and records the largest page asked for."""
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+        self.largest = 0
+
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Any]:
+        assert limit is not None, "the whole log was read at once"
+        self.largest = max(self.largest, limit)
+        return self.store.events(run_id, after=after, limit=limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_the_export_is_streamed_a_page_at_a_time(tmp_path: Path) -> None:
+    """`write_export` writes exactly `export_run(...).to_json()`, reading the log in pages."""
+    from datetime import UTC, datetime
+
+    from loopengt_core.portability import EXPORT_PAGE, export_run, import_run, read_export, write_export
+
+    runs, store, run_id = _long_run(tmp_path, 150)
+    runs.checkpoint(run_id, "half")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    pieces: list[str] = []
+    paged = PagedOnly(store)
+    size = write_export(paged, run_id, pieces.append, now=now)  # type: ignore[arg-type]
+    text = "".join(pieces)
+    assert text == export_run(store, run_id, now=now).to_json()
+    assert size == len(text.encode())
+    assert paged.largest == EXPORT_PAGE
+    assert len(pieces) > store.last_seq(run_id) // EXPORT_PAGE
+    moved = import_run(FileStore(tmp_path / "other"), read_export(text))
+    assert moved.events == store.last_seq(run_id)
+    assert moved.checkpoints == 1

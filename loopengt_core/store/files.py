@@ -850,8 +850,8 @@ class FileStore:
                 return []
             prev_seq, start = self._start_for(run_id, fd, st, after)
             scan = self._scan(run_id, fd, start, prev_seq, st.st_size, after=after, limit=limit)
-            if scan.stopped:
-                self._remember(run_id, st, points=scan.points)
+            if scan.stopped:  # where this read ended, so that the next page starts there (paged readers)
+                self._remember(run_id, st, points=[*scan.points, (scan.events[-1].seq, scan.ends[-1])])
             else:
                 self._remember(run_id, st, clean=scan.end, last_seq=scan.last_seq, points=scan.points)
             return scan.events
