@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from loopengt_core import patterns
+from loopengt_core.events import Event
 from loopengt_core.runs import Runs
 from loopengt_core.spec import LoopSpec
 from loopengt_core.store.files import FileStore
@@ -151,7 +152,6 @@ def test_a_late_submission_reads_the_task_not_the_log(tmp_path: Path) -> None:
 
 def test_the_task_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) -> None:
     """tasks.idx is derived data: lost, torn or belonging to another log, lookups still answer right."""
-    from loopengt_core.events import Event
 
     def ev(seq: int, task: str) -> Event:
         return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data={"task_id": task})
@@ -215,3 +215,42 @@ def test_the_export_is_streamed_a_page_at_a_time(tmp_path: Path) -> None:
     moved = import_run(FileStore(tmp_path / "other"), read_export(text))
     assert moved.events == store.last_seq(run_id)
     assert moved.checkpoints == 1
+
+
+def test_postgres_indexes_events_written_before_the_task_index(postgres_dsn: str) -> None:
+    """The migration fills the task index for old events, also one holding a \\u0000 (PostgreSQL's json
+    cannot turn it into text)."""
+    import psycopg
+
+    from loopengt_core.store.postgres import MIGRATIONS, PostgresStore
+
+    old = MIGRATIONS.index("ALTER TABLE loopengt_events ADD COLUMN task_id text")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE loopengt_schema_version (version integer PRIMARY KEY, applied_at timestamptz "
+            "NOT NULL DEFAULT now())"
+        )
+        for version in range(old):
+            conn.execute(MIGRATIONS[version].encode())
+            conn.execute("INSERT INTO loopengt_schema_version (version) VALUES (%s)", (version,))
+        conn.execute("INSERT INTO loopengt_runs (run_id, spec_text) VALUES ('old', 'name: x')")
+        rows = [
+            (1, '{"task_id":"a#1","input":{}}'),
+            (2, '{"task_id":"a#1","output":"nul \\u0000 here"}'),
+            (3, '{"task_id":"b#1"}'),
+            (4, '{"n":4}'),
+        ]
+        for seq, data in rows:
+            conn.execute(
+                "INSERT INTO loopengt_events (run_id, seq, type, at, data) VALUES ('old', %s, 'task_issued', "
+                "'2026-01-01T00:00:00.000Z', %s)",
+                (seq, data),
+            )
+    store = PostgresStore(postgres_dsn)
+    try:
+        assert [e.seq for e in store.task_events("old", "a#1")] == [1, 2]
+        assert [e.seq for e in store.task_events("old", "b#1")] == [3]
+        store.append("old", [Event(seq=5, type="task_issued", at="x", data={"task_id": "a#1"})])
+        assert [e.seq for e in store.task_events("old", "a#1")] == [1, 2, 5]
+    finally:
+        store.close()

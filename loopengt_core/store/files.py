@@ -36,9 +36,10 @@ log. `tasks.idx` holds a line `<task id as JSON>\t<seq>\t<start>\t<end>` (byte r
 line in events.jsonl) for every event whose data has a `task_id`, and after each batch of those a marker
 `#\t<seq>\t<offset>`: the log is indexed up to event `seq`, which ends at `offset`. It is brought up to
 date under the run's lock when a snapshot is saved and before a lookup (only the events after the last
-marker are read); lines after the last marker are a torn write and are cut off. It is never fsynced: a
-marker that does not match the log (a crash, a repaired log) makes the next lookup rebuild it from the
-log. A lookup reads the index (a few dozen bytes per task event) and then only the events it names.
+marker are read). Entries are on disk (fdatasync) before the marker that vouches for them is written;
+lines after the last marker are a torn write and are cut off. A marker that does not match the log (a
+repaired log) or cannot be read, or a missing file, makes the lookup rebuild the index from the log.
+A lookup reads the index (a few dozen bytes per task event) and then only the events it names.
 
 Only `loopengt_core.errors` exceptions leave this module; OSErrors become `StoreIOError`.
 """
@@ -998,11 +999,13 @@ class FileStore:
                     lines.append(b"%s\t%d\t%d\t%d\n" % (json.dumps(task).encode(), event.seq, start, end))
                 start = end
             seq, offset = scan.last_seq, scan.end
-            lines.append(b"#\t%d\t%d\n" % (seq, offset))
-            data = b"".join(lines)
-            os.lseek(ifd, keep, os.SEEK_SET)
-            _write_all(ifd, data)
-            keep += len(data)
+            for data in (b"".join(lines), b"#\t%d\t%d\n" % (seq, offset)):
+                if not data:
+                    continue
+                os.lseek(ifd, keep, os.SEEK_SET)
+                _write_all(ifd, data)
+                _datasync(ifd)  # entries on disk before the marker that vouches for them
+                keep += len(data)
         return keep
 
     def _index_find(self, ifd: int, size: int, task_id: str) -> list[tuple[int, int, int]]:

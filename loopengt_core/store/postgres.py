@@ -99,9 +99,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # The task an event names (data.task_id), so a late or repeated submission reads only its own events.
     "ALTER TABLE loopengt_events ADD COLUMN task_id text",
     "CREATE INDEX loopengt_events_task ON loopengt_events (run_id, task_id) WHERE task_id IS NOT NULL",
-    # Fill it for events written before: row by row, as a row whose data PostgreSQL's json cannot turn into
-    # text (a \u0000) must not stop the migration; such a row stays NULL. Written with $$ quoting, no %.
-    """
+    # Fill it for events written before, row by row: PostgreSQL's json cannot turn a \u0000 anywhere in a
+    # row into text, so such a row is read without its \u0000 escapes; a row that still fails stays NULL
+    # rather than stopping the migration. Written with $$ quoting and no percent sign (psycopg).
+    r"""
     DO $$
     DECLARE r record;
     BEGIN
@@ -109,7 +110,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             BEGIN
                 UPDATE loopengt_events SET task_id = r.data::json ->> 'task_id'
                 WHERE run_id = r.run_id AND seq = r.seq;
-            EXCEPTION WHEN others THEN NULL;
+            EXCEPTION WHEN others THEN
+                BEGIN
+                    UPDATE loopengt_events SET task_id = replace(r.data, '\u0000', '')::json ->> 'task_id'
+                    WHERE run_id = r.run_id AND seq = r.seq;
+                EXCEPTION WHEN others THEN NULL;
+                END;
             END;
         END LOOP;
     END $$
