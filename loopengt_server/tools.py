@@ -220,14 +220,13 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         )
         return _result(result, text)
 
+    templates = [t.__dict__ for t in catalog_templates()]  # read and parsed once, before any client calls
+    templates_text = "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in templates)
+
     @mcp.tool()
     async def list_templates() -> types.CallToolResult:
         """Built-in loop templates (name, pattern, description) for start_run(template=...)."""
-        found = [t.__dict__ for t in catalog_templates()]
-        return _result(
-            {"templates": found},
-            "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in found),
-        )
+        return _result({"templates": [dict(t) for t in templates]}, templates_text)
 
     _compact(mcp)
 
