@@ -962,10 +962,9 @@ class FileStore:
 
     def _index_marker(self, ifd: int) -> tuple[int, int, int]:
         """(seq, log offset, index bytes that count) of the index's last marker; zeros if it has none."""
-        size = os.fstat(ifd).st_size
-        end = size
-        while end > 0:
-            nl = self._rfind_newline(ifd, end)
+        end = os.fstat(ifd).st_size
+        for _ in range(4 * _INDEX_PAGE):  # markers are at most a page of events apart: else it is damaged
+            nl = self._rfind_newline(ifd, end) if end > 0 else -1
             if nl < 0:
                 break
             start = self._rfind_newline(ifd, nl) + 1
