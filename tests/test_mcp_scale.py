@@ -50,6 +50,7 @@ def make_runs(store: Path, cwd: Path, count: int) -> list[str]:
     return [runs.start_run(spec=TWO_STEPS, run_id=f"run-{i:04d}").run_id for i in range(count)]
 
 
+@pytest.mark.timeout(600)  # 1,000 runs created and 1,000 steps over MCP: about a minute on a 2-CPU VM
 async def test_a_thousand_runs_stay_listed_and_steppable_under_a_128_file_limit(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ids = make_runs(store, tmp_path, RUNS)
