@@ -167,6 +167,10 @@ def test_the_task_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) ->
     with index.open("ab") as f:
         f.write(b'"t#3"\t5\t0\t10\n"t#')  # a torn write after the last marker
     assert [e.seq for e in store.task_events("r", "t#3")] == want
+    raw = index.read_bytes()
+    cut = raw.rindex(b'"t#3"')  # an entry of the last chunk that never reached the disk whole
+    index.write_bytes(raw[:cut] + b'"t#0"' + raw[cut + 5 :])
+    assert [e.seq for e in store.task_events("r", "t#3")] == want
     other = FileStore(tmp_path / "other")
     other.create_run("r", "name: x\n", [ev(i, "t#3") for i in range(1, 301)])
     other.task_events("r", "t#3")

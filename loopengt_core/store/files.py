@@ -34,10 +34,11 @@ that name them) before the call returns, so an acknowledged call survives a cras
 Task index: `task_events(run_id, task_id)` answers a late or repeated submission without reading the
 log. `tasks.idx` holds a line `<task id as JSON>\t<seq>\t<start>\t<end>` (byte range of the event's
 line in events.jsonl) for every event whose data has a `task_id`, and after each batch of those a marker
-`#\t<seq>\t<offset>`: the log is indexed up to event `seq`, which ends at `offset`. It is brought up to
-date under the run's lock when a snapshot is saved and before a lookup (only the events after the last
-marker are read). Entries are on disk (fdatasync) before the marker that vouches for them is written;
-lines after the last marker are a torn write and are cut off. A marker that does not match the log (a
+`#\t<seq>\t<offset>\t<length>\t<crc>`: the log is indexed up to event `seq`, which ends at `offset`, and the
+`length` bytes of entries before the marker have that CRC-32. It is brought up to date under the run's
+lock when a snapshot is saved and before a lookup (only the events after the last marker are read), one
+write and one fdatasync each time, so only the last chunk can be torn, and its CRC tells; lines after the
+last marker are a torn write and are cut off. A marker that does not match the log (a
 repaired log) or cannot be read, or a missing file, makes the lookup rebuild the index from the log.
 A lookup reads the index (a few dozen bytes per task event) and then only the events it names.
 
@@ -971,7 +972,12 @@ class FileStore:
             line = self._pread(ifd, nl - start, start)
             if line.startswith(b"#\t"):
                 try:
-                    _, seq, offset = line.split(b"\t")
+                    _, seq, offset, length, crc = line.split(b"\t")
+                    if not 0 <= int(length) <= start:
+                        return 0, 0, 0
+                    entries = self._pread(ifd, int(length), start - int(length))
+                    if b"%08x" % zlib.crc32(entries) != crc:
+                        return 0, 0, 0  # its entries did not all reach the disk (power loss): rebuild
                     return int(seq), int(offset), nl + 1
                 except ValueError:
                     return 0, 0, 0  # damaged: rebuild
@@ -998,13 +1004,12 @@ class FileStore:
                     lines.append(b"%s\t%d\t%d\t%d\n" % (json.dumps(task).encode(), event.seq, start, end))
                 start = end
             seq, offset = scan.last_seq, scan.end
-            for data in (b"".join(lines), b"#\t%d\t%d\n" % (seq, offset)):
-                if not data:
-                    continue
-                os.lseek(ifd, keep, os.SEEK_SET)
-                _write_all(ifd, data)
-                _datasync(ifd)  # entries on disk before the marker that vouches for them
-                keep += len(data)
+            entries = b"".join(lines)
+            data = entries + b"#\t%d\t%d\t%d\t%08x\n" % (seq, offset, len(entries), zlib.crc32(entries))
+            os.lseek(ifd, keep, os.SEEK_SET)
+            _write_all(ifd, data)
+            _datasync(ifd)  # earlier chunks are durable, so only the last one can ever be torn
+            keep += len(data)
         return keep
 
     def _index_find(self, ifd: int, size: int, task_id: str) -> list[tuple[int, int, int]]:
