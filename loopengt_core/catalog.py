@@ -1,7 +1,12 @@
-"""Built-in loop templates: the YAML files in `loopengt_core/templates/`."""
+"""Built-in loop templates: the YAML files in `loopengt_core/templates/`.
+
+They are package data and never change while a process runs, so they are read and parsed once and
+kept: a server answers `list_templates` from memory, without file or YAML work on its event loop.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +25,7 @@ class TemplateInfo:
     description: str
 
 
+@functools.cache
 def _files() -> dict[str, str]:
     folder = resources.files("loopengt_core") / "templates"
     return {
@@ -42,9 +48,14 @@ def template_text(name: str) -> str:
 
 
 def list_templates() -> list[TemplateInfo]:
+    return list(_infos())
+
+
+@functools.cache
+def _infos() -> tuple[TemplateInfo, ...]:
     out = []
     for name, text in sorted(_files().items()):
         data = yaml.safe_load(text)
         description = str(data.get("description") or data.get("goal") or "").strip()
         out.append(TemplateInfo(name, str(data.get("pattern", "sequential")), " ".join(description.split())))
-    return out
+    return tuple(out)

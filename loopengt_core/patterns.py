@@ -7,7 +7,9 @@ usable for the pattern (a supervisor naming a real worker, a route that maps), a
 
 from __future__ import annotations
 
+import heapq
 import json
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,16 +36,48 @@ class Next:
 
 
 def order(spec: LoopSpec) -> list[str]:
-    """Steps in dependency order, declaration order breaking ties (validation rejected cycles)."""
-    remaining = {s.name: {d.step_name for d in s.dependencies} for s in spec.steps}
-    out: list[str] = []
-    while remaining:
-        ready = [s.name for s in spec.steps if s.name in remaining and not remaining[s.name] - set(out)]
-        if not ready:  # unreachable for validated specs; keep declaration order rather than loop forever
-            ready = [s.name for s in spec.steps if s.name in remaining]
-        out.append(ready[0])
-        del remaining[ready[0]]
-    return out
+    """Steps in dependency order, declaration order breaking ties (validation rejected cycles).
+
+    Computed once per spec object and kept beside it: the engine asks on every transition, and a
+    spec does not change once a run has started.
+    """
+    key = id(spec)
+    found = _ORDERS.get(key)
+    if found is None or found[0]() is not spec:
+        found = _ORDERS[key] = (weakref.ref(spec, lambda _: _ORDERS.pop(key, None)), _order(spec))
+    return found[1]
+
+
+_ORDERS: dict[int, tuple[weakref.ref[LoopSpec], list[str]]] = {}
+
+
+def _order(spec: LoopSpec) -> list[str]:
+    """Kahn's algorithm with a heap of declaration indexes: O((steps + dependencies) log steps)."""
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    waiting = [0] * len(spec.steps)
+    dependants: list[list[int]] = [[] for _ in spec.steps]
+    for i, step in enumerate(spec.steps):
+        for dep in {d.step_name for d in step.dependencies}:
+            if dep in index and dep != step.name:
+                waiting[i] += 1
+                dependants[index[dep]].append(i)
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    out: list[int] = []
+    placed = [False] * len(spec.steps)
+    while len(out) < len(spec.steps):
+        if not ready:  # a cycle: unreachable for validated specs; keep declaration order, never loop forever
+            ready = [next(i for i, done in enumerate(placed) if not done)]
+        i = heapq.heappop(ready)
+        if placed[i]:
+            continue
+        placed[i] = True
+        out.append(i)
+        for j in dependants[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0 and not placed[j]:
+                heapq.heappush(ready, j)
+    return [spec.steps[i].name for i in out]
 
 
 def threshold(spec: LoopSpec) -> float:
@@ -118,7 +152,6 @@ def _workers(spec: LoopSpec) -> list[str]:
 
 def check_output(spec: LoopSpec, step: Step, output: Any) -> GateResult | None:
     """A pattern-level problem with an output (refused like a failed gate), or None."""
-    names = [s.name for s in spec.steps]
     if spec.pattern == "supervisor_worker" and step.name == spec.steps[0].name:
         workers = _workers(spec)
         if isinstance(output, dict) and output.get("done") is True:
@@ -133,6 +166,7 @@ def check_output(spec: LoopSpec, step: Step, output: Any) -> GateResult | None:
             feedback=f"the supervisor must return next_step naming a worker ({', '.join(workers)}) or done: true; {got}",
         )
     target = output.get("handoff_to") if spec.pattern == "handoff" and isinstance(output, dict) else None
+    names = [s.name for s in spec.steps] if target is not None else []
     if target is not None and target not in names:
         return GateResult(
             name="handoff_to",

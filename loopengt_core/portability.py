@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,7 +65,7 @@ class RunExport(BaseModel):
 
     def to_json(self) -> str:
         """Compact JSON (outputs can be large), one line ending in a newline."""
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")) + "\n"
+        return _compact(self.model_dump(mode="json")) + "\n"
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def _version() -> str | None:
 
 
 def export_run(store: Store, run_id: str, *, now: datetime | None = None) -> RunExport:
-    """The run's spec, whole log and checkpoints.
+    """The run's spec, whole log and checkpoints, in memory (`write_export` streams the same document).
 
     Checkpoints are read before the log: one is saved after its `checkpoint_taken` event, so every
     checkpoint read then points inside the log read next, even while the run goes on.
@@ -99,18 +100,62 @@ def export_run(store: Store, run_id: str, *, now: datetime | None = None) -> Run
         run_id=run_id,
         spec=spec_text,
         events=events,
-        checkpoints=[
-            CheckpointRecord(
-                checkpoint_id=p.checkpoint_id,
-                seq=p.seq,
-                label=p.label,
-                created_at=p.created_at,
-                state=p.state,
-            )
-            for p in points
-        ],
+        checkpoints=[_record(p) for p in points],
         exported_at=iso(now or datetime.now(UTC)),
         loopengt_version=_version(),
+    )
+
+
+EXPORT_PAGE = 200  # events read from the store at a time while writing an export
+
+
+def write_export(
+    store: Store, run_id: str, write: Callable[[str], object], *, now: datetime | None = None
+) -> int:
+    """`export_run(...).to_json()`, byte for byte, handed to `write` piece by piece: the log is read a
+    page at a time, so memory follows a page and not the run (a 100,000-step run exports in little
+    memory). Returns the bytes written (UTF-8).
+
+    Raises:
+        NotFound: no such run.
+    """
+    check_id(run_id)
+    points = store.list_checkpoints(run_id)  # before the log: see export_run
+    spec_text = store.load(run_id).spec_text
+    written = 0
+
+    def put(text: str) -> None:
+        nonlocal written
+        write(text)
+        written += len(text.encode())
+
+    put(f'{{"format":"{FORMAT}","version":{FORMAT_VERSION},"run_id":{_compact(run_id)},')
+    put(f'"spec":{_compact(spec_text)},"events":[')
+    after, sep = 0, ""
+    while page := store.events(run_id, after=after, limit=EXPORT_PAGE):
+        put(sep + ",".join(_compact(e.model_dump(mode="json")) for e in page))
+        after, sep = page[-1].seq, ","
+    put('],"checkpoints":[')
+    for index, point in enumerate(points):
+        put(("," if index else "") + _compact(_record(point).model_dump(mode="json")))
+    put(
+        f'],"exported_at":{_compact(iso(now or datetime.now(UTC)))},"loopengt_version":{_compact(_version())}}}\n'
+    )
+    return written
+
+
+def _compact(value: Any) -> str:
+    """JSON as `RunExport.to_json` writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _record(point: Checkpoint) -> CheckpointRecord:
+    return CheckpointRecord(
+        checkpoint_id=point.checkpoint_id,
+        seq=point.seq,
+        label=point.label,
+        created_at=point.created_at,
+        state=point.state,
     )
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
 from loopengt_core.events import parse_iso
-from loopengt_core.portability import export_run
+from loopengt_core.portability import write_export
 from loopengt_core.state import RunState, project_run
 from loopengt_core.store import Store
 
@@ -111,7 +111,7 @@ def prune(
             state = _state(store, run_id)
             if state.status not in chosen or state.ended_at is None or parse_iso(state.ended_at) > cutoff:
                 continue
-            size = len(export_run(store, run_id, now=now).to_json().encode())
+            size = write_export(store, run_id, lambda _: None, now=now)  # counted, never held whole
             found = PrunedRun(run_id, state.status, state.ended_at, state.seq, size)
             if not dry_run:
                 with store.lock(run_id):

@@ -31,10 +31,19 @@ from pydantic import BaseModel
 
 from loopengt_core import telemetry
 from loopengt_core import workspace as git
+from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.catalog import template_text
 from loopengt_core.commands import CommandResult, Peek, run_command
 from loopengt_core.engine import Engine, open_tasks_text
-from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFound, StoreConflict, TooLarge
+from loopengt_core.errors import (
+    Conflict,
+    InvalidArgument,
+    LoopengtError,
+    NotFound,
+    StoreConflict,
+    StoreCorrupt,
+    TooLarge,
+)
 from loopengt_core.events import Event, iso, parse_iso
 from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
@@ -143,8 +152,12 @@ class Runs:
         snapshot_every: int | None = None,
         tracer: telemetry.RunTracer | None = None,
         on_command: Callable[[Command, Peek], None] | None = None,
+        cached_runs: int | None = None,
     ) -> None:
         """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none).
+
+        `cached_runs`: run states kept in memory (default LOOPENGT_CACHED_RUNS, else 64), least recently
+        used dropped first; a dropped run is loaded again (snapshot + the events after it) when next used.
 
         `on_command(command, peek)`: told when this process starts a command (a gate, a command step);
         `peek()` reads its output so far (see `commands.run_command`). For progress displays.
@@ -158,8 +171,8 @@ class Runs:
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
-        self._cache: dict[str, _Run] = {}
-        self._engines: dict[str, Engine] = {}
+        self._cache: LRU[str, _Run] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
+        self._engines: LRU[str, Engine] = LRU(self._cache.limit)
         self._guard = threading.Lock()
 
     # --- the service -------------------------------------------------------------------------
@@ -266,17 +279,20 @@ class Runs:
             ) from None
         recorded = current.record() if current is not None else None
 
+        old: dict[str, Answer] = {}  # an answer read from the log, kept for the reply (read once)
+
         def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
             if task_id not in state.tasks:
                 answer = state.answers.get(task_id) or self._old_answer(run_id, task_id)
                 if answer is not None:
+                    old[task_id] = answer
                     self._same_submission(state, task_id, answer, mark)
                     return []
             return engine.submit(
                 state, task_id, output, outcome=outcome, error=error, digest=mark, now=now, workspace=recorded
             )
 
-        result = self._locked(run_id, decide, self._answer(run_id, task_id), wait=wait)
+        result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
         if result.commands_pending and run_commands:
             return self.settle(run_id, task_id, current)
         return self._drift(result, current)
@@ -286,18 +302,27 @@ class Runs:
         pumped = self._pump(run_id)
         return self._drift(self._locked(run_id, _nothing, self._answer(run_id, task_id)), pumped or current)
 
-    def _answer(self, run_id: str, task_id: str) -> Callable[[_Run], StepAnswer]:
+    def _answer(
+        self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
+    ) -> Callable[[_Run], StepAnswer]:
         def answer(run: _Run) -> StepAnswer:
-            found = run.state.answers.get(task_id) or self._old_answer(run_id, task_id) or Answer()
+            found = (
+                run.state.answers.get(task_id)
+                or (known or {}).get(task_id)
+                or self._old_answer(run_id, task_id)
+                or Answer()
+            )
             return step_answer(run.state, found.gate_results)
 
         return answer
 
-    def quick(self, run_id: str) -> bool:
+    def quick(self, run_id: str, task_id: str | None = None) -> bool:
         """Whether a transition of this run is only a local log append (no git snapshot, no database).
 
         Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
         its event loop, where handing it to a worker thread would cost a fifth as much again.
+        `task_id`: a submission for a task neither open nor answered recently is answered from the
+        store's task index, which is file work for a worker thread.
         """
         if not callable(getattr(self.store, "try_lock", None)):
             return False  # a database store: its transitions are network round trips
@@ -306,6 +331,11 @@ class Runs:
         # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
         # which is for a worker thread
         if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
+            return False
+        if task_id is not None and (
+            not isinstance(task_id, str)
+            or (task_id not in run.state.tasks and task_id not in run.state.answers)
+        ):
             return False
         return run.state.workspace is None or run.state.ended
 
@@ -319,9 +349,19 @@ class Runs:
         for run_id in self.store.list_runs():
             try:
                 summary = self._locked(run_id, _nothing, lambda run: run_summary(run.state))
-            except LoopengtError as exc:
-                log.warning("run_unreadable", run_id=run_id, error=str(exc))
-                continue
+            except NotFound:
+                continue  # deleted since the listing was read
+            except LoopengtError as exc:  # listed as what it is, never hidden
+                log.warning("run_unreadable", run_id=run_id, error=exc.message)
+                summary = RunSummary(
+                    run_id=run_id,
+                    loop="",
+                    status="corrupt" if isinstance(exc, StoreCorrupt) else "unreadable",
+                    turn=0,
+                    started_at="",
+                    updated_at="",
+                    error=exc.message,
+                )
             if status is None or summary.status == status:
                 out.append(summary)
                 if len(out) >= limit:
@@ -560,7 +600,7 @@ class Runs:
                     # decide applied events to the cached state and then failed: those events never
                     # reach the log, so forget the state (reloaded from the log next time)
                     with self._guard:
-                        self._cache.pop(run_id, None)
+                        self._cache.pop(run_id)
                     if events:
                         self.store.append(run_id, events)
                 elif events:
@@ -595,7 +635,7 @@ class Runs:
             self.store.append(run_id, events)
         except BaseException:
             with self._guard:
-                self._cache.pop(run_id, None)  # the state ran ahead of the log: reload next time
+                self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
             raise
         if self.tracer is not None:
             self.tracer.record(self.store, run_id, run.state, events)
@@ -878,8 +918,9 @@ class Runs:
         return run_view(run.state)
 
     def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
-        """A submission older than the recent answers kept in the state: read it from the log (rare)."""
-        return answer_in_log(self.store.events(run_id), task_id)
+        """A submission older than the recent answers kept in the state: read from the task's own events,
+        which the store finds by task id (never the whole log: a 100,000-step run stays cheap)."""
+        return answer_in_log(self.store.task_events(run_id, task_id), task_id)
 
     def _same_submission(self, state: RunState, task_id: str, answer: Answer, mark: str) -> None:
         if answer.digest is None and answer.expired_after_seconds is not None:

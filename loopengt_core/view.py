@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -57,11 +57,15 @@ class StepAnswer(RunView):
 class RunSummary(BaseModel):
     run_id: str
     loop: str
-    status: RunStatus
+    status: RunStatus | Literal["unreadable", "corrupt"] = Field(
+        description="`corrupt`: its log or spec is damaged; `unreadable`: the store could not read it "
+        "(permissions, too many open files, ...); `error` says why. Such a run is listed, never hidden."
+    )
     turn: int
     started_at: str
     updated_at: str
     parent_run_id: str | None = None
+    error: str | None = Field(None, description="Why the run could not be read (corrupt or unreadable).")
 
 
 def next_action(state: RunState) -> str:

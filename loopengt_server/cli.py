@@ -340,7 +340,8 @@ def list_runs_command(
 
     table = Table("run_id", "loop", "status", "turn", "started", "parent", box=None, pad_edge=False)
     for s in _runs(store).list_runs(status=status, limit=limit):
-        table.add_row(s.run_id, s.loop, s.status, str(s.turn), s.started_at, s.parent_run_id or "")
+        loop = s.loop if s.error is None else s.error  # a corrupt or unreadable run says why
+        table.add_row(s.run_id, loop, s.status, str(s.turn), s.started_at, s.parent_run_id or "")
     Console(width=160).print(table)
 
 
@@ -563,25 +564,26 @@ def export_command(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Write a run (spec, events, checkpoints) as one JSON file that `loopengt import` reads."""
-    from loopengt_core.portability import export_run
+    from loopengt_core.portability import write_export
     from loopengt_core.store import open_store
 
     opened = open_store(store)
     try:
-        text = export_run(opened, run_id).to_json()
+        if output is None:
+            write_export(opened, run_id, sys.stdout.write)  # streamed: a long run is never whole in memory
+            return
+        temp = output.with_name(f".{output.name}.tmp")
+        try:
+            with temp.open("w", encoding="utf-8") as sink:
+                size = write_export(opened, run_id, sink.write)
+            os.replace(temp, output)
+        except OSError as exc:
+            raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
+        finally:
+            temp.unlink(missing_ok=True)
     finally:
         opened.close()
-    if output is None:
-        sys.stdout.write(text)
-        return
-    temp = output.with_name(f".{output.name}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, output)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
-    typer.echo(f"exported run {run_id} to {output} ({_size(len(text.encode()))})", err=True)
+    typer.echo(f"exported run {run_id} to {output} ({_size(size)})", err=True)
 
 
 @app.command("import")

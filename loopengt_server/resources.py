@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import anyio
@@ -20,6 +21,39 @@ from loopengt_core.catalog import template_names, template_text
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
 from loopengt_core.runs import Runs
 from loopengt_core.spec import json_schema
+
+TRACE_PAGE_EVENTS = 200
+TRACE_PAGE_BYTES = 1 << 20  # a page ends after the event that reaches this much JSON (outputs can be MBs)
+_TRACE_READ = 20  # events read from the store at a time, so a page of large outputs is never all in memory
+
+
+def trace_page(runs: Runs, run_id: str, cursor: str | None) -> dict[str, Any]:
+    """One page of the trace: the events after `cursor` (a seq; none: from the start), at most
+    TRACE_PAGE_EVENTS of them and about TRACE_PAGE_BYTES of JSON, and the cursor of the next page
+    (null at the end of the log as it is now). Its cost follows the page, not the run's length."""
+    after = 0
+    if cursor is not None:
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise InvalidArgument(
+                f"cursor {cursor[:40]!r} is not a trace cursor: use the next_cursor of the page before "
+                "(a number: the seq the next page starts after)"
+            )
+        after = int(cursor)
+    events: list[dict[str, Any]] = []
+    size = 0
+    while len(events) < TRACE_PAGE_EVENTS and size < TRACE_PAGE_BYTES:
+        batch = runs.trace(run_id, after=after, limit=min(_TRACE_READ, TRACE_PAGE_EVENTS - len(events)))
+        if not batch:
+            break
+        for event in batch:
+            dumped = event.model_dump(mode="json")
+            events.append(dumped)
+            size += len(json.dumps(dumped, ensure_ascii=False))
+            after = event.seq
+            if size >= TRACE_PAGE_BYTES:
+                break
+    more = bool(runs.trace(run_id, after=after, limit=1))
+    return {"run_id": run_id, "events": events, "next_cursor": str(after) if more else None}
 
 
 async def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -43,11 +77,12 @@ def register_resources(mcp: MCPServer, runs: Runs) -> None:
         return view.model_dump(mode="json")  # type: ignore[no-any-return]
 
     @mcp.resource(
-        "loopengt://runs/{run_id}/trace", mime_type="application/json", description="A run's events"
+        "loopengt://runs/{run_id}/trace{?cursor}",
+        mime_type="application/json",
+        description="A run's events, a page at a time: read next_cursor's page with ?cursor=N until it is null",
     )
-    async def trace(run_id: str) -> dict[str, Any]:
-        events = await _read(runs.trace, run_id)
-        return {"run_id": run_id, "events": [e.model_dump(mode="json") for e in events]}
+    async def trace(run_id: str, cursor: str | None = None) -> dict[str, Any]:
+        return await _read(trace_page, runs, run_id, cursor)  # type: ignore[no-any-return]
 
     @mcp.resource(
         "loopengt://runs/{run_id}/checkpoints",

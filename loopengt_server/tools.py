@@ -108,7 +108,7 @@ async def _submit(
     """`runs.step`, on the event loop when it is only a local append+fsync (cheaper than the hop to a
     worker thread) and the run's lock is free; anything that can take longer goes to a worker thread."""
     answer = None
-    if runs.quick(run_id):
+    if runs.quick(run_id, task_id):
         try:
             answer = runs.step(
                 run_id, task_id, output, outcome=outcome, error=error, run_commands=False, wait=False
@@ -192,7 +192,12 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     async def list_runs(status: str | None = None, limit: int = 20) -> types.CallToolResult:
         """Runs in this store, newest first (optionally only one status)."""
         found = await _call(runs.list_runs, status=status, limit=limit)
-        text = "\n".join(f"{r.run_id} {r.loop} {r.status} turn {r.turn}" for r in found) or "No runs."
+        text = "\n".join(
+            f"{r.run_id} {r.status}: {r.error}"
+            if r.error
+            else f"{r.run_id} {r.loop} {r.status} turn {r.turn}"
+            for r in found
+        ) or ("No runs." if status is None else f"No {status} runs.")
         return _result({"runs": [r.model_dump(mode="json") for r in found]}, text)
 
     @mcp.tool()
@@ -215,14 +220,13 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         )
         return _result(result, text)
 
+    templates = [t.__dict__ for t in catalog_templates()]  # read and parsed once, before any client calls
+    templates_text = "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in templates)
+
     @mcp.tool()
     async def list_templates() -> types.CallToolResult:
         """Built-in loop templates (name, pattern, description) for start_run(template=...)."""
-        found = [t.__dict__ for t in catalog_templates()]
-        return _result(
-            {"templates": found},
-            "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in found),
-        )
+        return _result({"templates": [dict(t) for t in templates]}, templates_text)
 
     _compact(mcp)
 

@@ -238,10 +238,16 @@ def resource_text(result: types.ReadResourceResult) -> str:
 
 
 async def trace_events(client: Client, run_id: str) -> list[dict[str, Any]]:
-    result = await client.read_resource(f"loopengt://runs/{run_id}/trace", cache_mode="bypass")
-    body = resource_json(result)
-    assert body["run_id"] == run_id
-    return list(body["events"])
+    """The whole trace, following the pages' next_cursor."""
+    events: list[dict[str, Any]] = []
+    uri = f"loopengt://runs/{run_id}/trace"
+    while True:
+        body = resource_json(await client.read_resource(uri, cache_mode="bypass"))
+        assert body["run_id"] == run_id
+        events += body["events"]
+        if body["next_cursor"] is None:
+            return events
+        uri = f"loopengt://runs/{run_id}/trace?cursor={body['next_cursor']}"
 
 
 # --- driving runs ------------------------------------------------------------------------------------------

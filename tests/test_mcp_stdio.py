@@ -205,7 +205,7 @@ async def test_resources(client: Client) -> None:
     templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
     assert {
         "loopengt://runs/{run_id}",
-        "loopengt://runs/{run_id}/trace",
+        "loopengt://runs/{run_id}/trace{?cursor}",
         "loopengt://runs/{run_id}/checkpoints",
         "loopengt://templates/{name}",
     } <= templates

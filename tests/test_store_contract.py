@@ -480,3 +480,18 @@ def test_delete_waits_for_the_lock_holder(store_factory: Callable[[], Store]) ->
         pass
     holder.close()
     deleter.close()
+
+
+def test_task_events_are_found_by_task_id(store: Store) -> None:
+    """Only the events whose data names the task come back, in order, also after snapshots and appends."""
+    store.create_run("tasks", SPEC, [ev(1, task_id="a#1"), ev(2, task_id="b#1"), ev(3, n=3)])
+    store.append("tasks", [ev(4, task_id="a#1", output={"task_id": "b#1"}), ev(5, task_id="a#10")])
+    store.save_snapshot("tasks", 5, {"seq": 5})
+    store.append("tasks", [ev(6, task_id="a#1"), ev(7, task_id='q"\t\n#1')])
+    assert [e.seq for e in store.task_events("tasks", "a#1")] == [1, 4, 6]
+    assert [e.seq for e in store.task_events("tasks", "b#1")] == [2]
+    assert [e.seq for e in store.task_events("tasks", 'q"\t\n#1')] == [7]
+    assert store.task_events("tasks", "a#1")[1] == ev(4, task_id="a#1", output={"task_id": "b#1"})
+    assert store.task_events("tasks", "c#1") == []
+    with pytest.raises(NotFound):
+        store.task_events("nope", "a#1")

@@ -77,6 +77,7 @@ def test_layout_and_line_format(fs: FileStore, root: Path) -> None:
         "lock",
         "snapshot.json",
         "spec.yaml",
+        "tasks.idx",  # derived: the task index, brought up to date with each snapshot
     ]
     assert (run / "spec.yaml").read_text() == SPEC
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["c1.json"]

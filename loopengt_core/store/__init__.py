@@ -126,6 +126,14 @@ class Store(Protocol):
     def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with seq > after, in order, at most `limit`."""
 
+    def task_events(self, run_id: str, task_id: str) -> list[Event]:
+        """The events whose `data["task_id"]` is `task_id`, in order (what a late submission is answered
+        from); the cost follows their number, not the log's length (an index by task id).
+
+        Raises:
+            NotFound: no such run.
+        """
+
     def last_seq(self, run_id: str) -> int:
         """The seq of the last durable event (0 for none)."""
 

@@ -9,6 +9,8 @@ Layout of `<root>/runs/<run_id>/`:
                            byte `offset` of events.jsonl, so loading seeks instead of scanning
     checkpoints/<id>.json  {"run_id","checkpoint_id","seq","label","created_at","state","crc"}
     lock                   flock(2) target that serialises writers across processes
+    tasks.idx              derived, rebuildable: where each event naming a task id lies in events.jsonl
+                           (see "Task index" below)
 
 `crc` is the zlib CRC-32 (8 lowercase hex digits) of the same JSON object serialised compactly without
 the `crc` key. A line counts only when it ends in a newline and its checksum holds: a crash mid-append
@@ -28,6 +30,17 @@ inside a complete batch; a read that starts there takes the batch's `end` from i
 
 Durability: every append, snapshot, checkpoint and run creation is fsynced (files and the directories
 that name them) before the call returns, so an acknowledged call survives a crash or power loss.
+
+Task index: `task_events(run_id, task_id)` answers a late or repeated submission without reading the
+log. `tasks.idx` holds a line `<task id as JSON>\t<seq>\t<start>\t<end>` (byte range of the event's
+line in events.jsonl) for every event whose data has a `task_id`, and after each batch of those a marker
+`#\t<seq>\t<offset>\t<length>\t<crc>`: the log is indexed up to event `seq`, which ends at `offset`, and the
+`length` bytes of entries before the marker have that CRC-32. It is brought up to date under the run's
+lock when a snapshot is saved and before a lookup (only the events after the last marker are read), one
+write and one fdatasync each time, so only the last chunk can be torn, and its CRC tells; lines after the
+last marker are a torn write and are cut off. A marker that does not match the log (a
+repaired log) or cannot be read, or a missing file, makes the lookup rebuild the index from the log.
+A lookup reads the index (a few dozen bytes per task event) and then only the events it names.
 
 Only `loopengt_core.errors` exceptions leave this module; OSErrors become `StoreIOError`.
 """
@@ -55,6 +68,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
+from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, OPEN_FILES_ENV, env_count
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import Event
 from loopengt_core.store import (
@@ -87,6 +101,7 @@ SPEC = "spec.yaml"
 SNAPSHOT = "snapshot.json"
 CHECKPOINTS = "checkpoints"
 LOCK = "lock"
+TASKS = "tasks.idx"
 TMP_PREFIX = ".tmp-"
 
 _CRC_MARK = b',"crc":"'
@@ -96,6 +111,7 @@ _BACK_BLOCK = 8192  # first backward read when looking for the start of the last
 _STRIDE = 256  # remember the byte offset of every 256th seq, so `events(after=...)` seeks near its target
 _MAX_POINTS = 4096
 _NO_LIMIT = 1 << 62
+_INDEX_PAGE = 1000  # events read per step while bringing a task index up to date (bounds memory)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -285,6 +301,7 @@ class _Scan:
     stopped: bool  # ended early because `limit` was reached
     points: list[tuple[int, int]]
     first_end: int  # offset just after the first returned event (`end` if none)
+    ends: list[int] = field(default_factory=list)  # offset just after each returned event's line
 
 
 @dataclass(frozen=True)
@@ -297,7 +314,15 @@ class _Snapshot:
 class FileStore:
     """`Store` over plain files; see the module docstring for the layout and the guarantees."""
 
-    def __init__(self, root: str | os.PathLike[str] = ".loopengt", *, snapshot_every: int = 100) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = ".loopengt",
+        *,
+        snapshot_every: int = 100,
+        max_open_files: int | None = None,
+    ) -> None:
+        """`max_open_files`: append descriptors kept open (default LOOPENGT_OPEN_FILES, else 64); the
+        least recently used is closed, so a store of any number of runs stays within a file limit."""
         if not isinstance(snapshot_every, int) or snapshot_every < 1:
             raise InvalidArgument(f"snapshot_every must be a positive integer, not {snapshot_every!r}")
         self.root = Path(os.fspath(root))
@@ -308,10 +333,15 @@ class FileStore:
         self.lines_parsed = 0
         self.bytes_read = 0
         self._mutex = threading.Lock()
-        self._caches: dict[str, _RunCache] = {}
-        self._fds: dict[str, int] = {}
-        self._thread_locks: dict[str, threading.Lock] = {}
         self._held: dict[str, int] = {}
+        # What is known of each log (offsets, last seq): small, so many more runs than open files.
+        self._caches: LRU[str, _RunCache] = LRU(8 * env_count(CACHED_RUNS_ENV, 64))
+        self._fds: LRU[str, int] = LRU(
+            max_open_files or env_count(OPEN_FILES_ENV, 64),
+            evict=lambda _, fd: os.close(fd),
+            busy=self._held.__contains__,  # its run's lock holder may be writing to it right now
+        )
+        self._thread_locks: dict[str, threading.Lock] = {}
         self._last_created_ns = 0
         self._fault_point: str | None = None
         self._fault_nth = 1
@@ -379,7 +409,7 @@ class FileStore:
                 return fd
             if fd is not None:
                 os.close(fd)
-                del self._fds[run_id]
+                self._fds.pop(run_id)
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
             self._fds[run_id] = fd
             return fd
@@ -387,8 +417,8 @@ class FileStore:
     def _forget(self, run_id: str) -> None:
         """Drop what we cached about a run after a failed write: the next call re-reads the tail."""
         with self._mutex:
-            self._caches.pop(run_id, None)
-            fd = self._fds.pop(run_id, None)
+            self._caches.pop(run_id)
+            fd = self._fds.pop(run_id)
         if fd is not None:
             with suppress(OSError):
                 os.close(fd)
@@ -397,7 +427,7 @@ class FileStore:
         with self._mutex:
             cache = self._caches.get(run_id)
             if cache is not None and (cache.ino != st.st_ino or st.st_size < cache.clean):
-                del self._caches[run_id]  # the file was replaced or rewritten: nothing we knew holds
+                self._caches.pop(run_id)  # the file was replaced or rewritten: nothing we knew holds
                 cache = None
             return cache
 
@@ -491,6 +521,7 @@ class FileStore:
         end, seq = start, prev_seq  # just after the last complete batch
         cur = batch_end = prev_seq  # the last line read and the seq ending its batch (cur < batch_end: open)
         kept, first_end = 0, start
+        ends: list[int] = []
         while cur < batch_end or len(events) < want:
             nl = buf.find(b"\n", i)
             if nl < 0:
@@ -536,12 +567,14 @@ class FileStore:
                 if not events:
                     first_end = line_end
                 events.append(event)
+                ends.append(line_end)
             if got == batch_end:  # the batch is complete: it counts
                 seq, end, kept = got, line_end, len(events)
                 points.extend(pending)
                 pending.clear()
         del events[kept:]  # an unfinished last batch: dropped like a torn tail
-        return _Scan(events, end, seq, len(events) >= want, points, first_end if events else end)
+        del ends[kept:]
+        return _Scan(events, end, seq, len(events) >= want, points, first_end if events else end, ends)
 
     def _tail(self, run_id: str, fd: int, size: int, cache: _RunCache | None) -> tuple[int, int]:
         """(clean end offset, last seq) read from the end of the file: O(1) in the log's length.
@@ -819,8 +852,8 @@ class FileStore:
                 return []
             prev_seq, start = self._start_for(run_id, fd, st, after)
             scan = self._scan(run_id, fd, start, prev_seq, st.st_size, after=after, limit=limit)
-            if scan.stopped:
-                self._remember(run_id, st, points=scan.points)
+            if scan.stopped:  # where this read ended, so that the next page starts there (paged readers)
+                self._remember(run_id, st, points=[*scan.points, (scan.events[-1].seq, scan.ends[-1])])
             else:
                 self._remember(run_id, st, clean=scan.end, last_seq=scan.last_seq, points=scan.points)
             return scan.events
@@ -885,6 +918,133 @@ class FileStore:
             cache = self._caches.get(run_id)
             if cache is not None:
                 cache.add_point(seq, offset)
+        self._index_quietly(run_id)
+
+    # ----------------------------------------------------------------------------------- task index
+
+    @_guard("reading a task's events")
+    def task_events(self, run_id: str, task_id: str) -> list[Event]:
+        """The events whose data names `task_id`, in order: read through `tasks.idx`, not the whole log."""
+        check_id(run_id)
+        if not isinstance(task_id, str):
+            raise InvalidArgument("task_id must be text")
+        with self._exclusive(run_id):
+            fd = self._open_events(run_id)
+            try:
+                for rebuild in (False, True):
+                    found = self._task_events(run_id, fd, task_id, rebuild=rebuild)
+                    if found is not None:
+                        return found
+            finally:
+                os.close(fd)
+        raise StoreCorrupt(  # a freshly rebuilt index disagrees with the log it was built from
+            f"run {run_id!r}: {TASKS} does not match {EVENTS}", run_id=run_id
+        )
+
+    def _task_events(self, run_id: str, fd: int, task_id: str, *, rebuild: bool) -> list[Event] | None:
+        """The task's events, or None when the index named an event that is not there (stale index)."""
+        ifd = os.open(self._path(run_id, TASKS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            indexed = self._index_update(run_id, fd, ifd, rebuild=rebuild)
+            events = []
+            for seq, start, end in self._index_find(ifd, indexed, task_id):
+                try:
+                    obj = _unseal(self._pread(fd, end - start - 1, start))
+                    _end_of(obj, _seq_of(obj))
+                    event = Event.model_validate(obj)
+                except (_BadRecord, ValidationError):
+                    return None
+                if event.seq != seq or event.data.get("task_id") != task_id:
+                    return None
+                events.append(event)
+            return events
+        finally:
+            os.close(ifd)
+
+    def _index_marker(self, ifd: int) -> tuple[int, int, int]:
+        """(seq, log offset, index bytes that count) of the index's last marker; zeros if it has none."""
+        end = os.fstat(ifd).st_size
+        for _ in range(4 * _INDEX_PAGE):  # markers are at most a page of events apart: else it is damaged
+            nl = self._rfind_newline(ifd, end) if end > 0 else -1
+            if nl < 0:
+                break
+            start = self._rfind_newline(ifd, nl) + 1
+            line = self._pread(ifd, nl - start, start)
+            if line.startswith(b"#\t"):
+                try:
+                    _, seq, offset, length, crc = line.split(b"\t")
+                    if not 0 <= int(length) <= start:
+                        return 0, 0, 0
+                    entries = self._pread(ifd, int(length), start - int(length))
+                    if b"%08x" % zlib.crc32(entries) != crc:
+                        return 0, 0, 0  # its entries did not all reach the disk (power loss): rebuild
+                    return int(seq), int(offset), nl + 1
+                except ValueError:
+                    return 0, 0, 0  # damaged: rebuild
+            end = start
+        return 0, 0, 0
+
+    def _index_update(self, run_id: str, fd: int, ifd: int, *, rebuild: bool = False) -> int:
+        """Index the log's events after the last marker (all of them when `rebuild`); returns the bytes
+        of the index that count. The caller holds the run's lock."""
+        st, _, last = self._state(run_id, fd)
+        seq, offset, keep = (0, 0, 0) if rebuild else self._index_marker(ifd)
+        if seq > last or not self._snapshot_matches(fd, _Snapshot(seq, offset, {}), st.st_size):
+            seq, offset, keep = 0, 0, 0  # the log is not the one indexed: start again
+        if os.fstat(ifd).st_size != keep:
+            os.ftruncate(ifd, keep)
+        while seq < last:
+            scan = self._scan(run_id, fd, offset, seq, st.st_size, after=seq, limit=_INDEX_PAGE)
+            if not scan.events:
+                break
+            lines, start = [], offset
+            for event, end in zip(scan.events, scan.ends, strict=True):
+                task = event.data.get("task_id")
+                if isinstance(task, str):
+                    lines.append(b"%s\t%d\t%d\t%d\n" % (json.dumps(task).encode(), event.seq, start, end))
+                start = end
+            seq, offset = scan.last_seq, scan.end
+            entries = b"".join(lines)
+            data = entries + b"#\t%d\t%d\t%d\t%08x\n" % (seq, offset, len(entries), zlib.crc32(entries))
+            os.lseek(ifd, keep, os.SEEK_SET)
+            _write_all(ifd, data)
+            _datasync(ifd)  # earlier chunks are durable, so only the last one can ever be torn
+            keep += len(data)
+        return keep
+
+    def _index_find(self, ifd: int, size: int, task_id: str) -> list[tuple[int, int, int]]:
+        """(seq, start, end) of each indexed event of `task_id`, reading the index in chunks."""
+        needle = b"\n" + json.dumps(task_id).encode() + b"\t"
+        found: list[tuple[int, int, int]] = []
+        pos, carry = 0, b""
+        while pos < size:
+            chunk = self._pread(ifd, min(_CHUNK, size - pos), pos)
+            if not chunk:
+                break
+            pos += len(chunk)
+            block = carry + chunk
+            cut = block.rfind(b"\n") + 1
+            body, carry = b"\n" + block[:cut], block[cut:]
+            at = body.find(needle)
+            while at >= 0:
+                stop = body.index(b"\n", at + 1)
+                seq, start, end = body[at + len(needle) : stop].split(b"\t")
+                found.append((int(seq), int(start), int(end)))
+                at = body.find(needle, stop)
+        return found
+
+    def _index_quietly(self, run_id: str) -> None:
+        """Bring the task index up to date; a failure only leaves more for the next lookup to read."""
+        with suppress(LoopengtError, OSError), self._exclusive(run_id):
+            fd = self._open_events(run_id)
+            try:
+                ifd = os.open(self._path(run_id, TASKS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    self._index_update(run_id, fd, ifd)
+                finally:
+                    os.close(ifd)
+            finally:
+                os.close(fd)
 
     # ----------------------------------------------------------------------------------- checkpoints
 
@@ -1133,7 +1293,7 @@ class FileStore:
     def close(self) -> None:
         """Close cached append fds and forget caches; the store stays usable (it reopens on demand)."""
         with self._mutex:
-            fds, self._fds = list(self._fds.values()), {}
+            fds = self._fds.clear()
             self._caches.clear()
         for fd in fds:
             with suppress(OSError):
