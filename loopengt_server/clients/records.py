@@ -130,8 +130,8 @@ class ClientRecord:
     protocol: Protocol | None
     prompts: str  # README: how the packaged prompts reach the agent
     session_note: str  # README: when the session hook puts the run back
-    tasks: str  # README: MCP Tasks (2026-07-28) support
-    timeout: str  # README: tool call timeout and how loopengt copes
+    tasks: str  # README: MCP Tasks (2026-07-28)
+    timeout: str  # README: how long the client waits for a tool call
 
 
 def _block(reason: str) -> dict[str, Any]:
@@ -152,11 +152,6 @@ _CLAUDE_STYLE = dict(
     session_answer=_context("SessionStart"),
 )
 
-_COPES = (
-    "loopengt answers a call only after its gates and commands finish (no bound yet): a longer call is "
-    "cut off by the client while the server finishes the work; get_run then shows the result"
-)
-
 CLAUDE_CODE = ClientRecord(
     name="claude-code",
     title="Claude Code",
@@ -172,9 +167,9 @@ CLAUDE_CODE = ClientRecord(
     ),
     protocol=Protocol(**_CLAUDE_STYLE, shape=lambda data: "turn_id" not in data),  # type: ignore[arg-type]
     prompts="slash commands in `.claude/commands/`",
-    session_note="SessionStart: startup, resume, clear, compact",
-    tasks="no",
-    timeout=f"`MCP_TOOL_TIMEOUT` (ms) or the entry's `timeout`; {_COPES}",
+    session_note="startup, resume, clear, compact",
+    tasks="not used yet",
+    timeout="`MCP_TOOL_TIMEOUT` (ms) or the entry's `timeout`",
 )
 
 CURSOR = ClientRecord(
@@ -205,9 +200,9 @@ CURSOR = ClientRecord(
         status_key="status",
     ),
     prompts="slash commands in `.cursor/commands/`",
-    session_note="sessionStart (a new conversation; Cursor has no hook after a compaction)",
-    tasks="no",
-    timeout=f"not documented; {_COPES}",
+    session_note="new conversations (no hook after a compaction)",
+    tasks="not used yet",
+    timeout="not documented",
 )
 
 VSCODE = ClientRecord(
@@ -233,9 +228,9 @@ VSCODE = ClientRecord(
         session_answer=_context("SessionStart"),
     ),
     prompts="MCP prompts (`/mcp.loopengt.drive_run`)",
-    session_note="SessionStart (a new session; its PreCompact hook cannot add context)",
-    tasks="no",
-    timeout=f"not documented; {_COPES}",
+    session_note="new sessions (PreCompact cannot add context)",
+    tasks="not used yet",
+    timeout="not documented",
 )
 
 CODEX = ClientRecord(
@@ -253,9 +248,9 @@ CODEX = ClientRecord(
     ),
     protocol=Protocol(**_CLAUDE_STYLE, shape=lambda data: "turn_id" in data),  # type: ignore[arg-type]
     prompts="MCP prompts",
-    session_note="SessionStart: startup, resume, clear, compact (PostCompact cannot add context)",
-    tasks="no",
-    timeout=f"`tool_timeout_sec` (300 s by default since mid-2026); {_COPES}",
+    session_note="startup, resume, clear, compact (PostCompact cannot add context)",
+    tasks="not used yet",
+    timeout="`tool_timeout_sec` (300 s by default since mid-2026)",
 )
 
 ANTIGRAVITY = ClientRecord(
@@ -270,9 +265,9 @@ ANTIGRAVITY = ClientRecord(
     hooks=None,
     protocol=None,
     prompts="MCP prompts",
-    session_note="none (no hooks): the `drive_run` prompt or the run's context resource",
-    tasks="no",
-    timeout=f"not documented; {_COPES}",
+    session_note="no hooks: the `drive_run` prompt or `loopengt://runs/{id}/context`",
+    tasks="not used yet",
+    timeout="not documented",
 )
 
 RECORDS: tuple[ClientRecord, ...] = (CLAUDE_CODE, CURSOR, VSCODE, CODEX, ANTIGRAVITY)
@@ -307,7 +302,7 @@ def readme_table() -> str:
         return f"`{rec.hooks.place.shown}` {event}"
 
     rows = [
-        "| client | MCP config | prompts | stop hook | session hook | MCP Tasks | tool timeout |",
+        "| client | MCP config | prompts | stop hook | session hook | MCP Tasks | tool call timeout |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for rec in RECORDS:
