@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hook_helpers import git_project, payload, project_runs
 from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
@@ -22,9 +23,6 @@ from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_server.hooks import run_hook
 from loopengt_server.run_context import MAX_CONTEXT_CHARS, store_context
-
-FIXTURES = Path(__file__).parent / "fixtures" / "hooks"
-RECORDED_PROJECT = "/home/dev/project"
 
 
 def _context(text: str) -> dict[str, Any]:
@@ -65,15 +63,6 @@ SPEC: dict[str, Any] = {
 }
 
 
-def payload(name: str, project: Path, **changes: Any) -> dict[str, Any]:
-    data = json.loads((FIXTURES / name).read_text("utf-8"))
-    if "cwd" in data:
-        data["cwd"] = data["cwd"].replace(RECORDED_PROJECT, str(project))
-    if "workspace_roots" in data:
-        data["workspace_roots"] = [r.replace(RECORDED_PROJECT, str(project)) for r in data["workspace_roots"]]
-    return {**data, **changes}
-
-
 def hook(kind: str, data: dict[str, Any], *args: str, cwd: Path) -> tuple[Any, str]:
     """`loopengt hook KIND ARGS` as the editor runs it: (parsed stdout or None, stderr)."""
     done = subprocess.run(
@@ -100,16 +89,12 @@ def quick(data: dict[str, Any] | bytes, kind: str = "session", **options: Any) -
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    (folder / ".git").mkdir(parents=True)
-    return folder
+    return git_project(tmp_path)
 
 
 @pytest.fixture
 def runs(project: Path) -> Iterator[Runs]:
-    store = FileStore(project / ".loopengt")
-    yield Runs(store, cwd=project)
-    store.close()
+    yield from project_runs(project)
 
 
 def context_of(project: Path, run_id: str) -> str:

@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hook_helpers import git_project, loopengt, payload, project_runs
 from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
 from loopengt_core.runs import Runs
-from loopengt_core.store.files import FileStore
 from loopengt_core.view import RunView
 from loopengt_server.hooks import ADOPTION_IDLE_SECONDS, run_hook, run_stop_hook
-
-FIXTURES = Path(__file__).parent / "fixtures" / "hooks"
 
 
 def _claude_block(reason: str) -> dict[str, Any]:
@@ -44,7 +42,6 @@ CLIENTS: dict[str, tuple[str, str, Callable[[str], Any], Any]] = {
         None,
     ),
 }
-RECORDED_PROJECT = "/home/dev/project"
 TAIL = "\n\nIf you cannot do a task, submit it with outcome 'failure' and an error that says why."
 
 SPEC: dict[str, Any] = {
@@ -94,16 +91,6 @@ STEPS_SPEC: dict[str, Any] = {
     ],
     "policy": {"max_turns": 10},
 }
-
-
-def payload(name: str, project: Path, **changes: Any) -> dict[str, Any]:
-    """A recorded payload, pointed at `project`."""
-    data = json.loads((FIXTURES / name).read_text("utf-8"))
-    if "cwd" in data:
-        data["cwd"] = data["cwd"].replace(RECORDED_PROJECT, str(project))
-    if "workspace_roots" in data:
-        data["workspace_roots"] = [r.replace(RECORDED_PROJECT, str(project)) for r in data["workspace_roots"]]
-    return {**data, **changes}
 
 
 def hook(data: dict[str, Any] | bytes, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -168,16 +155,12 @@ def reason_for(view: dict[str, Any] | RunView, max_turns: int) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    (folder / ".git").mkdir(parents=True)
-    return folder
+    return git_project(tmp_path)
 
 
 @pytest.fixture
 def runs(project: Path) -> Iterator[Runs]:
-    store = FileStore(project / ".loopengt")
-    yield Runs(store, cwd=project)
-    store.close()
+    yield from project_runs(project)
 
 
 # --- the scripted session: a real MCP server over stdio, the hook as a subprocess -------------------------
@@ -238,16 +221,7 @@ async def test_a_session_blocks_with_the_open_task_until_the_run_waits_or_ends(
     assert answer(stop, cwd=project) == allow
 
     # a person approves; the run completes and the same payloads may stop
-    approved = subprocess.run(
-        [str(LOOPENGT), "approve", "hooked", "--store", str(project / ".loopengt")],
-        cwd=project,
-        env={**os.environ, **server_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert approved.returncode == 0, approved.stderr
+    loopengt("approve", "hooked", project=project)
     final = ok(await client.call_tool("get_run", {"run_id": "hooked"}))
     assert final["status"] == "completed"
     assert answer(stop, cwd=project) == allow
@@ -331,16 +305,7 @@ def test_loopengt_cancel_stops_the_continuation_at_once(runs: Runs, project: Pat
     """oh-my-claudecode#1299: cancelling must end the loop on the very next stop."""
     runs.start_run(spec=STEPS_SPEC, run_id="four")
     assert quick(payload("claude-code/stop.json", project))[0] is not None
-    cancelled = subprocess.run(
-        [str(LOOPENGT), "cancel", "four", "--store", str(project / ".loopengt")],
-        cwd=project,
-        env={**os.environ, **server_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert cancelled.returncode == 0, cancelled.stderr
+    loopengt("cancel", "four", project=project)
     assert answer(payload("claude-code/stop.json", project), cwd=project) is None
     assert answer(payload("claude-code/stop_active.json", project), cwd=project) is None
 
