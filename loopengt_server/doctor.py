@@ -17,7 +17,10 @@ import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from loopengt_server.clients.records import ClientRecord
 
 Level = Literal["OK", "WARN", "FAIL"]
 MIN_PYTHON = (3, 11)
@@ -309,6 +312,25 @@ def _load_config(toml: bool, path: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+def _hooks_check(rec: ClientRecord, project: Path) -> Check | None:
+    """Both hooks registered (OK), only one (WARN), or none of ours: nothing to say (hooks are optional)."""
+    from loopengt_server.clients.merge import registered_hooks
+
+    found = registered_hooks(rec, project)
+    if not found or rec.hooks is None:
+        return None
+    shown = rec.hooks.place.shown
+    missing = [r.command for r in rec.hooks.registrations if r not in found]
+    if missing:
+        return Check(
+            "WARN",
+            rec.name,
+            f"{shown}: `{', '.join(missing)}` not registered",
+            f"loopengt init --client {rec.name} --stop-hook",
+        )
+    return Check("OK", rec.name, f"{shown}: hooks {', '.join(r.event for r in found)} registered")
+
+
 def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
     """One line per client config found here, and the postgresql:// stores those configs name."""
     checks: list[Check] = []
@@ -343,6 +365,9 @@ def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
         for name, entry in ours.items():
             checks.append(_command_check(client, shown, name, entry))
             stores.extend((f"{client} store", url) for url in _store_urls(entry))
+        hooks = _hooks_check(rec, project)
+        if hooks is not None:
+            checks.append(hooks)
     if not any(c.level == "OK" for c in checks):
         checks.append(
             Check(

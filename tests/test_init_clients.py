@@ -38,7 +38,7 @@ HOOK_FILES = {
 }
 STOP = "loopengt hook stop"
 SESSION = "loopengt hook session"
-SOURCES = "startup|resume|clear|compact"
+SOURCES = "startup|resume|compact"
 
 
 def init(project: Path, *args: str, codex_home: Path | None = None) -> str:
@@ -478,3 +478,21 @@ def test_the_readme_snippets_are_what_init_writes(tmp_path: Path) -> None:
 
 def test_the_readme_table_is_the_client_records() -> None:
     assert readme_table() in readme_section()
+
+
+def test_doctor_reads_the_hooks_from_the_records(tmp_path: Path) -> None:
+    from loopengt_server.doctor import check_clients
+
+    init(tmp_path, "--client", "cursor", "--stop-hook")
+    checks, _ = check_clients(tmp_path)
+    assert [(c.level, c.name, c.detail) for c in checks if "hooks" in c.detail] == [
+        ("OK", "cursor", ".cursor/hooks.json: hooks stop, sessionStart registered")
+    ]
+    hooks = tmp_path / ".cursor" / "hooks.json"
+    hooks.write_text(json.dumps({"version": 1, "hooks": {"stop": [{"command": STOP}]}}), encoding="utf-8")
+    checks, _ = check_clients(tmp_path)
+    [warning] = [c for c in checks if "hooks" in c.detail]
+    assert warning.line() == (
+        "WARN  cursor                 .cursor/hooks.json: `loopengt hook session` not registered"
+        " -> fix: loopengt init --client cursor --stop-hook"
+    )

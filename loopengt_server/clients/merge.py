@@ -258,3 +258,23 @@ def merge_hooks(rec: ClientRecord, project: Path, *, write: bool) -> Change:
     )
     note = f"hooks {', '.join(r.event for r in missing)}" + (" beside others" if table else "")
     return write_file(path, dump_json(merged), text is not None, note)
+
+
+def registered_hooks(rec: ClientRecord, project: Path) -> list[Registration] | None:
+    """Which of our registrations the client's hook file holds; None when there is no such file to read."""
+    if rec.hooks is None:
+        return None
+    path = rec.hooks.place.path(project)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    table = data.get("hooks") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        return []
+    return [
+        reg
+        for reg in rec.hooks.registrations
+        if isinstance(table.get(reg.event), list)
+        and any(is_ours(c, reg) for c in _commands(rec.hooks, table[reg.event]))
+    ]

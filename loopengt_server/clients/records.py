@@ -22,7 +22,7 @@ SERVER_COMMAND = "loopengt"
 SERVER_ARGS = ("serve",)
 STOP_COMMAND = "loopengt hook stop"
 SESSION_COMMAND = "loopengt hook session"
-SESSION_SOURCES = "startup|resume|clear|compact"
+SESSION_SOURCES = "startup|resume|compact"
 
 HookKind = Literal["stop", "session"]
 
@@ -167,7 +167,7 @@ CLAUDE_CODE = ClientRecord(
     ),
     protocol=Protocol(**_CLAUDE_STYLE, shape=lambda data: "turn_id" not in data),  # type: ignore[arg-type]
     prompts="slash commands in `.claude/commands/`",
-    session_note="startup, resume, clear, compact",
+    session_note="startup, resume, compact (not after /clear)",
     tasks="not used yet",
     timeout="`MCP_TOOL_TIMEOUT` (ms) or the entry's `timeout`",
 )
@@ -248,7 +248,7 @@ CODEX = ClientRecord(
     ),
     protocol=Protocol(**_CLAUDE_STYLE, shape=lambda data: "turn_id" in data),  # type: ignore[arg-type]
     prompts="MCP prompts",
-    session_note="startup, resume, clear, compact (PostCompact cannot add context)",
+    session_note="startup, resume, compact (not after /clear; PostCompact cannot add context)",
     tasks="not used yet",
     timeout="`tool_timeout_sec` (300 s by default since mid-2026)",
 )
