@@ -232,7 +232,7 @@ def decide_stop(payload: Payload, *, store: str | None = None, max_loops: int = 
             note="no session id in the payload: a loop that cannot tell sessions apart would hold them all"
         )
     folder, now = _state_dir(location, base), time.time()
-    who = f"{payload.client.name}:{payload.session}"
+    who = payload.session  # not the client: Codex's SessionStart looks like Claude Code's
     run = next((r for r in runs if not _driven_elsewhere(folder, r, who, now)), None)
     if run is None:
         return Verdict()  # every live run is driven by another session
@@ -263,7 +263,7 @@ def decide_session(payload: Payload, *, store: str | None = None) -> Verdict:
     runs = [r for r in _live(location) if r.state.status in ("running", "waiting_approval")]
     if not runs:
         return Verdict()
-    who = f"{payload.client.name}:{payload.session}" if payload.session else ""
+    who = payload.session or ""
     folder = _state_dir(location, base)
     # this session's own run first (a compaction, a resume), else the newest
     mine = [

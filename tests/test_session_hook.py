@@ -145,15 +145,16 @@ def test_the_context_says_where_the_run_stands_in_at_most_2000_characters(runs: 
     )
 
 
-def test_this_sessions_own_run_comes_first(runs: Runs, project: Path) -> None:
+@pytest.mark.parametrize("client", ["claude-code", "codex"])
+def test_this_sessions_own_run_comes_first(client: str, runs: Runs, project: Path) -> None:
+    """After a compaction the session gets back the run it drives, not the newest one."""
     runs.start_run(spec=SPEC, run_id="mine")
-    assert (
-        quick(payload("claude-code/stop.json", project), "stop")[0]["decision"] == "block"
-    )  # it drives 'mine'
+    stopped = quick(payload(f"{client}/stop.json", project), "stop")[0]
+    assert stopped["decision"] == "block", "this session now drives 'mine'"
     runs.start_run(spec=SPEC, run_id="newer")  # updated later: the newest
-    compact = payload("claude-code/session_compact.json", project)
+    compact = payload(f"{client}/session_compact.json", project)
     assert quick(compact)[0] == _context(context_of(project, "mine"))
-    other = payload("claude-code/session_compact.json", project, session_id="a-new-session")
+    other = payload(f"{client}/session_compact.json", project, session_id="a-new-session")
     assert quick(other)[0] == _context(context_of(project, "newer"))
 
 
