@@ -23,6 +23,7 @@ from loopengt_core.store import open_store
 from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
+from loopengt_server.run_context import store_context
 from loopengt_server.tools import register_tools
 
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -89,7 +90,7 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
     _serve_log_level(mcp)
     register_tools(mcp, runs, notifier)
     register_resources(mcp, runs)
-    register_prompts(mcp)
+    register_prompts(mcp, context=lambda run_id: store_context(runs.store, run_id))
     return mcp
 
 

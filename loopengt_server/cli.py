@@ -117,16 +117,28 @@ def init(
     clients: Annotated[
         list[str],
         typer.Option(
-            "--client", "-c", help="Configure an editor: claude-code, cursor, vscode or codex (repeatable)"
+            "--client",
+            "-c",
+            help="Configure an editor: claude-code, cursor, vscode, codex or antigravity (repeatable)",
         ),
     ] = [],  # noqa: B006
     stop_hook: Annotated[
         bool,
-        typer.Option("--stop-hook", help="Also register `loopengt hook stop` (claude-code, cursor)"),
+        typer.Option(
+            "--stop-hook",
+            "--hooks",
+            help="Also register the hooks `loopengt hook stop` and `loopengt hook session` "
+            "(claude-code, cursor, vscode, codex)",
+        ),
     ] = False,
     write_home: Annotated[
         bool,
-        typer.Option("--write-home", "--yes", "-y", help="Let --client codex write ~/.codex/config.toml"),
+        typer.Option(
+            "--write-home",
+            "--yes",
+            "-y",
+            help="Let init change files in your home (codex: ~/.codex; antigravity: ~/.gemini/antigravity)",
+        ),
     ] = False,
     project: Annotated[
         Path, typer.Option("--project", help="The project folder the client files go to")
@@ -160,9 +172,7 @@ def _init_clients(
     if stop_hook and not any(c in setup.HOOK_CLIENTS for c in chosen):
         raise fail(f"--stop-hook needs --client {' or --client '.join(setup.HOOK_CLIENTS)}", 2)
     for client in chosen:
-        for change in setup.init_client(
-            client, project, stop_hook=stop_hook, write_home=write_home, force=force
-        ):
+        for change in setup.init_client(client, project, hooks=stop_hook, write_home=write_home, force=force):
             if change.action == "print":
                 typer.echo(
                     f"{client}: add this to {change.path} ({change.note}):\n{change.snippet}", nl=False
@@ -172,7 +182,7 @@ def _init_clients(
                     f"{client}: {change.action} {change.path}" + (f": {change.note}" if change.note else "")
                 )
         if stop_hook and client not in setup.HOOK_CLIENTS:
-            typer.echo(f"{client}: no stop hook to register (only {', '.join(setup.HOOK_CLIENTS)} have one)")
+            typer.echo(f"{client}: no hooks to register (only {', '.join(setup.HOOK_CLIENTS)} have them)")
     if setup.loopengt_on_path() is None:
         typer.echo(
             f"note: `loopengt` is not on PATH; the editors run `loopengt serve`, so put {Path(sys.executable).parent} "
@@ -700,29 +710,48 @@ def doctor(
 
 
 hook_app = typer.Typer(
-    help="Editor hooks: `loopengt hook stop` keeps an agent on a run's open tasks (init --stop-hook).",
+    help="Editor hooks that keep an agent on a run: `hook stop` and `hook session` (init --stop-hook).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 app.add_typer(hook_app, name="hook")
 
+HookStoreOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer
+    typer.Option("--store", help="Store (default: the nearest .loopengt/ from the payload's folder)"),
+]
+HookClientOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer
+    typer.Option("--client", help="The client sending the payload (default: told by its shape)"),
+]
+
 
 @hook_app.command("stop")
 def hook_stop(
-    store: Annotated[
-        Optional[str],  # noqa: UP045 - typer
-        typer.Option("--store", help="Store (default: the nearest .loopengt/ from the payload's cwd)"),
-    ] = None,
+    store: HookStoreOption = None,
+    client: HookClientOption = None,
     max_loops: Annotated[
         int, typer.Option("--max-loops", help="At most this many blocks / follow-ups in a row")
     ] = 5,
 ) -> None:
-    """Claude Code Stop / Cursor stop hook: payload JSON on stdin; continue while a run has open tasks."""
-    from loopengt_server.hooks import run_stop_hook
+    """Stop hook: payload JSON on stdin; keeps the agent going while a run has open tasks."""
+    from loopengt_server.hooks import run_hook
 
     raise typer.Exit(
-        run_stop_hook(sys.stdin.buffer, sys.stdout, sys.stderr, store=store, max_loops=max_loops)
+        run_hook(
+            "stop", sys.stdin.buffer, sys.stdout, sys.stderr, client=client, store=store, max_loops=max_loops
+        )
+    )
+
+
+@hook_app.command("session")
+def hook_session(store: HookStoreOption = None, client: HookClientOption = None) -> None:
+    """SessionStart hook: payload JSON on stdin; puts the live run back into the agent's context."""
+    from loopengt_server.hooks import run_hook
+
+    raise typer.Exit(
+        run_hook("session", sys.stdin.buffer, sys.stdout, sys.stderr, client=client, store=store)
     )
 
 

@@ -3,7 +3,7 @@
 Checks only read: the file store check creates and removes one temp file, the PostgreSQL check connects
 and reads the schema version without migrating anything, the workspace check records the files into a
 throwaway index and object directory. Client configurations are looked for where
-each editor reads them from this directory (Codex: `$CODEX_HOME/config.toml`, else `~/.codex`).
+each editor reads them (the client records; Codex: `$CODEX_HOME/config.toml`, else `~/.codex`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,14 @@ import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from loopengt_server.clients.records import ClientRecord
 
 Level = Literal["OK", "WARN", "FAIL"]
 MIN_PYTHON = (3, 11)
 _CONNECT_TIMEOUT = 5
-
-# client -> (config path relative to the project, or None for Codex's home file; the servers key)
-CLIENT_FILES: dict[str, tuple[str | None, str]] = {
-    "claude-code": (".mcp.json", "mcpServers"),
-    "cursor": (".cursor/mcp.json", "mcpServers"),
-    "vscode": (".vscode/mcp.json", "servers"),
-    "codex": (None, "mcp_servers"),
-}
 
 
 @dataclass(frozen=True)
@@ -253,11 +248,6 @@ def check_workspace(project: Path, store: str) -> Check:
     return Check("OK", "workspace", f"runs started in {project} record their files in git")
 
 
-def _codex_config() -> Path:
-    configured = os.environ.get("CODEX_HOME")
-    return (Path(configured).expanduser() if configured else Path.home() / ".codex") / "config.toml"
-
-
 def _mentions(entry: Any) -> bool:
     return "loopengt" in json.dumps(entry, default=str)
 
@@ -307,14 +297,14 @@ def _command_check(client: str, shown: str, name: str, entry: dict[str, Any]) ->
     return Check("OK", client, f"{shown}: server {name!r} runs `{command} {args}`".rstrip())
 
 
-def _load_config(client: str, path: Path) -> tuple[dict[str, Any] | None, str]:
+def _load_config(toml: bool, path: Path) -> tuple[dict[str, Any] | None, str]:
     """(parsed config, '') or (None, why it does not parse)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"cannot be read ({exc})"
     try:
-        data = tomllib.loads(text) if client == "codex" else json.loads(text or "{}")
+        data = tomllib.loads(text) if toml else json.loads(text or "{}")
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         return None, f"does not parse ({exc})"
     if not isinstance(data, dict):
@@ -322,16 +312,38 @@ def _load_config(client: str, path: Path) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+def _hooks_check(rec: ClientRecord, project: Path) -> Check | None:
+    """Both hooks registered (OK), only one (WARN), or none of ours: nothing to say (hooks are optional)."""
+    from loopengt_server.clients.merge import registered_hooks
+
+    found = registered_hooks(rec, project)
+    if not found or rec.hooks is None:
+        return None
+    shown = rec.hooks.place.shown
+    missing = [r.command for r in rec.hooks.registrations if r not in found]
+    if missing:
+        return Check(
+            "WARN",
+            rec.name,
+            f"{shown}: `{', '.join(missing)}` not registered",
+            f"loopengt init --client {rec.name} --stop-hook",
+        )
+    return Check("OK", rec.name, f"{shown}: hooks {', '.join(r.event for r in found)} registered")
+
+
 def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
     """One line per client config found here, and the postgresql:// stores those configs name."""
     checks: list[Check] = []
     stores: list[tuple[str, str]] = []
-    for client, (relative, key) in CLIENT_FILES.items():
-        path = project / relative if relative else _codex_config()
-        shown = relative or str(path)
+    from loopengt_server.clients.records import RECORDS
+
+    for rec in RECORDS:
+        client, key = rec.name, rec.mcp.key
+        path = rec.mcp.place.path(project)
+        shown = rec.mcp.place.relative if rec.mcp.place.home is None else str(path)
         if not path.is_file():
             continue
-        data, problem = _load_config(client, path)
+        data, problem = _load_config(rec.mcp.format == "toml", path)
         if data is None:
             # VS Code reads JSON with comments, which json refuses: only a warning there.
             level: Level = "WARN" if client == "vscode" else "FAIL"
@@ -353,13 +365,16 @@ def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
         for name, entry in ours.items():
             checks.append(_command_check(client, shown, name, entry))
             stores.extend((f"{client} store", url) for url in _store_urls(entry))
+        hooks = _hooks_check(rec, project)
+        if hooks is not None:
+            checks.append(hooks)
     if not any(c.level == "OK" for c in checks):
         checks.append(
             Check(
                 "WARN",
                 "clients",
                 f"no editor in {project} is configured to start loopengt",
-                "loopengt init --client claude-code|cursor|vscode|codex (or: claude mcp add loopengt -- loopengt serve)",
+                "loopengt init --client NAME (claude-code, cursor, vscode, codex, antigravity)",
             )
         )
     return checks, stores

@@ -1,28 +1,30 @@
-"""`loopengt hook stop`: keep an editor's agent working while a loopengt run has open tasks.
+"""`loopengt hook stop` and `loopengt hook session`: keep an editor's agent on a loopengt run.
 
-Claude Code runs its `Stop` hook and Cursor its `stop` hook when the agent is about to end its turn,
-with a JSON payload on stdin:
+Each client runs the hook with a JSON payload on stdin; its record (`clients/records.py`) says how to tell
+the client by the payload's shape (or `--client`), where the session id and project folder are, and how to
+answer. An unknown payload, a payload of another event, a broken store: the hook lets the agent go (exit 0,
+nothing on stdout but the client's "go on" answer, one line on stderr), never a traceback.
 
-- Claude Code: `session_id`, `transcript_path`, `cwd`, `hook_event_name: "Stop"`, `stop_hook_active`
-  (true when a stop hook already blocked in this stop cycle). `{"decision": "block", "reason": ...}` on
-  stdout keeps the agent going with the reason as its next instruction; no output (exit 0) lets it stop.
-- Cursor: `conversation_id`, `hook_event_name: "stop"`, `status` (`completed`, `aborted`, `error`),
-  `loop_count` (follow-ups already sent in this chain), `workspace_roots`. `{"followup_message": ...}`
-  is sent as the next user message; `{}` lets it stop.
+stop: while a run in the project's store is running with open agent tasks and turns left, the answer is
+the run's next action and open tasks (Claude Code and Codex `decision: block`, VS Code the same inside
+`hookSpecificOutput`, Cursor `followup_message`). Guards, from the Ralph-loop plugin's bug reports:
 
-The hook looks for the store (`--store`, else the nearest `.loopengt/` from the payload's directory up to
-the repository root) and the most recently updated run that is `running` with open agent tasks and turns
-left. If there is one, the answer is the run's `next_action` and the open tasks' instructions. It never
-holds the agent back when no run is active, when the run waits for a person (`waiting_approval`), has
-ended, or has spent its turns; nor when Cursor reports an aborted or failed turn.
+- no session id in the payload: never continue (an unguarded hook traps every session in the project);
+- a run is driven by one session: the first session the hook continues adopts it (`<store>/hooks/
+  run-<id>.json`); another session is not held on that run until the driving one has not stopped for
+  `ADOPTION_IDLE_SECONDS` (it was closed, or left);
+- `stop_hook_active` (Claude Code, Codex, VS Code) or Cursor's `loop_count` above 0 mark a chain: in it
+  the hook continues only if the run moved since its last answer (`<store>/hooks/<client>-<session>.json`)
+  and at most `max_loops` times; Cursor's `loop_count` at `max_loops` always lets it stop, and an aborted
+  or failed Cursor turn is never continued;
+- no run active (none, waiting for a person, paused, ended, out of turns; `loopengt cancel` ends it at
+  once): no block and no message.
 
-Loop guards: a block counts as a link of a chain when Claude Code says `stop_hook_active` or Cursor's
-`loop_count` is above 0. Within a chain the hook blocks again only if the run made progress since its
-last block (another turn, other open tasks: recorded in `<store>/hooks/<client>-<session>.json`), and at
-most `max_loops` times in a row; Cursor's `loop_count` at or above `max_loops` always lets it stop.
+session: at SessionStart (after a compaction, on resume, in a new session) the answer puts the live run
+back into the agent's context (`run_context.context_text`, at most 2,000 characters); nothing when no run
+is live in this project.
 
-It never fails the agent: an unreadable payload or a broken store lets the stop happen (exit 0) with one
-line on stderr, never a traceback.
+The hook only reads the store; the only files it writes are its own under `<store>/hooks/`.
 """
 
 from __future__ import annotations
@@ -34,45 +36,48 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
+
+from loopengt_server.clients.records import BY_NAME, HOOK_CLIENTS, ClientRecord, HookKind, detect, record
+from loopengt_server.run_context import RunNow, context_text, continuation, live_runs
 
 DEFAULT_MAX_LOOPS = 5
+ADOPTION_IDLE_SECONDS = 15 * 60
 STORE_DIRNAME = ".loopengt"
 STATE_DIRNAME = "hooks"
 STATE_MAX_AGE_SECONDS = 7 * 24 * 3600
-MAX_TASK_CHARS = 4_000
-MAX_REASON_CHARS = 12_000
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
-
-Client = Literal["claude-code", "cursor"]
 
 
 class HookSkip(Exception):
-    """Let the agent stop, with this note on stderr."""
+    """Let the agent go, with this note on stderr."""
 
 
 @dataclass(frozen=True)
-class StopPayload:
-    client: Client
+class Payload:
+    client: ClientRecord
+    kind: HookKind
     session: str | None
     places: tuple[Path, ...]  # where to look for the store, best first
-    again: bool  # a previous block / follow-up already happened in this stop cycle
+    again: bool  # a stop hook already continued this stop cycle
     loop_count: int
     status: str | None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """`reason` set: keep the agent working with it. None: let it stop (with `note` on stderr, if any)."""
+    """`text` set: the block reason or the context. None: let the agent go (with `note` on stderr, if any)."""
 
-    reason: str | None = None
+    text: str | None = None
     note: str | None = None
 
 
 # --- the payload ----------------------------------------------------------------------------------------
 
 
-def parse_payload(raw: bytes, *, environ: dict[str, str] | None = None) -> StopPayload:
+def parse_payload(
+    raw: bytes, kind: HookKind, *, client: str | None = None, environ: dict[str, str] | None = None
+) -> Payload:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise HookSkip(f"the payload is over {MAX_PAYLOAD_BYTES} bytes")
     try:
@@ -81,47 +86,47 @@ def parse_payload(raw: bytes, *, environ: dict[str, str] | None = None) -> StopP
         raise HookSkip(f"stdin is not a JSON hook payload ({exc})") from None
     if not isinstance(data, dict):
         raise HookSkip("stdin is not a JSON object")
-    client = detect_client(data)
+    rec = record(client) if client else detect(data)
+    if rec is None or rec.protocol is None:
+        event = data.get("hook_event_name", data.get("hookEventName"))
+        raise HookSkip(f"not a hook payload of a known client (event {event!r}); pass --client to say which")
+    proto = rec.protocol
+    found = proto.kind_of(data)
+    if found is None:
+        raise HookSkip(f"not a {rec.title} hook payload ({proto.event_key} is {data.get(proto.event_key)!r})")
+    if found != kind:
+        event = data.get(proto.event_key)
+        raise HookSkip(
+            f"a {event!r} payload of {rec.title} is for `loopengt hook {found}`, not `hook {kind}`"
+        )
     env = os.environ if environ is None else environ
     places: list[Path] = []
-    for value in (data.get("cwd"), *_strings(data.get("workspace_roots")), env.get("CLAUDE_PROJECT_DIR")):
-        if isinstance(value, str) and value:
-            places.append(Path(value))
+    for key in proto.place_keys:
+        value = data.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item:
+                places.append(Path(item))
+    if env.get("CLAUDE_PROJECT_DIR"):
+        places.append(Path(env["CLAUDE_PROJECT_DIR"]))
     places.append(Path.cwd())
-    loop_count = data.get("loop_count", 0)
+    session = next((data[k] for k in proto.session_keys if isinstance(data.get(k), str) and data[k]), None)
+    loop_count = data.get(proto.loop_count_key) if proto.loop_count_key else 0
     if not isinstance(loop_count, int) or isinstance(loop_count, bool):
         loop_count = 0
-    session = data.get("session_id") if client == "claude-code" else data.get("conversation_id")
-    if not isinstance(session, str) or not session:
-        session = data.get("session_id") if isinstance(data.get("session_id"), str) else None
-    status = data.get("status")
-    return StopPayload(
-        client=client,
+    status = data.get(proto.status_key) if proto.status_key else None
+    again = data.get(proto.again_key) is True if proto.again_key else loop_count > 0
+    return Payload(
+        client=rec,
+        kind=kind,
         session=session,
         places=tuple(dict.fromkeys(places)),
-        again=data.get("stop_hook_active") is True if client == "claude-code" else loop_count > 0,
+        again=again,
         loop_count=loop_count,
         status=status if isinstance(status, str) else None,
     )
 
 
-def detect_client(data: dict[str, Any]) -> Client:
-    """Claude Code sends `hook_event_name: "Stop"` and `stop_hook_active`; Cursor `"stop"`, `status`, `loop_count`."""
-    event = data.get("hook_event_name")
-    if event == "Stop" or (event is None and "stop_hook_active" in data):
-        return "claude-code"
-    if event == "stop" or (event is None and ("loop_count" in data or "status" in data)):
-        return "cursor"
-    raise HookSkip(
-        f"not a stop hook payload (hook_event_name {event!r}); only Stop (Claude Code) and stop (Cursor)"
-    )
-
-
-def _strings(value: Any) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-# --- the store and the run ------------------------------------------------------------------------------
+# --- the store ------------------------------------------------------------------------------------------
 
 
 def find_store(places: tuple[Path, ...], store: str | None) -> tuple[str, Path] | None:
@@ -146,76 +151,30 @@ def find_store(places: tuple[Path, ...], store: str | None) -> tuple[str, Path] 
     return None
 
 
-def _active_run(location: str, base: Path) -> tuple[Any, int] | None:
-    """(RunView, max_turns) of the most recently updated running run with open tasks and turns left."""
-    from loopengt_core.engine import Engine
-    from loopengt_core.runs import Runs
+def _live(location: str) -> list[RunNow]:
     from loopengt_core.store import open_store
 
-    runs = Runs(open_store(location), cwd=base)
+    store = open_store(location)
     try:
-        running = runs.list_runs(status="running", limit=1_000_000)
-        for summary in sorted(running, key=lambda s: (s.updated_at, s.run_id), reverse=True):
-            view = runs.get_run(summary.run_id)
-            if view.status != "running" or not view.tasks:
-                continue
-            max_turns = Engine(runs.spec_of(view.run_id)).max_turns
-            if view.turn >= max_turns:
-                continue
-            return view, max_turns
-        return None
+        return live_runs(store)
     finally:
-        close = getattr(runs.store, "close", None)
-        if callable(close):
-            close()
+        store.close()
 
 
-def continuation(view: Any, max_turns: int) -> str:
-    """What the agent is told to do instead of stopping: the next action and each open task."""
-    lines = [
-        f"loopengt run '{view.run_id}' ({view.loop}) is still running, turn {view.turn} of at most "
-        f"{max_turns}: do not stop yet.",
-        f"Next: {view.next_action}",
-    ]
-    for task in view.tasks:
-        text = task.instructions
-        if len(text) > MAX_TASK_CHARS:
-            text = text[:MAX_TASK_CHARS] + f" [... cut; get_run(run_id='{view.run_id}') has the whole task]"
-        lines += [
-            "",
-            f"Task '{task.task_id}' (step '{task.step}', agent '{task.agent}', attempt {task.attempt}):",
-            text,
-        ]
-        if task.feedback:
-            feedback = (
-                task.feedback if len(task.feedback) <= MAX_TASK_CHARS else task.feedback[-MAX_TASK_CHARS:]
-            )
-            lines += ["Feedback from the last attempt:", feedback]
-        if task.output_schema:
-            lines.append("Output schema: " + json.dumps(task.output_schema, separators=(",", ":")))
-    lines += [
-        "",
-        "If you cannot do a task, submit it with outcome 'failure' and an error that says why.",
-    ]
-    reason = "\n".join(lines)
-    if len(reason) > MAX_REASON_CHARS:
-        reason = reason[:MAX_REASON_CHARS] + f"\n[... cut; get_run(run_id='{view.run_id}') has the rest]"
-    return reason
+# --- the hook's own state files ---------------------------------------------------------------------------
 
 
-# --- the loop guard -------------------------------------------------------------------------------------
-
-
-def _state_path(location: str, base: Path, client: Client, session: str) -> Path:
-    folder = (
+def _state_dir(location: str, base: Path) -> Path:
+    root = (
         Path(location) if not location.startswith(("postgresql://", "postgres://")) else base / STORE_DIRNAME
     )
-    key = (
-        session
-        if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session)
-        else hashlib.sha256(session.encode()).hexdigest()[:32]
+    return root / STATE_DIRNAME
+
+
+def _key(text: str) -> str:
+    return (
+        text if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text) else hashlib.sha256(text.encode()).hexdigest()[:32]
     )
-    return folder / STATE_DIRNAME / f"{client}-{key}.json"
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
@@ -240,58 +199,140 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
             pass
 
 
-def decide(payload: StopPayload, *, store: str | None = None, max_loops: int = DEFAULT_MAX_LOOPS) -> Verdict:
-    if payload.client == "cursor" and payload.status not in (None, "completed"):
+def _driven_elsewhere(folder: Path, run: RunNow, who: str, now: float) -> bool:
+    """Another session adopted this run and stopped within ADOPTION_IDLE_SECONDS."""
+    bound = _read_state(folder / f"run-{_key(run.state.run_id)}.json")
+    if bound is None or bound.get("session") == who:
+        return False
+    seen = bound.get("seen")
+    return isinstance(seen, (int, float)) and now - seen < ADOPTION_IDLE_SECONDS
+
+
+# --- the decisions ----------------------------------------------------------------------------------------
+
+
+def decide_stop(payload: Payload, *, store: str | None = None, max_loops: int = DEFAULT_MAX_LOOPS) -> Verdict:
+    if payload.status not in (None, "completed"):
         return Verdict()  # the person aborted the turn, or it failed: never push on
-    if payload.client == "cursor" and payload.loop_count >= max_loops:
+    if (
+        payload.client.protocol is not None
+        and payload.client.protocol.loop_count_key
+        and payload.loop_count >= max_loops
+    ):
         return Verdict()
     found = find_store(payload.places, store)
     if found is None:
         return Verdict()
     location, base = found
-    active = _active_run(location, base)
-    if active is None:
+    runs = [r for r in _live(location) if r.driveable]
+    if not runs:
         return Verdict()
-    view, max_turns = active
-    mark = f"{view.run_id}:{view.turn}:{','.join(sorted(t.task_id for t in view.tasks))}"
     if payload.session is None:
-        if payload.again:
-            return Verdict(note="no session id in the payload to guard the loop with; letting the agent stop")
-        return Verdict(reason=continuation(view, max_turns))
-    path = _state_path(location, base, payload.client, payload.session)
+        return Verdict(
+            note="no session id in the payload: a loop that cannot tell sessions apart would hold them all"
+        )
+    folder, now = _state_dir(location, base), time.time()
+    who = payload.session  # not the client: Codex's SessionStart looks like Claude Code's
+    run = next((r for r in runs if not _driven_elsewhere(folder, r, who, now)), None)
+    if run is None:
+        return Verdict()  # every live run is driven by another session
+    mark = f"{run.state.run_id}:{run.state.turn}:{','.join(sorted(run.state.tasks))}"
+    path = folder / f"{payload.client.name}-{_key(payload.session)}.json"
     blocks = 1
     if payload.again:
         last = _read_state(path)
         if last is not None and last.get("mark") == mark:
-            return Verdict()  # nothing happened since the last block: the agent is stuck, let it stop
+            return Verdict()  # nothing happened since the last answer: the agent is stuck, let it stop
         previous = last.get("blocks", 0) if last is not None else 0
         blocks = (previous if isinstance(previous, int) else 0) + 1
         if blocks > max_loops:
             return Verdict()
     try:
-        _write_state(path, {"mark": mark, "blocks": blocks, "run_id": view.run_id})
+        _write_state(path, {"mark": mark, "blocks": blocks, "run_id": run.state.run_id})
+        _write_state(folder / f"run-{_key(run.state.run_id)}.json", {"session": who, "seen": now})
     except OSError as exc:
-        if payload.again:
-            return Verdict(note=f"cannot record the loop guard ({exc}); letting the agent stop")
-        return Verdict(reason=continuation(view, max_turns), note=f"cannot record the loop guard ({exc})")
-    return Verdict(reason=continuation(view, max_turns))
+        return Verdict(note=f"cannot record the loop guard ({exc}); letting the agent stop")
+    return Verdict(text=continuation(run))
 
 
-# --- the command ----------------------------------------------------------------------------------------
+def decide_session(payload: Payload, *, store: str | None = None) -> Verdict:
+    found = find_store(payload.places, store)
+    if found is None:
+        return Verdict()
+    location, base = found
+    runs = [r for r in _live(location) if r.state.status in ("running", "waiting_approval")]
+    if not runs:
+        return Verdict()
+    who = payload.session or ""
+    folder = _state_dir(location, base)
+    # this session's own run first (a compaction, a resume), else the newest
+    mine = [
+        r
+        for r in runs
+        if (_read_state(folder / f"run-{_key(r.state.run_id)}.json") or {}).get("session") == who
+    ]
+    return Verdict(text=context_text((mine or runs)[0]))
 
 
-def answer(client: Client | None, reason: str | None) -> str:
-    """The stdout of the hook: JSON that continues, or what lets the agent stop."""
-    if client == "cursor":
-        return json.dumps({"followup_message": reason} if reason else {})
-    if client == "claude-code" and reason:
-        return json.dumps({"decision": "block", "reason": reason})
-    return ""
+# --- the command ------------------------------------------------------------------------------------------
+
+
+def answer(rec: ClientRecord | None, kind: HookKind, text: str | None) -> str:
+    """The stdout of the hook: the client's JSON that continues (or adds context), or what lets it go."""
+    if rec is None or rec.protocol is None:
+        return ""
+    proto = rec.protocol
+    if text:
+        return json.dumps(proto.stop_answer(text) if kind == "stop" else proto.session_answer(text))
+    return "" if proto.allow_answer is None else json.dumps(proto.allow_answer)
 
 
 def _redact(text: str) -> str:
     """No password of a postgresql:// URL on stderr."""
     return re.sub(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+
+
+def run_hook(
+    kind: HookKind,
+    stdin: IO[bytes],
+    stdout: IO[str],
+    stderr: IO[str],
+    *,
+    client: str | None = None,
+    store: str | None = None,
+    max_loops: int = DEFAULT_MAX_LOOPS,
+) -> int:
+    """Read the payload, answer on stdout. Always exit 0: a hook that fails must not trap the agent."""
+    rec: ClientRecord | None = None
+    verdict = Verdict()
+    try:
+        if client is not None:
+            rec = BY_NAME.get(client)
+            if rec is None or rec.protocol is None:
+                raise HookSkip(f"--client {client!r} has no hooks; use one of {', '.join(HOOK_CLIENTS)}")
+        if stdin.isatty():
+            raise HookSkip("reads a hook payload (JSON) on stdin; see `loopengt init --hooks`")
+        payload = parse_payload(stdin.read(MAX_PAYLOAD_BYTES + 1), kind, client=client)
+        rec = payload.client
+        if kind == "stop":
+            verdict = decide_stop(payload, store=store, max_loops=max(0, max_loops))
+        else:
+            verdict = decide_session(payload, store=store)
+    except HookSkip as exc:
+        verdict = Verdict(note=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a broken store, a permission problem, anything: let the agent go
+        message = _redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+        verdict = Verdict(
+            note=f"could not read the loopengt store ({type(exc).__name__}: {message}); letting the agent go"
+        )
+    if verdict.note:
+        stderr.write(f"loopengt hook {kind}: {verdict.note}\n")
+        stderr.flush()
+    text = answer(rec, kind, verdict.text)
+    if text:
+        stdout.write(text + "\n")
+        stdout.flush()
+    return 0
 
 
 def run_stop_hook(
@@ -302,27 +343,5 @@ def run_stop_hook(
     store: str | None = None,
     max_loops: int = DEFAULT_MAX_LOOPS,
 ) -> int:
-    """Read the payload, answer on stdout. Always exit 0: a hook that fails must not trap the agent."""
-    client: Client | None = None
-    verdict = Verdict()
-    try:
-        if stdin.isatty():
-            raise HookSkip("reads a hook payload (JSON) on stdin; see `loopengt init --stop-hook`")
-        payload = parse_payload(stdin.read(MAX_PAYLOAD_BYTES + 1))
-        client = payload.client
-        verdict = decide(payload, store=store, max_loops=max(0, max_loops))
-    except HookSkip as exc:
-        verdict = Verdict(note=str(exc))
-    except Exception as exc:  # noqa: BLE001 - a broken store, a permission problem, anything: allow the stop
-        message = _redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
-        verdict = Verdict(
-            note=f"could not read the loopengt store ({type(exc).__name__}: {message}); letting the agent stop"
-        )
-    if verdict.note:
-        stderr.write(f"loopengt hook stop: {verdict.note}\n")
-        stderr.flush()
-    text = answer(client, verdict.reason)
-    if text:
-        stdout.write(text + "\n")
-        stdout.flush()
-    return 0
+    """`loopengt hook stop` (the client told by the payload's shape)."""
+    return run_hook("stop", stdin, stdout, stderr, store=store, max_loops=max_loops)

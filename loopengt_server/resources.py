@@ -21,6 +21,7 @@ from loopengt_core.catalog import template_names, template_text
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
 from loopengt_core.runs import Runs
 from loopengt_core.spec import json_schema
+from loopengt_server.run_context import store_context
 
 TRACE_PAGE_EVENTS = 200
 TRACE_PAGE_BYTES = 1 << 20  # a page ends after the event that reaches this much JSON (outputs can be MBs)
@@ -75,6 +76,14 @@ def register_resources(mcp: MCPServer, runs: Runs) -> None:
     async def run(run_id: str) -> dict[str, Any]:
         view = await _read(runs.get_run, run_id)
         return view.model_dump(mode="json")  # type: ignore[no-any-return]
+
+    @mcp.resource(
+        "loopengt://runs/{run_id}/context",
+        mime_type="text/plain",
+        description="Where a run stands, in at most 2,000 characters (what the session hook gives an agent)",
+    )
+    async def context(run_id: str) -> str:
+        return await _read(store_context, runs.store, run_id)  # type: ignore[no-any-return]
 
     @mcp.resource(
         "loopengt://runs/{run_id}/trace{?cursor}",

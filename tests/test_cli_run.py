@@ -81,7 +81,7 @@ def runs_listed(project: Path) -> str:
 
 def stop_hook(project: Path) -> subprocess.CompletedProcess[str]:
     """`loopengt hook stop` with Claude Code's Stop payload, as the editor runs it in the project."""
-    data = json.loads((FIXTURES / "claude_code_stop.json").read_text("utf-8"))
+    data = json.loads((FIXTURES / "claude-code" / "stop.json").read_text("utf-8"))
     data["cwd"] = str(project)
     done = subprocess.run(
         [str(LOOPENGT), "hook", "stop"],

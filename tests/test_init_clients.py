@@ -17,6 +17,7 @@ from mcp_helpers import LOOPENGT, assert_no_traceback, server_env
 from typer.testing import CliRunner
 
 from loopengt_server.cli import app
+from loopengt_server.clients import CLIENTS, HOOK_CLIENTS, readme_table
 from loopengt_server.prompts import load_prompt_files
 
 README = Path(__file__).parents[1] / "README.md"
@@ -30,7 +31,14 @@ JSON_CLIENTS = {
     "vscode": (".vscode/mcp.json", "servers", {"type": "stdio", **OURS}),
 }
 COMMAND_DIRS = {"claude-code": ".claude/commands", "cursor": ".cursor/commands"}
-HOOK_FILES = {"claude-code": ".claude/settings.json", "cursor": ".cursor/hooks.json"}
+HOOK_FILES = {
+    "claude-code": ".claude/settings.json",
+    "cursor": ".cursor/hooks.json",
+    "vscode": ".github/hooks/loopengt.json",
+}
+STOP = "loopengt hook stop"
+SESSION = "loopengt hook session"
+SOURCES = "startup|resume|compact"
 
 
 def init(project: Path, *args: str, codex_home: Path | None = None) -> str:
@@ -232,7 +240,8 @@ def test_claude_code_stop_hook_is_merged_and_idempotent(tmp_path: Path) -> None:
         "permissions": before["permissions"],
         "hooks": {
             "PreToolUse": [pre],
-            "Stop": [other_stop, {"hooks": [{"type": "command", "command": "loopengt hook stop"}]}],
+            "Stop": [other_stop, {"hooks": [{"type": "command", "command": STOP}]}],
+            "SessionStart": [{"matcher": SOURCES, "hooks": [{"type": "command", "command": SESSION}]}],
         },
     }
     written = files(tmp_path)
@@ -244,7 +253,10 @@ def test_claude_code_stop_hook_is_merged_and_idempotent(tmp_path: Path) -> None:
 def test_cursor_stop_hook_on_an_empty_project_and_beside_others(tmp_path: Path) -> None:
     hooks = tmp_path / ".cursor" / "hooks.json"
     init(tmp_path, "--client", "cursor", "--stop-hook")
-    assert read_json(hooks) == {"version": 1, "hooks": {"stop": [{"command": "loopengt hook stop"}]}}
+    assert read_json(hooks) == {
+        "version": 1,
+        "hooks": {"stop": [{"command": STOP}], "sessionStart": [{"command": SESSION}]},
+    }
     written = files(tmp_path)
     init(tmp_path, "--client", "cursor", "--stop-hook")
     assert files(tmp_path) == written
@@ -261,12 +273,96 @@ def test_cursor_stop_hook_on_an_empty_project_and_beside_others(tmp_path: Path) 
         "version": 1,
         "hooks": {
             "afterFileEdit": [{"command": "./format.sh"}],
-            "stop": [{"command": "./audit.sh"}, {"command": "loopengt hook stop"}],
+            "stop": [{"command": "./audit.sh"}, {"command": STOP}],
+            "sessionStart": [{"command": SESSION}],
         },
     }
     written = files(other)
     init(other, "--client", "cursor", "--stop-hook")
     assert files(other) == written
+
+
+def test_vscode_hooks_go_to_github_hooks(tmp_path: Path) -> None:
+    hooks = tmp_path / ".github" / "hooks" / "loopengt.json"
+    init(tmp_path, "--client", "vscode", "--stop-hook")
+    assert read_json(hooks) == {
+        "hooks": {
+            "Stop": [{"type": "command", "command": STOP}],
+            "SessionStart": [{"type": "command", "command": SESSION}],
+        }
+    }
+    hooks.write_text(
+        json.dumps({"hooks": {"PostToolUse": [{"type": "command", "command": "npx prettier --write ."}]}}),
+        encoding="utf-8",
+    )
+    init(tmp_path, "--client", "vscode", "--stop-hook")
+    assert read_json(hooks)["hooks"]["PostToolUse"] == [
+        {"type": "command", "command": "npx prettier --write ."}
+    ]
+    assert read_json(hooks)["hooks"]["Stop"] == [{"type": "command", "command": STOP}]
+
+
+def test_codex_hooks_go_to_its_home_only_with_consent(tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    out = init(tmp_path / "project", "--client", "codex", "--stop-hook", codex_home=home)
+    assert not home.exists()
+    hooks_json = out[out.index("hooks.json (a file in your home") :]
+    snippet = hooks_json[hooks_json.index("{") :]
+    expected = {
+        "hooks": {
+            "Stop": [{"hooks": [{"type": "command", "command": STOP}]}],
+            "SessionStart": [{"matcher": SOURCES, "hooks": [{"type": "command", "command": SESSION}]}],
+        }
+    }
+    assert json.loads(snippet) == expected
+    home.mkdir()
+    mine = {"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "python3 ~/.codex/review.py"}]}]}}
+    (home / "hooks.json").write_text(json.dumps(mine), encoding="utf-8")
+    init(tmp_path / "project", "--client", "codex", "--stop-hook", "--write-home", codex_home=home)
+    merged = read_json(home / "hooks.json")
+    assert merged["hooks"]["Stop"] == [mine["hooks"]["Stop"][0], *expected["hooks"]["Stop"]]
+    assert merged["hooks"]["SessionStart"] == expected["hooks"]["SessionStart"]
+
+
+def test_antigravity_writes_its_mcp_config_in_the_home_with_consent(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = home / ".gemini" / "antigravity" / "mcp_config.json"
+    env = {"HOME": str(home)}
+    result = CliRunner().invoke(app, ["init", "--client", "antigravity", "--project", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert not config.exists()
+    assert "--write-home" in result.stdout
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"mcpServers": {"docs": {"serverUrl": "https://example.com/mcp"}}}), "utf-8")
+    args = ["init", "--client", "antigravity", "--write-home", "--project", str(tmp_path)]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert read_json(config) == {
+        "mcpServers": {"docs": {"serverUrl": "https://example.com/mcp"}, "loopengt": OURS}
+    }
+    written = config.read_bytes()
+    assert CliRunner().invoke(app, args, env=env).exit_code == 0
+    assert config.read_bytes() == written
+
+
+@pytest.mark.parametrize("client", [*sorted(HOOK_FILES), "codex"])
+def test_init_with_hooks_twice_changes_nothing_and_keeps_other_entries(client: str, tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    project = tmp_path / "project"
+    relative = HOOK_FILES.get(client)
+    path = home / "hooks.json" if relative is None else project / relative
+    path.parent.mkdir(parents=True)
+    theirs = {"hooks": {"PreToolUse": [{"type": "command", "command": "./guard.sh"}]}, "theirs": True}
+    path.write_text(json.dumps(theirs), encoding="utf-8")
+    init(project, "--client", client, "--stop-hook", "-y", codex_home=home)
+    first = read_json(path)
+    assert first["theirs"] is True
+    assert first["hooks"]["PreToolUse"] == theirs["hooks"]["PreToolUse"]
+    written = {**files(project), **(files(home) if home.exists() else {})}
+    out = init(project, "--client", client, "--stop-hook", "-y", codex_home=home)
+    assert {**files(project), **(files(home) if home.exists() else {})} == written
+    assert "created" not in out
+    assert "updated" not in out
 
 
 def test_a_hook_with_extra_options_counts_as_registered(tmp_path: Path) -> None:
@@ -278,14 +374,17 @@ def test_a_hook_with_extra_options_counts_as_registered(tmp_path: Path) -> None:
     }
     hooks.write_text(json.dumps(mine), encoding="utf-8")
     init(tmp_path, "--client", "cursor", "--stop-hook")
-    assert read_json(hooks) == mine
+    assert read_json(hooks) == {**mine, "hooks": {**mine["hooks"], "sessionStart": [{"command": SESSION}]}}
 
 
 def test_stop_hook_needs_a_client_that_has_one(tmp_path: Path) -> None:
-    for args in (["--stop-hook"], ["--client", "vscode", "--stop-hook"]):
+    for args in (["--stop-hook"], ["--client", "antigravity", "--stop-hook"]):
         result = cli("init", *args, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
-        assert "--stop-hook needs --client claude-code or --client cursor" in result.stderr
+        assert (
+            "--stop-hook needs --client claude-code or --client cursor or --client vscode or --client codex"
+            in result.stderr
+        )
         assert_no_traceback(result.stdout + result.stderr)
     assert list(tmp_path.iterdir()) == []
 
@@ -293,7 +392,9 @@ def test_stop_hook_needs_a_client_that_has_one(tmp_path: Path) -> None:
 def test_unknown_client(tmp_path: Path) -> None:
     result = cli("init", "--client", "emacs", cwd=tmp_path)
     assert result.returncode == 2
-    assert "unknown client 'emacs'; use one of claude-code, cursor, vscode, codex" in result.stderr
+    assert (
+        "unknown client 'emacs'; use one of claude-code, cursor, vscode, codex, antigravity" in result.stderr
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -324,18 +425,17 @@ def readme_section() -> str:
 
 
 def test_the_readme_snippets_are_what_init_writes(tmp_path: Path) -> None:
-    home = tmp_path / "codex-home"
+    codex = tmp_path / "codex-home"
+    home = tmp_path / "home"
     project = tmp_path / "project"
     project.mkdir()
-    for client in ("claude-code", "cursor", "vscode", "codex"):
-        init(
-            project,
-            "--client",
-            client,
-            "--write-home",
-            *(["--stop-hook"] if client in HOOK_FILES else []),
-            codex_home=home,
-        )
+    env = {"CODEX_HOME": str(codex), "HOME": str(home)}
+    for client in CLIENTS:
+        hooks = ["--stop-hook"] if client in HOOK_CLIENTS else []
+        args = ["init", "--client", client, "--write-home", *hooks, "--project", str(project)]
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+    homes = {"~/.codex/": codex, "~/.gemini/": home / ".gemini"}
     section = readme_section()
     shown = re.findall(r"`([^`\n]+)`:\n```(json|toml)\n(.*?)\n```", section, re.S)
     paths = {path for path, _, _ in shown}
@@ -344,11 +444,15 @@ def test_the_readme_snippets_are_what_init_writes(tmp_path: Path) -> None:
         ".cursor/mcp.json",
         ".vscode/mcp.json",
         "~/.codex/config.toml",
+        "~/.gemini/antigravity/mcp_config.json",
         ".claude/settings.json",
         ".cursor/hooks.json",
+        ".github/hooks/loopengt.json",
+        "~/.codex/hooks.json",
     }
     for path, language, block in shown:
-        real = home / "config.toml" if path == "~/.codex/config.toml" else project / path
+        prefix = next((p for p in homes if path.startswith(p)), None)
+        real = homes[prefix] / path.removeprefix(prefix) if prefix else project / path
         written = real.read_text("utf-8")
         if language == "json":
             assert json.loads(block) == json.loads(written), path
@@ -359,12 +463,36 @@ def test_the_readme_snippets_are_what_init_writes(tmp_path: Path) -> None:
     for command in (
         "loopengt init --client claude-code --stop-hook",
         "loopengt init --client cursor --stop-hook",
-        "loopengt init --client vscode",
-        "loopengt init --client codex",
+        "loopengt init --client vscode --stop-hook",
+        "loopengt init --client codex --stop-hook",
+        "loopengt init --client antigravity",
         "--write-home",
         "loopengt hook stop",
+        "loopengt hook session",
         "--max-loops",
     ):
         assert command in section, command
     for name in PROMPTS:
         assert f"/{name}" in section, name
+
+
+def test_the_readme_table_is_the_client_records() -> None:
+    assert readme_table() in readme_section()
+
+
+def test_doctor_reads_the_hooks_from_the_records(tmp_path: Path) -> None:
+    from loopengt_server.doctor import check_clients
+
+    init(tmp_path, "--client", "cursor", "--stop-hook")
+    checks, _ = check_clients(tmp_path)
+    assert [(c.level, c.name, c.detail) for c in checks if "hooks" in c.detail] == [
+        ("OK", "cursor", ".cursor/hooks.json: hooks stop, sessionStart registered")
+    ]
+    hooks = tmp_path / ".cursor" / "hooks.json"
+    hooks.write_text(json.dumps({"version": 1, "hooks": {"stop": [{"command": STOP}]}}), encoding="utf-8")
+    checks, _ = check_clients(tmp_path)
+    [warning] = [c for c in checks if "hooks" in c.detail]
+    assert warning.line() == (
+        "WARN  cursor                 .cursor/hooks.json: `loopengt hook session` not registered"
+        " -> fix: loopengt init --client cursor --stop-hook"
+    )

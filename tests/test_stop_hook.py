@@ -11,21 +11,37 @@ import io
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hook_helpers import git_project, loopengt, payload, project_runs
 from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
 from loopengt_core.runs import Runs
-from loopengt_core.store.files import FileStore
 from loopengt_core.view import RunView
-from loopengt_server.hooks import run_stop_hook
+from loopengt_server.hooks import ADOPTION_IDLE_SECONDS, run_hook, run_stop_hook
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hooks"
-RECORDED_PROJECT = "/home/dev/project"
+
+def _claude_block(reason: str) -> dict[str, Any]:
+    return {"decision": "block", "reason": reason}
+
+
+# client -> (first Stop payload, a Stop in the same cycle, how it is told to go on, what lets it stop)
+CLIENTS: dict[str, tuple[str, str, Callable[[str], Any], Any]] = {
+    "claude-code": ("claude-code/stop.json", "claude-code/stop_active.json", _claude_block, None),
+    "codex": ("codex/stop.json", "codex/stop_active.json", _claude_block, None),
+    "cursor": ("cursor/stop.json", "cursor/stop_followup.json", lambda r: {"followup_message": r}, {}),
+    "vscode": (
+        "vscode/stop.json",
+        "vscode/stop_active.json",
+        lambda r: {"hookSpecificOutput": {"hookEventName": "Stop", **_claude_block(r)}},
+        None,
+    ),
+}
 TAIL = "\n\nIf you cannot do a task, submit it with outcome 'failure' and an error that says why."
 
 SPEC: dict[str, Any] = {
@@ -77,16 +93,6 @@ STEPS_SPEC: dict[str, Any] = {
 }
 
 
-def payload(name: str, project: Path, **changes: Any) -> dict[str, Any]:
-    """A recorded payload, pointed at `project`."""
-    data = json.loads((FIXTURES / name).read_text("utf-8"))
-    if "cwd" in data:
-        data["cwd"] = data["cwd"].replace(RECORDED_PROJECT, str(project))
-    if "workspace_roots" in data:
-        data["workspace_roots"] = [r.replace(RECORDED_PROJECT, str(project)) for r in data["workspace_roots"]]
-    return {**data, **changes}
-
-
 def hook(data: dict[str, Any] | bytes, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`loopengt hook stop ARGS` as the editor runs it: the payload on stdin."""
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
@@ -121,6 +127,13 @@ def quick(data: dict[str, Any] | bytes, *, store: str | None = None, max_loops: 
     return (json.loads(out.getvalue()) if out.getvalue().strip() else None), err.getvalue()
 
 
+def session(data: dict[str, Any]) -> tuple[Any, str]:
+    """`loopengt hook session` in this process: (parsed stdout or None, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    assert run_hook("session", io.BytesIO(json.dumps(data).encode()), out, err) == 0
+    return (json.loads(out.getvalue()) if out.getvalue().strip() else None), err.getvalue()
+
+
 def reason_for(view: dict[str, Any] | RunView, max_turns: int) -> str:
     """The continuation text, built the way the hook documents it, from a RunView."""
     v = view if isinstance(view, dict) else view.model_dump()
@@ -142,16 +155,12 @@ def reason_for(view: dict[str, Any] | RunView, max_turns: int) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    (folder / ".git").mkdir(parents=True)
-    return folder
+    return git_project(tmp_path)
 
 
 @pytest.fixture
 def runs(project: Path) -> Iterator[Runs]:
-    store = FileStore(project / ".loopengt")
-    yield Runs(store, cwd=project)
-    store.close()
+    yield from project_runs(project)
 
 
 # --- the scripted session: a real MCP server over stdio, the hook as a subprocess -------------------------
@@ -164,17 +173,17 @@ async def client(project: Path) -> AsyncIterator[Client]:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("name", sorted(CLIENTS))
 async def test_a_session_blocks_with_the_open_task_until_the_run_waits_or_ends(
-    client: Client, project: Path
+    name: str, client: Client, project: Path
 ) -> None:
-    claude = payload("claude_code_stop.json", project)
-    claude_again = payload("claude_code_stop_active.json", project)
-    cursor = payload("cursor_stop.json", project)
-    cursor_again = payload("cursor_stop_followup.json", project)
+    """Each client's recorded Stop payloads, answered in its format, through a whole run."""
+    first_stop, again_stop, block, allow = CLIENTS[name]
+    stop = payload(first_stop, project)
+    stop_again = payload(again_stop, project)
 
     # no store yet: nothing to continue
-    assert answer(claude, cwd=project) is None
-    assert answer(cursor, cwd=project) == {}
+    assert answer(stop, cwd=project) == allow
 
     view = ok(await client.call_tool("start_run", {"spec": SPEC, "run_id": "hooked"}))
     [task] = view["tasks"]
@@ -192,12 +201,10 @@ async def test_a_session_blocks_with_the_open_task_until_the_run_waits_or_ends(
         + TAIL
     )
 
-    # the agent wants to stop while implement#1 is open: both clients are told to go on
-    assert answer(claude, cwd=project) == {"decision": "block", "reason": first}
-    assert answer(cursor, cwd=project) == {"followup_message": first}
+    # the agent wants to stop while implement#1 is open: it is told to go on, naming the task
+    assert answer(stop, cwd=project) == block(first)
     # stopping again without doing anything: the hook does not insist
-    assert answer(claude_again, cwd=project) is None
-    assert answer(cursor_again, cwd=project) == {}
+    assert answer(stop_again, cwd=project) == allow
 
     # progress (implement#1 submitted, review#1 open): in the same stop cycle it blocks again
     view = ok(await step(client, "hooked", "implement#1", {"summary": "fixed the parser"}))
@@ -205,32 +212,20 @@ async def test_a_session_blocks_with_the_open_task_until_the_run_waits_or_ends(
     second = reason_for(view, 6)
     assert "turn 1 of at most 6" in second
     assert "Task 'review#1' (step 'review', agent 'reviewer', attempt 1):" in second
-    assert answer(claude_again, cwd=project) == {"decision": "block", "reason": second}
-    assert answer(cursor_again, cwd=project) == {"followup_message": second}
+    assert answer(stop_again, cwd=project) == block(second)
 
     # the run waits for a person: never blocked, whatever the loop guard says
     view = ok(await step(client, "hooked", "review#1", "looks right"))
     assert view["status"] == "waiting_approval"
-    assert answer(claude_again, cwd=project) is None
-    assert answer(claude, cwd=project) is None
-    assert answer(cursor, cwd=project) == {}
+    assert answer(stop_again, cwd=project) == allow
+    assert answer(stop, cwd=project) == allow
 
     # a person approves; the run completes and the same payloads may stop
-    approved = subprocess.run(
-        [str(LOOPENGT), "approve", "hooked", "--store", str(project / ".loopengt")],
-        cwd=project,
-        env={**os.environ, **server_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert approved.returncode == 0, approved.stderr
+    loopengt("approve", "hooked", project=project)
     final = ok(await client.call_tool("get_run", {"run_id": "hooked"}))
     assert final["status"] == "completed"
-    assert answer(claude, cwd=project) is None
-    assert answer(claude_again, cwd=project) is None
-    assert answer(cursor, cwd=project) == {}
+    assert answer(stop, cwd=project) == allow
+    assert answer(stop_again, cwd=project) == allow
 
 
 # --- the loop guards ------------------------------------------------------------------------------------
@@ -238,8 +233,8 @@ async def test_a_session_blocks_with_the_open_task_until_the_run_waits_or_ends(
 
 def test_claude_code_blocks_at_most_max_loops_times_in_a_row(runs: Runs, project: Path) -> None:
     view = runs.start_run(spec=STEPS_SPEC, run_id="four")
-    first = payload("claude_code_stop.json", project)
-    again = payload("claude_code_stop_active.json", project)
+    first = payload("claude-code/stop.json", project)
+    again = payload("claude-code/stop_active.json", project)
     assert quick(first, max_loops=2)[0] == {"decision": "block", "reason": reason_for(view, 10)}
     view = runs.step("four", "one#1", "done")
     assert quick(again, max_loops=2)[0] == {"decision": "block", "reason": reason_for(view, 10)}
@@ -250,37 +245,129 @@ def test_claude_code_blocks_at_most_max_loops_times_in_a_row(runs: Runs, project
     assert quick(first, max_loops=2)[0] == {"decision": "block", "reason": reason_for(view, 10)}
 
 
-def test_sessions_are_guarded_separately(runs: Runs, project: Path) -> None:
+# --- guard rails from the Ralph-loop plugin's bug reports ---------------------------------------------------
+
+
+def test_another_session_is_not_held_on_a_run_another_session_drives(runs: Runs, project: Path) -> None:
+    """anthropics/claude-plugins-official#844 and its kin: a loop must not trap unrelated sessions."""
     view = runs.start_run(spec=STEPS_SPEC, run_id="four")
-    assert quick(payload("claude_code_stop.json", project))[0] is not None
-    other = payload("claude_code_stop_active.json", project, session_id="another-session")
-    # the other session never saw a block of ours: stop_hook_active came from some other hook
-    assert quick(other)[0] == {"decision": "block", "reason": reason_for(view, 10)}
-    assert quick(other)[0] is None
+    expected = {"decision": "block", "reason": reason_for(view, 10)}
+    assert quick(payload("claude-code/stop.json", project))[0] == expected  # this session adopts the run
+    other = payload("claude-code/stop.json", project, session_id="another-session")
+    assert quick(other) == (None, "")
+    assert quick(payload("cursor/stop.json", project)) == ({}, "")
+    # the driving session is gone (it has not stopped for a while): another one may take the run over
+    adopted = project / ".loopengt" / "hooks" / "run-four.json"
+    state = json.loads(adopted.read_text("utf-8"))
+    adopted.write_text(json.dumps({**state, "seen": state["seen"] - ADOPTION_IDLE_SECONDS - 1}), "utf-8")
+    assert quick(other)[0] == expected
+    assert quick(payload("claude-code/stop.json", project))[0] is None, "now the other session drives it"
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("claude-code/stop.json", {"session_id": ""}),
+        ("claude-code/stop.json", {"session_id": None}),
+        ("codex/stop.json", {"session_id": ""}),
+        ("vscode/stop.json", {"sessionId": ""}),
+        ("cursor/stop.json", {"conversation_id": ""}),
+    ],
+)
+def test_a_payload_without_a_session_id_never_holds_the_agent(
+    name: str, change: dict[str, Any], runs: Runs, project: Path
+) -> None:
+    runs.start_run(spec=STEPS_SPEC, run_id="four")
+    decision, note = quick(payload(name, project, **change))
+    assert decision in (None, {})
+    assert note == (
+        "loopengt hook stop: no session id in the payload: a loop that cannot tell sessions apart would hold "
+        "them all\n"
+    )
+    assert not (project / ".loopengt" / "hooks").exists(), "nothing adopted the run"
+
+
+def test_no_active_run_means_no_block_and_no_message(runs: Runs, project: Path) -> None:
+    """#574, #897: a hook with nothing to do is silent."""
+    for name, allow in (
+        ("claude-code/stop.json", None),
+        ("cursor/stop.json", {}),
+        ("vscode/stop.json", None),
+    ):
+        assert quick(payload(name, project)) == (allow, "")  # no store at all
+    runs.start_run(spec=STEPS_SPEC, run_id="done")
+    runs.cancel_run("done", "not needed")
+    for name, allow in (("codex/stop.json", None), ("cursor/stop_followup.json", {})):
+        assert quick(payload(name, project)) == (allow, "")
+
+
+def test_loopengt_cancel_stops_the_continuation_at_once(runs: Runs, project: Path) -> None:
+    """oh-my-claudecode#1299: cancelling must end the loop on the very next stop."""
+    runs.start_run(spec=STEPS_SPEC, run_id="four")
+    assert quick(payload("claude-code/stop.json", project))[0] is not None
+    loopengt("cancel", "four", project=project)
+    assert answer(payload("claude-code/stop.json", project), cwd=project) is None
+    assert answer(payload("claude-code/stop_active.json", project), cwd=project) is None
+
+
+def _run_files(project: Path) -> dict[str, tuple[bytes, int]]:
+    runs_dir = project / ".loopengt" / "runs"
+    return {
+        str(p.relative_to(runs_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in runs_dir.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_the_hooks_never_change_a_run(runs: Runs, project: Path) -> None:
+    """Only the hook's own files under .loopengt/hooks/ are written, even for a run whose task has expired
+    (reading it through Runs would append the expiry)."""
+    spec = {
+        **STEPS_SPEC,
+        "steps": [{**STEPS_SPEC["steps"][0], "timeout_seconds": 0.01}, *STEPS_SPEC["steps"][1:]],
+    }
+    runs.start_run(spec=STEPS_SPEC, run_id="four")
+    runs.start_run(spec=spec, run_id="expiring")
+    before = _run_files(project)
+    time.sleep(0.05)
+    for name in (
+        "claude-code/stop.json",
+        "claude-code/stop_active.json",
+        "cursor/stop.json",
+        "vscode/stop.json",
+    ):
+        quick(payload(name, project))
+    for name in (
+        "claude-code/session_compact.json",
+        "cursor/session_start.json",
+        "vscode/session_start.json",
+    ):
+        session(payload(name, project))
+    assert _run_files(project) == before
 
 
 def test_cursor_loop_count_at_the_limit_lets_it_stop(runs: Runs, project: Path) -> None:
     view = runs.start_run(spec=STEPS_SPEC, run_id="four")
     expected = {"followup_message": reason_for(view, 10)}
-    assert quick(payload("cursor_stop.json", project))[0] == expected
-    assert quick(payload("cursor_stop_loop_limit.json", project))[0] == {}
+    assert quick(payload("cursor/stop.json", project))[0] == expected
+    assert quick(payload("cursor/stop_loop_limit.json", project))[0] == {}
     runs.step("four", "one#1", "done")
-    assert quick(payload("cursor_stop_followup.json", project), max_loops=1)[0] == {}
+    assert quick(payload("cursor/stop_followup.json", project), max_loops=1)[0] == {}
     view = runs.get_run("four")
-    assert quick(payload("cursor_stop_followup.json", project), max_loops=2)[0] == {
+    assert quick(payload("cursor/stop_followup.json", project), max_loops=2)[0] == {
         "followup_message": reason_for(view, 10)
     }
 
 
 def test_cursor_aborted_or_failed_turns_are_never_continued(runs: Runs, project: Path) -> None:
     runs.start_run(spec=STEPS_SPEC, run_id="four")
-    assert quick(payload("cursor_stop_aborted.json", project))[0] == {}
-    assert quick(payload("cursor_stop.json", project, status="error"))[0] == {}
+    assert quick(payload("cursor/stop_aborted.json", project))[0] == {}
+    assert quick(payload("cursor/stop.json", project, status="error"))[0] == {}
 
 
 def test_cursor_payload_with_a_byte_order_mark(runs: Runs, project: Path) -> None:
     view = runs.start_run(spec=STEPS_SPEC, run_id="four")
-    raw = b"\xef\xbb\xbf" + json.dumps(payload("cursor_stop.json", project)).encode()
+    raw = b"\xef\xbb\xbf" + json.dumps(payload("cursor/stop.json", project)).encode()
     assert quick(raw)[0] == {"followup_message": reason_for(view, 10)}
 
 
@@ -293,7 +380,7 @@ def test_the_most_recently_updated_active_run_wins(runs: Runs, project: Path) ->
     done = runs.start_run(spec=STEPS_SPEC, run_id="cancelled")
     runs.cancel_run(done.run_id, "not needed")
     view = runs.step("older", "one#1", "done")  # older was started first but changed last
-    assert quick(payload("claude_code_stop.json", project))[0] == {
+    assert quick(payload("claude-code/stop.json", project))[0] == {
         "decision": "block",
         "reason": reason_for(view, 10),
     }
@@ -302,28 +389,28 @@ def test_the_most_recently_updated_active_run_wins(runs: Runs, project: Path) ->
 def test_ended_runs_are_not_continued(runs: Runs, project: Path) -> None:
     runs.start_run(spec=STEPS_SPEC, run_id="four")
     runs.cancel_run("four", "enough")
-    assert quick(payload("claude_code_stop.json", project))[0] is None
-    assert quick(payload("cursor_stop.json", project))[0] == {}
+    assert quick(payload("claude-code/stop.json", project))[0] is None
+    assert quick(payload("cursor/stop.json", project))[0] == {}
 
 
 def test_the_store_is_found_from_a_subfolder_but_not_above_the_repository(runs: Runs, project: Path) -> None:
     view = runs.start_run(spec=STEPS_SPEC, run_id="four")
     sub = project / "src" / "pkg"
     sub.mkdir(parents=True)
-    assert quick(payload("claude_code_stop.json", project, cwd=str(sub)))[0] == {
+    assert quick(payload("claude-code/stop.json", project, cwd=str(sub)))[0] == {
         "decision": "block",
         "reason": reason_for(view, 10),
     }
     inner = project / "vendored"
     (inner / ".git").mkdir(parents=True)
-    assert quick(payload("claude_code_stop.json", project, cwd=str(inner)))[0] is None
+    assert quick(payload("claude-code/stop.json", project, cwd=str(inner)))[0] is None
 
 
 def test_an_explicit_store(runs: Runs, project: Path, tmp_path: Path) -> None:
     view = runs.start_run(spec=STEPS_SPEC, run_id="four")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    data = payload("claude_code_stop.json", project, cwd=str(elsewhere))
+    data = payload("claude-code/stop.json", project, cwd=str(elsewhere))
     assert quick(data)[0] is None
     assert quick(data, store=str(project / ".loopengt"))[0] == {
         "decision": "block",
@@ -345,12 +432,12 @@ def test_an_unreadable_payload_allows_the_stop(project: Path) -> None:
 
 
 def test_a_broken_store_allows_the_stop(project: Path) -> None:
-    data = payload("claude_code_stop.json", project)
+    data = payload("claude-code/stop.json", project)
     result = hook(data, "--store", "postgresql://someone:s3cret@127.0.0.1:1/nowhere", cwd=project)
     assert result.stdout == ""
     assert "could not read the loopengt store" in result.stderr
     assert "s3cret" not in result.stderr
-    cursor = hook(payload("cursor_stop.json", project), "--store", "postgresql://127.0.0.1:1/x", cwd=project)
+    cursor = hook(payload("cursor/stop.json", project), "--store", "postgresql://127.0.0.1:1/x", cwd=project)
     assert json.loads(cursor.stdout) == {}
 
 
@@ -361,5 +448,5 @@ def test_a_corrupt_run_is_skipped(runs: Runs, project: Path) -> None:
     snapshot = events.with_name("snapshot.json")
     if snapshot.exists():
         snapshot.unlink()
-    result = hook(payload("claude_code_stop.json", project), cwd=project)
+    result = hook(payload("claude-code/stop.json", project), cwd=project)
     assert result.stdout == ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -76,9 +77,22 @@ def render_prompt(body: str, arguments: dict[str, Any]) -> str:
     return text.replace("$ARGUMENTS", joined)
 
 
-def register_prompts(mcp: MCPServer) -> None:
+def with_context(text: str, run_id: Any, context: Callable[[str], str]) -> str:
+    """`drive_run`'s text followed by where the run stands now (the same text the session hook gives)."""
+    try:
+        now = context(str(run_id))
+    except LoopengtError as exc:
+        now = exc.message
+    return f"{text.rstrip()}\n\nWhere the run stands now:\n{now}\n"
+
+
+def register_prompts(mcp: MCPServer, context: Callable[[str], str] | None = None) -> None:
     """Serve every prompt file. A broken install (no prompt files) is logged on stderr and the server
-    runs without prompts; `loopengt doctor` reports it with the fix."""
+    runs without prompts; `loopengt doctor` reports it with the fix.
+
+    `context(run_id)`: the run's context text, appended to `drive_run` so that a client without hooks
+    gets the run's state with the instructions in one call.
+    """
     try:
         items = load_prompt_files()
     except PromptsMissing as exc:
@@ -86,8 +100,11 @@ def register_prompts(mcp: MCPServer) -> None:
         return
     for item in items:
 
-        def render(_body: str = item.body, **arguments: Any) -> str:
-            return render_prompt(_body, arguments)
+        def render(_body: str = item.body, _name: str = item.name, **arguments: Any) -> str:
+            text = render_prompt(_body, arguments)
+            if _name == "drive_run" and context is not None and arguments.get("run_id"):
+                return with_context(text, arguments["run_id"], context)
+            return text
 
         mcp.add_prompt(
             Prompt(
