@@ -102,7 +102,7 @@ def _git(repo: Path, *args: str) -> None:
 
 @contextmanager
 def _fixed(base: Path) -> Iterator[None]:
-    """Fixed run seeds and fork ids, fixed git dates, and `base/bin` first on PATH; undone afterwards."""
+    """Fixed run seeds and fork ids, fixed git dates (commit ids), `base/bin` first on PATH; undone afterwards."""
     saved_env = {k: os.environ.get(k) for k in ("PATH", "GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE")}
     saved = secrets.randbits, secrets.token_hex
     numbers = itertools.count(1)
@@ -192,9 +192,9 @@ def drive(base: Path) -> dict[str, str]:
     """Write the golden runs under `base/store`; returns their ids by role (`fork` is the forked run)."""
     (base / "bin").mkdir(parents=True)
     (base / "main.yaml").write_text(yaml.safe_dump(MAIN_SPEC))
-    repo = _repo(base)
     clock = Clock()
     with _fixed(base):
+        repo = _repo(base)
         runs = Runs(FileStore(base / "store"), cwd=base, clock=clock, snapshot_every=5)
         _main(runs, clock, base)
         _rejected(runs, clock)
