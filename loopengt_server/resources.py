@@ -18,6 +18,7 @@ from mcp_types import (
 
 from loopengt_core.catalog import template_names, template_text
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
+from loopengt_core.events import to_record
 from loopengt_core.runs import Runs
 from loopengt_core.spec import json_schema
 
@@ -47,7 +48,7 @@ def register_resources(mcp: MCPServer, runs: Runs) -> None:
     )
     async def trace(run_id: str) -> dict[str, Any]:
         events = await _read(runs.trace, run_id)
-        return {"run_id": run_id, "events": [e.model_dump(mode="json") for e in events]}
+        return {"run_id": run_id, "events": [to_record(e) for e in events]}
 
     @mcp.resource(
         "loopengt://runs/{run_id}/checkpoints",

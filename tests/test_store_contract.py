@@ -10,18 +10,19 @@ from typing import Any
 import pytest
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
-from loopengt_core.events import Event
+from loopengt_core.events import StepCompleted
 from loopengt_core.store import Checkpoint, Store
 
 SPEC = "version: 1\nloop: demo\nsteps:\n  - name: build  # é ✓\n"
 BAD_IDS = ["", "../x", "a/b", "A", "-x", ".tmp-x", "x" * 65, "..", "a\x00b", "é"]
 
 
-def ev(seq: int, **data: Any) -> Event:
-    return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data=data or {"n": seq})
+def ev(seq: int, **data: Any) -> StepCompleted:
+    """An event whose `output` carries `data` (the stores see a record like any other)."""
+    return StepCompleted(seq=seq, at="2026-01-01T00:00:00.000Z", step="s", output=data or {"n": seq})
 
 
-def evs(first: int, last: int) -> list[Event]:
+def evs(first: int, last: int) -> list[StepCompleted]:
     return [ev(i) for i in range(first, last + 1)]
 
 
@@ -200,9 +201,9 @@ def test_event_data_round_trips(store: Store) -> None:
         "big": 2**60,
         "crc": "deadbeef",
     }
-    first = Event(seq=1, type="run_started", at="2026-01-01T00:00:00.000Z", data=data)
+    first = StepCompleted(seq=1, at="2026-01-01T00:00:00.000Z", step="s", output=data)
     store.create_run("r1", SPEC, [first])
-    second = Event(seq=2, type="output_submitted", at="2026-01-02T00:00:00.000Z", data={"output": data})
+    second = StepCompleted(seq=2, at="2026-01-02T00:00:00.000Z", step="s", output={"output": data})
     store.append("r1", [second])
     assert store.load("r1").events == [first, second]
     assert store.events("r1", after=1) == [second]

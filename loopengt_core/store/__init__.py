@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from loopengt_core.errors import InvalidArgument, StoreConflict
-from loopengt_core.events import Event
+from loopengt_core.events import AnyEvent, Event
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -60,7 +60,7 @@ class LoadedRun:
     spec_text: str
     snapshot: dict[str, Any] | None
     snapshot_seq: int
-    events: list[Event]
+    events: list[AnyEvent]
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Store(Protocol):
         StoreCorrupt naming the run and line.
         """
 
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > after, in order, at most `limit`."""
 
     def last_seq(self, run_id: str) -> int:

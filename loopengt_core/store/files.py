@@ -56,7 +56,7 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
-from loopengt_core.events import Event
+from loopengt_core.events import AnyEvent, Event, event_from_record, to_record
 from loopengt_core.store import (
     ID_PATTERN,
     Checkpoint,
@@ -160,9 +160,7 @@ def _end_of(obj: dict[str, Any], seq: int) -> int:
 
 
 def _encode_event(event: Event, end: int | None = None) -> bytes:
-    if end is None:
-        return _seal({"seq": event.seq, "type": event.type, "at": event.at, "data": event.data})
-    return _seal({"seq": event.seq, "end": end, "type": event.type, "at": event.at, "data": event.data})
+    return _seal(to_record(event, end=end))
 
 
 def _encode_batch(events: Sequence[Event]) -> list[bytes]:
@@ -279,7 +277,7 @@ class _RunCache:
 
 @dataclass
 class _Scan:
-    events: list[Event]
+    events: list[AnyEvent]
     end: int  # offset just after the last complete batch consumed
     last_seq: int  # the seq that ends that batch
     stopped: bool  # ended early because `limit` was reached
@@ -483,7 +481,7 @@ class FileStore:
         more data is corruption. A batch still short of its `end` when the lines run out is dropped with
         its events and offsets, so `end` and `last_seq` always describe whole batches.
         """
-        events: list[Event] = []
+        events: list[AnyEvent] = []
         points: list[tuple[int, int]] = []
         pending: list[tuple[int, int]] = []  # points inside the open batch, kept once it completes
         want = _NO_LIMIT if limit is None else limit
@@ -507,7 +505,7 @@ class FileStore:
                 obj = _unseal(raw)
                 got = _seq_of(obj)
                 ends_at = _end_of(obj, got)
-                event = Event.model_validate(obj) if got > after and len(events) < want else None
+                event = event_from_record(obj) if got > after and len(events) < want else None
             except (_BadRecord, ValidationError) as exc:
                 if i >= len(buf) and pos >= size:
                     break  # the last line: a torn write, dropped
@@ -800,7 +798,7 @@ class FileStore:
         )
 
     @_guard("reading events")
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > after, starting the read from the nearest remembered offset."""
         check_id(run_id)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
