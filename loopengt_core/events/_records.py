@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, TypeAdapter
+from pydantic import BeforeValidator, ConfigDict, PlainSerializer, TypeAdapter
 from pydantic_core import PydanticCustomError
 
 from loopengt_core.events._base import Event
@@ -93,4 +93,4 @@ def event_from_record(record: Any) -> AnyEvent:
 
 EventRecord = Annotated[AnyEvent, BeforeValidator(_fields), PlainSerializer(to_record)]
 """An event in a document (an export) that holds it as a record."""
-_RECORD: TypeAdapter[AnyEvent] = TypeAdapter(EventRecord)
+_RECORD: TypeAdapter[AnyEvent] = TypeAdapter(EventRecord, config=ConfigDict(title="event record"))
