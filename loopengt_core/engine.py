@@ -11,8 +11,9 @@ Public methods validate their arguments before emitting anything: a refused call
 from __future__ import annotations
 
 import random
+import typing
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from loopengt_core import patterns
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
@@ -48,12 +49,13 @@ from loopengt_core.expressions import STOP_NAMES, ConditionFailed, ExpressionErr
 from loopengt_core.gates import command_feedback, condition_gate, schema_gate, tail
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
-from loopengt_core.spec import Agent, Gate, LoopSpec, RetryPolicy, Step
+from loopengt_core.spec import Agent, Gate, LoopSpec, OnFailure, RetryPolicy, Step
 from loopengt_core.state import GateResult, RunState, apply
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000
-OUTCOMES = ("success", "failure")
+Outcome = Literal["success", "failure"]
+OUTCOMES: tuple[Outcome, ...] = typing.get_args(Outcome)
 
 
 def backoff_delay(retry: RetryPolicy, failed_attempt: int, *, seed: int, step: str) -> float:
@@ -239,6 +241,7 @@ class Engine:
         self._require_active(state)
         if outcome not in OUTCOMES:
             raise InvalidArgument(f"outcome must be one of: {', '.join(OUTCOMES)} (got {outcome!r})")
+        reported: Outcome = "success" if outcome == "success" else "failure"
         task = state.tasks.get(task_id)
         if task is None:
             raise NotFound(
@@ -253,7 +256,7 @@ class Engine:
                 task_id=task_id,
                 step=task.step,
                 attempt=task.attempt,
-                outcome=outcome,
+                outcome=reported,
                 output=output,
                 error=error,
                 digest=digest,
@@ -478,7 +481,7 @@ class Engine:
         """Pure checks of an output: its schema, the pattern's needs, condition gates. Then the rest."""
         evaluation = tx.state.evaluations[task_id]
         step = self.steps[evaluation.step]
-        results: list[tuple[GateResult, str]] = []
+        results: list[tuple[GateResult, OnFailure]] = []
         schema = self.output_schema(step)
         if schema is not None and step.run is None:
             results.append((schema_gate("output_schema", schema, evaluation.output), "retry"))
@@ -637,7 +640,7 @@ class Engine:
                         feedback=feedback,
                     )
                 )
-                self._request_command_step(tx, step, attempt, not_before)
+                self._request_command_step(tx, step, step.run, attempt, not_before)
             else:
                 tx.emit(
                     RetryScheduled(
@@ -698,11 +701,13 @@ class Engine:
     def _start_step(self, tx: _Tx, move: Move) -> None:
         step = self.steps[move.step]
         if step.run is not None:
-            self._request_command_step(tx, step, 1, tx.now)
+            self._request_command_step(tx, step, step.run, 1, tx.now)
         else:
             self._issue(tx, step, 1, move.feedback, self._input(tx.state, step, move.input))
 
-    def _request_command_step(self, tx: _Tx, step: Step, attempt: int, not_before: datetime) -> None:
+    def _request_command_step(
+        self, tx: _Tx, step: Step, argv: list[str], attempt: int, not_before: datetime
+    ) -> None:
         task_id = f"{step.name}#{tx.state.steps[step.name].issued + 1}"
         tx.emit(
             CommandRequested(
@@ -713,7 +718,7 @@ class Engine:
                 step=step.name,
                 task_id=task_id,
                 gate=None,
-                argv=step.run,
+                argv=argv,
                 attempt=attempt,
                 timeout_seconds=step.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
                 not_before=iso(not_before),
@@ -726,6 +731,7 @@ class Engine:
         state = tx.state
         task_id = f"{step.name}#{state.steps[step.name].issued + 1}"
         timeout = self._timeout(step)
+        assert step.agent is not None, "an agent step names its agent (the spec's validation)"
         tx.emit(
             TaskIssued(
                 seq=tx.seq,
