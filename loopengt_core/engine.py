@@ -11,22 +11,51 @@ Public methods validate their arguments before emitting anything: a refused call
 from __future__ import annotations
 
 import random
+import typing
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from loopengt_core import patterns
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
-from loopengt_core.events import Event, iso, parse_iso
+from loopengt_core.events import (
+    AnyEvent,
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    CheckpointTaken,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+    GateFailed,
+    GatePassed,
+    OutputSubmitted,
+    RetryScheduled,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    TaskExpired,
+    TaskIssued,
+    WorkspaceAccepted,
+    WorkspaceFiles,
+    iso,
+    parse_iso,
+)
 from loopengt_core.expressions import STOP_NAMES, ConditionFailed, ExpressionError, compile_condition
 from loopengt_core.gates import command_feedback, condition_gate, schema_gate, tail
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
-from loopengt_core.spec import Agent, Gate, LoopSpec, RetryPolicy, Step
+from loopengt_core.spec import Agent, Gate, LoopSpec, OnFailure, RetryPolicy, Step
 from loopengt_core.state import GateResult, RunState, apply
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000
-OUTCOMES = ("success", "failure")
+Outcome = Literal["success", "failure"]
+OUTCOMES: tuple[Outcome, ...] = typing.get_args(Outcome)
 
 
 def backoff_delay(retry: RetryPolicy, failed_attempt: int, *, seed: int, step: str) -> float:
@@ -50,18 +79,18 @@ class _Tx:
         self._state = state
         self.now = now
         self.at = iso(now)
-        self.events: list[Event] = []
+        self.events: list[AnyEvent] = []
+        self.seq = (state.seq if state is not None else 0) + 1  # the next event's
 
     @property
     def state(self) -> RunState:
         assert self._state is not None, "run_started must come first"
         return self._state
 
-    def emit(self, event_type: str, /, **data: Any) -> None:
-        seq = (self._state.seq if self._state is not None else 0) + 1
-        event = Event(seq=seq, type=event_type, at=self.at, data=data)
+    def emit(self, event: AnyEvent) -> None:
         self._state = apply(self._state, event)
         self.events.append(event)
+        self.seq = event.seq + 1
 
 
 class Engine:
@@ -103,19 +132,22 @@ class Engine:
         context: dict[str, Any],
         spec_hash: str,
         workspace: dict[str, Any] | None = None,
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         """`workspace` ({root, head, tree}, computed by the service) binds the run to a git work tree."""
         tx = _Tx(None, now)
         tx.emit(
-            "run_started",
-            run_id=run_id,
-            loop=self.spec.name,
-            goal=self.spec.goal,
-            spec_hash=spec_hash,
-            context=context,
-            seed=seed,
-            steps=[s.name for s in self.spec.steps],
-            **_workspace(workspace),
+            RunStarted(
+                seq=tx.seq,
+                at=tx.at,
+                run_id=run_id,
+                loop=self.spec.name,
+                goal=self.spec.goal,
+                spec_hash=spec_hash,
+                context=context,
+                seed=seed,
+                steps=[s.name for s in self.spec.steps],
+                workspace=_files(workspace),
+            )
         )
         for move in patterns.initial(self.spec, tx.state):
             self._start_step(tx, move)
@@ -131,7 +163,7 @@ class Engine:
         checkpoint_seq: int,
         now: datetime,
         workspace: dict[str, Any] | None = None,
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         """A new run that begins where `parent` (the state at a checkpoint) stood.
 
         `workspace` ({root, head, tree}): the worktree the fork works in; else it keeps the parent's.
@@ -144,17 +176,20 @@ class Engine:
             command.runner = command.lease_until = None
         tx = _Tx(None, now)
         tx.emit(
-            "run_forked",
-            run_id=run_id,
-            parent_run_id=parent.run_id,
-            checkpoint_id=checkpoint_id,
-            seq=checkpoint_seq,
-            state=state.model_dump(mode="json"),
-            **_workspace(workspace),
+            RunForked(
+                seq=tx.seq,
+                at=tx.at,
+                run_id=run_id,
+                parent_run_id=parent.run_id,
+                checkpoint_id=checkpoint_id,
+                checkpoint_seq=checkpoint_seq,
+                state=state.model_dump(mode="json"),
+                workspace=_files(workspace),
+            )
         )
         return tx.events
 
-    def tick(self, state: RunState, now: datetime) -> list[Event]:
+    def tick(self, state: RunState, now: datetime) -> list[AnyEvent]:
         """Enforce deadlines: expired tasks and the run's time budget."""
         if state.ended:
             return []
@@ -163,17 +198,24 @@ class Engine:
             elapsed = (now - parse_iso(state.started_at)).total_seconds()
             if elapsed >= self.time_limit_seconds:
                 tx.emit(
-                    "run_failed",
-                    reason=(
-                        f"max_total_time_seconds {self.time_limit_seconds:g} reached after {elapsed:.0f} s"
-                        f"{self._before_passed(state)}"
-                    ),
+                    RunFailed(
+                        seq=tx.seq,
+                        at=tx.at,
+                        reason=(
+                            f"max_total_time_seconds {self.time_limit_seconds:g} reached after {elapsed:.0f} s"
+                            f"{self._before_passed(state)}"
+                        ),
+                    )
                 )
                 return tx.events
         for task in list(state.tasks.values()):
             if task.expires_at is not None and parse_iso(task.expires_at) <= now:
                 after = (parse_iso(task.expires_at) - parse_iso(task.issued_at)).total_seconds()
-                tx.emit("task_expired", task_id=task.task_id, step=task.step, after_seconds=after)
+                tx.emit(
+                    TaskExpired(
+                        seq=tx.seq, at=tx.at, task_id=task.task_id, step=task.step, after_seconds=after
+                    )
+                )
                 self._failed(
                     tx, task.step, f"task {task.task_id} expired after {after:g} s without a submission"
                 )
@@ -191,7 +233,7 @@ class Engine:
         digest: str,
         now: datetime,
         workspace: dict[str, Any] | None = None,
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         """Record an agent's submission and decide what follows (gates, retry, next step, end).
 
         `workspace` ({head, tree}): the run's files as the service found them at the submission.
@@ -199,6 +241,7 @@ class Engine:
         self._require_active(state)
         if outcome not in OUTCOMES:
             raise InvalidArgument(f"outcome must be one of: {', '.join(OUTCOMES)} (got {outcome!r})")
+        reported: Outcome = "success" if outcome == "success" else "failure"
         task = state.tasks.get(task_id)
         if task is None:
             raise NotFound(
@@ -207,15 +250,18 @@ class Engine:
             )
         tx = _Tx(state, now)
         tx.emit(
-            "output_submitted",
-            task_id=task_id,
-            step=task.step,
-            attempt=task.attempt,
-            outcome=outcome,
-            output=output,
-            error=error,
-            digest=digest,
-            **_workspace(workspace),
+            OutputSubmitted(
+                seq=tx.seq,
+                at=tx.at,
+                task_id=task_id,
+                step=task.step,
+                attempt=task.attempt,
+                outcome=reported,
+                output=output,
+                error=error,
+                digest=digest,
+                workspace=_files(workspace),
+            )
         )
         if outcome == "failure":
             self._failed(
@@ -228,13 +274,17 @@ class Engine:
 
     def claim_command(
         self, state: RunState, command_id: str, *, runner: str, lease_until: datetime, now: datetime
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         if command_id not in state.commands:
             raise Conflict(
                 f"command {command_id!r} is not pending in run '{state.run_id}'", run_id=state.run_id
             )
         tx = _Tx(state, now)
-        tx.emit("command_started", command_id=command_id, runner=runner, lease_until=iso(lease_until))
+        tx.emit(
+            CommandStarted(
+                seq=tx.seq, at=tx.at, command_id=command_id, runner=runner, lease_until=iso(lease_until)
+            )
+        )
         return tx.events
 
     def finish_command(
@@ -249,7 +299,7 @@ class Engine:
         now: datetime,
         workspace: dict[str, Any] | None = None,
         setup_error: str | None = None,
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         """Record a command's result (run by the service) and decide what follows.
 
         `workspace` ({head, tree}): the run's files right after the command. `setup_error`: its program
@@ -263,24 +313,25 @@ class Engine:
             )
         passed = exit_code == 0 and not timed_out
         text = tail(output, COMMAND_OUTPUT_CHARS)
-        result = {
-            "exit_code": exit_code,
-            "output": text,
-            "duration_seconds": round(duration_seconds, 3),
-            "timed_out": timed_out,
-        }
+        seconds = round(duration_seconds, 3)
+        result = {"exit_code": exit_code, "output": text, "duration_seconds": seconds, "timed_out": timed_out}
         tx = _Tx(state, now)
-        if setup_error:
-            tx.emit(
-                "command_finished",
+        tx.emit(
+            CommandFinished(
+                seq=tx.seq,
+                at=tx.at,
                 command_id=command_id,
-                **result,
+                exit_code=exit_code,
+                output=text,
+                duration_seconds=seconds,
+                timed_out=timed_out,
                 result=result,
-                setup_error=setup_error,
-                **_workspace(workspace),
+                setup_error=setup_error or None,  # None: no key, as ever
+                workspace=_files(workspace),
             )
+        )
+        if setup_error:
             return tx.events
-        tx.emit("command_finished", command_id=command_id, **result, result=result, **_workspace(workspace))
         feedback = command_feedback(
             command.argv, exit_code, text, timed_out=timed_out, seconds=duration_seconds
         )
@@ -288,17 +339,27 @@ class Engine:
             gate = self.gates[command.gate or ""]
             if passed:
                 tx.emit(
-                    "gate_passed", task_id=command.task_id, step=command.step, gate=gate.name, feedback=None
+                    GatePassed(
+                        seq=tx.seq,
+                        at=tx.at,
+                        task_id=command.task_id,
+                        step=command.step,
+                        gate=gate.name,
+                        feedback=None,
+                    )
                 )
                 self._continue(tx, command.task_id)
             else:
                 tx.emit(
-                    "gate_failed",
-                    task_id=command.task_id,
-                    step=command.step,
-                    gate=gate.name,
-                    feedback=gate.feedback or feedback,
-                    on_failure=gate.on_failure,
+                    GateFailed(
+                        seq=tx.seq,
+                        at=tx.at,
+                        task_id=command.task_id,
+                        step=command.step,
+                        gate=gate.name,
+                        feedback=gate.feedback or feedback,
+                        on_failure=gate.on_failure,
+                    )
                 )
                 self._failed(tx, command.step, gate.feedback or feedback, abort=gate.on_failure == "abort")
         elif passed:
@@ -310,7 +371,7 @@ class Engine:
 
     def answer_approval(
         self, state: RunState, *, approved: bool, comment: str | None, by: str, now: datetime
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         approval = state.approval
         if approval is None:
             raise Conflict(
@@ -318,34 +379,37 @@ class Engine:
                 run_id=state.run_id,
             )
         tx = _Tx(state, now)
-        fields = {
-            "task_id": approval.task_id,
-            "step": approval.step,
-            "gate": approval.gate,
-            "comment": comment,
-            "by": by,
-        }
+        answer = ApprovalGiven if approved else ApprovalRejected
+        tx.emit(
+            answer(
+                seq=tx.seq,
+                at=tx.at,
+                task_id=approval.task_id,
+                step=approval.step,
+                gate=approval.gate,
+                comment=comment,
+                by=by,
+            )
+        )
         if approved:
-            tx.emit("approval_given", **fields)
             self._continue(tx, approval.task_id)
         else:
-            tx.emit("approval_rejected", **fields)
             reason = f"rejected by {by} at gate '{approval.gate}'" + (f": {comment}" if comment else "")
             self._failed(tx, approval.step, reason)
         self._finish(tx)
         return tx.events
 
-    def cancel(self, state: RunState, reason: str, now: datetime) -> list[Event]:
+    def cancel(self, state: RunState, reason: str, now: datetime) -> list[AnyEvent]:
         self._require_active(state)
         tx = _Tx(state, now)
-        tx.emit("run_cancelled", reason=reason or "cancelled")
+        tx.emit(RunCancelled(seq=tx.seq, at=tx.at, reason=reason or "cancelled"))
         return tx.events
 
-    def fail(self, state: RunState, reason: str, now: datetime) -> list[Event]:
+    def fail(self, state: RunState, reason: str, now: datetime) -> list[AnyEvent]:
         """End the run `failed`: whoever drives it found it cannot go on (its agent cannot start)."""
         self._require_active(state)
         tx = _Tx(state, now)
-        tx.emit("run_failed", reason=reason or "failed")
+        tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason or "failed"))
         return tx.events
 
     def take_checkpoint(
@@ -355,41 +419,51 @@ class Engine:
         label: str | None,
         now: datetime,
         workspace: dict[str, Any] | None = None,
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         """`workspace` ({head, tree, commit, ref}): the files at the checkpoint and the commit keeping them."""
         tx = _Tx(state, now)
-        tx.emit("checkpoint_taken", checkpoint_id=checkpoint_id, label=label, **_workspace(workspace))
+        tx.emit(
+            CheckpointTaken(
+                seq=tx.seq, at=tx.at, checkpoint_id=checkpoint_id, label=label, workspace=_files(workspace)
+            )
+        )
         return tx.events
 
     def accept_workspace(
         self, state: RunState, workspace: dict[str, Any], changed: list[str], now: datetime
-    ) -> list[Event]:
+    ) -> list[AnyEvent]:
         """Files changed outside the loop are accepted as the run's state (resume with accept_drift)."""
         self._require_active(state)
+        files = WorkspaceFiles.model_validate(workspace)
         tx = _Tx(state, now)
-        tx.emit("workspace_accepted", head=workspace.get("head"), tree=workspace["tree"], changed=changed)
+        tx.emit(WorkspaceAccepted(seq=tx.seq, at=tx.at, head=files.head, tree=files.tree, changed=changed))
         return tx.events
 
-    def resume(self, state: RunState, now: datetime) -> list[Event]:
+    def resume(self, state: RunState, now: datetime) -> list[AnyEvent]:
         """Continue the run; commands paused by a setup error are requested again, spending no attempt."""
         if state.ended:
             return []
         tx = _Tx(state, now)
-        tx.emit("run_resumed", reason="resumed")
+        tx.emit(RunResumed(seq=tx.seq, at=tx.at, reason="resumed"))
         for command in [c for c in state.commands.values() if c.setup_error is not None]:
             evaluation = state.evaluations.get(command.task_id)
             tx.emit(
-                "command_requested",
-                command_id=command.command_id,
-                kind=command.kind,
-                step=command.step,
-                task_id=command.task_id,
-                gate=command.gate,
-                argv=command.argv,
-                attempt=evaluation.attempt if evaluation is not None else state.steps[command.step].attempt,
-                timeout_seconds=command.timeout_seconds,
-                not_before=tx.at,
-                resumed=True,
+                CommandRequested(
+                    seq=tx.seq,
+                    at=tx.at,
+                    command_id=command.command_id,
+                    kind=command.kind,
+                    step=command.step,
+                    task_id=command.task_id,
+                    gate=command.gate,
+                    argv=command.argv,
+                    attempt=evaluation.attempt
+                    if evaluation is not None
+                    else state.steps[command.step].attempt,
+                    timeout_seconds=command.timeout_seconds,
+                    not_before=tx.at,
+                    resumed=True,
+                )
             )
         return tx.events
 
@@ -407,7 +481,7 @@ class Engine:
         """Pure checks of an output: its schema, the pattern's needs, condition gates. Then the rest."""
         evaluation = tx.state.evaluations[task_id]
         step = self.steps[evaluation.step]
-        results: list[tuple[GateResult, str]] = []
+        results: list[tuple[GateResult, OnFailure]] = []
         schema = self.output_schema(step)
         if schema is not None and step.run is None:
             results.append((schema_gate("output_schema", schema, evaluation.output), "retry"))
@@ -421,10 +495,25 @@ class Engine:
                     (condition_gate(gate.name, gate.condition, scope, gate.feedback), gate.on_failure)
                 )
         for result, on_failure in results:
-            kind = "gate_passed" if result.passed else "gate_failed"
-            extra = {} if result.passed else {"on_failure": on_failure}
             tx.emit(
-                kind, task_id=task_id, step=step.name, gate=result.name, feedback=result.feedback, **extra
+                GatePassed(
+                    seq=tx.seq,
+                    at=tx.at,
+                    task_id=task_id,
+                    step=step.name,
+                    gate=result.name,
+                    feedback=result.feedback,
+                )
+                if result.passed
+                else GateFailed(
+                    seq=tx.seq,
+                    at=tx.at,
+                    task_id=task_id,
+                    step=step.name,
+                    gate=result.name,
+                    feedback=result.feedback,
+                    on_failure=on_failure,
+                )
             )
         failed = [(r, f) for r, f in results if not r.passed]
         if failed:
@@ -441,22 +530,32 @@ class Engine:
         for gate in self._step_gates(step):
             if gate.command is not None and gate.name not in checked:
                 tx.emit(
-                    "command_requested",
-                    command_id=f"{task_id}:{gate.name}",
-                    kind="gate",
-                    step=step.name,
-                    task_id=task_id,
-                    gate=gate.name,
-                    argv=gate.command,
-                    attempt=evaluation.attempt,
-                    timeout_seconds=gate.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
-                    not_before=tx.at,
+                    CommandRequested(
+                        seq=tx.seq,
+                        at=tx.at,
+                        command_id=f"{task_id}:{gate.name}",
+                        kind="gate",
+                        step=step.name,
+                        task_id=task_id,
+                        gate=gate.name,
+                        argv=gate.command,
+                        attempt=evaluation.attempt,
+                        timeout_seconds=gate.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
+                        not_before=tx.at,
+                    )
                 )
                 return
         for gate in self._step_gates(step):
             if gate.approval and gate.name not in checked:
                 tx.emit(
-                    "approval_requested", task_id=task_id, step=step.name, gate=gate.name, prompt=gate.prompt
+                    ApprovalRequested(
+                        seq=tx.seq,
+                        at=tx.at,
+                        task_id=task_id,
+                        step=step.name,
+                        gate=gate.name,
+                        prompt=gate.prompt,
+                    )
                 )
                 return
         self._accept(tx, task_id)
@@ -465,7 +564,7 @@ class Engine:
         state = tx.state
         evaluation = state.evaluations[task_id]
         step, output = self.steps[evaluation.step], evaluation.output
-        tx.emit("step_completed", step=step.name, output=output, task_id=task_id)
+        tx.emit(StepCompleted(seq=tx.seq, at=tx.at, step=step.name, output=output, task_id=task_id))
         stop = self._stop_reason(state, output)
         if stop is not None:
             self._complete(tx, step, task_id, output, stop)
@@ -490,16 +589,19 @@ class Engine:
             )
             if not result.passed:
                 tx.emit(
-                    "gate_failed",
-                    task_id=task_id,
-                    step=step.name,
-                    gate=result.name,
-                    feedback=result.feedback,
-                    on_failure="retry",
+                    GateFailed(
+                        seq=tx.seq,
+                        at=tx.at,
+                        task_id=task_id,
+                        step=step.name,
+                        gate=result.name,
+                        feedback=result.feedback,
+                        on_failure="retry",
+                    )
                 )
                 self._failed(tx, step.name, result.feedback or "final output mismatch")
                 return
-        tx.emit("run_completed", final_output=output, reason=reason)
+        tx.emit(RunCompleted(seq=tx.seq, at=tx.at, final_output=output, reason=reason))
 
     def _stop_reason(self, state: RunState, output: Any) -> str | None:
         if self.goals:
@@ -528,22 +630,28 @@ class Engine:
                 delay = backoff_delay(retry, current.attempt, seed=state.seed, step=name)
                 not_before = tx.now + timedelta(seconds=delay)
                 tx.emit(
-                    "retry_scheduled",
-                    step=name,
-                    attempt=attempt,
-                    delay_seconds=delay,
-                    not_before=iso(not_before),
-                    feedback=feedback,
+                    RetryScheduled(
+                        seq=tx.seq,
+                        at=tx.at,
+                        step=name,
+                        attempt=attempt,
+                        delay_seconds=delay,
+                        not_before=iso(not_before),
+                        feedback=feedback,
+                    )
                 )
-                self._request_command_step(tx, step, attempt, not_before)
+                self._request_command_step(tx, step, step.run, attempt, not_before)
             else:
                 tx.emit(
-                    "retry_scheduled",
-                    step=name,
-                    attempt=attempt,
-                    delay_seconds=0.0,
-                    not_before=tx.at,
-                    feedback=feedback,
+                    RetryScheduled(
+                        seq=tx.seq,
+                        at=tx.at,
+                        step=name,
+                        attempt=attempt,
+                        delay_seconds=0.0,
+                        not_before=tx.at,
+                        feedback=feedback,
+                    )
                 )
                 self._issue(tx, step, attempt, feedback, current.visit_input)
             return
@@ -557,11 +665,11 @@ class Engine:
         fallback = patterns.on_failure(self.spec, step, feedback)
         others = state.active_steps() - {name}
         later = fallback is None and not self.spec.policy.fail_fast and bool(others)
-        tx.emit("step_failed", step=name, reason=reason, fail_run_later=later)
+        tx.emit(StepFailed(seq=tx.seq, at=tx.at, step=name, reason=reason, fail_run_later=later))
         if fallback is not None:
             self._start_step(tx, fallback)
         elif not later:
-            tx.emit("run_failed", reason=reason)
+            tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason))
 
     def _finish(self, tx: _Tx) -> None:
         """End-of-transition rules: a failing run whose branches are done, and the turn budget."""
@@ -569,9 +677,15 @@ class Engine:
         if state is None or state.ended:
             return
         if state.failing and not state.active_steps() and state.approval is None:
-            tx.emit("run_failed", reason=state.failing)
+            tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=state.failing))
         elif state.turn >= self.max_turns and state.tasks:
-            tx.emit("run_failed", reason=f"max_turns {self.max_turns} reached{self._before_passed(state)}")
+            tx.emit(
+                RunFailed(
+                    seq=tx.seq,
+                    at=tx.at,
+                    reason=f"max_turns {self.max_turns} reached{self._before_passed(state)}",
+                )
+            )
 
     def _before_passed(self, state: RunState) -> str:
         waiting = sorted(state.active_steps()) or sorted(
@@ -587,23 +701,28 @@ class Engine:
     def _start_step(self, tx: _Tx, move: Move) -> None:
         step = self.steps[move.step]
         if step.run is not None:
-            self._request_command_step(tx, step, 1, tx.now)
+            self._request_command_step(tx, step, step.run, 1, tx.now)
         else:
             self._issue(tx, step, 1, move.feedback, self._input(tx.state, step, move.input))
 
-    def _request_command_step(self, tx: _Tx, step: Step, attempt: int, not_before: datetime) -> None:
+    def _request_command_step(
+        self, tx: _Tx, step: Step, argv: list[str], attempt: int, not_before: datetime
+    ) -> None:
         task_id = f"{step.name}#{tx.state.steps[step.name].issued + 1}"
         tx.emit(
-            "command_requested",
-            command_id=task_id,
-            kind="step",
-            step=step.name,
-            task_id=task_id,
-            gate=None,
-            argv=step.run,
-            attempt=attempt,
-            timeout_seconds=step.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
-            not_before=iso(not_before),
+            CommandRequested(
+                seq=tx.seq,
+                at=tx.at,
+                command_id=task_id,
+                kind="step",
+                step=step.name,
+                task_id=task_id,
+                gate=None,
+                argv=argv,
+                attempt=attempt,
+                timeout_seconds=step.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS,
+                not_before=iso(not_before),
+            )
         )
 
     def _issue(
@@ -612,17 +731,21 @@ class Engine:
         state = tx.state
         task_id = f"{step.name}#{state.steps[step.name].issued + 1}"
         timeout = self._timeout(step)
+        assert step.agent is not None, "an agent step names its agent (the spec's validation)"
         tx.emit(
-            "task_issued",
-            task_id=task_id,
-            step=step.name,
-            agent=step.agent,
-            attempt=attempt,
-            instructions=self.instructions(state, step, attempt, feedback, task_input),
-            input=task_input,
-            output_schema=self.output_schema(step),
-            feedback=feedback,
-            expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
+            TaskIssued(
+                seq=tx.seq,
+                at=tx.at,
+                task_id=task_id,
+                step=step.name,
+                agent=step.agent,
+                attempt=attempt,
+                instructions=self.instructions(state, step, attempt, feedback, task_input),
+                input=task_input,
+                output_schema=self.output_schema(step),
+                feedback=feedback,
+                expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
+            )
         )
 
     def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:
@@ -735,9 +858,9 @@ class Engine:
         }
 
 
-def _workspace(workspace: dict[str, Any] | None) -> dict[str, Any]:
-    """The `workspace` field of an event, only when the run records one (no key otherwise)."""
-    return {"workspace": dict(workspace)} if workspace else {}
+def _files(workspace: dict[str, Any] | None) -> WorkspaceFiles | None:
+    """An event's `workspace`, with the keys the service recorded; None (left out) when it records none."""
+    return WorkspaceFiles.model_validate(workspace) if workspace else None
 
 
 def open_tasks_text(state: RunState) -> str:

@@ -21,11 +21,22 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import Event, parse_iso
+from loopengt_core.events import (
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    CommandRequested,
+    Event,
+    GateFailed,
+    GatePassed,
+    RunForked,
+    StepCompleted,
+    parse_iso,
+)
 from loopengt_core.state import RunState, RunStatus, apply
 
-_GATE_PASSED = frozenset({"gate_passed", "approval_given"})
-_GATE_FAILED = frozenset({"gate_failed", "approval_rejected"})
+_GATE_PASSED = GatePassed | ApprovalGiven
+_GATE_FAILED = GateFailed | ApprovalRejected
 
 
 class GateStats(BaseModel):
@@ -88,28 +99,27 @@ class MetricsFold:
         self.state = apply(self.state, event)
         self.events += 1
         self.last_at = event.at
-        data = event.data
-        if event.type in _GATE_PASSED or event.type in _GATE_FAILED:
-            stats = self.gates.setdefault(data["gate"], GateStats(gate=data["gate"]))
-            if event.type in _GATE_PASSED:
+        if isinstance(event, _GATE_PASSED | _GATE_FAILED):
+            stats = self.gates.setdefault(event.gate, GateStats(gate=event.gate))
+            if isinstance(event, _GATE_PASSED):
                 stats.passed += 1
             else:
                 stats.failed += 1
             stats.pass_rate = round(stats.passed / (stats.passed + stats.failed), 4)
-        if event.type == "approval_requested":
+        if isinstance(event, ApprovalRequested):
             self.approvals += 1
             self.waiting_since = event.at
-        elif event.type == "run_forked" and self.state.status == "waiting_approval":
+        elif isinstance(event, RunForked) and self.state.status == "waiting_approval":
             self.waiting_since = event.at  # forked from a checkpoint taken while waiting
         elif self.waiting_since is not None and self.state.status != "waiting_approval":
             self.waited += _seconds(self.waiting_since, event.at)
             self.waiting_since = None
-        if event.type == "command_requested" and data.get("kind") == "step":
-            self.command_tasks.add(data["task_id"])
+        if isinstance(event, CommandRequested) and event.kind == "step":
+            self.command_tasks.add(event.task_id)
         elif (
-            event.type == "step_completed"
+            isinstance(event, StepCompleted)
             and self.first_accepted is None
-            and data.get("task_id") not in self.command_tasks
+            and event.task_id not in self.command_tasks
         ):
             self.first_accepted = event.at
 

@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError
-from loopengt_core.events import Event, iso
+from loopengt_core.events import AnyEvent, EventRecord, RunForked, RunStarted, iso, to_record
 from loopengt_core.state import RunState, apply
 from loopengt_core.store import Checkpoint, Store, check_id
 from loopengt_core.validation import load_spec
@@ -58,7 +58,7 @@ class RunExport(BaseModel):
     version: Literal[1] = 1
     run_id: str
     spec: str
-    events: list[Event]
+    events: list[EventRecord]
     checkpoints: list[CheckpointRecord] = Field(default_factory=list)
     exported_at: str | None = None
     loopengt_version: str | None = None
@@ -133,7 +133,7 @@ def write_export(
     put(f'"spec":{_compact(spec_text)},"events":[')
     after, sep = 0, ""
     while page := store.events(run_id, after=after, limit=EXPORT_PAGE):
-        put(sep + ",".join(_compact(e.model_dump(mode="json")) for e in page))
+        put(sep + ",".join(_compact(to_record(e)) for e in page))
         after, sep = page[-1].seq, ","
     put('],"checkpoints":[')
     for index, point in enumerate(points):
@@ -192,17 +192,17 @@ def read_export(text: str, *, source: str = "the export") -> RunExport:
         ) from None
 
 
-def _renamed(doc: RunExport, new_id: str) -> tuple[list[Event], list[CheckpointRecord]]:
+def _renamed(doc: RunExport, new_id: str) -> tuple[list[AnyEvent], list[CheckpointRecord]]:
     """The log and checkpoints with the run's own id replaced (it is in the first event and each state)."""
-    events = list(doc.events)
-    if events and events[0].type in ("run_started", "run_forked"):
-        events[0] = events[0].model_copy(update={"data": {**events[0].data, "run_id": new_id}})
+    events: list[AnyEvent] = list(doc.events)
+    if events and isinstance(events[0], RunStarted | RunForked):
+        events[0] = events[0].model_copy(update={"run_id": new_id})
     points = [p.model_copy(update={"state": {**p.state, "run_id": new_id}}) for p in doc.checkpoints]
     return events, points
 
 
 def _fold(
-    run_id: str, events: list[Event], wanted: set[int], source: str
+    run_id: str, events: list[AnyEvent], wanted: set[int], source: str
 ) -> tuple[RunState, dict[int, dict[str, Any]]]:
     """The final state, and the state at each seq in `wanted`; InvalidArgument if the log does not fold."""
     if not events:

@@ -44,7 +44,7 @@ from loopengt_core.errors import (
     StoreCorrupt,
     TooLarge,
 )
-from loopengt_core.events import Event, iso, parse_iso
+from loopengt_core.events import AnyEvent, Event, RunForked, RunStarted, iso, parse_iso
 from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
 from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
@@ -76,10 +76,10 @@ class _Run:
 
 T = TypeVar("T")
 V = TypeVar("V", bound=RunView)
-Decide = Callable[[Engine, RunState, datetime], list[Event]]
+Decide = Callable[[Engine, RunState, datetime], list[AnyEvent]]
 
 
-def _nothing(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+def _nothing(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
     return []
 
 
@@ -105,6 +105,16 @@ def _plain_json(value: Any, what: str) -> tuple[Any, int]:
     except (TypeError, ValueError) as exc:  # ValueError: NaN/Infinity, lone surrogates, circular data
         raise InvalidArgument(f"{what} must be plain JSON: {exc}") from None
     return json.loads(text), size
+
+
+def _start_tree(first: Event) -> str | None:
+    """The tree a run started from: its run_started's, or the parent's state a fork began with."""
+    if isinstance(first, RunStarted | RunForked) and first.workspace is not None:
+        return first.workspace.tree
+    if isinstance(first, RunForked):
+        inherited = RunState.model_validate(first.state).workspace
+        return inherited.tree if inherited is not None else None
+    return None
 
 
 def _slug(name: str) -> str:
@@ -281,7 +291,7 @@ class Runs:
 
         old: dict[str, Answer] = {}  # an answer read from the log, kept for the reply (read once)
 
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
             if task_id not in state.tasks:
                 answer = state.answers.get(task_id) or self._old_answer(run_id, task_id)
                 if answer is not None:
@@ -404,7 +414,7 @@ class Runs:
                 exc, run_id, "No checkpoint was taken: once that is fixed, take it again"
             ) from None
 
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
             holder["id"] = checkpoint_id = f"cp-{state.checkpoints + 1}"
             kept = None
             if current is not None and root is not None:
@@ -519,15 +529,13 @@ class Runs:
             found = RunState.model_validate(self.store.get_checkpoint(run_id, checkpoint_id).state).workspace
             base = found.tree if found is not None else None
         else:
-            first = self.store.events(run_id, limit=1)[0].data
-            recorded = first.get("workspace") or (first.get("state") or {}).get("workspace") or {}
-            base = recorded.get("tree")
+            base = _start_tree(self.store.events(run_id, limit=1)[0])
         if base is None:
             raise WorkspaceError(f"{checkpoint_id or 'the start'} of run '{run_id}' recorded no files")
         root = Path(state.workspace.root)
         return git.diff(root, base, self._snapshot(root).tree, stat=stat)
 
-    def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+    def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         self._known(run_id)
         return self.store.events(run_id, after=after, limit=limit)
 
@@ -629,7 +637,7 @@ class Runs:
             view = self._locked(run_id, _nothing, lambda run: run_view(run.state))
         return self._drift(view, pumped or current)
 
-    def _append(self, run_id: str, run: _Run, events: list[Event]) -> None:
+    def _append(self, run_id: str, run: _Run, events: list[AnyEvent]) -> None:
         first = events[0].seq
         try:
             self.store.append(run_id, events)
@@ -685,7 +693,7 @@ class Runs:
         found: list[Command] = []
         waits: list[datetime] = []
 
-        def claim(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+        def claim(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
             for command in state.due_commands():  # not those paused by a setup error: resume asks again
                 due = parse_iso(command.not_before) <= now
                 if due and self._claimable(command.runner, command.lease_until, now):
@@ -704,7 +712,7 @@ class Runs:
     def _finish_command(
         self, run_id: str, command_id: str, result: CommandResult, current: WorkspaceState | None = None
     ) -> None:
-        def finish(engine: Engine, state: RunState, now: datetime) -> list[Event]:
+        def finish(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
             command = state.commands.get(command_id)
             if command is None or command.runner != self.runner:
                 return []  # cancelled meanwhile, or taken over after our lease ran out
@@ -814,8 +822,8 @@ class Runs:
                 f"Once that is fixed, resume it again (`loopengt run --resume {run_id} --agent CMD`)",
             ) from None
 
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[Event]:
-            events: list[Event] = []
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
+            events: list[AnyEvent] = []
             recorded = state.workspace
             if (
                 current is not None

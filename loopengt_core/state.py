@@ -8,12 +8,37 @@ It checks `seq` like an aggregate checks its version: an out-of-order event is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import Event
+from loopengt_core.events import (
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    CheckpointTaken,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+    Event,
+    GateFailed,
+    GatePassed,
+    OutputSubmitted,
+    RetryScheduled,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    TaskExpired,
+    TaskIssued,
+    WorkspaceAccepted,
+    WorkspaceFiles,
+)
 
 RunStatus = Literal["running", "waiting_approval", "paused", "completed", "failed", "cancelled"]
 StepStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "skipped"]
@@ -169,12 +194,14 @@ class RunState(BaseModel):
         )
 
 
-Applier = Callable[[RunState, dict[str, Any], str], None]
-_APPLIERS: dict[str, Applier] = {}
+E = TypeVar("E", bound=Event)
+_APPLIERS: dict[type[Event], Callable[[RunState, Any], None]] = {}
 
 
-def _on(kind: str) -> Callable[[Applier], Applier]:
-    def register(fn: Applier) -> Applier:
+def _on(kind: type[E]) -> Callable[[Callable[[RunState, E], None]], Callable[[RunState, E], None]]:
+    """Register the applier of one event class (a dict lookup by class: `apply` runs for every event)."""
+
+    def register(fn: Callable[[RunState, E], None]) -> Callable[[RunState, E], None]:
         _APPLIERS[kind] = fn
         return fn
 
@@ -183,36 +210,36 @@ def _on(kind: str) -> Callable[[Applier], Applier]:
 
 def apply(state: RunState | None, event: Event) -> RunState:
     """Fold one event into the state. Returns the state (a new one for run_started / run_forked)."""
-    data = event.data
-    if event.type == "run_started":
-        state = RunState(
-            run_id=data["run_id"],
-            loop=data["loop"],
-            goal=data.get("goal", ""),
-            seed=data.get("seed", 0),
-            spec_hash=data.get("spec_hash", ""),
-            started_at=event.at,
-            updated_at=event.at,
-            parent_run_id=data.get("parent_run_id"),
-            context=dict(data.get("context", {})),
-            steps={name: StepState(name=name) for name in data["steps"]},
-        )
-        if data.get("workspace"):
-            state.workspace = WorkspaceRecord(**data["workspace"], seq=event.seq)
-    elif event.type == "run_forked":
-        state = RunState.model_validate(data["state"])
-        state.run_id, state.parent_run_id = data["run_id"], data["parent_run_id"]
-        state.seq, state.started_at, state.checkpoints, state.answers = 0, event.at, 0, {}
-        if data.get("workspace"):  # forked into a worktree: the fork works there
-            state.workspace = WorkspaceRecord(**data["workspace"], seq=event.seq)
-    elif state is None:
-        raise StoreCorrupt(f"the first event is {event.type!r}, not run_started or run_forked")
-    else:
+    applier = _APPLIERS.get(type(event))
+    if applier is not None and state is not None:
         if event.seq != state.seq + 1:
             raise StoreCorrupt(
                 f"run {state.run_id!r}: event seq {event.seq} after {state.seq}", run_id=state.run_id
             )
-        _APPLIERS[event.type](state, data, event.at)
+        applier(state, event)
+    elif isinstance(event, RunStarted):
+        state = RunState(
+            run_id=event.run_id,
+            loop=event.loop,
+            goal=event.goal,
+            seed=event.seed,
+            spec_hash=event.spec_hash,
+            started_at=event.at,
+            updated_at=event.at,
+            parent_run_id=event.parent_run_id,
+            context=dict(event.context),
+            steps={name: StepState(name=name) for name in event.steps},
+        )
+        if event.workspace is not None:
+            state.workspace = _workspace_record(event.workspace, event.seq)
+    elif isinstance(event, RunForked):
+        state = RunState.model_validate(event.state)
+        state.run_id, state.parent_run_id = event.run_id, event.parent_run_id
+        state.seq, state.started_at, state.checkpoints, state.answers = 0, event.at, 0, {}
+        if event.workspace is not None:  # forked into a worktree: the fork works there
+            state.workspace = _workspace_record(event.workspace, event.seq)
+    else:
+        raise StoreCorrupt(f"the first event is {event.type!r}, not run_started or run_forked")
     state.seq = event.seq
     state.updated_at = event.at
     return state
@@ -227,15 +254,19 @@ def project_run(events: Iterable[Event], state: RunState | None = None) -> RunSt
     return state
 
 
-def _record_workspace(state: RunState, found: dict[str, Any] | None, *, commit: str | None = None) -> None:
+def _workspace_record(found: WorkspaceFiles, seq: int) -> WorkspaceRecord:
+    if found.root is None:
+        raise StoreCorrupt(f"event {seq} binds the run to files without naming their root")
+    return WorkspaceRecord(root=found.root, head=found.head, tree=found.tree, seq=seq)
+
+
+def _record_workspace(
+    state: RunState, found: WorkspaceFiles | WorkspaceAccepted | None, *, commit: str | None = None
+) -> None:
     """An event that carries the workspace state (head, tree) makes it the last recorded one."""
-    if found and state.workspace is not None:
+    if found is not None and state.workspace is not None:
         state.workspace = WorkspaceRecord(
-            root=state.workspace.root,
-            head=found.get("head"),
-            tree=found["tree"],
-            seq=state.seq + 1,
-            commit=commit,
+            root=state.workspace.root, head=found.head, tree=found.tree, seq=state.seq + 1, commit=commit
         )
 
 
@@ -248,47 +279,58 @@ def _answer(state: RunState, task_id: str) -> Answer:
     return answer
 
 
-@_on("task_issued")
-def _task_issued(state: RunState, d: dict[str, Any], at: str) -> None:
-    step = state.steps[d["step"]]
-    step.status, step.issued, step.attempt = "running", step.issued + 1, d["attempt"]
+@_on(TaskIssued)
+def _task_issued(state: RunState, e: TaskIssued) -> None:
+    step = state.steps[e.step]
+    step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
     step.attempts += 1
-    if d["attempt"] == 1:
+    if e.attempt == 1:
         step.visits += 1
-        step.visit_input = d.get("input") or {}
-    state.tasks[d["task_id"]] = TaskState(
-        task_id=d["task_id"],
-        step=d["step"],
-        agent=d["agent"],
-        attempt=d["attempt"],
-        instructions=d["instructions"],
-        input=d.get("input") or {},
-        output_schema=d.get("output_schema"),
-        feedback=d.get("feedback"),
-        issued_at=at,
-        expires_at=d.get("expires_at"),
+        step.visit_input = e.input or {}
+    state.tasks[e.task_id] = TaskState(
+        task_id=e.task_id,
+        step=e.step,
+        agent=e.agent,
+        attempt=e.attempt,
+        instructions=e.instructions,
+        input=e.input or {},
+        output_schema=e.output_schema,
+        feedback=e.feedback,
+        issued_at=e.at,
+        expires_at=e.expires_at,
     )
 
 
-@_on("output_submitted")
-def _output_submitted(state: RunState, d: dict[str, Any], at: str) -> None:
-    task = state.tasks.pop(d["task_id"])
+@_on(OutputSubmitted)
+def _output_submitted(state: RunState, e: OutputSubmitted) -> None:
+    task = state.tasks.pop(e.task_id)
     state.turn += 1
-    _record_workspace(state, d.get("workspace"))
-    _answer(state, task.task_id).digest = d.get("digest")
-    if d.get("outcome", "success") == "success":
+    _record_workspace(state, e.workspace)
+    _answer(state, task.task_id).digest = e.digest
+    if e.outcome == "success":
         state.evaluations[task.task_id] = Evaluation(
-            task_id=task.task_id, step=task.step, attempt=task.attempt, output=d.get("output")
+            task_id=task.task_id, step=task.step, attempt=task.attempt, output=e.output
         )
 
 
-_GATE_PASSED = {"gate_passed": True, "gate_failed": False, "approval_requested": None}
+GateEvent = GatePassed | GateFailed | ApprovalRequested
+ApprovalAnswer = ApprovalGiven | ApprovalRejected
 
 
-def _settle_approval(results: list[GateResult], d: dict[str, Any], passed: bool) -> None:
+def _settle_approval(results: list[GateResult], e: ApprovalAnswer) -> None:
     for result in results:
-        if result.name == d["gate"] and result.passed is None:
-            result.passed, result.feedback = passed, d.get("comment")
+        if result.name == e.gate and result.passed is None:
+            result.passed, result.feedback = isinstance(e, ApprovalGiven), e.comment
+
+
+def _passed(e: GateEvent) -> bool | None:
+    """A gate's verdict; None for an approval gate still waiting for a person."""
+    return None if isinstance(e, ApprovalRequested) else isinstance(e, GatePassed)
+
+
+def _gate_result(e: GateEvent) -> GateResult:
+    feedback = None if isinstance(e, ApprovalRequested) else e.feedback
+    return GateResult(name=e.gate, passed=_passed(e), feedback=feedback)
 
 
 def answer_in_log(events: Iterable[Event], task_id: str) -> Answer | None:
@@ -296,152 +338,150 @@ def answer_in_log(events: Iterable[Event], task_id: str) -> Answer | None:
     than the RECENT_ANSWERS the state keeps."""
     answer: Answer | None = None
     for event in events:
-        d, kind = event.data, event.type
-        if d.get("task_id") != task_id:
-            continue
-        if kind == "output_submitted":
-            answer = Answer(digest=d.get("digest"))
-        elif kind == "task_expired":
-            answer = Answer(expired_after_seconds=d.get("after_seconds"))
-        elif answer is not None and kind in _GATE_PASSED:
-            answer.gate_results.append(
-                GateResult(name=d["gate"], passed=_GATE_PASSED[kind], feedback=d.get("feedback"))
-            )
-        elif answer is not None and kind in ("approval_given", "approval_rejected"):
-            _settle_approval(answer.gate_results, d, kind == "approval_given")
+        match event:
+            case OutputSubmitted() if event.task_id == task_id:
+                answer = Answer(digest=event.digest)
+            case TaskExpired() if event.task_id == task_id:
+                answer = Answer(expired_after_seconds=event.after_seconds)
+            case GatePassed() | GateFailed() | ApprovalRequested() if (
+                answer is not None and event.task_id == task_id
+            ):
+                answer.gate_results.append(_gate_result(event))
+            case ApprovalGiven() | ApprovalRejected() if answer is not None and event.task_id == task_id:
+                _settle_approval(answer.gate_results, event)
     return answer
 
 
-def _gate_result(state: RunState, d: dict[str, Any], passed: bool | None) -> None:
-    result = GateResult(name=d["gate"], passed=passed, feedback=d.get("feedback"))
-    evaluation = state.evaluations.get(d["task_id"])
+def _record_gate(state: RunState, e: GateEvent) -> None:
+    result = _gate_result(e)
+    evaluation = state.evaluations.get(e.task_id)
     if evaluation is not None:
         evaluation.results.append(result)
-    _answer(state, d["task_id"]).gate_results.append(result)
+    _answer(state, e.task_id).gate_results.append(result)
 
 
-@_on("gate_passed")
-def _gate_passed(state: RunState, d: dict[str, Any], at: str) -> None:
-    _gate_result(state, d, True)
+@_on(GatePassed)
+def _gate_passed(state: RunState, e: GatePassed) -> None:
+    _record_gate(state, e)
 
 
-@_on("gate_failed")
-def _gate_failed(state: RunState, d: dict[str, Any], at: str) -> None:
-    _gate_result(state, d, False)
-    state.evaluations.pop(d["task_id"], None)
+@_on(GateFailed)
+def _gate_failed(state: RunState, e: GateFailed) -> None:
+    _record_gate(state, e)
+    state.evaluations.pop(e.task_id, None)
 
 
-@_on("command_requested")
-def _command_requested(state: RunState, d: dict[str, Any], at: str) -> None:
-    state.commands[d["command_id"]] = Command.model_validate(d)
-    if d["kind"] == "step" and not d.get("resumed"):  # `resumed`: requested again after a setup error
-        step = state.steps[d["step"]]
-        step.status, step.issued, step.attempt = "running", step.issued + 1, d["attempt"]
+@_on(CommandRequested)
+def _command_requested(state: RunState, e: CommandRequested) -> None:
+    state.commands[e.command_id] = Command(
+        command_id=e.command_id,
+        kind=e.kind,
+        step=e.step,
+        task_id=e.task_id,
+        gate=e.gate,
+        argv=list(e.argv),
+        timeout_seconds=e.timeout_seconds,
+        not_before=e.not_before,
+    )
+    if e.kind == "step" and not e.resumed:  # `resumed`: requested again after a setup error
+        step = state.steps[e.step]
+        step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
         step.attempts += 1
-        if d["attempt"] == 1:
+        if e.attempt == 1:
             step.visits += 1
 
 
-@_on("command_started")
-def _command_started(state: RunState, d: dict[str, Any], at: str) -> None:
-    command = state.commands[d["command_id"]]
-    command.runner, command.lease_until = d["runner"], d["lease_until"]
+@_on(CommandStarted)
+def _command_started(state: RunState, e: CommandStarted) -> None:
+    command = state.commands[e.command_id]
+    command.runner, command.lease_until = e.runner, e.lease_until
 
 
-@_on("command_finished")
-def _command_finished(state: RunState, d: dict[str, Any], at: str) -> None:
-    _record_workspace(state, d.get("workspace"))
-    if d.get("setup_error"):  # its program could not start: the command waits, the run pauses for a person
-        command = state.commands[d["command_id"]]
-        command.runner, command.lease_until, command.setup_error = None, None, d["setup_error"]
+@_on(CommandFinished)
+def _command_finished(state: RunState, e: CommandFinished) -> None:
+    _record_workspace(state, e.workspace)
+    if e.setup_error:  # its program could not start: the command waits, the run pauses for a person
+        command = state.commands[e.command_id]
+        command.runner, command.lease_until, command.setup_error = None, None, e.setup_error
         state.status, state.error = "paused", command.blocked_text()
         return
-    command = state.commands.pop(d["command_id"])
-    if command.kind == "step" and d.get("exit_code") == 0:
+    command = state.commands.pop(e.command_id)
+    if command.kind == "step" and e.exit_code == 0:
         state.evaluations[command.task_id] = Evaluation(
             task_id=command.task_id,
             step=command.step,
             attempt=state.steps[command.step].attempt,
-            output=d.get("result"),
+            output=e.result,
         )
 
 
-@_on("approval_requested")
-def _approval_requested(state: RunState, d: dict[str, Any], at: str) -> None:
-    state.approval = Approval(
-        task_id=d["task_id"], step=d["step"], gate=d["gate"], prompt=d.get("prompt"), requested_at=at
-    )
+@_on(ApprovalRequested)
+def _approval_requested(state: RunState, e: ApprovalRequested) -> None:
+    state.approval = Approval(task_id=e.task_id, step=e.step, gate=e.gate, prompt=e.prompt, requested_at=e.at)
     if state.status != "paused":  # a person is needed either way; resume then makes it waiting_approval
         state.status = "waiting_approval"
-    state.steps[d["step"]].status = "waiting_approval"
-    _gate_result(state, d, None)
+    state.steps[e.step].status = "waiting_approval"
+    _record_gate(state, e)
 
 
-def _approval_answered(state: RunState, d: dict[str, Any], passed: bool) -> None:
+def _approval_answered(state: RunState, e: ApprovalAnswer) -> None:
     state.approval = None
     if state.status != "paused":
         state.status = "running"
-    state.steps[d["step"]].status = "running"
-    answer, evaluation = state.answers.get(d["task_id"]), state.evaluations.get(d["task_id"])
+    state.steps[e.step].status = "running"
+    answer, evaluation = state.answers.get(e.task_id), state.evaluations.get(e.task_id)
     if answer is not None:
-        _settle_approval(answer.gate_results, d, passed)
+        _settle_approval(answer.gate_results, e)
     if evaluation is not None:
-        _settle_approval(evaluation.results, d, passed)
-    if not passed:
-        state.evaluations.pop(d["task_id"], None)
+        _settle_approval(evaluation.results, e)
+    if isinstance(e, ApprovalRejected):
+        state.evaluations.pop(e.task_id, None)
 
 
-@_on("approval_given")
-def _approval_given(state: RunState, d: dict[str, Any], at: str) -> None:
-    _approval_answered(state, d, True)
+_on(ApprovalGiven)(_approval_answered)
+_on(ApprovalRejected)(_approval_answered)
 
 
-@_on("approval_rejected")
-def _approval_rejected(state: RunState, d: dict[str, Any], at: str) -> None:
-    _approval_answered(state, d, False)
+@_on(RetryScheduled)
+def _retry_scheduled(state: RunState, e: RetryScheduled) -> None:
+    state.steps[e.step].last_failure = e.feedback
 
 
-@_on("retry_scheduled")
-def _retry_scheduled(state: RunState, d: dict[str, Any], at: str) -> None:
-    state.steps[d["step"]].last_failure = d.get("feedback")
+@_on(TaskExpired)
+def _task_expired(state: RunState, e: TaskExpired) -> None:
+    state.tasks.pop(e.task_id, None)
+    _answer(state, e.task_id).expired_after_seconds = e.after_seconds
 
 
-@_on("task_expired")
-def _task_expired(state: RunState, d: dict[str, Any], at: str) -> None:
-    state.tasks.pop(d["task_id"], None)
-    _answer(state, d["task_id"]).expired_after_seconds = d.get("after_seconds")
-
-
-@_on("step_completed")
-def _step_completed(state: RunState, d: dict[str, Any], at: str) -> None:
-    step = state.steps[d["step"]]
-    step.status, step.output, step.last_failure = "completed", d.get("output"), None
-    state.evaluations.pop(d.get("task_id") or "", None)
+@_on(StepCompleted)
+def _step_completed(state: RunState, e: StepCompleted) -> None:
+    step = state.steps[e.step]
+    step.status, step.output, step.last_failure = "completed", e.output, None
+    state.evaluations.pop(e.task_id or "", None)
     state.last_step = step.name
 
 
-@_on("step_failed")
-def _step_failed(state: RunState, d: dict[str, Any], at: str) -> None:
-    step = state.steps[d["step"]]
-    step.status, step.last_failure = "failed", d.get("reason")
-    if d.get("fail_run_later"):
-        state.failing = state.failing or d.get("reason")
+@_on(StepFailed)
+def _step_failed(state: RunState, e: StepFailed) -> None:
+    step = state.steps[e.step]
+    step.status, step.last_failure = "failed", e.reason
+    if e.fail_run_later:
+        state.failing = state.failing or e.reason
 
 
-@_on("checkpoint_taken")
-def _checkpoint_taken(state: RunState, d: dict[str, Any], at: str) -> None:
+@_on(CheckpointTaken)
+def _checkpoint_taken(state: RunState, e: CheckpointTaken) -> None:
     state.checkpoints += 1
-    found = d.get("workspace")
-    _record_workspace(state, found, commit=found.get("commit") if found else None)
+    _record_workspace(state, e.workspace, commit=e.workspace.commit if e.workspace else None)
 
 
-@_on("workspace_accepted")
-def _workspace_accepted(state: RunState, d: dict[str, Any], at: str) -> None:
-    _record_workspace(state, d)
+@_on(WorkspaceAccepted)
+def _workspace_accepted(state: RunState, e: WorkspaceAccepted) -> None:
+    _record_workspace(state, e)
 
 
-@_on("run_resumed")
-def _run_resumed(state: RunState, d: dict[str, Any], at: str) -> None:
+@_on(RunResumed)
+def _run_resumed(state: RunState, e: RunResumed) -> None:
     if state.status == "paused":
         state.status = "waiting_approval" if state.approval is not None else "running"
         state.error = None
@@ -460,17 +500,17 @@ def _end(state: RunState, status: RunStatus, at: str, *, error: str | None = Non
             step.status = "failed" if status == "failed" else "skipped"
 
 
-@_on("run_completed")
-def _run_completed(state: RunState, d: dict[str, Any], at: str) -> None:
-    state.final_output = d.get("final_output")
-    _end(state, "completed", at)
+@_on(RunCompleted)
+def _run_completed(state: RunState, e: RunCompleted) -> None:
+    state.final_output = e.final_output
+    _end(state, "completed", e.at)
 
 
-@_on("run_failed")
-def _run_failed(state: RunState, d: dict[str, Any], at: str) -> None:
-    _end(state, "failed", at, error=d.get("reason"))
+@_on(RunFailed)
+def _run_failed(state: RunState, e: RunFailed) -> None:
+    _end(state, "failed", e.at, error=e.reason)
 
 
-@_on("run_cancelled")
-def _run_cancelled(state: RunState, d: dict[str, Any], at: str) -> None:
-    _end(state, "cancelled", at, error=d.get("reason"))
+@_on(RunCancelled)
+def _run_cancelled(state: RunState, e: RunCancelled) -> None:
+    _end(state, "cancelled", e.at, error=e.reason)

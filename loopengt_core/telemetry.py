@@ -24,7 +24,29 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from loopengt_core.events import TERMINAL_EVENTS, Event, parse_iso
+from loopengt_core.events import (
+    AnyEvent,
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+    Event,
+    GateFailed,
+    GatePassed,
+    OutputSubmitted,
+    RunCancelled,
+    RunCompleted,
+    RunEnded,
+    RunFailed,
+    RunForked,
+    RunStarted,
+    StepCompleted,
+    TaskExpired,
+    TaskIssued,
+    parse_iso,
+)
 from loopengt_core.state import RunState
 
 if TYPE_CHECKING:
@@ -46,7 +68,7 @@ _NEXT_IDS: ContextVar[tuple[int, int] | None] = ContextVar("loopengt_next_span_i
 class EventSource(Protocol):
     """Where a run's earlier events are read from (the store)."""
 
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]: ...
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]: ...
 
 
 # --- ids: the same in every process ----------------------------------------------------------------
@@ -158,8 +180,8 @@ class RunTracer:
         first = events[0].seq
         if trail.seen < first - 1:  # appended by another process (or before this one began): catch up
             fold.live = False
-            for event in source.events(run_id, after=trail.seen, limit=first - 1 - trail.seen):
-                fold.apply(event)
+            for earlier in source.events(run_id, after=trail.seen, limit=first - 1 - trail.seen):
+                fold.apply(earlier)
             fold.live = True
         for event in events:
             if event.seq > trail.seen:
@@ -216,75 +238,101 @@ class _Fold:
         self.live = True
 
     def apply(self, event: Event) -> None:
-        d, at, kind, trail = event.data, event.at, event.type, self.trail
+        at, trail = event.at, self.trail
         trail.seen = event.seq
-        if kind == "run_started":
-            trail.loop, trail.started_at, trail.parent_run_id = d["loop"], at, d.get("parent_run_id")
-        elif kind == "run_forked":
-            self._forked(d, at)
-        elif kind == "task_issued":
-            trail.work[d["task_id"]] = _Work(d["step"], d["attempt"], d.get("agent") or d["step"], at)
-        elif kind == "output_submitted":
-            work = trail.work.get(d["task_id"])
-            if d.get("outcome", "success") != "success":
-                self._close(d["task_id"], at, "failed", d.get("error") or "reported failure")
-            elif work is not None:
-                work.checked_since = at
-        elif kind == "command_requested":
-            command = _Command(
-                d["command_id"], d["kind"], d["step"], d["task_id"], d.get("gate"), list(d["argv"]),
-                d.get("attempt"), at,
-            )  # fmt: skip
-            trail.commands[command.command_id] = command
-            if command.kind == "gate" and command.gate:
-                trail.waits[(command.task_id, command.gate)] = at
-            else:
-                trail.work[command.task_id] = _Work(command.step, command.attempt or 1, None, at)
-        elif kind == "command_started":
-            if d["command_id"] in trail.commands:
-                trail.commands[d["command_id"]].started_at = at
-        elif kind == "command_finished":
-            self._command_finished(d, at)
-        elif kind == "approval_requested":
-            trail.waits[(d["task_id"], d["gate"])] = at
-        elif kind in ("gate_passed", "gate_failed", "approval_given", "approval_rejected"):
-            passed = kind in ("gate_passed", "approval_given")
-            detail = d.get("comment") if kind.startswith("approval") else d.get("feedback")
-            outcome = {"approval_given": "approved", "approval_rejected": "rejected"}.get(kind)
-            self._gate(d, at, passed, detail, outcome)
-            if not passed:
-                self._close(d["task_id"], at, "rejected", detail or f"gate {d['gate']} failed")
-        elif kind == "task_expired":
-            self._close(d["task_id"], at, "expired", f"expired after {d.get('after_seconds')} s")
-        elif kind == "step_completed" and d.get("task_id"):
-            self._close(d["task_id"], at, "accepted", None)
-        elif kind in TERMINAL_EVENTS:
-            self._ended(event)
+        match event:
+            case RunStarted():
+                trail.loop, trail.started_at, trail.parent_run_id = event.loop, at, event.parent_run_id
+            case RunForked():
+                self._forked(event)
+            case TaskIssued():
+                trail.work[event.task_id] = _Work(event.step, event.attempt, event.agent or event.step, at)
+            case OutputSubmitted():
+                work = trail.work.get(event.task_id)
+                if event.outcome != "success":
+                    self._close(event.task_id, at, "failed", event.error or "reported failure")
+                elif work is not None:
+                    work.checked_since = at
+            case CommandRequested():
+                self._requested(event)
+            case CommandStarted():
+                if event.command_id in trail.commands:
+                    trail.commands[event.command_id].started_at = at
+            case CommandFinished():
+                self._command_finished(event)
+            case ApprovalRequested():
+                trail.waits[(event.task_id, event.gate)] = at
+            case GatePassed() | GateFailed():
+                passed = isinstance(event, GatePassed)
+                self._gate(
+                    event.task_id, event.gate, at, passed=passed, detail=event.feedback, step=event.step
+                )
+                if isinstance(event, GateFailed):
+                    self._close(event.task_id, at, "rejected", event.feedback or f"gate {event.gate} failed")
+            case ApprovalGiven() | ApprovalRejected():
+                passed = isinstance(event, ApprovalGiven)
+                outcome = "approved" if passed else "rejected"
+                self._gate(
+                    event.task_id,
+                    event.gate,
+                    at,
+                    step=event.step,
+                    passed=passed,
+                    detail=event.comment,
+                    outcome=outcome,
+                    by=event.by,
+                )
+                if not passed:
+                    self._close(event.task_id, at, "rejected", event.comment or f"gate {event.gate} failed")
+            case TaskExpired():
+                self._close(event.task_id, at, "expired", f"expired after {event.after_seconds} s")
+            case StepCompleted() if event.task_id:
+                self._close(event.task_id, at, "accepted", None)
+            case RunCompleted() | RunFailed() | RunCancelled():
+                self._ended(event)
 
-    def _forked(self, d: dict[str, Any], at: str) -> None:
+    def _requested(self, event: CommandRequested) -> None:
+        trail, at = self.trail, event.at
+        command = _Command(
+            event.command_id,
+            event.kind,
+            event.step,
+            event.task_id,
+            event.gate,
+            list(event.argv),
+            event.attempt,
+            at,
+        )
+        trail.commands[command.command_id] = command
+        if command.kind == "gate" and command.gate:
+            trail.waits[(command.task_id, command.gate)] = at
+        else:
+            trail.work[command.task_id] = _Work(command.step, command.attempt or 1, None, at)
+
+    def _forked(self, event: RunForked) -> None:
         """A fork begins with the parent's open work (as of the checkpoint); its spans start at the fork."""
-        parent, trail = d["state"], self.trail
-        trail.loop, trail.started_at, trail.parent_run_id = parent["loop"], at, d.get("parent_run_id")
-        for task in parent.get("tasks", {}).values():
-            trail.work[task["task_id"]] = _Work(task["step"], task["attempt"], task["agent"], at)
-        for evaluation in parent.get("evaluations", {}).values():
+        parent, trail, at = RunState.model_validate(event.state), self.trail, event.at
+        trail.loop, trail.started_at, trail.parent_run_id = parent.loop, at, event.parent_run_id
+        for task in parent.tasks.values():
+            trail.work[task.task_id] = _Work(task.step, task.attempt, task.agent, at)
+        for evaluation in parent.evaluations.values():
             trail.work.setdefault(
-                evaluation["task_id"], _Work(evaluation["step"], evaluation["attempt"], None, at, at)
+                evaluation.task_id, _Work(evaluation.step, evaluation.attempt, None, at, at)
             )
-        for c in parent.get("commands", {}).values():
-            trail.commands[c["command_id"]] = _Command(
-                c["command_id"], c["kind"], c["step"], c["task_id"], c.get("gate"), list(c["argv"]), None, at
+        for c in parent.commands.values():
+            trail.commands[c.command_id] = _Command(
+                c.command_id, c.kind, c.step, c.task_id, c.gate, list(c.argv), None, at
             )
-            if c["kind"] == "gate" and c.get("gate"):
-                trail.waits[(c["task_id"], c["gate"])] = at
-        if parent.get("approval"):
-            trail.waits[(parent["approval"]["task_id"], parent["approval"]["gate"])] = at
+            if c.kind == "gate" and c.gate:
+                trail.waits[(c.task_id, c.gate)] = at
+        if parent.approval is not None:
+            trail.waits[(parent.approval.task_id, parent.approval.gate)] = at
 
-    def _command_finished(self, d: dict[str, Any], at: str) -> None:
-        command = self.trail.commands.pop(d["command_id"], None)
+    def _command_finished(self, event: CommandFinished) -> None:
+        command = self.trail.commands.pop(event.command_id, None)
         if command is None:
             return
-        exit_code, timed_out = d.get("exit_code"), bool(d.get("timed_out"))
+        exit_code, timed_out, at = event.exit_code, event.timed_out, event.at
         ok = exit_code == 0 and not timed_out
         outcome = "succeeded" if ok else ("timed_out" if timed_out else "failed")
         error = None if ok else f"exit code {exit_code}" + (" (timed out)" if timed_out else "")
@@ -319,9 +367,17 @@ class _Fold:
         )
 
     def _gate(
-        self, d: dict[str, Any], at: str, passed: bool | None, detail: str | None, outcome: str | None
+        self,
+        task_id: str,
+        gate: str,
+        at: str,
+        *,
+        passed: bool | None,
+        detail: str | None,
+        outcome: str | None = None,
+        step: str | None = None,
+        by: str | None = None,
     ) -> None:
-        task_id, gate = d["task_id"], d["gate"]
         asked = self.trail.waits.pop((task_id, gate), None)
         work = self.trail.work.get(task_id)
         start = asked or (work.checked_since if work is not None else None) or at
@@ -331,7 +387,7 @@ class _Fold:
             return
         attributes: dict[str, Any] = {
             **self._common(),
-            "loopengt.step": d.get("step") or (work.step if work is not None else ""),
+            "loopengt.step": step or (work.step if work is not None else ""),
             "loopengt.task_id": task_id,
             "loopengt.gate": gate,
             "loopengt.outcome": outcome or ("passed" if passed else "failed"),
@@ -340,8 +396,8 @@ class _Fold:
             attributes["loopengt.gate.passed"] = passed
         if work is not None:
             attributes["loopengt.attempt"] = work.attempt
-        if d.get("by"):
-            attributes["loopengt.approval.by"] = d["by"]
+        if by:
+            attributes["loopengt.approval.by"] = by
         self.tracer.span(
             f"loopengt.gate {gate}",
             self._ids(span_id("gate", self.run_id, task_id, gate), self._parent(task_id)),
@@ -383,7 +439,7 @@ class _Fold:
             error=error,
         )
 
-    def _ended(self, event: Event) -> None:
+    def _ended(self, event: RunEnded) -> None:
         """The run ended: what was still open ends with it (abandoned), then the run's own span."""
         if not self.live:
             return
@@ -391,7 +447,7 @@ class _Fold:
         for command in list(trail.commands.values()):
             self._command_span(command, at, "abandoned", None)
         for task_id, gate in list(trail.waits):
-            self._gate({"task_id": task_id, "gate": gate}, at, None, None, "abandoned")
+            self._gate(task_id, gate, at, passed=None, detail=None, outcome="abandoned")
         for task_id in list(trail.work):
             self._close(task_id, at, "abandoned", None)
         outcome = event.type.removeprefix("run_")
@@ -413,7 +469,7 @@ class _Fold:
             trail.started_at or state.started_at,
             at,
             attributes,
-            error=(_first_line(event.data.get("reason")) or "failed") if outcome == "failed" else None,
+            error=(_first_line(event.reason) or "failed") if outcome == "failed" else None,
             links=links,
         )
 

@@ -75,7 +75,9 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
     if token:
         auth = {
             "token_verifier": BearerToken(token),
-            "auth": AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
+            "auth": AuthSettings.model_validate(
+                {"issuer_url": "http://127.0.0.1", "resource_server_url": None}
+            ),
         }
     mcp = MCPServer(
         "loopengt",

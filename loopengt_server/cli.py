@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from loopengt_core.errors import LoopengtError
+from loopengt_core.events import event_data, to_record
 
 if TYPE_CHECKING:
     from loopengt_core.runs import Runs
@@ -380,7 +381,7 @@ def show(
     if as_json:
         doc = view.model_dump(mode="json")
         if trace:
-            doc["trace"] = [event.model_dump(mode="json") for event in runs.trace(run_id)]
+            doc["trace"] = [to_record(event) for event in runs.trace(run_id)]
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
     console = Console(highlight=False, width=160)
@@ -394,7 +395,7 @@ def show(
     console.print(f"  next: {for_person(view.next_action)}", markup=False)
     if trace:
         for event in runs.trace(run_id):
-            detail = json.dumps(event.data, default=str)
+            detail = json.dumps(event_data(event), default=str)
             typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}")
 
 

@@ -25,7 +25,33 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loopengt_core.events import Event, parse_iso
+from loopengt_core.events import (
+    AnyEvent,
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    CheckpointTaken,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+    Event,
+    GateFailed,
+    GatePassed,
+    OutputSubmitted,
+    RetryScheduled,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    TaskExpired,
+    TaskIssued,
+    event_data,
+    parse_iso,
+)
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.state import RunState
 from loopengt_core.store import Store
@@ -51,46 +77,48 @@ def _short(text: Any, limit: int = _DETAIL_CHARS) -> str:
 
 def describe(event: Event) -> str:
     """One line saying what the event means (the trace has the full data)."""
-    d = event.data
-    kind = event.type
-    if kind == "run_started":
-        return f"loop {d.get('loop')}: {_short(d.get('goal') or '')}"
-    if kind == "run_forked":
-        return f"forked from {d.get('parent_run_id')} at checkpoint {d.get('checkpoint_id')}"
-    if kind == "task_issued":
-        feedback = f" - feedback: {_short(d['feedback'], 80)}" if d.get("feedback") else ""
-        return f"{d.get('task_id')} to {d.get('agent')} (attempt {d.get('attempt')}){feedback}"
-    if kind == "output_submitted":
-        error = f": {_short(d['error'], 80)}" if d.get("error") else ""
-        return f"{d.get('task_id')} {d.get('outcome', 'success')}{error}"
-    if kind in ("gate_passed", "gate_failed"):
-        feedback = f": {_short(d['feedback'], 100)}" if kind == "gate_failed" and d.get("feedback") else ""
-        return f"{d.get('gate')} on {d.get('task_id')}{feedback}"
-    if kind == "command_requested":
-        return f"{d.get('command_id')}: {_short(' '.join(map(str, d.get('argv') or [])), 80)}"
-    if kind == "command_started":
-        return f"{d.get('command_id')} by {d.get('runner')}"
-    if kind == "command_finished" and d.get("setup_error"):
-        return f"{d.get('command_id')} cannot run, paused: {_short(d['setup_error'], 100)}"
-    if kind == "command_finished":
-        return f"{d.get('command_id')}: exit {d.get('exit_code')} in {d.get('duration_seconds')}s"
-    if kind == "approval_requested":
-        return f"gate {d.get('gate')} of step {d.get('step')} waits for a person"
-    if kind in ("approval_given", "approval_rejected"):
-        comment = f": {_short(d['comment'], 80)}" if d.get("comment") else ""
-        return f"gate {d.get('gate')} by {d.get('by')}{comment}"
-    if kind == "retry_scheduled":
-        return f"{d.get('step')} attempt {d.get('attempt')} in {d.get('delay_seconds')}s"
-    if kind == "task_expired":
-        return f"{d.get('task_id')} after {d.get('after_seconds')}s"
-    if kind in ("step_completed", "step_failed"):
-        reason = f": {_short(d['reason'], 100)}" if d.get("reason") else ""
-        return f"{d.get('step')}{reason}"
-    if kind == "checkpoint_taken":
-        return f"{d.get('checkpoint_id')}" + (f" ({d['label']})" if d.get("label") else "")
-    if kind in ("run_completed", "run_failed", "run_cancelled", "run_resumed"):
-        return _short(d.get("reason") or "")
-    return _short(json.dumps(d, default=str))
+    match event:
+        case RunStarted():
+            return f"loop {event.loop}: {_short(event.goal)}"
+        case RunForked():
+            return f"forked from {event.parent_run_id} at checkpoint {event.checkpoint_id}"
+        case TaskIssued():
+            feedback = f" - feedback: {_short(event.feedback, 80)}" if event.feedback else ""
+            return f"{event.task_id} to {event.agent} (attempt {event.attempt}){feedback}"
+        case OutputSubmitted():
+            error = f": {_short(event.error, 80)}" if event.error else ""
+            return f"{event.task_id} {event.outcome}{error}"
+        case GatePassed():
+            return f"{event.gate} on {event.task_id}"
+        case GateFailed():
+            feedback = f": {_short(event.feedback, 100)}" if event.feedback else ""
+            return f"{event.gate} on {event.task_id}{feedback}"
+        case CommandRequested():
+            return f"{event.command_id}: {_short(' '.join(event.argv), 80)}"
+        case CommandStarted():
+            return f"{event.command_id} by {event.runner}"
+        case CommandFinished() if event.setup_error:
+            return f"{event.command_id} cannot run, paused: {_short(event.setup_error, 100)}"
+        case CommandFinished():
+            return f"{event.command_id}: exit {event.exit_code} in {event.duration_seconds}s"
+        case ApprovalRequested():
+            return f"gate {event.gate} of step {event.step} waits for a person"
+        case ApprovalGiven() | ApprovalRejected():
+            comment = f": {_short(event.comment, 80)}" if event.comment else ""
+            return f"gate {event.gate} by {event.by}{comment}"
+        case RetryScheduled():
+            return f"{event.step} attempt {event.attempt} in {event.delay_seconds}s"
+        case TaskExpired():
+            return f"{event.task_id} after {event.after_seconds}s"
+        case StepCompleted():
+            return event.step
+        case StepFailed():
+            return event.step + (f": {_short(event.reason, 100)}" if event.reason else "")
+        case CheckpointTaken():
+            return event.checkpoint_id + (f" ({event.label})" if event.label else "")
+        case RunCompleted() | RunFailed() | RunCancelled() | RunResumed():
+            return _short(event.reason or "")
+    return _short(json.dumps(event_data(event), default=str))
 
 
 def event_line(event: Event) -> str:
@@ -138,7 +166,7 @@ class Follower:
         assert self.fold.state is not None
         return self.fold.state
 
-    def pull(self) -> list[Event]:
+    def pull(self) -> list[AnyEvent]:
         """Fold the events appended since the last pull."""
         after = 0 if self.fold.state is None else self.fold.state.seq
         new = self.store.events(self.run_id, after=after)
@@ -147,7 +175,7 @@ class Follower:
             self.recent.append(event)
         return new
 
-    def wait(self) -> list[Event]:
+    def wait(self) -> list[AnyEvent]:
         """Sleep until a notification or the poll interval; then the new events, if the log changed."""
         if self._changes is not None:
             self._changes(self.poll_seconds)

@@ -35,7 +35,17 @@ from rich.text import Text
 
 from loopengt_core.commands import Peek
 from loopengt_core.errors import InvalidArgument, LoopengtError
-from loopengt_core.events import Event
+from loopengt_core.events import (
+    ApprovalRequested,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+    Event,
+    GateFailed,
+    GatePassed,
+    RetryScheduled,
+    StepFailed,
+)
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.runs import Runs
 from loopengt_core.state import Command, TaskView
@@ -290,7 +300,7 @@ class Watcher:
         self.run_id = run_id
         self.progress = progress
         self.fold = MetricsFold()
-        self._commands: dict[str, dict[str, Any]] = {}
+        self._commands: dict[str, CommandRequested] = {}
         self._durations: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -323,55 +333,59 @@ class Watcher:
 
     def _fold(self, event: Event, *, say: bool) -> None:
         self.fold.add(event)
-        d = event.data
         p = self.progress
-        if event.type == "command_requested":
-            self._commands[d["command_id"]] = d
-        elif event.type == "command_started" and say:
-            command = self._commands.get(d.get("command_id", ""), {})
-            argv = " ".join(map(str, command.get("argv") or []))
-            if command.get("kind") == "gate":
-                p.now_doing(f"gate {command.get('gate')}", step=command.get("step"), detail=_short(argv, 80))
-                what = f"gate {command.get('gate')}"
-            else:
-                p.now_doing("command", step=command.get("step"), attempt=0, detail=_short(argv, 80))
-                what = f"step {command.get('step')} (command)"
-            if not p.live:  # a log has no live line: say what starts, so a long gate is not silence
-                p.say(f"  {what}: running {_short(argv, 100)}")
-        elif event.type == "command_finished":
-            command = self._commands.get(d.get("command_id", ""), {})
-            seconds = float(d.get("duration_seconds") or 0)
-            if command.get("kind") == "gate":
-                self._durations[str(command.get("gate"))] = seconds
-            elif say:
-                code = d.get("exit_code")
-                how = "timed out" if d.get("timed_out") else f"exit {code}"
-                ok = code == 0 and not d.get("timed_out")
-                mark = Text("ok", style="green") if ok else Text("failed", style="red")
-                p.say(
-                    Text.assemble(
-                        f"  step {command.get('step')} (command): ", mark, f" ({how}, {seconds:.1f} s)"
-                    )
-                )
-                if not ok:
-                    for line in _last_lines(str(d.get("output") or "")):
-                        p.say(Text(f"    | {line}", style="dim"))
-        elif event.type in ("gate_passed", "gate_failed") and say:
-            gate = str(d.get("gate"))
-            took = self._durations.pop(gate, None)
-            timing = f" ({took:.1f} s)" if took is not None else ""
-            if event.type == "gate_passed":
-                p.say(Text.assemble(f"  gate {gate}: ", ("pass", "green"), timing))
-            else:
-                p.say(Text.assemble(f"  gate {gate}: ", ("fail", "red"), timing))
-                for line in _last_lines(str(d.get("feedback") or "")):
+        match event:
+            case CommandRequested():
+                self._commands[event.command_id] = event
+            case CommandStarted() if say and event.command_id in self._commands:
+                self._started(self._commands[event.command_id])
+            case CommandFinished() if event.command_id in self._commands:
+                self._finished(self._commands[event.command_id], event, say=say)
+            case GatePassed() if say:
+                took = self._durations.pop(event.gate, None)
+                timing = f" ({took:.1f} s)" if took is not None else ""
+                p.say(Text.assemble(f"  gate {event.gate}: ", ("pass", "green"), timing))
+            case GateFailed() if say:
+                took = self._durations.pop(event.gate, None)
+                timing = f" ({took:.1f} s)" if took is not None else ""
+                p.say(Text.assemble(f"  gate {event.gate}: ", ("fail", "red"), timing))
+                for line in _last_lines(event.feedback or ""):
                     p.say(Text(f"    | {line}", style="dim"))
-        elif event.type == "retry_scheduled" and say:
-            p.say(f"  retrying step {d.get('step')} (attempt {d.get('attempt')})")
-        elif event.type == "step_failed" and say:
-            p.say(Text(f"  step {d.get('step')} failed: {_short(str(d.get('reason') or ''))}", style="red"))
-        elif event.type == "approval_requested" and say:
-            p.now_doing(f"waiting for approval of gate {d.get('gate')}", step=d.get("step"))
+            case RetryScheduled() if say:
+                p.say(f"  retrying step {event.step} (attempt {event.attempt})")
+            case StepFailed() if say:
+                p.say(Text(f"  step {event.step} failed: {_short(event.reason or '')}", style="red"))
+            case ApprovalRequested() if say:
+                p.now_doing(f"waiting for approval of gate {event.gate}", step=event.step)
+
+    def _started(self, command: CommandRequested) -> None:
+        p = self.progress
+        argv = " ".join(command.argv)
+        if command.kind == "gate":
+            p.now_doing(f"gate {command.gate}", step=command.step, detail=_short(argv, 80))
+            what = f"gate {command.gate}"
+        else:
+            p.now_doing("command", step=command.step, attempt=0, detail=_short(argv, 80))
+            what = f"step {command.step} (command)"
+        if not p.live:  # a log has no live line: say what starts, so a long gate is not silence
+            p.say(f"  {what}: running {_short(argv, 100)}")
+
+    def _finished(self, command: CommandRequested, event: CommandFinished, *, say: bool) -> None:
+        seconds = event.duration_seconds
+        if command.kind == "gate":
+            self._durations[str(command.gate)] = seconds
+            return
+        if not say:
+            return
+        how = "timed out" if event.timed_out else f"exit {event.exit_code}"
+        ok = event.exit_code == 0 and not event.timed_out
+        mark = Text("ok", style="green") if ok else Text("failed", style="red")
+        self.progress.say(
+            Text.assemble(f"  step {command.step} (command): ", mark, f" ({how}, {seconds:.1f} s)")
+        )
+        if not ok:
+            for line in _last_lines(event.output):
+                self.progress.say(Text(f"    | {line}", style="dim"))
 
 
 def _show_task(progress: Progress, task: TaskView) -> None:

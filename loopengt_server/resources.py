@@ -19,6 +19,7 @@ from mcp_types import (
 
 from loopengt_core.catalog import template_names, template_text
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
+from loopengt_core.events import to_record
 from loopengt_core.runs import Runs
 from loopengt_core.spec import json_schema
 from loopengt_server.run_context import store_context
@@ -47,7 +48,7 @@ def trace_page(runs: Runs, run_id: str, cursor: str | None) -> dict[str, Any]:
         if not batch:
             break
         for event in batch:
-            dumped = event.model_dump(mode="json")
+            dumped = to_record(event)
             events.append(dumped)
             size += len(json.dumps(dumped, ensure_ascii=False))
             after = event.seq

@@ -17,6 +17,7 @@ import yaml
 from clock import Clock
 
 from loopengt_core.engine import Engine
+from loopengt_core.events import event_data
 from loopengt_core.expressions import (
     GATE_NAMES,
     STOP_NAMES,
@@ -325,7 +326,7 @@ def _verdicts(answer: Any) -> list[tuple[str, bool, str | None]]:
 def _end_reason(runs: Runs, run_id: str) -> str:
     last = runs.trace(run_id)[-1]
     assert last.type in ("run_completed", "run_failed"), last.type
-    return str(last.data["reason"])
+    return str(event_data(last)["reason"])
 
 
 def _open(answer: Any) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import Event
+from loopengt_core.events import RunResumed
 from loopengt_core.metrics import MetricsFold, run_metrics
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
@@ -154,7 +154,7 @@ def test_metrics_need_a_trace() -> None:
     with pytest.raises(StoreCorrupt):
         run_metrics([])
     with pytest.raises(StoreCorrupt):
-        run_metrics([Event(seq=1, type="task_issued", at="2026-01-01T00:00:00.000Z", data={})])
+        run_metrics([RunResumed(seq=1, at="2026-01-01T00:00:00.000Z")])
 
 
 # --- the commands -------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from mcp import Client
 from mcp_helpers import ok, stdio_params, step, trace_events
 
 from loopengt_core.commands import run_command
+from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.state import project_run
 from loopengt_core.store.files import FileStore
@@ -111,8 +112,8 @@ def test_a_missing_gate_program_pauses_the_run_and_resume_continues_it(
     attempts = {s.name: s.attempts for s in answer.steps}
     assert attempts == {"write": 1, "final": 0}
     finished = [e for e in store.events(run_id) if e.type == "command_finished"]
-    assert finished[-1].data["setup_error"].startswith(f"program `{GATE}` was not found on PATH")
-    assert finished[-1].data["exit_code"] == 127
+    assert event_data(finished[-1])["setup_error"].startswith(f"program `{GATE}` was not found on PATH")
+    assert event_data(finished[-1])["exit_code"] == 127
     assert "gate_failed" not in types_of(store, run_id)
     assert "retry_scheduled" not in types_of(store, run_id)
     assert_replays(runs, store, run_id)
@@ -392,8 +393,10 @@ def _same_after_replay(runs: Runs, store: FileStore, run_id: str) -> None:
     if live.status == "paused":
         assert live.error
         assert all(c.runner is None for c in live.commands.values() if c.setup_error)
-    setup = [e for e in store.events(run_id) if e.type == "command_finished" and e.data.get("setup_error")]
-    feedback = [str(e.data.get("feedback")) for e in store.events(run_id) if e.type == "gate_failed"]
+    setup = [
+        e for e in store.events(run_id) if e.type == "command_finished" and event_data(e).get("setup_error")
+    ]
+    feedback = [str(event_data(e).get("feedback")) for e in store.events(run_id) if e.type == "gate_failed"]
     assert not any("cannot start" in f or "not found on PATH" in f for f in feedback)
     assert len(setup) <= sum(1 for e in store.events(run_id) if e.type == "command_finished")
 
@@ -419,7 +422,7 @@ def test_setup_errors_never_spend_attempts_and_replay_to_the_same_state(
                 assert answer.accepted
                 if action[2]:  # passes `ok`, and the program exits 0 whenever it starts: no retry, ever
                     again = [e for e in store.events(run_id) if e.type == "task_issued"]
-                    assert all(e.data["step"] != task.step for e in again[issued:])
+                    assert all(event_data(e)["step"] != task.step for e in again[issued:])
             elif kind == "program":
                 program.unlink(missing_ok=True)
                 if action[1] != "remove":
@@ -447,7 +450,9 @@ def test_setup_errors_never_spend_attempts_and_replay_to_the_same_state(
             _same_after_replay(runs, store, run_id)
         final = runs.get_run(run_id).status
         assert final in ("completed", "failed")
-        paused = any(e.data.get("setup_error") for e in store.events(run_id) if e.type == "command_finished")
+        paused = any(
+            event_data(e).get("setup_error") for e in store.events(run_id) if e.type == "command_finished"
+        )
         event(f"ended {final}" + (" after a pause" if paused else ""))
         store.close()
 

@@ -16,6 +16,7 @@ import pytest
 from clock import Clock
 
 from loopengt_core.errors import Conflict, NotFound
+from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_core.view import RunView, TaskView
@@ -47,16 +48,16 @@ def spec(pattern: str, steps: list[dict[str, Any]], **extra: Any) -> dict[str, A
 def issued(runs: Runs, run_id: str) -> list[str]:
     """Every agent task and command run issued, in order."""
     return [
-        e.data["task_id"]
+        event_data(e)["task_id"]
         for e in runs.trace(run_id)
-        if e.type == "task_issued" or (e.type == "command_requested" and e.data["kind"] == "step")
+        if e.type == "task_issued" or (e.type == "command_requested" and event_data(e)["kind"] == "step")
     ]
 
 
 def end_reason(runs: Runs, run_id: str) -> str:
     last = runs.trace(run_id)[-1]
     assert last.type in ("run_completed", "run_failed", "run_cancelled"), last.type
-    return str(last.data["reason"])
+    return str(event_data(last)["reason"])
 
 
 def only(view: RunView) -> TaskView:
@@ -450,8 +451,8 @@ def test_evaluator_optimizer_fails_at_max_turns(runs: Runs) -> None:
     assert view.error == "max_turns 3 reached before step 'improve' passed"
     assert issued(runs, run_id) == ["evaluate#1", "improve#1", "evaluate#2", "improve#2"]
     last = runs.trace(run_id)
-    improve2 = next(e for e in last if e.type == "task_issued" and e.data["task_id"] == "improve#2")
-    assert improve2.data["feedback"] == "Evaluation: score 0.5; better, still thin"
+    improve2 = next(e for e in last if e.type == "task_issued" and event_data(e)["task_id"] == "improve#2")
+    assert event_data(improve2)["feedback"] == "Evaluation: score 0.5; better, still thin"
 
 
 # --- custom ---------------------------------------------------------------------------------------
@@ -869,7 +870,7 @@ def test_task_expiry_retries_with_feedback_then_fails(runs: Runs, clock: Clock) 
         runs.step(run_id, "x#1", "late")
     assert event_count(runs, run_id) == count
     expired = [e for e in runs.trace(run_id) if e.type == "task_expired"]
-    assert [(e.data["task_id"], e.data["after_seconds"]) for e in expired] == [("x#1", 60.0)]
+    assert [(event_data(e)["task_id"], event_data(e)["after_seconds"]) for e in expired] == [("x#1", 60.0)]
     clock.advance(600)
     view = runs.get_run(run_id)
     assert view.status == "failed"
@@ -948,7 +949,7 @@ def test_command_step_retries_with_the_output_tail_as_feedback(runs: Runs, tmp_p
     assert report.task_id == "report#1"
     assert (tmp_path / "attempts.txt").read_text() == "3"
     assert issued(runs, run_id) == ["build#1", "build#2", "build#3", "report#1"]
-    retries = [e.data for e in runs.trace(run_id) if e.type == "retry_scheduled"]
+    retries = [event_data(e) for e in runs.trace(run_id) if e.type == "retry_scheduled"]
     assert [r["attempt"] for r in retries] == [2, 3]
     assert all(r["delay_seconds"] == 0 for r in retries)
     assert retries[0]["feedback"].endswith("exited with code 3:\nrun 1")
@@ -989,7 +990,7 @@ def test_command_step_backoff_delays_the_rerun(tmp_path: Path) -> None:
     assert time.monotonic() - started >= 0.3
     assert view.status == "completed"
     retry = next(e for e in runs.trace(view.run_id) if e.type == "retry_scheduled")
-    assert retry.data["delay_seconds"] == 0.3
+    assert event_data(retry)["delay_seconds"] == 0.3
 
 
 def test_command_gate_failure_output_becomes_feedback_and_exit_0_passes(runs: Runs, tmp_path: Path) -> None:

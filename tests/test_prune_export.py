@@ -343,7 +343,7 @@ def _doc(store: Store, tmp_path: Path) -> dict[str, Any]:
         (lambda d: d.pop("spec"), "spec: Field required"),
         (lambda d: d["events"].pop(3), "event 4 has seq 5"),
         (lambda d: d.update(events=[]), "the run has no events"),
-        (lambda d: d["events"][0]["data"].pop("steps"), "the events do not fold into a run"),
+        (lambda d: d["events"][0]["data"].pop("steps"), "events.0.run_started.steps: Field required"),
         (lambda d: d.update(run_id="other"), "run_id is 'other' but its events belong to 'moved'"),
         (lambda d: d["checkpoints"][0]["state"].update(turn=99), "checkpoint 'cp-1' (seq "),
         (lambda d: d.update(spec=d["spec"] + "# edited\n"), "the spec differs from the one the run started"),

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound, TooLarge
+from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.state import project_run
 from loopengt_core.store.files import FileStore
@@ -370,7 +371,7 @@ def test_concurrent_clients_never_lose_or_double_an_event(store_dir: Path, tmp_p
     assert errors == []
     events = FileStore(store_dir).events(run_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    submitted = [e.data["task_id"] for e in events if e.type == "output_submitted"]
+    submitted = [event_data(e)["task_id"] for e in events if e.type == "output_submitted"]
     assert sorted(submitted) == [f"s{i}#1" for i in range(6)]
     for client in clients:
         view = client.get_run(run_id)
@@ -560,7 +561,7 @@ def test_trace_shape(runs: Runs) -> None:
         "step_completed",
         "task_issued",
     ]
-    assert events[2].data["output"] == {"ok": True, "plan": "p"}
+    assert event_data(events[2])["output"] == {"ok": True, "plan": "p"}
     assert all(e.at.endswith("Z") for e in events)
     assert [e.seq for e in runs.trace(run_id, after=2, limit=2)] == [3, 4]
 

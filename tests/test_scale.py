@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from loopengt_core import patterns
-from loopengt_core.events import Event
+from loopengt_core.events import StepCompleted
 from loopengt_core.runs import Runs
 from loopengt_core.spec import LoopSpec
 from loopengt_core.store.files import FileStore
@@ -153,8 +153,8 @@ def test_a_late_submission_reads_the_task_not_the_log(tmp_path: Path) -> None:
 def test_the_task_index_is_rebuilt_when_missing_torn_or_stale(tmp_path: Path) -> None:
     """tasks.idx is derived data: lost, torn or belonging to another log, lookups still answer right."""
 
-    def ev(seq: int, task: str) -> Event:
-        return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data={"task_id": task})
+    def ev(seq: int, task: str) -> StepCompleted:
+        return StepCompleted(seq=seq, at="2026-01-01T00:00:00.000Z", step="s", task_id=task)
 
     store = FileStore(tmp_path / "store")
     store.create_run("r", "name: x\n", [ev(i, f"t#{i % 7}") for i in range(1, 301)])
@@ -239,14 +239,14 @@ def test_postgres_indexes_events_written_before_the_task_index(postgres_dsn: str
             conn.execute("INSERT INTO loopengt_schema_version (version) VALUES (%s)", (version,))
         conn.execute("INSERT INTO loopengt_runs (run_id, spec_text) VALUES ('old', 'name: x')")
         rows = [
-            (1, '{"task_id":"a#1","input":{}}'),
-            (2, '{"task_id":"a#1","output":"nul \\u0000 here"}'),
-            (3, '{"task_id":"b#1"}'),
-            (4, '{"n":4}'),
+            (1, '{"step":"s","output":{},"task_id":"a#1"}'),
+            (2, '{"step":"s","output":"nul \\u0000 here","task_id":"a#1"}'),
+            (3, '{"step":"s","task_id":"b#1"}'),
+            (4, '{"step":"s","output":{"n":4}}'),
         ]
         for seq, data in rows:
             conn.execute(
-                "INSERT INTO loopengt_events (run_id, seq, type, at, data) VALUES ('old', %s, 'task_issued', "
+                "INSERT INTO loopengt_events (run_id, seq, type, at, data) VALUES ('old', %s, 'step_completed', "
                 "'2026-01-01T00:00:00.000Z', %s)",
                 (seq, data),
             )
@@ -254,7 +254,7 @@ def test_postgres_indexes_events_written_before_the_task_index(postgres_dsn: str
     try:
         assert [e.seq for e in store.task_events("old", "a#1")] == [1, 2]
         assert [e.seq for e in store.task_events("old", "b#1")] == [3]
-        store.append("old", [Event(seq=5, type="task_issued", at="x", data={"task_id": "a#1"})])
+        store.append("old", [StepCompleted(seq=5, at="2026-01-01T00:00:00.000Z", step="s", task_id="a#1")])
         assert [e.seq for e in store.task_events("old", "a#1")] == [1, 2, 5]
     finally:
         store.close()

@@ -10,18 +10,26 @@ from typing import Any
 import pytest
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
-from loopengt_core.events import Event
+from loopengt_core.events import StepCompleted
 from loopengt_core.store import Checkpoint, Store
 
 SPEC = "version: 1\nloop: demo\nsteps:\n  - name: build  # é ✓\n"
 BAD_IDS = ["", "../x", "a/b", "A", "-x", ".tmp-x", "x" * 65, "..", "a\x00b", "é"]
 
 
-def ev(seq: int, **data: Any) -> Event:
-    return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data=data or {"n": seq})
+def ev(seq: int, **data: Any) -> StepCompleted:
+    """An event whose `output` carries `data` (the stores see a record like any other)."""
+    return StepCompleted(seq=seq, at="2026-01-01T00:00:00.000Z", step="s", output=data or {"n": seq})
 
 
-def evs(first: int, last: int) -> list[Event]:
+def tev(seq: int, task_id: str, output: Any = None) -> StepCompleted:
+    """An event of task `task_id` (what the task index finds it by)."""
+    return StepCompleted(
+        seq=seq, at="2026-01-01T00:00:00.000Z", step="s", output=output or {"n": seq}, task_id=task_id
+    )
+
+
+def evs(first: int, last: int) -> list[StepCompleted]:
     return [ev(i) for i in range(first, last + 1)]
 
 
@@ -200,9 +208,9 @@ def test_event_data_round_trips(store: Store) -> None:
         "big": 2**60,
         "crc": "deadbeef",
     }
-    first = Event(seq=1, type="run_started", at="2026-01-01T00:00:00.000Z", data=data)
+    first = StepCompleted(seq=1, at="2026-01-01T00:00:00.000Z", step="s", output=data)
     store.create_run("r1", SPEC, [first])
-    second = Event(seq=2, type="output_submitted", at="2026-01-02T00:00:00.000Z", data={"output": data})
+    second = StepCompleted(seq=2, at="2026-01-02T00:00:00.000Z", step="s", output={"output": data})
     store.append("r1", [second])
     assert store.load("r1").events == [first, second]
     assert store.events("r1", after=1) == [second]
@@ -484,14 +492,14 @@ def test_delete_waits_for_the_lock_holder(store_factory: Callable[[], Store]) ->
 
 def test_task_events_are_found_by_task_id(store: Store) -> None:
     """Only the events whose data names the task come back, in order, also after snapshots and appends."""
-    store.create_run("tasks", SPEC, [ev(1, task_id="a#1"), ev(2, task_id="b#1"), ev(3, n=3)])
-    store.append("tasks", [ev(4, task_id="a#1", output={"task_id": "b#1"}), ev(5, task_id="a#10")])
+    store.create_run("tasks", SPEC, [tev(1, "a#1"), tev(2, "b#1"), ev(3, n=3)])
+    store.append("tasks", [tev(4, "a#1", output={"task_id": "b#1"}), tev(5, "a#10")])
     store.save_snapshot("tasks", 5, {"seq": 5})
-    store.append("tasks", [ev(6, task_id="a#1"), ev(7, task_id='q"\t\n#1')])
+    store.append("tasks", [tev(6, "a#1"), tev(7, 'q"\t\n#1')])
     assert [e.seq for e in store.task_events("tasks", "a#1")] == [1, 4, 6]
     assert [e.seq for e in store.task_events("tasks", "b#1")] == [2]
     assert [e.seq for e in store.task_events("tasks", 'q"\t\n#1')] == [7]
-    assert store.task_events("tasks", "a#1")[1] == ev(4, task_id="a#1", output={"task_id": "b#1"})
+    assert store.task_events("tasks", "a#1")[1] == tev(4, "a#1", output={"task_id": "b#1"})
     assert store.task_events("tasks", "c#1") == []
     with pytest.raises(NotFound):
         store.task_events("nope", "a#1")

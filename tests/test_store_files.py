@@ -18,18 +18,23 @@ from typing import Any
 import pytest
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, StoreConflict, StoreCorrupt
-from loopengt_core.events import Event
+from loopengt_core.events import StepCompleted, to_record
 from loopengt_core.store import Checkpoint
 from loopengt_core.store.files import FAULT_ENV, FAULT_POINTS, FileStore, StoreIOError
 
 SPEC = "version: 1\n"
 
 
-def ev(seq: int, **data: Any) -> Event:
-    return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data=data or {"n": seq})
+def ev(seq: int, **data: Any) -> StepCompleted:
+    """An event whose `output` carries `data` (the stores see a record like any other)."""
+    return StepCompleted(seq=seq, at="2026-01-01T00:00:00.000Z", step="s", output=data or {"n": seq})
 
 
-def evs(first: int, last: int) -> list[Event]:
+def _without_seq(event: StepCompleted) -> dict[str, Any]:
+    return {key: value for key, value in to_record(event).items() if key != "seq"}
+
+
+def evs(first: int, last: int) -> list[StepCompleted]:
     return [ev(i) for i in range(first, last + 1)]
 
 
@@ -66,7 +71,7 @@ def fs(root: Path) -> Iterator[FileStore]:
 
 def test_layout_and_line_format(fs: FileStore, root: Path) -> None:
     fs.create_run(
-        "r1", SPEC, [Event(seq=1, type="run_started", at="2026-01-01T00:00:00.000Z", data={"g": "é"})]
+        "r1", SPEC, [StepCompleted(seq=1, at="2026-01-01T00:00:00.000Z", step="s", output={"g": "é"})]
     )
     fs.save_snapshot("r1", 1, {"s": 1})
     fs.save_checkpoint(Checkpoint("r1", "c1", 1, None, "2026-01-01T00:00:00.000Z", {"s": 1}))
@@ -82,7 +87,7 @@ def test_layout_and_line_format(fs: FileStore, root: Path) -> None:
     assert (run / "spec.yaml").read_text() == SPEC
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["c1.json"]
     line = (run / "events.jsonl").read_bytes()
-    payload = '{"seq":1,"type":"run_started","at":"2026-01-01T00:00:00.000Z","data":{"g":"é"}}'.encode()
+    payload = '{"seq":1,"type":"step_completed","at":"2026-01-01T00:00:00.000Z","data":{"step":"s","output":{"g":"é"}}}'.encode()
     assert line == payload[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(payload)
     assert json.loads((run / "snapshot.json").read_bytes())["offset"] == len(line)
     assert not [p for p in (root / "runs").iterdir() if p.name.startswith(".tmp-")]
@@ -144,7 +149,7 @@ def test_corrupt_middle_line_names_run_and_line(fs: FileStore, root: Path, how: 
     elif how == "cut":
         lines[2] = lines[2][:30] + b"\n"
     else:
-        lines[2] = json.dumps(ev(3).model_dump()).encode() + b"\n"
+        lines[2] = json.dumps(to_record(ev(3))).encode() + b"\n"
     path.write_bytes(b"".join(lines))
     fresh = FileStore(root)
     for call in (lambda: fresh.load("r1"), lambda: fresh.events("r1")):
@@ -301,7 +306,7 @@ def test_multi_event_batches_carry_their_end_and_load_whole(root: Path) -> None:
     assert fresh.last_seq("r1") == 9
     loaded = fresh.load("r1")
     assert (loaded.snapshot, loaded.snapshot_seq, loaded.events) == ({"at": 3}, 3, evs(4, 9))
-    assert all("end" not in e.model_dump() for e in loaded.events)
+    assert all("end" not in to_record(e) for e in loaded.events)
     assert FileStore(root).events("r1") == evs(1, 9)
     assert FileStore(root).events("r1", after=2, limit=1) == evs(3, 3)  # a limit may end mid-batch
     assert FileStore(root).events("r1", after=6, limit=2) == evs(7, 8)
@@ -363,7 +368,7 @@ def test_unfinished_batch_is_dropped_whole(root: Path, whole: int, part: int, fi
     records = check_clean(path)
     assert [r["seq"] for r in records] == list(range(1, 8))
     assert [r.get("end") for r in records[5:]] == [7, 7]
-    assert records[5]["data"] == {"new": 6}
+    assert records[5]["data"]["output"] == {"new": 6}
     for reader in (FileStore(root), watcher, fresh):
         assert reader.last_seq("r1") == 7
         assert reader.events("r1", after=5) == replacement
@@ -394,7 +399,7 @@ def test_lines_without_end_are_batches_of_one(root: Path) -> None:
     store = FileStore(root)
     store.create_run("r1", SPEC, [])
     path = log_path(root)
-    path.write_bytes(b"".join(seal(e.model_dump()) for e in evs(1, 4)))
+    path.write_bytes(b"".join(seal(to_record(e)) for e in evs(1, 4)))
     fresh = FileStore(root)
     assert fresh.last_seq("r1") == 4
     assert fresh.load("r1").events == evs(1, 4)
@@ -412,9 +417,9 @@ def test_batch_broken_off_mid_log_is_corrupt(root: Path, damage: str) -> None:
     path = log_path(root)
     third = {"unmarked": {}, "other-end": {"end": 5}, "end-below-seq": {"end": 2}}[damage]
     lines = [
-        seal({"seq": 2, "end": 4, **ev(2).model_dump(exclude={"seq"})}),
-        seal({"seq": 3, **third, **ev(3).model_dump(exclude={"seq"})}),
-        seal({"seq": 4, "end": 4, **ev(4).model_dump(exclude={"seq"})}),
+        seal({"seq": 2, "end": 4, **_without_seq(ev(2))}),
+        seal({"seq": 3, **third, **_without_seq(ev(3))}),
+        seal({"seq": 4, "end": 4, **_without_seq(ev(4))}),
     ]
     with path.open("ab") as f:
         f.write(b"".join(lines))
@@ -430,7 +435,7 @@ def test_unfinished_tail_after_a_broken_batch_is_corrupt(root: Path) -> None:
     store.create_run("r1", SPEC, evs(1, 1))
     with log_path(root).open("ab") as f:
         for seq, end in [(2, 4), (3, 5), (4, 5)]:
-            f.write(seal({"seq": seq, "end": end, **ev(seq).model_dump(exclude={"seq"})}))
+            f.write(seal({"seq": seq, "end": end, **_without_seq(ev(seq))}))
     for call in (lambda: FileStore(root).load("r1"), lambda: FileStore(root).last_seq("r1")):
         with pytest.raises(StoreCorrupt, match="line 3"):
             call()
@@ -465,9 +470,9 @@ def test_processes_appending_under_lock_never_interleave(root: Path) -> None:
     records = check_clean(log_path(root, "shared"))
     assert len(records) == 240
     for first, second in zip(records[::2], records[1::2], strict=True):
-        assert (first["data"]["part"], second["data"]["part"]) == (1, 2)
-        assert first["data"]["w"] == second["data"]["w"]
-    assert {r["data"]["w"] for r in records} == {0, 1, 2}
+        assert (first["data"]["output"]["part"], second["data"]["output"]["part"]) == (1, 2)
+        assert first["data"]["output"]["w"] == second["data"]["output"]["w"]
+    assert {r["data"]["output"]["w"] for r in records} == {0, 1, 2}
 
 
 def test_lock_blocks_another_process(root: Path) -> None:
@@ -501,11 +506,11 @@ def test_lock_blocks_another_process(root: Path) -> None:
 CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
-    from loopengt_core.events import Event
+    from loopengt_core.events import StepCompleted
     from loopengt_core.store.files import FileStore
 
     def ev(i):
-        return Event(seq=i, type="task_issued", at="2026-01-01T00:00:00.000Z", data={"n": i, "pad": "x" * 200})
+        return StepCompleted(seq=i, at="2026-01-01T00:00:00.000Z", step="s", output={"n": i, "pad": "x" * 200})
 
     store = FileStore(sys.argv[1])
     point = sys.argv[2]

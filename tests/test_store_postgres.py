@@ -19,15 +19,16 @@ import psycopg
 import pytest
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, StoreConflict
-from loopengt_core.events import Event
+from loopengt_core.events import StepCompleted, event_data
 from loopengt_core.store import open_store
 from loopengt_core.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, StoreIOError
 
 SPEC = "version: 1\nloop: demo\n"
 
 
-def ev(seq: int, **data: Any) -> Event:
-    return Event(seq=seq, type="task_issued", at="2026-01-01T00:00:00.000Z", data=data or {"n": seq})
+def ev(seq: int, **data: Any) -> StepCompleted:
+    """An event whose `output` carries `data` (the stores see a record like any other)."""
+    return StepCompleted(seq=seq, at="2026-01-01T00:00:00.000Z", step="s", output=data or {"n": seq})
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_a_newer_schema_is_refused_clearly(postgres_dsn: str) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from loopengt_core.events import Event
+    from loopengt_core.events import StepCompleted
     from loopengt_core.store.postgres import PostgresStore
 
     dsn, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -133,7 +134,7 @@ WRITER = textwrap.dedent(
             last = store.last_seq("shared")
             for seq, step in ((last + 1, "enter"), (last + 2, "exit")):
                 at = "2026-01-01T00:00:00.000Z"
-                store.append("shared", [Event(seq=seq, type="task_issued", at=at, data={"w": name, "step": step})])
+                store.append("shared", [StepCompleted(seq=seq, at=at, step=step, output={"w": name})])
     store.close()
     """
 )
@@ -183,11 +184,11 @@ def test_processes_appending_under_lock_never_interleave(
                 writer.wait()
     events = holder.events("shared")
     assert [e.seq for e in events] == list(range(1, 4 * rounds + 1))
-    pairs = [(events[i].data, events[i + 1].data) for i in range(0, len(events), 2)]
+    pairs = [(event_data(events[i]), event_data(events[i + 1])) for i in range(0, len(events), 2)]
     for enter, exit_ in pairs:
         assert (enter["step"], exit_["step"]) == ("enter", "exit")
-        assert enter["w"] == exit_["w"]
-    owners = [enter["w"] for enter, _ in pairs]
+        assert enter["output"]["w"] == exit_["output"]["w"]
+    owners = [enter["output"]["w"] for enter, _ in pairs]
     assert owners.count("a") == owners.count("b") == rounds
     assert sum(x != y for x, y in itertools.pairwise(owners)) >= 1
 

@@ -31,7 +31,7 @@ from opentelemetry.trace import StatusCode
 from structlog.testing import capture_logs
 
 from loopengt_core import telemetry
-from loopengt_core.events import Event, parse_iso
+from loopengt_core.events import Event, event_data, parse_iso
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_core.telemetry import RunTracer, span_id, trace_id
@@ -83,7 +83,9 @@ def ns(at: str) -> int:
 
 
 def first(events: Sequence[Event], kind: str, **data: Any) -> Event:
-    return next(e for e in events if e.type == kind and all(e.data.get(k) == v for k, v in data.items()))
+    return next(
+        e for e in events if e.type == kind and all(event_data(e).get(k) == v for k, v in data.items())
+    )
 
 
 def by_name(spans: Sequence[ReadableSpan]) -> dict[str, list[ReadableSpan]]:

@@ -21,6 +21,7 @@ from mcp_helpers import assert_tool_error, ok, stdio_client
 
 from loopengt_core import workspace
 from loopengt_core.errors import InvalidArgument
+from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.state import project_run
 from loopengt_core.store.files import FileStore
@@ -114,7 +115,7 @@ def tree_files(repo: Path, tree: str, dest: Path) -> dict[str, bytes]:
 
 
 def events_of(runs: Runs, run_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e.data for e in runs.trace(run_id) if e.type == kind]
+    return [event_data(e) for e in runs.trace(run_id) if e.type == kind]
 
 
 def user_state(repo: Path) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def test_each_step_records_the_tree_git_sees_after_the_agents_edits(repo: Path, 
     assert view.workspace is not None
     assert view.workspace.root == str(repo)
     assert view.workspace.head == git(repo, "rev-parse", "HEAD").strip()
-    started = runs.trace(view.run_id)[0].data["workspace"]
+    started = event_data(runs.trace(view.run_id)[0])["workspace"]
     checks = [started["tree"]]
     assert tree_files(repo, started["tree"], tmp_path / "t0") == disk_files(repo)
 
@@ -394,7 +395,7 @@ def test_workspace_git_outside_a_repository_is_a_clear_error(tmp_path: Path) -> 
     # auto outside a repository: a run without files
     view = runs.start_run(spec=SPEC)
     assert view.workspace is None
-    assert "workspace" not in runs.trace(view.run_id)[0].data
+    assert "workspace" not in event_data(runs.trace(view.run_id)[0])
 
 
 def test_workspace_none_records_nothing_even_in_a_repository(repo: Path, tmp_path: Path) -> None:
@@ -405,7 +406,7 @@ def test_workspace_none_records_nothing_even_in_a_repository(repo: Path, tmp_pat
     runs.checkpoint(view.run_id)
     assert view.workspace is None
     assert answer.workspace is None
-    assert all("workspace" not in e.data for e in runs.trace(view.run_id))
+    assert all("workspace" not in event_data(e) for e in runs.trace(view.run_id))
     assert runs.resume(view.run_id).status == "running"
     assert git(repo, "for-each-ref", "refs/loopengt") == ""
     with pytest.raises(WorkspaceError, match="records no files"):

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from loopengt_core import workspace
+from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError
@@ -89,7 +90,7 @@ def names(repo: Path, tree: str) -> set[str]:
 
 def recorded_trees(runs: Runs, run_id: str) -> list[str]:
     """The tree of every event that recorded the run's files, in order."""
-    return [e.data["workspace"]["tree"] for e in runs.trace(run_id) if "workspace" in e.data]
+    return [event_data(e)["workspace"]["tree"] for e in runs.trace(run_id) if "workspace" in event_data(e)]
 
 
 def make_runs(cwd: Path, store: Path) -> Runs:
@@ -213,7 +214,7 @@ def test_a_repository_with_no_commits(tmp_path: Path) -> None:
     repo = new_repo(tmp_path / "repo", {".gitignore": ".loopengt/\n", "app.py": "x = 1\n"}, commit=False)
     runs = make_runs(repo, repo / ".loopengt")
     run_id, trees = exercise(runs, repo / "app.py")
-    assert runs.trace(run_id)[0].data["workspace"]["head"] is None
+    assert event_data(runs.trace(run_id)[0])["workspace"]["head"] is None
     commit = runs.list_checkpoints(run_id)[0].commit
     assert commit is not None
     assert git(repo, "rev-list", "--count", commit).strip() == "1"  # a root commit: there is no HEAD
@@ -230,7 +231,7 @@ def test_a_detached_head(tmp_path: Path) -> None:
     heads = git(repo, "for-each-ref", "refs/heads")
     runs = make_runs(repo, repo / ".loopengt")
     run_id, trees = exercise(runs, repo / "app.py")
-    assert runs.trace(run_id)[0].data["workspace"]["head"] == first
+    assert event_data(runs.trace(run_id)[0])["workspace"]["head"] == first
     commit = runs.list_checkpoints(run_id)[0].commit
     assert git(repo, "rev-parse", f"{commit}^").strip() == first  # the checkpoint's parent: the detached HEAD
     assert git(repo, "rev-parse", "HEAD").strip() == first  # still detached there, no branch moved
@@ -519,7 +520,7 @@ def test_a_command_that_breaks_the_repository_keeps_its_result_and_the_run_goes_
     run_id = runs.start_run(spec=spec).run_id
     answer = runs.step(run_id, "one#1", {})
     assert [t.task_id for t in answer.tasks] == ["two#1"]  # the command's result was recorded
-    finished = [e.data for e in runs.trace(run_id) if e.type == "command_finished"]
+    finished = [event_data(e) for e in runs.trace(run_id) if e.type == "command_finished"]
     assert finished[-1]["exit_code"] == 0
     assert "workspace" not in finished[-1]  # recorded without the files it could not record
     assert answer.workspace is not None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from loopengt_core.errors import InvalidArgument, StoreConflict
-from loopengt_core.events import Event
+from loopengt_core.events import AnyEvent, Event
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -60,7 +60,7 @@ class LoadedRun:
     spec_text: str
     snapshot: dict[str, Any] | None
     snapshot_seq: int
-    events: list[Event]
+    events: list[AnyEvent]
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,11 @@ class Store(Protocol):
         StoreCorrupt naming the run and line.
         """
 
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > after, in order, at most `limit`."""
 
-    def task_events(self, run_id: str, task_id: str) -> list[Event]:
-        """The events whose `data["task_id"]` is `task_id`, in order (what a late submission is answered
+    def task_events(self, run_id: str, task_id: str) -> list[AnyEvent]:
+        """The events that name `task_id` (their `task_id` field), in order (what a late submission is answered
         from); the cost follows their number, not the log's length (an index by task id).
 
         Raises:

@@ -70,7 +70,7 @@ from pydantic import ValidationError
 
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, OPEN_FILES_ENV, env_count
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
-from loopengt_core.events import Event
+from loopengt_core.events import AnyEvent, Event, event_from_record, to_record
 from loopengt_core.store import (
     ID_PATTERN,
     Checkpoint,
@@ -176,9 +176,7 @@ def _end_of(obj: dict[str, Any], seq: int) -> int:
 
 
 def _encode_event(event: Event, end: int | None = None) -> bytes:
-    if end is None:
-        return _seal({"seq": event.seq, "type": event.type, "at": event.at, "data": event.data})
-    return _seal({"seq": event.seq, "end": end, "type": event.type, "at": event.at, "data": event.data})
+    return _seal(to_record(event, end=end))
 
 
 def _encode_batch(events: Sequence[Event]) -> list[bytes]:
@@ -295,7 +293,7 @@ class _RunCache:
 
 @dataclass
 class _Scan:
-    events: list[Event]
+    events: list[AnyEvent]
     end: int  # offset just after the last complete batch consumed
     last_seq: int  # the seq that ends that batch
     stopped: bool  # ended early because `limit` was reached
@@ -513,7 +511,7 @@ class FileStore:
         more data is corruption. A batch still short of its `end` when the lines run out is dropped with
         its events and offsets, so `end` and `last_seq` always describe whole batches.
         """
-        events: list[Event] = []
+        events: list[AnyEvent] = []
         points: list[tuple[int, int]] = []
         pending: list[tuple[int, int]] = []  # points inside the open batch, kept once it completes
         want = _NO_LIMIT if limit is None else limit
@@ -538,7 +536,7 @@ class FileStore:
                 obj = _unseal(raw)
                 got = _seq_of(obj)
                 ends_at = _end_of(obj, got)
-                event = Event.model_validate(obj) if got > after and len(events) < want else None
+                event = event_from_record(obj) if got > after and len(events) < want else None
             except (_BadRecord, ValidationError) as exc:
                 if i >= len(buf) and pos >= size:
                     break  # the last line: a torn write, dropped
@@ -833,7 +831,7 @@ class FileStore:
         )
 
     @_guard("reading events")
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > after, starting the read from the nearest remembered offset."""
         check_id(run_id)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
@@ -923,8 +921,8 @@ class FileStore:
     # ----------------------------------------------------------------------------------- task index
 
     @_guard("reading a task's events")
-    def task_events(self, run_id: str, task_id: str) -> list[Event]:
-        """The events whose data names `task_id`, in order: read through `tasks.idx`, not the whole log."""
+    def task_events(self, run_id: str, task_id: str) -> list[AnyEvent]:
+        """The events that name `task_id`, in order: read through `tasks.idx`, not the whole log."""
         check_id(run_id)
         if not isinstance(task_id, str):
             raise InvalidArgument("task_id must be text")
@@ -941,7 +939,7 @@ class FileStore:
             f"run {run_id!r}: {TASKS} does not match {EVENTS}", run_id=run_id
         )
 
-    def _task_events(self, run_id: str, fd: int, task_id: str, *, rebuild: bool) -> list[Event] | None:
+    def _task_events(self, run_id: str, fd: int, task_id: str, *, rebuild: bool) -> list[AnyEvent] | None:
         """The task's events, or None when the index named an event that is not there (stale index)."""
         ifd = os.open(self._path(run_id, TASKS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -951,10 +949,10 @@ class FileStore:
                 try:
                     obj = _unseal(self._pread(fd, end - start - 1, start))
                     _end_of(obj, _seq_of(obj))
-                    event = Event.model_validate(obj)
+                    event = event_from_record(obj)
                 except (_BadRecord, ValidationError):
                     return None
-                if event.seq != seq or event.data.get("task_id") != task_id:
+                if event.seq != seq or getattr(event, "task_id", None) != task_id:
                     return None
                 events.append(event)
             return events
@@ -999,7 +997,7 @@ class FileStore:
                 break
             lines, start = [], offset
             for event, end in zip(scan.events, scan.ends, strict=True):
-                task = event.data.get("task_id")
+                task = getattr(event, "task_id", None)
                 if isinstance(task, str):
                     lines.append(b"%s\t%d\t%d\t%d\n" % (json.dumps(task).encode(), event.seq, start, end))
                 start = end

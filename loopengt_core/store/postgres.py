@@ -48,7 +48,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
-from loopengt_core.events import Event
+from loopengt_core.events import AnyEvent, Event, event_data, event_from_record
 from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_checkpoint, check_id
 from loopengt_core.store.files import StoreIOError
 
@@ -311,20 +311,20 @@ class PostgresStore:
         row = conn.execute("SELECT 1 FROM loopengt_runs WHERE run_id = %s", (run_id,)).fetchone()
         return row is not None
 
-    def _event(self, run_id: str, row: tuple[Any, ...]) -> Event:
+    def _event(self, run_id: str, row: tuple[Any, ...]) -> AnyEvent:
         seq, type_, at, raw = row
         data = _load_object(raw)
         try:
             if data is None:
                 raise ValueError("data is not a JSON object")
-            return Event.model_validate({"seq": seq, "type": type_, "at": at, "data": data})
+            return event_from_record({"seq": seq, "type": type_, "at": at, "data": data})
         except (ValueError, ValidationError) as exc:
             reason = str(exc).splitlines()[0]
             raise StoreCorrupt(
                 f"run {run_id!r}: event {seq} in {self.where} is corrupt ({reason})", run_id=run_id
             ) from None
 
-    def _events(self, run_id: str, rows: list[tuple[Any, ...]], after: int) -> list[Event]:
+    def _events(self, run_id: str, rows: list[tuple[Any, ...]], after: int) -> list[AnyEvent]:
         """Decode rows, checking that they continue from `after` without gaps."""
         events = []
         for expected, row in enumerate(rows, start=after + 1):
@@ -426,7 +426,7 @@ class PostgresStore:
             raise StoreCorrupt(f"run {run_id!r}: the log in {self.where} misses events", run_id=run_id)
         return LoadedRun(run_id, spec_text, state, snap_seq, events)
 
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """Events with seq > after, in order, at most `limit`: one query on the (run_id, seq) key."""
         check_id(run_id)
         if not _is_seq(after):
@@ -445,7 +445,7 @@ class PostgresStore:
                 raise self._not_found(run_id)
         return self._events(run_id, rows, after)
 
-    def task_events(self, run_id: str, task_id: str) -> list[Event]:
+    def task_events(self, run_id: str, task_id: str) -> list[AnyEvent]:
         """The events naming `task_id`: one query on the (run_id, task_id) index."""
         check_id(run_id)
         if not isinstance(task_id, str):
@@ -724,13 +724,13 @@ def _batch(run_id: str, events: Sequence[Event]) -> dict[str, Any]:
         "seqs": [e.seq for e in events],
         "types": [e.type for e in events],
         "ats": [_text(e.at, "event time") for e in events],
-        "datas": [_dump(e.data) for e in events],
+        "datas": [_dump(event_data(e)) for e in events],
         "tasks": [_task_of(e) for e in events],
     }
 
 
 def _task_of(event: Event) -> str | None:
-    return _task_key(event.data.get("task_id"))
+    return _task_key(getattr(event, "task_id", None))
 
 
 def _task_key(task: object) -> str | None:

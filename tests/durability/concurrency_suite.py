@@ -35,7 +35,7 @@ from mcp import Client
 from mcp_helpers import HttpServer, assert_no_traceback, running, text_of
 
 from loopengt_core.errors import LoopengtError, StoreConflict
-from loopengt_core.events import Event
+from loopengt_core.events import CheckpointTaken, event_data
 from loopengt_core.logs import configure as configure_logging
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
@@ -359,22 +359,16 @@ def test_eight_threads_on_one_runs_service(tmp_path: Path) -> None:
 
 TORN_APPEND = """
 import sys
-from loopengt_core.events import Event
+from loopengt_core.events import CheckpointTaken
 from loopengt_core.logs import configure as configure_logging
 from loopengt_core.store.files import FileStore
 store, label = sys.argv[1], sys.argv[2]
-FileStore(store).append("r", [Event(seq=2, type="checkpoint_taken", at="2026-01-01T00:00:00Z",
-                                    data={"checkpoint_id": "cp-2", "label": label})])
+FileStore(store).append("r", [CheckpointTaken(seq=2, at="2026-01-01T00:00:00Z", checkpoint_id="cp-2", label=label)])
 """
 
 
-def _event(seq: int, label: str) -> Event:
-    return Event(
-        seq=seq,
-        type="checkpoint_taken",
-        at="2026-01-01T00:00:00Z",
-        data={"checkpoint_id": f"cp-{seq}", "label": label},
-    )
+def _event(seq: int, label: str) -> CheckpointTaken:
+    return CheckpointTaken(seq=seq, at="2026-01-01T00:00:00Z", checkpoint_id=f"cp-{seq}", label=label)
 
 
 def _line_length(tmp: Path, label: str) -> int:
@@ -411,8 +405,8 @@ def test_a_torn_tail_replaced_by_another_process_is_seen(tmp_path: Path) -> None
     assert b.returncode == 0  # B's append returned: acknowledged
     assert log.stat().st_size == torn_size
     assert a.last_seq("r") == 2
-    assert [e.data["label"] for e in a.events("r", after=1)] == [label]
+    assert [event_data(e)["label"] for e in a.events("r", after=1)] == [label]
     with pytest.raises(StoreConflict):
         a.append("r", [_event(2, "from A, deciding on what it saw before B")])
     a.append("r", [_event(3, "from A")])
-    assert [e.data["label"] for e in FileStore(store).events("r")] == ["start", label, "from A"]
+    assert [event_data(e)["label"] for e in FileStore(store).events("r")] == ["start", label, "from A"]

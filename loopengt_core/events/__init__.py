@@ -1,0 +1,85 @@
+"""Events: the immutable facts of a run, numbered by `seq`. A run's state is the fold of its events.
+
+Each type of fact is a frozen model named in the past tense (`TaskIssued`, `GateFailed`, ...), with
+`seq` and `at` from the common base `Event` and a `type` that discriminates the union `AnyEvent`.
+The engine builds them (`loopengt_core.engine`), `loopengt_core.state.apply` folds them, and the other
+folds (metrics, telemetry, `show --follow`, the headless runner) read them by class.
+
+Stored, an event is the record `{"seq", "type", "at", "data": {...}}` (with a checksum on disk), as
+since 0.1.0; `to_record` and `event_from_record` are the only code that maps between the two.
+"""
+
+from loopengt_core.events._base import Event, WorkspaceFiles, iso, parse_iso
+from loopengt_core.events._records import (
+    EVENT_CLASSES,
+    EVENT_TYPES,
+    TERMINAL_EVENTS,
+    EventRecord,
+    event_data,
+    event_from_record,
+    to_record,
+)
+from loopengt_core.events._types import (
+    AnyEvent,
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    CheckpointTaken,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+    GateFailed,
+    GatePassed,
+    OutputSubmitted,
+    RetryScheduled,
+    RunCancelled,
+    RunCompleted,
+    RunEnded,
+    RunFailed,
+    RunForked,
+    RunResumed,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    TaskExpired,
+    TaskIssued,
+    WorkspaceAccepted,
+)
+
+__all__ = [
+    "EVENT_CLASSES",
+    "EVENT_TYPES",
+    "TERMINAL_EVENTS",
+    "AnyEvent",
+    "ApprovalGiven",
+    "ApprovalRejected",
+    "ApprovalRequested",
+    "CheckpointTaken",
+    "CommandFinished",
+    "CommandRequested",
+    "CommandStarted",
+    "Event",
+    "EventRecord",
+    "GateFailed",
+    "GatePassed",
+    "OutputSubmitted",
+    "RetryScheduled",
+    "RunCancelled",
+    "RunCompleted",
+    "RunEnded",
+    "RunFailed",
+    "RunForked",
+    "RunResumed",
+    "RunStarted",
+    "StepCompleted",
+    "StepFailed",
+    "TaskExpired",
+    "TaskIssued",
+    "WorkspaceAccepted",
+    "WorkspaceFiles",
+    "event_data",
+    "event_from_record",
+    "iso",
+    "parse_iso",
+    "to_record",
+]

@@ -1,0 +1,296 @@
+"""One model per event type. Field order is the order of the keys in a record's `data`.
+
+A field with a default is one a record may lack (older logs, or a key writers leave out when it does not
+apply); `to_record` writes back exactly the keys an event was built or read with.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from loopengt_core.events._base import Event, WorkspaceFiles
+
+_WORKSPACE = "The run's files right after it happened; only when the run records its files."
+_TYPE = "What happened: the record's `type`, which picks the class."
+
+
+class RunStarted(Event):
+    """A run began. Always the first event of a run that is not a fork."""
+
+    type: Literal["run_started"] = Field("run_started", description=_TYPE)
+    run_id: str = Field(description="The run's id.")
+    loop: str = Field(description="The spec's name.")
+    goal: str = Field("", description="The spec's goal.")
+    spec_hash: str = Field("", description="First 16 hex digits of the SHA-256 of the frozen spec text.")
+    context: dict[str, Any] = Field(default_factory=dict, description="The spec's context with the inputs.")
+    seed: int = Field(0, description="Seeds the run's jitter, so replay decides the same delays.")
+    steps: list[str] = Field(description="The spec's step names, in order.")
+    parent_run_id: str | None = Field(None, description="Never written by 0.2; read if a record has it.")
+    workspace: WorkspaceFiles | None = Field(None, description="Root, head and tree the run started from.")
+
+
+class RunForked(Event):
+    """A run began as a copy of another run's state at one of its checkpoints."""
+
+    data_keys: ClassVar[dict[str, str]] = {"checkpoint_seq": "seq"}
+
+    type: Literal["run_forked"] = Field("run_forked", description=_TYPE)
+    run_id: str = Field(description="The new run's id.")
+    parent_run_id: str = Field(description="The run it was forked from.")
+    checkpoint_id: str = Field(description="The parent's checkpoint it starts from.")
+    checkpoint_seq: int = Field(description="The parent's seq at that checkpoint (`seq` in the record).")
+    state: dict[str, Any] = Field(description="The parent's RunState at the checkpoint, as JSON.")
+    workspace: WorkspaceFiles | None = Field(None, description="The worktree the fork works in, if any.")
+
+
+class TaskIssued(Event):
+    """An agent was given a task: one attempt of an agent step."""
+
+    type: Literal["task_issued"] = Field("task_issued", description=_TYPE)
+    task_id: str = Field(description="`<step>#<n>`, n counting the step's tasks and command runs.")
+    step: str = Field(description="The step.")
+    agent: str = Field(description="The agent to do it.")
+    attempt: int = Field(description="Attempt within the step's current visit, from 1.")
+    instructions: str = Field(description="The rendered task text.")
+    input: dict[str, Any] | None = Field(
+        None, description="The task's input (goal, context, what came before)."
+    )
+    output_schema: dict[str, Any] | None = Field(None, description="JSON Schema the output must match.")
+    feedback: str | None = Field(None, description="Why the previous attempt failed.")
+    expires_at: str | None = Field(None, description="When the task expires without a submission.")
+
+
+class OutputSubmitted(Event):
+    """An agent submitted a task's output (or reported that it failed)."""
+
+    type: Literal["output_submitted"] = Field("output_submitted", description=_TYPE)
+    task_id: str = Field(description="The task.")
+    step: str = Field(description="The task's step.")
+    attempt: int = Field(description="The task's attempt.")
+    outcome: Literal["success", "failure"] = Field("success", description="What the agent reported.")
+    output: Any = Field(None, description="The output, plain JSON.")
+    error: str | None = Field(None, description="The agent's reason, with outcome failure.")
+    digest: str | None = Field(None, description="Identity of the submission, to answer a repeat the same.")
+    workspace: WorkspaceFiles | None = Field(None, description=_WORKSPACE)
+
+
+class _GateVerdict(Event):
+    """What a gate said about an output (its `type` says passed or failed)."""
+
+    task_id: str = Field(description="The task whose output was checked.")
+    step: str = Field(description="The task's step.")
+    gate: str = Field(
+        description="The gate (`output_schema`: the step's; `final_output_schema`: the spec's)."
+    )
+    feedback: str | None = Field(None, description="What the gate said: why it failed; None for most passes.")
+
+
+class GatePassed(_GateVerdict):
+    """A gate (schema, pattern check, condition or command) passed an output."""
+
+    type: Literal["gate_passed"] = Field("gate_passed", description=_TYPE)
+
+
+class GateFailed(_GateVerdict):
+    """A gate failed an output; its feedback goes to the next attempt."""
+
+    type: Literal["gate_failed"] = Field("gate_failed", description=_TYPE)
+    on_failure: Literal["retry", "abort"] | None = Field(None, description="What the gate's failure does.")
+
+
+class CommandRequested(Event):
+    """The service is to run a command: a command step or a command gate."""
+
+    type: Literal["command_requested"] = Field("command_requested", description=_TYPE)
+    command_id: str = Field(description="The task id (a step) or `<task_id>:<gate>` (a gate).")
+    kind: Literal["step", "gate"] = Field(description="A command step or a command gate.")
+    step: str = Field(description="The step.")
+    task_id: str = Field(description="The task it runs for (a command step's own task id).")
+    gate: str | None = Field(None, description="The gate, for kind gate.")
+    argv: list[str] = Field(description="The program and its arguments.")
+    attempt: int = Field(description="The step's attempt it runs for.")
+    timeout_seconds: float = Field(description="Killed after this long.")
+    not_before: str = Field(description="Not run before this moment (a retry's backoff).")
+    resumed: bool = Field(
+        False, description="Requested again by `resume` after a setup error: no attempt is spent (only true)."
+    )
+
+
+class CommandStarted(Event):
+    """A process claimed a command with a lease; a lease that runs out lets another process run it."""
+
+    type: Literal["command_started"] = Field("command_started", description=_TYPE)
+    command_id: str = Field(description="The command.")
+    runner: str = Field(description="`host:pid` of the process running it.")
+    lease_until: str = Field(description="When the claim lapses.")
+
+
+class CommandFinished(Event):
+    """A command ended (or could not start: `setup_error`)."""
+
+    type: Literal["command_finished"] = Field("command_finished", description=_TYPE)
+    command_id: str = Field(description="The command.")
+    exit_code: int | None = Field(None, description="Its exit code; None when it was killed or never ran.")
+    output: str = Field("", description="The tail of its stdout and stderr.")
+    duration_seconds: float = Field(0.0, description="How long it ran, measured by the service.")
+    timed_out: bool = Field(False, description="It was killed at its timeout.")
+    result: dict[str, Any] | None = Field(
+        None, description="The four fields above as one object: a command step's output."
+    )
+    setup_error: str | None = Field(
+        None,
+        description="Its program could not be found or started (why, and the fix): nothing is decided and "
+        "the run pauses for a person. Only present when set.",
+    )
+    workspace: WorkspaceFiles | None = Field(None, description=_WORKSPACE)
+
+
+class ApprovalRequested(Event):
+    """An approval gate waits for a person."""
+
+    type: Literal["approval_requested"] = Field("approval_requested", description=_TYPE)
+    task_id: str = Field(description="The task whose output waits.")
+    step: str = Field(description="The task's step.")
+    gate: str = Field(description="The approval gate.")
+    prompt: str | None = Field(None, description="The question put to the person.")
+
+
+class _ApprovalAnswer(Event):
+    """A person answered an approval gate (its `type` says how)."""
+
+    task_id: str = Field(description="The task whose output waited.")
+    step: str = Field(description="The task's step.")
+    gate: str = Field(description="The approval gate.")
+    comment: str | None = Field(None, description="What the person said (feedback on a rejection).")
+    by: str | None = Field(None, description="Who answered.")
+
+
+class ApprovalGiven(_ApprovalAnswer):
+    """A person approved."""
+
+    type: Literal["approval_given"] = Field("approval_given", description=_TYPE)
+
+
+class ApprovalRejected(_ApprovalAnswer):
+    """A person rejected; the attempt failed with the comment as feedback."""
+
+    type: Literal["approval_rejected"] = Field("approval_rejected", description=_TYPE)
+
+
+class RetryScheduled(Event):
+    """A failed attempt is tried again (a task or a command run follows)."""
+
+    type: Literal["retry_scheduled"] = Field("retry_scheduled", description=_TYPE)
+    step: str = Field(description="The step.")
+    attempt: int = Field(description="The attempt to come.")
+    delay_seconds: float = Field(description="Backoff before a command step runs again (0 for agents).")
+    not_before: str = Field(description="When the attempt may start.")
+    feedback: str | None = Field(None, description="Why the last attempt failed.")
+
+
+class TaskExpired(Event):
+    """A task got no submission before it expired."""
+
+    type: Literal["task_expired"] = Field("task_expired", description=_TYPE)
+    task_id: str = Field(description="The task.")
+    step: str = Field(description="The task's step.")
+    after_seconds: float | None = Field(None, description="From issue to expiry.")
+
+
+class StepCompleted(Event):
+    """An output passed all its gates: the step's output."""
+
+    type: Literal["step_completed"] = Field("step_completed", description=_TYPE)
+    step: str = Field(description="The step.")
+    output: Any = Field(None, description="The accepted output.")
+    task_id: str | None = Field(None, description="The task that produced it.")
+
+
+class StepFailed(Event):
+    """A step failed for good (no retries left, or a gate aborted it)."""
+
+    type: Literal["step_failed"] = Field("step_failed", description=_TYPE)
+    step: str = Field(description="The step.")
+    reason: str | None = Field(None, description="Why, in one line.")
+    fail_run_later: bool = Field(
+        False, description="Other branches are still running: the run fails once they finish."
+    )
+
+
+class CheckpointTaken(Event):
+    """A checkpoint: a run can be forked from here."""
+
+    type: Literal["checkpoint_taken"] = Field("checkpoint_taken", description=_TYPE)
+    checkpoint_id: str = Field(description="`cp-<n>`.")
+    label: str | None = Field(None, description="The label given.")
+    workspace: WorkspaceFiles | None = Field(
+        None, description="The files at the checkpoint and the commit and ref keeping them."
+    )
+
+
+class WorkspaceAccepted(Event):
+    """Files changed outside the loop were accepted as the run's state (resume with accept_drift)."""
+
+    type: Literal["workspace_accepted"] = Field("workspace_accepted", description=_TYPE)
+    head: str | None = Field(None, description="HEAD when accepted.")
+    tree: str = Field(description="The accepted tree.")
+    changed: list[str] = Field(default_factory=list, description="The files changed outside the loop.")
+
+
+class RunResumed(Event):
+    """`resume` continued the run (a paused run runs again)."""
+
+    type: Literal["run_resumed"] = Field("run_resumed", description=_TYPE)
+    reason: str | None = Field(None, description="Always `resumed` today.")
+
+
+class RunCompleted(Event):
+    """The run ended with a final output."""
+
+    type: Literal["run_completed"] = Field("run_completed", description=_TYPE)
+    final_output: Any = Field(None, description="The last accepted output.")
+    reason: str | None = Field(None, description="Which stop rule ended it.")
+
+
+class RunFailed(Event):
+    """The run ended failed."""
+
+    type: Literal["run_failed"] = Field("run_failed", description=_TYPE)
+    reason: str | None = Field(None, description="Why.")
+
+
+class RunCancelled(Event):
+    """The run was cancelled."""
+
+    type: Literal["run_cancelled"] = Field("run_cancelled", description=_TYPE)
+    reason: str | None = Field(None, description="Why.")
+
+
+AnyEvent = Annotated[
+    RunStarted
+    | RunForked
+    | TaskIssued
+    | OutputSubmitted
+    | GatePassed
+    | GateFailed
+    | CommandRequested
+    | CommandStarted
+    | CommandFinished
+    | ApprovalRequested
+    | ApprovalGiven
+    | ApprovalRejected
+    | RetryScheduled
+    | TaskExpired
+    | StepCompleted
+    | StepFailed
+    | CheckpointTaken
+    | WorkspaceAccepted
+    | RunResumed
+    | RunCompleted
+    | RunFailed
+    | RunCancelled,
+    Field(discriminator="type"),
+]
+RunEnded = RunCompleted | RunFailed | RunCancelled

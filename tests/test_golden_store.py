@@ -1,0 +1,129 @@
+"""A store written by loopengt 0.2.0 (before events were typed) loads, folds, continues and checks the same,
+and the current code writes the same log for the same script.
+
+tests/fixtures/store_v0_2_0 was written by `tests/golden_run.py` with 0.2.0's code (base commit 9c9e8cd),
+with `expected.json` holding the state and view that code folded from each run. It has every event type.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import golden_run
+import pytest
+from clock import Clock
+
+from loopengt_core.check import check_store
+from loopengt_core.events import EVENT_TYPES, event_from_record, to_record
+from loopengt_core.portability import export_run, import_run, read_export
+from loopengt_core.runs import Runs
+from loopengt_core.state import project_run
+from loopengt_core.store import Store
+from loopengt_core.store.files import FileStore
+from loopengt_core.view import run_view
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_v0_2_0"
+EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURE / "expected.json").read_text())
+GOLDEN_BASE = "/tmp/golden-gen"  # where the fixture was driven: its workspace roots name it
+RUN_IDS = sorted(EXPECTED)
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    copy = tmp_path / "golden"
+    shutil.copytree(FIXTURE, copy, ignore=shutil.ignore_patterns("expected.json"))
+    return copy
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_fixture_holds_every_event_type() -> None:
+    seen = {r["type"] for run_id in RUN_IDS for r in _records(FIXTURE / "runs" / run_id / "events.jsonl")}
+    assert seen == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("run_id", RUN_IDS)
+def test_each_record_reads_and_writes_back_unchanged(run_id: str) -> None:
+    for record in _records(FIXTURE / "runs" / run_id / "events.jsonl"):
+        record.pop("crc")
+        record.pop("end", None)
+        assert to_record(event_from_record(record)) == record
+        assert json.dumps(to_record(event_from_record(record))) == json.dumps(record)  # key order too
+
+
+@pytest.mark.parametrize("run_id", RUN_IDS)
+def test_a_0_2_0_run_folds_to_the_state_and_view_0_2_0_folded(store_dir: Path, run_id: str) -> None:
+    store = FileStore(store_dir)
+    whole = project_run(store.events(run_id))
+    assert whole.model_dump(mode="json") == EXPECTED[run_id]["state"]
+    assert run_view(whole).model_dump(mode="json") == EXPECTED[run_id]["view"]
+    loaded = store.load(run_id)  # through the snapshot 0.2.0 wrote, where there is one
+    from_snapshot = project_run(
+        loaded.events, whole.model_validate(loaded.snapshot) if loaded.snapshot else None
+    )
+    assert from_snapshot.model_dump(mode="json") == EXPECTED[run_id]["state"]
+
+
+def test_a_0_2_0_run_continues_to_completion_and_the_store_checks_clean(store_dir: Path) -> None:
+    clock = Clock(datetime(2026, 1, 1, 12, 1, 50, tzinfo=UTC))  # before review#1 expires
+    runs = Runs(FileStore(store_dir), cwd=store_dir, clock=clock, snapshot_every=5)
+    assert [t.task_id for t in runs.get_run(golden_run.MAIN).tasks] == ["review#1"]
+    answer = runs.step(golden_run.MAIN, "review#1", {"verdict": "good"})
+    assert answer.status == "completed"
+    assert answer.final_output == {"verdict": "good"}
+    assert all(not r.problems for r in check_store(FileStore(store_dir)))
+    done = subprocess.run(
+        [sys.executable, "-m", "loopengt_server", "check", "--store", str(store_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 with problems" in done.stdout
+
+
+_UNFIXABLE = re.compile(r'"runner":"[^"]*"|"duration_seconds":[0-9.e-]+')
+_CRC = re.compile(r',"crc":"[0-9a-f]{8}"')
+
+
+def _comparable(line: str, base: str) -> str:
+    """The line with what no clock fixes made alike; its checksum goes too, but only if that changed it."""
+    alike = _UNFIXABLE.sub(lambda m: m.group(0).split(":")[0] + ":*", line.replace(base, "<BASE>"))
+    return alike if alike == line else _CRC.sub("", alike)
+
+
+def test_the_current_code_writes_the_log_0_2_0_wrote(tmp_path: Path) -> None:
+    ids = golden_run.drive(tmp_path / "gen")
+    written = tmp_path / "gen" / "store" / "runs"
+    assert sorted(ids.values()) == RUN_IDS
+    for run_id in RUN_IDS:
+        ours = (written / run_id / "events.jsonl").read_text().splitlines()
+        theirs = (FIXTURE / "runs" / run_id / "events.jsonl").read_text().splitlines()
+        assert len(ours) == len(theirs), run_id
+        for mine, golden in zip(ours, theirs, strict=True):  # a line nothing unfixable touched: byte for byte
+            assert _comparable(mine, str(tmp_path / "gen")) == _comparable(golden, GOLDEN_BASE)
+
+
+def test_0_2_0_runs_exported_and_imported_into_each_store_read_back_record_for_record(
+    store_dir: Path, store: Store
+) -> None:
+    """Export (file store) -> JSON -> import into either backend -> the same records and the same fold."""
+    source = FileStore(store_dir)
+    for run_id in RUN_IDS:
+        document = read_export(export_run(source, run_id).to_json())
+        import_run(store, document)
+        golden = _records(FIXTURE / "runs" / run_id / "events.jsonl")
+        for record in golden:
+            record.pop("crc")
+            record.pop("end", None)
+        assert [to_record(e) for e in store.events(run_id)] == golden
+        assert project_run(store.events(run_id)).model_dump(mode="json") == EXPECTED[run_id]["state"]
