@@ -197,7 +197,7 @@ def read_spec_file(path: str | Path) -> str:
         message = exc.message.removeprefix(f"{p}: ")
         raise SpecError([Problem(str(p), message)], source=str(p)) from None
     except UnicodeDecodeError:
-        raise SpecError([Problem(str(p), "is not UTF-8 text")], source=str(p)) from None
+        raise SpecError([Problem(str(p), "not a loop spec (not UTF-8 text)")], source=str(p)) from None
     except LoopengtError as exc:  # too large
         raise SpecError([Problem(str(p), exc.message)], source=str(p)) from None
 

@@ -26,6 +26,7 @@ from loopengt_core.store import open_store
 from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
+from loopengt_server.stdio import run_stdio
 from loopengt_server.tools import register_tools
 
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -152,7 +153,7 @@ def serve(
     runs = Runs(open_store(store), cwd=root, allow_inline_commands=allow_inline_commands, confine_paths=True)
     mcp = build_server(runs, token=token)
     if transport == "stdio":
-        mcp.run("stdio")
+        anyio.run(run_stdio, mcp)
     else:
         mcp.run(
             transport,
