@@ -74,7 +74,7 @@ def measure(value: Any, *, max_depth: int, stop_at: int) -> tuple[int, int]:
             deepest = max(deepest, depth)
             if depth > max_depth:
                 return deepest, size
-            size += 2 + len(node)
+            size += 2 + max(len(node) - 1, 0)  # brackets and commas
             items = node.values() if isinstance(node, dict) else node
             stack.extend((item, depth) for item in items)
             if isinstance(node, dict):

@@ -93,13 +93,19 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path: str | Path, limit: Limit, what: str = "the file") -> bytes:
+def read_regular(
+    path: str | Path, limit: Limit, what: str = "the file", *, root: Path | None = None
+) -> bytes:
     """The bytes of a regular file of at most `limit` bytes. Never blocks on a FIFO or device.
 
+    `root`: `path` was resolved inside it (`confine`); the file opened must still be there, so a
+    symlink swapped in meanwhile is not followed out of the project.
     Raises UnreadableFile (missing, not a regular file, no permission) or TooLarge; the messages
     name the path as given and never its content.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if root is not None:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     maximum = limit.get()
     try:
         fd = os.open(path, flags)
@@ -108,10 +114,14 @@ def read_regular(path: str | Path, limit: Limit, what: str = "the file") -> byte
     except PermissionError:
         raise UnreadableFile(f"{path}: cannot be read (permission denied)") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableFile(f"{path}: is a symbolic link (it changed while being opened)") from None
         if exc.errno == errno.ENXIO:  # a socket, or a FIFO with nobody writing on some systems
             raise UnreadableFile(f"{path}: is not a regular file") from None
         raise UnreadableFile(f"{path}: cannot be read ({exc.strerror or 'error'})") from None
     try:
+        if root is not None:
+            _still_inside(fd, path, root)
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnreadableFile(f"{path}: is {_kind(info.st_mode)}, not a regular file")
@@ -132,3 +142,13 @@ def read_regular(path: str | Path, limit: Limit, what: str = "the file") -> byte
         raise UnreadableFile(f"{path}: cannot be read ({exc.strerror or 'error'})") from None
     finally:
         os.close(fd)
+
+
+def _still_inside(fd: int, path: str | Path, root: Path) -> None:
+    """On Linux, where the open file really is (a directory on the way may have been swapped)."""
+    try:
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return  # no /proc: O_NOFOLLOW covered the last component
+    if not inside(real, root.resolve()):
+        raise UnreadableFile(f"{path}: changed while being opened and now lies outside the project root")

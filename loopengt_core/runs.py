@@ -837,7 +837,7 @@ class Runs:
     def spec_file_text(self, spec_path: Any) -> str:
         """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
         if self.confine_paths:
-            return read_spec_file(confine(spec_path, self.cwd, "spec_path"))
+            return read_spec_file(confine(spec_path, self.cwd, "spec_path"), root=self.cwd)
         path = Path(text_path(spec_path, "spec_path"))
         return read_spec_file(path if path.is_absolute() else self.cwd / path)
 

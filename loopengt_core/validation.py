@@ -188,11 +188,14 @@ def spec_data(spec: Any) -> Any:
     )
 
 
-def read_spec_file(path: str | Path) -> str:
-    """The text of a spec file (a regular file within LOOPENGT_MAX_SPEC_BYTES); else a one-line SpecError."""
+def read_spec_file(path: str | Path, *, root: Path | None = None) -> str:
+    """The text of a spec file (a regular file within LOOPENGT_MAX_SPEC_BYTES); else a one-line SpecError.
+
+    `root`: the project root `path` was confined to (see `paths.read_regular`).
+    """
     p = Path(path)
     try:
-        return read_regular(p, MAX_SPEC_BYTES, "the spec file").decode("utf-8")
+        return read_regular(p, MAX_SPEC_BYTES, "the spec file", root=root).decode("utf-8")
     except UnreadableFile as exc:
         message = exc.message.removeprefix(f"{p}: ")
         raise SpecError([Problem(str(p), message)], source=str(p)) from None
