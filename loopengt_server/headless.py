@@ -36,6 +36,7 @@ from rich.text import Text
 from loopengt_core.commands import Peek
 from loopengt_core.errors import InvalidArgument, LoopengtError
 from loopengt_core.events import Event
+from loopengt_core.limits import MAX_JSON_DEPTH, too_deep
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.runs import Runs
 from loopengt_core.state import Command, TaskView
@@ -114,6 +115,8 @@ def parse_output(stdout: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:  # JSON nested past Python's parser: past the depth limit too
+        raise too_deep("the agent's output", MAX_JSON_DEPTH.get()) from None
 
 
 def call_agent(

@@ -114,3 +114,12 @@ def test_the_envelope_of_a_line_too_deep_to_parse() -> None:
     parse_error = answer_to("not json")
     assert parse_error is not None
     assert parse_error.model_dump()["error"]["code"] == -32700
+
+
+def test_an_agent_output_too_deep_for_the_parser_is_a_clear_error() -> None:
+    from loopengt_server.headless import parse_output
+
+    assert parse_output('{"a": [1]}') == {"a": [1]}
+    assert parse_output("plain text") == "plain text"
+    with pytest.raises(InvalidArgument, match="LOOPENGT_MAX_JSON_DEPTH"):
+        parse_output("[" * 50_000 + "]" * 50_000)
