@@ -313,8 +313,9 @@ def _structure_problem(err: Any, quote: bool = True) -> Problem:
         shown = _short(value) if quote else "this value"
         return Problem(location(loc), f"{shown} is not allowed ({hint}allowed: {', '.join(allowed)})")
     message = err["msg"].removeprefix("Value error, ")
-    if not quote:
-        return Problem(location(loc), f"{message.split(':')[0]} (got {_kind(err.get('input'))})")
+    if not quote:  # a validator's own message may quote the value: only pydantic's generic ones are kept
+        generic = message if kind != "value_error" else "not a valid value here"
+        return Problem(location(loc), f"{generic} (got {_kind(err.get('input'))})")
     return Problem(location(loc), f"{message} (got {_short(err.get('input'))})")
 
 

@@ -123,3 +123,17 @@ def test_an_agent_output_too_deep_for_the_parser_is_a_clear_error() -> None:
     assert parse_output("plain text") == "plain text"
     with pytest.raises(InvalidArgument, match="LOOPENGT_MAX_JSON_DEPTH"):
         parse_output("[" * 50_000 + "]" * 50_000)
+
+
+def test_problems_of_a_spec_file_read_for_a_client_never_quote_its_values() -> None:
+    from loopengt_core.validation import SpecError, load_spec
+
+    text = "name: x\ngoal: g\nagents: [{name: a}]\nsteps: [{name: s, run: 'echo \"S3CRET'}]\npolicy: {max_turns: S3CRET}\n"
+    with pytest.raises(SpecError) as quoted:
+        load_spec(text, source="loop.yaml")
+    assert "S3CRET" in str(quoted.value)  # the person's own file, at the terminal: quoted
+    with pytest.raises(SpecError) as unquoted:
+        load_spec(text, source="loop.yaml", quote=False)
+    assert "S3CRET" not in str(unquoted.value)
+    assert "steps[0].run" in str(unquoted.value)
+    assert "policy.max_turns" in str(unquoted.value)
