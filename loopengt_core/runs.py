@@ -42,19 +42,19 @@ from loopengt_core.errors import (
     NotFound,
     StoreConflict,
     StoreCorrupt,
-    TooLarge,
 )
 from loopengt_core.events import AnyEvent, Event, RunForked, RunStarted, iso, parse_iso
+from loopengt_core.limits import MAX_OUTPUT_BYTES, checked, checked_text
+from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
 from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
-from loopengt_core.validation import load_spec, read_spec_file
+from loopengt_core.validation import load_spec, read_spec_file, spec_data
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
 
-MAX_OUTPUT_BYTES = int(os.environ.get("LOOPENGT_MAX_OUTPUT_BYTES", str(4 * 1024 * 1024)))
 LEASE_GRACE_SECONDS = 30.0
 MAX_TASK_ID_CHARS = 200
 
@@ -91,20 +91,6 @@ def digest(output: Any, outcome: str, error: str | None) -> str:
     """Identity of a submission, to recognise the same one sent twice."""
     blob = json.dumps([output, outcome, error], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _plain_json(value: Any, what: str) -> tuple[Any, int]:
-    """`value` as the log will hold it (tuples become lists, keys text) and its size in bytes.
-
-    The cached state is built from the same events the store writes, so a value that JSON would change
-    must be changed before the engine sees it, or the live state would differ from the fold of the log.
-    """
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        size = len(text.encode())
-    except (TypeError, ValueError) as exc:  # ValueError: NaN/Infinity, lone surrogates, circular data
-        raise InvalidArgument(f"{what} must be plain JSON: {exc}") from None
-    return json.loads(text), size
 
 
 def _start_tree(first: Event) -> str | None:
@@ -158,7 +144,8 @@ class Runs:
         cwd: str | Path | None = None,
         clock: Callable[[], datetime] = _utcnow,
         allow_inline_commands: bool = False,
-        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_output_bytes: int | None = None,
+        confine_paths: bool = False,
         snapshot_every: int | None = None,
         tracer: telemetry.RunTracer | None = None,
         on_command: Callable[[Command, Peek], None] | None = None,
@@ -171,12 +158,18 @@ class Runs:
 
         `on_command(command, peek)`: told when this process starts a command (a gate, a command step);
         `peek()` reads its output so far (see `commands.run_command`). For progress displays.
+
+        `confine_paths`: the paths callers give (`spec_path`, `worktree`) name files of a client, not of
+        the person at the terminal: they must lie inside `cwd` (the project root; a fork's worktree
+        inside its `.loopengt/worktrees/`), and a spec file that is not a loop spec is never quoted.
+        `max_output_bytes`: instead of LOOPENGT_MAX_OUTPUT_BYTES.
         """
         self.store = store
         self.cwd = Path(cwd or os.getcwd())
         self.clock = clock
         self.allow_inline_commands = allow_inline_commands
         self.max_output_bytes = max_output_bytes
+        self.confine_paths = confine_paths
         self.snapshot_every = snapshot_every or int(getattr(store, "snapshot_every", 100))
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
         self.tracer = tracer if tracer is not None else telemetry.from_env()
@@ -209,9 +202,9 @@ class Runs:
             raise InvalidArgument(
                 f"inputs must be an object of names to values (got {type(inputs).__name__})"
             )
-        inputs = _plain_json(inputs, "inputs")[0] if inputs is not None else None
+        inputs = checked(inputs, "inputs")[0] if inputs is not None else None
         text, source = self._spec_text(spec_path, template, spec)
-        parsed = load_spec(text, source=source)
+        parsed = load_spec(text, source=source, quote=spec_path is None or not self.confine_paths)
         if spec is not None and _has_commands(parsed) and not self.allow_inline_commands:
             raise InvalidArgument(
                 "an inline spec may not contain command steps ('run') or command gates ('command'): the server "
@@ -267,15 +260,14 @@ class Runs:
         self._known(run_id)
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
             raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
-        if error is not None and not isinstance(error, str):
-            raise InvalidArgument("error must be text")
-        output, size = _plain_json(output, "output")
-        if size > self.max_output_bytes:
-            raise TooLarge(
-                f"output is {size / 1e6:.1f} MB; the limit is {self.max_output_bytes} bytes "
-                "(LOOPENGT_MAX_OUTPUT_BYTES). Put large artefacts in files and submit their paths",
-                run_id=run_id,
-            )
+        error = checked_text(error, "error")
+        output = checked(
+            output,
+            "output",
+            MAX_OUTPUT_BYTES,
+            maximum=self.max_output_bytes,
+            hint="Put large artefacts in files and submit their paths",
+        )[0]
         mark = digest(output, outcome, error)
         root = self._live_root(run_id)
         try:
@@ -380,6 +372,7 @@ class Runs:
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         self._known(run_id)
+        reason = checked_text(reason, "reason")
         return self._locked(
             run_id,
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
@@ -396,6 +389,7 @@ class Runs:
     ) -> RunView:
         """Answer the approval gate a run waits at (from a person: the CLI or MCP elicitation)."""
         self._known(run_id)
+        comment = checked_text(comment, "comment")
         self._transition(
             run_id, lambda e, s, now: e.answer_approval(s, approved=approved, comment=comment, by=by, now=now)
         )
@@ -478,8 +472,8 @@ class Runs:
         self._known(run_id)
         if not isinstance(accept_drift, bool):
             raise InvalidArgument("accept_drift must be true or false")
-        if worktree is not None and (not isinstance(worktree, str) or not worktree.strip()):
-            raise InvalidArgument("worktree must be a directory path (text) that does not exist yet")
+        if worktree is not None:
+            worktree = str(self._worktree_path(worktree))
         if checkpoint_id is None:
             if worktree is not None:
                 raise InvalidArgument(
@@ -774,9 +768,11 @@ class Runs:
         return None
 
     def _snapshot(self, root: str | Path) -> WorkspaceState:
-        # the file store's directory, when it lies in the work tree, is not the run's code
+        # the file store's directory and the forks' worktrees, when they lie in the work tree, are not
+        # the run's code
         where = getattr(self.store, "root", None)
-        return git.snapshot(root, exclude=(where.resolve(),) if isinstance(where, Path) else ())
+        forks = self.cwd.resolve() / WORKTREES_DIR
+        return git.snapshot(root, exclude=(where.resolve(), forks) if isinstance(where, Path) else (forks,))
 
     def _root(self, run_id: str) -> str | None:
         """The run's working directory when it records its files (never changes during a run)."""
@@ -874,22 +870,37 @@ class Runs:
         path = Path(given).expanduser()
         return path if path.is_absolute() else self.cwd / path
 
+    def _worktree_path(self, given: Any) -> Path:
+        """Where a fork's worktree goes: a client's only inside the project's worktree folder."""
+        if self.confine_paths:
+            return worktree_path(given, self.cwd)
+        try:
+            return self._path(text_path(given, "worktree"))
+        except InvalidArgument:
+            raise InvalidArgument(
+                "worktree must be a directory path (text) that does not exist yet"
+            ) from None
+
+    def spec_file_text(self, spec_path: Any) -> str:
+        """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
+        if self.confine_paths:
+            return read_spec_file(confine(spec_path, self.cwd, "spec_path"), root=self.cwd)
+        path = Path(text_path(spec_path, "spec_path"))
+        return read_spec_file(path if path.is_absolute() else self.cwd / path)
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _spec_text(self, spec_path: str | None, template: str | None, spec: Any) -> tuple[str, str]:
         if spec_path is not None:
-            if not isinstance(spec_path, str):
-                raise InvalidArgument("spec_path must be a path (text)")
-            path = Path(spec_path)
-            return read_spec_file(path if path.is_absolute() else self.cwd / path), spec_path
+            return self.spec_file_text(spec_path), spec_path
         if template is not None:
             if not isinstance(template, str):
                 raise InvalidArgument("template must be a template name (text)")
             return template_text(template), f"template {template}"
         if isinstance(spec, str):
             return spec, "inline spec"
-        if isinstance(spec, dict):
-            return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), "inline spec"
+        if isinstance(spec, dict):  # within the limits before it is dumped: yaml recurses
+            return yaml.safe_dump(spec_data(spec), sort_keys=False, allow_unicode=True), "inline spec"
         raise InvalidArgument(f"spec must be YAML/JSON text or an object (got {type(spec).__name__})")
 
     def _context(self, spec: LoopSpec, inputs: dict[str, Any]) -> dict[str, Any]:

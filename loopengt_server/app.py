@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Literal
 
 import anyio
@@ -18,12 +20,14 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
+from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.store import open_store
 from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
 from loopengt_server.run_context import store_context
+from loopengt_server.stdio import run_stdio
 from loopengt_server.tools import register_tools
 
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -120,11 +124,39 @@ def _security(host: str) -> TransportSecuritySettings:
     )
 
 
-def serve(*, transport: Transport, host: str, port: int, store: str, allow_inline_commands: bool) -> None:
-    runs = Runs(open_store(store), allow_inline_commands=allow_inline_commands)
-    mcp = build_server(runs, token=os.environ.get("LOOPENGT_TOKEN") or None)
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def serve(
+    *,
+    transport: Transport,
+    host: str,
+    port: int,
+    store: str,
+    allow_inline_commands: bool,
+    root: Path | None = None,
+) -> None:
+    """Serve the project at `root` (default: the working directory): clients' paths stay inside it.
+
+    Raises LoopengtError before binding when an HTTP transport would listen beyond this machine
+    without LOOPENGT_TOKEN: anyone who can reach the port could run the project's loops.
+    """
+    token = os.environ.get("LOOPENGT_TOKEN") or None
+    if transport != "stdio" and token is None and not is_loopback(host):
+        raise LoopengtError(
+            f"refusing to serve on {host} (not a loopback address) without a token: set LOOPENGT_TOKEN "
+            "(clients then send Authorization: Bearer <token>), or bind --host 127.0.0.1"
+        )
+    runs = Runs(open_store(store), cwd=root, allow_inline_commands=allow_inline_commands, confine_paths=True)
+    mcp = build_server(runs, token=token)
     if transport == "stdio":
-        mcp.run("stdio")
+        anyio.run(run_stdio, mcp)
     else:
         mcp.run(
             transport,

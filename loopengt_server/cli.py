@@ -761,17 +761,34 @@ TransportOption = Annotated[
 ]
 
 
-def _serve(transport: str, host: str, port: int, store: str, allow_inline_commands: bool) -> None:
+RootOption = Annotated[
+    Optional[Path],  # noqa: UP045 - typer
+    typer.Option(
+        "--root", help="The project served (default: the working directory); clients' paths stay inside it"
+    ),
+]
+
+
+def _serve(
+    transport: str, host: str, port: int, store: str, allow_inline_commands: bool, root: Path | None = None
+) -> None:
     from loopengt_server.app import serve as run_server
 
     if transport not in ("stdio", "streamable-http", "sse", "http"):
         raise fail(f"unknown transport {transport!r}; use stdio, streamable-http or sse", 2)
+    if root is not None:
+        if not root.is_dir():
+            raise fail(f"--root {root}: not a directory", 2)
+        root = root.resolve()
+        if "://" not in store and not Path(store).is_absolute():
+            store = str(root / store)  # the project's store, as if the server were started there
     run_server(
         transport="streamable-http" if transport == "http" else transport,  # type: ignore[arg-type]
         host=host,
         port=port,
         store=store,
         allow_inline_commands=allow_inline_commands,
+        root=root,
     )
 
 
@@ -787,9 +804,10 @@ def serve(
             "--allow-inline-commands", help="Let inline specs (start_run spec=...) contain commands"
         ),
     ] = False,
+    root: RootOption = None,
 ) -> None:
     """Run the MCP server (stdio by default; HTTP transports bind 127.0.0.1)."""
-    _serve(transport, host, port, store, allow_inline_commands)
+    _serve(transport, host, port, store, allow_inline_commands, root)
 
 
 @app.command("mcp")
@@ -799,9 +817,10 @@ def mcp_alias(
     port: Annotated[int, typer.Option("--port")] = 8765,
     store: StoreOption = ".loopengt",
     allow_inline_commands: Annotated[bool, typer.Option("--allow-inline-commands")] = False,
+    root: RootOption = None,
 ) -> None:
     """Alias of serve (loopengt 0.1.0 client configs use `loopengt mcp --transport stdio`)."""
-    _serve(transport, host, port, store, allow_inline_commands)
+    _serve(transport, host, port, store, allow_inline_commands, root)
 
 
 def _usage_line(exc: typer.TyperException) -> str:

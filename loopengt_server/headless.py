@@ -46,6 +46,7 @@ from loopengt_core.events import (
     RetryScheduled,
     StepFailed,
 )
+from loopengt_core.limits import MAX_JSON_DEPTH, too_deep
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.runs import Runs
 from loopengt_core.state import Command, TaskView
@@ -124,6 +125,8 @@ def parse_output(stdout: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:  # JSON nested past Python's parser: past the depth limit too
+        raise too_deep("the agent's output", MAX_JSON_DEPTH.get()) from None
 
 
 def call_agent(

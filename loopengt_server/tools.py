@@ -10,19 +10,21 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import anyio
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 
 from loopengt_core.catalog import list_templates as catalog_templates
 from loopengt_core.errors import LoopengtError
+from loopengt_core.limits import MAX_JSON_DEPTH
 from loopengt_core.runs import Runs
 from loopengt_core.store import LockBusy
-from loopengt_core.validation import SpecError, parse_text, read_spec_file, summary, validate_data
+from loopengt_core.validation import SpecError, parse_file_text, spec_data, summary, validate_data
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
 from loopengt_server.notify import Notifier
@@ -124,11 +126,47 @@ async def _submit(
     return answer
 
 
+def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """The last resort: whatever a tool raises reaches the client as a tool error that says what
+    happened, never the SDK's bare "Error executing tool NAME" (an unexpected one is logged with its
+    traceback on stderr, and its text, which may hold anyone's data, stays there)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def tool(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (ToolError, MCPError):
+            raise
+        except LoopengtError as exc:
+            raise ToolError(exc.message) from None
+        except RecursionError:
+            log.exception("tool %s: recursion", name)
+            raise ToolError(
+                f"a value sent to {name} is nested too deeply to handle; the limit is "
+                f"{MAX_JSON_DEPTH.get()} levels ({MAX_JSON_DEPTH.variable})"
+            ) from None
+        except MemoryError:
+            log.exception("tool %s: out of memory", name)
+            raise ToolError(f"{name} ran out of memory on this request: send smaller values") from None
+        except Exception as exc:
+            log.exception("tool %s failed", name)
+            raise ToolError(
+                f"{name} failed with an internal error ({type(exc).__name__}); the server logged the details "
+                "on stderr. Check the run with get_run before trying again"
+            ) from None
+
+    return tool
+
+
 def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     async def announce(run_id: str) -> None:
         await notifier.changed(run_id)
 
-    @mcp.tool()
+    def tool(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        return mcp.tool()(_guarded(fn))
+
+    @tool
     async def start_run(
         spec_path: str | None = None,
         template: str | None = None,
@@ -144,7 +182,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         await announce(view.run_id)
         return _view(view)
 
-    @mcp.tool()
+    @tool
     async def step(
         run_id: str,
         task_id: str,
@@ -164,22 +202,23 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
                 answer = StepAnswer(**dict(view), accepted=True, gate_results=answer.gate_results)
         return _view(answer)
 
-    @mcp.tool()
+    @tool
     async def get_run(run_id: str) -> types.CallToolResult:
         """The run's state: status, open tasks with instructions, steps, next_action."""
         return _view(await _call(runs.get_run, run_id))
 
-    @mcp.tool()
+    @tool
     async def resume(
         run_id: str, checkpoint_id: str | None = None, accept_drift: bool = False, worktree: str | None = None
     ) -> types.CallToolResult:
         """Continue an interrupted run (accept_drift: true records files changed meanwhile), or with
-        checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree path for its files)."""
+        checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree for its files, a
+        folder name under .loopengt/worktrees)."""
         view = await _call(runs.resume, run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
         await announce(view.run_id)
         return _view(view)
 
-    @mcp.tool()
+    @tool
     async def checkpoint(run_id: str, label: str | None = None) -> types.CallToolResult:
         """Save a checkpoint of the run to fork from later with resume."""
         info = await _call(runs.checkpoint, run_id, label)
@@ -188,7 +227,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
             info.model_dump(mode="json"), f"Checkpoint {info.checkpoint_id} of {run_id} at seq {info.seq}."
         )
 
-    @mcp.tool()
+    @tool
     async def list_runs(status: str | None = None, limit: int = 20) -> types.CallToolResult:
         """Runs in this store, newest first (optionally only one status)."""
         found = await _call(runs.list_runs, status=status, limit=limit)
@@ -200,14 +239,14 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         ) or ("No runs." if status is None else f"No {status} runs.")
         return _result({"runs": [r.model_dump(mode="json") for r in found]}, text)
 
-    @mcp.tool()
+    @tool
     async def cancel_run(run_id: str, reason: str | None = None) -> types.CallToolResult:
         """Cancel a run; it cannot continue afterwards."""
         view = await _call(runs.cancel_run, run_id, reason)
         await announce(run_id)
         return _view(view)
 
-    @mcp.tool()
+    @tool
     async def validate_spec(
         spec_path: str | None = None, spec: str | dict[str, Any] | None = None
     ) -> types.CallToolResult:
@@ -223,7 +262,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     templates = [t.__dict__ for t in catalog_templates()]  # read and parsed once, before any client calls
     templates_text = "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in templates)
 
-    @mcp.tool()
+    @tool
     async def list_templates() -> types.CallToolResult:
         """Built-in loop templates (name, pattern, description) for start_run(template=...)."""
         return _result({"templates": [dict(t) for t in templates]}, templates_text)
@@ -234,18 +273,17 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
 def _validate(runs: Runs, spec_path: str | None, spec: Any) -> dict[str, Any]:
     if (spec_path is None) == (spec is None):
         raise ToolError("give exactly one of spec_path or spec")
+    quote = spec_path is None or not runs.confine_paths  # never quote a file that may not be a spec
     try:
         if spec_path is not None:
-            from pathlib import Path
-
-            path = Path(spec_path)
-            data = parse_text(read_spec_file(path if path.is_absolute() else runs.cwd / path))
+            text = runs.spec_file_text(spec_path)
+            data = spec_data(text) if quote else parse_file_text(text, spec_path)
         else:
-            data = parse_text(spec) if isinstance(spec, str) else spec
+            data = spec_data(spec)
     except SpecError as exc:
         errors = [{"location": p.location, "message": p.message} for p in exc.problems]
         return {"valid": False, "errors": errors, "summary": f"{len(errors)} problem(s)"}
-    loaded, problems = validate_data(data)
+    loaded, problems = validate_data(data, quote=quote)
     errors = [{"location": p.location, "message": p.message} for p in problems]
     if loaded is None or errors:
         return {"valid": False, "errors": errors, "summary": f"{len(errors)} problem(s)"}

@@ -23,6 +23,7 @@ from mcp import Client, StdioServerParameters
 
 ERAS = ["legacy", "auto"]  # Client(mode=...): the handshake era (2025-11-25) and the modern one (2026-07-28)
 SPECS_010 = Path(__file__).parent / "fixtures" / "specs_v010"  # the 0.1.0 sample specs, byte for byte
+PROJECT_SPECS = "specs_v010"  # where `with_specs` puts them in a server's project
 START_DEADLINE_SECONDS = 30.0
 LOOPENGT = Path(sys.executable).with_name("loopengt")  # the console script of this venv
 
@@ -47,6 +48,20 @@ def server_env(**extra: str) -> dict[str, str]:
             env[name] = os.environ[name]
     env.update(extra)
     return env
+
+
+def with_specs(root: Path) -> Path:
+    """`root` holding a copy of the 0.1.0 sample specs in `PROJECT_SPECS`: a server reads only files
+    inside its project (its working directory), so a test's specs go there."""
+    import shutil
+
+    shutil.copytree(SPECS_010, root / PROJECT_SPECS, dirs_exist_ok=True)
+    return root
+
+
+def project_spec(name: str) -> str:
+    """The `spec_path` of a 0.1.0 sample spec in a project made with `with_specs`."""
+    return f"{PROJECT_SPECS}/{name}"
 
 
 def serve_args(store: Path, *extra: str) -> list[str]:

@@ -19,15 +19,16 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import (
-    SPECS_010,
     HttpServer,
     Scripted,
     drive,
     ok,
+    project_spec,
     resource_json,
     running,
     step,
     trace_events,
+    with_specs,
 )
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +51,7 @@ SUPERVISOR = Scripted(supervise=[{"next_step": "fix_bug"}, {"done": True}])
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("http")
+    return with_specs(tmp_path_factory.mktemp("http"))
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +111,7 @@ async def test_happy_path(servers: dict[str, HttpServer], era: str, transport: s
         tools = {t.name for t in (await client.list_tools()).tools}
         assert len(tools) == 9
         assert {"start_run", "step"} <= tools
-        view = ok(
-            await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "supervisor_triage.yaml")})
-        )
+        view = ok(await client.call_tool("start_run", {"spec_path": project_spec("supervisor_triage.yaml")}))
         final = await drive(client, view, Scripted(supervise=[{"next_step": "fix_bug"}, {"done": True}]))
         assert final["status"] == "completed", final
         assert final["turn"] == 3
@@ -162,9 +161,7 @@ async def test_bearer_token(servers: dict[str, HttpServer], era: str) -> None:
     await assert_refused(server, era)
     await assert_refused(server, era, {"Authorization": "Bearer wrong"})
     async with connect(server, era, {"Authorization": f"Bearer {TOKEN}"}) as client:
-        view = ok(
-            await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "handoff_pipeline.yaml")})
-        )
+        view = ok(await client.call_tool("start_run", {"spec_path": project_spec("handoff_pipeline.yaml")}))
         assert (await drive(client, view))["status"] == "completed"
 
 
@@ -172,9 +169,7 @@ async def test_kill_9_right_after_an_acknowledged_step(servers: dict[str, HttpSe
     server = servers["streamable-http"]
     output = {"summary": "analysed before the crash", "era": era}
     async with connect(server, era) as client:
-        view = ok(
-            await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "handoff_pipeline.yaml")})
-        )
+        view = ok(await client.call_tool("start_run", {"spec_path": project_spec("handoff_pipeline.yaml")}))
         run_id = view["run_id"]
         answer = ok(await step(client, run_id, "analyse#1", output))
         assert answer["accepted"] is True

@@ -19,12 +19,14 @@ from mcp_helpers import (
     assert_tool_error,
     drive,
     ok,
+    project_spec,
     resource_json,
     resource_text,
     stdio_client,
     step,
     text_of,
     trace_events,
+    with_specs,
 )
 
 from loopengt_server.tools import tools_list_size
@@ -72,7 +74,7 @@ GATE_LOOP = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def workdir(era: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp(f"stdio-{era}")
+    path = with_specs(tmp_path_factory.mktemp(f"stdio-{era}"))
     (path / "loop.yaml").write_text(GATE_LOOP, encoding="utf-8")
     return path
 
@@ -114,7 +116,7 @@ async def test_tools_list_has_the_nine_tools_within_budget(client: Client) -> No
 async def test_v010_spec_runs_to_completed(client: Client, spec: str, outputs: dict[str, list[Any]]) -> None:
     path = SPECS_010 / spec
     assert path.is_file(), path
-    view = ok(await client.call_tool("start_run", {"spec_path": str(path)}))
+    view = ok(await client.call_tool("start_run", {"spec_path": project_spec(spec)}))
     assert view["status"] == "running", view
     assert view["tasks"]
     assert view["turn"] == 0
@@ -139,7 +141,7 @@ async def test_v010_spec_runs_to_completed(client: Client, spec: str, outputs: d
 
 
 async def test_same_step_twice_same_answer_and_trace_does_not_grow(client: Client) -> None:
-    view = ok(await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "handoff_pipeline.yaml")}))
+    view = ok(await client.call_tool("start_run", {"spec_path": project_spec("handoff_pipeline.yaml")}))
     run_id, task = view["run_id"], view["tasks"][0]
     output = {"summary": "analysed", "findings": [1, 2]}
     first_result = await step(client, run_id, task["task_id"], output)
@@ -161,7 +163,7 @@ async def test_same_step_twice_same_answer_and_trace_does_not_grow(client: Clien
 
 
 async def test_wrong_task_id_names_the_open_task(client: Client) -> None:
-    view = ok(await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "handoff_pipeline.yaml")}))
+    view = ok(await client.call_tool("start_run", {"spec_path": project_spec("handoff_pipeline.yaml")}))
     open_id = view["tasks"][0]["task_id"]
     result = await step(client, view["run_id"], "review#7", {"summary": "x"})
     assert_tool_error(result, "review#7", open_id)
@@ -285,7 +287,7 @@ async def test_a_step_waiting_for_another_process_lock_leaves_the_server_respons
 
     import anyio
 
-    view = ok(await client.call_tool("start_run", {"spec_path": str(SPECS_010 / "handoff_pipeline.yaml")}))
+    view = ok(await client.call_tool("start_run", {"spec_path": project_spec("handoff_pipeline.yaml")}))
     run_id, task = view["run_id"], view["tasks"][0]["task_id"]
     lock = os.open(workdir / "store" / "runs" / run_id / "lock", os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)  # another process in the middle of a transition of this run

@@ -19,12 +19,12 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
-from mcp_helpers import SPECS_010, HttpServer, ok, running, stdio_client, step
+from mcp_helpers import HttpServer, ok, project_spec, running, stdio_client, step, with_specs
 
 pytestmark = pytest.mark.anyio
 
 NOTIFY_WITHIN_SECONDS = 1.0
-SPEC = str(SPECS_010 / "handoff_pipeline.yaml")
+SPEC = project_spec("handoff_pipeline.yaml")
 
 
 class Updates:
@@ -58,7 +58,7 @@ class Updates:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("subscriptions")
+    return with_specs(tmp_path_factory.mktemp("subscriptions"))
 
 
 @pytest.fixture(scope="module")

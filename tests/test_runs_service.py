@@ -301,11 +301,13 @@ def test_outputs_that_are_not_plain_json_are_refused_or_stored_as_json(runs: Run
 
 
 def test_a_transition_that_fails_midway_leaves_the_run_as_its_log_has_it(
-    runs: Runs, store: FileStore
+    runs: Runs, store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A recursive output_schema and a deeply nested output make the schema check itself fail (Python's
     # recursion limit) after the submission was already applied to the cached state. Whatever the
     # error, the run must stay the fold of its log: the task still open, the turn not counted.
+    # (The depth limit, 64 by default, refuses such an output up front: raised here to reach the check.)
+    monkeypatch.setenv("LOOPENGT_MAX_JSON_DEPTH", "2000")
     node = {"type": "object", "properties": {"c": {"$ref": "#/$defs/node"}}}
     spec = {
         "name": "deep",

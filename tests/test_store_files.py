@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ import pytest
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, StoreConflict, StoreCorrupt
 from loopengt_core.events import StepCompleted, to_record
-from loopengt_core.store import Checkpoint
+from loopengt_core.store import Checkpoint, files
 from loopengt_core.store.files import FAULT_ENV, FAULT_POINTS, FileStore, StoreIOError
 
 SPEC = "version: 1\n"
@@ -261,6 +262,20 @@ def test_filesystem_errors_become_loopengt_errors(tmp_path: Path) -> None:
     assert "r1" in str(info.value)
     assert store.list_runs() == []
     assert not store.exists("r1")
+
+
+def test_a_full_disk_is_one_clear_line_without_a_double_colon(
+    fs: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs.create_run("r1", SPEC, evs(1, 1))
+
+    def disk_full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as os.write raises it: no file name
+
+    monkeypatch.setattr(files, "_write_all", disk_full)
+    with pytest.raises(StoreIOError) as info:
+        fs.append("r1", evs(2, 2))
+    assert str(info.value) == "file store: appending to run 'r1' failed: No space left on device"
 
 
 def test_invalid_fault_setting_is_refused(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:

@@ -530,15 +530,16 @@ async def test_mcp_resume_takes_accept_drift_and_worktree(repo: Path, tmp_path: 
         assert accepted["workspace"]["drift"] is False
         point = ok(await client.call_tool("checkpoint", {"run_id": run_id}))
         assert point["commit"]
-        worktree = tmp_path / "mcp-fork"
+        # a client's worktree goes into the project's worktree folder, and the run's files leave it out
+        worktree = repo.resolve() / ".loopengt" / "worktrees" / "mcp-fork"
         fork = ok(
             await client.call_tool(
-                "resume",
-                {"run_id": run_id, "checkpoint_id": point["checkpoint_id"], "worktree": str(worktree)},
+                "resume", {"run_id": run_id, "checkpoint_id": point["checkpoint_id"], "worktree": "mcp-fork"}
             )
         )
         assert fork["workspace"]["root"] == str(worktree)
         assert (worktree / "README.md").read_text() == "changed outside\n"
+        assert ok(await client.call_tool("get_run", {"run_id": run_id}))["workspace"]["drift"] is False
         again = await client.call_tool(
             "resume", {"run_id": run_id, "checkpoint_id": point["checkpoint_id"], "worktree": str(worktree)}
         )

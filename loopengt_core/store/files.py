@@ -230,8 +230,8 @@ def _size_of(path: Path) -> int:
 
 
 def _io_error(exc: OSError, what: str) -> StoreIOError:
-    where = f" {exc.filename}" if exc.filename else ""
-    return StoreIOError(f"file store: {what} failed:{where}: {exc.strerror or exc}")
+    where = f" {exc.filename}:" if exc.filename else ""
+    return StoreIOError(f"file store: {what} failed:{where} {exc.strerror or exc}")
 
 
 def _guard(what: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:

@@ -1,0 +1,171 @@
+"""stdio with an answer for every line the client sends.
+
+The SDK's stdio transport hands a line its JSON-RPC parser refuses to the server as an exception, and
+the server drops it: the client waits forever. Its parser refuses values nested about 200 levels
+deep, so a `step` with a deeply nested output would hang its caller instead of hearing of the limit.
+Here such a line is answered: a `tools/call` nested too deep gets a tool error naming the limit and
+its variable; any other request gets a JSON-RPC error (-32700 parse error, -32600 invalid request)
+with its id when the line has one, as the JSON-RPC specification asks.
+
+It relies on the SDK's `stdio_server()` (which keeps stray output off the wire) and on reading the
+refused line back from the parser's ValidationError; the low-level server is reached through
+`MCPServer._lowlevel_server`, as `app.py` already does for `logging/setLevel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from types import TracebackType
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+from loopengt_core.limits import MAX_JSON_DEPTH
+
+log = logging.getLogger("loopengt.stdio")
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]')
+_ENVELOPE_LEVELS = 3  # {"params": {"arguments": {<a tool argument>: ...}}}
+
+
+def envelope(line: str) -> tuple[Any, str | None, int]:
+    """The top-level `id` and `method` of a JSON-RPC line and its nesting depth, without recursion
+    (the line may be nested far beyond what a recursive parser takes)."""
+    depth = deepest = 0
+    found: dict[str, Any] = {}
+    key: str | None = None
+    expect_key = False
+    decoder = json.JSONDecoder()
+    for match in _TOKEN.finditer(line):
+        token = match.group()
+        if token in "{[":
+            depth += 1
+            deepest = max(deepest, depth)
+            expect_key = token == "{" and depth == 1
+        elif token in "}]":
+            depth -= 1
+        elif token == ",":
+            expect_key = depth == 1
+        elif token == ":":
+            if key in ("id", "method") and depth == 1:
+                with contextlib.suppress(ValueError):
+                    found[key] = decoder.raw_decode(line, _skip_space(line, match.end()))[0]
+            key = None
+        elif expect_key:
+            key = token[1:-1]
+            expect_key = False
+    return found.get("id"), found.get("method") if isinstance(found.get("method"), str) else None, deepest
+
+
+def _skip_space(line: str, at: int) -> int:
+    while at < len(line) and line[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def answer_to(line: str) -> types.JSONRPCMessage | None:
+    """What to send back for a line the SDK's parser refused (None: a notification, answer nothing)."""
+    request_id, method, depth = envelope(line)
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        request_id = None
+    limit = MAX_JSON_DEPTH.get()
+    if method is not None and request_id is None:
+        return None  # a notification is never answered
+    if request_id is not None and depth > limit:
+        text = (
+            f"the request is nested {depth} levels deep, more than this server reads; a value may be nested "
+            f"at most {limit} levels ({MAX_JSON_DEPTH.variable}). Flatten it"
+        )
+        if method == "tools/call":
+            result = types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+            return types.JSONRPCResponse(
+                jsonrpc="2.0", id=request_id, result=result.model_dump(by_alias=True, exclude_none=True)
+            )
+        return types.JSONRPCError(
+            jsonrpc="2.0", id=request_id, error=types.ErrorData(code=-32600, message=text)
+        )
+    if request_id is None:
+        return types.JSONRPCError(
+            jsonrpc="2.0",
+            id=None,
+            error=types.ErrorData(code=-32700, message="Parse error: not a JSON-RPC message"),
+        )
+    return types.JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id,
+        error=types.ErrorData(code=-32600, message="Invalid Request: not a valid JSON-RPC request"),
+    )
+
+
+def refused_line(item: Exception) -> str | None:
+    """The line a parse error was raised for, when the parser kept it (as text, or as the JSON value
+    it parsed but could not take as a JSON-RPC message)."""
+    if not isinstance(item, ValidationError):
+        return None
+    errors = item.errors()
+    line = errors[0].get("input") if errors else None
+    if isinstance(line, dict):
+        return json.dumps({k: line[k] for k in ("id", "method") if k in line})
+    return line if isinstance(line, str) else None
+
+
+class Answering:
+    """The transport's read stream, less the lines the parser refused: those are answered here."""
+
+    def __init__(self, inner: Any, write: Any) -> None:
+        self._inner = inner
+        self._write = write
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            item = await self._inner.receive()
+            if not isinstance(item, Exception):
+                return item  # type: ignore[no-any-return]
+            line = refused_line(item)
+            reply = answer_to(line) if line is not None else None
+            if reply is None:
+                return item
+            log.info("answered a line the JSON-RPC parser refused (%d characters)", len(line or ""))
+            await self._write.send(SessionMessage(reply))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> Answering:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:  # as the memory stream's own iteration ends
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Answering:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+
+async def run_stdio(mcp: MCPServer) -> None:
+    """`mcp.run("stdio")`, answering every line (see the module's docstring)."""
+    lowlevel = mcp._lowlevel_server
+    async with stdio_server() as (read_stream, write_stream):
+        await lowlevel.run(
+            Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
+        )
