@@ -34,13 +34,30 @@ from loopengt_core import workspace as git
 from loopengt_core.catalog import template_text
 from loopengt_core.commands import CommandResult, Peek, run_command
 from loopengt_core.engine import Engine, open_tasks_text
-from loopengt_core.errors import Conflict, InvalidArgument, LoopengtError, NotFound, StoreConflict, TooLarge
+from loopengt_core.errors import (
+    Conflict,
+    InvalidArgument,
+    LoopengtError,
+    NotFound,
+    StoreConflict,
+    StoreCorrupt,
+    TooLarge,
+)
 from loopengt_core.events import Event, iso, parse_iso
 from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
 from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
+from loopengt_core.view import (
+    RunSummary,
+    RunView,
+    StepAnswer,
+    corrupt_summary,
+    run_summary,
+    run_view,
+    step_answer,
+    with_drift,
+)
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
@@ -319,6 +336,8 @@ class Runs:
         for run_id in self.store.list_runs():
             try:
                 summary = self._locked(run_id, _nothing, lambda run: run_summary(run.state))
+            except StoreCorrupt as exc:  # listed as such, never hidden
+                summary = corrupt_summary(run_id, exc.message)
             except LoopengtError as exc:
                 log.warning("run_unreadable", run_id=run_id, error=str(exc))
                 continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -57,11 +57,19 @@ class StepAnswer(RunView):
 class RunSummary(BaseModel):
     run_id: str
     loop: str
-    status: RunStatus
+    status: RunStatus | Literal["corrupt"]
     turn: int
     started_at: str
     updated_at: str
     parent_run_id: str | None = None
+    reason: str | None = Field(default=None, description="Why a `corrupt` run cannot be read")
+
+
+def corrupt_summary(run_id: str, reason: str) -> RunSummary:
+    """A run whose stored log is damaged: listed as such (never hidden), with what `get_run` would say."""
+    return RunSummary(
+        run_id=run_id, loop="", status="corrupt", turn=0, started_at="", updated_at="", reason=reason
+    )
 
 
 def next_action(state: RunState) -> str:
