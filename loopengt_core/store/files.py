@@ -79,7 +79,7 @@ from loopengt_core.store import (
     check_id,
 )
 
-__all__ = ["FAULT_ENV", "FAULT_POINTS", "FileStore", "LogCorrupt", "Repair", "StoreIOError"]
+__all__ = ["FAIL_POINTS", "FAULT_ENV", "FAULT_POINTS", "FileStore", "LogCorrupt", "Repair", "StoreIOError"]
 
 FAULT_ENV = "LOOPENGT_FAULT"
 FAULT_POINTS = frozenset(
@@ -93,6 +93,9 @@ FAULT_POINTS = frozenset(
         "create.before_rename",
     }
 )
+
+# Points where a write fails with ENOSPC (a full disk) instead of the process dying.
+FAIL_POINTS = frozenset({"append.enospc", "checkpoint.enospc"})
 
 EVENTS = "events.jsonl"
 SPEC = "spec.yaml"
@@ -365,10 +368,10 @@ class FileStore:
         if not value:
             return
         point, _, nth = value.partition(":")
-        if point not in FAULT_POINTS or (nth and not (nth.isdigit() and int(nth) >= 1)):
+        if point not in FAULT_POINTS | FAIL_POINTS or (nth and not (nth.isdigit() and int(nth) >= 1)):
             raise InvalidArgument(
                 f"{FAULT_ENV}={value!r}: use POINT or POINT:N with N >= 1, POINT one of "
-                + ", ".join(sorted(FAULT_POINTS))
+                + ", ".join(sorted(FAULT_POINTS | FAIL_POINTS))
             )
         self._fault_point = point
         self._fault_nth = int(nth) if nth else 1
@@ -387,6 +390,11 @@ class FileStore:
     def _fault(self, point: str) -> None:
         if self._fault_hit(point):
             self._die()
+
+    def _fail(self, point: str, path: Path | str) -> None:
+        """At a FAIL_POINTS point: the write fails as on a full disk, and the process lives on."""
+        if self._fault_point is not None and self._fault_hit(point):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -797,6 +805,7 @@ class FileStore:
                 if clean < size:
                     os.ftruncate(fd, clean)  # drop a torn tail or an unfinished batch before writing
                 if self._fault_point is not None:
+                    self._fail("append.enospc", self._path(run_id, EVENTS))
                     self._fault("append.before_write")
                     if self._fault_hit("append.mid_write"):
                         os.write(fd, data[: len(data) // 2])
@@ -1165,6 +1174,7 @@ class FileStore:
         tmp = cp_dir / f"{TMP_PREFIX}{cid}-{uuid.uuid4().hex}.json"
         try:
             cp_dir.mkdir(exist_ok=True)
+            self._fail("checkpoint.enospc", tmp)
             _write_new_file(tmp, data)
             try:
                 os.link(tmp, final)
@@ -1177,6 +1187,19 @@ class FileStore:
             raise _io_error(exc, f"saving checkpoint {cid!r} of run {run_id!r}") from exc
         finally:
             tmp.unlink(missing_ok=True)
+
+    @_guard("discarding a checkpoint")
+    def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        """Unlink the checkpoint's file (durably); nothing if there is none."""
+        cp_dir = self._run_dir(run_id) / CHECKPOINTS
+        path = cp_dir / f"{check_id(checkpoint_id, 'checkpoint_id')}.json"
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _io_error(exc, f"discarding checkpoint {checkpoint_id!r} of run {run_id!r}") from exc
+        _fsync_dir(cp_dir)
 
     def _checkpoint_ids(self, run_dir: Path) -> list[str]:
         try:

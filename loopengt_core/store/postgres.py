@@ -512,6 +512,18 @@ class PostgresStore:
         if saved is None:
             raise StoreConflict(f"run {run_id!r} already has a checkpoint {cid!r}", run_id=run_id)
 
+    def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        """Delete the checkpoint's row; nothing if there is none."""
+        check_id(run_id)
+        cid = check_id(checkpoint_id, "checkpoint_id")
+        with (
+            self._translate(f"discarding checkpoint {cid!r} of run {run_id!r}", run_id),
+            self._conn() as conn,
+        ):
+            conn.execute(
+                "DELETE FROM loopengt_checkpoints WHERE run_id = %s AND checkpoint_id = %s", (run_id, cid)
+            )
+
     def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
         """Raises NotFound naming the run's checkpoints, so the caller can pick an existing one."""
         check_id(run_id)
