@@ -25,6 +25,7 @@ from loopengt_server.http_limits import HttpLimits, SessionCap, guarded
 from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
+from loopengt_server.stdio import serve_stdio
 from loopengt_server.tools import register_tools
 
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -132,7 +133,7 @@ def serve(*, transport: Transport, host: str, port: int, store: str, allow_inlin
     runs = Runs(open_store(store), allow_inline_commands=allow_inline_commands)
     mcp = build_server(runs, token=os.environ.get("LOOPENGT_TOKEN") or None)
     if transport == "stdio":
-        mcp.run("stdio")
+        anyio.run(serve_stdio, mcp)
     else:
         limits = HttpLimits.from_env()
         anyio.run(functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits))
