@@ -25,6 +25,17 @@ ERAS = ["legacy", "auto"]  # Client(mode=...): the handshake era (2025-11-25) an
 SPECS_010 = Path(__file__).parent / "fixtures" / "specs_v010"  # the 0.1.0 sample specs, byte for byte
 START_DEADLINE_SECONDS = 30.0
 LOOPENGT = Path(sys.executable).with_name("loopengt")  # the console script of this venv
+# A raw initialize request (handshake era), for tests that speak JSON-RPC without the client.
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
 
 
 # --- environment and processes ---------------------------------------------------------------------------

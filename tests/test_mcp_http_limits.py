@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_helpers import HttpServer, running
+from mcp_helpers import INITIALIZE, HttpServer, running
 
 pytestmark = pytest.mark.anyio
 
@@ -25,16 +25,6 @@ LIMITS = {
     "LOOPENGT_MAX_SESSIONS": "3",
 }
 TOKENS = {"LOOPENGT_TOKEN": "alpha,beta"}
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
 ACCEPT = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 

@@ -11,18 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mcp_helpers import serve_args, server_env
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
+from mcp_helpers import INITIALIZE, serve_args, server_env
 
 
 def test_malformed_lines_are_answered_and_the_session_goes_on(tmp_path: Path) -> None:
