@@ -14,7 +14,8 @@ could still lose data; killing PostgreSQL must not.) Without that setting such k
 acknowledged steps (issue 22: 2 of 59).
 
 Needs root or the server binaries (.ci/postgres.sh installs them); skipped locally without them, like the
-multi-server suite. LOOPENGT_DURABILITY_SEED=N replays a printed seed (timing still varies).
+multi-server suite. LOOPENGT_DURABILITY_SEED=N replays a printed seed (timing still varies);
+LOOPENGT_DURABILITY_PGKILL_KILLS=N sets the number of kills (default 12).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from loopengt_core.runs import Runs
 from loopengt_core.store.postgres import PostgresStore
 
 REPO = Path(__file__).resolve().parents[2]
-KILLS = int(os.environ.get("LOOPENGT_PGKILL_KILLS", "12"))
+KILLS = int(os.environ.get("LOOPENGT_DURABILITY_PGKILL_KILLS", "12"))
 SEED = seed_from_env()
 
 LOOP: dict[str, Any] = {
@@ -229,6 +230,7 @@ def wait_for_store(dsn: str) -> Runs:
             time.sleep(0.2)
 
 
+@pytest.mark.timeout(120 + 60 * KILLS)  # a burst may wait out the pool's 30 s timeout after a kill
 def test_killing_postgres_mid_burst_loses_no_acknowledged_step(server: Server) -> None:
     rng = random.Random(SEED)
     print(
