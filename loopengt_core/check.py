@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.errors import InvalidArgument, LoopengtError
 from loopengt_core.state import RunState, project_run
-from loopengt_core.store import Store
+from loopengt_core.store import Store, check_id
 from loopengt_core.validation import load_spec
 
 
@@ -72,3 +72,33 @@ def check_run(store: Store, run_id: str) -> RunCheck:
 
 def check_store(store: Store) -> list[RunCheck]:
     return [check_run(store, run_id) for run_id in store.list_runs()]
+
+
+def repair_run(store: Store, run_id: str) -> str:
+    """Repair a damaged file-store log at a person's request; what was removed, in one paragraph.
+
+    Raises:
+        InvalidArgument: the store cannot repair (PostgreSQL keeps no torn or damaged lines to cut).
+    """
+    from loopengt_core.store.files import FileStore
+
+    check_id(run_id)
+    if not isinstance(store, FileStore):
+        raise InvalidArgument(
+            "--repair works on a file store; a PostgreSQL store has no damaged lines to cut (restore the "
+            "database from a backup instead)"
+        )
+    done = store.repair(run_id)
+    if done is None:
+        return f"run {run_id}: its log has no damaged line; nothing to repair"
+    kept = f"kept events 1-{done.kept_seq}" if done.kept_seq else "kept no events"
+    aside = (
+        f"; checkpoints past the cut set aside: {', '.join(done.removed_checkpoints)}"
+        if done.removed_checkpoints
+        else ""
+    )
+    return (
+        f"run {run_id}: {kept}; removed {done.removed_lines} lines ({done.removed_bytes} bytes) from line "
+        f"{done.line} on ({done.reason}); the snapshot was removed (the next load folds the log){aside}. "
+        f"The original log is at {done.backup}"
+    )

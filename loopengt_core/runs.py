@@ -83,6 +83,10 @@ def _nothing(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
     return []
 
 
+def _no_answer(run: _Run) -> None:
+    return None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -419,21 +423,30 @@ class Runs:
                 commit = git.keep(root, current.tree, current.head, ref, message)
                 holder["commit"] = commit
                 kept = {**current.record(), "commit": commit, "ref": ref}
-            return engine.take_checkpoint(state, checkpoint_id, label, now, workspace=kept)
-
-        def point_of(run: _Run) -> Checkpoint:
-            state = run.state
-            return Checkpoint(
+            events = engine.take_checkpoint(state, checkpoint_id, label, now, workspace=kept)
+            point = Checkpoint(
                 run_id=run_id,
-                checkpoint_id=holder["id"],
+                checkpoint_id=checkpoint_id,
                 seq=state.seq,
                 label=label,
                 created_at=state.updated_at,
                 state=state.model_dump(mode="json"),
             )
+            # The checkpoint before its event: one that cannot be written (disk full, a value the store
+            # refuses) leaves no event. A file of this id is one whose event never landed: replace it.
+            self.store.discard_checkpoint(run_id, checkpoint_id)
+            self.store.save_checkpoint(point)
+            saved.append((point, state.checkpoints))
+            return events
 
-        point = self._locked(run_id, decide, point_of)
-        self.store.save_checkpoint(point)
+        saved: list[tuple[Checkpoint, int]] = []
+        try:
+            self._locked(run_id, decide, _no_answer)
+        except BaseException:
+            if saved:
+                self._discard_unrecorded(*saved[0])
+            raise
+        point = saved[0][0]
         return CheckpointInfo(
             checkpoint_id=point.checkpoint_id,
             seq=point.seq,
@@ -441,6 +454,17 @@ class Runs:
             created_at=point.created_at,
             commit=holder.get("commit"),
         )
+
+    def _discard_unrecorded(self, point: Checkpoint, number: int) -> None:
+        """Remove checkpoint `number` of its run when its event failed to append (the log lacks it)."""
+        try:
+            with self._lock(point.run_id, True):
+                if self._sync(point.run_id).state.checkpoints < number:
+                    self.store.discard_checkpoint(point.run_id, point.checkpoint_id)
+        except (
+            LoopengtError
+        ) as exc:  # the append's error is the one to report; a stray file is replaced later
+            log.warning("checkpoint_not_discarded", run_id=point.run_id, error=exc.message)
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         self._known(run_id)

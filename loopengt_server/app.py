@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -23,6 +24,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.store import open_store
+from loopengt_server.http_limits import HttpLimits, SessionCap, guarded
 from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
@@ -51,15 +53,24 @@ def _version() -> str:
 
 
 class BearerToken:
-    """Accepts exactly the token in LOOPENGT_TOKEN (compared in constant time)."""
+    """Accepts the tokens in LOOPENGT_TOKEN (one, or several separated by commas; compared in constant time).
+
+    Each token is a principal of its own (`subject` "token-N", its place in the list), and the SDK binds
+    a session to the principal that opened it: a session id is refused with any other token.
+    """
 
     def __init__(self, token: str) -> None:
-        self._token = token
+        self._tokens = [t.strip().encode() for t in token.split(",") if t.strip()]
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token.encode()):
-            return AccessToken(token=token, client_id="loopengt", scopes=[])
-        return None
+        given = token.encode()
+        found = None
+        for number, known in enumerate(self._tokens, start=1):
+            if hmac.compare_digest(given, known) and found is None:  # no early exit: same time for each
+                found = number
+        if found is None:
+            return None
+        return AccessToken(token=token, client_id="loopengt", scopes=[], subject=f"token-{found}")
 
 
 def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
@@ -158,10 +169,34 @@ def serve(
     if transport == "stdio":
         anyio.run(run_stdio, mcp)
     else:
-        mcp.run(
-            transport,
-            host=host,
-            port=port,
-            transport_security=_security(host),
-            max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        limits = HttpLimits.from_env()
+        anyio.run(functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits))
+
+
+async def _serve_http(
+    mcp: MCPServer, transport: Transport, *, host: str, port: int, limits: HttpLimits
+) -> None:
+    """The SDK's app under uvicorn with read deadlines and a session cap (`http_limits`); SDK's own run()
+    offers neither."""
+    import uvicorn
+
+    security = _security(host)
+    if transport == "sse":
+        app = mcp.sse_app(
+            transport_security=security, host=host, max_request_body_size=MAX_REQUEST_BODY_BYTES
         )
+    else:
+        app = mcp.streamable_http_app(
+            transport_security=security,
+            host=host,
+            max_request_body_size=MAX_REQUEST_BODY_BYTES,
+            max_sessions=limits.max_sessions,
+        )
+    config = uvicorn.Config(
+        SessionCap(app, max_sessions=limits.max_sessions),
+        host=host,
+        port=port,
+        http=guarded(limits),
+        log_level=mcp.settings.log_level.lower(),
+    )
+    await uvicorn.Server(config).serve()

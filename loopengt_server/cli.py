@@ -479,12 +479,25 @@ def diff(
 
 
 @app.command()
-def check(store: StoreOption = ".loopengt") -> None:
+def check(
+    store: StoreOption = ".loopengt",
+    repair: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option(
+            "--repair",
+            metavar="RUN_ID",
+            help="Cut this run's log after its last good event (the original is kept beside it)",
+        ),
+    ] = None,
+) -> None:
     """Verify the store: checksums, seq continuity, snapshots and checkpoints of every run."""
-    from loopengt_core.check import check_store
+    from loopengt_core.check import check_store, repair_run
     from loopengt_core.store import open_store
     from loopengt_server.wording import plural
 
+    if repair is not None:
+        typer.echo(repair_run(open_store(store), repair))
+        raise typer.Exit(0)
     results = check_store(open_store(store))
     bad = [r for r in results if r.problems]
     for result in bad:

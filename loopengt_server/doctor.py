@@ -223,6 +223,41 @@ def check_store(location: str) -> Check:
     return check_file_store(location)
 
 
+def check_corrupt_runs(location: str) -> Check | None:
+    """Load every run of a file store (snapshot, prefix CRC and tail: cheap) and name the damaged ones.
+
+    Only for a file store that exists: opening a PostgreSQL store would migrate its schema, and
+    `loopengt check` reads those.
+    """
+    if location.startswith(("postgresql://", "postgres://")) or not (Path(location) / "runs").is_dir():
+        return None
+    from loopengt_core.errors import LoopengtError, StoreCorrupt
+    from loopengt_core.store.files import FileStore
+
+    store = FileStore(location)
+    corrupt: list[str] = []
+    try:
+        for run_id in store.list_runs():
+            try:
+                store.load(run_id)
+            except StoreCorrupt:
+                corrupt.append(run_id)
+            except LoopengtError:
+                continue  # vanished meanwhile, or unreadable for another reason: `loopengt check` says
+    finally:
+        store.close()
+    if not corrupt:
+        return Check("OK", "runs", "no damaged run logs")
+    shown = ", ".join(corrupt[:10]) + (f" and {len(corrupt) - 10} more" if len(corrupt) > 10 else "")
+    return Check(
+        "FAIL",
+        "runs",
+        f"{len(corrupt)} corrupt run{'' if len(corrupt) == 1 else 's'} (read-only): {shown}",
+        f"`loopengt check` names the damaged lines; restore them from a backup, or keep the events "
+        f"before the damage with `loopengt check --repair {corrupt[0]}`",
+    )
+
+
 def check_workspace(project: Path, store: str) -> Check:
     """Whether a run started in `project` (`workspace: auto`) can record its files in git."""
     from loopengt_core import workspace
@@ -435,6 +470,9 @@ def check_programs(spec: Path | None, agent: str | None = None, *, cwd: Path | N
 def run_checks(store: str, *, project: Path | None = None) -> list[Check]:
     """Every check, in the order they are shown."""
     checks = [check_python(), check_loopengt(), check_mcp(), check_prompts(), check_store(store)]
+    corrupt = check_corrupt_runs(store)
+    if corrupt is not None:
+        checks.append(corrupt)
     checks.append(check_workspace(project or Path.cwd(), store))
     client_checks, stores = check_clients(project or Path.cwd())
     checks += client_checks

@@ -72,49 +72,69 @@ def _skip_space(line: str, at: int) -> int:
 
 
 def answer_to(line: str) -> types.JSONRPCMessage | None:
-    """What to send back for a line the SDK's parser refused (None: a notification, answer nothing)."""
+    """What to send back for a line the SDK's parser refused (None: a notification, answer nothing).
+
+    JSON-RPC 2.0: text that is not JSON is a parse error (-32700, id null); JSON that is not a valid
+    request is an invalid request (-32600, with its id when one can be read); a notification is never
+    answered. A request nested deeper than we read gets an answer naming the limit.
+    """
     request_id, method, depth = envelope(line)
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         request_id = None
     limit = MAX_JSON_DEPTH.get()
-    if method is not None and request_id is None:
-        return None  # a notification is never answered
-    if request_id is not None and depth > limit:
+    if depth > limit:
         text = (
             f"the request is nested {depth} levels deep, more than this server reads; a value may be nested "
             f"at most {limit} levels ({MAX_JSON_DEPTH.variable}). Flatten it"
         )
-        if method == "tools/call":
+        if request_id is not None and method == "tools/call":
             result = types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
             return types.JSONRPCResponse(
                 jsonrpc="2.0", id=request_id, result=result.model_dump(by_alias=True, exclude_none=True)
             )
+        if method is not None and request_id is None:
+            return None
         return types.JSONRPCError(
             jsonrpc="2.0", id=request_id, error=types.ErrorData(code=-32600, message=text)
         )
-    if request_id is None:
+    try:
+        json.loads(line)
+    except ValueError:
         return types.JSONRPCError(
             jsonrpc="2.0",
             id=None,
-            error=types.ErrorData(code=-32700, message="Parse error: not a JSON-RPC message"),
+            error=types.ErrorData(code=-32700, message="Parse error: the line is not valid JSON"),
         )
+    if method is not None and request_id is None:
+        return None  # a notification is never answered
     return types.JSONRPCError(
         jsonrpc="2.0",
         id=request_id,
-        error=types.ErrorData(code=-32600, message="Invalid Request: not a valid JSON-RPC request"),
+        error=types.ErrorData(
+            code=-32600,
+            message="Invalid Request: not a JSON-RPC 2.0 request, notification or response "
+            "(one JSON object per line, with jsonrpc '2.0'; batches are not supported)",
+        ),
     )
 
 
 def refused_line(item: Exception) -> str | None:
-    """The line a parse error was raised for, when the parser kept it (as text, or as the JSON value
-    it parsed but could not take as a JSON-RPC message)."""
+    """The line a parse error was raised for: the raw text when it was not JSON, else the JSON value
+    the parser read but could not take as a JSON-RPC message (an object reduced to its id and method)."""
     if not isinstance(item, ValidationError):
         return None
     errors = item.errors()
-    line = errors[0].get("input") if errors else None
+    if not errors:
+        return None
+    line = errors[0].get("input")
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return line if isinstance(line, str) else None
     if isinstance(line, dict):
-        return json.dumps({k: line[k] for k in ("id", "method") if k in line})
-    return line if isinstance(line, str) else None
+        line = {k: line[k] for k in ("id", "method") if k in line}
+    try:
+        return json.dumps(line)
+    except (TypeError, ValueError):
+        return None
 
 
 class Answering:

@@ -26,6 +26,17 @@ SPECS_010 = Path(__file__).parent / "fixtures" / "specs_v010"  # the 0.1.0 sampl
 PROJECT_SPECS = "specs_v010"  # where `with_specs` puts them in a server's project
 START_DEADLINE_SECONDS = 30.0
 LOOPENGT = Path(sys.executable).with_name("loopengt")  # the console script of this venv
+# A raw initialize request (handshake era), for tests that speak JSON-RPC without the client.
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
 
 
 # --- environment and processes ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import (
+    INITIALIZE,
     HttpServer,
     Scripted,
     drive,
@@ -35,16 +36,6 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "secret"
 EVIL = "http://evil.example"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
 RAW_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 SUPERVISOR = Scripted(supervise=[{"next_step": "fix_bug"}, {"done": True}])
 

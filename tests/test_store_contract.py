@@ -304,6 +304,18 @@ def test_checkpoints(store: Store) -> None:
     assert store.list_checkpoints("r1")[0] == cp("r1", "early", 2)
 
 
+def test_discarding_a_checkpoint_frees_its_id(store: Store) -> None:
+    """What a failed checkpoint is rolled back with: the id is free again, and discarding none is no error."""
+    store.create_run("r1", SPEC, evs(1, 3))
+    store.save_checkpoint(cp("r1", "c1", 3, "unrecorded"))
+    store.save_checkpoint(cp("r1", "c2", 2))
+    store.discard_checkpoint("r1", "c1")
+    store.discard_checkpoint("r1", "c1")
+    assert [c.checkpoint_id for c in store.list_checkpoints("r1")] == ["c2"]
+    store.save_checkpoint(cp("r1", "c1", 3, "recorded"))
+    assert store.get_checkpoint("r1", "c1").label == "recorded"
+
+
 def test_checkpoint_conflict_and_not_found(store: Store) -> None:
     store.create_run("r1", SPEC, evs(1, 3))
     store.create_run("r2", SPEC, evs(1, 3))

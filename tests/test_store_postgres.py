@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, StoreConflict
 from loopengt_core.events import StepCompleted, event_data
@@ -36,8 +37,8 @@ def open_pg(postgres_dsn: str) -> Iterator[Callable[..., PostgresStore]]:
     """Opens PostgresStore instances on this test's database and closes them all afterwards."""
     opened: list[PostgresStore] = []
 
-    def make(**options: Any) -> PostgresStore:
-        store = PostgresStore(postgres_dsn, **options)
+    def make(dsn: str = postgres_dsn, **options: Any) -> PostgresStore:
+        store = PostgresStore(dsn, **options)
         opened.append(store)
         return store
 
@@ -440,3 +441,24 @@ def test_open_store_returns_a_postgres_store(postgres_dsn: str) -> None:
         assert store.list_runs() == ["r1"]
     finally:
         store.close()
+
+
+def test_sessions_commit_synchronously_whatever_the_server_default(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore]
+) -> None:
+    """The CI server runs with synchronous_commit=off (and here the role too); the store's own sessions
+    (pooled, the lock's, with the DSN's own options kept) wait for their WAL all the same, so a killed
+    server loses no acknowledged step (tests/durability/pgkill_suite.py)."""
+    database = sql(postgres_dsn, "SELECT current_database()")[0][0]
+    sql(postgres_dsn, f'ALTER ROLE CURRENT_USER IN DATABASE "{database}" SET synchronous_commit = off')
+    assert sql(postgres_dsn, "SHOW synchronous_commit") == [("off",)]
+    store = open_pg()
+    store.create_run("r1", SPEC, [ev(1)])
+    with store._conn() as conn:  # the session every store call runs on
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    with store.lock("r1"), store._conn() as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    other = open_pg(dsn=make_conninfo(postgres_dsn, options="-c application_name=mine"))
+    with other._conn() as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert conn.execute("SHOW application_name").fetchone() == ("mine",)

@@ -141,7 +141,15 @@ class Store(Protocol):
         """Replace the run's snapshot atomically with the state after event `seq`."""
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Store a checkpoint durably. Raises StoreConflict if its id exists in that run."""
+        """Store a checkpoint durably. Raises StoreConflict if its id exists in that run.
+
+        Callers save it before appending its `checkpoint_taken` event, so a checkpoint that cannot be
+        written leaves no event behind.
+        """
+
+    def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        """Remove a checkpoint whose event never reached the log (a failed append, or a crash between
+        the two writes); nothing if there is none. Callers hold `lock(run_id)`."""
 
     def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
         """Raises NotFound naming the run's checkpoints."""

@@ -5,8 +5,9 @@ Layout of `<root>/runs/<run_id>/`:
     spec.yaml              the frozen spec text; its mtime records when the run was created
     events.jsonl           one event a line: {"seq","type","at","data","crc"}, or {"seq","end",...} when
                            the line belongs to an append of several events (see "Batches" below)
-    snapshot.json          {"seq","offset","state","crc"}: state after event `seq`, which ends at
-                           byte `offset` of events.jsonl, so loading seeks instead of scanning
+    snapshot.json          {"seq","offset","prefix_crc","state","crc"}: state after event `seq`, which
+                           ends at byte `offset` of events.jsonl, so loading seeks instead of scanning;
+                           `prefix_crc` is the CRC-32 of the log's bytes before `offset`
     checkpoints/<id>.json  {"run_id","checkpoint_id","seq","label","created_at","state","crc"}
     lock                   flock(2) target that serialises writers across processes
     tasks.idx              derived, rebuildable: where each event naming a task id lies in events.jsonl
@@ -27,6 +28,16 @@ under the lock. Only the final batch can be unfinished, because a batch is writt
 holds the lock and the file only grows; a batch broken off by another line is corruption. `create_run`
 needs no marker: the run directory appears whole by rename. A snapshot or a remembered offset may point
 inside a complete batch; a read that starts there takes the batch's `end` from its first line.
+
+Corruption: a bad line (checksum, JSON, seq gap) anywhere but at the very end is damage, never a torn
+write: it raises StoreCorrupt naming the file and the line, and the run takes no more appends. Lines
+behind the snapshot are not parsed on load, so the first load (or append) of a run in a process checks
+them in bulk against the snapshot's `prefix_crc` (one sequential read and a CRC, no parsing); only on a
+mismatch does it scan the lines to name the bad one. Damage done while a process holds a run is found by
+the next process to load it, or by `loopengt check`.
+`repair` (`loopengt check --repair`, only at a person's request) cuts the log after the last good batch,
+keeping the original beside it. A run directory or log that is a symlink is refused as foreign: the
+store never follows a link out of itself.
 
 Durability: every append, snapshot, checkpoint and run creation is fsynced (files and the directories
 that name them) before the call returns, so an acknowledged call survives a crash or power loss.
@@ -49,6 +60,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -81,7 +93,7 @@ from loopengt_core.store import (
     check_id,
 )
 
-__all__ = ["FAULT_ENV", "FAULT_POINTS", "FileStore", "StoreIOError"]
+__all__ = ["FAIL_POINTS", "FAULT_ENV", "FAULT_POINTS", "FileStore", "LogCorrupt", "Repair", "StoreIOError"]
 
 FAULT_ENV = "LOOPENGT_FAULT"
 FAULT_POINTS = frozenset(
@@ -95,6 +107,9 @@ FAULT_POINTS = frozenset(
         "create.before_rename",
     }
 )
+
+# Points where a write fails with ENOSPC (a full disk) instead of the process dying.
+FAIL_POINTS = frozenset({"append.enospc", "checkpoint.enospc"})
 
 EVENTS = "events.jsonl"
 SPEC = "spec.yaml"
@@ -127,6 +142,30 @@ class StoreIOError(LoopengtError):
 
 class _BadRecord(Exception):
     """A line or file whose checksum or JSON does not hold; the reason ends up in StoreCorrupt."""
+
+
+class LogCorrupt(StoreCorrupt):
+    """A damaged line in a run's log; `good_end`/`good_seq` mark the end of the last whole batch before it."""
+
+    def __init__(
+        self, message: str, *, run_id: str, line: int, reason: str, good_end: int, good_seq: int
+    ) -> None:
+        super().__init__(message, run_id=run_id)
+        self.line, self.reason, self.good_end, self.good_seq = line, reason, good_end, good_seq
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What `FileStore.repair` did: the log kept up to `kept_seq`, the rest in `backup`."""
+
+    run_id: str
+    line: int
+    reason: str
+    kept_seq: int
+    removed_lines: int
+    removed_bytes: int
+    backup: str
+    removed_checkpoints: list[str]
 
 
 def _seal(obj: dict[str, Any]) -> bytes:
@@ -256,12 +295,16 @@ class _RunCache:
 
     `size` is the file size when last looked at; `clean` the offset just after the last good line (less
     than `size` only when a torn tail follows); `points` maps a seq to the offset just after its line.
+    `verified`: the log up to this offset was checked in this process (lines parsed, or the bytes behind
+    a snapshot against its `prefix_crc`); `prefix`: (offset, CRC-32 of the bytes before it), known good.
     """
 
     ino: int
     size: int
     clean: int
     last_seq: int
+    verified: int = 0
+    prefix: tuple[int, int] = (0, 0)
     points: dict[int, int] = field(default_factory=lambda: {0: 0})
     keys: list[int] = field(default_factory=lambda: [0])
 
@@ -307,6 +350,7 @@ class _Snapshot:
     seq: int
     offset: int
     state: dict[str, Any]
+    prefix_crc: int | None = None  # None: written before snapshots carried it
 
 
 class FileStore:
@@ -352,10 +396,10 @@ class FileStore:
         if not value:
             return
         point, _, nth = value.partition(":")
-        if point not in FAULT_POINTS or (nth and not (nth.isdigit() and int(nth) >= 1)):
+        if point not in FAULT_POINTS | FAIL_POINTS or (nth and not (nth.isdigit() and int(nth) >= 1)):
             raise InvalidArgument(
                 f"{FAULT_ENV}={value!r}: use POINT or POINT:N with N >= 1, POINT one of "
-                + ", ".join(sorted(FAULT_POINTS))
+                + ", ".join(sorted(FAULT_POINTS | FAIL_POINTS))
             )
         self._fault_point = point
         self._fault_nth = int(nth) if nth else 1
@@ -375,6 +419,11 @@ class FileStore:
         if self._fault_hit(point):
             self._die()
 
+    def _fail(self, point: str, path: Path | str) -> None:
+        """At a FAIL_POINTS point: the write fails as on a full disk, and the process lives on."""
+        if self._fault_point is not None and self._fault_hit(point):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
     # ----------------------------------------------------------------------------------- helpers
 
     def _run_dir(self, run_id: str) -> Path:
@@ -387,16 +436,45 @@ class FileStore:
     def _not_found(self, run_id: str) -> NotFound:
         return NotFound(f"no run {run_id!r} in the store at {self.root}", run_id=run_id)
 
-    def _open_events(self, run_id: str) -> int:
-        """A read-only fd on the run's log; NotFound if the run does not exist."""
+    def _foreign(self, run_id: str, path: str) -> StoreCorrupt:
+        return StoreCorrupt(
+            f"run {run_id!r}: {path} is a symbolic link, and the store does not follow links out of "
+            f"{self.runs_dir}; the run is refused as foreign: move its files into the store in place of "
+            "the link, or remove the link",
+            run_id=run_id,
+        )
+
+    def _own_dir(self, run_id: str) -> None:
+        """Refuse a run directory that is a symlink (one lstat); NotFound if there is none."""
+        path = f"{self._runs_prefix}{check_id(run_id)}"
         try:
-            return os.open(self._path(run_id, EVENTS), os.O_RDONLY | os.O_CLOEXEC)
+            mode = os.lstat(path).st_mode
         except (FileNotFoundError, NotADirectoryError):
             raise self._not_found(run_id) from None
+        if stat.S_ISLNK(mode):
+            raise self._foreign(run_id, path)
+
+    def _open_log(self, run_id: str, flags: int) -> int:
+        """An fd on the run's own log (neither it nor its directory a symlink); NotFound if there is none."""
+        self._own_dir(run_id)
+        path = self._path(run_id, EVENTS)
+        try:
+            return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._not_found(run_id) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._foreign(run_id, path) from None
+            raise
+
+    def _open_events(self, run_id: str) -> int:
+        """A read-only fd on the run's log; NotFound if the run does not exist."""
+        return self._open_log(run_id, os.O_RDONLY)
 
     def _append_fd(self, run_id: str) -> int:
         """The cached O_APPEND fd of the run's log, reopened if the file was replaced."""
         path = self._path(run_id, EVENTS)
+        self._own_dir(run_id)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -408,7 +486,7 @@ class FileStore:
             if fd is not None:
                 os.close(fd)
                 self._fds.pop(run_id)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            fd = self._open_log(run_id, os.O_RDWR | os.O_APPEND)
             self._fds[run_id] = fd
             return fd
 
@@ -437,6 +515,8 @@ class FileStore:
         clean: int | None = None,
         last_seq: int | None = None,
         points: Sequence[tuple[int, int]] = (),
+        verified: int = 0,
+        prefix: tuple[int, int] | None = None,
     ) -> None:
         """Merge what a call learnt into the run's cache (never regressing to an older view)."""
         with self._mutex:
@@ -449,6 +529,9 @@ class FileStore:
                 cache.size, cache.clean, cache.last_seq = st.st_size, clean, last_seq
             for seq, offset in points:
                 cache.add_point(seq, offset)
+            cache.verified = max(cache.verified, verified)
+            if prefix is not None and prefix[0] >= cache.prefix[0]:
+                cache.prefix = prefix
 
     def _pread(self, fd: int, length: int, offset: int) -> bytes:
         data = os.pread(fd, length, offset)
@@ -541,22 +624,25 @@ class FileStore:
                 if i >= len(buf) and pos >= size:
                     break  # the last line: a torn write, dropped
                 reason = str(exc).splitlines()[0] if isinstance(exc, ValidationError) else str(exc)
-                raise StoreCorrupt(
-                    f"run {run_id!r}: {EVENTS} line {line_no} is corrupt ({reason}) and is not the last "
-                    "line, so it is not a torn write; restore the file or move the run away",
-                    run_id=run_id,
+                raise self._corrupt(
+                    run_id, line_no, f"{reason}; not the last line, so not a torn write", end, seq
                 ) from None
             if got != cur + 1:
-                raise StoreCorrupt(
-                    f"run {run_id!r}: {EVENTS} line {line_no} has seq {got}, expected {cur + 1} "
-                    "(a gap or a repeat in the log)",
-                    run_id=run_id,
+                raise self._corrupt(
+                    run_id,
+                    line_no,
+                    f"seq {got} where {cur + 1} belongs: a line missing or repeated",
+                    end,
+                    seq,
                 )
             if cur < batch_end and ends_at != batch_end:
-                raise StoreCorrupt(
-                    f"run {run_id!r}: {EVENTS} line {line_no} ends its batch at seq {ends_at}, but the "
-                    f"batch it continues ends at seq {batch_end} (an append broken off mid-log)",
-                    run_id=run_id,
+                raise self._corrupt(
+                    run_id,
+                    line_no,
+                    f"it ends its batch at seq {ends_at}, but the batch it continues ends at seq "
+                    f"{batch_end}: an append broken off mid-log",
+                    end,
+                    seq,
                 )
             cur, batch_end = got, ends_at
             if got % _STRIDE == 0:
@@ -573,6 +659,18 @@ class FileStore:
         del events[kept:]  # an unfinished last batch: dropped like a torn tail
         del ends[kept:]
         return _Scan(events, end, seq, len(events) >= want, points, first_end if events else end, ends)
+
+    def _corrupt(self, run_id: str, line: int, reason: str, good_end: int, good_seq: int) -> LogCorrupt:
+        return LogCorrupt(
+            f"run {run_id!r} is corrupt: {self._path(run_id, EVENTS)} line {line} is damaged ({reason}). "
+            f"The run is read-only: nothing is written after a damaged line. Restore the file from a "
+            f"backup, or keep the events before that line with `loopengt check --repair {run_id}`",
+            run_id=run_id,
+            line=line,
+            reason=reason,
+            good_end=good_end,
+            good_seq=good_seq,
+        )
 
     def _tail(self, run_id: str, fd: int, size: int, cache: _RunCache | None) -> tuple[int, int]:
         """(clean end offset, last seq) read from the end of the file: O(1) in the log's length.
@@ -704,7 +802,9 @@ class FileStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        self._remember(run_id, os.stat(final / EVENTS), clean=len(log), last_seq=len(events))
+        self._remember(
+            run_id, os.stat(final / EVENTS), clean=len(log), last_seq=len(events), verified=len(log)
+        )
 
     @_guard("appending events")
     def append(self, run_id: str, events: Sequence[Event]) -> None:
@@ -721,6 +821,9 @@ class FileStore:
         data = b"".join(lines)
         with self._exclusive(run_id):
             fd = self._append_fd(run_id)
+            cache = self._cache(run_id, os.fstat(fd))
+            if cache is None or cache.verified == 0:  # first write here: never after a damaged line
+                self._checked_read(run_id, self._run_dir(run_id), fd)
             _, clean, last = self._state(run_id, fd)
             if events[0].seq != last + 1:
                 raise StoreConflict(
@@ -733,6 +836,7 @@ class FileStore:
                 if clean < size:
                     os.ftruncate(fd, clean)  # drop a torn tail or an unfinished batch before writing
                 if self._fault_point is not None:
+                    self._fail("append.enospc", self._path(run_id, EVENTS))
                     self._fault("append.before_write")
                     if self._fault_hit("append.mid_write"):
                         os.write(fd, data[: len(data) // 2])
@@ -755,7 +859,9 @@ class FileStore:
                 offset += len(line)
                 if event.seq % _STRIDE == 0:
                     points.append((event.seq, offset))
-            self._remember(run_id, st, clean=st.st_size, last_seq=events[-1].seq, points=points)
+            self._remember(
+                run_id, st, clean=st.st_size, last_seq=events[-1].seq, points=points, verified=st.st_size
+            )
 
     def _read_snapshot(self, run_dir: Path) -> _Snapshot | None:
         """The snapshot if present and intact; a damaged one is ignored (the log alone rebuilds state)."""
@@ -769,12 +875,14 @@ class FileStore:
         except _BadRecord:
             return None
         seq, offset, state = obj.get("seq"), obj.get("offset"), obj.get("state")
+        prefix_crc = obj.get("prefix_crc")
         if (
             not (isinstance(seq, int) and isinstance(offset, int) and isinstance(state, dict))
             or min(seq, offset) < 0
+            or not (prefix_crc is None or isinstance(prefix_crc, int))
         ):
             return None
-        return _Snapshot(seq, offset, state)
+        return _Snapshot(seq, offset, state, prefix_crc)
 
     def _snapshot_matches(self, fd: int, snap: _Snapshot, size: int) -> bool:
         """Whether the line ending at the snapshot's offset is event `snap.seq` (cheap: one line)."""
@@ -786,6 +894,48 @@ class FileStore:
             return _seq_of(self._line_ending_at(fd, snap.offset)) == snap.seq
         except _BadRecord:
             return False
+
+    def _checked_read(self, run_id: str, run_dir: Path, fd: int) -> tuple[_Snapshot | None, list[AnyEvent]]:
+        """The snapshot and the events after it, every byte of the log checked once in this process.
+
+        Seeks to the snapshot's offset when the line there is its event and the bytes behind it match its
+        `prefix_crc`; otherwise scans the whole log, which names a damaged line (StoreCorrupt).
+        """
+        snap = self._read_snapshot(run_dir)
+        st = os.fstat(fd)
+        size = st.st_size
+        prefix: tuple[int, int] | None = None
+        if (
+            snap is not None
+            and self._snapshot_matches(fd, snap, size)
+            and self._prefix_holds(run_id, fd, st, snap)
+        ):
+            scan = self._scan(run_id, fd, snap.offset, snap.seq, size, after=snap.seq, limit=None)
+            events = scan.events
+            if snap.prefix_crc is not None:
+                prefix = (snap.offset, snap.prefix_crc)
+        else:
+            scan = self._scan(run_id, fd, 0, 0, size, after=0, limit=None)
+            events = scan.events
+            if snap is not None:
+                if scan.last_seq >= snap.seq:  # the offset was off, the snapshot still fits the log
+                    events = [e for e in events if e.seq > snap.seq]
+                    snap = _Snapshot(snap.seq, -1, snap.state)  # offset unknown: not remembered
+                else:  # the snapshot is ahead of the log: trust the log
+                    snap = None
+        points = list(scan.points)
+        if snap is not None and snap.offset >= 0:
+            points.append((snap.seq, snap.offset))
+        self._remember(
+            run_id,
+            st,
+            clean=scan.end,
+            last_seq=scan.last_seq,
+            points=points,
+            verified=scan.end,
+            prefix=prefix,
+        )
+        return snap, events
 
     @_guard("loading a run")
     def load(self, run_id: str) -> LoadedRun:
@@ -801,25 +951,7 @@ class FileStore:
                 spec_text = spec_raw.decode()
             except UnicodeDecodeError as exc:
                 raise StoreCorrupt(f"run {run_id!r}: {SPEC} is not UTF-8 ({exc})", run_id=run_id) from None
-            snap = self._read_snapshot(run_dir)
-            st = os.fstat(fd)
-            size = st.st_size
-            if snap is not None and self._snapshot_matches(fd, snap, size):
-                scan = self._scan(run_id, fd, snap.offset, snap.seq, size, after=snap.seq, limit=None)
-                events = scan.events
-            else:
-                scan = self._scan(run_id, fd, 0, 0, size, after=0, limit=None)
-                events = scan.events
-                if snap is not None:
-                    if scan.last_seq >= snap.seq:  # the offset was off, the snapshot still fits the log
-                        events = [e for e in events if e.seq > snap.seq]
-                        snap = _Snapshot(snap.seq, -1, snap.state)  # offset unknown: not remembered
-                    else:  # the snapshot is ahead of the log: trust the log
-                        snap = None
-            points = list(scan.points)
-            if snap is not None and snap.offset >= 0:
-                points.append((snap.seq, snap.offset))
-            self._remember(run_id, st, clean=scan.end, last_seq=scan.last_seq, points=points)
+            snap, events = self._checked_read(run_id, run_dir, fd)
         finally:
             os.close(fd)
         return LoadedRun(
@@ -829,6 +961,85 @@ class FileStore:
             snapshot_seq=0 if snap is None else snap.seq,
             events=events,
         )
+
+    @_guard("repairing a run")
+    def repair(self, run_id: str) -> Repair | None:
+        """Cut the log after the last whole batch before its first damaged line; None if nothing is damaged.
+
+        Only at a person's request (`loopengt check --repair`). The original log stays beside the new one
+        as `events.jsonl.corrupt-<UTC time>` (a hard link: the same file under a second name), the new log
+        replaces it by rename, the snapshot is removed (the next load folds the log) and checkpoints past
+        the cut are renamed aside with the same suffix, so nothing is deleted.
+        """
+        run_dir = self._run_dir(run_id)
+        with self.lock(run_id):
+            fd = self._open_events(run_id)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    self._scan(run_id, fd, 0, 0, size, after=_NO_LIMIT, limit=None)
+                    return None
+                except LogCorrupt as exc:
+                    damage = exc
+                suffix = f".corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+                tmp = run_dir / f"{TMP_PREFIX}{EVENTS}-{uuid.uuid4().hex}"
+                removed_lines = self._copy_and_count(fd, tmp, damage.good_end, size)
+            finally:
+                os.close(fd)
+            try:
+                os.link(run_dir / EVENTS, run_dir / f"{EVENTS}{suffix}")
+                os.replace(tmp, run_dir / EVENTS)
+                (run_dir / SNAPSHOT).unlink(missing_ok=True)
+                aside = self._set_aside_checkpoints(run_dir, damage.good_seq, suffix)
+                _fsync_dir(run_dir)
+            finally:
+                tmp.unlink(missing_ok=True)
+                self._forget(run_id)
+        return Repair(
+            run_id=run_id,
+            line=damage.line,
+            reason=damage.reason,
+            kept_seq=damage.good_seq,
+            removed_lines=removed_lines,
+            removed_bytes=size - damage.good_end,
+            backup=str(run_dir / f"{EVENTS}{suffix}"),
+            removed_checkpoints=aside,
+        )
+
+    def _copy_and_count(self, fd: int, target: Path, keep: int, size: int) -> int:
+        """Write the log's first `keep` bytes to a new durable file; return the lines after them."""
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            pos = 0
+            while pos < keep:
+                chunk = self._pread(fd, min(_CHUNK, keep - pos), pos)
+                _write_all(out, chunk)
+                pos += len(chunk)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        lines, pos = 0, keep
+        while pos < size:
+            chunk = self._pread(fd, min(_CHUNK, size - pos), pos)
+            lines += chunk.count(b"\n")
+            pos += len(chunk)
+        return lines + (1 if size > keep and self._pread(fd, 1, size - 1) != b"\n" else 0)
+
+    def _set_aside_checkpoints(self, run_dir: Path, kept_seq: int, suffix: str) -> list[str]:
+        """Rename checkpoints past `kept_seq` (or unreadable) to `<id>.json<suffix>`; their ids."""
+        aside = []
+        for cid in self._checkpoint_ids(run_dir):
+            path = run_dir / CHECKPOINTS / f"{cid}.json"
+            try:
+                seq = _unseal(path.read_bytes().rstrip(b"\n")).get("seq")
+            except (_BadRecord, FileNotFoundError):
+                seq = None
+            if not isinstance(seq, int) or seq > kept_seq:
+                os.rename(path, path.with_name(f"{cid}.json{suffix}"))
+                aside.append(cid)
+        if aside:
+            _fsync_dir(run_dir / CHECKPOINTS)
+        return aside
 
     @_guard("reading events")
     def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
@@ -895,9 +1106,11 @@ class FileStore:
         fd = self._open_events(run_id)
         try:
             offset = self._offset_after(run_id, fd, seq)
+            st = os.fstat(fd)
+            prefix_crc = self._prefix_crc(run_id, fd, st, offset)
         finally:
             os.close(fd)
-        data = _seal({"seq": seq, "offset": offset, "state": state})
+        data = _seal({"seq": seq, "offset": offset, "prefix_crc": prefix_crc, "state": state})
         tmp = run_dir / f"{TMP_PREFIX}snapshot-{uuid.uuid4().hex}.json"
         try:
             _write_new_file(tmp, data)
@@ -912,10 +1125,7 @@ class FileStore:
         finally:
             if tmp.exists():
                 tmp.unlink(missing_ok=True)
-        with self._mutex:
-            cache = self._caches.get(run_id)
-            if cache is not None:
-                cache.add_point(seq, offset)
+        self._remember(run_id, st, points=[(seq, offset)], prefix=(offset, prefix_crc))
         self._index_quietly(run_id)
 
     # ----------------------------------------------------------------------------------- task index
@@ -1044,6 +1254,42 @@ class FileStore:
             finally:
                 os.close(fd)
 
+    def _crc_range(self, fd: int, start: int, end: int, crc: int) -> int:
+        """`crc` carried on over the log's bytes [start, end); _BadRecord if the file ends before `end`."""
+        pos = start
+        while pos < end:
+            chunk = self._pread(fd, min(_CHUNK, end - pos), pos)
+            if not chunk:
+                raise _BadRecord("the log is shorter than the snapshot says")
+            crc = zlib.crc32(chunk, crc)
+            pos += len(chunk)
+        return crc
+
+    def _prefix_crc(self, run_id: str, fd: int, st: os.stat_result, offset: int) -> int:
+        """CRC-32 of the log's bytes before `offset`, carried on from the last known-good prefix.
+
+        A writer loads the run (checking the log) before it snapshots, so only the bytes appended since
+        the previous snapshot are read here: one snapshot interval, not the whole log.
+        """
+        cache = self._cache(run_id, st)
+        start, crc = cache.prefix if cache is not None and cache.prefix[0] <= offset else (0, 0)
+        try:
+            return self._crc_range(fd, start, offset, crc)
+        except _BadRecord as exc:
+            raise InvalidArgument(f"run {run_id!r}: cannot snapshot at byte {offset}: {exc}") from None
+
+    def _prefix_holds(self, run_id: str, fd: int, st: os.stat_result, snap: _Snapshot) -> bool:
+        """Whether the log's bytes behind the snapshot are those it was taken over (once per process)."""
+        cache = self._cache(run_id, st)
+        if cache is not None and cache.verified >= snap.offset:
+            return True
+        if snap.prefix_crc is None:
+            return False  # an older snapshot: scan the lines once instead
+        try:
+            return self._crc_range(fd, 0, snap.offset, 0) == snap.prefix_crc
+        except _BadRecord:
+            return False
+
     # ----------------------------------------------------------------------------------- checkpoints
 
     def _checkpoint_from(self, run_id: str, checkpoint_id: str, raw: bytes) -> Checkpoint:
@@ -1086,6 +1332,7 @@ class FileStore:
         tmp = cp_dir / f"{TMP_PREFIX}{cid}-{uuid.uuid4().hex}.json"
         try:
             cp_dir.mkdir(exist_ok=True)
+            self._fail("checkpoint.enospc", tmp)
             _write_new_file(tmp, data)
             try:
                 os.link(tmp, final)
@@ -1098,6 +1345,19 @@ class FileStore:
             raise _io_error(exc, f"saving checkpoint {cid!r} of run {run_id!r}") from exc
         finally:
             tmp.unlink(missing_ok=True)
+
+    @_guard("discarding a checkpoint")
+    def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        """Unlink the checkpoint's file (durably); nothing if there is none."""
+        cp_dir = self._run_dir(run_id) / CHECKPOINTS
+        path = cp_dir / f"{check_id(checkpoint_id, 'checkpoint_id')}.json"
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _io_error(exc, f"discarding checkpoint {checkpoint_id!r} of run {run_id!r}") from exc
+        _fsync_dir(cp_dir)
 
     def _checkpoint_ids(self, run_dir: Path) -> list[str]:
         try:
@@ -1261,6 +1521,7 @@ class FileStore:
     @contextmanager
     def _lock(self, run_id: str, *, wait: bool) -> Iterator[None]:
         events = self._path(run_id, EVENTS)
+        self._own_dir(run_id)
         if not os.path.isfile(events):
             raise self._not_found(run_id)
         mine = self._thread_lock(run_id)

@@ -22,6 +22,10 @@ Writes: `append` is one transaction whose single INSERT adds the whole batch onl
 become StoreConflict. In the same transaction it sends `NOTIFY loopengt_changes, '<run_id>'`, which
 PostgreSQL delivers only on commit; `changes()` listens for it.
 
+Durability: every session of the store runs with `synchronous_commit = on` (set when it connects), so a
+commit is acknowledged only once its WAL is written, even on a server whose default is off; a killed
+PostgreSQL loses no acknowledged step (tests/durability/pgkill_suite.py).
+
 Locking: `lock(run_id)` takes a per-run thread lock, then a session-level `pg_advisory_lock` on a 64-bit
 hash of the run id, held on one pooled connection for the whole block. Every store call the same thread
 makes inside the block runs on that connection, so a transition needs one connection, not two, and a
@@ -217,7 +221,7 @@ class PostgresStore:
         self.where = _describe(params)
         self._dsn = dsn
         self._password = str(params.get("password") or "")
-        self._connect_kwargs: dict[str, Any] = {"autocommit": True}
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "options": _durable_options(params)}
         if "connect_timeout" not in params:
             self._connect_kwargs["connect_timeout"] = _CONNECT_TIMEOUT
         self._mutex = threading.Lock()
@@ -554,6 +558,18 @@ class PostgresStore:
         if saved is None:
             raise StoreConflict(f"run {run_id!r} already has a checkpoint {cid!r}", run_id=run_id)
 
+    def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
+        """Delete the checkpoint's row; nothing if there is none."""
+        check_id(run_id)
+        cid = check_id(checkpoint_id, "checkpoint_id")
+        with (
+            self._translate(f"discarding checkpoint {cid!r} of run {run_id!r}", run_id),
+            self._conn() as conn,
+        ):
+            conn.execute(
+                "DELETE FROM loopengt_checkpoints WHERE run_id = %s AND checkpoint_id = %s", (run_id, cid)
+            )
+
     def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
         """Raises NotFound naming the run's checkpoints, so the caller can pick an existing one."""
         check_id(run_id)
@@ -705,6 +721,17 @@ class PostgresStore:
         if listener is not None:
             with self._translate("closing the listening connection"):
                 listener.close()
+
+
+def _durable_options(params: dict[str, Any]) -> str:
+    """The DSN's `options` plus `-c synchronous_commit=on`, last so that it wins.
+
+    An acknowledged step must survive the database server's crash: a commit has to wait for its WAL
+    whatever the server's (or the role's, or the DSN's) default says. Set in the startup packet, it costs
+    no round trip and outranks `ALTER ROLE/DATABASE ... SET`.
+    """
+    given = str(params.get("options") or "").strip()
+    return f"{given} -c synchronous_commit=on".strip()
 
 
 def _describe(params: dict[str, Any]) -> str:
