@@ -49,7 +49,7 @@ from loopengt_core.expressions import STOP_NAMES, ConditionFailed, ExpressionErr
 from loopengt_core.gates import command_feedback, condition_gate, schema_gate, tail
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
-from loopengt_core.spec import Agent, Gate, LoopSpec, OnFailure, RetryPolicy, Step
+from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
 from loopengt_core.state import GateResult, RunState, apply
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
@@ -370,12 +370,28 @@ class Engine:
         return tx.events
 
     def answer_approval(
-        self, state: RunState, *, approved: bool, comment: str | None, by: str, now: datetime
+        self,
+        state: RunState,
+        *,
+        approved: bool,
+        comment: str | None,
+        by: str,
+        via: ApprovalChannel,
+        client: str | None = None,
+        now: datetime,
     ) -> list[AnyEvent]:
         approval = state.approval
         if approval is None:
             raise Conflict(
                 f"run '{state.run_id}' is not waiting for approval (status: {state.status})",
+                run_id=state.run_id,
+            )
+        allowed = self.gates[approval.gate].approval_channels() if approval.gate in self.gates else ()
+        if allowed and via not in allowed:
+            raise Conflict(
+                f"gate '{approval.gate}' of run '{state.run_id}' takes answers only through "
+                f"{', '.join(allowed)} (its approval.via in the spec), not {via}"
+                + ("; a person answers it with `loopengt approve`" if "cli" in allowed else ""),
                 run_id=state.run_id,
             )
         tx = _Tx(state, now)
@@ -389,6 +405,8 @@ class Engine:
                 gate=approval.gate,
                 comment=comment,
                 by=by,
+                via=via,
+                client=client,
             )
         )
         if approved:

@@ -46,7 +46,7 @@ from loopengt_core.errors import (
 from loopengt_core.events import AnyEvent, Event, RunForked, RunStarted, iso, parse_iso
 from loopengt_core.limits import MAX_OUTPUT_BYTES, checked, checked_text
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
-from loopengt_core.spec import LoopSpec
+from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
 from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file, spec_data
@@ -389,13 +389,24 @@ class Runs:
         return self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
 
     def approve(
-        self, run_id: str, *, approved: bool = True, comment: str | None = None, by: str = "a person"
+        self,
+        run_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        by: str = "a person",
+        via: ApprovalChannel = "cli",
+        client: str | None = None,
     ) -> RunView:
-        """Answer the approval gate a run waits at (from a person: the CLI or MCP elicitation)."""
+        """Answer the approval gate a run waits at, from a person through `via` (the CLI, MCP elicitation
+        in `client`, the web view). Refused when the gate's spec does not take answers through `via`."""
         self._known(run_id)
         comment = checked_text(comment, "comment")
         self._transition(
-            run_id, lambda e, s, now: e.answer_approval(s, approved=approved, comment=comment, by=by, now=now)
+            run_id,
+            lambda e, s, now: e.answer_approval(
+                s, approved=approved, comment=comment, by=by, via=via, client=client, now=now
+            ),
         )
         return self._pump_and_view(run_id)
 
@@ -573,7 +584,12 @@ class Runs:
             if approval is None:
                 return None
             evaluation = run.state.evaluations.get(approval.task_id)
-            return {**approval.model_dump(), "output": evaluation.output if evaluation else None}
+            gate = run.engine.gates.get(approval.gate)
+            return {
+                **approval.model_dump(),
+                "output": evaluation.output if evaluation else None,
+                "via": list(gate.approval_channels()) if gate is not None else [],
+            }
 
         return self._locked(run_id, _nothing, request)
 

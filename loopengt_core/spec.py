@@ -57,6 +57,22 @@ class RetryPolicy(SpecModel):
     backoff_multiplier: float | None = Field(None, ge=1, description="0.1.0 agent form: delay growth factor.")
 
 
+ApprovalChannel = Literal["cli", "elicitation", "web"]
+APPROVAL_CHANNELS: tuple[ApprovalChannel, ...] = ("cli", "elicitation", "web")
+
+
+class ApprovalRule(SpecModel):
+    """An approval gate that names the channels a person may answer it through."""
+
+    via: list[ApprovalChannel] = Field(
+        default_factory=lambda: list(APPROVAL_CHANNELS),
+        min_length=1,
+        description="Channels whose answer counts: `cli` (`loopengt approve`), `web` (the web view), "
+        "`elicitation` (a form the agent's own MCP client shows). Leave `elicitation` out so that nothing "
+        "answered inside the agent's client (which may auto-accept) can approve.",
+    )
+
+
 class Gate(SpecModel):
     """A check after a step's output arrives. Exactly one of condition, command or approval."""
 
@@ -68,13 +84,23 @@ class Gate(SpecModel):
         "passes when truthy.",
     )
     command: list[str] | None = Field(None, description="argv run without a shell; passes on exit code 0.")
-    approval: bool = Field(False, description="A person approves (MCP elicitation or `loopengt approve`).")
+    approval: bool | ApprovalRule = Field(
+        False,
+        description="A person approves: `true` (through any channel: MCP elicitation, `loopengt approve`, "
+        "the web view) or `{via: [cli, web]}` to name the channels that count.",
+    )
     prompt: str | None = Field(None, description="What the approver is asked.")
     on_failure: OnFailure = "retry"
     timeout_seconds: float | None = Field(None, gt=0, description="Command gates: kill after this long.")
     feedback: str | None = Field(None, description="Text given to the agent when this gate fails.")
 
     _split_command = field_validator("command", mode="before")(_argv)
+
+    def approval_channels(self) -> tuple[ApprovalChannel, ...]:
+        """The channels whose answer counts for this approval gate (none: not an approval gate)."""
+        if isinstance(self.approval, ApprovalRule):
+            return tuple(self.approval.via)
+        return APPROVAL_CHANNELS if self.approval else ()
 
 
 class Dependency(SpecModel):

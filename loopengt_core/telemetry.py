@@ -281,6 +281,8 @@ class _Fold:
                     detail=event.comment,
                     outcome=outcome,
                     by=event.by,
+                    via=event.via,
+                    client=event.client,
                 )
                 if not passed:
                     self._close(event.task_id, at, "rejected", event.comment or f"gate {event.gate} failed")
@@ -377,6 +379,8 @@ class _Fold:
         outcome: str | None = None,
         step: str | None = None,
         by: str | None = None,
+        via: str | None = None,
+        client: str | None = None,
     ) -> None:
         asked = self.trail.waits.pop((task_id, gate), None)
         work = self.trail.work.get(task_id)
@@ -398,6 +402,10 @@ class _Fold:
             attributes["loopengt.attempt"] = work.attempt
         if by:
             attributes["loopengt.approval.by"] = by
+        if via:
+            attributes["loopengt.approval.via"] = via
+        if client:
+            attributes["loopengt.approval.client"] = client
         self.tracer.span(
             f"loopengt.gate {gate}",
             self._ids(span_id("gate", self.run_id, task_id, gate), self._parent(task_id)),

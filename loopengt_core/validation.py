@@ -380,7 +380,7 @@ def validate_data(data: Any, *, quote: bool = True) -> tuple[LoopSpec | None, li
             spec = LoopSpec.model_validate(work)
             break
         except ValidationError as exc:
-            errors = exc.errors()
+            errors = _unbranched(exc.errors())
             problems.extend(_structure_problem(e, quote) for e in errors)
             if not all(_set_aside(work, tuple(e["loc"])) for e in errors):
                 return None, _unique(problems)
@@ -394,6 +394,48 @@ def validate_data(data: Any, *, quote: bool = True) -> tuple[LoopSpec | None, li
         ):
             problems.append(problem)
     return (spec if not problems else None), _unique(problems)
+
+
+def _branch_labels(loc: tuple[int | str, ...]) -> set[int]:
+    """Positions in `loc` that are pydantic's union branch labels (`bool`, `ApprovalRule`) rather than keys
+    of the document: a label follows a field whose annotation is a union and names one of its members."""
+    labels: set[int] = set()
+    model: type[BaseModel] | None = LoopSpec
+    members: dict[str, Any] = {}
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        if part in members:
+            labels.add(i)
+            model, members = _model_of(members[part]), {}
+            continue
+        if model is None or part not in model.model_fields:
+            return labels
+        annotation = model.model_fields[part].annotation
+        args: tuple[Any, ...] = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+        members = {getattr(a, "__name__", str(a)): a for a in args}
+        model = _model_of(annotation)
+    return labels
+
+
+def _unbranched(errors: list[Any]) -> list[Any]:
+    """Errors of a field typed as a union (`approval: bool | ApprovalRule`) without pydantic's branch
+    labels in their locations; when a mapping was given, only the mapping branch's errors are kept (the
+    author meant the rule, not `true`)."""
+    out = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        labels = _branch_labels(loc)
+        branch = next((str(loc[i]) for i in sorted(labels)), None)
+        kept = tuple(part for i, part in enumerate(loc) if i not in labels)
+        out.append({**err, "loc": kept, "branch": branch})
+    mapped = {e["loc"] for e in out if e["branch"] is not None and e["branch"][:1].isupper()}
+    fields = {loc[:i] for loc in mapped for i in range(1, len(loc) + 1)}
+    return [
+        e
+        for e in out
+        if not (e["branch"] is not None and not e["branch"][:1].isupper() and e["loc"] in fields)
+    ]
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

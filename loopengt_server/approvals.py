@@ -31,8 +31,8 @@ class ApprovalAnswer(BaseModel):
 async def ask_for_approval(ctx: Context, runs: Runs, run_id: str) -> RunView | None:
     """Ask the user to approve the gate the run waits at. None when nobody could be asked or answered."""
     request = await anyio.to_thread.run_sync(runs.approval_request, run_id)
-    if request is None:
-        return None
+    if request is None or "elicitation" not in request["via"]:
+        return None  # nothing waits, or the spec wants the answer from outside the agent's client
     message = (
         f"loopengt run {run_id}: approve step '{request['step']}' (gate '{request['gate']}')?"
         + (f"\n{request['prompt']}" if request["prompt"] else "")
@@ -46,6 +46,7 @@ async def ask_for_approval(ctx: Context, runs: Runs, run_id: str) -> RunView | N
     if answer.action != "accept" or answer.data is None:
         return None  # declined or dismissed: the run keeps waiting for `loopengt approve`
     data = answer.data
+    client = client_name(ctx)
     try:
         return await anyio.to_thread.run_sync(
             functools.partial(
@@ -53,12 +54,24 @@ async def ask_for_approval(ctx: Context, runs: Runs, run_id: str) -> RunView | N
                 run_id,
                 approved=data.approve,
                 comment=data.comment or None,
-                by=f"{getpass.getuser()} (editor)",
+                by=f"{getpass.getuser()} (through {client or 'an MCP client'})",
+                via="elicitation",
+                client=client,
             )
         )
     except LoopengtError as exc:  # answered meanwhile from the terminal
         log.info("approval for %s not applied: %s", run_id, exc)
         return None
+
+
+def client_name(ctx: Context) -> str | None:
+    """The connected client's `clientInfo` as `name version` (what the trace records an elicited answer
+    came through); None when the connection did not say."""
+    params = getattr(ctx.session, "client_params", None)
+    info = getattr(params, "client_info", None)
+    if info is None:
+        return None
+    return " ".join(str(x) for x in (info.name, info.version) if x)[:200] or None
 
 
 def _preview(output: object) -> str:

@@ -413,7 +413,7 @@ def approve(
 
     from loopengt_server.wording import for_person
 
-    view = _runs(store).approve(run_id, approved=not reject, comment=comment, by=getpass.getuser())
+    view = _runs(store).approve(run_id, approved=not reject, comment=comment, by=getpass.getuser(), via="cli")
     typer.echo(
         f"{'rejected' if reject else 'approved'}; run {run_id} is now {view.status}: "
         f"{for_person(view.next_action)}"

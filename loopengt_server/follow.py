@@ -105,7 +105,8 @@ def describe(event: Event) -> str:
             return f"gate {event.gate} of step {event.step} waits for a person"
         case ApprovalGiven() | ApprovalRejected():
             comment = f": {_short(event.comment, 80)}" if event.comment else ""
-            return f"gate {event.gate} by {event.by}{comment}"
+            via = f" via {event.via}" if event.via else ""
+            return f"gate {event.gate} by {event.by}{via}{comment}"
         case RetryScheduled():
             return f"{event.step} attempt {event.attempt} in {event.delay_seconds}s"
         case TaskExpired():

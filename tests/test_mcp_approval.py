@@ -124,8 +124,10 @@ async def test_elicitation_approves(era: str, client: Client, elicitor: Elicitor
     assert answer["status"] == "running", answer
     assert [t["task_id"] for t in answer["tasks"]] == ["announce#1"]
     assert {s["name"]: s["status"] for s in answer["steps"]}["implement"] == "completed"
-    given = [e for e in await trace_events(client, run_id) if e["type"] == "approval_given"]
-    assert len(given) == 1
+    [given] = [e for e in await trace_events(client, run_id) if e["type"] == "approval_given"]
+    assert given["data"]["via"] == "elicitation"
+    assert given["data"]["client"] == "mcp 0.1.0"  # the SDK client's default clientInfo
+    assert given["data"]["client"] in given["data"]["by"]
     final = await drive(client, answer)
     assert final["status"] == "completed"
 
@@ -192,3 +194,33 @@ async def test_cli_approve_on_a_run_that_is_not_waiting(client: Client, base: Pa
     assert [
         t["task_id"] for t in ok(await client.call_tool("get_run", {"run_id": view["run_id"]}))["tasks"]
     ] == ["implement#1"]
+
+
+async def test_a_gate_that_wants_a_person_outside_the_agents_client(
+    era: str, client: Client, elicitor: Elicitor, base: Path
+) -> None:
+    """`approval: {via: [cli]}`: a client that would auto-accept is never asked, and the trace says the
+    answer came from the CLI."""
+    spec = {
+        **APPROVAL_SPEC,
+        "policy": {
+            **APPROVAL_SPEC["policy"],
+            "verification_gates": [
+                APPROVAL_SPEC["policy"]["verification_gates"][0],
+                {"name": "sign_off", "approval": {"via": ["cli"]}, "prompt": "Ship this change?"},
+            ],
+        },
+    }
+    view = ok(await client.call_tool("start_run", {"spec": spec}))
+    run_id = view["run_id"]
+    elicitor.answers = [{"approve": True, "comment": "auto-accepted"}]
+    answer = ok(await step(client, run_id, "implement#1", {"summary": "the change"}))
+    assert elicitor.asked == []
+    elicitor.answers.clear()
+    assert_waiting(answer)
+    code, _, err = await cli(base, "approve", run_id, "--comment", "looked at it")
+    assert code == 0, err
+    [given] = [e for e in await trace_events(client, run_id) if e["type"] == "approval_given"]
+    assert given["data"]["via"] == "cli"
+    assert "client" not in given["data"]
+    assert given["data"]["comment"] == "looked at it"

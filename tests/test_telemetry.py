@@ -193,6 +193,7 @@ def check_trace(run_id: str, spans: Sequence[ReadableSpan], events: Sequence[Eve
     assert attr(gates[("implement#2", "tests_pass")], "loopengt.gate.passed") is True
     signoff = gates[("review#1", "signoff")]
     assert (attr(signoff, "loopengt.outcome"), attr(signoff, "loopengt.approval.by")) == ("approved", "alice")
+    assert attr(signoff, "loopengt.approval.via") == "cli"  # Runs.approve's default channel
     assert signoff.start_time == ns(first(events, "approval_requested").at)
     assert signoff.end_time == ns(first(events, "approval_given").at)
     assert signoff.end_time - signoff.start_time == 11 * 10**9

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
 
 _set = object.__setattr__  # past the frozen model's __setattr__, as pydantic's model_construct does
-OMITTED_WHEN_NONE = frozenset({"workspace", "setup_error"})  # writers leave these keys out when None
+OMITTED_WHEN_NONE = frozenset(
+    {"workspace", "setup_error", "client"}
+)  # writers leave these keys out when None
 
 
 class Event(BaseModel):

@@ -164,7 +164,15 @@ class _ApprovalAnswer(Event):
     step: str = Field(description="The task's step.")
     gate: str = Field(description="The approval gate.")
     comment: str | None = Field(None, description="What the person said (feedback on a rejection).")
-    by: str | None = Field(None, description="Who answered.")
+    by: str | None = Field(None, description="Who answered, as the channel tells it.")
+    via: Literal["cli", "elicitation", "web"] | None = Field(
+        None,
+        description="The channel the answer came through: `cli` (`loopengt approve`), `elicitation` (a form "
+        "in an MCP client), `web` (the web view). None in logs written before it was recorded.",
+    )
+    client: str | None = Field(
+        None, description="Elicitation: the MCP client that showed the form (its name and version)."
+    )
 
 
 class ApprovalGiven(_ApprovalAnswer):
