@@ -35,7 +35,7 @@ from mcp import Client
 from mcp_helpers import HttpServer, assert_no_traceback, running, text_of
 
 from loopengt_core.errors import LoopengtError, StoreConflict
-from loopengt_core.events import CheckpointTaken, event_data
+from loopengt_core.events import CheckpointTaken, event_data, to_record
 from loopengt_core.logs import configure as configure_logging
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
@@ -347,7 +347,7 @@ def test_eight_threads_on_one_runs_service(tmp_path: Path) -> None:
         rng.shuffle(joins)
         hammer(runs, joins, 8)
         for run_id in run_ids:
-            events = [e.model_dump(mode="json") for e in runs.trace(run_id)]
+            events = [to_record(e) for e in runs.trace(run_id)]
             trace = check_trace(run_id, events)
             report.doubled += trace.doubled
             report.problems += trace.problems

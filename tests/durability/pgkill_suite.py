@@ -37,6 +37,7 @@ import pytest
 from durability_helpers import seed_from_env
 
 from loopengt_core.errors import LoopengtError
+from loopengt_core.events import OutputSubmitted
 from loopengt_core.runs import Runs
 from loopengt_core.store.postgres import PostgresStore
 
@@ -202,11 +203,7 @@ def verify(dsn: str, run_id: str, ledger: Ledger) -> int:
     """Every acknowledged output is in the log, read by a new store (what a restarted server sees)."""
     store = PostgresStore(dsn)
     try:
-        recorded = {
-            e.data["task_id"]: e.data.get("output")
-            for e in store.events(run_id)
-            if e.type == "output_submitted"
-        }
+        recorded = {e.task_id: e.output for e in store.events(run_id) if isinstance(e, OutputSubmitted)}
     finally:
         store.close()
     for task_id, output in list(ledger.acked.items()):
