@@ -29,6 +29,7 @@ from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
 from loopengt_server.run_context import store_context
+from loopengt_server.sdk import add_request_handler
 from loopengt_server.stdio import run_stdio
 from loopengt_server.tools import register_tools
 
@@ -119,7 +120,7 @@ def _serve_log_level(mcp: MCPServer) -> None:
         logging.getLogger("loopengt").setLevel(level)
         return types.EmptyResult()
 
-    mcp._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    add_request_handler(mcp, "logging/setLevel", types.SetLevelRequestParams, set_level)
 
 
 def _security(host: str) -> TransportSecuritySettings:

@@ -20,6 +20,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, S
 
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
+from loopengt_server.sdk import add_request_handler, on_disconnect
 
 log = logging.getLogger("loopengt.notify")
 POLL_SECONDS = 0.2
@@ -64,9 +65,8 @@ class Notifier:
 
     def install(self, mcp: MCPServer) -> None:
         """Serve resources/subscribe and unsubscribe (MCPServer leaves them out; this also advertises them)."""
-        server = mcp._lowlevel_server  # no public hook in mcp 2.3 (see shared/MCP_SDK.md)
-        server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, self._subscribe)
-        server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, self._unsubscribe)
+        add_request_handler(mcp, "resources/subscribe", types.SubscribeRequestParams, self._subscribe)
+        add_request_handler(mcp, "resources/unsubscribe", types.UnsubscribeRequestParams, self._unsubscribe)
 
     async def _subscribe(
         self, ctx: ServerRequestContext, params: types.SubscribeRequestParams
@@ -74,7 +74,7 @@ class Notifier:
         # Any URI may be subscribed (the conformance suite subscribes to ones we do not serve).
         uri = str(params.uri)
         self.sessions.setdefault(uri, []).append(ctx.session)
-        ctx.session._connection.exit_stack.callback(self._drop, uri, ctx.session)  # runs on disconnect
+        on_disconnect(ctx.session, self._drop, uri, ctx.session)
         return types.EmptyResult()
 
     async def _unsubscribe(

@@ -5,11 +5,11 @@ the server drops it: the client waits forever. Its parser refuses values nested 
 deep, so a `step` with a deeply nested output would hang its caller instead of hearing of the limit.
 Here such a line is answered: a `tools/call` nested too deep gets a tool error naming the limit and
 its variable; any other request gets a JSON-RPC error (-32700 parse error, -32600 invalid request)
-with its id when the line has one, as the JSON-RPC specification asks.
+(with the request's id when it is JSON), as the JSON-RPC specification asks.
 
 It relies on the SDK's `stdio_server()` (which keeps stray output off the wire) and on reading the
-refused line back from the parser's ValidationError; the low-level server is reached through
-`MCPServer._lowlevel_server`, as `app.py` already does for `logging/setLevel`.
+refused line back from the parser's ValidationError; it runs the low-level server itself, through
+loopengt_server.sdk (the SDK offers no public way to put a stream in between).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from loopengt_core.limits import MAX_JSON_DEPTH
+from loopengt_server.sdk import run_lowlevel
 
 log = logging.getLogger("loopengt.stdio")
 
@@ -184,8 +185,5 @@ class Answering:
 
 async def run_stdio(mcp: MCPServer) -> None:
     """`mcp.run("stdio")`, answering every line (see the module's docstring)."""
-    lowlevel = mcp._lowlevel_server
     async with stdio_server() as (read_stream, write_stream):
-        await lowlevel.run(
-            Answering(read_stream, write_stream), write_stream, lowlevel.create_initialization_options()
-        )
+        await run_lowlevel(mcp, Answering(read_stream, write_stream), write_stream)

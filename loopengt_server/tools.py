@@ -7,6 +7,7 @@ against. The RunView's full shape is documented in the README and served as stru
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -28,6 +29,7 @@ from loopengt_core.validation import SpecError, parse_file_text, spec_data, summ
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
 from loopengt_server.notify import Notifier
+from loopengt_server.sdk import registered_tools, set_output_schema
 
 log = logging.getLogger("loopengt.tools")
 T = TypeVar("T")
@@ -259,7 +261,9 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         )
         return _result(result, text)
 
-    templates = [t.__dict__ for t in catalog_templates()]  # read and parsed once, before any client calls
+    templates = [
+        dataclasses.asdict(t) for t in catalog_templates()
+    ]  # read and parsed once, before any client calls
     templates_text = "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in templates)
 
     @tool
@@ -300,11 +304,10 @@ def _strip_titles(schema: Any) -> Any:
 
 def _compact(mcp: MCPServer) -> None:
     """Hand-written output schemas and title-free input schemas: the tool list stays within budget."""
-    for tool in mcp._tool_manager.list_tools():
+    for tool in registered_tools(mcp):
         tool.parameters = _strip_titles(tool.parameters)
         tool.description = " ".join(tool.description.split())
-        tool.fn_metadata.output_schema = OUTPUT_SCHEMAS[tool.name]
-        tool.__dict__.pop("output_schema", None)  # a cached_property over fn_metadata
+        set_output_schema(tool, OUTPUT_SCHEMAS[tool.name])
 
 
 def tools_list_size(tools: list[types.Tool]) -> int:

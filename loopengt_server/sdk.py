@@ -1,0 +1,52 @@
+"""The MCP SDK's internals that loopengt reaches, in one place, and why.
+
+mcp 2.3's `MCPServer` has no public way to do four things loopengt needs (checked in the installed
+source; see shared/MCP_SDK.md). Each is one small function here, so that an SDK upgrade that moves them
+breaks in one module, and the rest of the server only uses public names:
+
+- `add_request_handler`: serve methods MCPServer leaves out (`logging/setLevel`, `resources/subscribe`,
+  `resources/unsubscribe`): the low-level server has the registry, MCPServer does not expose it.
+- `run_lowlevel`: run the low-level server over a read stream of our own (the stdio transport that
+  answers lines the SDK's parser drops; loopengt_server.stdio).
+- `registered_tools` and `set_output_schema`: give registered tools hand-written output schemas (the
+  generated ones make tools/list too long and client-side validation slow; loopengt_server.tools).
+- `on_disconnect`: drop a session's subscriptions when its connection closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.session import ServerSession
+
+
+def add_request_handler(
+    mcp: MCPServer, method: str, params_type: type[Any], handler: Callable[..., Awaitable[Any]]
+) -> None:
+    """Serve `method` with `handler(ctx, params)` on the server's low-level request registry."""
+    mcp._lowlevel_server.add_request_handler(method, params_type, handler)
+
+
+async def run_lowlevel(mcp: MCPServer, read_stream: Any, write_stream: Any) -> None:
+    """Run the server's low-level loop over the given streams, with its usual initialization options."""
+    lowlevel = mcp._lowlevel_server
+    await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
+def registered_tools(mcp: MCPServer) -> list[Any]:
+    """The tools registered with `@mcp.tool()` (the SDK's Tool objects, mutable until served)."""
+    return list(mcp._tool_manager.list_tools())
+
+
+def set_output_schema(tool: Any, schema: dict[str, Any] | None) -> None:
+    """Replace a registered tool's output schema (its `output_schema` is a cached property over
+    `fn_metadata`, so the cached value is dropped too)."""
+    tool.fn_metadata.output_schema = schema
+    tool.__dict__.pop("output_schema", None)
+
+
+def on_disconnect(session: ServerSession, callback: Callable[..., Any], *args: Any) -> None:
+    """Call `callback(*args)` when the session's connection closes."""
+    session._connection.exit_stack.callback(callback, *args)
