@@ -397,17 +397,22 @@ class Runs:
         by: str = "a person",
         via: ApprovalChannel = "cli",
         client: str | None = None,
+        task_id: str | None = None,
     ) -> RunView:
         """Answer the approval gate a run waits at, from a person through `via` (the CLI, MCP elicitation
-        in `client`, the web view). Refused when the gate's spec does not take answers through `via`."""
+        in `client`, the web view). Refused when the gate's spec does not take answers through `via`.
+        `task_id`: the task whose approval the person was shown; refused if another one waits by now."""
         self._known(run_id)
         comment = checked_text(comment, "comment")
-        self._transition(
-            run_id,
-            lambda e, s, now: e.answer_approval(
-                s, approved=approved, comment=comment, by=by, via=via, client=client, now=now
-            ),
-        )
+
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
+            if task_id is not None and (state.approval is None or state.approval.task_id != task_id):
+                raise Conflict(f"run '{run_id}' no longer waits for the approval of {task_id}", run_id=run_id)
+            return engine.answer_approval(
+                state, approved=approved, comment=comment, by=by, via=via, client=client, now=now
+            )
+
+        self._transition(run_id, decide)
         return self._pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:

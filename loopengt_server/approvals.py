@@ -57,6 +57,7 @@ async def ask_for_approval(ctx: Context, runs: Runs, run_id: str) -> RunView | N
                 by=f"{getpass.getuser()} (through {client or 'an MCP client'})",
                 via="elicitation",
                 client=client,
+                task_id=request["task_id"],  # the approval the person was asked about, no other
             )
         )
     except LoopengtError as exc:  # answered meanwhile from the terminal

@@ -234,3 +234,56 @@ def test_a_symlinked_log_is_refused_as_foreign(root: Path, tmp_path: Path) -> No
     with pytest.raises(StoreCorrupt, match="is a symbolic link"):
         FileStore(root).append("r1", [ev(2)])
     assert outside.read_bytes().count(b"\n") == 1
+
+
+# --- where repair, symlink refusal and the task index meet ---------------------------------------------
+
+
+def task_ev(seq: int, task: str) -> StepCompleted:
+    return StepCompleted(seq=seq, at="2026-01-01T00:00:00.000Z", step="s", output={"n": seq}, task_id=task)
+
+
+def test_repair_leaves_no_stale_task_index(tmp_path: Path) -> None:
+    """check --repair cuts the log; events written after the cut must be found by task id."""
+    store = FileStore(tmp_path / "store")
+    store.create_run("r", "name: x\n", [task_ev(i, f"a#{i:02d}") for i in range(1, 11)])
+    store.save_snapshot("r", 10, {})  # brings tasks.idx up to seq 10
+    log = store.runs_dir / "r" / "events.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    at = lines[5].index(b'"n":') + 4
+    lines[5] = lines[5][:at] + b"7" + lines[5][at + 1 :]  # line 6 damaged, same length
+    log.write_bytes(b"".join(lines))
+    fresh = FileStore(tmp_path / "store")
+    assert fresh.repair("r") is not None  # cut after seq 5
+    fresh.load("r")
+    for i in range(6, 11):  # the run goes on, one step at a time, with new tasks
+        fresh.append("r", [task_ev(i, f"b#{i:02d}")])
+    assert [e.seq for e in fresh.task_events("r", "b#08")] == [8]
+
+
+def test_a_symlinked_task_index_is_not_followed(tmp_path: Path) -> None:
+    """The store refuses symlinked logs as foreign; tasks.idx beside the log must not be followed either."""
+    store = FileStore(tmp_path / "store")
+    store.create_run("r", "name: x\n", [task_ev(i, f"a#{i:02d}") for i in range(1, 11)])
+    outside = tmp_path / "precious.txt"
+    outside.write_bytes(b"not the store's\n")
+    (store.runs_dir / "r" / "tasks.idx").symlink_to(outside)
+    store.save_snapshot("r", 10, {})
+    with pytest.raises(StoreCorrupt, match=r"symbolic link|foreign"):
+        store.task_events("r", "a#03")
+    assert outside.read_bytes() == b"not the store's\n"
+
+
+def test_a_symlinked_checkpoints_dir_is_not_written_through(tmp_path: Path) -> None:
+    from loopengt_core.store import Checkpoint
+
+    store = FileStore(tmp_path / "store")
+    store.create_run("r", "name: x\n", [task_ev(i, f"a#{i:02d}") for i in range(1, 3)])
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    cps = store.runs_dir / "r" / "checkpoints"
+    cps.rmdir()
+    cps.symlink_to(outside)
+    with pytest.raises(StoreCorrupt, match=r"symbolic link|foreign"):
+        store.save_checkpoint(Checkpoint("r", "cp-1", 2, None, "2026-01-01T00:00:00.000Z", {}))
+    assert list(outside.iterdir()) == []

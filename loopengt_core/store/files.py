@@ -988,6 +988,7 @@ class FileStore:
                 os.close(fd)
             try:
                 os.link(run_dir / EVENTS, run_dir / f"{EVENTS}{suffix}")
+                (run_dir / TASKS).unlink(missing_ok=True)  # it may index cut events: rebuilt on demand
                 os.replace(tmp, run_dir / EVENTS)
                 (run_dir / SNAPSHOT).unlink(missing_ok=True)
                 aside = self._set_aside_checkpoints(run_dir, damage.good_seq, suffix)
@@ -1151,7 +1152,7 @@ class FileStore:
 
     def _task_events(self, run_id: str, fd: int, task_id: str, *, rebuild: bool) -> list[AnyEvent] | None:
         """The task's events, or None when the index named an event that is not there (stale index)."""
-        ifd = os.open(self._path(run_id, TASKS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        ifd = self._open_index(run_id)
         try:
             indexed = self._index_update(run_id, fd, ifd, rebuild=rebuild)
             events = []
@@ -1168,6 +1169,16 @@ class FileStore:
             return events
         finally:
             os.close(ifd)
+
+    def _open_index(self, run_id: str) -> int:
+        """An fd on the run's own tasks.idx, never through a symlink (refused as foreign, like the log)."""
+        path = self._path(run_id, TASKS)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._foreign(run_id, path) from None
+            raise
 
     def _index_marker(self, ifd: int) -> tuple[int, int, int]:
         """(seq, log offset, index bytes that count) of the index's last marker; zeros if it has none."""
@@ -1246,7 +1257,7 @@ class FileStore:
         with suppress(LoopengtError, OSError), self._exclusive(run_id):
             fd = self._open_events(run_id)
             try:
-                ifd = os.open(self._path(run_id, TASKS), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                ifd = self._open_index(run_id)
                 try:
                     self._index_update(run_id, fd, ifd)
                 finally:
@@ -1327,7 +1338,7 @@ class FileStore:
                 "state": checkpoint.state,
             }
         )
-        cp_dir = run_dir / CHECKPOINTS
+        cp_dir = self._checkpoints_dir(run_id)
         final = cp_dir / f"{cid}.json"
         tmp = cp_dir / f"{TMP_PREFIX}{cid}-{uuid.uuid4().hex}.json"
         try:
@@ -1346,10 +1357,18 @@ class FileStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def _checkpoints_dir(self, run_id: str) -> Path:
+        """The run's checkpoints directory, refused as foreign when it is a symlink (like the log)."""
+        self._own_dir(run_id)
+        path = self._run_dir(run_id) / CHECKPOINTS
+        if path.is_symlink():
+            raise self._foreign(run_id, str(path))
+        return path
+
     @_guard("discarding a checkpoint")
     def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
         """Unlink the checkpoint's file (durably); nothing if there is none."""
-        cp_dir = self._run_dir(run_id) / CHECKPOINTS
+        cp_dir = self._checkpoints_dir(run_id)
         path = cp_dir / f"{check_id(checkpoint_id, 'checkpoint_id')}.json"
         try:
             path.unlink()
