@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from loopengt_core.budget import Budget
+
 Pattern = Literal[
     "sequential", "parallel_fan_out", "handoff", "supervisor_worker", "evaluator_optimizer", "custom"
 ]
@@ -211,6 +213,9 @@ class Policy(SpecModel):
     allow_parallel: bool = False
     max_concurrency: int = Field(4, ge=1)
     fail_fast: bool = True
+    budget: Budget | None = Field(
+        None, description="Token, cost and time limits: audit records and warns, enforce pauses the run."
+    )
 
 
 class StopCondition(SpecModel):

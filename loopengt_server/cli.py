@@ -455,12 +455,44 @@ def resume(
     worktree: Annotated[
         str | None, typer.Option("--worktree", help="With --checkpoint: a new git worktree for the fork")
     ] = None,
+    budget_tokens: Annotated[
+        Optional[int],  # noqa: UP045 - typer
+        typer.Option("--budget-tokens", help="Raise the run's max_tokens to N"),
+    ] = None,
+    budget_usd: Annotated[
+        Optional[float],  # noqa: UP045 - typer
+        typer.Option("--budget-usd", help="Raise the run's max_cost_usd"),
+    ] = None,
+    budget_seconds: Annotated[
+        Optional[float],  # noqa: UP045 - typer
+        typer.Option("--budget-seconds", help="Raise the run's max_wall_seconds"),
+    ] = None,
+    hint: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option("--hint", help="Feedback to the next attempt (a stuck run)"),
+    ] = None,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Continue a run, or fork a new one from a checkpoint; prints the run's next action."""
     from loopengt_server.wording import for_person
 
-    view = _runs(store).resume(run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
+    raised = {
+        key: value
+        for key, value in (
+            ("max_tokens", budget_tokens),
+            ("max_cost_usd", budget_usd),
+            ("max_wall_seconds", budget_seconds),
+        )
+        if value is not None
+    }
+    view = _runs(store).resume(
+        run_id,
+        checkpoint_id,
+        accept_drift=accept_drift,
+        worktree=worktree,
+        budget=raised or None,
+        hint=hint,
+    )
     where = f" in {view.workspace.root}" if worktree and view.workspace else ""
     typer.echo(f"run {view.run_id}{where} {view.status}: {for_person(view.next_action)}")
 
