@@ -55,6 +55,7 @@ from loopengt_core.patterns import Move
 from loopengt_core.render import render
 from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
 from loopengt_core.state import GateResult, RunState, apply
+from loopengt_core.stuck import Compared, diagnose, normalise
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000
@@ -119,6 +120,7 @@ class Engine:
             if c.condition_type in ("goal_met", "custom") and isinstance(c.condition(), str)
         ]
         self.budget = spec.policy.budget
+        self.stuck = spec.policy.stuck
         quality = spec.stop_value("quality_threshold")
         self.quality: float | None = (
             float(quality)
@@ -694,8 +696,12 @@ class Engine:
                         delay_seconds=0.0,
                         not_before=tx.at,
                         feedback=feedback,
+                        compared=self._compared(state, name, feedback),
                     )
                 )
+                stuck = diagnose(name, current.streak, self.stuck) if self.stuck is not None else None
+                if stuck is not None and state.status != "paused":
+                    tx.emit(RunPaused(seq=tx.seq, at=tx.at, reason="stuck", detail=stuck))
                 self._issue(tx, step, attempt, feedback, current.visit_input)
             return
         first_line = feedback.strip().splitlines()[0] if feedback.strip() else "no detail"
@@ -713,6 +719,17 @@ class Engine:
             self._start_step(tx, fallback)
         elif not later:
             tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason))
+
+    def _compared(self, state: RunState, name: str, feedback: str) -> Compared | None:
+        """The failed attempt as stuck detection compares it (None without policy.stuck)."""
+        if self.stuck is None:
+            return None
+        answer = state.answers.get(f"{name}#{state.steps[name].issued}")
+        return Compared(
+            failure=normalise(feedback),
+            digest=answer.digest if answer is not None else None,
+            tree=state.workspace.tree if state.workspace is not None else None,
+        )
 
     def _finish(self, tx: _Tx) -> None:
         """End-of-transition rules: a failing run whose branches are done, and the turn budget."""

@@ -43,11 +43,13 @@ from loopengt_core.events import (
     WorkspaceAccepted,
     WorkspaceFiles,
 )
+from loopengt_core.stuck import Attempt
 
 RunStatus = Literal["running", "waiting_approval", "paused", "completed", "failed", "cancelled"]
 StepStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "skipped"]
 ENDED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 RECENT_ANSWERS = 64
+STREAK = 20  # failed attempts in a row a step keeps for stuck detection
 
 
 class _Additive(BaseModel):
@@ -92,7 +94,7 @@ class TaskState(TaskView):
 
 
 class StepState(_Additive):
-    added: ClassVar[tuple[str, ...]] = ("spend",)
+    added: ClassVar[tuple[str, ...]] = ("spend", "streak")
 
     name: str
     status: StepStatus = "pending"
@@ -104,6 +106,9 @@ class StepState(_Additive):
     output: Any = None
     last_failure: str | None = None
     spend: Spend = Field(default_factory=Spend, description="Usage reported by this step's submissions.")
+    streak: list[Attempt] = Field(
+        default_factory=list, description="Failed attempts in a row since it last passed (stuck detection)."
+    )
 
 
 class HeldTask(BaseModel):
@@ -490,7 +495,13 @@ _on(ApprovalRejected)(_approval_answered)
 
 @_on(RetryScheduled)
 def _retry_scheduled(state: RunState, e: RetryScheduled) -> None:
-    state.steps[e.step].last_failure = e.feedback
+    step = state.steps[e.step]
+    step.last_failure = e.feedback
+    if e.compared is not None:  # recorded with policy.stuck on
+        step.streak.append(
+            Attempt(**e.compared.model_dump(), attempt=e.attempt - 1, at=e.at, feedback=e.feedback)
+        )
+        del step.streak[:-STREAK]
 
 
 @_on(TaskExpired)
@@ -503,6 +514,7 @@ def _task_expired(state: RunState, e: TaskExpired) -> None:
 def _step_completed(state: RunState, e: StepCompleted) -> None:
     step = state.steps[e.step]
     step.status, step.output, step.last_failure = "completed", e.output, None
+    step.streak = []
     state.evaluations.pop(e.task_id or "", None)
     state.last_step = step.name
 
@@ -551,6 +563,9 @@ def _run_resumed(state: RunState, e: RunResumed) -> None:
         base = state.budget or BudgetLimits()
         state.budget = base.model_copy(update=e.budget.model_dump(exclude_none=True))
     state.held = []  # resume issues them in the same transition (or holds them again)
+    if e.hint is not None or e.budget is not None:  # a person looked: a stuck step starts afresh
+        for step in state.steps.values():
+            step.streak = []
 
 
 def _end(state: RunState, status: RunStatus, at: str, *, error: str | None = None) -> None:

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from loopengt_core.budget import BudgetLimits, Usage
 from loopengt_core.events._base import Event, WorkspaceFiles
+from loopengt_core.stuck import Compared
 
 _WORKSPACE = "The run's files right after it happened; only when the run records its files."
 _TYPE = "What happened: the record's `type`, which picks the class."
@@ -200,6 +201,9 @@ class RetryScheduled(Event):
     delay_seconds: float = Field(description="Backoff before a command step runs again (0 for agents).")
     not_before: str = Field(description="When the attempt may start.")
     feedback: str | None = Field(None, description="Why the last attempt failed.")
+    compared: Compared | None = Field(
+        None, description="The failed attempt as stuck detection compares it; only with policy.stuck."
+    )
 
 
 class TaskExpired(Event):
