@@ -170,3 +170,33 @@ def test_a_per_step_limit_pauses_at_that_step(tmp_path: Path) -> None:
     assert "step 's1': max_tokens 1 reached" in (answer.error or "")
     resumed = runs.resume(run_id, hint="set ok")
     assert resumed.status == "paused"  # the step's limit is not raised by a run budget
+
+
+def test_spans_carry_gen_ai_usage_per_task_and_the_runs_totals(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from loopengt_core.telemetry import RunTracer
+
+    body = spec(max_tokens=1_000_000)
+    body["steps"] = body["steps"][:2]
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
+    exporter = InMemorySpanExporter()
+    runs = Runs(
+        FileStore(tmp_path / "store"), cwd=tmp_path, tracer=RunTracer([SimpleSpanProcessor(exporter)])
+    )
+    run_id = runs.start_run(spec_path="loop.yaml").run_id
+    runs.step(run_id, "s1#1", {}, usage={**USAGE, "cache_read_tokens": 500})
+    assert runs.step(run_id, "s2#1", {}).status == "completed"  # no usage: unknown, no attributes
+    spans = exporter.get_finished_spans()
+    first_task = next(s for s in spans if (s.attributes or {}).get("loopengt.task_id") == "s1#1")
+    second = next(s for s in spans if (s.attributes or {}).get("loopengt.task_id") == "s2#1")
+    attributes = dict(first_task.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == 2000
+    assert attributes["gen_ai.usage.output_tokens"] == 1000
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 500
+    assert attributes["loopengt.usage.cost_usd"] == pytest.approx(0.01)
+    assert attributes["gen_ai.response.model"] == "m"
+    assert "gen_ai.usage.input_tokens" not in (second.attributes or {})
+    run_span = next(s for s in spans if s.name == "loopengt.run budgeted")
+    assert (run_span.attributes or {})["gen_ai.usage.input_tokens"] == 2000
