@@ -83,6 +83,16 @@ class SpendView(Spend):
         )
 
 
+def spend_text(spend: Spend, submissions: int | None = None) -> str:
+    """Spend for a person: `12,000 tokens, $0.04` and how many submissions reported nothing."""
+    tokens = f"{spend.tokens:,} tokens" if spend.reported else "tokens unknown"
+    cost = f"${spend.cost_usd:g}" if spend.costed else "cost unknown"
+    text = f"{tokens}, {cost}"
+    if submissions is not None and submissions > spend.reported:
+        text += f" ({submissions - spend.reported} of {submissions} submissions reported no usage)"
+    return text
+
+
 class BudgetLimits(BaseModel):
     """Limits on spend; each is optional. Also what `resume(budget=...)` raises."""
 

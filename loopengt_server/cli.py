@@ -372,6 +372,7 @@ def show(
     """
     from rich.console import Console
 
+    from loopengt_core.budget import spend_text
     from loopengt_server.wording import for_person, plural
 
     if follow:
@@ -388,8 +389,13 @@ def show(
     console.print(f"[bold]{view.run_id}[/] loop {view.loop}: [bold]{view.status}[/], turn {view.turn}")
     if view.error:
         console.print(f"  reason: {view.error}", markup=False)
+    if view.spend.submissions:
+        console.print(f"  spend: {spend_text(view.spend, view.spend.submissions)}", markup=False)
+    if view.budget_warning:
+        console.print(f"  budget warning: {view.budget_warning}", markup=False)
     for step in view.steps:
-        console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')})")
+        used = f", {spend_text(step.spend)}" if step.spend.reported or step.spend.costed else ""
+        console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')}{used})")
     for task in view.tasks:
         console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
     console.print(f"  next: {for_person(view.next_action)}", markup=False)
@@ -687,6 +693,7 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
+    from loopengt_core.budget import spend_text
     from loopengt_core.metrics import run_metrics
     from loopengt_core.store import check_id, open_store
 
@@ -716,10 +723,18 @@ def eval_command(
     ):
         value = getattr(metrics, name)
         table.add_row(name, "-" if value is None else str(value))
+    table.add_row("spend", spend_text(metrics.spend, metrics.spend.submissions))
     console.print(table)
-    steps = Table("step", "status", "attempts", box=None, pad_edge=False)
+    steps = Table("step", "status", "attempts", "tokens", "cost_usd", box=None, pad_edge=False)
     for step in metrics.attempts:
-        steps.add_row(step.step, step.status, str(step.attempts))
+        used = step.spend
+        steps.add_row(
+            step.step,
+            step.status,
+            str(step.attempts),
+            f"{used.tokens:,}" if used.reported else "-",
+            f"{used.cost_usd:g}" if used.costed else "-",
+        )
     console.print(steps)
     if metrics.gates:
         gates = Table("gate", "passed", "failed", "pass rate", box=None, pad_edge=False)

@@ -200,3 +200,36 @@ def test_spans_carry_gen_ai_usage_per_task_and_the_runs_totals(tmp_path: Path) -
     assert "gen_ai.usage.input_tokens" not in (second.attributes or {})
     run_span = next(s for s in spans if s.name == "loopengt.run budgeted")
     assert (run_span.attributes or {})["gen_ai.usage.input_tokens"] == 2000
+
+
+def test_show_and_eval_print_tokens_cost_and_per_step_spend(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    loopengt = Path(sys.executable).with_name("loopengt")
+    runs = make(tmp_path, spec("audit", max_tokens=1_000_000))
+    run_id = runs.start_run(spec_path="loop.yaml").run_id
+    runs.step(run_id, "s1#1", {}, usage=USAGE)
+    runs.step(run_id, "s2#1", {})
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [str(loopengt), *args, "--store", "store"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    shown = cli("show", run_id)
+    assert "spend: 3,000 tokens, $0.01 (1 of 2 submissions reported no usage)" in shown
+    assert "step s1: completed (1 attempt, 3,000 tokens, $0.01)" in shown
+    assert json.loads(cli("show", run_id, "--json"))["spend"]["unknown"] == 1
+    evaluated = cli("eval", run_id)
+    assert "3,000 tokens" in evaluated
+    metrics = json.loads(cli("eval", run_id, "--json"))
+    assert metrics["spend"]["tokens"] == 3000
+    assert metrics["attempts"][0]["spend"]["tokens"] == 3000
