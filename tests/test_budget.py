@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from loopengt_core.errors import InvalidArgument, TooLarge
+from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.state import project_run
 from loopengt_core.store.files import FileStore
@@ -136,7 +137,7 @@ def test_unknown_usage_is_unknown_not_zero(tmp_path: Path) -> None:
     assert answer.spend.tokens == 10
     assert answer.spend.cost_unknown == 2
     first = next(e for e in runs.store.events(run_id) if e.type == "output_submitted")
-    assert "usage" not in first.model_dump(exclude_unset=True) or first.usage is None  # type: ignore[union-attr]
+    assert "usage" not in event_data(first)  # unknown: no key in the record, never zeros
     assert {s.name: s.spend.tokens for s in answer.steps}["s2"] == 10
 
 
@@ -233,3 +234,46 @@ def test_show_and_eval_print_tokens_cost_and_per_step_spend(tmp_path: Path) -> N
     metrics = json.loads(cli("eval", run_id, "--json"))
     assert metrics["spend"]["tokens"] == 3000
     assert metrics["attempts"][0]["spend"]["tokens"] == 3000
+
+
+HEADLESS_AGENT = """
+import json, os, sys
+task = json.load(sys.stdin)
+n = int(task["task_id"].split("#")[0][1:])
+if n == 1:
+    with open(os.environ["LOOPENGT_USAGE_FILE"], "w") as f:
+        json.dump({"input_tokens": 2000, "output_tokens": 1000, "cost_usd": 0.02}, f)
+elif n == 2:
+    with open(os.environ["LOOPENGT_USAGE_FILE"], "w") as f:
+        f.write("not json")
+print(json.dumps({"done": n}))
+"""
+
+
+def test_headless_run_reads_usage_the_agent_writes_to_its_usage_file(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    body = spec("audit", max_tokens=1_000_000)
+    body["steps"] = body["steps"][:3]
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
+    (tmp_path / "agent.py").write_text(HEADLESS_AGENT, encoding="utf-8")
+    loopengt = Path(sys.executable).with_name("loopengt")
+    done = subprocess.run(
+        [str(loopengt), "run", "loop.yaml", "--agent", f"{sys.executable} agent.py", "--store", "store"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "usage unknown: LOOPENGT_USAGE_FILE does not hold JSON" in done.stdout + done.stderr
+    store = FileStore(tmp_path / "store")
+    (run_id,) = list(store.list_runs())
+    view = run_view(project_run(store.events(run_id)))
+    assert view.spend.tokens == 3000
+    assert view.spend.cost_usd == pytest.approx(0.02)
+    assert view.spend.unknown == 2
+    assert json.dumps(view.spend.model_dump())  # plain JSON
