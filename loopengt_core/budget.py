@@ -7,13 +7,14 @@ known. Spend is folded from the log (`state.apply`), so budgets survive a restar
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loopengt_core.errors import InvalidArgument
 
 BudgetMode = Literal["audit", "enforce"]
+M = TypeVar("M", bound=BaseModel)
 
 
 class Usage(BaseModel):
@@ -114,28 +115,28 @@ class Budget(BudgetLimits):
 
 def parse_usage(value: Any) -> Usage | None:
     """A client's `usage` argument, checked: a clear error naming the field, never a traceback."""
-    if value is None:
-        return None
-    try:
-        return Usage.model_validate(value)
-    except ValidationError as exc:
-        raise InvalidArgument(f"usage: {_first(exc)}") from None
+    return _parsed(Usage, value, "usage")
 
 
 def parse_limits(value: Any, what: str = "budget") -> BudgetLimits | None:
+    """A person's raised limits (`resume(budget=...)`), checked like `usage`."""
+    return _parsed(BudgetLimits, value, what)
+
+
+def _parsed(model: type[M], value: Any, what: str) -> M | None:
     if value is None:
         return None
     try:
-        return BudgetLimits.model_validate(value)
+        return model.model_validate(value)
     except ValidationError as exc:
-        raise InvalidArgument(f"{what}: {_first(exc)}") from None
+        raise InvalidArgument(f"{what}: {_first(exc, model)}") from None
 
 
-def _first(exc: ValidationError) -> str:
+def _first(exc: ValidationError, model: type[BaseModel]) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"])
-    allowed = ", ".join([*Usage.model_fields] if "extra" in error["type"] else [])
-    return f"{where}: {error['msg']}" + (f" (allowed: {allowed})" if allowed else "")
+    allowed = ", ".join([*model.model_fields] if "extra" in error["type"] else [])
+    return (f"{where}: " if where else "") + error["msg"] + (f" (allowed: {allowed})" if allowed else "")
 
 
 def over(limits: BudgetLimits, spend: Spend, elapsed_seconds: float | None = None) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from replay import assert_fold_equals_log, fresh
 
 from loopengt_core.errors import InvalidArgument, TooLarge
 from loopengt_core.events import event_data
@@ -33,16 +34,6 @@ def spec(mode: str = "enforce", **limits: Any) -> dict[str, Any]:
 def make(tmp_path: Path, body: dict[str, Any]) -> Runs:
     (tmp_path / "loop.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
     return Runs(FileStore(tmp_path / "store"), cwd=tmp_path)
-
-
-def fresh(runs: Runs, restart: bool) -> Runs:
-    return Runs(FileStore(runs.store.root), cwd=runs.cwd) if restart else runs  # type: ignore[attr-defined]
-
-
-def assert_fold_equals_log(runs: Runs, run_id: str) -> None:
-    live = runs.get_run(run_id)
-    assert run_view(project_run(runs.store.events(run_id))) == live
-    assert Runs(FileStore(runs.store.root), cwd=runs.cwd).get_run(run_id) == live  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["one-service", "restart-between-steps"])

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
+from replay import assert_fold_equals_log, fresh
 
 from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
 from loopengt_core.store.files import FileStore
 from loopengt_core.stuck import normalise
-from loopengt_core.view import run_view
 
 PY = sys.executable
 # a gate that fails with the same message apart from a timestamp, a path and a duration
@@ -53,16 +52,6 @@ def make(tmp_path: Path, body: dict[str, Any], cwd: Path | None = None) -> Runs:
     if cwd is not None:
         (cwd / "loop.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
     return Runs(FileStore(tmp_path / "store"), cwd=cwd or tmp_path)
-
-
-def fresh(runs: Runs, restart: bool) -> Runs:
-    return Runs(FileStore(runs.store.root), cwd=runs.cwd) if restart else runs  # type: ignore[attr-defined]
-
-
-def assert_fold_equals_log(runs: Runs, run_id: str) -> None:
-    live = runs.get_run(run_id)
-    assert run_view(project_run(runs.store.events(run_id))) == live
-    assert Runs(FileStore(runs.store.root), cwd=runs.cwd).get_run(run_id) == live  # type: ignore[attr-defined]
 
 
 def test_normalise_masks_times_paths_ids_and_hex_but_keeps_counts() -> None:
