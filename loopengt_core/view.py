@@ -50,8 +50,10 @@ class RunView(BaseModel):
         default_factory=SpendView,
         description="Tokens and cost the run's submissions reported; `unknown` counts those without usage.",
     )
-    paused_for: Literal["budget", "stuck"] | None = Field(
-        None, description="Why the run paused itself: a budget limit, or a loop without progress."
+    paused_for: Literal["budget", "stuck", "setup"] | None = Field(
+        None,
+        description="Why a paused run waits for a person: budget (a limit reached), stuck (attempts that "
+        "repeat), setup (a gate or command step's program cannot run).",
     )
     budget_warning: str | None = Field(None, description="An audit budget's reached limit (the run goes on).")
 
@@ -169,7 +171,12 @@ def _view_fields(state: RunState) -> dict[str, Any]:
             else None
         ),
         "spend": SpendView.of(state.spend, state.turn),
-        "paused_for": state.paused_for,
+        "paused_for": state.paused_for
+        or (
+            "setup"
+            if state.status == "paused" and any(c.setup_error for c in state.commands.values())
+            else None
+        ),
         "budget_warning": state.budget_warning,
     }
 
