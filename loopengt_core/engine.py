@@ -16,12 +16,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from loopengt_core import patterns
+from loopengt_core.budget import BudgetLimits, Usage, over, raised
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import (
     AnyEvent,
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    BudgetReached,
     CheckpointTaken,
     CommandFinished,
     CommandRequested,
@@ -34,11 +36,13 @@ from loopengt_core.events import (
     RunCompleted,
     RunFailed,
     RunForked,
+    RunPaused,
     RunResumed,
     RunStarted,
     StepCompleted,
     StepFailed,
     TaskExpired,
+    TaskHeld,
     TaskIssued,
     WorkspaceAccepted,
     WorkspaceFiles,
@@ -51,6 +55,7 @@ from loopengt_core.patterns import Move
 from loopengt_core.render import render
 from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
 from loopengt_core.state import GateResult, RunState, apply
+from loopengt_core.stuck import Compared, diagnose, normalise
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000
@@ -114,6 +119,8 @@ class Engine:
             for c in spec.stop_conditions
             if c.condition_type in ("goal_met", "custom") and isinstance(c.condition(), str)
         ]
+        self.budget = spec.policy.budget
+        self.stuck = spec.policy.stuck
         quality = spec.stop_value("quality_threshold")
         self.quality: float | None = (
             float(quality)
@@ -233,10 +240,12 @@ class Engine:
         digest: str,
         now: datetime,
         workspace: dict[str, Any] | None = None,
+        usage: Usage | None = None,
     ) -> list[AnyEvent]:
         """Record an agent's submission and decide what follows (gates, retry, next step, end).
 
         `workspace` ({head, tree}): the run's files as the service found them at the submission.
+        `usage`: what the work used, as the agent reported it (None: unknown).
         """
         self._require_active(state)
         if outcome not in OUTCOMES:
@@ -261,6 +270,7 @@ class Engine:
                 error=error,
                 digest=digest,
                 workspace=_files(workspace),
+                usage=usage,
             )
         )
         if outcome == "failure":
@@ -457,12 +467,29 @@ class Engine:
         tx.emit(WorkspaceAccepted(seq=tx.seq, at=tx.at, head=files.head, tree=files.tree, changed=changed))
         return tx.events
 
-    def resume(self, state: RunState, now: datetime) -> list[AnyEvent]:
-        """Continue the run; commands paused by a setup error are requested again, spending no attempt."""
+    def resume(
+        self,
+        state: RunState,
+        now: datetime,
+        *,
+        budget: BudgetLimits | None = None,
+        hint: str | None = None,
+    ) -> list[AnyEvent]:
+        """Continue the run; commands paused by a setup error are requested again, spending no attempt.
+
+        Tasks held while the run was paused (budget, stuck) are issued now, `hint` first in their
+        feedback; `budget` raises the run's limits (a task still over them is held again).
+        """
         if state.ended:
             return []
         tx = _Tx(state, now)
-        tx.emit(RunResumed(seq=tx.seq, at=tx.at, reason="resumed"))
+        held = list(state.held)
+        tx.emit(RunResumed(seq=tx.seq, at=tx.at, reason="resumed", budget=budget, hint=hint))
+        for task in held:
+            feedback = "\n\n".join(
+                f for f in (f"A person's hint: {hint}" if hint else None, task.feedback) if f
+            )
+            self._issue(tx, self.steps[task.step], task.attempt, feedback or None, task.input)
         for command in [c for c in state.commands.values() if c.setup_error is not None]:
             evaluation = state.evaluations.get(command.task_id)
             tx.emit(
@@ -669,8 +696,12 @@ class Engine:
                         delay_seconds=0.0,
                         not_before=tx.at,
                         feedback=feedback,
+                        compared=self._compared(state, name, feedback),
                     )
                 )
+                stuck = diagnose(name, current.streak, self.stuck) if self.stuck is not None else None
+                if stuck is not None and state.status != "paused":
+                    tx.emit(RunPaused(seq=tx.seq, at=tx.at, reason="stuck", detail=stuck))
                 self._issue(tx, step, attempt, feedback, current.visit_input)
             return
         first_line = feedback.strip().splitlines()[0] if feedback.strip() else "no detail"
@@ -688,6 +719,17 @@ class Engine:
             self._start_step(tx, fallback)
         elif not later:
             tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason))
+
+    def _compared(self, state: RunState, name: str, feedback: str) -> Compared | None:
+        """The failed attempt as stuck detection compares it (None without policy.stuck)."""
+        if self.stuck is None:
+            return None
+        answer = state.answers.get(f"{name}#{state.steps[name].issued}")
+        return Compared(
+            failure=normalise(feedback),
+            digest=answer.digest if answer is not None else None,
+            tree=state.workspace.tree if state.workspace is not None else None,
+        )
 
     def _finish(self, tx: _Tx) -> None:
         """End-of-transition rules: a failing run whose branches are done, and the turn budget."""
@@ -747,6 +789,31 @@ class Engine:
         self, tx: _Tx, step: Step, attempt: int, feedback: str | None, task_input: dict[str, Any]
     ) -> None:
         state = tx.state
+        if state.status == "paused" and state.paused_for is None:
+            pass  # paused by a setup error: open tasks go on
+        elif self.budget is not None and self.budget.mode == "audit":
+            warning = self.budget_text(state, step.name, tx.now)
+            if (
+                warning is not None
+                and warning.split(" reached")[0] != (state.budget_warning or "").split(" reached")[0]
+            ):
+                tx.emit(BudgetReached(seq=tx.seq, at=tx.at, detail=warning))
+        else:
+            reached = self._budget_reached(state, step, tx.now)
+            if reached is not None and state.status != "paused":
+                tx.emit(RunPaused(seq=tx.seq, at=tx.at, reason="budget", detail=reached))
+            if state.status == "paused":
+                tx.emit(
+                    TaskHeld(
+                        seq=tx.seq,
+                        at=tx.at,
+                        step=step.name,
+                        attempt=attempt,
+                        feedback=feedback,
+                        input=task_input,
+                    )
+                )
+                return
         task_id = f"{step.name}#{state.steps[step.name].issued + 1}"
         timeout = self._timeout(step)
         assert step.agent is not None, "an agent step names its agent (the spec's validation)"
@@ -764,6 +831,35 @@ class Engine:
                 feedback=feedback,
                 expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
             )
+        )
+
+    def limits(self, state: RunState) -> BudgetLimits | None:
+        """The run's budget limits: policy.budget's, raised by resume(budget=...)."""
+        if self.budget is None:
+            return state.budget
+        return raised(self.budget, state.budget)
+
+    def budget_text(self, state: RunState, step: str | None, now: datetime) -> str | None:
+        """Which limit the run (or `step`) has reached, in words; None while under every limit."""
+        limits = self.limits(state)
+        elapsed = (now - parse_iso(state.started_at)).total_seconds()
+        reached = over(limits, state.spend, elapsed) if limits is not None else None
+        step_limits = self.budget.steps.get(step) if self.budget is not None and step else None
+        if reached is None and step_limits is not None and step is not None:
+            step_reached = over(step_limits, state.steps[step].spend)
+            reached = f"step '{step}': {step_reached}" if step_reached else None
+        return f"budget: {reached}" if reached else None
+
+    def _budget_reached(self, state: RunState, step: Step, now: datetime) -> str | None:
+        """An enforced budget's reached limit, as the pause's detail; None in audit mode or under it."""
+        if self.budget is None or self.budget.mode != "enforce":
+            return None
+        reached = self.budget_text(state, step.name, now)
+        if reached is None:
+            return None
+        return (
+            f"{reached}. No new task is issued; resume with a raised limit "
+            f"(resume(run_id, budget={{...}}) or `loopengt resume {state.run_id} --budget-tokens N`)"
         )
 
     def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:

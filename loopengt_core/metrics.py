@@ -20,6 +20,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from loopengt_core.budget import Spend, SpendView
 from loopengt_core.errors import StoreCorrupt
 from loopengt_core.events import (
     ApprovalGiven,
@@ -52,6 +53,7 @@ class StepAttempts(BaseModel):
     step: str
     status: str
     attempts: int = Field(description="Tasks and command runs issued for the step over the whole run.")
+    spend: Spend = Field(default_factory=Spend, description="Usage its submissions reported.")
 
 
 class RunMetrics(BaseModel):
@@ -73,6 +75,10 @@ class RunMetrics(BaseModel):
     approval_wait_seconds: float = Field(0.0, description="Time spent in waiting_approval, summed.")
     first_accepted_output_seconds: float | None = Field(
         None, description="From the start to the first agent output that passed all its gates; None if none."
+    )
+    spend: SpendView = Field(
+        default_factory=SpendView,
+        description="Tokens and cost reported over the run (unknown counted apart).",
     )
 
 
@@ -147,7 +153,10 @@ class MetricsFold:
             started_at=state.started_at,
             ended_at=state.ended_at,
             events=self.events,
-            attempts=[StepAttempts(step=s.name, status=s.status, attempts=s.attempts) for s in steps],
+            attempts=[
+                StepAttempts(step=s.name, status=s.status, attempts=s.attempts, spend=s.spend.model_copy())
+                for s in steps
+            ],
             gates=[g.model_copy() for g in self.gates.values()],
             approvals_requested=self.approvals,
             approval_wait_seconds=round(waited, 3),
@@ -156,6 +165,7 @@ class MetricsFold:
                 if self.first_accepted is None
                 else round(_seconds(state.started_at, self.first_accepted), 3)
             ),
+            spend=SpendView.of(state.spend, state.turn),
         )
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from loopengt_core import telemetry
 from loopengt_core import workspace as git
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
+from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
 from loopengt_core.catalog import template_text
 from loopengt_core.commands import CommandResult, Peek, run_command
 from loopengt_core.engine import Engine, open_tasks_text
@@ -43,8 +44,8 @@ from loopengt_core.errors import (
     StoreConflict,
     StoreCorrupt,
 )
-from loopengt_core.events import AnyEvent, Event, RunForked, RunStarted, iso, parse_iso
-from loopengt_core.limits import MAX_OUTPUT_BYTES, checked, checked_text
+from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso, parse_iso
+from loopengt_core.limits import MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_text
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
@@ -254,6 +255,7 @@ class Runs:
         error: str | None = None,
         run_commands: bool = True,
         wait: bool = True,
+        usage: Any = None,
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing.
 
@@ -272,6 +274,7 @@ class Runs:
             maximum=self.max_output_bytes,
             hint="Put large artefacts in files and submit their paths",
         )[0]
+        reported = parse_usage(checked(usage, "usage", MAX_USAGE_BYTES)[0] if usage is not None else None)
         mark = digest(output, outcome, error)
         root = self._live_root(run_id)
         try:
@@ -295,7 +298,15 @@ class Runs:
                     self._same_submission(state, task_id, answer, mark)
                     return []
             return engine.submit(
-                state, task_id, output, outcome=outcome, error=error, digest=mark, now=now, workspace=recorded
+                state,
+                task_id,
+                output,
+                outcome=outcome,
+                error=error,
+                digest=mark,
+                now=now,
+                workspace=recorded,
+                usage=reported,
             )
 
         result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
@@ -502,14 +513,21 @@ class Runs:
         *,
         accept_drift: bool = False,
         worktree: str | None = None,
+        budget: Any = None,
+        hint: str | None = None,
     ) -> RunView:
         """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint.
 
         A run whose files changed outside the loop since its last recorded step continues only with
         `accept_drift` (the new state is recorded). `worktree`: fork into a new git worktree at that
-        path, holding the checkpoint's files; the fork's commands run there.
+        path, holding the checkpoint's files; the fork's commands run there. `budget` raises the run's
+        limits ({max_tokens, max_cost_usd, max_wall_seconds}); `hint` is feedback to the next attempt.
         """
         self._known(run_id)
+        limits = parse_limits(checked(budget, "budget", MAX_USAGE_BYTES)[0] if budget is not None else None)
+        hint = checked_text(hint, "hint")
+        if checkpoint_id is not None and (limits is not None or hint is not None):
+            raise InvalidArgument("budget and hint continue this run: give them without checkpoint_id")
         if not isinstance(accept_drift, bool):
             raise InvalidArgument("accept_drift must be true or false")
         if worktree is not None:
@@ -520,7 +538,7 @@ class Runs:
                     "worktree needs checkpoint_id: the worktree holds a checkpoint's files "
                     "(take one with checkpoint, then resume(run_id, checkpoint_id, worktree=PATH))"
                 )
-            return self._continue(run_id, accept_drift)
+            return self._continue(run_id, accept_drift, limits, hint)
         check_id(checkpoint_id, "checkpoint_id")
         point = self.store.get_checkpoint(run_id, checkpoint_id)
         parent = self._read(run_id)
@@ -655,7 +673,14 @@ class Runs:
                 raise
             if events:
                 self._append(run_id, run, events)
-            return then(run)
+            result = then(run)
+            paused = any(isinstance(e, RunPaused) for e in events)
+        if paused:  # a budget or stuck pause is a checkpoint a person can fork from
+            try:
+                self.checkpoint(run_id, label=f"paused: {run.state.paused_for}")
+            except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
+                log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
+        return result
 
     def _lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
         if wait:
@@ -851,7 +876,9 @@ class Runs:
         except WorkspaceError as exc:  # a running run keeps its spec: `workspace: none` is no way out
             return with_drift(view, error=exc.message.replace(git.OR_NONE, ""))
 
-    def _continue(self, run_id: str, accept_drift: bool) -> RunView:
+    def _continue(
+        self, run_id: str, accept_drift: bool, budget: BudgetLimits | None = None, hint: str | None = None
+    ) -> RunView:
         """resume without a checkpoint: refuse files changed meanwhile unless accepted, then go on."""
         root = self._live_root(run_id)
         try:
@@ -886,7 +913,7 @@ class Runs:
                         run_id=run_id,
                     )
                 events += engine.accept_workspace(state, current.record(), changed, now)
-            return events + engine.resume(state, now)
+            return events + engine.resume(state, now, budget=budget, hint=hint)
 
         self._transition(run_id, decide)
         return self._pump_and_view(run_id, current)

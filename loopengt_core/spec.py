@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from loopengt_core.budget import Budget
+from loopengt_core.stuck import StuckPolicy
+
 Pattern = Literal[
     "sequential", "parallel_fan_out", "handoff", "supervisor_worker", "evaluator_optimizer", "custom"
 ]
@@ -211,6 +214,14 @@ class Policy(SpecModel):
     allow_parallel: bool = False
     max_concurrency: int = Field(4, ge=1)
     fail_fast: bool = True
+    budget: Budget | None = Field(
+        None, description="Token, cost and time limits: audit records and warns, enforce pauses the run."
+    )
+    stuck: StuckPolicy | None = Field(
+        None,
+        description="Pause for a person when attempts repeat (same failure, same output, no file change); "
+        "`stuck: {}` takes the defaults (3 attempts, every check).",
+    )
 
 
 class StopCondition(SpecModel):

@@ -8,15 +8,17 @@ It checks `seq` like an aggregate checks its version: an out-of-order event is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from loopengt_core.budget import BudgetLimits, Spend
 from loopengt_core.errors import StoreCorrupt
 from loopengt_core.events import (
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    BudgetReached,
     CheckpointTaken,
     CommandFinished,
     CommandRequested,
@@ -30,20 +32,41 @@ from loopengt_core.events import (
     RunCompleted,
     RunFailed,
     RunForked,
+    RunPaused,
     RunResumed,
     RunStarted,
     StepCompleted,
     StepFailed,
     TaskExpired,
+    TaskHeld,
     TaskIssued,
     WorkspaceAccepted,
     WorkspaceFiles,
 )
+from loopengt_core.stuck import Attempt
 
 RunStatus = Literal["running", "waiting_approval", "paused", "completed", "failed", "cancelled"]
 StepStatus = Literal["pending", "running", "waiting_approval", "completed", "failed", "skipped"]
 ENDED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 RECENT_ANSWERS = 64
+STREAK = 20  # failed attempts in a row a step keeps for stuck detection
+
+
+class _Additive(BaseModel):
+    """A dump leaves out the fields added since 0.2.0 while they hold their defaults, so the snapshots,
+    checkpoints and forks of a run that never used them are the bytes 0.2.0 wrote (and 0.2.0 reads)."""
+
+    added: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_unused_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.added:
+                default = type(self).model_fields[name].get_default(call_default_factory=True)
+                if name in data and getattr(self, name) == default:
+                    del data[name]
+        return data
 
 
 class GateResult(BaseModel):
@@ -70,7 +93,9 @@ class TaskState(TaskView):
     issued_at: str
 
 
-class StepState(BaseModel):
+class StepState(_Additive):
+    added: ClassVar[tuple[str, ...]] = ("spend", "streak")
+
     name: str
     status: StepStatus = "pending"
     attempts: int = Field(0, description="Attempts over the whole run.")
@@ -80,6 +105,19 @@ class StepState(BaseModel):
     visit_input: dict[str, Any] = Field(default_factory=dict)
     output: Any = None
     last_failure: str | None = None
+    spend: Spend = Field(default_factory=Spend, description="Usage reported by this step's submissions.")
+    streak: list[Attempt] = Field(
+        default_factory=list, description="Failed attempts in a row since it last passed (stuck detection)."
+    )
+
+
+class HeldTask(BaseModel):
+    """A task not issued because the run is paused (budget or stuck): `resume` issues it."""
+
+    step: str
+    attempt: int
+    feedback: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
 
 
 class Evaluation(BaseModel):
@@ -150,7 +188,9 @@ class WorkspaceRecord(BaseModel):
     )
 
 
-class RunState(BaseModel):
+class RunState(_Additive):
+    added: ClassVar[tuple[str, ...]] = ("spend", "paused_for", "budget_warning", "held", "budget")
+
     run_id: str
     loop: str
     goal: str = ""
@@ -176,6 +216,13 @@ class RunState(BaseModel):
     error: str | None = None
     checkpoints: int = 0
     workspace: WorkspaceRecord | None = None
+    spend: Spend = Field(default_factory=Spend, description="Usage reported over the run.")
+    paused_for: Literal["budget", "stuck"] | None = Field(
+        None, description="Why the run paused itself (a setup error pauses with `commands` blocked)."
+    )
+    budget_warning: str | None = Field(None, description="An audit budget's reached limit.")
+    held: list[HeldTask] = Field(default_factory=list, description="Tasks to issue on resume.")
+    budget: BudgetLimits | None = Field(None, description="Run limits raised by resume(budget=...).")
 
     @property
     def ended(self) -> bool:
@@ -186,9 +233,11 @@ class RunState(BaseModel):
         return [c for c in self.commands.values() if c.setup_error is None]
 
     def active_steps(self) -> set[str]:
-        """Steps with work in flight: an open task, a pending command, an output under evaluation."""
+        """Steps with work in flight: an open task, a pending command, an output under evaluation, a task
+        held by a pause."""
         return (
             {t.step for t in self.tasks.values()}
+            | {h.step for h in self.held}
             | {c.step for c in self.commands.values()}
             | {e.step for e in self.evaluations.values()}
         )
@@ -305,6 +354,8 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
 def _output_submitted(state: RunState, e: OutputSubmitted) -> None:
     task = state.tasks.pop(e.task_id)
     state.turn += 1
+    state.spend.add(e.usage)
+    state.steps[task.step].spend.add(e.usage)
     _record_workspace(state, e.workspace)
     _answer(state, task.task_id).digest = e.digest
     if e.outcome == "success":
@@ -444,7 +495,13 @@ _on(ApprovalRejected)(_approval_answered)
 
 @_on(RetryScheduled)
 def _retry_scheduled(state: RunState, e: RetryScheduled) -> None:
-    state.steps[e.step].last_failure = e.feedback
+    step = state.steps[e.step]
+    step.last_failure = e.feedback
+    if e.compared is not None:  # recorded with policy.stuck on
+        step.streak.append(
+            Attempt(**e.compared.model_dump(), attempt=e.attempt - 1, at=e.at, feedback=e.feedback)
+        )
+        del step.streak[:-STREAK]
 
 
 @_on(TaskExpired)
@@ -457,6 +514,7 @@ def _task_expired(state: RunState, e: TaskExpired) -> None:
 def _step_completed(state: RunState, e: StepCompleted) -> None:
     step = state.steps[e.step]
     step.status, step.output, step.last_failure = "completed", e.output, None
+    step.streak = []
     state.evaluations.pop(e.task_id or "", None)
     state.last_step = step.name
 
@@ -480,11 +538,34 @@ def _workspace_accepted(state: RunState, e: WorkspaceAccepted) -> None:
     _record_workspace(state, e)
 
 
+@_on(RunPaused)
+def _run_paused(state: RunState, e: RunPaused) -> None:
+    state.status, state.paused_for, state.error = "paused", e.reason, e.detail
+
+
+@_on(BudgetReached)
+def _budget_reached(state: RunState, e: BudgetReached) -> None:
+    state.budget_warning = e.detail
+
+
+@_on(TaskHeld)
+def _task_held(state: RunState, e: TaskHeld) -> None:
+    state.held.append(HeldTask(step=e.step, attempt=e.attempt, feedback=e.feedback, input=dict(e.input)))
+
+
 @_on(RunResumed)
 def _run_resumed(state: RunState, e: RunResumed) -> None:
     if state.status == "paused":
         state.status = "waiting_approval" if state.approval is not None else "running"
         state.error = None
+    state.paused_for = None
+    if e.budget is not None:
+        base = state.budget or BudgetLimits()
+        state.budget = base.model_copy(update=e.budget.model_dump(exclude_none=True))
+    state.held = []  # resume issues them in the same transition (or holds them again)
+    if e.hint is not None or e.budget is not None:  # a person looked: a stuck step starts afresh
+        for step in state.steps.values():
+            step.streak = []
 
 
 def _end(state: RunState, status: RunStatus, at: str, *, error: str | None = None) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from loopengt_core.budget import Spend, Usage
 from loopengt_core.events import (
     AnyEvent,
     ApprovalGiven,
@@ -110,6 +111,32 @@ class _Work:
     issued_at: str
     checked_since: str | None = None
     closed: bool = False
+    usage: Usage | None = None  # what its submission reported
+
+
+def usage_attributes(usage: Usage | Spend | None) -> dict[str, Any]:
+    """OTel GenAI usage attributes of a submission's usage (or a run's spend); only what was reported."""
+    if usage is None:
+        return {}
+    if isinstance(usage, Spend):
+        if not usage.reported and not usage.costed:
+            return {}
+        usage = Usage(
+            input_tokens=usage.input_tokens if usage.reported else None,
+            output_tokens=usage.output_tokens if usage.reported else None,
+            cache_read_tokens=usage.cache_read_tokens if usage.reported else None,
+            cache_write_tokens=usage.cache_write_tokens if usage.reported else None,
+            cost_usd=usage.cost_usd if usage.costed else None,
+        )
+    pairs = (
+        ("gen_ai.usage.input_tokens", usage.input_tokens),
+        ("gen_ai.usage.output_tokens", usage.output_tokens),
+        ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_tokens),
+        ("gen_ai.usage.cache_creation.input_tokens", usage.cache_write_tokens),
+        ("loopengt.usage.cost_usd", usage.cost_usd),
+        ("gen_ai.response.model", usage.model),
+    )
+    return {key: value for key, value in pairs if value is not None}
 
 
 @dataclass
@@ -249,6 +276,8 @@ class _Fold:
                 trail.work[event.task_id] = _Work(event.step, event.attempt, event.agent or event.step, at)
             case OutputSubmitted():
                 work = trail.work.get(event.task_id)
+                if work is not None:
+                    work.usage = event.usage
                 if event.outcome != "success":
                     self._close(event.task_id, at, "failed", event.error or "reported failure")
                 elif work is not None:
@@ -364,6 +393,7 @@ class _Fold:
                 "loopengt.task_id": task_id,
                 "loopengt.attempt": work.attempt,
                 "loopengt.outcome": outcome,
+                **usage_attributes(work.usage),
             },
             error=(_first_line(error) or outcome) if failed else None,
         )
@@ -466,6 +496,7 @@ class _Fold:
             "gen_ai.workflow.name": loop,
             "loopengt.outcome": outcome,
             "loopengt.turns": state.turn,
+            **usage_attributes(state.spend),
         }
         links: list[Link] = []
         if trail.parent_run_id:

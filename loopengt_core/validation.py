@@ -461,7 +461,20 @@ def check_semantics(spec: LoopSpec) -> list[Problem]:
         *_placeholders(spec),
         *_stop_conditions(spec),
         *_pattern_rules(spec),
+        *_budget(spec),
     ]
+
+
+def _budget(spec: LoopSpec) -> Iterator[Problem]:
+    """policy.budget.steps names steps, and only agent steps report usage."""
+    budget = spec.policy.budget
+    steps = {s.name: s for s in spec.steps}
+    for name in budget.steps if budget is not None else {}:
+        where = f"policy.budget.steps.{name}"
+        if name not in steps:
+            yield Problem(where, f"unknown step '{name}' ({_names('steps', list(steps))})")
+        elif steps[name].run is not None:
+            yield Problem(where, f"step '{name}' is a command step: it reports no usage, so no limit applies")
 
 
 def _duplicates(spec: LoopSpec) -> Iterator[Problem]:

@@ -6,6 +6,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from loopengt_core.budget import Spend, SpendView
 from loopengt_core.engine import open_tasks_text
 from loopengt_core.state import GateResult, RunState, RunStatus, StepStatus, TaskView
 
@@ -14,6 +15,7 @@ class StepView(BaseModel):
     name: str
     status: StepStatus
     attempts: int
+    spend: Spend = Field(default_factory=Spend, description="Usage this step's submissions reported.")
 
 
 MAX_CHANGED_PATHS = 50
@@ -44,6 +46,16 @@ class RunView(BaseModel):
     started_at: str
     updated_at: str
     workspace: WorkspaceView | None = None
+    spend: SpendView = Field(
+        default_factory=SpendView,
+        description="Tokens and cost the run's submissions reported; `unknown` counts those without usage.",
+    )
+    paused_for: Literal["budget", "stuck", "setup"] | None = Field(
+        None,
+        description="Why a paused run waits for a person: budget (a limit reached), stuck (attempts that "
+        "repeat), setup (a gate or command step's program cannot run).",
+    )
+    budget_warning: str | None = Field(None, description="An audit budget's reached limit (the run goes on).")
 
 
 class StepAnswer(RunView):
@@ -93,6 +105,24 @@ def next_action(state: RunState) -> str:
             f"spent. Once it is fixed, `loopengt resume {run}` (or resume(run_id='{run}')) runs the command "
             "again and the run goes on." + meanwhile
         )
+    if state.status == "paused" and state.paused_for is not None:
+        return (
+            f"Paused for a person ({state.paused_for}): {state.error}. An agent: tell the person; until then "
+            f"there is nothing for you to do. A person: `loopengt resume {run}` with "
+            + (
+                "--budget-tokens N / --budget-usd X / --budget-seconds S"
+                if state.paused_for == "budget"
+                else "--hint TEXT (the hint becomes feedback to the next attempt)"
+            )
+            + "; the held task is issued then, nothing is re-done."
+        )
+    if state.budget_warning and state.status == "running":
+        return f"Budget warning (audit, the run goes on): {state.budget_warning}. " + _work(state)
+    return _work(state)
+
+
+def _work(state: RunState) -> str:
+    run = state.run_id
     if state.tasks:
         ids = list(state.tasks)
         if len(ids) == 1:
@@ -125,7 +155,10 @@ def _view_fields(state: RunState) -> dict[str, Any]:
         "status": state.status,
         "turn": state.turn,
         "tasks": [TaskView.model_validate(t, from_attributes=True) for t in state.tasks.values()],
-        "steps": [StepView(name=s.name, status=s.status, attempts=s.attempts) for s in state.steps.values()],
+        "steps": [
+            StepView(name=s.name, status=s.status, attempts=s.attempts, spend=s.spend.model_copy())
+            for s in state.steps.values()
+        ],
         "final_output": state.final_output,
         "error": state.error,
         "next_action": next_action(state),
@@ -137,6 +170,14 @@ def _view_fields(state: RunState) -> dict[str, Any]:
             if state.workspace is not None
             else None
         ),
+        "spend": SpendView.of(state.spend, state.turn),
+        "paused_for": state.paused_for
+        or (
+            "setup"
+            if state.status == "paused" and any(c.setup_error for c in state.commands.values())
+            else None
+        ),
+        "budget_warning": state.budget_warning,
     }
 
 

@@ -372,6 +372,7 @@ def show(
     """
     from rich.console import Console
 
+    from loopengt_core.budget import spend_text
     from loopengt_server.wording import for_person, plural
 
     if follow:
@@ -388,8 +389,13 @@ def show(
     console.print(f"[bold]{view.run_id}[/] loop {view.loop}: [bold]{view.status}[/], turn {view.turn}")
     if view.error:
         console.print(f"  reason: {view.error}", markup=False)
+    if view.spend.submissions:
+        console.print(f"  spend: {spend_text(view.spend, view.spend.submissions)}", markup=False)
+    if view.budget_warning:
+        console.print(f"  budget warning: {view.budget_warning}", markup=False)
     for step in view.steps:
-        console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')})")
+        used = f", {spend_text(step.spend)}" if step.spend.reported or step.spend.costed else ""
+        console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')}{used})")
     for task in view.tasks:
         console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
     console.print(f"  next: {for_person(view.next_action)}", markup=False)
@@ -455,12 +461,44 @@ def resume(
     worktree: Annotated[
         str | None, typer.Option("--worktree", help="With --checkpoint: a new git worktree for the fork")
     ] = None,
+    budget_tokens: Annotated[
+        Optional[int],  # noqa: UP045 - typer
+        typer.Option("--budget-tokens", help="Raise the run's max_tokens to N"),
+    ] = None,
+    budget_usd: Annotated[
+        Optional[float],  # noqa: UP045 - typer
+        typer.Option("--budget-usd", help="Raise the run's max_cost_usd"),
+    ] = None,
+    budget_seconds: Annotated[
+        Optional[float],  # noqa: UP045 - typer
+        typer.Option("--budget-seconds", help="Raise the run's max_wall_seconds"),
+    ] = None,
+    hint: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option("--hint", help="Feedback to the next attempt (a stuck run)"),
+    ] = None,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Continue a run, or fork a new one from a checkpoint; prints the run's next action."""
     from loopengt_server.wording import for_person
 
-    view = _runs(store).resume(run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
+    raised = {
+        key: value
+        for key, value in (
+            ("max_tokens", budget_tokens),
+            ("max_cost_usd", budget_usd),
+            ("max_wall_seconds", budget_seconds),
+        )
+        if value is not None
+    }
+    view = _runs(store).resume(
+        run_id,
+        checkpoint_id,
+        accept_drift=accept_drift,
+        worktree=worktree,
+        budget=raised or None,
+        hint=hint,
+    )
     where = f" in {view.workspace.root}" if worktree and view.workspace else ""
     typer.echo(f"run {view.run_id}{where} {view.status}: {for_person(view.next_action)}")
 
@@ -655,6 +693,7 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
+    from loopengt_core.budget import spend_text
     from loopengt_core.metrics import run_metrics
     from loopengt_core.store import check_id, open_store
 
@@ -684,10 +723,18 @@ def eval_command(
     ):
         value = getattr(metrics, name)
         table.add_row(name, "-" if value is None else str(value))
+    table.add_row("spend", spend_text(metrics.spend, metrics.spend.submissions))
     console.print(table)
-    steps = Table("step", "status", "attempts", box=None, pad_edge=False)
+    steps = Table("step", "status", "attempts", "tokens", "cost_usd", box=None, pad_edge=False)
     for step in metrics.attempts:
-        steps.add_row(step.step, step.status, str(step.attempts))
+        used = step.spend
+        steps.add_row(
+            step.step,
+            step.status,
+            str(step.attempts),
+            f"{used.tokens:,}" if used.reported else "-",
+            f"{used.cost_usd:g}" if used.costed else "-",
+        )
     console.print(steps)
     if metrics.gates:
         gates = Table("gate", "passed", "failed", "pass rate", box=None, pad_edge=False)

@@ -20,6 +20,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from loopengt_core.budget import Usage, parse_usage
 from loopengt_core.commands import Peek
 from loopengt_core.errors import InvalidArgument, LoopengtError
 from loopengt_core.events import (
@@ -46,7 +48,7 @@ from loopengt_core.events import (
     RetryScheduled,
     StepFailed,
 )
-from loopengt_core.limits import MAX_JSON_DEPTH, too_deep
+from loopengt_core.limits import MAX_JSON_DEPTH, MAX_USAGE_BYTES, checked, too_deep
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.runs import Runs
 from loopengt_core.state import Command, TaskView
@@ -55,6 +57,7 @@ from loopengt_core.view import RunView
 from loopengt_server.wording import for_person, plural
 
 ERROR_TAIL_CHARS = 2000
+USAGE_FILE_ENV = "LOOPENGT_USAGE_FILE"  # where an agent may write what its work used (step's usage)
 TAIL_LINES = 3  # lines of the agent's stderr / a gate's output shown
 ACTIVE = ("running", "waiting_approval", "paused")
 WATCH_SECONDS = 0.25
@@ -129,12 +132,35 @@ def parse_output(stdout: str) -> Any:
         raise too_deep("the agent's output", MAX_JSON_DEPTH.get()) from None
 
 
+def read_usage(path: Path) -> tuple[Usage | None, str | None]:
+    """The usage an agent wrote to `$LOOPENGT_USAGE_FILE` (JSON, as `step`'s usage), and why it could not
+    be taken: no file is unknown usage, never zero; a bad one is unknown usage with a warning."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read {USAGE_FILE_ENV}: {exc.strerror or exc}"
+    try:
+        return parse_usage(checked(json.loads(text), "usage", MAX_USAGE_BYTES)[0]), None
+    except ValueError:
+        return None, f"{USAGE_FILE_ENV} does not hold JSON"
+    except LoopengtError as exc:
+        return None, exc.message
+
+
 def call_agent(
-    argv: list[str], payload: dict[str, Any], cwd: str, on_stderr: Callable[[str], None] | None = None
+    argv: list[str],
+    payload: dict[str, Any],
+    cwd: str,
+    on_stderr: Callable[[str], None] | None = None,
+    *,
+    usage_file: Path | None = None,
 ) -> tuple[Any, str | None]:
     """(output, None) on success, (None, error) when the agent command failed.
 
     Its stderr is read as it comes (each line to `on_stderr`) and its tail kept for the error.
+    `usage_file`: named to the agent as $LOOPENGT_USAGE_FILE, where it may write what the work used.
 
     Raises:
         AgentCannotStart: the program cannot be started (not found, not executable).
@@ -149,6 +175,7 @@ def call_agent(
             text=True,
             encoding="utf-8",
             errors="replace",
+            env={**os.environ, USAGE_FILE_ENV: str(usage_file)} if usage_file is not None else None,
         )
     except FileNotFoundError:
         raise AgentCannotStart(f"agent command not found: {argv[0]} (from {cwd})") from None
@@ -391,6 +418,10 @@ class Watcher:
                 self.progress.say(Text(f"    | {line}", style="dim"))
 
 
+def _plain(usage: Usage | None) -> dict[str, Any] | None:
+    return usage.model_dump(exclude_none=True) if usage is not None else None
+
+
 def _show_task(progress: Progress, task: TaskView) -> None:
     progress.say(
         Text.assemble(
@@ -432,7 +463,14 @@ def drive(
             # a fork bound to a git worktree works there (its commands run there too)
             where = view.workspace.root if view.workspace is not None else str(runs.cwd)
             started = time.monotonic()
-            output, error = call_agent(argv, payload, where, on_stderr=progress.output_line)
+            with tempfile.TemporaryDirectory(prefix="loopengt-usage-") as scratch:
+                usage_file = Path(scratch) / "usage.json"
+                output, error = call_agent(
+                    argv, payload, where, on_stderr=progress.output_line, usage_file=usage_file
+                )
+                usage, unreadable = read_usage(usage_file)
+            if unreadable is not None:
+                progress.say(Text(f"  usage unknown: {unreadable}", style="yellow"))
             took = time.monotonic() - started
             tail = list(progress.tail)
             if error is not None:
@@ -440,13 +478,15 @@ def drive(
                 for line in _last_lines(error):
                     progress.say(Text(f"    | {line}", style="dim"))
                 progress.now_doing("recording the failure")
-                answer = runs.step(view.run_id, task.task_id, None, outcome="failure", error=error)
+                answer = runs.step(
+                    view.run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage)
+                )
             else:
                 progress.say(f"  agent: done ({took:.1f} s)")
                 for line in tail:
                     progress.say(Text(f"    | {line}", style="dim"))
                 progress.now_doing("checking the output")
-                answer = runs.step(view.run_id, task.task_id, output)
+                answer = runs.step(view.run_id, task.task_id, output, usage=_plain(usage))
             if watcher is not None:
                 watcher.catch_up()
             view = answer

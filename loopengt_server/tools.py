@@ -107,7 +107,7 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 async def _submit(
-    runs: Runs, run_id: str, task_id: str, output: Any, outcome: str, error: str | None
+    runs: Runs, run_id: str, task_id: str, output: Any, outcome: str, error: str | None, usage: Any = None
 ) -> StepAnswer:
     """`runs.step`, on the event loop when it is only a local append+fsync (cheaper than the hop to a
     worker thread) and the run's lock is free; anything that can take longer goes to a worker thread."""
@@ -115,7 +115,14 @@ async def _submit(
     if runs.quick(run_id, task_id):
         try:
             answer = runs.step(
-                run_id, task_id, output, outcome=outcome, error=error, run_commands=False, wait=False
+                run_id,
+                task_id,
+                output,
+                outcome=outcome,
+                error=error,
+                run_commands=False,
+                wait=False,
+                usage=usage,
             )
         except LockBusy:
             pass  # someone else holds the run: wait for it on a worker thread, not on the event loop
@@ -124,7 +131,7 @@ async def _submit(
         if answer is not None and answer.commands_pending:  # commands take time: off the event loop
             return await _call(runs.settle, run_id, task_id)
     if answer is None:
-        answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error)
+        answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error, usage=usage)
     return answer
 
 
@@ -192,10 +199,12 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         output: Any = None,
         outcome: Literal["success", "failure"] = "success",
         error: str | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> types.CallToolResult:
         """Submit the output of an open task (outcome failure + error if you could not do it). The server runs the
-        gates and answers with gate_results and the next tasks (a retry carries feedback)."""
-        answer = await _submit(runs, run_id, task_id, output, outcome, error)
+        gates and answers with gate_results and the next tasks (a retry carries feedback). usage: what the work
+        used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
+        answer = await _submit(runs, run_id, task_id, output, outcome, error, usage)
         await announce(run_id)
         if answer.status == "waiting_approval":
             view = await ask_for_approval(ctx, runs, run_id)
@@ -211,12 +220,26 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
 
     @tool
     async def resume(
-        run_id: str, checkpoint_id: str | None = None, accept_drift: bool = False, worktree: str | None = None
+        run_id: str,
+        checkpoint_id: str | None = None,
+        accept_drift: bool = False,
+        worktree: str | None = None,
+        budget: dict[str, float] | None = None,
+        hint: str | None = None,
     ) -> types.CallToolResult:
         """Continue an interrupted run (accept_drift: true records files changed meanwhile), or with
         checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree for its files, a
-        folder name under .loopengt/worktrees)."""
-        view = await _call(runs.resume, run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree)
+        folder name under .loopengt/worktrees). A person's options: budget raises limits {max_tokens,
+        max_cost_usd, max_wall_seconds}; hint is feedback to the next attempt."""
+        view = await _call(
+            runs.resume,
+            run_id,
+            checkpoint_id,
+            accept_drift=accept_drift,
+            worktree=worktree,
+            budget=budget,
+            hint=hint,
+        )
         await announce(view.run_id)
         return _view(view)
 

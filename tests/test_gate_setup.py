@@ -102,6 +102,7 @@ def test_a_missing_gate_program_pauses_the_run_and_resume_continues_it(
     answer = runs.step(run_id, "write#1", {"summary": "done"})
     assert answer.accepted is True
     assert answer.status == "paused"
+    assert answer.paused_for == "setup"
     assert answer.tasks == []
     assert answer.gate_results == []  # the gate neither passed nor failed: it never ran
     assert f"gate 'check' of step 'write' cannot run: program `{GATE}` was not found on PATH" in (

@@ -33,6 +33,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "store_v0_2_0"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURE / "expected.json").read_text())
 GOLDEN_BASE = "/tmp/golden-gen"  # where the fixture was driven: its workspace roots name it
 RUN_IDS = sorted(EXPECTED)
+# event types added since 0.2.0, which its logs cannot hold: a budget or stuck pause (issue 16)
+ADDED_TYPES = {"run_paused", "task_held", "budget_reached"}
+# RunView keys added since 0.2.0 (issue 16): what a run spent, and why it paused itself
+ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning")
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 def test_the_fixture_holds_every_event_type() -> None:
     seen = {r["type"] for run_id in RUN_IDS for r in _records(FIXTURE / "runs" / run_id / "events.jsonl")}
-    assert seen == set(EVENT_TYPES)
+    assert seen == set(EVENT_TYPES) - ADDED_TYPES
 
 
 @pytest.mark.parametrize("run_id", RUN_IDS)
@@ -65,7 +69,12 @@ def test_a_0_2_0_run_folds_to_the_state_and_view_0_2_0_folded(store_dir: Path, r
     store = FileStore(store_dir)
     whole = project_run(store.events(run_id))
     assert whole.model_dump(mode="json") == EXPECTED[run_id]["state"]
-    assert run_view(whole).model_dump(mode="json") == EXPECTED[run_id]["view"]
+    view = run_view(whole).model_dump(mode="json")
+    for key in ADDED_VIEW_KEYS:
+        view.pop(key)
+    for step in view["steps"]:
+        step.pop("spend")
+    assert view == EXPECTED[run_id]["view"]
     loaded = store.load(run_id)  # through the snapshot 0.2.0 wrote, where there is one
     from_snapshot = project_run(
         loaded.events, whole.model_validate(loaded.snapshot) if loaded.snapshot else None

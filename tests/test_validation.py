@@ -563,3 +563,28 @@ def test_text_and_data_give_the_same_problems() -> None:
     _, problems = validate_data({"pattern": "loop"})
     assert caught.value.problems == problems
     assert {p.location for p in problems} == {"name", "steps", "pattern"}
+
+
+def test_budget_and_stuck_fields_are_checked_with_their_locations() -> None:
+    from loopengt_core.validation import validate_data
+
+    data = {
+        "name": "b",
+        "agents": [{"name": "a"}],
+        "steps": [{"name": "s", "agent": "a"}, {"name": "c", "run": ["true"]}],
+        "policy": {
+            "budget": {"mode": "enforce", "max_tokens": 0, "steps": {"nope": {"max_tokens": 5}, "c": {}}},
+            "stuck": {"after": 1, "same_outptu": True},
+        },
+    }
+    _spec, problems = validate_data(data)
+    text = "\n".join(str(p) for p in problems)
+    assert "policy.budget.max_tokens" in text
+    assert "policy.stuck.after" in text
+    assert "policy.stuck.same_outptu" in text
+    data["policy"]["budget"]["max_tokens"] = 10  # type: ignore[index]
+    data["policy"]["stuck"] = {}  # type: ignore[index]
+    _spec, problems = validate_data(data)
+    text = "\n".join(str(p) for p in problems)
+    assert "policy.budget.steps.nope: unknown step 'nope' (steps: s, c)" in text
+    assert "policy.budget.steps.c: step 'c' is a command step" in text

@@ -10,7 +10,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from loopengt_core.budget import BudgetLimits, Usage
 from loopengt_core.events._base import Event, WorkspaceFiles
+from loopengt_core.stuck import Compared
 
 _WORKSPACE = "The run's files right after it happened; only when the run records its files."
 _TYPE = "What happened: the record's `type`, which picks the class."
@@ -74,6 +76,9 @@ class OutputSubmitted(Event):
     error: str | None = Field(None, description="The agent's reason, with outcome failure.")
     digest: str | None = Field(None, description="Identity of the submission, to answer a repeat the same.")
     workspace: WorkspaceFiles | None = Field(None, description=_WORKSPACE)
+    usage: Usage | None = Field(
+        None, description="Tokens and cost the agent reported for the work; absent: unknown (never zero)."
+    )
 
 
 class _GateVerdict(Event):
@@ -196,6 +201,9 @@ class RetryScheduled(Event):
     delay_seconds: float = Field(description="Backoff before a command step runs again (0 for agents).")
     not_before: str = Field(description="When the attempt may start.")
     feedback: str | None = Field(None, description="Why the last attempt failed.")
+    compared: Compared | None = Field(
+        None, description="The failed attempt as stuck detection compares it; only with policy.stuck."
+    )
 
 
 class TaskExpired(Event):
@@ -247,11 +255,43 @@ class WorkspaceAccepted(Event):
     changed: list[str] = Field(default_factory=list, description="The files changed outside the loop.")
 
 
+class RunPaused(Event):
+    """The run stopped issuing work for a person: a budget limit was reached, or the loop is stuck."""
+
+    type: Literal["run_paused"] = Field("run_paused", description=_TYPE)
+    reason: Literal["budget", "stuck"] = Field(description="budget: a limit was reached; stuck: no progress.")
+    detail: str = Field(description="What was reached or what repeated, since when, and the last feedback.")
+
+
+class BudgetReached(Event):
+    """An audit budget's limit was reached: recorded and shown as a warning; the run goes on."""
+
+    type: Literal["budget_reached"] = Field("budget_reached", description=_TYPE)
+    detail: str = Field(description="Which limit, and the spend that reached it.")
+
+
+class TaskHeld(Event):
+    """A task the engine would have issued while the run is paused: `resume` issues it then."""
+
+    type: Literal["task_held"] = Field("task_held", description=_TYPE)
+    step: str = Field(description="The step.")
+    attempt: int = Field(description="The attempt it would be.")
+    feedback: str | None = Field(None, description="Feedback for the attempt.")
+    input: dict[str, Any] = Field(default_factory=dict, description="The task's input.")
+
+
 class RunResumed(Event):
     """`resume` continued the run (a paused run runs again)."""
 
     type: Literal["run_resumed"] = Field("run_resumed", description=_TYPE)
     reason: str | None = Field(None, description="Always `resumed` today.")
+    budget: BudgetLimits | None = Field(
+        None,
+        description="Limits raised by the person resuming; they replace policy.budget's. Only when given.",
+    )
+    hint: str | None = Field(
+        None, description="A person's hint, given as feedback to the next attempt. Only when given."
+    )
 
 
 class RunCompleted(Event):
@@ -295,6 +335,9 @@ AnyEvent = Annotated[
     | StepFailed
     | CheckpointTaken
     | WorkspaceAccepted
+    | RunPaused
+    | BudgetReached
+    | TaskHeld
     | RunResumed
     | RunCompleted
     | RunFailed
