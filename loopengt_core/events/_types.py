@@ -12,6 +12,7 @@ from pydantic import Field
 
 from loopengt_core.budget import BudgetLimits, Usage
 from loopengt_core.events._base import Event, WorkspaceFiles
+from loopengt_core.spec import ApprovalChannel
 from loopengt_core.stuck import Compared
 
 _WORKSPACE = "The run's files right after it happened; only when the run records its files."
@@ -170,7 +171,7 @@ class _ApprovalAnswer(Event):
     gate: str = Field(description="The approval gate.")
     comment: str | None = Field(None, description="What the person said (feedback on a rejection).")
     by: str | None = Field(None, description="Who answered, as the channel tells it.")
-    via: Literal["cli", "elicitation", "web"] | None = Field(
+    via: ApprovalChannel | None = Field(
         None,
         description="The channel the answer came through: `cli` (`loopengt approve`), `elicitation` (a form "
         "in an MCP client), `web` (the web view). None in logs written before it was recorded.",
