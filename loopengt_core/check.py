@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument, LoopengtError
+from loopengt_core.errors import InvalidArgument, LoopengtError, StoreCorrupt
 from loopengt_core.state import RunState, project_run
-from loopengt_core.store import Store, check_id
+from loopengt_core.store import Repairable, Store, check_id
 from loopengt_core.validation import load_spec
 
 
@@ -74,16 +74,31 @@ def check_store(store: Store) -> list[RunCheck]:
     return [check_run(store, run_id) for run_id in store.list_runs()]
 
 
+def damaged_runs(store: Store) -> list[str]:
+    """The runs whose log fails its checksums or seqs when loaded (`loopengt doctor`).
+
+    Loading reads the snapshot, a prefix CRC and the tail, so this is cheap where `check_store` folds every
+    log. A run that vanished meanwhile or is unreadable for another reason is left to `check_store`.
+    """
+    damaged: list[str] = []
+    for run_id in store.list_runs():
+        try:
+            store.load(run_id)
+        except StoreCorrupt:
+            damaged.append(run_id)
+        except LoopengtError:
+            continue
+    return damaged
+
+
 def repair_run(store: Store, run_id: str) -> str:
     """Repair a damaged file-store log at a person's request; what was removed, in one paragraph.
 
     Raises:
         InvalidArgument: the store cannot repair (PostgreSQL keeps no torn or damaged lines to cut).
     """
-    from loopengt_core.store.files import FileStore
-
     check_id(run_id)
-    if not isinstance(store, FileStore):
+    if not isinstance(store, Repairable):
         raise InvalidArgument(
             "--repair works on a file store; a PostgreSQL store has no damaged lines to cut (restore the "
             "database from a backup instead)"

@@ -242,7 +242,7 @@ def import_run(
     check_id(doc.run_id)
     target = doc.run_id if as_id is None else check_id(as_id, "new run id (--as)")
     events, points = (list(doc.events), list(doc.checkpoints)) if as_id is None else _renamed(doc, target)
-    every = snapshot_every or int(getattr(store, "snapshot_every", 100))
+    every = snapshot_every or store.snapshot_every
     snapshot_seq = len(events) // every * every
     state, states = _fold(target, events, {p.seq for p in points} | {snapshot_seq}, source)
     if state.spec_hash and state.spec_hash != hashlib.sha256(doc.spec.encode()).hexdigest()[:16]:

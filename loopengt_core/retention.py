@@ -6,7 +6,8 @@ to it. A run's age is the time since it ended. Runs that cannot be read are left
 
 What a run frees is reported as its events and its size as run data (the length of its export: spec,
 events and checkpoints as JSON), a measure both stores share; the file store's snapshot comes on top.
-The file store also loses the temp files that writers killed mid-write left behind (over an hour old).
+A `Sweepable` store (the file store) also loses the temp files that writers killed mid-write left behind
+(over an hour old).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound
 from loopengt_core.events import parse_iso
 from loopengt_core.portability import write_export
 from loopengt_core.state import RunState, project_run
-from loopengt_core.store import Store
+from loopengt_core.store import Store, Sweepable
 
 PRUNABLE: tuple[str, ...] = ("completed", "failed", "cancelled")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -123,7 +124,6 @@ def prune(
             report.skipped.append((run_id, exc.message))
             continue
         report.runs.append(found)
-    sweep = getattr(store, "sweep_leftovers", None)
-    if callable(sweep):
-        report.leftovers, report.leftover_bytes = sweep(dry_run=dry_run)
+    if isinstance(store, Sweepable):
+        report.leftovers, report.leftover_bytes = store.sweep_leftovers(dry_run=dry_run)
     return report

@@ -47,9 +47,10 @@ from loopengt_core.errors import (
 from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso, parse_iso
 from loopengt_core.limits import MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_text
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
+from loopengt_core.reading import RunReader
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
-from loopengt_core.store import Checkpoint, LockBusy, Store, check_id
+from loopengt_core.store import Checkpoint, DirectoryBacked, LocalLocking, LockBusy, Store, check_id
 from loopengt_core.validation import load_spec, read_spec_file, spec_data
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
@@ -170,12 +171,13 @@ class Runs:
         `max_output_bytes`: instead of LOOPENGT_MAX_OUTPUT_BYTES.
         """
         self.store = store
+        self.reader = RunReader(store)  # for watchers: reads that take no lock and never append
         self.cwd = Path(cwd or os.getcwd())
         self.clock = clock
         self.allow_inline_commands = allow_inline_commands
         self.max_output_bytes = max_output_bytes
         self.confine_paths = confine_paths
-        self.snapshot_every = snapshot_every or int(getattr(store, "snapshot_every", 100))
+        self.snapshot_every = snapshot_every or store.snapshot_every
         self.runner = f"{socket.gethostname()}:{os.getpid()}"
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
@@ -341,7 +343,7 @@ class Runs:
         `task_id`: a submission for a task neither open nor answered recently is answered from the
         store's task index, which is file work for a worker thread.
         """
-        if not callable(getattr(self.store, "try_lock", None)):
+        if not isinstance(self.store, LocalLocking):
             return False  # a database store: its transitions are network round trips
         with self._guard:
             run = self._cache.get(run_id)
@@ -685,11 +687,9 @@ class Runs:
     def _lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
         if wait:
             return self.store.lock(run_id)
-        try_lock = getattr(self.store, "try_lock", None)
-        if try_lock is None:
+        if not isinstance(self.store, LocalLocking):
             raise LockBusy(run_id)
-        lock: AbstractContextManager[None] = try_lock(run_id)
-        return lock
+        return self.store.try_lock(run_id)
 
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         view, pending = self._locked(
@@ -840,9 +840,10 @@ class Runs:
     def _snapshot(self, root: str | Path) -> WorkspaceState:
         # the file store's directory and the forks' worktrees, when they lie in the work tree, are not
         # the run's code
-        where = getattr(self.store, "root", None)
         forks = self.cwd.resolve() / WORKTREES_DIR
-        return git.snapshot(root, exclude=(where.resolve(), forks) if isinstance(where, Path) else (forks,))
+        if isinstance(self.store, DirectoryBacked):
+            return git.snapshot(root, exclude=(self.store.root.resolve(), forks))
+        return git.snapshot(root, exclude=(forks,))
 
     def _root(self, run_id: str) -> str | None:
         """The run's working directory when it records its files (never changes during a run)."""

@@ -283,6 +283,7 @@ def run(
 
     from rich.console import Console
 
+    from loopengt_core.reading import RunReader
     from loopengt_core.store import open_store
     from loopengt_server.headless import AgentCannotStart, Progress, Watcher, agent_argv, drive, show_end
 
@@ -307,7 +308,7 @@ def run(
     else:
         view = runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
     progress.say(f"run {view.run_id} ({view.loop}) in {store}")
-    watched = open_store(store)
+    watched = RunReader(open_store(store))
     try:
         with progress, Watcher(watched, view.run_id, progress) as watcher:
             try:
@@ -330,9 +331,7 @@ def run(
                 )
                 raise typer.Exit(130) from None
     finally:
-        close = getattr(watched, "close", None)
-        if callable(close):
-            close()
+        watched.close()
     show_end(console, view, watcher.fold, time.monotonic() - started, quiet=quiet)
     if view.status == "paused" and not quiet:
         console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
@@ -547,17 +546,18 @@ def check(
 
 
 def _follow(run_id: str, store: str, as_json: bool) -> None:
+    from loopengt_core.reading import RunReader
     from loopengt_core.store import check_id, open_store
     from loopengt_server.follow import follow as watch
 
     if as_json:
         raise fail("--follow draws a live view; use --json without --follow, or --trace for the events", 2)
     check_id(run_id)
-    opened = open_store(store)
+    reader = RunReader(open_store(store))
     try:
-        final = watch(opened, run_id)
+        final = watch(reader, run_id)
     finally:
-        opened.close()
+        reader.close()
     raise typer.Exit(0 if final.status == "completed" else 1)
 
 

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from loopengt_core.store import describe_location, is_database, probe_database
+
 if TYPE_CHECKING:
     from loopengt_server.clients.records import ClientRecord
 
@@ -120,66 +122,41 @@ def check_mcp() -> Check:
     return Check("WARN", "mcp", f"{version}, but loopengt wants {wanted}", f'pip install "{wanted}"')
 
 
-def _where(dsn: str) -> tuple[str, str]:
-    """(`postgresql://user@host:port/db` without the password, the password) for messages."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params: dict[str, Any] = conninfo_to_dict(dsn)
-    except psycopg.Error:  # the parser's message may quote the password: show none of it
-        return "postgresql://(unparseable DSN)", ""
-    user, host = params.get("user") or "", params.get("host") or "localhost"
-    port = f":{params['port']}" if params.get("port") else ""
-    where = f"postgresql://{user + '@' if user else ''}{host}{port}/{params.get('dbname') or user}"
-    return where, str(params.get("password") or "")
-
-
 def check_postgres(dsn: str, name: str = "store") -> Check:
     """Connect and read the schema version; never migrates (the server does that on start)."""
-    import psycopg
+    from loopengt_core.errors import LoopengtError
 
-    from loopengt_core.store.postgres import SCHEMA_VERSION
-
-    where, password = _where(dsn)
     try:
-        with psycopg.connect(dsn, connect_timeout=_CONNECT_TIMEOUT, autocommit=True) as conn:
-            server = conn.info.server_version
-            row = conn.execute("SELECT to_regclass('loopengt_schema_version') IS NOT NULL").fetchone()
-            current = None
-            if row is not None and row[0]:
-                got = conn.execute("SELECT max(version) FROM loopengt_schema_version").fetchone()
-                current = None if got is None else got[0]
-    except psycopg.Error as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if password:
-            detail = detail.replace(password, "***")
+        found = probe_database(dsn, connect_timeout_seconds=_CONNECT_TIMEOUT)
+    except LoopengtError as exc:
         return Check(
             "FAIL",
             name,
-            f"{where}: cannot connect ({detail})",
+            exc.message,
             "start the server, or check host, port, user, password and database in the URL",
         )
-    version = f"PostgreSQL {server // 10000}.{server % 10000}"
+    where, current, known = found.where, found.schema_version, found.known_version
     if current is None:
         return Check(
-            "OK", name, f"{where}: {version}, reachable; no loopengt tables yet (created by the first start)"
+            "OK",
+            name,
+            f"{where}: {found.server_version}, reachable; no loopengt tables yet (created by the first start)",
         )
-    if current > SCHEMA_VERSION:
+    if current > known:
         return Check(
             "FAIL",
             name,
-            f"{where}: schema version {current} is newer than this loopengt knows ({SCHEMA_VERSION})",
+            f"{where}: schema version {current} is newer than this loopengt knows ({known})",
             "upgrade loopengt to the version the other servers run",
         )
-    if current < SCHEMA_VERSION:
+    if current < known:
         return Check(
             "WARN",
             name,
-            f"{where}: schema version {current}, this loopengt migrates it to {SCHEMA_VERSION} on start",
+            f"{where}: schema version {current}, this loopengt migrates it to {known} on start",
             "nothing to do unless older loopengt servers still share this database: upgrade them together",
         )
-    return Check("OK", name, f"{where}: {version}, schema version {current}")
+    return Check("OK", name, f"{where}: {found.server_version}, schema version {current}")
 
 
 def check_file_store(location: str) -> Check:
@@ -218,7 +195,7 @@ def check_file_store(location: str) -> Check:
 
 
 def check_store(location: str) -> Check:
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_database(location):
         return check_postgres(location)
     return check_file_store(location)
 
@@ -229,21 +206,20 @@ def check_corrupt_runs(location: str) -> Check | None:
     Only for a file store that exists: opening a PostgreSQL store would migrate its schema, and
     `loopengt check` reads those.
     """
-    if location.startswith(("postgresql://", "postgres://")) or not (Path(location) / "runs").is_dir():
-        return None
-    from loopengt_core.errors import LoopengtError, StoreCorrupt
-    from loopengt_core.store.files import FileStore
+    from loopengt_core.check import damaged_runs
+    from loopengt_core.errors import LoopengtError
+    from loopengt_core.store import open_store
 
-    store = FileStore(location)
-    corrupt: list[str] = []
+    if is_database(location) or not (Path(location) / "runs").is_dir():
+        return None
     try:
-        for run_id in store.list_runs():
-            try:
-                store.load(run_id)
-            except StoreCorrupt:
-                corrupt.append(run_id)
-            except LoopengtError:
-                continue  # vanished meanwhile, or unreadable for another reason: `loopengt check` says
+        store = open_store(location)
+    except LoopengtError as exc:
+        return Check("FAIL", "runs", f"cannot open the store: {exc.message}", "fix the setting it names")
+    try:
+        corrupt = damaged_runs(store)
+    except LoopengtError as exc:
+        return Check("FAIL", "runs", f"cannot list the runs: {exc.message}", "fix the store's permissions")
     finally:
         store.close()
     if not corrupt:
@@ -269,7 +245,7 @@ def check_workspace(project: Path, store: str) -> Check:
             "git is not on PATH: runs record no files (`workspace: git` fails)",
             "install git",
         )
-    database = store.startswith(("postgresql://", "postgres://"))
+    database = is_database(store)
     problem = workspace.probe(project, exclude=() if database else (Path(store).absolute(),))
     if problem is not None:
         return Check(
@@ -299,7 +275,7 @@ def _store_urls(entry: Any) -> list[str]:
             value = args[i + 1]
         elif isinstance(arg, str) and arg.startswith("--store="):
             value = arg.split("=", 1)[1]
-        if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
+        if isinstance(value, str) and is_database(value):
             urls.append(value)
     return urls
 
@@ -307,9 +283,7 @@ def _store_urls(entry: Any) -> list[str]:
 def _redacted(arg: str) -> str:
     """An argument as shown: a PostgreSQL URL without its password."""
     head, sep, url = arg.partition("=") if arg.startswith("--store=") else ("", "", arg)
-    if url.startswith(("postgresql://", "postgres://")):
-        return head + sep + _where(url)[0]
-    return arg
+    return head + sep + describe_location(url)
 
 
 def _command_check(client: str, shown: str, name: str, entry: dict[str, Any]) -> Check:

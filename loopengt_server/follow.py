@@ -1,9 +1,10 @@
 """`loopengt show RUN_ID --follow`: watch a run live until it ends.
 
-The view only reads: it folds the run's log itself instead of asking the runs service, which would take
-the run's lock and could append (deadline ticks). Changes from any process on either store show up
-because it watches the log: a store with `changes()` (PostgreSQL LISTEN/NOTIFY) wakes it at once, and
-every store is also polled through `version(run_id)`, a cheap token, every `poll_seconds`.
+The view only reads: it folds the run's log itself through a `RunReader` instead of asking the runs
+service, which would take the run's lock and could append (deadline ticks). Changes from any process on
+either store show up because it watches the log: a store that pushes changes (PostgreSQL LISTEN/NOTIFY)
+wakes it at once, and every store is also polled through `version(run_id)`, a cheap token, every
+`poll_seconds`.
 
 On a terminal it draws a rich Live panel (status, open tasks, steps with attempts, gate results, the last
 events); otherwise (a pipe, a file, a test) it prints one plain line per event and a status line when
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -53,8 +52,8 @@ from loopengt_core.events import (
     parse_iso,
 )
 from loopengt_core.metrics import MetricsFold
+from loopengt_core.reading import RunReader
 from loopengt_core.state import RunState
-from loopengt_core.store import Store
 from loopengt_server.wording import plural
 
 RECENT_EVENTS = 10
@@ -149,17 +148,15 @@ def end_line(state: RunState) -> str:
 class Follower:
     """Reads a run's new events as they arrive and folds them; `wait()` blocks until something may have changed."""
 
-    def __init__(self, store: Store, run_id: str, *, poll_seconds: float = POLL_SECONDS) -> None:
-        self.store = store
+    def __init__(self, reader: RunReader, run_id: str, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self.reader = reader
         self.run_id = run_id
         self.poll_seconds = poll_seconds
         self.fold = MetricsFold()
         self.recent: deque[Event] = deque(maxlen=RECENT_EVENTS)
-        changes = getattr(store, "changes", None)
-        self._changes: Callable[[float], list[str]] | None = changes if callable(changes) else None
-        if self._changes is not None:
-            self._changes(0)  # start listening before the first read, so no change falls in between
-        self._version = store.version(run_id)
+        if reader.pushes_changes:
+            reader.changes(0)  # start listening before the first read, so no change falls in between
+        self._version = reader.version(run_id)
         self.pull()
 
     @property
@@ -170,7 +167,7 @@ class Follower:
     def pull(self) -> list[AnyEvent]:
         """Fold the events appended since the last pull."""
         after = 0 if self.fold.state is None else self.fold.state.seq
-        new = self.store.events(self.run_id, after=after)
+        new = self.reader.events(self.run_id, after=after)
         for event in new:
             self.fold.add(event)
             self.recent.append(event)
@@ -178,11 +175,8 @@ class Follower:
 
     def wait(self) -> list[AnyEvent]:
         """Sleep until a notification or the poll interval; then the new events, if the log changed."""
-        if self._changes is not None:
-            self._changes(self.poll_seconds)
-        else:
-            time.sleep(self.poll_seconds)
-        version = self.store.version(self.run_id)
+        self.reader.changes(self.poll_seconds)
+        version = self.reader.version(self.run_id)
         if version == self._version:
             return []
         self._version = version
@@ -278,7 +272,7 @@ def follow_live(follower: Follower, console: Console) -> RunState:
 
 
 def follow(
-    store: Store,
+    reader: RunReader,
     run_id: str,
     *,
     console: Console | None = None,
@@ -292,7 +286,7 @@ def follow(
         NotFound: no such run (or it was deleted while being watched).
     """
     console = console or Console(highlight=False)
-    follower = Follower(store, run_id, poll_seconds=poll_seconds)
+    follower = Follower(reader, run_id, poll_seconds=poll_seconds)
     use_live = console.is_terminal and not console.is_dumb_terminal if live is None else live
     if use_live:
         return follow_live(follower, console)

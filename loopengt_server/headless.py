@@ -50,9 +50,9 @@ from loopengt_core.events import (
 )
 from loopengt_core.limits import MAX_JSON_DEPTH, MAX_USAGE_BYTES, checked, too_deep
 from loopengt_core.metrics import MetricsFold
+from loopengt_core.reading import RunReader
 from loopengt_core.runs import Runs
 from loopengt_core.state import Command, TaskView
-from loopengt_core.store import Store
 from loopengt_core.view import RunView
 from loopengt_server.wording import for_person, plural
 
@@ -321,12 +321,12 @@ class Progress:
 class Watcher:
     """Reads the run's events while `Runs.step` works, to show which gate or command step runs and how it ended.
 
-    It folds the log on a store handle of its own (read only); `catch_up()` is called by the driver after
-    each step so that everything is said before the next task is.
+    It folds the log through a reader on a store handle of its own (no lock, no writes); the driver calls
+    `catch_up()` after each step so that everything is said before the next task is.
     """
 
-    def __init__(self, store: Store, run_id: str, progress: Progress) -> None:
-        self.store = store
+    def __init__(self, reader: RunReader, run_id: str, progress: Progress) -> None:
+        self.reader = reader
         self.run_id = run_id
         self.progress = progress
         self.fold = MetricsFold()
@@ -335,7 +335,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="loopengt-watch", daemon=True)
-        for event in store.events(run_id):  # what happened before this command: counted, not said
+        for event in reader.events(run_id):  # what happened before this command: counted, not said
             self._fold(event, say=False)
 
     def __enter__(self) -> Watcher:
@@ -358,7 +358,7 @@ class Watcher:
     def catch_up(self) -> None:
         with self._lock:
             after = self.fold.state.seq if self.fold.state is not None else 0
-            for event in self.store.events(self.run_id, after=after):
+            for event in self.reader.events(self.run_id, after=after):
                 self._fold(event, say=True)
 
     def _fold(self, event: Event, *, say: bool) -> None:

@@ -97,7 +97,7 @@ class Notifier:
         if not self.listening:
             return  # the watcher announces, once, what changed while nobody listened
         with contextlib.suppress(LoopengtError):
-            self._versions[run_id] = await anyio.to_thread.run_sync(self.runs.store.version, run_id)
+            self._versions[run_id] = await anyio.to_thread.run_sync(self.runs.reader.version, run_id)
         for uri in run_uris(run_id):
             await self.bus.publish(ResourceUpdated(uri=uri))
             for session in list(self.sessions.get(uri, [])):
@@ -113,12 +113,11 @@ class Notifier:
     async def watch(self) -> None:
         """Announce runs changed elsewhere while anyone listens; runs until cancelled.
 
-        A store with `changes()` (PostgreSQL: LISTEN/NOTIFY) pushes them, across servers; otherwise the
+        A store that pushes changes (PostgreSQL: LISTEN/NOTIFY) tells them, across servers; otherwise the
         store's per-run version tokens are polled.
         """
-        changes = getattr(self.runs.store, "changes", None)
-        if callable(changes):
-            await self._listen(changes)
+        if self.runs.reader.pushes_changes:
+            await self._listen()
             return
         # Learn every run's version now, not at the first scan after someone subscribes: a change made by
         # another process right after a client subscribed would otherwise become the baseline, unannounced.
@@ -139,22 +138,24 @@ class Notifier:
             for run_id in changed:
                 await self.changed(run_id)
 
-    async def _listen(self, changes: Callable[[float], list[str]]) -> None:
+    async def _listen(self) -> None:
         while True:
             try:
-                run_ids = await anyio.to_thread.run_sync(changes, 1.0, abandon_on_cancel=True)
+                run_ids = await anyio.to_thread.run_sync(
+                    self.runs.reader.changes, 1.0, abandon_on_cancel=True
+                )
             except LoopengtError as exc:
                 log.warning("listening for changes failed: %s", exc)
                 await anyio.sleep(1.0)
                 continue
-            for run_id in run_ids:
+            for run_id in run_ids or ():
                 await self.changed(run_id)
 
     def _scan(self) -> list[str]:
         changed = []
         first, self._primed = not self._primed, True
-        for run_id in self.runs.store.list_runs():
-            version = self.runs.store.version(run_id)
+        for run_id in self.runs.reader.list_runs():
+            version = self.runs.reader.version(run_id)
             if self._versions.get(run_id) != version:
                 if not first:
                     changed.append(run_id)

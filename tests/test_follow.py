@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from loopengt_core.reading import RunReader
 from loopengt_core.runs import Runs
 from loopengt_core.store import open_store
 from loopengt_server.follow import follow
@@ -284,7 +285,7 @@ def test_live_view_on_a_terminal_draws_status_tasks_steps_gates_and_events(tmp_p
     console = Console(file=screen, force_terminal=True, width=140, color_system=None)
     worker = threading.Thread(target=drive)
     worker.start()
-    final = follow(open_store(str(tmp_path / "store")), "live", console=console, poll_seconds=0.05)
+    final = follow(RunReader(open_store(str(tmp_path / "store"))), "live", console=console, poll_seconds=0.05)
     worker.join()
     drawn = screen.getvalue()
     assert final.status == "completed"

@@ -1,9 +1,20 @@
-"""Where runs live. `Store` is the protocol; backends (`files.py`, later `postgres.py`) implement it.
+"""Where runs live. `Store` is the protocol; `files.py` (the default) and `postgres.py` implement it.
 
 This module imports no backend, so the engine and the service depend only on the protocol.
-Stores see events and JSON-able state; they never interpret them. Every backend raises only
-`loopengt_core.errors` exceptions (StoreConflict, StoreCorrupt, NotFound, InvalidArgument):
-no OSError or driver error reaches the service.
+Stores see events and JSON-able state; they never interpret them. Every backend raises only the errors
+of `loopengt_core.store.errors` (StoreConflict, StoreCorrupt, StoreIOError, NotFound, InvalidArgument,
+and LockBusy from `try_lock`): no OSError or driver error reaches the service.
+
+What only some backends can do is a capability, a small protocol of its own that a caller checks with
+`isinstance` (never `getattr`):
+
+    LocalLocking     try_lock: the lock is local to this machine, so trying it never waits (file store)
+    DirectoryBacked  root: the runs live in a directory here, which a workspace snapshot leaves out (file store)
+    Sweepable        sweep_leftovers: temp files of crashed writers can be removed (file store)
+    Repairable       repair: a damaged log can be cut after its last good batch (file store)
+    ChangeFeed       changes: runs changed by any instance are pushed, not polled (PostgreSQL)
+
+`tests/test_store_contract.py` runs every backend through the protocol and each capability it has.
 
 The protocol is synchronous on purpose: a transition is a short critical section under an OS-level
 lock, and the MCP layer runs it on a worker thread, so waiting for a lock or an fsync never blocks
@@ -17,16 +28,37 @@ import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from loopengt_core.errors import InvalidArgument, StoreConflict
 from loopengt_core.events import AnyEvent, Event
+from loopengt_core.store.errors import LockBusy, StoreIOError
+
+__all__ = [
+    "ID_PATTERN",
+    "ChangeFeed",
+    "Checkpoint",
+    "DatabaseProbe",
+    "DirectoryBacked",
+    "LoadedRun",
+    "LocalLocking",
+    "LockBusy",
+    "Repair",
+    "Repairable",
+    "Store",
+    "StoreIOError",
+    "Sweepable",
+    "check_batch",
+    "check_checkpoint",
+    "check_id",
+    "describe_location",
+    "is_database",
+    "open_store",
+    "probe_database",
+]
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-
-
-class LockBusy(Exception):
-    """A run's lock is held elsewhere and the caller asked not to wait (`FileStore.try_lock`)."""
 
 
 def check_id(value: object, what: str = "run_id") -> str:
@@ -97,9 +129,40 @@ def check_checkpoint(checkpoint: object) -> Checkpoint:
     return checkpoint
 
 
+@dataclass(frozen=True)
+class Repair:
+    """What `Repairable.repair` did: the log kept up to `kept_seq`, the rest in `backup`."""
+
+    run_id: str
+    line: int
+    reason: str
+    kept_seq: int
+    removed_lines: int
+    removed_bytes: int
+    backup: str
+    removed_checkpoints: list[str]
+
+
+@dataclass(frozen=True)
+class DatabaseProbe:
+    """What `probe_database` read from a PostgreSQL server without changing anything (`loopengt doctor`)."""
+
+    where: str  # postgresql://user@host:port/dbname, never the password
+    server_version: str  # e.g. "PostgreSQL 16.4"
+    schema_version: int | None  # None: no loopengt tables yet (the first server to start creates them)
+    known_version: int  # the schema version this loopengt migrates to
+
+
 @runtime_checkable
 class Store(Protocol):
-    """Durable home of runs. Implementations must pass `tests/store_contract.py`."""
+    """Durable home of runs. Every backend passes `tests/test_store_contract.py`.
+
+    Optional abilities are the capability protocols below (`LocalLocking`, `DirectoryBacked`, `Sweepable`,
+    `Repairable`, `ChangeFeed`); a backend has one exactly when it is an instance of it.
+    """
+
+    snapshot_every: int
+    """Events between snapshots: `Runs` saves the state after every that many, so a load replays fewer."""
 
     def create_run(self, run_id: str, spec_text: str, events: Sequence[Event]) -> None:
         """Create a run with its frozen spec and first events, atomically and durably.
@@ -178,7 +241,105 @@ class Store(Protocol):
     def version(self, run_id: str) -> str:
         """A cheap token that changes whenever the run's log changes (watchers poll it)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections and descriptors; the store stays usable and reopens them on demand."""
+
+
+@runtime_checkable
+class LocalLocking(Protocol):
+    """A store whose run lock lives on this machine (flock), so a transition is a local append.
+
+    `Runs.quick` runs such a transition on the MCP event loop, which it may do only because `try_lock`
+    never waits: a lock held elsewhere raises LockBusy and the caller goes to a worker thread.
+    """
+
+    def try_lock(self, run_id: str) -> AbstractContextManager[None]:
+        """`lock`, or LockBusy at once when another thread or process holds it.
+
+        Raises:
+            LockBusy: the run's lock is held (nothing was done).
+            NotFound: no such run.
+        """
+
+
+@runtime_checkable
+class DirectoryBacked(Protocol):
+    """A store that keeps its runs in a directory of this machine.
+
+    A run's workspace snapshot (git) leaves that directory out when it lies inside the work tree: the
+    store's own files are not the run's code.
+    """
+
+    root: Path
+
+
+@runtime_checkable
+class Sweepable(Protocol):
+    """A store whose crashed writers can leave temp files behind, which `loopengt prune` removes."""
+
+    def sweep_leftovers(
+        self, *, older_than_seconds: float = 3600.0, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove (or with `dry_run` only count) leftovers untouched for `older_than_seconds`;
+        returns (entries, bytes). A writer still at work keeps its own."""
+
+
+@runtime_checkable
+class Repairable(Protocol):
+    """A store that can cut a damaged log after its last good batch (`loopengt check --repair`).
+
+    Only at a person's request: repairing drops the events after the damage (kept aside in a backup).
+    """
+
+    def repair(self, run_id: str) -> Repair | None:
+        """Cut the run's log after its last whole batch; None when the log has no damaged line.
+
+        Raises:
+            NotFound: no such run.
+        """
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A store that pushes which runs changed, across processes and machines (PostgreSQL LISTEN/NOTIFY).
+
+    Stores without it are watched by polling `version(run_id)`.
+    """
+
+    def changes(self, timeout_seconds: float) -> list[str]:
+        """Run ids created or appended to by any instance since the last call, each once; waits up to
+        `timeout_seconds` for the first, [] on timeout. The first call starts listening.
+
+        Raises:
+            InvalidArgument: `timeout_seconds` is not a number >= 0.
+        """
+
+
+def is_database(location: str) -> bool:
+    """Whether a `--store` location names a PostgreSQL database rather than a directory."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def describe_location(location: str) -> str:
+    """A `--store` location as shown to a person: a database URL without its password, a directory as given."""
+    if not is_database(location):
+        return location
+    from loopengt_core.store.postgres import describe_dsn
+
+    return describe_dsn(location)
+
+
+def probe_database(dsn: str, *, connect_timeout_seconds: int = 5) -> DatabaseProbe:
+    """Connect to a PostgreSQL store (a postgresql:// URL or libpq DSN) and read its schema version,
+    creating or migrating nothing.
+
+    Raises:
+        StoreIOError: the server cannot be reached or refuses, or the DSN does not parse (the message
+            names the server, never the password).
+    """
+    from loopengt_core.store.postgres import probe
+
+    return probe(dsn, connect_timeout_seconds=connect_timeout_seconds)
 
 
 def open_store(location: str | None) -> Store:
@@ -196,7 +357,7 @@ def open_store(location: str | None) -> Store:
             f"LOOPENGT_SNAPSHOT_EVERY={raw!r}: use a positive integer (events between snapshots)"
         )
     every = int(raw)
-    if target.startswith(("postgresql://", "postgres://")):
+    if is_database(target):
         from loopengt_core.store.postgres import PostgresStore  # imports psycopg only when asked for
 
         return PostgresStore(target, snapshot_every=every)

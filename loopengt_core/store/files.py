@@ -53,7 +53,7 @@ last marker are a torn write and are cut off. A marker that does not match the l
 repaired log) or cannot be read, or a missing file, makes the lookup rebuild the index from the log.
 A lookup reads the index (a few dozen bytes per task event) and then only the events it names.
 
-Only `loopengt_core.errors` exceptions leave this module; OSErrors become `StoreIOError`.
+Only the errors of `loopengt_core.store.errors` leave this module; OSErrors become `StoreIOError`.
 """
 
 from __future__ import annotations
@@ -88,11 +88,14 @@ from loopengt_core.store import (
     Checkpoint,
     LoadedRun,
     LockBusy,
+    Repair,
+    StoreIOError,
     check_batch,
     check_checkpoint,
     check_id,
 )
 
+# Repair and StoreIOError live with the protocol (loopengt_core.store); re-exported for older imports.
 __all__ = ["FAIL_POINTS", "FAULT_ENV", "FAULT_POINTS", "FileStore", "LogCorrupt", "Repair", "StoreIOError"]
 
 FAULT_ENV = "LOOPENGT_FAULT"
@@ -134,12 +137,6 @@ _R = TypeVar("_R")
 _datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-class StoreIOError(LoopengtError):
-    """The filesystem refused an operation (permissions, disk full, I/O error); the message names the path."""
-
-    code = "store_io_error"
-
-
 class _BadRecord(Exception):
     """A line or file whose checksum or JSON does not hold; the reason ends up in StoreCorrupt."""
 
@@ -152,20 +149,6 @@ class LogCorrupt(StoreCorrupt):
     ) -> None:
         super().__init__(message, run_id=run_id)
         self.line, self.reason, self.good_end, self.good_seq = line, reason, good_end, good_seq
-
-
-@dataclass(frozen=True)
-class Repair:
-    """What `FileStore.repair` did: the log kept up to `kept_seq`, the rest in `backup`."""
-
-    run_id: str
-    line: int
-    reason: str
-    kept_seq: int
-    removed_lines: int
-    removed_bytes: int
-    backup: str
-    removed_checkpoints: list[str]
 
 
 def _seal(obj: dict[str, Any]) -> bytes:

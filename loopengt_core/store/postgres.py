@@ -31,7 +31,7 @@ hash of the run id, held on one pooled connection for the whole block. Every sto
 makes inside the block runs on that connection, so a transition needs one connection, not two, and a
 small pool cannot deadlock with itself (a held lock never waits for a second connection from the pool).
 
-Only `loopengt_core.errors` exceptions (and StoreIOError, shared with the file store) leave this module;
+Only the errors of `loopengt_core.store.errors` leave this module (a driver error becomes StoreIOError);
 messages name the server as `postgresql://user@host:port/dbname`, never the password.
 """
 
@@ -53,10 +53,26 @@ from pydantic import ValidationError
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.events import AnyEvent, Event, event_data, event_from_record
-from loopengt_core.store import ID_PATTERN, Checkpoint, LoadedRun, check_batch, check_checkpoint, check_id
-from loopengt_core.store.files import StoreIOError
+from loopengt_core.store import (
+    ID_PATTERN,
+    Checkpoint,
+    DatabaseProbe,
+    LoadedRun,
+    check_batch,
+    check_checkpoint,
+    check_id,
+)
+from loopengt_core.store.errors import StoreIOError
 
-__all__ = ["CHANNEL", "MIGRATIONS", "SCHEMA_VERSION", "PostgresStore", "StoreIOError"]
+__all__ = [
+    "CHANNEL",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "PostgresStore",
+    "StoreIOError",
+    "describe_dsn",
+    "probe",
+]
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -777,3 +793,40 @@ def _lost_race(run_id: str, start: int, last: int) -> StoreConflict:
         "another writer got there first: reload the run and decide again",
         run_id=run_id,
     )
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points, as shown to a person (no password); a DSN that does not parse is not quoted."""
+    try:
+        return _describe(conninfo_to_dict(dsn))
+    except psycopg.Error:  # the parser's message may quote the password
+        return "postgresql://(unparseable DSN)"
+
+
+def probe(dsn: str, *, connect_timeout_seconds: int = 5) -> DatabaseProbe:
+    """Connect and read the schema version; creates and migrates nothing (the server does that on start).
+
+    Raises:
+        StoreIOError: cannot connect or read (the message names the server, never the password).
+    """
+    where = describe_dsn(dsn)
+    try:
+        password = str(conninfo_to_dict(dsn).get("password") or "")
+    except psycopg.Error:  # the parser's (and the driver's) message may quote the password
+        raise StoreIOError(
+            f"{where}: cannot connect (the URL does not parse; not shown, as it may hold a password)"
+        ) from None
+    try:
+        with psycopg.connect(dsn, connect_timeout=connect_timeout_seconds, autocommit=True) as conn:
+            server = conn.info.server_version
+            row = conn.execute("SELECT to_regclass('loopengt_schema_version') IS NOT NULL").fetchone()
+            current = None
+            if row is not None and row[0]:
+                got = conn.execute("SELECT max(version) FROM loopengt_schema_version").fetchone()
+                current = None if got is None or got[0] is None else int(got[0])
+    except psycopg.Error as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if password:
+            detail = detail.replace(password, "***")
+        raise StoreIOError(f"{where}: cannot connect ({detail})") from None
+    return DatabaseProbe(where, f"PostgreSQL {server // 10000}.{server % 10000}", current, SCHEMA_VERSION)
