@@ -1,17 +1,35 @@
-"""The `Store` contract: every backend in `conftest.STORE_FACTORIES` must pass all of these."""
+"""The `Store` contract: every backend in `conftest.STORE_FACTORIES` must pass all of these.
+
+The protocol's methods are tested on every backend; each optional capability (`LocalLocking`,
+`DirectoryBacked`, `Sweepable`, `Repairable`, `ChangeFeed`) on every backend that has it, and
+`CAPABILITIES` says which those are, so a backend that loses one fails here instead of skipping.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import STORE_FACTORIES
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
 from loopengt_core.events import StepCompleted
-from loopengt_core.store import Checkpoint, Store
+from loopengt_core.reading import RunReader
+from loopengt_core.store import (
+    ChangeFeed,
+    Checkpoint,
+    DirectoryBacked,
+    LocalLocking,
+    Repairable,
+    Store,
+    Sweepable,
+)
+from loopengt_core.store.errors import LockBusy, StoreIOError
 
 SPEC = "version: 1\nloop: demo\nsteps:\n  - name: build  # é ✓\n"
 BAD_IDS = ["", "../x", "a/b", "A", "-x", ".tmp-x", "x" * 65, "..", "a\x00b", "é"]
@@ -515,3 +533,230 @@ def test_task_events_are_found_by_task_id(store: Store) -> None:
     assert store.task_events("tasks", "c#1") == []
     with pytest.raises(NotFound):
         store.task_events("nope", "a#1")
+
+
+def test_task_events_see_another_instances_appends(store_factory: Callable[[], Store]) -> None:
+    """A late submission may reach another server process than the one that issued its task."""
+    first, second = store_factory(), store_factory()
+    try:
+        first.create_run("t", SPEC, [tev(1, "a#1")])
+        assert [e.seq for e in second.task_events("t", "a#1")] == [1]
+        first.append("t", [tev(2, "b#1"), tev(3, "a#1")])
+        assert [e.seq for e in second.task_events("t", "a#1")] == [1, 3]
+        with pytest.raises(InvalidArgument, match="run_id"):
+            second.task_events("../x", "a#1")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_discard_checkpoint_names_an_unknown_run(store: Store) -> None:
+    store.create_run("r1", SPEC, evs(1, 1))
+    with pytest.raises(NotFound, match="'nope'") as missing:
+        store.discard_checkpoint("nope", "c1")
+    assert missing.value.run_id == "nope"
+    with pytest.raises(InvalidArgument, match="checkpoint_id"):
+        store.discard_checkpoint("r1", "../x")
+    with pytest.raises(InvalidArgument, match="run_id"):
+        store.discard_checkpoint("../x", "c1")
+
+
+def test_errors_name_the_run_and_the_field(store: Store) -> None:
+    """What a caller shows a person: the error's type says what to do, its message which run or field."""
+    store.create_run("r1", SPEC, evs(1, 2))
+    cases: list[tuple[Callable[[], object], type[LoopengtError], str, str | None]] = [
+        (lambda: store.load("nope"), NotFound, "'nope'", "nope"),
+        (lambda: store.task_events("nope", "t#1"), NotFound, "'nope'", "nope"),
+        (lambda: store.get_checkpoint("r1", "c9"), NotFound, "'c9'", "r1"),
+        (lambda: store.append("r1", [ev(9)]), StoreConflict, "'r1'", "r1"),
+        (lambda: store.create_run("r1", SPEC, []), StoreConflict, "'r1'", "r1"),
+        (lambda: store.save_snapshot("r1", 9, {}), InvalidArgument, "'r1'", "r1"),
+        (lambda: store.load("../x"), InvalidArgument, "run_id", None),
+        (lambda: store.get_checkpoint("r1", "A"), InvalidArgument, "checkpoint_id", None),
+        (lambda: store.events("r1", after=-1), InvalidArgument, "after", None),
+        (lambda: store.events("r1", limit=-1), InvalidArgument, "limit", None),
+    ]
+    for call, kind, named, run_id in cases:
+        with pytest.raises(kind) as raised:
+            call()
+        assert named in raised.value.message
+        if run_id is not None:
+            assert raised.value.run_id == run_id
+
+
+def test_unusable_storage_raises_store_io_error(backend: str, tmp_path: Path) -> None:
+    """A refusing disk or an unreachable database is a StoreIOError naming where (never a password)."""
+    from loopengt_core.store.files import FileStore
+    from loopengt_core.store.postgres import PostgresStore
+
+    def use_it() -> None:
+        if backend == "files":
+            (tmp_path / "blocker").write_text("a file where the store's directory should be")
+            FileStore(tmp_path / "blocker").create_run("r1", SPEC, [])
+        else:
+            PostgresStore("postgresql://someone:s3cret-pw@127.0.0.1:1/nodb").create_run("r1", SPEC, [])
+
+    with pytest.raises(StoreIOError) as failed:
+        use_it()
+    message = failed.value.message
+    assert (
+        ("blocker" in message) if backend == "files" else ("postgresql://someone@127.0.0.1:1/nodb" in message)
+    )
+    assert "s3cret-pw" not in message
+
+
+# --- capabilities --------------------------------------------------------------------------------------
+
+ALL_CAPABILITIES: tuple[type, ...] = (LocalLocking, DirectoryBacked, Sweepable, Repairable, ChangeFeed)
+CAPABILITIES: dict[str, set[type]] = {
+    "files": {LocalLocking, DirectoryBacked, Sweepable, Repairable},
+    "postgres": {ChangeFeed},
+}
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, store_factory: Callable[[], Store]) -> str:
+    """The name (a key of STORE_FACTORIES) of the backend that `store_factory` opens in this test."""
+    return str(request.node.callspec.params["store_factory"])
+
+
+def needs(store: Store, capability: type) -> None:
+    if not isinstance(store, capability):
+        pytest.skip(f"{type(store).__name__} has no {capability.__name__} (see CAPABILITIES)")
+
+
+def test_each_backend_has_exactly_its_capabilities(store_factory: Callable[[], Store], backend: str) -> None:
+    """A capability lost (a renamed method) or gained shows here, not as a silently skipped test."""
+    assert set(CAPABILITIES) == set(STORE_FACTORIES)
+    store = store_factory()
+    try:
+        have = {c for c in ALL_CAPABILITIES if isinstance(store, c)}
+        assert have == CAPABILITIES[backend]
+        assert isinstance(store.snapshot_every, int)
+        assert store.snapshot_every >= 1
+    finally:
+        store.close()
+
+
+def test_another_instances_change_is_seen(store_factory: Callable[[], Store]) -> None:
+    """Watchers (follow, notifications) see a change made elsewhere: by its version on every store, and
+    pushed by a ChangeFeed; `RunReader.changes` says which of the two the store gives."""
+    watcher, writer = store_factory(), store_factory()
+    reader = RunReader(watcher)
+    try:
+        assert reader.pushes_changes == isinstance(watcher, ChangeFeed)
+        if reader.pushes_changes:
+            assert reader.changes(0) == []  # the first call starts listening
+        writer.create_run("r1", SPEC, evs(1, 1))
+        before = reader.version("r1")
+        writer.append("r1", evs(2, 3))
+        assert reader.version("r1") != before
+        assert reader.events("r1", after=1) == evs(2, 3)
+        assert reader.list_runs() == ["r1"]
+        if not reader.pushes_changes:
+            started = time.monotonic()
+            assert reader.changes(0.05) is None  # only a wait: the caller compares versions
+            assert time.monotonic() - started >= 0.05
+            return
+        seen: set[str] = set()
+        deadline = time.monotonic() + 10
+        while "r1" not in seen and time.monotonic() < deadline:
+            seen.update(reader.changes(1.0) or [])
+        assert "r1" in seen
+        with pytest.raises(InvalidArgument, match="timeout_seconds"):
+            reader.changes(-1)
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_try_lock_never_waits(store_factory: Callable[[], Store]) -> None:
+    first, second = store_factory(), store_factory()
+    needs(first, LocalLocking)
+    assert isinstance(first, LocalLocking)
+    assert isinstance(second, LocalLocking)
+    try:
+        first.create_run("r1", SPEC, [])
+        busy: list[LockBusy] = []
+
+        def try_in_another_thread() -> None:
+            try:
+                first.try_lock("r1").__enter__()
+            except LockBusy as exc:
+                busy.append(exc)
+
+        with first.lock("r1"):
+            started = time.monotonic()
+            with pytest.raises(LockBusy) as other_instance:
+                second.try_lock("r1").__enter__()
+            assert time.monotonic() - started < 1.0
+            thread = threading.Thread(target=try_in_another_thread)
+            thread.start()
+            thread.join(5)
+        assert other_instance.value.run_id == "r1"
+        assert "'r1'" in str(other_instance.value)
+        assert [b.run_id for b in busy] == ["r1"]
+        with second.try_lock("r1"):  # free again: taken at once, and holds like lock()
+            second.append("r1", evs(1, 1))
+        assert first.last_seq("r1") == 1
+        with pytest.raises(NotFound, match="'nope'"):
+            second.try_lock("nope").__enter__()
+        with pytest.raises(InvalidArgument, match="run_id"):
+            second.try_lock("../x").__enter__()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_directory_backed_store_keeps_runs_under_its_root(store: Store) -> None:
+    needs(store, DirectoryBacked)
+    assert isinstance(store, DirectoryBacked)
+    store.create_run("r1", SPEC, evs(1, 2))
+    assert any("r1" in p.relative_to(store.root).parts for p in store.root.rglob("*"))
+
+
+def test_sweep_leftovers_removes_only_old_leftovers(store: Store) -> None:
+    needs(store, Sweepable)
+    assert isinstance(store, Sweepable)
+    assert isinstance(store, DirectoryBacked)
+    store.create_run("r1", SPEC, evs(1, 2))
+    assert store.sweep_leftovers() == (0, 0)  # a store without crashed writers
+    runs = store.root / "runs"
+    crashed, live = runs / ".tmp-crashed", runs / ".tmp-live"  # what a writer killed mid-rename leaves
+    crashed.write_bytes(b"x" * 100)
+    live.write_bytes(b"y" * 7)
+    two_hours_ago = time.time() - 7200
+    os.utime(crashed, (two_hours_ago, two_hours_ago))
+    assert store.sweep_leftovers(dry_run=True) == (1, 100)
+    assert crashed.exists()
+    assert store.sweep_leftovers() == (1, 100)
+    assert not crashed.exists()
+    assert live.exists()
+    assert store.sweep_leftovers(older_than_seconds=0) == (1, 7)
+    assert store.load("r1").events == evs(1, 2)
+
+
+def test_repair_leaves_a_healthy_log_alone(store: Store) -> None:
+    """Cutting a damaged log is tested with real damage in test_store_corruption; here, the contract."""
+    needs(store, Repairable)
+    assert isinstance(store, Repairable)
+    store.create_run("r1", SPEC, evs(1, 3))
+    store.save_snapshot("r1", 2, {"seq": 2})
+    assert store.repair("r1") is None
+    loaded = store.load("r1")
+    assert (loaded.snapshot_seq, loaded.events) == (2, evs(3, 3))
+    with pytest.raises(NotFound, match="'nope'"):
+        store.repair("nope")
+    with pytest.raises(InvalidArgument, match="run_id"):
+        store.repair("../x")
+
+
+def test_shared_errors_live_with_the_protocol() -> None:
+    """Backends raise the protocol's errors; the old import paths name the same classes."""
+    from loopengt_core import store as protocol
+    from loopengt_core.store import files, postgres
+
+    assert files.StoreIOError is postgres.StoreIOError is protocol.StoreIOError is StoreIOError
+    assert protocol.LockBusy is LockBusy
+    assert files.Repair is protocol.Repair
+    assert StoreIOError.__module__ == LockBusy.__module__ == "loopengt_core.store.errors"

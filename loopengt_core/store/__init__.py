@@ -212,7 +212,11 @@ class Store(Protocol):
 
     def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
         """Remove a checkpoint whose event never reached the log (a failed append, or a crash between
-        the two writes); nothing if there is none. Callers hold `lock(run_id)`."""
+        the two writes); nothing if there is none. Callers hold `lock(run_id)`.
+
+        Raises:
+            NotFound: no such run.
+        """
 
     def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
         """Raises NotFound naming the run's checkpoints."""

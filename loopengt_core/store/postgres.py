@@ -575,16 +575,18 @@ class PostgresStore:
             raise StoreConflict(f"run {run_id!r} already has a checkpoint {cid!r}", run_id=run_id)
 
     def discard_checkpoint(self, run_id: str, checkpoint_id: str) -> None:
-        """Delete the checkpoint's row; nothing if there is none."""
+        """Delete the checkpoint's row; nothing if there is none, NotFound if the run is unknown."""
         check_id(run_id)
         cid = check_id(checkpoint_id, "checkpoint_id")
         with (
             self._translate(f"discarding checkpoint {cid!r} of run {run_id!r}", run_id),
             self._conn() as conn,
         ):
-            conn.execute(
+            gone = conn.execute(
                 "DELETE FROM loopengt_checkpoints WHERE run_id = %s AND checkpoint_id = %s", (run_id, cid)
-            )
+            ).rowcount
+            if not gone and not self._exists(conn, run_id):
+                raise self._not_found(run_id)
 
     def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
         """Raises NotFound naming the run's checkpoints, so the caller can pick an existing one."""
