@@ -1,8 +1,8 @@
-"""Read-only access to runs for whatever watches them: `loopengt show --follow`, the MCP server's change
-notifications, the headless driver's progress lines.
+"""Read-only access to runs for whatever watches or only reads them: `loopengt show --follow`, the MCP
+server's change notifications and run context, the editor hooks, the headless driver's progress lines.
 
-A watcher must not go through `Runs`, whose reads take the run's lock and may append (deadline ticks), so
-that watching could change what is watched. It reads the log through this instead, which offers only
+These must not go through `Runs`, whose reads take the run's lock and may append (deadline ticks), so
+that watching could change what is watched. They read the log through this instead, which offers only
 reads and hides which store it is: a store with a `ChangeFeed` (PostgreSQL) pushes changes; any other is
 polled through `version(run_id)`, a cheap token.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from loopengt_core.events import AnyEvent
-from loopengt_core.store import ChangeFeed, Store
+from loopengt_core.store import ChangeFeed, LoadedRun, Store
 
 
 class RunReader:
@@ -25,6 +25,15 @@ class RunReader:
     def pushes_changes(self) -> bool:
         """Whether `changes` reports which runs changed (else it only waits, and callers poll versions)."""
         return isinstance(self._store, ChangeFeed)
+
+    def load(self, run_id: str) -> LoadedRun:
+        """The run's spec, newest snapshot and the events after it (what a fold of the run needs).
+
+        Raises:
+            NotFound: no such run.
+            StoreCorrupt: the log is damaged before its last line.
+        """
+        return self._store.load(run_id)
 
     def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """The run's events with seq > `after`, in order, at most `limit`.
@@ -41,6 +50,14 @@ class RunReader:
             NotFound: no such run.
         """
         return self._store.version(run_id)
+
+    def exists(self, run_id: str) -> bool:
+        """Whether the store has the run.
+
+        Raises:
+            InvalidArgument: a malformed run id.
+        """
+        return self._store.exists(run_id)
 
     def list_runs(self) -> list[str]:
         """Run ids, newest first."""

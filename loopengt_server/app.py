@@ -108,7 +108,7 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
     _serve_log_level(mcp)
     register_tools(mcp, runs, notifier)
     register_resources(mcp, runs)
-    register_prompts(mcp, context=lambda run_id: store_context(runs.store, run_id))
+    register_prompts(mcp, context=lambda run_id: store_context(runs.reader, run_id))
     return mcp
 
 

@@ -302,7 +302,7 @@ def run(
     runs = _runs(store, allow_inline_commands=False, on_command=progress.command_started)
     started = time.monotonic()
     # a run this command creates ends `failed` if its agent cannot start; one it continues is kept
-    created = resume is None and not (run_id is not None and runs.store.exists(run_id))
+    created = resume is None and not (run_id is not None and runs.reader.exists(run_id))
     if resume is not None:
         view = runs.resume(resume)
     else:

@@ -152,13 +152,14 @@ def find_store(places: tuple[Path, ...], store: str | None) -> tuple[str, Path] 
 
 
 def _live(location: str) -> list[RunNow]:
+    from loopengt_core.reading import RunReader
     from loopengt_core.store import open_store
 
-    store = open_store(location)
+    reader = RunReader(open_store(location))
     try:
-        return live_runs(store)
+        return live_runs(reader)
     finally:
-        store.close()
+        reader.close()
 
 
 # --- the hook's own state files ---------------------------------------------------------------------------

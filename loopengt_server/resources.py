@@ -84,7 +84,7 @@ def register_resources(mcp: MCPServer, runs: Runs) -> None:
         description="Where a run stands, in at most 2,000 characters (what the session hook gives an agent)",
     )
     async def context(run_id: str) -> str:
-        return await _read(store_context, runs.store, run_id)  # type: ignore[no-any-return]
+        return await _read(store_context, runs.reader, run_id)  # type: ignore[no-any-return]
 
     @mcp.resource(
         "loopengt://runs/{run_id}/trace{?cursor}",
@@ -125,7 +125,7 @@ def register_resources(mcp: MCPServer, runs: Runs) -> None:
     ) -> Completion | None:
         prefix = argument.value or ""
         if argument.name == "run_id":
-            ids = await anyio.to_thread.run_sync(runs.store.list_runs)
+            ids = await anyio.to_thread.run_sync(runs.reader.list_runs)
         elif argument.name in ("name", "template"):
             ids = template_names()
         else:

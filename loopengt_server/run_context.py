@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from loopengt_core.engine import Engine
 from loopengt_core.errors import LoopengtError
 from loopengt_core.events import parse_iso
+from loopengt_core.reading import RunReader
 from loopengt_core.state import RunState, project_run
-from loopengt_core.store import Store, check_id
+from loopengt_core.store import check_id
 from loopengt_core.validation import load_spec
 from loopengt_core.view import RunView, run_view
 
@@ -47,9 +48,9 @@ class RunNow:
         )
 
 
-def read_run(store: Store, run_id: str, now: datetime | None = None) -> RunNow:
+def read_run(reader: RunReader, run_id: str, now: datetime | None = None) -> RunNow:
     """Load a run read-only. Raises the store's NotFound / StoreCorrupt like any read."""
-    loaded = store.load(run_id)
+    loaded = reader.load(run_id)
     state = RunState.model_validate(loaded.snapshot) if loaded.snapshot is not None else None
     state = project_run(loaded.events, state)
     engine = Engine(load_spec(loaded.spec_text, source="stored spec"))
@@ -57,15 +58,15 @@ def read_run(store: Store, run_id: str, now: datetime | None = None) -> RunNow:
     return RunNow(state, run_view(state), engine)
 
 
-def live_runs(store: Store, now: datetime | None = None) -> list[RunNow]:
+def live_runs(reader: RunReader, now: datetime | None = None) -> list[RunNow]:
     """Runs not ended (running, waiting for a person, paused), most recently updated first.
 
     A run that cannot be read is skipped: one corrupt run must not hide the others from a hook.
     """
     found = []
-    for run_id in store.list_runs():
+    for run_id in reader.list_runs():
         try:
-            run = read_run(store, run_id, now)
+            run = read_run(reader, run_id, now)
         except LoopengtError:
             continue
         if not run.state.ended:
@@ -163,7 +164,7 @@ def continuation(run: RunNow) -> str:
     return reason
 
 
-def store_context(store: Store, run_id: str) -> str:
+def store_context(reader: RunReader, run_id: str) -> str:
     """`context_text` of one run by id (the prompt and the resource). Raises NotFound for an unknown run,
     InvalidArgument for a malformed id."""
-    return context_text(read_run(store, check_id(run_id)))
+    return context_text(read_run(reader, check_id(run_id)))

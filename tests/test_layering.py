@@ -1,9 +1,10 @@
 """The import rules that keep the layers apart, read from the source (every import, also inside functions).
 
-- The MCP server, the CLI and the hooks reach a store only through `loopengt_core.store` (the protocol and
-  `open_store`) and the service (`Runs`, `RunReader`, `check`, ...): no `loopengt_server` module imports a
-  backend (`loopengt_core.store.files`, `.postgres`) or the database driver, so a new backend or a change
-  inside one touches no server code.
+- The MCP server, the CLI and the hooks open a store with `loopengt_core.store.open_store` and hand it to
+  the service (`Runs`, `RunReader`, `check`, `portability`, `retention`); they never use it themselves. No
+  `loopengt_server` module imports a backend (`loopengt_core.store.files`, `.postgres`) or the database
+  driver, takes more than `SERVER_STORE_NAMES` from the store package, or reaches into `Runs.store`, so a
+  new backend or a change inside one touches no server code.
 - The pure engine does no I/O: its modules import, directly or through other `loopengt_core` modules,
   none of the store, the service, the command runner, the git workspace, `subprocess` or `psycopg`.
 """
@@ -21,6 +22,12 @@ SERVER = ROOT / "loopengt_server"
 BACKENDS = ("loopengt_core.store.files", "loopengt_core.store.postgres", "psycopg", "psycopg_pool")
 # Server modules allowed to import a backend: none, since `loopengt_core.store.open_store` opens either.
 BACKEND_IMPORTERS: frozenset[str] = frozenset()
+
+# What the server may take from the store package: opening a store, checking an id, the lock signal, and the
+# read-only probe and description of a location that `loopengt doctor` shows.
+SERVER_STORE_NAMES = frozenset(
+    {"open_store", "check_id", "LockBusy", "is_database", "describe_location", "probe_database"}
+)
 
 PURE = (
     "spec",
@@ -116,6 +123,23 @@ def test_no_server_module_imports_a_store_backend() -> None:
         for name in sorted(imports_of(path))
         if within(name, BACKENDS)
     ]
+    assert found == []
+
+
+def test_the_server_opens_stores_but_never_uses_one() -> None:
+    found = []
+    for path in sorted(SERVER.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module == "loopengt_core.store":
+                found += [
+                    f"{module_name(path)} imports {a.name} from loopengt_core.store"
+                    for a in node.names
+                    if a.name not in SERVER_STORE_NAMES
+                ]
+            elif isinstance(node, ast.Attribute) and node.attr == "store":
+                found.append(
+                    f"{module_name(path)}:{node.lineno} uses .store (read through Runs or RunReader)"
+                )
     assert found == []
 
 

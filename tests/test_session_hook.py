@@ -19,6 +19,7 @@ from hook_helpers import git_project, payload, project_runs
 from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
+from loopengt_core.reading import RunReader
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_server.hooks import run_hook
@@ -100,7 +101,7 @@ def runs(project: Path) -> Iterator[Runs]:
 def context_of(project: Path, run_id: str) -> str:
     store = FileStore(project / ".loopengt")
     try:
-        return store_context(store, run_id)
+        return store_context(RunReader(store), run_id)
     finally:
         store.close()
 
