@@ -651,8 +651,8 @@ class Runs:
     def _locked(self, run_id: str, decide: Decide, then: Callable[[_Run], T], *, wait: bool = True) -> T:
         """One transition under the run's lock; `then` reads the result before another thread can change it.
 
-        `wait=False`: LockBusy instead of waiting for the lock (only stores with `try_lock` can; others
-        always say busy).
+        `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
+        others always say busy).
         """
         self._known(run_id)
         with self._lock(run_id, wait):

@@ -659,7 +659,7 @@ def import_command(
 ) -> None:
     """Add an exported run to this store (file or PostgreSQL), with its events, checkpoints and spec."""
     from loopengt_core.portability import import_run, read_export
-    from loopengt_core.store import open_store
+    from loopengt_core.store import describe_location, open_store
     from loopengt_server.wording import plural
 
     source = "stdin" if file == "-" else file
@@ -671,7 +671,7 @@ def import_command(
     opened = open_store(store)
     try:
         done = import_run(opened, doc, as_id=as_id, source=source)
-        where = str(getattr(opened, "where", None) or getattr(opened, "root", store))  # no password
+        where = describe_location(store)  # no password
     finally:
         opened.close()
     typer.echo(

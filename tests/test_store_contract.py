@@ -760,3 +760,32 @@ def test_shared_errors_live_with_the_protocol() -> None:
     assert protocol.LockBusy is LockBusy
     assert files.Repair is protocol.Repair
     assert StoreIOError.__module__ == LockBusy.__module__ == "loopengt_core.store.errors"
+
+
+def test_check_and_repair_through_the_service(store: Store, tmp_path: Path) -> None:
+    """`loopengt check` verifies a run on any store; `--repair` works where the store is Repairable and
+    says why not elsewhere; `loopengt doctor`'s quick scan finds no damage in a healthy store."""
+    from loopengt_core.check import check_run, damaged_runs, repair_run
+    from loopengt_core.runs import Runs
+
+    spec = {
+        "name": "checked",
+        "goal": "be checked",
+        "pattern": "sequential",
+        "workspace": "none",
+        "agents": [{"name": "a"}],
+        "steps": [{"name": "build", "agent": "a"}],
+    }
+    runs = Runs(store, cwd=tmp_path)
+    view = runs.start_run(spec=spec, run_id="checked")
+    runs.checkpoint("checked", label="started")
+    runs.step("checked", view.tasks[0].task_id, {"done": True})
+    result = check_run(store, "checked")
+    assert (result.problems, result.events > 2) == ([], True)
+    assert damaged_runs(store) == []
+    if isinstance(store, Repairable):
+        assert repair_run(store, "checked") == "run checked: its log has no damaged line; nothing to repair"
+    else:
+        with pytest.raises(InvalidArgument, match="--repair works on a file store"):
+            repair_run(store, "checked")
+    assert runs.get_run("checked").status == "completed"
