@@ -172,6 +172,8 @@ class Runs:
         """
         self.store = store
         self.reader = RunReader(store)  # for watchers: reads that take no lock and never append
+        # looked up once: a protocol isinstance costs microseconds, and `quick` runs on every step
+        self._try_lock = store.try_lock if isinstance(store, LocalLocking) else None
         self.cwd = Path(cwd or os.getcwd())
         self.clock = clock
         self.allow_inline_commands = allow_inline_commands
@@ -343,7 +345,7 @@ class Runs:
         `task_id`: a submission for a task neither open nor answered recently is answered from the
         store's task index, which is file work for a worker thread.
         """
-        if not isinstance(self.store, LocalLocking):
+        if self._try_lock is None:
             return False  # a database store: its transitions are network round trips
         with self._guard:
             run = self._cache.get(run_id)
@@ -687,9 +689,9 @@ class Runs:
     def _lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
         if wait:
             return self.store.lock(run_id)
-        if not isinstance(self.store, LocalLocking):
+        if self._try_lock is None:
             raise LockBusy(run_id)
-        return self.store.try_lock(run_id)
+        return self._try_lock(run_id)
 
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         view, pending = self._locked(
