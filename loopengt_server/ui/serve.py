@@ -1,0 +1,77 @@
+"""`loopengt ui`: the web view on its own, on 127.0.0.1 and a free port, reading the server's store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import webbrowser
+
+import anyio
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse
+from starlette.routing import Mount, Route
+
+from loopengt_core.errors import LoopengtError
+from loopengt_core.runs import Runs
+from loopengt_core.store import open_store
+from loopengt_server.http_limits import HttpLimits, guarded
+from loopengt_server.ui.web import Verify, ui_app
+
+
+def token_check(token: str | None) -> Verify | None:
+    """The bearer check of LOOPENGT_TOKEN (the MCP server's own), or None when no token is set."""
+    if not token:
+        return None
+    from loopengt_server.app import BearerToken
+
+    verifier = BearerToken(token)
+
+    async def verify(given: str) -> bool:
+        return await verifier.verify_token(given) is not None
+
+    return verify
+
+
+def mounted(runs: Runs, host: str, token: str | None) -> Mount:
+    """The view as a route for a Starlette app: /ui, behind the server's Host/Origin checks and token."""
+    from loopengt_server.app import transport_security
+
+    return Mount("/ui", app=ui_app(runs, security=transport_security(host), verify=token_check(token)))
+
+
+def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str | None = None) -> None:
+    """Serve until interrupted; prints the page's address first (stdout, one line, flushed)."""
+    import uvicorn
+
+    from loopengt_server.app import is_loopback
+
+    token = os.environ.get("LOOPENGT_TOKEN") or None
+    if token is None and not is_loopback(host):
+        raise LoopengtError(
+            f"refusing to serve the web view on {host} (not a loopback address) without a token: set "
+            "LOOPENGT_TOKEN, or bind --host 127.0.0.1"
+        )
+    runs = Runs(open_store(store), cwd=root)
+    app = Starlette(
+        routes=[Route("/", lambda _: RedirectResponse("/ui/")), mounted(runs, host, token)],
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise LoopengtError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}/ui/"
+    print(f"loopengt ui: {url}" + (" (the page asks for LOOPENGT_TOKEN)" if token else ""), flush=True)
+    if open_browser:
+        webbrowser.open(url + (f"#token={token}" if token else ""))
+    limits = HttpLimits.from_env()
+    config = uvicorn.Config(app, http=guarded(limits), log_level="warning")
+    try:
+        anyio.run(uvicorn.Server(config).serve, [sock])
+    except KeyboardInterrupt:
+        print("loopengt ui: stopped", file=sys.stderr)
