@@ -14,10 +14,10 @@ from loopengt_core.errors import InvalidArgument, LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.state import RunStatus
 from loopengt_core.view import RunView
-
-RUN_STATUSES = (*typing.get_args(RunStatus), "corrupt", "unreadable")
 from loopengt_server.ui.fold import TaskFold
 from loopengt_server.ui.graph import mermaid, node_ids
+
+RUN_STATUSES = (*typing.get_args(RunStatus), "corrupt", "unreadable")
 
 
 def runs_list(runs: Runs, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
