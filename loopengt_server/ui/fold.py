@@ -144,7 +144,8 @@ class TaskFold:
                 self._gate(event.task_id, event.gate)
             case ApprovalGiven() | ApprovalRejected():
                 if (gate := self._gate(event.task_id, event.gate)) is not None:
-                    word = "approved" if isinstance(event, ApprovalGiven) else "rejected"
+                    gate.passed = isinstance(event, ApprovalGiven)
+                    word = "approved" if gate.passed else "rejected"
                     via = f" via {event.via}" if event.via else ""
                     said = f": {event.comment}" if event.comment else ""
                     gate.approval = f"{word} by {event.by or 'a person'}{via}{said}"

@@ -61,6 +61,7 @@ def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # before the address is printed: a client that reads it may connect at once
     except OSError as exc:
         raise LoopengtError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = sock.getsockname()[1]

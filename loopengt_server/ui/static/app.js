@@ -26,6 +26,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// replaceChildren, leaving out null and undefined (the DOM would show them as text).
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined));
+}
+
 function pretty(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
@@ -148,7 +153,7 @@ function showRuns(status) {
     h("option", { value: "" }, "every status"),
     STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)));
   const body = h("tbody");
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, "Runs"),
     h("div", { class: "actions" }, h("label", {}, "Show ", filter)),
     h("table", { id: "runs-table" },
@@ -156,7 +161,7 @@ function showRuns(status) {
       body));
   const query = status ? `?status=${encodeURIComponent(status)}` : "";
   return stream(`api/stream${query}`, (_, data) => {
-    body.replaceChildren(...data.runs.map((run) => h("tr", { "data-run": run.run_id },
+    fill(body, ...data.runs.map((run) => h("tr", { "data-run": run.run_id },
       h("td", {}, h("a", { href: `#/run/${encodeURIComponent(run.run_id)}` }, run.run_id),
         run.parent_run_id ? h("div", { class: "label" }, `forked from ${run.parent_run_id}`) : null),
       h("td", {}, run.loop),
@@ -179,7 +184,7 @@ function showRun(runId) {
   const tasks = h("div", { id: "tasks" });
   const checkpoints = h("div", { id: "checkpoints" });
   const timeline = h("tbody");
-  main.replaceChildren(head, approval,
+  fill(main, head, approval,
     h("h2", {}, "Loop"), graph,
     h("h2", {}, "Tasks"), tasks,
     h("h2", {}, "Checkpoints and forks"), checkpoints,
@@ -201,7 +206,7 @@ function showRun(runId) {
     const ended = ["completed", "failed", "cancelled"].includes(run.status);
     const label = h("input", { id: "checkpoint-label", placeholder: "checkpoint label (optional)" });
     const reason = h("input", { id: "cancel-reason", placeholder: "reason to cancel (optional)" });
-    head.replaceChildren(
+    fill(head,
       h("h1", {}, `Run ${run.run_id} `, h("span", { id: "run-status", class: `badge ${run.status}` }, run.status)),
       h("div", { class: "facts" },
         h("span", {}, `loop ${run.loop}` + (state.spec ? ` (${state.spec.pattern})` : "")),
@@ -218,13 +223,13 @@ function showRun(runId) {
   }
 
   function drawApproval(request) {
-    if (!request) { approval.replaceChildren(); return; }
+    if (!request) { fill(approval); return; }
     const comment = h("textarea", { id: "approval-comment", placeholder: "reason (becomes the agent's feedback on a rejection)" });
     const by = h("input", { id: "approval-by", value: state.person || "" });
     const answer = (approved) => act("approve", { approved, comment: comment.value, by: by.value, task_id: request.task_id },
       (a) => `${approved ? "approved" : "rejected"}; run ${a.run.run_id} is ${a.run.status}`);
     const allowed = (request.via || []).includes("web");
-    approval.replaceChildren(h("div", { class: "approval" },
+    fill(approval, h("div", { class: "approval" },
       h("strong", {}, `Waiting for a person: gate ${request.gate} of step ${request.step} (${request.task_id})`),
       request.prompt ? h("div", {}, request.prompt) : null,
       h("div", { class: "label" }, "output to approve"), h("pre", {}, pretty(request.output)),
@@ -241,7 +246,7 @@ function showRun(runId) {
       const { svg } = await mermaid.render(`graph-${++graphCount}`, text);
       if (state.graph === text) graph.innerHTML = svg; // Mermaid's own SVG (strict mode sanitises labels)
     } catch (error) {
-      graph.replaceChildren(h("pre", {}, text), h("div", { class: "label" }, `could not draw: ${error.message || error}`));
+      fill(graph, h("pre", {}, text), h("div", { class: "label" }, `could not draw: ${error.message || error}`));
     }
   }
 
@@ -283,7 +288,7 @@ function showRun(runId) {
       h("td", {}, c.checkpoint_id), h("td", {}, `seq ${c.seq}`), h("td", {}, c.label || ""),
       h("td", {}, c.created_at), h("td", {}, c.commit ? c.commit.slice(0, 12) : "")));
     const forks = state.children.map((c) => h("li", {}, "fork ", h("a", { href: `#/run/${encodeURIComponent(c.run_id)}` }, c.run_id), ` (${c.status})`));
-    checkpoints.replaceChildren(
+    fill(checkpoints,
       rows.length ? h("table", {}, h("tbody", {}, rows)) : h("div", { class: "label" }, "No checkpoints."),
       forks.length ? h("ul", {}, forks) : null);
   }
@@ -300,8 +305,8 @@ function showRun(runId) {
     if (name === "snapshot") {
       state.spec = data.spec;
       state.children = data.children || [];
-      tasks.replaceChildren();
-      timeline.replaceChildren();
+      fill(tasks);
+      fill(timeline);
     }
     state.run = data.run;
     drawHead(data);
