@@ -212,7 +212,7 @@ function showRun(runId) {
         h("span", {}, `loop ${run.loop}` + (state.spec ? ` (${state.spec.pattern})` : "")),
         h("span", {}, `turn ${run.turn}`),
         h("span", { title: run.started_at }, `started ${age(run.started_at)} ago`),
-        h("span", {}, spendText(run.spend)), parent),
+        run.spend && run.spend.submissions ? h("span", {}, `spend ${spendText(run.spend)}`) : null, parent),
       state.spec && state.spec.goal ? h("div", {}, state.spec.goal) : null,
       run.error ? h("div", { class: "label" }, run.error) : null,
       h("div", { class: "label" }, run.next_action),
