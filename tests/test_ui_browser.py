@@ -8,18 +8,15 @@ every template (`loopengt graph`) is parsed and drawn by the vendored Mermaid in
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
+from ui_helpers import UiServer, request
 
 from loopengt_core.catalog import template_names
 from loopengt_core.events import ApprovalGiven
@@ -59,6 +56,7 @@ def browser() -> Iterator[Any]:
         yield launched
         launched.close()
 
+
 SPEC: dict[str, Any] = {
     "name": "watched",
     "goal": "a person approves the build",
@@ -77,40 +75,6 @@ SPEC: dict[str, Any] = {
 }
 
 
-class UiServer:
-    """`loopengt ui` as a process; `url` is the page's address it printed."""
-
-    def __init__(self, store: Path, cwd: Path, token: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPENGT_")}
-        env.update(PYTHONUNBUFFERED="1", **({"LOOPENGT_TOKEN": token} if token else {}))
-        loopengt = Path(os.sys.executable).with_name("loopengt")  # type: ignore[attr-defined]
-        self.process = subprocess.Popen(
-            [str(loopengt), "ui", "--store", str(store)],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("loopengt ui: http://"):
-            self.stop()
-            raise AssertionError(f"loopengt ui did not print its address: {line!r} {self.stderr()}")
-        self.url = line.split()[2]
-
-    def stderr(self) -> str:
-        return self.process.stderr.read() if self.process.stderr and self.process.poll() is not None else ""
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
@@ -124,21 +88,9 @@ def ui(store: Path, tmp_path: Path) -> Iterator[UiServer]:
     server.stop()
 
 
-def _request(
-    url: str, *, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any]]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
-    for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-        request.add_header(key, value)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def test_runs_page_graph_live_step_and_approval(browser: Any, ui: UiServer, store: Path, tmp_path: Path) -> None:
+def test_runs_page_graph_live_step_and_approval(
+    browser: Any, ui: UiServer, store: Path, tmp_path: Path
+) -> None:
     runs = Runs(open_store(str(store)), cwd=tmp_path)
     view = runs.start_run(spec=SPEC, run_id="ui-run")
     page = browser.new_page()
@@ -205,14 +157,14 @@ def test_with_a_token_actions_need_it(browser: Any, store: Path, tmp_path: Path)
     server = UiServer(store, tmp_path, token="s3cret-token")
     try:
         action = server.url + "api/runs/guarded/cancel"
-        assert _request(action, body={})[0] == 401
-        assert _request(action, body={}, headers={"Authorization": "Bearer wrong"})[0] == 401
-        assert _request(server.url + "api/runs")[0] == 401
-        status, answer = _request(
+        assert request(action, body={})[0] == 401
+        assert request(action, body={}, headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert request(server.url + "api/runs")[0] == 401
+        status, answer = request(
             action, body={}, headers={"Authorization": "Bearer s3cret-token", "Origin": "http://evil.example"}
         )
         assert status == 403, answer
-        status, answer = _request(
+        status, answer = request(
             action, body={}, headers={"Authorization": "Bearer s3cret-token", "Sec-Fetch-Site": "cross-site"}
         )
         assert status == 403, answer
@@ -283,7 +235,11 @@ CUSTOM: dict[str, Any] = {
     "pattern": "custom",
     "agents": [{"name": "a"}],
     "steps": [
-        {"name": "triage", "agent": "a", "routes": {"field": "kind", "map": {"bug": "fix", "idea": "plan"}, "default": "plan"}},
+        {
+            "name": "triage",
+            "agent": "a",
+            "routes": {"field": "kind", "map": {"bug": "fix", "idea": "plan"}, "default": "plan"},
+        },
         {"name": "fix", "agent": "a", "next": ["test", "docs"], "on_failure": "plan"},
         {"name": "plan", "agent": "a"},
         {"name": "test", "agent": "a", "next": "merge"},

@@ -76,7 +76,9 @@ def markdown_report(runs: Runs, run_id: str) -> str:
     lines = fold.add(runs.trace(run_id))
     spend = view.spend
     cost = f"${spend.cost_usd:g}" + (" (at least)" if spend.cost_unknown else "")
-    tokens = f"{spend.tokens}" + (f" ({spend.unknown} submissions reported none)" if spend.unknown else "")
+    tokens = f"{spend.tokens}" + (
+        f" ({spend.unknown} of {spend.submissions} submissions reported none)" if spend.unknown else ""
+    )
     out = [
         f"# Run {view.run_id}: {view.status}",
         "",

@@ -71,7 +71,8 @@ def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str 
     if open_browser:
         webbrowser.open(url + (f"#token={token}" if token else ""))
     limits = HttpLimits.from_env()
-    config = uvicorn.Config(app, http=guarded(limits), log_level="warning")
+    # Open pages hold event streams that never end by themselves: on Ctrl-C, close them after a second.
+    config = uvicorn.Config(app, http=guarded(limits), log_level="warning", timeout_graceful_shutdown=1)
     try:
         anyio.run(uvicorn.Server(config).serve, [sock])
     except KeyboardInterrupt:
