@@ -8,9 +8,11 @@ import http.client
 import json
 import queue
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -321,5 +323,32 @@ def test_ui_mounted_in_the_http_server_behind_its_host_check_and_token(tmp_path:
         stream = Stream(base + "api/runs/m1/stream", {"Authorization": "Bearer tok-1"})
         assert stream.next(10)[1]["checkpoints"][0]["label"] == "x"
         stream.close()
+    finally:
+        server.stop()
+
+
+def test_diff_shows_the_files_a_tasks_submission_changed(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / ".gitignore").write_text(".loopengt/\n")
+    store = project / ".loopengt"
+    runs = Runs(open_store(str(store)), cwd=project)
+    runs.start_run(spec={**SPEC, "workspace": "git"}, run_id="g1")
+    (project / "plan.txt").write_text("the plan\n")
+    runs.step("g1", "plan#1", {"plan": "written"})
+    runs.step("g1", "build#1", {"built": True})  # no file changed
+    server = UiServer(store, project)
+    try:
+        diff = (
+            urllib.request.urlopen(server.url + "api/runs/g1/diff?task=plan%231", timeout=10).read().decode()
+        )
+        assert "+++ b/plan.txt" in diff
+        assert "+the plan" in diff
+        unchanged = urllib.request.urlopen(server.url + "api/runs/g1/diff?task=build%231", timeout=10).read()
+        assert unchanged == b"(no change to the files)\n"
+        status, answer = request(server.url + "api/runs/g1/diff?task=nope%231")
+        assert status == 400
+        assert answer["error"] == "task must be one of the run's tasks (got 'nope#1')"
     finally:
         server.stop()
