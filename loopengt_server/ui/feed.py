@@ -59,6 +59,7 @@ class Feed:
         self._cond = threading.Condition()
         self._versions: dict[str, str | None] = {}
         self._thread: threading.Thread | None = None
+        self.closed = False
         changes = getattr(store, "changes", None)
         self._changes: Callable[[float], list[str]] | None = changes if callable(changes) else None
 
@@ -76,6 +77,14 @@ class Feed:
             self._subs.append(sub)
             self._cond.notify_all()
         return sub
+
+    def close(self) -> None:
+        """The server is stopping: wake every stream so it ends (it checks `closed`) instead of being cut."""
+        with self._cond:
+            self.closed = True
+            subs = list(self._subs)
+        for sub in subs:
+            sub.tell()
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._cond:

@@ -6,8 +6,10 @@ import os
 import socket
 import sys
 import webbrowser
+from types import FrameType
 
 import anyio
+import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
@@ -16,6 +18,7 @@ from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.store import open_store
 from loopengt_server.http_limits import HttpLimits, guarded
+from loopengt_server.ui.feed import Feed
 from loopengt_server.ui.web import Verify, ui_app
 
 
@@ -40,10 +43,27 @@ def mounted(runs: Runs, host: str, token: str | None) -> Mount:
     return Mount("/ui", app=ui_app(runs, security=transport_security(host), verify=token_check(token)))
 
 
+def _feed(route: Mount) -> Feed:
+    app = route.app
+    assert isinstance(app, Starlette)
+    feed: Feed = app.state.feed
+    return feed
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that, asked to stop, first ends the pages' event streams (they never end alone)."""
+
+    def __init__(self, config: uvicorn.Config, feed: Feed) -> None:
+        super().__init__(config)
+        self.feed = feed
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.feed.close()
+        super().handle_exit(sig, frame)
+
+
 def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str | None = None) -> None:
     """Serve until interrupted; prints the page's address first (stdout, one line, flushed)."""
-    import uvicorn
-
     from loopengt_server.app import is_loopback
 
     token = os.environ.get("LOOPENGT_TOKEN") or None
@@ -53,9 +73,8 @@ def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str 
             "LOOPENGT_TOKEN, or bind --host 127.0.0.1"
         )
     runs = Runs(open_store(store), cwd=root)
-    app = Starlette(
-        routes=[Route("/", lambda _: RedirectResponse("/ui/")), mounted(runs, host, token)],
-    )
+    view = mounted(runs, host, token)
+    app = Starlette(routes=[Route("/", lambda _: RedirectResponse("/ui/")), view])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,6 +93,6 @@ def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str 
     # Open pages hold event streams that never end by themselves: on Ctrl-C, close them after a second.
     config = uvicorn.Config(app, http=guarded(limits), log_level="warning", timeout_graceful_shutdown=1)
     try:
-        anyio.run(uvicorn.Server(config).serve, [sock])
+        anyio.run(_Server(config, _feed(view)).serve, [sock])
     except KeyboardInterrupt:
         print("loopengt ui: stopped", file=sys.stderr)

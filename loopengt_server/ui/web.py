@@ -111,7 +111,9 @@ def ui_app(runs: Runs, *, security: TransportSecuritySettings, verify: Verify | 
         Route("/api/runs/{run_id}/cancel", endpoint(view.cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/checkpoint", endpoint(view.checkpoint), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.feed = view.feed  # `serve` closes it on shutdown, ending the open pages' streams
+    return app
 
 
 class _View:
@@ -275,6 +277,8 @@ async def _stream(sub: Subscription, first: Read, read: Read) -> StreamingRespon
                 if not await sub.wait(KEEPALIVE_SECONDS):
                     yield ": still here\n\n"
                     continue
+                if sub.feed.closed:
+                    return
                 try:
                     found = await read()
                 except LoopengtError as exc:
