@@ -28,6 +28,11 @@ StoreOption = Annotated[
     str, typer.Option("--store", help="Store: a directory (default .loopengt) or postgresql://...")
 ]
 
+OutputOption = Annotated[
+    Optional[Path],  # noqa: UP045 - typer
+    typer.Option("--output", "-o", help="Write here instead of stdout"),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -619,10 +624,7 @@ def prune(
 @app.command("export")
 def export_command(
     run_id: Annotated[str, typer.Argument(help="Run id")],
-    output: Annotated[
-        Optional[Path],  # noqa: UP045 - typer
-        typer.Option("--output", "-o", help="Write here instead of stdout"),
-    ] = None,
+    output: OutputOption = None,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Write a run (spec, events, checkpoints) as one JSON file that `loopengt import` reads."""
@@ -918,10 +920,7 @@ def graph(
 @app.command()
 def report(
     run_id: Annotated[str, typer.Argument(help="Run id")],
-    output: Annotated[
-        Optional[Path],  # noqa: UP045 - typer
-        typer.Option("--output", "-o", help="Write here instead of stdout"),
-    ] = None,
+    output: OutputOption = None,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Write a Markdown report of a run: steps, attempts, gate results, spend, timeline."""

@@ -107,26 +107,10 @@ class TaskFold:
             case RunStarted() | RunForked() if event.workspace is not None:
                 self.last_tree = event.workspace.tree
             case TaskIssued():
-                self.tasks[event.task_id] = TaskRecord(
-                    task_id=event.task_id,
-                    step=event.step,
-                    agent=event.agent,
-                    attempt=event.attempt,
-                    issued_at=event.at,
-                    instructions=event.instructions,
-                    input=event.input,
-                    feedback=event.feedback,
-                )
-                self.touched.add(event.task_id)
+                self._issued(event, agent=event.agent, instructions=event.instructions, input=event.input)
+                self.tasks[event.task_id].feedback = event.feedback
             case CommandRequested() if event.kind == "step" and event.task_id not in self.tasks:
-                self.tasks[event.task_id] = TaskRecord(
-                    task_id=event.task_id,
-                    step=event.step,
-                    attempt=event.attempt,
-                    issued_at=event.at,
-                    command=event.argv,
-                )
-                self.touched.add(event.task_id)
+                self._issued(event, command=event.argv)
             case CommandRequested() if event.kind == "gate" and event.gate is not None:
                 self._gate(event.task_id, event.gate)
             case OutputSubmitted():
@@ -154,6 +138,13 @@ class TaskFold:
                     task.outcome = "expired"
             case _:
                 pass
+
+    def _issued(self, event: TaskIssued | CommandRequested, **fields: Any) -> None:
+        """A task (an agent's, or a command step's run) starts."""
+        self.tasks[event.task_id] = TaskRecord(
+            task_id=event.task_id, step=event.step, attempt=event.attempt, issued_at=event.at, **fields
+        )
+        self.touched.add(event.task_id)
 
     def _finished(self, event: CommandFinished) -> None:
         task_id, _, gate_name = event.command_id.partition(":")
