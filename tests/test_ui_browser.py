@@ -94,6 +94,9 @@ def test_runs_page_graph_live_step_and_approval(
     runs = Runs(open_store(str(store)), cwd=tmp_path)
     view = runs.start_run(spec=SPEC, run_id="ui-run")
     page = browser.new_page()
+    problems: list[str] = []  # script errors and refused resources (the page's Content-Security-Policy)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
     page.goto(ui.url)
     row = page.locator('#runs-table tr[data-run="ui-run"]')
     row.wait_for(timeout=10_000)
@@ -131,6 +134,7 @@ def test_runs_page_graph_live_step_and_approval(
     shot = tmp_path / "run-page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+    assert problems == []
     page.close()
 
 
