@@ -280,6 +280,14 @@ def test_bad_requests_get_clear_errors(tmp_path: Path) -> None:
         status, answer = request(server.url + "api/runs/r1/cancel", raw=b"[1]")
         assert status == 400
         assert answer["error"] == "the request body must be a JSON object"
+        parts = urllib.parse.urlsplit(server.url)
+        too_big = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        too_big.putrequest("POST", parts.path + "api/runs/r1/cancel")
+        too_big.putheader("Content-Type", "application/json")
+        too_big.putheader("Content-Length", str(5 * 1024 * 1024))
+        too_big.endheaders()  # refused on its length, before any of it is sent
+        assert too_big.getresponse().status == 413
+        too_big.close()
         status, answer = request(server.url + "api/runs/r1/approve", body={"approved": "yes"})
         assert status == 400
         assert "approved must be true" in answer["error"]

@@ -50,13 +50,20 @@ class UiServer:
 def request(
     url: str, *, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
 ) -> tuple[int, Any]:
-    """GET (or POST `body` as JSON, or `raw` bytes): the status and the decoded JSON answer."""
+    """GET (or POST `body` as JSON, or `raw` bytes): the status and the answer (JSON decoded, else text)."""
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
     for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
         req.add_header(key, value)
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            return response.status, _decoded(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, _decoded(exc.read())
+
+
+def _decoded(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")

@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import (
+    RequestBodyLimitMiddleware,
+    TransportSecurityMiddleware,
+    TransportSecuritySettings,
+)
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -35,6 +40,7 @@ from loopengt_server.ui.watch import RunWatch, runs_list
 log = logging.getLogger("loopengt.ui")
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_SECONDS = 15.0
+MAX_BODY_BYTES = 4 * 1024 * 1024  # an action's body: a reason or a comment (each also limited by Runs)
 _STATUS = {"not_found": 404, "invalid_argument": 400, "conflict": 409, "too_large": 413}
 
 Verify = Callable[[str], Awaitable[bool]]
@@ -111,7 +117,8 @@ def ui_app(runs: Runs, *, security: TransportSecuritySettings, verify: Verify | 
         Route("/api/runs/{run_id}/cancel", endpoint(view.cancel), methods=["POST"]),
         Route("/api/runs/{run_id}/checkpoint", endpoint(view.checkpoint), methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    limit = Middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY_BYTES)
+    app = Starlette(routes=routes, middleware=[limit])
     app.state.feed = view.feed  # `serve` closes it on shutdown, ending the open pages' streams
     return app
 
