@@ -108,6 +108,9 @@ def test_runs_page_graph_live_step_and_approval(
     for step in SPEC["steps"]:
         assert step["name"] in drawn, f"step {step['name']} not in the graph: {drawn!r}"
     page.locator('#tasks [data-task="plan#1"]').wait_for(timeout=5_000)
+    current = page.locator("#graph svg g.node.running.current")  # the step with the open task, marked
+    assert current.count() == 1
+    assert "plan" in (current.text_content() or "")
 
     # A step submitted from this process (not the server's) shows on the open page within 2 s.
     submitted = time.monotonic()
