@@ -4,7 +4,8 @@
 #   - the example loop completes on the default store (in a git repository whose .gitignore lists .loopengt/),
 #   - the stdio server lists the three prompts and renders one,
 #   - `init --client claude-code` installs the three slash commands,
-#   - `doctor` finds the prompts.
+#   - `doctor` finds the prompts,
+#   - `loopengt ui` serves its page, its vendored Mermaid and the example run from the wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout="$PWD"
@@ -41,3 +42,27 @@ echo "slash commands: $(cd .claude/commands && ls | paste -sd " " -)"
 
 echo "== wheel: doctor"
 loopengt doctor | grep -E '^OK +prompts'
+
+echo "== wheel: loopengt ui serves its page (static files are package data)"
+loopengt ui --store .loopengt >"$work/ui.out" 2>"$work/ui.err" &
+ui_pid=$!
+python - "$work/ui.out" <<'PY'
+import json, sys, time, urllib.request
+deadline = time.monotonic() + 30
+line = ""
+while time.monotonic() < deadline and not line:
+    line = open(sys.argv[1]).read().strip()
+    time.sleep(0.1)
+assert line.startswith("loopengt ui: http://"), f"no address printed: {line!r}"
+url = line.split()[2]
+page = urllib.request.urlopen(url, timeout=10).read().decode()
+assert "static/app.js" in page and "static/mermaid.min.js" in page, page[:200]
+for name in ("app.js", "style.css", "mermaid.min.js"):
+    size = len(urllib.request.urlopen(url + "static/" + name, timeout=10).read())
+    assert size > 1000, (name, size)
+runs = json.loads(urllib.request.urlopen(url + "api/runs", timeout=10).read())
+assert [r["status"] for r in runs] == ["completed"], runs
+print(f"ui: {url} serves the page, its scripts and {len(runs)} run")
+PY
+kill "$ui_pid"
+wait "$ui_pid" 2>/dev/null || true

@@ -20,6 +20,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from starlette.routing import BaseRoute
 
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
@@ -123,7 +124,7 @@ def _serve_log_level(mcp: MCPServer) -> None:
     add_request_handler(mcp, "logging/setLevel", types.SetLevelRequestParams, set_level)
 
 
-def _security(host: str) -> TransportSecuritySettings:
+def transport_security(host: str) -> TransportSecuritySettings:
     """DNS-rebinding protection: loopback names always; other names only when listed in LOOPENGT_ALLOWED_HOSTS."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     extra = [h.strip() for h in os.environ.get("LOOPENGT_ALLOWED_HOSTS", "").split(",") if h.strip()]
@@ -170,18 +171,30 @@ def serve(
     if transport == "stdio":
         anyio.run(run_stdio, mcp)
     else:
+        from loopengt_server.ui.serve import mounted
+
+        # The web view reads through a store of its own: its change feed must not take the notifier's.
+        view = mounted(Runs(open_store(store), cwd=root, confine_paths=True), host, token)
         limits = HttpLimits.from_env()
-        anyio.run(functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits))
+        anyio.run(
+            functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits, ui=view)
+        )
 
 
 async def _serve_http(
-    mcp: MCPServer, transport: Transport, *, host: str, port: int, limits: HttpLimits
+    mcp: MCPServer,
+    transport: Transport,
+    *,
+    host: str,
+    port: int,
+    limits: HttpLimits,
+    ui: BaseRoute | None = None,
 ) -> None:
     """The SDK's app under uvicorn with read deadlines and a session cap (`http_limits`); SDK's own run()
-    offers neither."""
+    offers neither. `ui`: the web view's route (/ui), added to the app's own."""
     import uvicorn
 
-    security = _security(host)
+    security = transport_security(host)
     if transport == "sse":
         app = mcp.sse_app(
             transport_security=security, host=host, max_request_body_size=MAX_REQUEST_BODY_BYTES
@@ -193,6 +206,8 @@ async def _serve_http(
             max_request_body_size=MAX_REQUEST_BODY_BYTES,
             max_sessions=limits.max_sessions,
         )
+    if ui is not None:
+        app.router.routes.append(ui)
     config = uvicorn.Config(
         SessionCap(app, max_sessions=limits.max_sessions),
         host=host,

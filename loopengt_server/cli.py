@@ -28,6 +28,11 @@ StoreOption = Annotated[
     str, typer.Option("--store", help="Store: a directory (default .loopengt) or postgresql://...")
 ]
 
+OutputOption = Annotated[
+    Optional[Path],  # noqa: UP045 - typer
+    typer.Option("--output", "-o", help="Write here instead of stdout"),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -619,10 +624,7 @@ def prune(
 @app.command("export")
 def export_command(
     run_id: Annotated[str, typer.Argument(help="Run id")],
-    output: Annotated[
-        Optional[Path],  # noqa: UP045 - typer
-        typer.Option("--output", "-o", help="Write here instead of stdout"),
-    ] = None,
+    output: OutputOption = None,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Write a run (spec, events, checkpoints) as one JSON file that `loopengt import` reads."""
@@ -881,6 +883,58 @@ def mcp_alias(
 ) -> None:
     """Alias of serve (loopengt 0.1.0 client configs use `loopengt mcp --transport stdio`)."""
     _serve(transport, host, port, store, allow_inline_commands, root)
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option("--host", help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (default: a free one, printed)")] = 0,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a browser")] = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """A live web view of the runs in the store (127.0.0.1; LOOPENGT_TOKEN guards it as it does /mcp)."""
+    from loopengt_server.ui.serve import serve_ui
+
+    serve_ui(store=store, host=host, port=port, open_browser=open_browser)
+
+
+@app.command()
+def graph(
+    spec: Annotated[str, typer.Argument(help="A loop.yaml, or the name of a built-in template")],
+) -> None:
+    """Print the loop as a Mermaid flowchart (the graph the web view draws), for READMEs and pull requests."""
+    from loopengt_core.catalog import template_names, template_text
+    from loopengt_core.validation import load_spec
+    from loopengt_server.ui.graph import mermaid
+
+    if not Path(spec).exists() and spec in template_names():
+        parsed = load_spec(template_text(spec), source=spec)
+    else:
+        _check_spec(spec)
+        from loopengt_core.validation import load_spec_file
+
+        parsed = load_spec_file(spec)[0]
+    sys.stdout.write(mermaid(parsed))
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    output: OutputOption = None,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Write a Markdown report of a run: steps, attempts, gate results, spend, timeline."""
+    from loopengt_server.ui.report import markdown_report
+
+    text = markdown_report(_runs(store), run_id)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote the report of run {run_id} to {output}", err=True)
 
 
 def _usage_line(exc: typer.TyperException) -> str:
