@@ -13,10 +13,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from loopengt_core.errors import LoopengtError, NotFound
-from loopengt_core.store import Store
+from loopengt_core.reading import RunReader
 
 log = logging.getLogger("loopengt.ui")
 POLL_SECONDS = 0.2
@@ -52,24 +51,23 @@ class Subscription:
 
 
 class Feed:
-    def __init__(self, store: Store, *, poll_seconds: float = POLL_SECONDS) -> None:
-        self.store = store
+    def __init__(self, reader: RunReader, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self.reader = reader
         self.poll_seconds = poll_seconds
         self._subs: list[Subscription] = []
         self._cond = threading.Condition()
         self._versions: dict[str, str | None] = {}
         self._thread: threading.Thread | None = None
         self.closed = False
-        changes = getattr(store, "changes", None)
-        self._changes: Callable[[float], list[str]] | None = changes if callable(changes) else None
+        self._pushed = reader.pushes_changes
 
     def subscribe(self, run_id: str | None) -> Subscription:
         """Start listening (call before reading what the page shows, so no change falls in between)."""
         sub = Subscription(self, run_id)
         with self._cond:
             if self._thread is None:
-                if self._changes is not None:
-                    self._changes(0)  # start listening now: changes before the first call are not told
+                if self._pushed:
+                    self.reader.changes(0)  # start listening now: changes before the first call are not told
                 self._thread = threading.Thread(target=self._watch, name="loopengt-ui-feed", daemon=True)
                 self._thread.start()
             if run_id is not None and run_id not in self._versions:
@@ -107,14 +105,14 @@ class Feed:
 
     def _next(self) -> set[str]:
         """Run ids changed since the last call (waits up to `poll_seconds`)."""
-        if self._changes is not None:
-            return set(self._changes(self.poll_seconds))
+        if self._pushed:
+            return set(self.reader.changes(self.poll_seconds) or ())
         time.sleep(self.poll_seconds)
         with self._cond:
             everything = any(s.run_id is None for s in self._subs)
             watched = {s.run_id for s in self._subs if s.run_id is not None}
         if everything:
-            watched |= set(self.store.list_runs())
+            watched |= set(self.reader.list_runs())
         changed = set()
         for run_id in watched:
             version = self._version(run_id)
@@ -125,7 +123,7 @@ class Feed:
 
     def _version(self, run_id: str) -> str | None:
         try:
-            return self.store.version(run_id)
+            return self.reader.version(run_id)
         except NotFound:
             return None
 

@@ -129,7 +129,7 @@ class _View:
     def __init__(self, runs: Runs, token: bool) -> None:
         self.runs = runs
         self.token = token
-        self.feed = Feed(runs.store)
+        self.feed = Feed(runs.reader)
         self.person = _person()
 
     async def page(self, request: Request) -> Response:
