@@ -14,7 +14,10 @@ from loopengt_core.errors import LoopengtError
 from loopengt_core.events import event_data, to_record
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from loopengt_core.runs import Runs
+    from loopengt_core.view import RunView
 
 app = typer.Typer(
     name="loopengt",
@@ -279,12 +282,7 @@ def run(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Drive a run headless: each agent task goes to --agent; exit 0 only if the run completed."""
-    import time
-
-    from rich.console import Console
-
-    from loopengt_core.store import open_store
-    from loopengt_server.headless import AgentCannotStart, Progress, Watcher, agent_argv, drive, show_end
+    from loopengt_server.headless import agent_argv
 
     if not agent:
         raise fail("--agent is required, e.g. --agent 'python3 examples/agent.py'", 2)
@@ -296,16 +294,44 @@ def run(
         raise fail(exc.message, 2) from None
     if spec is not None:
         _check_spec(spec)
+
+    def begin(runs: Runs) -> RunView:
+        if resume is not None:
+            return runs.resume(resume)
+        return runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
+    raise typer.Exit(0 if view.status == "completed" else 1)
+
+
+def _headless(
+    begin: Callable[[Runs], RunView],
+    argv: list[str],
+    agent: str,
+    store: str,
+    *,
+    quiet: bool,
+    new: bool,
+    run_id: str | None = None,
+) -> RunView:
+    """Start or continue a run with `begin`, drive it with the agent command to its end, print the end.
+
+    Shared by `run` and `design`. A run this call creates ends `failed` if its agent cannot start; a run
+    it continues is kept as it was. Ctrl-C leaves the run resumable (exit 130).
+    """
+    import time
+
+    from rich.console import Console
+
+    from loopengt_core.store import open_store
+    from loopengt_server.headless import AgentCannotStart, Progress, Watcher, drive, show_end
+
     console = Console(highlight=False, soft_wrap=True)
     progress = Progress(console, quiet=quiet)
     runs = _runs(store, allow_inline_commands=False, on_command=progress.command_started)
     started = time.monotonic()
-    # a run this command creates ends `failed` if its agent cannot start; one it continues is kept
-    created = resume is None and not (run_id is not None and runs.store.exists(run_id))
-    if resume is not None:
-        view = runs.resume(resume)
-    else:
-        view = runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+    created = new and not (run_id is not None and runs.store.exists(run_id))
+    view = begin(runs)
     progress.say(f"run {view.run_id} ({view.loop}) in {store}")
     watched = open_store(store)
     try:
@@ -336,7 +362,52 @@ def run(
     show_end(console, view, watcher.fold, time.monotonic() - started, quiet=quiet)
     if view.status == "paused" and not quiet:
         console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
-    raise typer.Exit(0 if view.status == "completed" else 1)
+    return view
+
+
+@app.command()
+def design(
+    goal: Annotated[str, typer.Argument(help="What the loop should achieve")],
+    agent: Annotated[
+        str, typer.Option("--agent", help="Command that drafts the spec (task JSON on stdin, JSON on stdout)")
+    ] = "",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the loop spec")] = Path(
+        "loop.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
+    ] = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Design a loop.yaml for GOAL: a run of the `design` template, driven by --agent; writes --output."""
+    from loopengt_server.design import DESIGN_TEMPLATE, design_output
+    from loopengt_server.headless import agent_argv
+
+    if not agent:
+        raise fail("--agent is required, e.g. --agent 'python3 designer.py'", 2)
+    if not goal.strip():
+        raise fail("GOAL is empty: say what the loop should achieve", 2)
+    if output.exists() and not force:
+        raise fail(f"{output} exists; pass --force to overwrite it, or --output another path")
+    if not output.parent.is_dir():
+        raise fail(f"--output {output}: the folder {output.parent} does not exist")
+    try:
+        argv = agent_argv(agent, Path.cwd())
+    except LoopengtError as exc:
+        raise fail(exc.message, 2) from None
+
+    def begin(runs: Runs) -> RunView:
+        return runs.start_run(template=DESIGN_TEMPLATE, inputs={"goal": goal})
+
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=True)
+    if view.status != "completed":
+        raise typer.Exit(1)
+    try:
+        written = design_output(view.final_output, output)
+    except LoopengtError as exc:
+        raise fail(exc.message) from None
+    typer.echo(f"wrote {output}: {written}; run it with: loopengt run {output} --agent CMD")
 
 
 @app.command("runs")
