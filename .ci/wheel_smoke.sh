@@ -4,7 +4,8 @@
 #   - the example loop completes on the default store (in a git repository whose .gitignore lists .loopengt/),
 #   - the stdio server lists the three prompts and renders one,
 #   - `init --client claude-code` installs the three slash commands,
-#   - `doctor` finds the prompts.
+#   - `doctor` finds the prompts,
+#   - `import loopengt` (the Python API) is shipped and drives a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout="$PWD"
@@ -41,3 +42,14 @@ echo "slash commands: $(cd .claude/commands && ls | paste -sd " " -)"
 
 echo "== wheel: doctor"
 loopengt doctor | grep -E '^OK +prompts'
+
+echo "== wheel: import loopengt"
+python -c "
+import loopengt
+assert 'site-packages' in loopengt.__file__, loopengt.__file__
+assert loopengt.validate('examples/loop.yaml').valid
+with loopengt.open('.loopengt-api') as runs:
+    view = runs.start(template='planner_executor')
+    assert view.tasks[0].task_id == 'plan#1', view
+    print('import loopengt: started', view.run_id)
+"
