@@ -31,6 +31,9 @@ app = typer.Typer(
 StoreOption = Annotated[
     str, typer.Option("--store", help="Store: a directory (default .loopengt) or postgresql://...")
 ]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
+]
 
 
 def _version(value: bool) -> None:
@@ -277,22 +280,13 @@ def run(
     template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
-    ] = False,
+    quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Drive a run headless: each agent task goes to --agent; exit 0 only if the run completed."""
-    from loopengt_server.headless import agent_argv
-
-    if not agent:
-        raise fail("--agent is required, e.g. --agent 'python3 examples/agent.py'", 2)
+    argv = _agent_argv(agent, "python3 examples/agent.py")
     if sum(x is not None for x in (spec, template, resume)) != 1:
         raise fail("give exactly one of SPEC, --template NAME or --resume RUN_ID", 2)
-    try:  # before a run exists: a typo in --agent must not leave a run that nobody drives
-        argv = agent_argv(agent, Path.cwd())
-    except LoopengtError as exc:
-        raise fail(exc.message, 2) from None
     if spec is not None:
         _check_spec(spec)
 
@@ -303,6 +297,18 @@ def run(
 
     view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
     raise typer.Exit(0 if view.status == "completed" else 1)
+
+
+def _agent_argv(agent: str, example: str) -> list[str]:
+    """`--agent` as an argv, checked before a run exists: a typo must not leave a run that nobody drives."""
+    from loopengt_server.headless import agent_argv
+
+    if not agent:
+        raise fail(f"--agent is required, e.g. --agent '{example}'", 2)
+    try:
+        return agent_argv(agent, Path.cwd())
+    except LoopengtError as exc:
+        raise fail(exc.message, 2) from None
 
 
 def _headless(
@@ -376,27 +382,19 @@ def design(
         "loop.yaml"
     ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
-    ] = False,
+    quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Design a loop.yaml for GOAL: a run of the `design` template, driven by --agent; writes --output."""
     from loopengt_server.design import DESIGN_TEMPLATE, design_output
-    from loopengt_server.headless import agent_argv
 
-    if not agent:
-        raise fail("--agent is required, e.g. --agent 'python3 designer.py'", 2)
     if not goal.strip():
         raise fail("GOAL is empty: say what the loop should achieve", 2)
     if output.exists() and not force:
         raise fail(f"{output} exists; pass --force to overwrite it, or --output another path")
     if not output.parent.is_dir():
         raise fail(f"--output {output}: the folder {output.parent} does not exist")
-    try:
-        argv = agent_argv(agent, Path.cwd())
-    except LoopengtError as exc:
-        raise fail(exc.message, 2) from None
+    argv = _agent_argv(agent, "python3 designer.py")
 
     def begin(runs: Runs) -> RunView:
         return runs.start_run(template=DESIGN_TEMPLATE, inputs={"goal": goal})
