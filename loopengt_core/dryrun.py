@@ -21,7 +21,9 @@ from loopengt_core.patterns import threshold
 from loopengt_core.spec import LoopSpec, Step
 from loopengt_core.state import RunState, TaskState, project_run
 
-MAX_ACTIONS = 2000  # submissions and commands: a flow that needs more is reported as not ending
+MAX_ACTIONS = 1000  # submissions and commands: a flow that needs more is reported as not ending
+PATH_SHOWN = 10  # steps shown from each end of a long path
+MAX_EXAMPLE_VALUES = 2000  # values one example output may be built from (see _Maker)
 _NOW = datetime(2000, 1, 1, tzinfo=UTC)  # never moves: no deadline or time limit falls due
 _TEXT = "dry run"
 
@@ -40,9 +42,17 @@ class DryRun:
         return self.status == "completed"
 
     def text(self) -> str:
-        """One paragraph for feedback: how it ended, why, and the steps taken."""
-        taken = " -> ".join(self.path) or "none"
-        ending = "completed" if self.completed else f"ended {self.status}: {self.error or 'no reason given'}"
+        """One paragraph for feedback: how it ended, why, and the steps taken (a long path elided)."""
+        path = self.path
+        if len(path) > 2 * PATH_SHOWN:
+            path = [*path[:PATH_SHOWN], f"... {len(path) - 2 * PATH_SHOWN} more ...", *path[-PATH_SHOWN:]]
+        taken = " -> ".join(path) or "none"
+        if self.completed:
+            ending = "completed"
+        elif self.status == "running":
+            ending = f"did not end: {self.error}"
+        else:
+            ending = f"ended {self.status}: {self.error or 'no reason given'}"
         return f"the dry run {ending} (after {self.turns} turns; steps taken: {taken})"
 
 
@@ -57,21 +67,63 @@ def example(schema: Any) -> Any:
 
 def examples(schema: Any) -> list[Any]:
     """One value per `anyOf`/`oneOf` branch of `schema` (one value when it has none)."""
-    if not isinstance(schema, dict):
-        return [_TEXT]
-    for key in ("const", "default"):
-        if key in schema:
-            return [schema[key]]
-    for key in ("enum", "examples"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            return [schema[key][0]]
-    base = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf", "allOf")}
-    for part in schema.get("allOf") or []:
-        base = _merged(base, part)
-    branches = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(branches, list) and branches:
-        return [_single(_merged(base, branch)) for branch in branches]
-    return [_single(base)]
+    return _Maker().values(schema)
+
+
+class _Maker:
+    """Builds example values within MAX_EXAMPLE_VALUES: nested arrays with a `minItems` at each level
+    (a drafted schema is an agent's text) would otherwise multiply into more values than memory holds.
+    Past the budget, arrays come out empty and objects bare; the schema check then says so."""
+
+    def __init__(self) -> None:
+        self.left = MAX_EXAMPLE_VALUES
+
+    def values(self, schema: Any) -> list[Any]:
+        self.left -= 1
+        if not isinstance(schema, dict):
+            return [_TEXT]
+        for key in ("const", "default"):
+            if key in schema:
+                return [schema[key]]
+        for key in ("enum", "examples"):
+            if isinstance(schema.get(key), list) and schema[key]:
+                return [schema[key][0]]
+        base = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf", "allOf")}
+        for part in schema.get("allOf") or []:
+            base = _merged(base, part)
+        branches = schema.get("anyOf") or schema.get("oneOf")
+        if isinstance(branches, list) and branches:
+            return [self.single(_merged(base, branch)) for branch in branches]
+        return [self.single(base)]
+
+    def one(self, schema: Any) -> Any:
+        return self.values(schema)[0]
+
+    def single(self, schema: dict[str, Any]) -> Any:
+        if any(k in schema for k in ("const", "enum", "anyOf", "oneOf")):
+            return self.one(schema)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind is None:
+            kind = "object" if "properties" in schema or "required" in schema else "string"
+        if kind == "object":
+            return self.object(schema)
+        if kind == "array":
+            return self.array(schema)
+        return _SCALARS.get(kind, lambda s: _TEXT)(schema)
+
+    def object(self, schema: dict[str, Any]) -> Any:
+        found = schema.get("properties")
+        properties: dict[str, Any] = found if isinstance(found, dict) else {}
+        required = [k for k in schema.get("required") or [] if isinstance(k, str)]
+        return {k: self.one(properties.get(k, {})) for k in dict.fromkeys(required) if self.left > 0}
+
+    def array(self, schema: dict[str, Any]) -> Any:
+        count = schema.get("minItems", 1)
+        if schema.get("maxItems") == 0 or not isinstance(count, int):
+            count = 0
+        return [self.one(schema.get("items", {})) for _ in range(min(count, 10)) if self.left > 0]
 
 
 def _merged(base: dict[str, Any], branch: Any) -> dict[str, Any]:
@@ -81,31 +133,6 @@ def _merged(base: dict[str, Any], branch: Any) -> dict[str, Any]:
     out["properties"] = {**(base.get("properties") or {}), **(branch.get("properties") or {})}
     out["required"] = [*(base.get("required") or []), *(branch.get("required") or [])]
     return out
-
-
-def _single(schema: dict[str, Any]) -> Any:
-    if any(k in schema for k in ("const", "enum", "anyOf", "oneOf")):
-        return example(schema)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind is None:
-        kind = "object" if "properties" in schema or "required" in schema else "string"
-    return _EXAMPLES.get(kind, lambda s: _TEXT)(schema)
-
-
-def _object(schema: dict[str, Any]) -> Any:
-    found = schema.get("properties")
-    properties: dict[str, Any] = found if isinstance(found, dict) else {}
-    required = [str(k) for k in schema.get("required") or [] if isinstance(k, str)]
-    return {k: example(properties.get(k, {})) for k in dict.fromkeys(required)}
-
-
-def _array(schema: dict[str, Any]) -> Any:
-    count = schema.get("minItems", 1)
-    if schema.get("maxItems") == 0 or not isinstance(count, int):
-        count = 0
-    return [example(schema.get("items", {})) for _ in range(min(count, 10))]
 
 
 def _string(schema: dict[str, Any]) -> Any:
@@ -126,9 +153,7 @@ def _number(schema: dict[str, Any]) -> Any:
     return int(value) if integer else value
 
 
-_EXAMPLES: dict[str, Any] = {
-    "object": _object,
-    "array": _array,
+_SCALARS: dict[str, Any] = {
     "string": _string,
     "integer": _number,
     "number": _number,
@@ -207,7 +232,7 @@ def dry_run(spec: LoopSpec, inputs: dict[str, Any] | None = None) -> DryRun:
             break
         state = _act(engine, agent, state, path)
     else:
-        return DryRun("running", f"it did not end within {MAX_ACTIONS} tasks and commands", path, state.turn)
+        return DryRun("running", f"it ran {MAX_ACTIONS} tasks and commands without ending", path, state.turn)
     return DryRun(state.status, state.error, path, state.turn)
 
 

@@ -35,12 +35,16 @@ def drafted_spec(check: SpecCheck, output: Any) -> tuple[LoopSpec | None, list[P
 
 
 def problems_text(problems: list[Problem], where: str) -> str:
+    """Every problem on a line of its own; the first line names the first (a failed run's reason is the
+    first line of its last feedback)."""
     shown = "\n".join(f"- {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
     more = (
         f"\n- (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
     )
     count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-    return f"the drafted spec ({where}) has {count}; fix every one and submit the whole spec again:\n{shown}{more}"
+    first = f" (the first: {problems[0]})" if problems else ""
+    head = f"the drafted spec ({where}) has {count}{first}; fix every one and submit the whole spec again:"
+    return f"{head}\n{shown}{more}"
 
 
 def spec_gate(name: str, check: SpecCheck, output: Any) -> GateResult:

@@ -320,11 +320,13 @@ def _headless(
     quiet: bool,
     new: bool,
     run_id: str | None = None,
+    final_output: bool = True,
 ) -> RunView:
     """Start or continue a run with `begin`, drive it with the agent command to its end, print the end.
 
     Shared by `run` and `design`. A run this call creates ends `failed` if its agent cannot start; a run
-    it continues is kept as it was. Ctrl-C leaves the run resumable (exit 130).
+    it continues is kept as it was. Ctrl-C leaves the run resumable (exit 130). `final_output=False`:
+    the caller says what came of a completed run (design writes it to a file).
     """
     import time
 
@@ -366,7 +368,8 @@ def _headless(
         close = getattr(watched, "close", None)
         if callable(close):
             close()
-    show_end(console, view, watcher.fold, time.monotonic() - started, quiet=quiet)
+    shown = quiet or (not final_output and view.status == "completed")
+    show_end(console, view, watcher.fold, time.monotonic() - started, quiet=shown)
     if view.status == "paused" and not quiet:
         console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
     return view
@@ -399,9 +402,9 @@ def design(
     def begin(runs: Runs) -> RunView:
         return runs.start_run(template=DESIGN_TEMPLATE, inputs={"goal": goal})
 
-    view = _headless(begin, argv, agent, store, quiet=quiet, new=True)
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=True, final_output=False)
     if view.status != "completed":
-        raise typer.Exit(1)
+        raise fail(f"the design run {view.run_id} ended {view.status}: nothing was written to {output}")
     try:
         written = design_output(view.final_output, output)
     except LoopengtError as exc:

@@ -208,3 +208,30 @@ async def test_design_over_mcp_is_start_run_with_the_design_template(tmp_path: P
         answer = ok(await step(client, view["run_id"], retry["task_id"], {"spec": good}))
         assert answer["status"] == "completed"
         assert json.loads(json.dumps(answer["final_output"]))["spec"] == good
+
+
+def test_a_flow_that_never_ends_is_cut_off_and_told_briefly() -> None:
+    endless = load_spec(
+        {
+            "name": "endless",
+            "pattern": "custom",
+            "agents": [{"name": "a"}],
+            "steps": [{"name": "a", "agent": "a", "next": ["b"]}, {"name": "b", "agent": "a", "next": ["a"]}],
+            "policy": {"max_turns": 5000},
+        }
+    )
+    ended = dry_run(endless)
+    assert not ended.completed
+    text = ended.text()
+    assert "did not end: it ran 1000 tasks and commands without ending" in text
+    assert "... 980 more ..." in text
+    assert len(text) < 500
+
+
+def test_example_values_stay_small_for_a_schema_built_to_explode() -> None:
+    schema: dict[str, Any] = {"type": "array", "minItems": 10, "items": {}}
+    inner = schema
+    for _ in range(15):  # 10 ** 16 values if built in full
+        inner["items"] = {"type": "array", "minItems": 10, "items": {}}
+        inner = inner["items"]
+    assert len(json.dumps(example(schema))) < 100_000
