@@ -11,6 +11,8 @@ from mcp_helpers import run_cli
 
 from loopengt_core.baseline import BaselineMetrics, compare, regressed, tolerances
 from loopengt_core.errors import InvalidArgument
+from loopengt_core.runs import Runs
+from loopengt_core.store.files import FileStore
 
 SPEC = textwrap.dedent(
     """\
@@ -165,3 +167,13 @@ def test_steps_and_gates_of_a_changed_spec_are_shown_not_counted() -> None:
 def test_bad_tolerances_are_refused_naming_what_is_allowed(given: str) -> None:
     with pytest.raises(InvalidArgument, match="--tolerance"):
         tolerances([given])
+
+
+def test_a_run_still_going_is_not_compared_nor_saved(project: Path) -> None:
+    runs = Runs(FileStore(project / ".loopengt"), cwd=project)
+    runs.start_run(spec_path="loop.yaml", run_id="going")
+    for args in (("--save-baseline", "main"), ("--baseline", "main")):
+        refused = run_cli("eval", "going", *args, cwd=project)
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == "loopengt: run going is running: baselines compare runs that ended"
+    assert not (project / "loopengt-baselines").exists()

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 from mcp_helpers import ok, run_cli, stdio_client, step
 
@@ -197,6 +198,11 @@ def test_example_values_match_their_schema() -> None:
 @pytest.mark.anyio
 async def test_design_over_mcp_is_start_run_with_the_design_template(tmp_path: Path) -> None:
     async with stdio_client(tmp_path / "store", tmp_path, "auto") as client:
+        prompt = await client.get_prompt("design_loop", {"goal": GOAL})
+        content = prompt.messages[0].content
+        assert isinstance(content, types.TextContent)
+        assert GOAL in content.text
+        assert '`start_run` with `template: "design"`' in content.text
         view = ok(await client.call_tool("start_run", {"template": "design", "inputs": {"goal": GOAL}}))
         (task,) = view["tasks"]
         assert GOAL in task["instructions"]
