@@ -6,6 +6,7 @@
 #   - `init --client claude-code` installs the three slash commands,
 #   - `doctor` finds the prompts,
 #   - `loopengt ui` serves its page, its vendored Mermaid and the example run from the wheel.
+#   - `import loopengt` (the Python API) is shipped and drives a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout="$PWD"
@@ -66,3 +67,13 @@ print(f"ui: {url} serves the page, its scripts and {len(runs)} run")
 PY
 kill "$ui_pid"
 wait "$ui_pid" 2>/dev/null || true
+echo "== wheel: import loopengt"
+python -c "
+import loopengt
+assert 'site-packages' in loopengt.__file__, loopengt.__file__
+assert loopengt.validate('examples/loop.yaml').valid
+with loopengt.open('.loopengt-api') as runs:
+    view = runs.start(template='planner_executor')
+    assert view.tasks[0].task_id == 'plan#1', view
+    print('import loopengt: started', view.run_id)
+"

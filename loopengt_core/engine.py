@@ -54,6 +54,7 @@ from loopengt_core.gates import command_feedback, condition_gate, schema_gate, t
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
 from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
+from loopengt_core.speccheck import spec_gate
 from loopengt_core.state import GateResult, RunState, apply
 from loopengt_core.stuck import Compared, diagnose, normalise
 
@@ -539,6 +540,8 @@ class Engine:
                 results.append(
                     (condition_gate(gate.name, gate.condition, scope, gate.feedback), gate.on_failure)
                 )
+            elif gate.loop_spec is not None:
+                results.append((spec_gate(gate.name, gate.loop_spec, evaluation.output), gate.on_failure))
         for result, on_failure in results:
             tx.emit(
                 GatePassed(

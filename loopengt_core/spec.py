@@ -76,8 +76,23 @@ class ApprovalRule(SpecModel):
     )
 
 
+class SpecCheck(SpecModel):
+    """A gate over a loop spec an agent drafted (the `design` loop): validation, then maybe a dry run."""
+
+    field: str = Field(
+        "spec",
+        min_length=1,
+        description="The output field that holds the drafted spec (YAML text or an object).",
+    )
+    dry_run: bool = Field(
+        False,
+        description="Also drive the draft with a scripted agent, executing nothing (commands and every "
+        "gate count as passing), and fail unless it reaches `completed`.",
+    )
+
+
 class Gate(SpecModel):
-    """A check after a step's output arrives. Exactly one of condition, command or approval."""
+    """A check after a step's output arrives. Exactly one of condition, command, approval or loop_spec."""
 
     name: str
     description: str | None = None
@@ -91,6 +106,11 @@ class Gate(SpecModel):
         False,
         description="A person approves: `true` (through any channel: MCP elicitation, `loopengt approve`, "
         "the web view) or `{via: [cli, web]}` to name the channels that count.",
+    )
+    loop_spec: SpecCheck | None = Field(
+        None,
+        description="The output holds a loop spec: passes when it validates (and, with dry_run, completes a "
+        "dry run); every problem comes back with its location.",
     )
     prompt: str | None = Field(None, description="What the approver is asked.")
     on_failure: OnFailure = "retry"

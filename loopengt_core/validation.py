@@ -581,13 +581,15 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
                 ("condition", gate.condition is not None),
                 ("command", gate.command is not None),
                 ("approval", gate.approval),
+                ("loop_spec", gate.loop_spec is not None),
             )
             if on
         ]
         if len(kinds) != 1:
             found = f" (has {', '.join(kinds)})" if kinds else ""
             yield Problem(
-                here, f"a gate needs exactly one of 'condition', 'command' or 'approval: true'{found}"
+                here,
+                f"a gate needs exactly one of 'condition', 'command', 'approval: true' or 'loop_spec'{found}",
             )
         if gate.condition is not None:
             yield from _condition(f"{here}.condition", gate.condition, GATE_NAMES)

@@ -14,7 +14,11 @@ from loopengt_core.errors import LoopengtError
 from loopengt_core.events import event_data, to_record
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from loopengt_core.metrics import RunMetrics
     from loopengt_core.runs import Runs
+    from loopengt_core.view import RunView
 
 app = typer.Typer(
     name="loopengt",
@@ -26,6 +30,9 @@ app = typer.Typer(
 
 StoreOption = Annotated[
     str, typer.Option("--store", help="Store: a directory (default .loopengt) or postgresql://...")
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
 ]
 
 OutputOption = Annotated[
@@ -278,40 +285,68 @@ def run(
     template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only the result (one line) and errors")
-    ] = False,
+    quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
     """Drive a run headless: each agent task goes to --agent; exit 0 only if the run completed."""
+    argv = _agent_argv(agent, "python3 examples/agent.py")
+    if sum(x is not None for x in (spec, template, resume)) != 1:
+        raise fail("give exactly one of SPEC, --template NAME or --resume RUN_ID", 2)
+    if spec is not None:
+        _check_spec(spec)
+
+    def begin(runs: Runs) -> RunView:
+        if resume is not None:
+            return runs.resume(resume)
+        return runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
+    raise typer.Exit(0 if view.status == "completed" else 1)
+
+
+def _agent_argv(agent: str, example: str) -> list[str]:
+    """`--agent` as an argv, checked before a run exists: a typo must not leave a run that nobody drives."""
+    from loopengt_server.headless import agent_argv
+
+    if not agent:
+        raise fail(f"--agent is required, e.g. --agent '{example}'", 2)
+    try:
+        return agent_argv(agent, Path.cwd())
+    except LoopengtError as exc:
+        raise fail(exc.message, 2) from None
+
+
+def _headless(
+    begin: Callable[[Runs], RunView],
+    argv: list[str],
+    agent: str,
+    store: str,
+    *,
+    quiet: bool,
+    new: bool,
+    run_id: str | None = None,
+    final_output: bool = True,
+) -> RunView:
+    """Start or continue a run with `begin`, drive it with the agent command to its end, print the end.
+
+    Shared by `run` and `design`. A run this call creates ends `failed` if its agent cannot start; a run
+    it continues is kept as it was. Ctrl-C leaves the run resumable (exit 130). `final_output=False`:
+    the caller says what came of a completed run (design writes it to a file).
+    """
     import time
 
     from rich.console import Console
 
     from loopengt_core.reading import RunReader
     from loopengt_core.store import open_store
-    from loopengt_server.headless import AgentCannotStart, Progress, Watcher, agent_argv, drive, show_end
+    from loopengt_server.headless import AgentCannotStart, Progress, Watcher, drive, show_end
 
-    if not agent:
-        raise fail("--agent is required, e.g. --agent 'python3 examples/agent.py'", 2)
-    if sum(x is not None for x in (spec, template, resume)) != 1:
-        raise fail("give exactly one of SPEC, --template NAME or --resume RUN_ID", 2)
-    try:  # before a run exists: a typo in --agent must not leave a run that nobody drives
-        argv = agent_argv(agent, Path.cwd())
-    except LoopengtError as exc:
-        raise fail(exc.message, 2) from None
-    if spec is not None:
-        _check_spec(spec)
     console = Console(highlight=False, soft_wrap=True)
     progress = Progress(console, quiet=quiet)
     runs = _runs(store, allow_inline_commands=False, on_command=progress.command_started)
     started = time.monotonic()
-    # a run this command creates ends `failed` if its agent cannot start; one it continues is kept
-    created = resume is None and not (run_id is not None and runs.reader.exists(run_id))
-    if resume is not None:
-        view = runs.resume(resume)
-    else:
-        view = runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+    created = new and not (run_id is not None and runs.reader.exists(run_id))
+    view = begin(runs)
     progress.say(f"run {view.run_id} ({view.loop}) in {store}")
     watched = RunReader(open_store(store))
     try:
@@ -337,10 +372,48 @@ def run(
                 raise typer.Exit(130) from None
     finally:
         watched.close()
-    show_end(console, view, watcher.fold, time.monotonic() - started, quiet=quiet)
+    shown = quiet or (not final_output and view.status == "completed")
+    show_end(console, view, watcher.fold, time.monotonic() - started, quiet=shown)
     if view.status == "paused" and not quiet:
         console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
-    raise typer.Exit(0 if view.status == "completed" else 1)
+    return view
+
+
+@app.command()
+def design(
+    goal: Annotated[str, typer.Argument(help="What the loop should achieve")],
+    agent: Annotated[
+        str, typer.Option("--agent", help="Command that drafts the spec (task JSON on stdin, JSON on stdout)")
+    ] = "",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the loop spec")] = Path(
+        "loop.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+    quiet: QuietOption = False,
+    store: StoreOption = ".loopengt",
+) -> None:
+    """Design a loop.yaml for GOAL: a run of the `design` template, driven by --agent; writes --output."""
+    from loopengt_server.design import DESIGN_TEMPLATE, design_output
+
+    if not goal.strip():
+        raise fail("GOAL is empty: say what the loop should achieve", 2)
+    if output.exists() and not force:
+        raise fail(f"{output} exists; pass --force to overwrite it, or --output another path")
+    if not output.parent.is_dir():
+        raise fail(f"--output {output}: the folder {output.parent} does not exist")
+    argv = _agent_argv(agent, "python3 designer.py")
+
+    def begin(runs: Runs) -> RunView:
+        return runs.start_run(template=DESIGN_TEMPLATE, inputs={"goal": goal})
+
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=True, final_output=False)
+    if view.status != "completed":
+        raise fail(f"the design run {view.run_id} ended {view.status}: nothing was written to {output}")
+    try:
+        written = design_output(view.final_output, output)
+    except LoopengtError as exc:
+        raise fail(exc.message) from None
+    typer.echo(f"wrote {output}: {written}; run it with: loopengt run {output} --agent CMD")
 
 
 @app.command("runs")
@@ -687,9 +760,33 @@ def import_command(
 def eval_command(
     run_id: Annotated[str, typer.Argument(help="Run id")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+    save_baseline: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option(
+            "--save-baseline", help="Save this run's metrics as baseline NAME (or a path ending .json)"
+        ),
+    ] = None,
+    baseline: Annotated[
+        Optional[str],  # noqa: UP045 - typer
+        typer.Option("--baseline", help="Compare with baseline NAME; exit 1 when a metric regressed"),
+    ] = None,
+    tolerance: Annotated[
+        list[str],
+        typer.Option(
+            "--tolerance",
+            help="Allowed regression: 0.3 (every metric) or KIND=VALUE, KIND one of turns, attempts, gates, "
+            "time, spend (repeatable)",
+        ),
+    ] = [],  # noqa: B006
+    baselines: Annotated[
+        Path, typer.Option("--baselines", help="Folder of the baseline files (commit it)")
+    ] = Path("loopengt-baselines"),
     store: StoreOption = ".loopengt",
 ) -> None:
-    """Metrics of a run from its trace: 0.1.0's, plus attempts, gate pass rates and waiting times."""
+    """Metrics of a run from its trace: 0.1.0's, plus attempts, gate pass rates and waiting times.
+
+    With --save-baseline / --baseline: regression baselines for CI (exit 1 when a metric regressed).
+    """
     from datetime import UTC, datetime
 
     from rich.console import Console
@@ -699,12 +796,19 @@ def eval_command(
     from loopengt_core.metrics import run_metrics
     from loopengt_core.store import check_id, open_store
 
+    if save_baseline is not None and baseline is not None:
+        raise fail("give --save-baseline or --baseline, not both", 2)
+    if tolerance and baseline is None:
+        raise fail("--tolerance goes with --baseline NAME", 2)
     check_id(run_id)
     opened = open_store(store)
     try:
         metrics = run_metrics(opened.events(run_id), now=datetime.now(UTC))
     finally:
         opened.close()
+    if save_baseline is not None or baseline is not None:
+        _baseline(metrics, save_baseline, baseline, tolerance, baselines, as_json=as_json)
+        return
     if as_json:
         typer.echo(metrics.model_dump_json(indent=2))
         return
@@ -744,6 +848,81 @@ def eval_command(
             rate = "-" if gate.pass_rate is None else f"{gate.pass_rate:.0%}"
             gates.add_row(gate.gate, str(gate.passed), str(gate.failed), rate)
         console.print(gates)
+
+
+def _baseline(
+    metrics: RunMetrics,
+    save: str | None,
+    compare_with: str | None,
+    given: list[str],
+    folder: Path,
+    *,
+    as_json: bool,
+) -> None:
+    """`eval --save-baseline` / `eval --baseline`: exit 0 (saved; nothing regressed), 1 (a metric regressed)
+    or 2 (nothing to compare: no such baseline, a run still going, another loop)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from loopengt_core import baseline as baselines
+
+    if metrics.run_status in ("running", "waiting_approval", "paused"):
+        raise fail(f"run {metrics.run_id} is {metrics.run_status}: baselines compare runs that ended", 2)
+    try:
+        if save is not None:
+            path = baselines.path_of(save, folder)
+            saved = baselines.Baseline(
+                name=path.stem,
+                run_id=metrics.run_id,
+                loop=metrics.loop,
+                metrics=baselines.BaselineMetrics.of(metrics),
+            )
+            baselines.save(saved, path)
+            typer.echo(f"saved baseline {path.stem} of run {metrics.run_id} to {path}")
+            return
+        assert compare_with is not None
+        tolerance = baselines.tolerances(given)
+        path = baselines.path_of(compare_with, folder)
+        kept = baselines.load(path)
+    except LoopengtError as exc:
+        raise fail(exc.message, 2) from None
+    if kept.loop != metrics.loop:
+        raise fail(
+            f"baseline {path} is of loop {kept.loop!r}, run {metrics.run_id} of loop {metrics.loop!r}", 2
+        )
+    rows = baselines.compare(kept.metrics, baselines.BaselineMetrics.of(metrics), tolerance)
+    worse = baselines.regressed(rows)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_id": metrics.run_id,
+                    "baseline": str(path),
+                    "baseline_run_id": kept.run_id,
+                    "regressed": bool(worse),
+                    "tolerance": tolerance,
+                    "rows": [r.__dict__ for r in rows],
+                },
+                indent=2,
+            )
+        )
+    else:
+        console = Console(highlight=False, width=max(100, Console().width))
+        table = Table("metric", "baseline", "now", "limit", "verdict", box=None, pad_edge=False)
+        colour = {"regressed": "bold red", "improved": "green"}
+        for row in rows:
+            verdict = f"[{colour[row.verdict]}]{row.verdict}[/]" if row.verdict in colour else row.verdict
+            table.add_row(escape(row.metric), row.baseline, row.current, row.limit, verdict)
+        console.print(f"run [bold]{metrics.run_id}[/] against baseline {path} (run {kept.run_id})")
+        console.print(table)
+        console.print(
+            f"[bold red]{len(worse)} regressed[/]: " + escape(", ".join(r.metric for r in worse))
+            if worse
+            else "no regression"
+        )
+    if worse:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -21,6 +21,7 @@ EXPECTED = {
     "research_architect": "parallel_fan_out",
     "handoff_loop": "handoff",
     "fix_tests": "sequential",
+    "design": "sequential",
 }
 NAMES = sorted(EXPECTED)
 

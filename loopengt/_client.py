@@ -1,0 +1,152 @@
+"""`loopengt.open` and `loopengt.validate`: the public API over `Runs`, `open_store` and validation."""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from loopengt_core import logs
+from loopengt_core.runs import CheckpointInfo, Runs
+from loopengt_core.store import Store, open_store
+from loopengt_core.validation import (
+    Problem,
+    SpecError,
+    read_spec_file,
+    spec_data,
+    summary,
+    validate_data,
+)
+from loopengt_core.view import RunSummary, RunView, StepAnswer
+
+
+class Client:
+    """Runs of one store. Thread-safe; several processes (and `loopengt serve`) may share the store.
+
+    Every method raises `loopengt.LoopengtError` (with `.message` saying what to do, and `.code`) for a
+    bad argument, an unknown run or task, or a conflict; never a store's own exception.
+    """
+
+    def __init__(
+        self, store: Store, *, cwd: str | Path | None = None, allow_inline_commands: bool = False
+    ) -> None:
+        self.store = store
+        self.runs = Runs(store, cwd=cwd, allow_inline_commands=allow_inline_commands)
+
+    def start(
+        self,
+        spec_path: str | Path | None = None,
+        *,
+        template: str | None = None,
+        spec: str | dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> RunView:
+        """Start a run of exactly one of: a spec file, a built-in template, a spec (YAML text or a dict).
+
+        `inputs` are merged into the run's context. Starting an existing `run_id` with the same spec
+        returns that run, so a retried start never makes two.
+        """
+        return self.runs.start_run(
+            spec_path=str(spec_path) if spec_path is not None else None,
+            template=template,
+            spec=spec,
+            inputs=inputs,
+            run_id=run_id,
+        )
+
+    def step(
+        self,
+        run_id: str,
+        task_id: str,
+        output: Any = None,
+        *,
+        outcome: str = "success",
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> StepAnswer:
+        """Submit a task's output; gates run, and the answer says what follows (`gate_results`, `tasks`).
+
+        `outcome="failure"` with `error` reports a failed attempt. The same submission twice returns the
+        same answer and records nothing more. Command gates and command steps run before it returns.
+        """
+        return self.runs.step(run_id, task_id, output, outcome=outcome, error=error, usage=usage)
+
+    def get(self, run_id: str) -> RunView:
+        """The run as it stands: status, open tasks, steps, final output, the next action."""
+        return self.runs.get_run(run_id)
+
+    def list(self, *, status: str | None = None, limit: int = 50) -> builtins.list[RunSummary]:
+        """Runs of the store, newest first; `status` keeps only those (running, completed, ...)."""
+        return self.runs.list_runs(status=status, limit=limit)
+
+    def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
+        """A named point of the run to fork from later with `resume(run_id, checkpoint_id)`."""
+        return self.runs.checkpoint(run_id, label)
+
+    def resume(self, run_id: str, checkpoint_id: str | None = None, *, hint: str | None = None) -> RunView:
+        """Continue a paused or interrupted run; with `checkpoint_id`, fork a new run from that point.
+
+        `hint` (not with a checkpoint) becomes feedback to the next attempt.
+        """
+        return self.runs.resume(run_id, checkpoint_id, hint=hint)
+
+    def cancel(self, run_id: str, reason: str | None = None) -> RunView:
+        """End the run `cancelled`; open tasks close and nothing more can change it."""
+        return self.runs.cancel_run(run_id, reason)
+
+    def close(self) -> None:
+        """Release the store (PostgreSQL: its connection pool)."""
+        self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# `loopengt.open(store)` reads as the verb it is, like `shelve.open`; this module never calls the builtin.
+def open(
+    store: str | Path = ".loopengt", *, cwd: str | Path | None = None, allow_inline_commands: bool = False
+) -> Client:
+    """Open a store: a directory (created when missing) or a `postgresql://` URL.
+
+    `cwd`: the project folder (spec paths are relative to it, commands run in it; default the current
+    folder). `allow_inline_commands`: let `start(spec=...)` run command steps and gates, which a spec
+    from a file or a template may always do.
+    """
+    logs.quiet_by_default()
+    return Client(open_store(str(store)), cwd=cwd, allow_inline_commands=allow_inline_commands)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The result of `validate`: every problem with its location (`steps[1].agent: unknown agent ...`)."""
+
+    valid: bool
+    problems: list[Problem] = field(default_factory=list)
+    summary: str | None = None
+
+
+def validate(spec: str | Path | dict[str, Any]) -> Validation:
+    """Check a loop spec without starting it: a file path (a `Path`, or one line of text ending in
+    .yaml, .yml or .json), YAML text, or a dict. Never raises for a bad spec: the problems are the answer
+    (a missing file too)."""
+    try:
+        if isinstance(spec, Path) or (
+            isinstance(spec, str) and "\n" not in spec and spec.strip().endswith((".yaml", ".yml", ".json"))
+        ):
+            data = spec_data(read_spec_file(spec))
+        else:
+            data = spec_data(spec)
+    except SpecError as exc:
+        return Validation(valid=False, problems=exc.problems)
+    loaded, problems = validate_data(data)
+    if loaded is None or problems:
+        return Validation(valid=False, problems=problems)
+    return Validation(valid=True, summary=summary(loaded))
