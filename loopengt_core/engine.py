@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from loopengt_core import patterns
-from loopengt_core.budget import BudgetLimits, Usage, over, raised
+from loopengt_core.budget import BudgetLimits, Spend, Usage, over, raised
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import (
     AnyEvent,
@@ -850,16 +850,44 @@ class Engine:
             reached = f"step '{step}': {step_reached}" if step_reached else None
         return f"budget: {reached}" if reached else None
 
+    def wall_clock(self, state: RunState, now: datetime) -> list[AnyEvent]:
+        """policy.budget's max_wall_seconds, checked whenever the run is touched (after what the touch
+        decided, so a resume that raises the limit is not paused first).
+
+        Enforce pauses the run (reason budget; open tasks may still be submitted, the next task is held);
+        audit records the warning once. Tokens and cost only change with a submission, so they are checked
+        where work is issued.
+        """
+        limits = self.limits(state)
+        if state.ended or self.budget is None or limits is None or limits.max_wall_seconds is None:
+            return []
+        tx = _Tx(state, now)
+        elapsed = (tx.now - parse_iso(state.started_at)).total_seconds()
+        reached = over(BudgetLimits(max_wall_seconds=limits.max_wall_seconds), Spend(), elapsed)
+        if reached is None:
+            return []
+        if self.budget.mode == "audit":
+            if not (state.budget_warning or "").startswith("budget: max_wall_seconds"):
+                tx.emit(BudgetReached(seq=tx.seq, at=tx.at, detail=f"budget: {reached}"))
+        elif state.status != "paused":
+            tx.emit(
+                RunPaused(seq=tx.seq, at=tx.at, reason="budget", detail=self._pause_detail(state, reached))
+            )
+        return tx.events
+
     def _budget_reached(self, state: RunState, step: Step, now: datetime) -> str | None:
         """An enforced budget's reached limit, as the pause's detail; None in audit mode or under it."""
         if self.budget is None or self.budget.mode != "enforce":
             return None
         reached = self.budget_text(state, step.name, now)
-        if reached is None:
-            return None
+        return None if reached is None else self._pause_detail(state, reached.removeprefix("budget: "))
+
+    def _pause_detail(self, state: RunState, reached: str) -> str:
+        """An enforced pause's detail: the limit reached and how to go on."""
+        flag = "--budget-seconds" if reached.startswith("max_wall_seconds") else "--budget-tokens"
         return (
-            f"{reached}. No new task is issued; resume with a raised limit "
-            f"(resume(run_id, budget={{...}}) or `loopengt resume {state.run_id} --budget-tokens N`)"
+            f"budget: {reached}. No new task is issued; resume with a raised limit "
+            f"(resume(run_id, budget={{...}}) or `loopengt resume {state.run_id} {flag} N`)"
         )
 
     def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:

@@ -660,6 +660,7 @@ class Runs:
             ticked = run.state.seq
             try:
                 events += decide(run.engine, run.state, now)
+                events += run.engine.wall_clock(run.state, now)
             except BaseException:
                 if run.state.seq != ticked:
                     # decide applied events to the cached state and then failed: those events never
