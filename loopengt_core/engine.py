@@ -44,6 +44,7 @@ from loopengt_core.events import (
     TaskExpired,
     TaskHeld,
     TaskIssued,
+    UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
     iso,
@@ -56,6 +57,7 @@ from loopengt_core.render import render
 from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
 from loopengt_core.state import GateResult, RunState, apply
 from loopengt_core.stuck import Compared, diagnose, normalise
+from loopengt_core.transcripts import Segment, TranscriptClient
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000
@@ -120,7 +122,7 @@ class Engine:
             if c.condition_type in ("goal_met", "custom") and isinstance(c.condition(), str)
         ]
         self.budget = spec.policy.budget
-        self.stuck = spec.policy.stuck
+        self.stuck = spec.policy.stuck_policy()
         quality = spec.stop_value("quality_threshold")
         self.quality: float | None = (
             float(quality)
@@ -512,6 +514,42 @@ class Engine:
             )
         return tx.events
 
+    def record_usage(
+        self,
+        state: RunState,
+        segments: list[Segment],
+        *,
+        client: TranscriptClient,
+        transcript: str,
+        now: datetime,
+    ) -> list[AnyEvent]:
+        """Usage read from a transcript (`transcripts.segments`), one event per task it belongs to.
+
+        A segment of a task neither open nor recently answered (`state.answers`) is left out; what
+        the agent reported for a task with `step(usage=...)` wins over it (see `state`).
+        """
+        tx = _Tx(state, now)
+        for segment in segments:
+            task_id = segment.task_id
+            if segment.usage is None or (task_id not in state.tasks and task_id not in state.answers):
+                continue
+            task = state.tasks.get(task_id)
+            tx.emit(
+                UsageRead(
+                    seq=tx.seq,
+                    at=tx.at,
+                    task_id=task_id,
+                    step=task.step if task is not None else task_id.rsplit("#", 1)[0],
+                    client=client,
+                    transcript=transcript,
+                    from_offset=segment.start,
+                    to_offset=segment.end,
+                    message_ids=segment.message_ids,
+                    usage=segment.usage,
+                )
+            )
+        return tx.events
+
     # --- decisions -----------------------------------------------------------------------------
 
     def _require_active(self, state: RunState) -> None:
@@ -699,8 +737,10 @@ class Engine:
                         compared=self._compared(state, name, feedback),
                     )
                 )
+                # only while a retry is left to save (this branch) and a turn for it: else the run fails
+                # as it always has
                 stuck = diagnose(name, current.streak, self.stuck) if self.stuck is not None else None
-                if stuck is not None and state.status != "paused":
+                if stuck is not None and state.status != "paused" and state.turn < self.max_turns:
                     tx.emit(RunPaused(seq=tx.seq, at=tx.at, reason="stuck", detail=stuck))
                 self._issue(tx, step, attempt, feedback, current.visit_input)
             return
@@ -721,7 +761,7 @@ class Engine:
             tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason))
 
     def _compared(self, state: RunState, name: str, feedback: str) -> Compared | None:
-        """The failed attempt as stuck detection compares it (None without policy.stuck)."""
+        """The failed attempt as stuck detection compares it (None with `policy.stuck: false`)."""
         if self.stuck is None:
             return None
         answer = state.answers.get(f"{name}#{state.steps[name].issued}")
