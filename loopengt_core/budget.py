@@ -117,9 +117,17 @@ class SpendView(Spend):
         )
 
 
+def usage_text(usage: Usage) -> str:
+    """One submission's (or transcript read's) usage for a person: `3,000 tokens, $0.01, model m`."""
+    tokens = usage.tokens()
+    parts = [f"{tokens:,} tokens" if tokens is not None else "tokens unknown"]
+    parts.append(f"${usage.cost_usd:g}" if usage.cost_usd is not None else "cost unknown")
+    return ", ".join(parts + ([f"model {usage.model}"] if usage.model else []))
+
+
 def spend_text(spend: Spend, submissions: int | None = None) -> str:
     """Spend for a person: `12,000 tokens, $0.04` and how many submissions reported nothing."""
-    tokens = f"{spend.tokens:,} tokens" if spend.reported else "tokens unknown"
+    tokens = f"{spend.tokens:,} tokens" if spend.reported or spend.tokens else "tokens unknown"
     cost = f"${spend.cost_usd:g}" if spend.costed else "cost unknown"
     text = f"{tokens}, {cost}"
     if submissions is not None and submissions > spend.reported:

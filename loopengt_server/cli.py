@@ -372,7 +372,7 @@ def show(
     """
     from rich.console import Console
 
-    from loopengt_core.budget import spend_text
+    from loopengt_core.budget import Usage, spend_text, usage_text
     from loopengt_server.wording import for_person, plural
 
     if follow:
@@ -394,7 +394,8 @@ def show(
     if view.budget_warning:
         console.print(f"  budget warning: {view.budget_warning}", markup=False)
     for step in view.steps:
-        used = f", {spend_text(step.spend)}" if step.spend.reported or step.spend.costed else ""
+        known = step.spend.reported or step.spend.costed or step.spend.tokens
+        used = f", {spend_text(step.spend)}" if known else ""
         console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')}{used})")
     for task in view.tasks:
         console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
@@ -402,7 +403,9 @@ def show(
     if trace:
         for event in runs.trace(run_id):
             detail = json.dumps(event_data(event), default=str)
-            typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}")
+            usage = getattr(event, "usage", None)  # after the cut, so a long output never hides it
+            spent = f" [{usage_text(usage)}]" if isinstance(usage, Usage) else ""
+            typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}{spent}")
 
 
 @app.command()
@@ -732,7 +735,7 @@ def eval_command(
             step.step,
             step.status,
             str(step.attempts),
-            f"{used.tokens:,}" if used.reported else "-",
+            f"{used.tokens:,}" if used.reported or used.tokens else "-",
             f"{used.cost_usd:g}" if used.costed else "-",
         )
     console.print(steps)

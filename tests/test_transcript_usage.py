@@ -269,7 +269,9 @@ def test_codex_rollout_usage_counts_each_response_once(tmp_path: Path, restart: 
 def test_transcript_usage_counts_against_an_enforced_budget(tmp_path: Path) -> None:
     project = git_project(tmp_path)
     runs = next(project_runs(project))
-    run_id = runs.start_run(spec={**SPEC, "policy": {"budget": {"mode": "enforce", "max_tokens": 1000}}}).run_id
+    run_id = runs.start_run(
+        spec={**SPEC, "policy": {"budget": {"mode": "enforce", "max_tokens": 1000}}}
+    ).run_id
     transcript = tmp_path / "session.jsonl"
     transcript.write_text(claude_message("msg_1", u(900, 200), step=(run_id, "s1#1")), encoding="utf-8")
     answer = runs.step(run_id, "s1#1", {})
@@ -291,3 +293,62 @@ def test_a_transcript_that_is_not_there_or_not_json_is_no_block_and_no_usage(tmp
     assert json.loads(hook("stop", "claude-code/stop.json", project, garbage).stdout)["decision"] == "block"
     assert usage_events(runs, run_id) == []
     assert runs.get_run(run_id).spend.unknown == 0
+
+
+def test_show_trace_and_eval_carry_transcript_usage_per_step(tmp_path: Path) -> None:
+    project = git_project(tmp_path)
+    runs, run_id = start(project)
+    transcript = tmp_path / "session.jsonl"
+    transcript.write_text(claude_message("msg_1", u(1000, 234)), encoding="utf-8")
+    hook("stop", "claude-code/stop.json", project, transcript)  # s1#1 is open: its usage
+    runs.step(run_id, "s1#1", {"long": "x" * 5000})  # an output far past the trace line's cut
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [str(LOOPENGT), *args, "--store", ".loopengt"],
+            cwd=project,
+            env={**os.environ, **server_env(), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    shown = cli("show", run_id, "--trace")
+    assert "step s1: completed (1 attempt, 1,234 tokens, cost unknown)" in shown
+    read_line = next(line for line in shown.splitlines() if " usage_read " in line)
+    assert read_line.endswith("[1,234 tokens, cost unknown, model claude-sonnet-4-5-20250929]")
+    submitted = next(line for line in shown.splitlines() if " output_submitted " in line)
+    assert "[" not in submitted[-30:]  # it reported no usage: nothing added to its line
+    metrics = json.loads(cli("eval", run_id, "--json"))
+    assert metrics["spend"]["tokens"] == 1234
+    assert metrics["attempts"][0]["spend"]["tokens"] == 1234
+    assert "1,234" in cli("eval", run_id)
+
+
+def test_a_task_span_carries_transcript_usage_read_while_it_was_open(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from loopengt_core.telemetry import RunTracer
+
+    project = git_project(tmp_path)
+    exporter = InMemorySpanExporter()
+    runs = Runs(
+        FileStore(project / ".loopengt"), cwd=project, tracer=RunTracer([SimpleSpanProcessor(exporter)])
+    )
+    run_id = runs.start_run(spec=SPEC).run_id
+    transcript = tmp_path / "session.jsonl"
+    transcript.write_text(claude_message("msg_1", u(700, 300, read=50)), encoding="utf-8")
+    assert len(runs.read_transcript(run_id, transcript, client="claude-code")) == 1
+    runs.step(run_id, "s1#1", {})
+    span = next(
+        s for s in exporter.get_finished_spans() if (s.attributes or {}).get("loopengt.task_id") == "s1#1"
+    )
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == 700
+    assert attributes["gen_ai.usage.output_tokens"] == 300
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 50
+    assert "loopengt.usage.cost_usd" not in attributes  # unknown, never 0
