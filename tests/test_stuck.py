@@ -166,38 +166,28 @@ def test_a_git_run_whose_agent_edits_each_attempt_is_not_stuck(tmp_path: Path) -
         assert runs.step(run_id, f"fix#{n}", {"try": n}).status == "running"
 
 
-def test_stuck_false_spends_every_retry_as_before(tmp_path: Path) -> None:
-    runs = make(tmp_path, spec(SAME, tmp_path, stuck=False, retries=3))
-    run_id = runs.start_run(spec_path="loop.yaml").run_id
-    for n in range(1, 5):
-        answer = runs.step(run_id, f"fix#{n}", {"try": n})
-    assert answer.status == "failed"
-    assert answer.paused_for is None
-    assert "step 'fix' failed after 4 attempts" in (answer.error or "")
-    retries = [e for e in runs.store.events(run_id) if isinstance(e, RetryScheduled)]
-    assert len(retries) == 3
-    assert all(e.compared is None for e in retries)  # nothing compared when it is off
-    assert_fold_equals_log(runs, run_id)
-
-
-def test_without_retries_left_the_step_fails_as_before_instead_of_pausing(tmp_path: Path) -> None:
-    # max_retries 2: the third identical failure is the last attempt; the policy fails the step
-    runs = make(tmp_path, spec(SAME, tmp_path, retries=2))
-    run_id = runs.start_run(spec_path="loop.yaml").run_id
-    for n in range(1, 4):
-        answer = runs.step(run_id, f"fix#{n}", {"try": n})
-    assert answer.status == "failed"
-    assert answer.paused_for is None
-    assert "step 'fix' failed after 3 attempts" in (answer.error or "")
-    assert "run_paused" not in [e.type for e in runs.store.events(run_id)]
-
-
-def test_without_a_turn_left_the_run_fails_as_before_instead_of_pausing(tmp_path: Path) -> None:
-    body = spec(SAME, tmp_path)
-    body["policy"]["max_turns"] = 3
+@pytest.mark.parametrize(
+    ("policy", "attempts", "says"),
+    [
+        ({"stuck": False}, 4, "step 'fix' failed after 4 attempts"),  # off: every retry spent
+        ({"retry": {"max_retries": 2}}, 3, "step 'fix' failed after 3 attempts"),  # no retry left
+        ({"max_turns": 3}, 3, "max_turns 3 reached"),  # no turn left
+    ],
+    ids=["stuck-false", "no-retry-left", "no-turn-left"],
+)
+def test_the_run_fails_as_before_when_stuck_is_off_or_nothing_is_left_to_save(
+    tmp_path: Path, policy: dict[str, Any], attempts: int, says: str
+) -> None:
+    body = spec(SAME, tmp_path, retries=3)
+    body["policy"].update(policy)
     runs = make(tmp_path, body)
     run_id = runs.start_run(spec_path="loop.yaml").run_id
-    for n in range(1, 4):
+    for n in range(1, attempts + 1):
         answer = runs.step(run_id, f"fix#{n}", {"try": n})
     assert answer.status == "failed"
-    assert "max_turns 3 reached" in (answer.error or "")
+    assert answer.paused_for is None
+    assert says in (answer.error or "")
+    assert "run_paused" not in [e.type for e in runs.store.events(run_id)]
+    retries = [e for e in runs.store.events(run_id) if isinstance(e, RetryScheduled)]
+    assert all((e.compared is None) == (policy.get("stuck") is False) for e in retries)
+    assert_fold_equals_log(runs, run_id)

@@ -10,14 +10,12 @@ them; the run is driven in this process on the same file store.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hook_helpers import git_project, payload, project_runs
-from mcp_helpers import LOOPENGT, server_env
+from hook_helpers import git_project, hook_script, loopengt, payload, project_runs
 from replay import assert_fold_equals_log
 
 from loopengt_core.events import UsageRead
@@ -78,20 +76,7 @@ def start(project: Path) -> tuple[Runs, str]:
 
 
 def hook(kind: str, fixture: str, project: Path, transcript: Path) -> subprocess.CompletedProcess[str]:
-    given = payload(fixture, project, transcript_path=str(transcript))
-    done = subprocess.run(
-        [str(LOOPENGT), "hook", kind],
-        input=json.dumps(given),
-        cwd=project,
-        env={**os.environ, **server_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    return done
+    return hook_script(kind, payload(fixture, project, transcript_path=str(transcript)), project)
 
 
 def usage_events(runs: Runs, run_id: str) -> list[UsageRead]:
@@ -304,17 +289,7 @@ def test_show_trace_and_eval_carry_transcript_usage_per_step(tmp_path: Path) -> 
     runs.step(run_id, "s1#1", {"long": "x" * 5000})  # an output far past the trace line's cut
 
     def cli(*args: str) -> str:
-        done = subprocess.run(
-            [str(LOOPENGT), *args, "--store", ".loopengt"],
-            cwd=project,
-            env={**os.environ, **server_env(), "COLUMNS": "200"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+        return loopengt(*args, project=project).stdout
 
     shown = cli("show", run_id, "--trace")
     assert "step s1: completed (1 attempt, 1,234 tokens, cost unknown)" in shown
