@@ -799,7 +799,8 @@ def hook_stop(
         int, typer.Option("--max-loops", help="At most this many blocks / follow-ups in a row")
     ] = 5,
 ) -> None:
-    """Stop hook: payload JSON on stdin; keeps the agent going while a run has open tasks."""
+    """Stop hook: payload JSON on stdin; keeps the agent going while a run has open tasks, and records the
+    usage in the session's transcript (Claude Code, Codex) on the run."""
     from loopengt_server.hooks import run_hook
 
     raise typer.Exit(
@@ -811,7 +812,8 @@ def hook_stop(
 
 @hook_app.command("session")
 def hook_session(store: HookStoreOption = None, client: HookClientOption = None) -> None:
-    """SessionStart hook: payload JSON on stdin; puts the live run back into the agent's context."""
+    """SessionStart hook: payload JSON on stdin; puts the live run back into the agent's context, and records
+    the usage in the session's transcript (Claude Code, Codex) on the run."""
     from loopengt_server.hooks import run_hook
 
     raise typer.Exit(
