@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from replay import assert_fold_equals_log
 
 from loopengt_core.events import UsageRead
 from loopengt_core.runs import Runs
+from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
 
 SPEC = {
@@ -327,3 +329,23 @@ def test_a_task_span_carries_transcript_usage_read_while_it_was_open(tmp_path: P
     assert attributes["gen_ai.usage.output_tokens"] == 300
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 50
     assert "loopengt.usage.cost_usd" not in attributes  # unknown, never 0
+
+
+def test_each_store_records_a_transcript_once_across_services(
+    tmp_path: Path, store_factory: Callable[[], Store]
+) -> None:
+    first, second = store_factory(), store_factory()  # two services on the same storage
+    try:
+        runs = Runs(first, cwd=tmp_path)
+        run_id = runs.start_run(spec=SPEC).run_id
+        transcript = tmp_path / "session.jsonl"
+        transcript.write_text(claude_message("msg_1", u(10, 20), step=(run_id, "s1#1")), encoding="utf-8")
+        runs.step(run_id, "s1#1", {})
+        other = Runs(second, cwd=tmp_path)
+        assert len(other.read_transcript(run_id, transcript, client="claude-code")) == 1
+        assert runs.read_transcript(run_id, transcript, client="claude-code") == []  # the other read it
+        assert runs.get_run(run_id).spend.tokens == 30
+        assert other.get_run(run_id) == runs.get_run(run_id)
+    finally:
+        first.close()
+        second.close()
