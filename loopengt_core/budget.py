@@ -48,23 +48,56 @@ class Spend(BaseModel):
     cache_write_tokens: int = 0
     tokens: int = Field(0, description="All tokens: input, output, cache read and cache write.")
     cost_usd: float = 0.0
-    reported: int = Field(0, description="Submissions that reported token usage.")
-    costed: int = Field(0, description="Submissions that reported a cost.")
+    reported: int = Field(
+        0,
+        description="Submitted tasks whose tokens are known (reported with step, or read from a transcript).",
+    )
+    costed: int = Field(0, description="Submitted tasks whose cost is known.")
 
-    def add(self, usage: Usage | None) -> None:
+    def add(self, usage: Usage | None, *, count: bool = True) -> None:
+        """Add a task's usage; `count`: it is the first usage known for that task (reported, costed)."""
+        self._shift(usage, 1)
+        if count:
+            self.count(usage)
+
+    def remove(self, usage: Usage | None) -> None:
+        """Take back usage added without `count` (a transcript's, replaced by what the agent reported)."""
+        self._shift(usage, -1)
+
+    def count(self, usage: Usage | None) -> None:
+        """One more task whose tokens (and cost) are known."""
+        if usage is not None and usage.tokens() is not None:
+            self.reported += 1
+        if usage is not None and usage.cost_usd is not None:
+            self.costed += 1
+
+    def _shift(self, usage: Usage | None, sign: int) -> None:
         if usage is None:
             return
         tokens = usage.tokens()
         if tokens is not None:
-            self.reported += 1
-            self.input_tokens += usage.input_tokens or 0
-            self.output_tokens += usage.output_tokens or 0
-            self.cache_read_tokens += usage.cache_read_tokens or 0
-            self.cache_write_tokens += usage.cache_write_tokens or 0
-            self.tokens += tokens
+            self.input_tokens += sign * (usage.input_tokens or 0)
+            self.output_tokens += sign * (usage.output_tokens or 0)
+            self.cache_read_tokens += sign * (usage.cache_read_tokens or 0)
+            self.cache_write_tokens += sign * (usage.cache_write_tokens or 0)
+            self.tokens += sign * tokens
         if usage.cost_usd is not None:
-            self.costed += 1
-            self.cost_usd = round(self.cost_usd + usage.cost_usd, 6)
+            self.cost_usd = round(self.cost_usd + sign * usage.cost_usd, 6)
+
+
+def summed(first: Usage | None, second: Usage) -> Usage:
+    """Two usages of one task added field by field; a field unknown in both stays unknown."""
+    if first is None:
+        return second
+    values: dict[str, Any] = {}
+    for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"):
+        a, b = getattr(first, name), getattr(second, name)
+        if a is not None or b is not None:
+            values[name] = round(a + b, 6) if name == "cost_usd" and a and b else (a or 0) + (b or 0)
+    model = second.model or first.model
+    if model:
+        values["model"] = model
+    return Usage.model_validate(values)  # unknown fields left unset: absent from a record
 
 
 class SpendView(Spend):
@@ -84,9 +117,17 @@ class SpendView(Spend):
         )
 
 
+def usage_text(usage: Usage) -> str:
+    """One submission's (or transcript read's) usage for a person: `3,000 tokens, $0.01, model m`."""
+    tokens = usage.tokens()
+    parts = [f"{tokens:,} tokens" if tokens is not None else "tokens unknown"]
+    parts.append(f"${usage.cost_usd:g}" if usage.cost_usd is not None else "cost unknown")
+    return ", ".join(parts + ([f"model {usage.model}"] if usage.model else []))
+
+
 def spend_text(spend: Spend, submissions: int | None = None) -> str:
     """Spend for a person: `12,000 tokens, $0.04` and how many submissions reported nothing."""
-    tokens = f"{spend.tokens:,} tokens" if spend.reported else "tokens unknown"
+    tokens = f"{spend.tokens:,} tokens" if spend.reported or spend.tokens else "tokens unknown"
     cost = f"${spend.cost_usd:g}" if spend.costed else "cost unknown"
     text = f"{tokens}, {cost}"
     if submissions is not None and submissions > spend.reported:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from loopengt_core import patterns
-from loopengt_core.budget import BudgetLimits, Usage, over, raised
+from loopengt_core.budget import BudgetLimits, Spend, Usage, over, raised
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import (
     AnyEvent,
@@ -44,6 +44,7 @@ from loopengt_core.events import (
     TaskExpired,
     TaskHeld,
     TaskIssued,
+    UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
     iso,
@@ -57,6 +58,7 @@ from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure
 from loopengt_core.speccheck import spec_gate
 from loopengt_core.state import GateResult, RunState, apply
 from loopengt_core.stuck import Compared, diagnose, normalise
+from loopengt_core.transcripts import Segment, TranscriptClient
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000
@@ -121,7 +123,7 @@ class Engine:
             if c.condition_type in ("goal_met", "custom") and isinstance(c.condition(), str)
         ]
         self.budget = spec.policy.budget
-        self.stuck = spec.policy.stuck
+        self.stuck = spec.policy.stuck_policy()
         quality = spec.stop_value("quality_threshold")
         self.quality: float | None = (
             float(quality)
@@ -513,6 +515,42 @@ class Engine:
             )
         return tx.events
 
+    def record_usage(
+        self,
+        state: RunState,
+        segments: list[Segment],
+        *,
+        client: TranscriptClient,
+        transcript: str,
+        now: datetime,
+    ) -> list[AnyEvent]:
+        """Usage read from a transcript (`transcripts.segments`), one event per task it belongs to.
+
+        A segment of a task neither open nor recently answered (`state.answers`) is left out; what
+        the agent reported for a task with `step(usage=...)` wins over it (see `state`).
+        """
+        tx = _Tx(state, now)
+        for segment in segments:
+            task_id = segment.task_id
+            if segment.usage is None or (task_id not in state.tasks and task_id not in state.answers):
+                continue
+            task = state.tasks.get(task_id)
+            tx.emit(
+                UsageRead(
+                    seq=tx.seq,
+                    at=tx.at,
+                    task_id=task_id,
+                    step=task.step if task is not None else task_id.rsplit("#", 1)[0],
+                    client=client,
+                    transcript=transcript,
+                    from_offset=segment.start,
+                    to_offset=segment.end,
+                    message_ids=segment.message_ids,
+                    usage=segment.usage,
+                )
+            )
+        return tx.events
+
     # --- decisions -----------------------------------------------------------------------------
 
     def _require_active(self, state: RunState) -> None:
@@ -702,8 +740,10 @@ class Engine:
                         compared=self._compared(state, name, feedback),
                     )
                 )
+                # only while a retry is left to save (this branch) and a turn for it: else the run fails
+                # as it always has
                 stuck = diagnose(name, current.streak, self.stuck) if self.stuck is not None else None
-                if stuck is not None and state.status != "paused":
+                if stuck is not None and state.status != "paused" and state.turn < self.max_turns:
                     tx.emit(RunPaused(seq=tx.seq, at=tx.at, reason="stuck", detail=stuck))
                 self._issue(tx, step, attempt, feedback, current.visit_input)
             return
@@ -724,7 +764,7 @@ class Engine:
             tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason))
 
     def _compared(self, state: RunState, name: str, feedback: str) -> Compared | None:
-        """The failed attempt as stuck detection compares it (None without policy.stuck)."""
+        """The failed attempt as stuck detection compares it (None with `policy.stuck: false`)."""
         if self.stuck is None:
             return None
         answer = state.answers.get(f"{name}#{state.steps[name].issued}")
@@ -853,16 +893,44 @@ class Engine:
             reached = f"step '{step}': {step_reached}" if step_reached else None
         return f"budget: {reached}" if reached else None
 
+    def wall_clock(self, state: RunState, now: datetime) -> list[AnyEvent]:
+        """policy.budget's max_wall_seconds, checked whenever the run is touched (after what the touch
+        decided, so a resume that raises the limit is not paused first).
+
+        Enforce pauses the run (reason budget; open tasks may still be submitted, the next task is held);
+        audit records the warning once. Tokens and cost only change with a submission, so they are checked
+        where work is issued.
+        """
+        limits = self.limits(state)
+        if state.ended or self.budget is None or limits is None or limits.max_wall_seconds is None:
+            return []
+        tx = _Tx(state, now)
+        elapsed = (tx.now - parse_iso(state.started_at)).total_seconds()
+        reached = over(BudgetLimits(max_wall_seconds=limits.max_wall_seconds), Spend(), elapsed)
+        if reached is None:
+            return []
+        if self.budget.mode == "audit":
+            if not (state.budget_warning or "").startswith("budget: max_wall_seconds"):
+                tx.emit(BudgetReached(seq=tx.seq, at=tx.at, detail=f"budget: {reached}"))
+        elif state.status != "paused":
+            tx.emit(
+                RunPaused(seq=tx.seq, at=tx.at, reason="budget", detail=self._pause_detail(state, reached))
+            )
+        return tx.events
+
     def _budget_reached(self, state: RunState, step: Step, now: datetime) -> str | None:
         """An enforced budget's reached limit, as the pause's detail; None in audit mode or under it."""
         if self.budget is None or self.budget.mode != "enforce":
             return None
         reached = self.budget_text(state, step.name, now)
-        if reached is None:
-            return None
+        return None if reached is None else self._pause_detail(state, reached.removeprefix("budget: "))
+
+    def _pause_detail(self, state: RunState, reached: str) -> str:
+        """An enforced pause's detail: the limit reached and how to go on."""
+        flag = "--budget-seconds" if reached.startswith("max_wall_seconds") else "--budget-tokens"
         return (
-            f"{reached}. No new task is issued; resume with a raised limit "
-            f"(resume(run_id, budget={{...}}) or `loopengt resume {state.run_id} --budget-tokens N`)"
+            f"budget: {reached}. No new task is issued; resume with a raised limit "
+            f"(resume(run_id, budget={{...}}) or `loopengt resume {state.run_id} {flag} N`)"
         )
 
     def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import structlog
 import yaml
 from pydantic import BaseModel
 
-from loopengt_core import telemetry
+from loopengt_core import telemetry, transcripts
 from loopengt_core import workspace as git
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
@@ -51,6 +51,7 @@ from loopengt_core.reading import RunReader
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
 from loopengt_core.store import Checkpoint, DirectoryBacked, LocalLocking, LockBusy, Store, check_id
+from loopengt_core.transcripts import TranscriptClient
 from loopengt_core.validation import load_spec, read_spec_file, spec_data
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
@@ -591,6 +592,36 @@ class Runs:
         root = Path(state.workspace.root)
         return git.diff(root, base, self._snapshot(root).tree, stat=stat)
 
+    def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
+        """Record the usage in a client's transcript since the run last read it (the stop and session
+        hooks call this with the payload's `transcript_path`); returns the usage_read events appended.
+
+        Read under the run's lock from the offset its log recorded, so two hooks never count a line twice.
+        The lines after the last `step` call go to the run's open task only when it has exactly one.
+        """
+        self._known(run_id)
+        key = transcripts.transcript_key(path)
+
+        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
+            mark = state.transcripts.get(key)
+            offset = mark.offset if mark is not None else 0
+            found = transcripts.segments(
+                client,
+                transcripts.read_chunk(path, offset),
+                offset,
+                run_id=run_id,
+                skip_id=mark.last if mark is not None else None,
+                known=lambda task_id: task_id in state.tasks or task_id in state.answers,
+                open_task=next(iter(state.tasks)) if len(state.tasks) == 1 else None,
+            )
+            read = engine.record_usage(state, found, client=client, transcript=key, now=now)
+            recorded.extend(read)
+            return read
+
+        recorded: list[AnyEvent] = []
+        self._transition(run_id, decide)
+        return recorded
+
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         self._known(run_id)
         return self.store.events(run_id, after=after, limit=limit)
@@ -664,6 +695,7 @@ class Runs:
             ticked = run.state.seq
             try:
                 events += decide(run.engine, run.state, now)
+                events += run.engine.wall_clock(run.state, now)
             except BaseException:
                 if run.state.seq != ticked:
                     # decide applied events to the cached state and then failed: those events never

@@ -237,11 +237,23 @@ class Policy(SpecModel):
     budget: Budget | None = Field(
         None, description="Token, cost and time limits: audit records and warns, enforce pauses the run."
     )
-    stuck: StuckPolicy | None = Field(
-        None,
-        description="Pause for a person when attempts repeat (same failure, same output, no file change); "
-        "`stuck: {}` takes the defaults (3 attempts, every check).",
+    stuck: StuckPolicy | Literal[False] = Field(
+        default_factory=StuckPolicy,
+        description="Pause for a person when attempts repeat (same failure, same output, no file change) "
+        "while retries remain; on by default (3 attempts in a row, every check). `stuck: false` turns it "
+        "off; an object changes the defaults.",
     )
+
+    @field_validator("stuck", mode="before")
+    @classmethod
+    def _stuck_on_or_false(cls, value: Any) -> Any:
+        if value is False or isinstance(value, dict | StuckPolicy):
+            return value
+        raise ValueError("must be false (off) or an object such as {after: 3}; leave it out for the defaults")
+
+    def stuck_policy(self) -> StuckPolicy | None:
+        """The stuck policy in force; None when `stuck: false` turned it off."""
+        return self.stuck or None
 
 
 class StopCondition(SpecModel):

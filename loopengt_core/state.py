@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from loopengt_core.budget import BudgetLimits, Spend
+from loopengt_core.budget import BudgetLimits, Spend, Usage, summed
 from loopengt_core.errors import StoreCorrupt
 from loopengt_core.events import (
     ApprovalGiven,
@@ -40,6 +40,7 @@ from loopengt_core.events import (
     TaskExpired,
     TaskHeld,
     TaskIssued,
+    UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
 )
@@ -89,8 +90,13 @@ class TaskView(BaseModel):
     expires_at: str | None = None
 
 
-class TaskState(TaskView):
+class TaskState(TaskView, _Additive):
+    added: ClassVar[tuple[str, ...]] = ("transcript_usage",)
+
     issued_at: str
+    transcript_usage: Usage | None = Field(
+        None, description="Usage read from a transcript for this open task (usage_read); None: none read."
+    )
 
 
 class StepState(_Additive):
@@ -167,13 +173,27 @@ class Approval(BaseModel):
     requested_at: str
 
 
-class Answer(BaseModel):
+class Answer(_Additive):
     """What `step` answered for a task, kept so the same submission gets the same answer."""
+
+    added: ClassVar[tuple[str, ...]] = ("usage",)
 
     digest: str | None = None
     accepted: bool = True
     gate_results: list[GateResult] = Field(default_factory=list)
     expired_after_seconds: float | None = None
+    usage: Literal["reported", "transcript"] | None = Field(
+        None,
+        description="Whose usage the task's spend is: the agent's (`step(usage=...)`, which wins) or a "
+        "transcript's; None: unknown.",
+    )
+
+
+class TranscriptMark(BaseModel):
+    """How far a client's transcript has been read for this run (usage_read)."""
+
+    offset: int = Field(description="The byte where the next read starts.")
+    last: str | None = Field(None, description="The last message counted (not counted again).")
 
 
 class WorkspaceRecord(BaseModel):
@@ -189,7 +209,14 @@ class WorkspaceRecord(BaseModel):
 
 
 class RunState(_Additive):
-    added: ClassVar[tuple[str, ...]] = ("spend", "paused_for", "budget_warning", "held", "budget")
+    added: ClassVar[tuple[str, ...]] = (
+        "spend",
+        "paused_for",
+        "budget_warning",
+        "held",
+        "budget",
+        "transcripts",
+    )
 
     run_id: str
     loop: str
@@ -223,6 +250,9 @@ class RunState(_Additive):
     budget_warning: str | None = Field(None, description="An audit budget's reached limit.")
     held: list[HeldTask] = Field(default_factory=list, description="Tasks to issue on resume.")
     budget: BudgetLimits | None = Field(None, description="Run limits raised by resume(budget=...).")
+    transcripts: dict[str, TranscriptMark] = Field(
+        default_factory=dict, description="Transcripts read for usage, by their key (usage_read)."
+    )
 
     @property
     def ended(self) -> bool:
@@ -354,10 +384,20 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
 def _output_submitted(state: RunState, e: OutputSubmitted) -> None:
     task = state.tasks.pop(e.task_id)
     state.turn += 1
-    state.spend.add(e.usage)
-    state.steps[task.step].spend.add(e.usage)
+    answer = _answer(state, task.task_id)
+    for spend in (state.spend, state.steps[task.step].spend):
+        if e.usage is not None and e.usage.tokens() is not None:  # the agent's own report wins
+            spend.remove(task.transcript_usage)
+            spend.add(e.usage)
+        else:
+            spend.add(e.usage)
+            spend.count(task.transcript_usage)
+    if e.usage is not None and e.usage.tokens() is not None:
+        answer.usage = "reported"
+    elif task.transcript_usage is not None:
+        answer.usage = "transcript"
     _record_workspace(state, e.workspace)
-    _answer(state, task.task_id).digest = e.digest
+    answer.digest = e.digest
     if e.outcome == "success":
         state.evaluations[task.task_id] = Evaluation(
             task_id=task.task_id, step=task.step, attempt=task.attempt, output=e.output
@@ -497,7 +537,7 @@ _on(ApprovalRejected)(_approval_answered)
 def _retry_scheduled(state: RunState, e: RetryScheduled) -> None:
     step = state.steps[e.step]
     step.last_failure = e.feedback
-    if e.compared is not None:  # recorded with policy.stuck on
+    if e.compared is not None:  # recorded unless policy.stuck is false
         step.streak.append(
             Attempt(**e.compared.model_dump(), attempt=e.attempt - 1, at=e.at, feedback=e.feedback)
         )
@@ -579,6 +619,28 @@ def _end(state: RunState, status: RunStatus, at: str, *, error: str | None = Non
             step.status = "skipped"
         elif step.status in ("running", "waiting_approval"):
             step.status = "failed" if status == "failed" else "skipped"
+
+
+@_on(UsageRead)
+def _usage_read(state: RunState, e: UsageRead) -> None:
+    """A transcript's usage: counted for an open task (taken back if its submission reports usage) or a
+    submitted one that reported none; never for a task whose agent reported its own."""
+    state.transcripts[e.transcript] = TranscriptMark(
+        offset=e.to_offset, last=e.message_ids[-1] if e.message_ids else None
+    )
+    spends = (state.spend, state.steps[e.step].spend) if e.step in state.steps else (state.spend,)
+    task = state.tasks.get(e.task_id)
+    if task is not None:
+        task.transcript_usage = summed(task.transcript_usage, e.usage)
+        for spend in spends:
+            spend.add(e.usage, count=False)  # counted as a known task when it is submitted
+        return
+    answer = state.answers.get(e.task_id)
+    if answer is None or answer.usage == "reported":
+        return
+    for spend in spends:
+        spend.add(e.usage, count=answer.usage is None)
+    answer.usage = "transcript"
 
 
 @_on(RunCompleted)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from loopengt_core.budget import Spend, Usage
+from loopengt_core.budget import Spend, Usage, summed
 from loopengt_core.events import (
     AnyEvent,
     ApprovalGiven,
@@ -46,6 +46,7 @@ from loopengt_core.events import (
     StepCompleted,
     TaskExpired,
     TaskIssued,
+    UsageRead,
     parse_iso,
 )
 from loopengt_core.state import RunState
@@ -111,7 +112,8 @@ class _Work:
     issued_at: str
     checked_since: str | None = None
     closed: bool = False
-    usage: Usage | None = None  # what its submission reported
+    usage: Usage | None = None  # what its submission reported, else what transcripts said while it was open
+    reported: bool = False  # `usage` is the submission's own (it wins over a transcript's)
 
 
 def usage_attributes(usage: Usage | Spend | None) -> dict[str, Any]:
@@ -276,12 +278,19 @@ class _Fold:
                 trail.work[event.task_id] = _Work(event.step, event.attempt, event.agent or event.step, at)
             case OutputSubmitted():
                 work = trail.work.get(event.task_id)
-                if work is not None:
-                    work.usage = event.usage
+                if (
+                    work is not None and event.usage is not None
+                ):  # tokens reported: they replace a transcript's
+                    work.reported = event.usage.tokens() is not None
+                    work.usage = event.usage if work.reported else summed(work.usage, event.usage)
                 if event.outcome != "success":
                     self._close(event.task_id, at, "failed", event.error or "reported failure")
                 elif work is not None:
                     work.checked_since = at
+            case UsageRead():
+                work = trail.work.get(event.task_id)
+                if work is not None and not work.reported:  # a span not ended yet carries it too
+                    work.usage = summed(work.usage, event.usage)
             case CommandRequested():
                 self._requested(event)
             case CommandStarted():

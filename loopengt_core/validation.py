@@ -412,10 +412,18 @@ def _branch_labels(loc: tuple[int | str, ...]) -> set[int]:
         if model is None or part not in model.model_fields:
             return labels
         annotation = model.model_fields[part].annotation
-        args: tuple[Any, ...] = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
-        members = {getattr(a, "__name__", str(a)): a for a in args}
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        args: tuple[Any, ...] = typing.get_args(annotation) if union else ()
+        members = {_member_label(a): a for a in args}
         model = _model_of(annotation)
     return labels
+
+
+def _member_label(member: Any) -> str:
+    """The label pydantic gives a union member in an error's location (`StuckPolicy`, `literal[False]`)."""
+    if typing.get_origin(member) is typing.Literal:
+        return f"literal[{','.join(repr(v) for v in typing.get_args(member))}]"
+    return str(getattr(member, "__name__", member))
 
 
 def _unbranched(errors: list[Any]) -> list[Any]:

@@ -449,7 +449,7 @@ def show(
     """
     from rich.console import Console
 
-    from loopengt_core.budget import spend_text
+    from loopengt_core.budget import Usage, spend_text, usage_text
     from loopengt_server.wording import for_person, plural
 
     if follow:
@@ -471,7 +471,8 @@ def show(
     if view.budget_warning:
         console.print(f"  budget warning: {view.budget_warning}", markup=False)
     for step in view.steps:
-        used = f", {spend_text(step.spend)}" if step.spend.reported or step.spend.costed else ""
+        known = step.spend.reported or step.spend.costed or step.spend.tokens
+        used = f", {spend_text(step.spend)}" if known else ""
         console.print(f"  step {step.name}: {step.status} ({plural(step.attempts, 'attempt')}{used})")
     for task in view.tasks:
         console.print(f"  open task {task.task_id} (step {task.step}, attempt {task.attempt})")
@@ -479,7 +480,9 @@ def show(
     if trace:
         for event in runs.trace(run_id):
             detail = json.dumps(event_data(event), default=str)
-            typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}")
+            usage = getattr(event, "usage", None)  # after the cut, so a long output never hides it
+            spent = f" [{usage_text(usage)}]" if isinstance(usage, Usage) else ""
+            typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}{spent}")
 
 
 @app.command()
@@ -838,7 +841,7 @@ def eval_command(
             step.step,
             step.status,
             str(step.attempts),
-            f"{used.tokens:,}" if used.reported else "-",
+            f"{used.tokens:,}" if used.reported or used.tokens else "-",
             f"{used.cost_usd:g}" if used.costed else "-",
         )
     console.print(steps)
@@ -977,7 +980,8 @@ def hook_stop(
         int, typer.Option("--max-loops", help="At most this many blocks / follow-ups in a row")
     ] = 5,
 ) -> None:
-    """Stop hook: payload JSON on stdin; keeps the agent going while a run has open tasks."""
+    """Stop hook: payload JSON on stdin; keeps the agent going while a run has open tasks, and records the
+    usage in the session's transcript (Claude Code, Codex) on the run."""
     from loopengt_server.hooks import run_hook
 
     raise typer.Exit(
@@ -989,7 +993,8 @@ def hook_stop(
 
 @hook_app.command("session")
 def hook_session(store: HookStoreOption = None, client: HookClientOption = None) -> None:
-    """SessionStart hook: payload JSON on stdin; puts the live run back into the agent's context."""
+    """SessionStart hook: payload JSON on stdin; puts the live run back into the agent's context, and records
+    the usage in the session's transcript (Claude Code, Codex) on the run."""
     from loopengt_server.hooks import run_hook
 
     raise typer.Exit(

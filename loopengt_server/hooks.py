@@ -24,7 +24,14 @@ session: at SessionStart (after a compaction, on resume, in a new session) the a
 back into the agent's context (`run_context.context_text`, at most 2,000 characters); nothing when no run
 is live in this project.
 
-The hook only reads the store; the only files it writes are its own under `<store>/hooks/`.
+usage: where the payload names the session's transcript (`transcript_path`: Claude Code, Codex), both
+hooks first record the usage in it since the last read on the run this session drives (the run it
+adopted, else the newest live run no other session drives): `Runs.read_transcript` appends `usage_read`
+events under the run's lock, attributed to the task each `step` call submitted (see
+`loopengt_core.transcripts`). A transcript that cannot be read is a note on stderr, never a block.
+
+Apart from those events, the hook only reads the store; the other files it writes are its own under
+`<store>/hooks/`.
 """
 
 from __future__ import annotations
@@ -36,12 +43,18 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from loopengt_core.transcripts import TranscriptClient, transcript_key
 from loopengt_server.clients.records import BY_NAME, HOOK_CLIENTS, ClientRecord, HookKind, detect, record
-from loopengt_server.run_context import RunNow, context_text, continuation, live_runs
+from loopengt_server.run_context import RunNow, context_text, continuation, live_runs, read_run
+
+if TYPE_CHECKING:
+    from loopengt_core.reading import RunReader
 
 DEFAULT_MAX_LOOPS = 5
+# whose transcripts loopengt reads usage from, by client name
+TRANSCRIPT_CLIENTS: dict[str, TranscriptClient] = {"claude-code": "claude-code", "codex": "codex"}
 ADOPTION_IDLE_SECONDS = 15 * 60
 STORE_DIRNAME = ".loopengt"
 STATE_DIRNAME = "hooks"
@@ -62,6 +75,7 @@ class Payload:
     again: bool  # a stop hook already continued this stop cycle
     loop_count: int
     status: str | None
+    transcript: Path | None = None  # the session's transcript, where the payload names one
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,7 @@ def parse_payload(
         loop_count = 0
     status = data.get(proto.status_key) if proto.status_key else None
     again = data.get(proto.again_key) is True if proto.again_key else loop_count > 0
+    transcript = data.get("transcript_path")
     return Payload(
         client=rec,
         kind=kind,
@@ -123,6 +138,7 @@ def parse_payload(
         again=again,
         loop_count=loop_count,
         status=status if isinstance(status, str) else None,
+        transcript=Path(transcript) if isinstance(transcript, str) and transcript else None,
     )
 
 
@@ -207,6 +223,57 @@ def _driven_elsewhere(folder: Path, run: RunNow, who: str, now: float) -> bool:
         return False
     seen = bound.get("seen")
     return isinstance(seen, (int, float)) and now - seen < ADOPTION_IDLE_SECONDS
+
+
+# --- usage from the transcript ----------------------------------------------------------------------------
+
+
+def read_usage(payload: Payload, *, store: str | None = None) -> int:
+    """Record the usage in the payload's transcript on the run this session drives; the events appended.
+
+    Raises whatever reading the store or the transcript raises: `run_hook` turns it into a note.
+    """
+    client = TRANSCRIPT_CLIENTS.get(payload.client.name)
+    if payload.transcript is None or client is None or payload.session is None:
+        return 0
+    found = find_store(payload.places, store)
+    if found is None:
+        return 0
+    location, base = found
+    from loopengt_core.runs import Runs
+    from loopengt_core.store import open_store
+
+    try:
+        size = payload.transcript.stat().st_size
+    except FileNotFoundError:
+        return 0  # not written (yet): nothing to read, the usage stays unknown
+    runs = Runs(open_store(location), cwd=base)
+    try:
+        run_id = _usage_run(runs.reader, _state_dir(location, base), payload.session)
+        if run_id is None:
+            return 0
+        mark = read_run(runs.reader, run_id).state.transcripts.get(transcript_key(payload.transcript))
+        if mark is not None and mark.offset >= size:
+            return 0  # nothing new: the run is not touched
+        return len(runs.read_transcript(run_id, payload.transcript, client=client))
+    finally:
+        runs.reader.close()
+
+
+def _usage_run(reader: RunReader, folder: Path, who: str) -> str | None:
+    """The run this session drives (adopted by its stop hook, even if it has ended since), else the newest
+    live run no other session drives."""
+    bound = [
+        (data.get("seen", 0), path.name.removeprefix("run-").removesuffix(".json"))
+        for path in folder.glob("run-*.json")
+        if (data := _read_state(path)) is not None and data.get("session") == who
+    ]
+    for _seen, key in sorted(bound, reverse=True):
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key) and reader.exists(key):
+            return key
+    now = time.time()
+    live = [r for r in live_runs(reader) if not _driven_elsewhere(folder, r, who, now)]
+    return live[0].state.run_id if live else None
 
 
 # --- the decisions ----------------------------------------------------------------------------------------
@@ -315,6 +382,11 @@ def run_hook(
             raise HookSkip("reads a hook payload (JSON) on stdin; see `loopengt init --hooks`")
         payload = parse_payload(stdin.read(MAX_PAYLOAD_BYTES + 1), kind, client=client)
         rec = payload.client
+        try:
+            read_usage(payload, store=store)
+        except Exception as exc:  # noqa: BLE001 - usage is a record, never a reason to trap or block the agent
+            message = _redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+            stderr.write(f"loopengt hook {kind}: usage not read from the transcript ({message})\n")
         if kind == "stop":
             verdict = decide_stop(payload, store=store, max_loops=max(0, max_loops))
         else:

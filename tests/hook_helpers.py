@@ -31,8 +31,20 @@ def payload(name: str, project: Path, **changes: Any) -> dict[str, Any]:
 
 def loopengt(*args: str, project: Path) -> subprocess.CompletedProcess[str]:
     """`loopengt ARGS --store PROJECT/.loopengt` in the project, as a person runs it (exit 0 asserted)."""
+    return _script([*args, "--store", str(project / ".loopengt")], project)
+
+
+def hook_script(kind: str, given: dict[str, Any], project: Path) -> subprocess.CompletedProcess[str]:
+    """`loopengt hook KIND` with `given` on stdin, in the project, as an editor runs it (exit 0 asserted)."""
+    done = _script(["hook", kind], project, stdin=json.dumps(given))
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def _script(args: list[str], project: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [str(LOOPENGT), *args, "--store", str(project / ".loopengt")],
+        [str(LOOPENGT), *args],
+        input=stdin,
         cwd=project,
         env={**os.environ, **server_env()},
         capture_output=True,

@@ -4,6 +4,7 @@ the held task and nothing is re-done. Real file stores; a restart is a new FileS
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,68 @@ def test_headless_run_reads_usage_the_agent_writes_to_its_usage_file(tmp_path: P
     assert view.spend.cost_usd == pytest.approx(0.02)
     assert view.spend.unknown == 2
     assert json.dumps(view.spend.model_dump())  # plain JSON
+
+
+class Clock:
+    """A clock the test moves: the wall budget is checked against it whenever the run is touched."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC) - timedelta(seconds=120)  # a service with the real clock agrees
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("touch", ["get_run", "step", "resume"])
+@pytest.mark.parametrize("restart", [False, True], ids=["one-service", "restart"])
+def test_max_wall_seconds_pauses_whenever_the_run_is_touched(
+    tmp_path: Path, touch: str, restart: bool
+) -> None:
+    clock = Clock()
+    make(tmp_path, spec(max_wall_seconds=60))
+    runs = Runs(FileStore(tmp_path / "store"), cwd=tmp_path, clock=clock)
+    run_id = runs.start_run(spec_path="loop.yaml").run_id
+    clock.advance(61)
+    if restart:
+        runs = Runs(FileStore(tmp_path / "store"), cwd=tmp_path, clock=clock)
+    if touch == "get_run":
+        view: Any = runs.get_run(run_id)
+    elif touch == "step":  # the open task's submission is accepted; the next task is held
+        view = runs.step(run_id, "s1#1", {}, usage=USAGE)
+        assert view.accepted is True
+        assert {s.name: s.status for s in view.steps}["s1"] == "completed"
+    else:
+        view = runs.resume(run_id)
+    assert view.status == "paused"
+    assert view.paused_for == "budget"
+    assert "max_wall_seconds 60 reached (61 s)" in (view.error or "")
+    assert "--budget-seconds" in (view.error or "")
+    # a resume of a run whose (unraised) limit is reached may find it paused by an earlier read, resume
+    # it and pause it again: each pause with its checkpoint
+    pauses = [e.type for e in runs.store.events(run_id)].count("run_paused")
+    assert pauses == (1 if touch != "resume" or not restart else 2)
+    assert {c.label for c in runs.list_checkpoints(run_id)} == {"paused: budget"}
+    assert runs.get_run(run_id).status == "paused"  # touched again: still paused, not paused again
+    assert [e.type for e in runs.store.events(run_id)].count("run_paused") == pauses
+    resumed = runs.resume(run_id, budget={"max_wall_seconds": 3600})
+    assert resumed.status == "running"
+    assert [t.task_id for t in resumed.tasks] == (["s2#1"] if touch == "step" else ["s1#1"])
+    assert_fold_equals_log(runs, run_id)
+
+
+def test_an_audit_wall_budget_warns_once_when_touched_and_the_run_goes_on(tmp_path: Path) -> None:
+    clock = Clock()
+    make(tmp_path, spec("audit", max_wall_seconds=60))
+    runs = Runs(FileStore(tmp_path / "store"), cwd=tmp_path, clock=clock)
+    run_id = runs.start_run(spec_path="loop.yaml").run_id
+    clock.advance(90)
+    view = runs.get_run(run_id)
+    assert view.status == "running"
+    assert "max_wall_seconds 60 reached" in (view.budget_warning or "")
+    runs.get_run(run_id)
+    assert [t.task_id for t in runs.step(run_id, "s1#1", {}).tasks] == ["s2#1"]
+    assert [e.type for e in runs.store.events(run_id)].count("budget_reached") == 1
+    assert_fold_equals_log(runs, run_id)

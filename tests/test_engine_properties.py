@@ -256,6 +256,8 @@ def drive(spec_name: str, actions: list[tuple[Any, ...]]) -> None:
                 break
             if view.status == "waiting_approval":
                 h.runs.approve(run_id)
+            elif view.paused_for == "stuck":  # stuck detection is on by default: a person gives a hint
+                h.runs.resume(run_id, hint="look at the command's output")
             else:
                 assert view.tasks, view.next_action
                 h.act(run_id, ("submit", 0, True, 1.0, None))

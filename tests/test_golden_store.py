@@ -33,8 +33,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "store_v0_2_0"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURE / "expected.json").read_text())
 GOLDEN_BASE = "/tmp/golden-gen"  # where the fixture was driven: its workspace roots name it
 RUN_IDS = sorted(EXPECTED)
-# event types added since 0.2.0, which its logs cannot hold: a budget or stuck pause (issue 16)
-ADDED_TYPES = {"run_paused", "task_held", "budget_reached"}
+# event types added since 0.2.0, which its logs cannot hold: a budget or stuck pause, usage read from a
+# transcript (issue 16)
+ADDED_TYPES = {"run_paused", "task_held", "budget_reached", "usage_read"}
 # RunView keys added since 0.2.0 (issue 16): what a run spent, and why it paused itself
 ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning")
 
@@ -102,8 +103,9 @@ def test_a_0_2_0_run_continues_to_completion_and_the_store_checks_clean(store_di
 
 _UNFIXABLE = re.compile(r'"runner":"[^"]*"|"duration_seconds":[0-9.e-]+')
 _CRC = re.compile(r',"crc":"[0-9a-f]{8}"')
-# keys written since 0.2.0, each at the end of its event's data: `via` of an approval's answer (issue 22)
-_ADDED = re.compile(r',"via":"(?:cli|elicitation|web)"(?=\})')
+# keys written since 0.2.0, each at the end of its event's data: `via` of an approval's answer (issue 22),
+# `compared` of a retry (stuck detection, on by default since issue 16)
+_ADDED = re.compile(r',"via":"(?:cli|elicitation|web)"(?=\})|,"compared":\{[^{}]*\}(?=\})')
 
 
 def _comparable(line: str, base: str) -> str:

@@ -190,6 +190,7 @@ def test_the_answer_to_a_repeated_submission_does_not_depend_on_how_old_it_is(ru
         "policy": {
             "max_turns": 200,
             "retry": {"max_retries": 100},
+            "stuck": False,  # 69 identical failures push p#1's answer out of the state: not a stuck loop here
             "verification_gates": [
                 {"name": "signoff", "approval": True},
                 {"name": "one", "condition": "output == `1`"},

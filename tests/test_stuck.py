@@ -14,6 +14,7 @@ import pytest
 import yaml
 from replay import assert_fold_equals_log, fresh
 
+from loopengt_core.events import RetryScheduled
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_core.stuck import normalise
@@ -33,18 +34,21 @@ CHANGING = (
 )
 
 
-def spec(gate: str, tmp_path: Path, **stuck: Any) -> dict[str, Any]:
-    return {
+def spec(gate: str, tmp_path: Path, stuck: Any = None, retries: int = 6) -> dict[str, Any]:
+    """A one-step evaluator loop; `stuck` None leaves policy.stuck out (on by default)."""
+    body: dict[str, Any] = {
         "name": "evaluated",
         "workspace": "none",
         "agents": [{"name": "a"}],
         "steps": [{"name": "fix", "agent": "a", "verification_gates": ["tests"]}],
         "policy": {
-            "retry": {"max_retries": 6, "initial_delay_seconds": 0},
+            "retry": {"max_retries": retries, "initial_delay_seconds": 0},
             "verification_gates": [{"name": "tests", "command": [PY, "-c", gate, str(tmp_path)]}],
-            "stuck": stuck,
         },
     }
+    if stuck is not None:
+        body["policy"]["stuck"] = stuck
+    return body
 
 
 def make(tmp_path: Path, body: dict[str, Any], cwd: Path | None = None) -> Runs:
@@ -109,7 +113,7 @@ def test_a_message_that_changes_each_time_is_not_stuck(tmp_path: Path) -> None:
 
 
 def test_identical_outputs_pause_as_stuck(tmp_path: Path) -> None:
-    runs = make(tmp_path, spec(CHANGING, tmp_path, same_failure=False))
+    runs = make(tmp_path, spec(CHANGING, tmp_path, {"same_failure": False}))
     run_id = runs.start_run(spec_path="loop.yaml").run_id
     runs.step(run_id, "fix#1", {"same": True})
     runs.step(run_id, "fix#2", {"same": True})
@@ -134,7 +138,7 @@ def test_a_git_run_whose_agent_changes_nothing_for_three_attempts_pauses_as_stuc
     _git(repo, "init", "-q", "-b", "main")
     (repo / "mod.py").write_text("x = 1\n")
     (repo / ".gitignore").write_text("loop.yaml\ncount\n")
-    body = spec(CHANGING, repo, same_failure=False, same_output=False)
+    body = spec(CHANGING, repo, {"same_failure": False, "same_output": False})
     body["workspace"] = "git"
     runs = make(tmp_path, body, cwd=repo)
     run_id = runs.start_run(spec_path="loop.yaml").run_id
@@ -153,10 +157,37 @@ def test_a_git_run_whose_agent_edits_each_attempt_is_not_stuck(tmp_path: Path) -
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     (repo / ".gitignore").write_text("loop.yaml\ncount\n")
-    body = spec(CHANGING, repo, same_failure=False, same_output=False)
+    body = spec(CHANGING, repo, {"same_failure": False, "same_output": False})
     body["workspace"] = "git"
     runs = make(tmp_path, body, cwd=repo)
     run_id = runs.start_run(spec_path="loop.yaml").run_id
     for n in range(1, 6):
         (repo / "mod.py").write_text(f"x = {n}\n")
         assert runs.step(run_id, f"fix#{n}", {"try": n}).status == "running"
+
+
+@pytest.mark.parametrize(
+    ("policy", "attempts", "says"),
+    [
+        ({"stuck": False}, 4, "step 'fix' failed after 4 attempts"),  # off: every retry spent
+        ({"retry": {"max_retries": 2}}, 3, "step 'fix' failed after 3 attempts"),  # no retry left
+        ({"max_turns": 3}, 3, "max_turns 3 reached"),  # no turn left
+    ],
+    ids=["stuck-false", "no-retry-left", "no-turn-left"],
+)
+def test_the_run_fails_as_before_when_stuck_is_off_or_nothing_is_left_to_save(
+    tmp_path: Path, policy: dict[str, Any], attempts: int, says: str
+) -> None:
+    body = spec(SAME, tmp_path, retries=3)
+    body["policy"].update(policy)
+    runs = make(tmp_path, body)
+    run_id = runs.start_run(spec_path="loop.yaml").run_id
+    for n in range(1, attempts + 1):
+        answer = runs.step(run_id, f"fix#{n}", {"try": n})
+    assert answer.status == "failed"
+    assert answer.paused_for is None
+    assert says in (answer.error or "")
+    assert "run_paused" not in [e.type for e in runs.store.events(run_id)]
+    retries = [e for e in runs.store.events(run_id) if isinstance(e, RetryScheduled)]
+    assert all((e.compared is None) == (policy.get("stuck") is False) for e in retries)
+    assert_fold_equals_log(runs, run_id)

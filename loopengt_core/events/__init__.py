@@ -46,6 +46,7 @@ from loopengt_core.events._types import (
     TaskExpired,
     TaskHeld,
     TaskIssued,
+    UsageRead,
     WorkspaceAccepted,
 )
 
@@ -81,6 +82,7 @@ __all__ = [
     "TaskExpired",
     "TaskHeld",
     "TaskIssued",
+    "UsageRead",
     "WorkspaceAccepted",
     "WorkspaceFiles",
     "event_data",

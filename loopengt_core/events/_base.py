@@ -85,7 +85,10 @@ class Event(BaseModel):
         cls.nested = tuple(
             name
             for name, info in fields.items()
-            if any(isinstance(t, type) and issubclass(t, BaseModel) for t in get_args(info.annotation))
+            if any(
+                isinstance(t, type) and issubclass(t, BaseModel)
+                for t in (info.annotation, *get_args(info.annotation))
+            )
         )
 
     seq: int = Field(ge=1, description="Position in the run's log, from 1, without gaps.")

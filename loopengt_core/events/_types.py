@@ -203,7 +203,8 @@ class RetryScheduled(Event):
     not_before: str = Field(description="When the attempt may start.")
     feedback: str | None = Field(None, description="Why the last attempt failed.")
     compared: Compared | None = Field(
-        None, description="The failed attempt as stuck detection compares it; only with policy.stuck."
+        None,
+        description="The failed attempt as stuck detection compares it; absent when `policy.stuck: false`.",
     )
 
 
@@ -295,6 +296,29 @@ class RunResumed(Event):
     )
 
 
+class UsageRead(Event):
+    """Usage read from a client's transcript (a hook's `transcript_path`) and attributed to one task.
+
+    It covers the transcript's bytes [from_offset, to_offset): the next read starts at to_offset, so no
+    line is counted twice. It adds to the run's spend only for a task whose submission reported no usage
+    of its own: what the agent reports with `step(usage=...)` wins, and replaces this if it comes later.
+    """
+
+    type: Literal["usage_read"] = Field("usage_read", description=_TYPE)
+    task_id: str = Field(description="The task the usage is attributed to (open, or submitted recently).")
+    step: str = Field(description="The task's step.")
+    client: Literal["claude-code", "codex"] = Field(description="The client whose transcript was read.")
+    transcript: str = Field(description="The transcript: 16 hex digits of the SHA-256 of its absolute path.")
+    from_offset: int = Field(description="The first byte of the transcript covered.")
+    to_offset: int = Field(description="The byte after the last line covered: where the next read starts.")
+    message_ids: list[str] = Field(
+        default_factory=list,
+        description="The messages counted, in order (Claude Code: message ids; Codex: each token count's "
+        "running totals), so a message straddling to_offset is not counted again.",
+    )
+    usage: Usage = Field(description="The usage of those messages, summed; a field none reported is absent.")
+
+
 class RunCompleted(Event):
     """The run ended with a final output."""
 
@@ -340,6 +364,7 @@ AnyEvent = Annotated[
     | BudgetReached
     | TaskHeld
     | RunResumed
+    | UsageRead
     | RunCompleted
     | RunFailed
     | RunCancelled,
