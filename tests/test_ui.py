@@ -153,8 +153,7 @@ def test_report_has_steps_attempts_gates_spend_checkpoints_and_timeline(tmp_path
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert text.startswith("# Run rep: completed\n")
-    assert "| tokens | 120 (2 of 3 submissions reported none) |" in text
-    assert "| cost | $0.5 (at least) |" in text
+    assert "| spend | 120 tokens, $0.5 (2 of 3 submissions reported no usage) |" in text
     assert "```mermaid\nflowchart TD\n" in text
     assert "class s0 completed" in text
     assert "| plan | completed | 2 | 120 | $0.5 |" in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from loopengt_core.budget import spend_text
 from loopengt_core.runs import Runs
 from loopengt_server.ui.fold import GateRecord, TaskFold, TaskRecord
 from loopengt_server.ui.watch import marked_graph
@@ -75,10 +76,6 @@ def markdown_report(runs: Runs, run_id: str) -> str:
     fold = TaskFold()
     lines = fold.add(runs.trace(run_id))
     spend = view.spend
-    cost = f"${spend.cost_usd:g}" + (" (at least)" if spend.cost_unknown else "")
-    tokens = f"{spend.tokens}" + (
-        f" ({spend.unknown} of {spend.submissions} submissions reported none)" if spend.unknown else ""
-    )
     out = [
         f"# Run {view.run_id}: {view.status}",
         "",
@@ -90,17 +87,16 @@ def markdown_report(runs: Runs, run_id: str) -> str:
         f"| turn | {view.turn} |",
         f"| started | {view.started_at} |",
         f"| updated | {view.updated_at} |",
-        f"| tokens | {tokens} |",
-        f"| cost | {cost} |",
+        f"| spend | {spend_text(spend, spend.submissions)} |",
     ]
     if view.parent_run_id:
         out.append(f"| forked from | {view.parent_run_id} |")
     if view.error:
         out.append(f"| reason | {_cell(view.error)} |")
     out += ["", "## Loop", "", "```mermaid", marked_graph(runs, view).rstrip("\n"), "```", ""]
-    out += ["## Steps", "", "| step | status | attempts | tokens | cost |", "|---|---|---|---|---|"]
+    out += ["## Steps", "", "| step | status | attempts | spend |", "|---|---|---|---|"]
     out += [
-        f"| {_cell(s.name)} | {s.status} | {s.attempts} | {s.spend.tokens} | ${s.spend.cost_usd:g} |"
+        f"| {_cell(s.name)} | {s.status} | {s.attempts} | {spend_text(s.spend)} |"
         for s in view.steps
     ]
     out += ["", "## Tasks", ""]

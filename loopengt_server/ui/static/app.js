@@ -47,8 +47,8 @@ function age(iso) {
 function spendText(spend) {
   if (!spend || !spend.submissions) return "";
   if (spend.unknown === spend.submissions) return "unknown";
-  const cost = spend.costed ? ` · $${spend.cost_usd}` : "";
-  return `${spend.tokens} tokens${cost}${spend.unknown ? " (some unknown)" : ""}`;
+  const cost = spend.costed ? ` · $${spend.cost_usd}` : " · cost unknown";
+  return `${spend.tokens} tokens${cost}${spend.unknown ? ` (${spend.unknown} of ${spend.submissions} submissions reported no usage)` : ""}`;
 }
 
 function say(text, ok) {
