@@ -156,7 +156,7 @@ def test_report_has_steps_attempts_gates_spend_checkpoints_and_timeline(tmp_path
     assert "| spend | 120 tokens, $0.5 (2 of 3 submissions reported no usage) |" in text
     assert "```mermaid\nflowchart TD\n" in text
     assert "class s0 completed" in text
-    assert "| plan | completed | 2 | 120 | $0.5 |" in text
+    assert "| plan | completed | 2 | 120 tokens, $0.5 |" in text
     assert "#### plan#1 (agent a, attempt 1): success" in text
     assert "#### plan#2 (agent a, attempt 2): success" in text
     assert "Feedback given: Say what the plan is." in text
