@@ -20,6 +20,7 @@ from loopengt_core.events import (
     ApprovalRequested,
     BudgetReached,
     CheckpointTaken,
+    CommandAbandoned,
     CommandFinished,
     CommandRequested,
     CommandStarted,
@@ -446,6 +447,12 @@ def _command_requested(state: RunState, e: CommandRequested) -> None:
 def _command_started(state: RunState, e: CommandStarted) -> None:
     command = state.commands[e.command_id]
     command.runner, command.lease_until = e.runner, e.lease_until
+
+
+@_on(CommandAbandoned)
+def _command_abandoned(state: RunState, e: CommandAbandoned) -> None:
+    command = state.commands[e.command_id]
+    command.runner, command.lease_until = None, None
 
 
 @_on(CommandFinished)
