@@ -31,7 +31,8 @@ from loopengt_server.resources import register_resources
 from loopengt_server.run_context import store_context
 from loopengt_server.sdk import add_request_handler
 from loopengt_server.stdio import run_stdio
-from loopengt_server.tools import register_tools
+from loopengt_server.tasks_extension import TasksExtension
+from loopengt_server.tools import register_tools, view_result
 
 Transport = Literal["stdio", "streamable-http", "sse"]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -77,10 +78,11 @@ class BearerToken:
 def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
     bus = CountingBus()
     notifier = Notifier(runs, bus)
+    tasks_extension = TasksExtension(runs, functools.partial(view_result, runs))
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
+        async with anyio.create_task_group() as tasks, tasks_extension.running():
             tasks.start_soon(notifier.watch)
             yield
             tasks.cancel_scope.cancel()
@@ -102,6 +104,7 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
         subscriptions=bus,
         lifespan=lifespan,
         log_level="WARNING",
+        extensions=[tasks_extension],
         **auth,  # type: ignore[arg-type]
     )
     notifier.install(mcp)

@@ -29,6 +29,7 @@ from loopengt_core.validation import SpecError, parse_file_text, spec_data, summ
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
 from loopengt_server.notify import Notifier
+from loopengt_server.progress import reporting
 from loopengt_server.sdk import registered_tools, set_output_schema
 
 log = logging.getLogger("loopengt.tools")
@@ -96,6 +97,11 @@ def view_text(view: RunView) -> str:
 
 def _view(view: RunView) -> types.CallToolResult:
     return _result(view.model_dump(mode="json"), view_text(view))
+
+
+async def view_result(runs: Runs, run_id: str) -> types.CallToolResult:
+    """get_run's answer (also the final answer of a start_run or resume task: tasks_extension)."""
+    return _view(await _call(runs.get_run, run_id))
 
 
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -177,6 +183,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
 
     @tool
     async def start_run(
+        ctx: Context,
         spec_path: str | None = None,
         template: str | None = None,
         spec: str | dict[str, Any] | None = None,
@@ -185,9 +192,15 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     ) -> types.CallToolResult:
         """Start a loop run from exactly one of: spec_path (a loop.yaml), template (see list_templates) or spec
         (YAML/JSON). Returns the run: do its open tasks, submit each with step, follow next_action."""
-        view = await _call(
-            runs.start_run, spec_path=spec_path, template=template, spec=spec, inputs=inputs, run_id=run_id
-        )
+        async with reporting(ctx, runs, run_id):  # a new run's id is known beforehand only when given
+            view = await _call(
+                runs.start_run,
+                spec_path=spec_path,
+                template=template,
+                spec=spec,
+                inputs=inputs,
+                run_id=run_id,
+            )
         await announce(view.run_id)
         return _view(view)
 
@@ -204,7 +217,8 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         """Submit the output of an open task (outcome failure + error if you could not do it). The server runs the
         gates and answers with gate_results and the next tasks (a retry carries feedback). usage: what the work
         used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
-        answer = await _submit(runs, run_id, task_id, output, outcome, error, usage)
+        async with reporting(ctx, runs, run_id):
+            answer = await _submit(runs, run_id, task_id, output, outcome, error, usage)
         await announce(run_id)
         if answer.status == "waiting_approval":
             view = await ask_for_approval(ctx, runs, run_id)
@@ -216,11 +230,12 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     @tool
     async def get_run(run_id: str) -> types.CallToolResult:
         """The run's state: status, open tasks with instructions, steps, next_action."""
-        return _view(await _call(runs.get_run, run_id))
+        return await view_result(runs, run_id)
 
     @tool
     async def resume(
         run_id: str,
+        ctx: Context,
         checkpoint_id: str | None = None,
         accept_drift: bool = False,
         worktree: str | None = None,
@@ -231,15 +246,16 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree for its files, a
         folder name under .loopengt/worktrees). A person's options: budget raises limits {max_tokens,
         max_cost_usd, max_wall_seconds}; hint is feedback to the next attempt."""
-        view = await _call(
-            runs.resume,
-            run_id,
-            checkpoint_id,
-            accept_drift=accept_drift,
-            worktree=worktree,
-            budget=budget,
-            hint=hint,
-        )
+        async with reporting(ctx, runs, run_id):
+            view = await _call(
+                runs.resume,
+                run_id,
+                checkpoint_id,
+                accept_drift=accept_drift,
+                worktree=worktree,
+                budget=budget,
+                hint=hint,
+            )
         await announce(view.run_id)
         return _view(view)
 
