@@ -8,6 +8,7 @@ extension gets the plain answer; a call that waits on a gate sends progress when
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -23,10 +24,14 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import HttpServer, ok, running, stdio_params, trace_events
 from tasks_client import TasksClient, cancel_task, create_task, get_task, update_task, wait_task
+from test_mcp_subscriptions import Updates, subscribed
 
 pytestmark = pytest.mark.anyio
 
 TRANSPORTS = ["stdio", "streamable-http"]
+# A call waits 1 s for its commands: longer gates answer "checking" first and run on in the server (so a
+# task's answer is the one after they settled, and their outcome reaches subscribers on its own).
+SHORT_WAIT = {"LOOPENGT_CALL_WAIT": "1"}
 GATE = """
 import os, sys, time
 seconds = float(sys.argv[1])
@@ -76,7 +81,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def http(project: Path) -> Iterator[HttpServer]:
-    server = HttpServer("streamable-http", project / "store-http", project)
+    server = HttpServer("streamable-http", project / "store-http", project, env=SHORT_WAIT)
     with running(server):
         yield server
 
@@ -93,7 +98,7 @@ def connect(transport: str, project: Path, request: pytest.FixtureRequest) -> An
     def make(**options: Any) -> Client:
         options.setdefault("read_timeout_seconds", 90)
         if transport == "stdio":
-            return Client(stdio_params(project / "store-stdio", project), **options)
+            return Client(stdio_params(project / "store-stdio", project, env=SHORT_WAIT), **options)
         server: HttpServer = request.getfixturevalue("http")
         return Client(server.url, **options)
 
@@ -127,30 +132,36 @@ async def test_a_tasks_client_gets_a_handle_then_the_final_answer(connect: Any) 
     async with tasks_client(connect) as client:
         view = await start(client, "three.yaml")  # start_run as a task, finished by the requester
         created = await create_task(client, "step", submission(view))
-        assert created.result_type == "task" and created.status == "working"
+        assert created.result_type == "task"
+        assert created.status == "working"
         assert len(created.task_id) >= 32  # unguessable: 192 random bits
-        assert created.ttl_ms and created.poll_interval_ms
+        assert created.ttl_ms
+        assert created.poll_interval_ms
         first = await get_task(client.session, created.task_id)
-        assert first.result_type == "complete" and first.status == "working", first
+        assert first.result_type == "complete"
+        assert first.status == "working", first
         done = await wait_task(client.session, created.task_id)
         assert done.status == "completed", done
         assert done.result is not None
         answer = done.result["structuredContent"]
-        assert answer["accepted"] is True and answer["status"] == "completed", answer
+        assert answer["accepted"] is True
+        assert answer["status"] == "completed", answer
         assert [(g["name"], g["passed"]) for g in answer["gate_results"]] == [("slow_gate", True)]
         assert answer["checking"] == []  # the answer after the gate settled, not the checking one
         ack = await update_task(client.session, created.task_id, {"unknown-key": {"action": "accept"}})
         assert ack.result_type == "complete"
     async with connect() as plain:  # the plain call, again: the same submission, the same answer
         again = ok(await plain.call_tool("step", submission(view)))
-        assert again["gate_results"] == answer["gate_results"] and again["status"] == answer["status"]
+        assert again["gate_results"] == answer["gate_results"]
+        assert again["status"] == answer["status"]
 
 
 async def test_the_requester_resolves_tasks_transparently(connect: Any) -> None:
     async with tasks_client(connect) as client:
         view = await start(client, "quick.yaml")
         answer = ok(await client.call_tool("step", submission(view)))  # polled to the end by TasksClient
-        assert answer["status"] == "completed" and answer["gate_results"][0]["passed"] is True
+        assert answer["status"] == "completed"
+        assert answer["gate_results"][0]["passed"] is True
 
 
 async def test_a_client_without_the_extension_gets_the_plain_answer(connect: Any) -> None:
@@ -165,11 +176,12 @@ async def test_a_client_without_the_extension_gets_the_plain_answer(connect: Any
 
 
 async def test_a_handshake_era_client_gets_the_plain_answer(project: Path) -> None:
-    params = stdio_params(project / "store-legacy", project)
+    params = stdio_params(project / "store-legacy", project, env=SHORT_WAIT)
     async with Client(params, mode="legacy", extensions=[TasksClient()], read_timeout_seconds=60) as client:
         view = await start(client, "quick.yaml")
         result = await client.session.call_tool("step", submission(view))
-        assert isinstance(result, types.CallToolResult) and ok(result)["status"] == "completed"
+        assert isinstance(result, types.CallToolResult)
+        assert ok(result)["status"] == "completed"
 
 
 async def test_unknown_task_ids_are_invalid_params(connect: Any) -> None:
@@ -200,7 +212,8 @@ async def test_cancel_stops_the_gate_within_two_seconds(connect: Any, project: P
             assert time.monotonic() - asked < 2.0, f"gate {pid} still running 2 s after tasks/cancel"
             await anyio.sleep(0.02)
         cancelled = await get_task(client.session, created.task_id)
-        assert cancelled.status == "cancelled" and "stopped 1" in (cancelled.status_message or "")
+        assert cancelled.status == "cancelled"
+        assert "stopped 1" in (cancelled.status_message or "")
         # the policy retries the step (max_retries 1): the agent gets the task again, with feedback
         with anyio.fail_after(30):
             while True:
@@ -221,7 +234,8 @@ async def test_progress_during_a_gate_at_most_ten_seconds_apart(project: Path) -
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((time.monotonic(), message))
 
-    async with Client(stdio_params(project / "store-progress", project), read_timeout_seconds=90) as client:
+    params = stdio_params(project / "store-progress", project, env={"LOOPENGT_CALL_WAIT": "20"})
+    async with Client(params, read_timeout_seconds=90) as client:
         view = await start(client, "twelve.yaml")
         began = time.monotonic()
         result = await client.call_tool("step", submission(view), progress_callback=on_progress)
@@ -229,6 +243,30 @@ async def test_progress_during_a_gate_at_most_ten_seconds_apart(project: Path) -
     assert ok(result)["status"] == "completed"
     assert ended - began >= 11
     times = [began, *(t for t, _ in seen), ended]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert len(seen) >= 2 and max(gaps) <= 10, gaps
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(seen) >= 2, seen
+    assert max(gaps) <= 10, gaps
     assert any("gate 'slow_gate' of step 'write'" in (m or "") and "tick" in (m or "") for _, m in seen), seen
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto"])
+async def test_subscribers_hear_when_a_gate_finishes_after_the_call(project: Path, era: str) -> None:
+    """The step answers "checking" (its 3 s gate outlives the 1 s bound); the gate's outcome, written by
+    the server's command runner after the call, reaches the run's subscribers as resources/updated."""
+    updates = Updates()
+    params = stdio_params(project / f"store-subscribe-{era}", project, env=SHORT_WAIT)
+    async with Client(params, mode=era, message_handler=updates, read_timeout_seconds=60) as client:
+        view = await start(client, "three.yaml")
+        uri = f"loopengt://runs/{view['run_id']}"
+        async with subscribed(client, era, updates, uri) as heard:
+            answer = ok(await client.call_tool("step", submission(view)))
+            assert [c["name"] for c in answer["checking"]] == ["slow_gate"], answer
+            heard.mark()
+            with anyio.fail_after(15):
+                while True:
+                    await heard.wait_for(uri)
+                    heard.mark()
+                    after = ok(await client.call_tool("get_run", {"run_id": view["run_id"]}))
+                    if not after["checking"]:
+                        break
+        assert after["status"] == "completed", after
