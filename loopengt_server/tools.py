@@ -214,9 +214,16 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         return _view(answer)
 
     @tool
-    async def get_run(run_id: str) -> types.CallToolResult:
-        """The run's state: status, open tasks with instructions, steps, next_action."""
-        return _view(await _call(runs.get_run, run_id))
+    async def get_run(run_id: str, wait_seconds: float = 0) -> types.CallToolResult:
+        """The run's state: status, open tasks with instructions, steps, next_action. wait_seconds (at most
+        LOOPENGT_CALL_WAIT, 20): while checking, answer as soon as the run changes."""
+        try:  # a cancelled call leaves its wait behind: it ends at the bound, holding nothing
+            view = await anyio.to_thread.run_sync(
+                functools.partial(runs.get_run, run_id, wait_seconds), abandon_on_cancel=True
+            )
+        except LoopengtError as exc:
+            raise ToolError(exc.message) from None
+        return _view(view)
 
     @tool
     async def resume(
