@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -170,11 +171,28 @@ def serve(
         )
     runs = Runs(open_store(store), cwd=root, allow_inline_commands=allow_inline_commands, confine_paths=True)
     mcp = build_server(runs, token=token)
-    if transport == "stdio":
-        anyio.run(run_stdio, mcp)
-    else:
-        limits = HttpLimits.from_env()
-        anyio.run(functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits))
+    threading.Thread(target=_recover, args=(runs,), name="loopengt-recover", daemon=True).start()
+    try:
+        if transport == "stdio":
+            anyio.run(run_stdio, mcp)
+        else:
+            limits = HttpLimits.from_env()
+            anyio.run(functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits))
+    finally:
+        # the commands running here end with the server, unrecorded: their leases name this process, which
+        # is gone when the next server looks, so that server runs them again (the trace shows both)
+        runs.commands.close()
+
+
+def _recover(runs: Runs) -> None:
+    """Run what no one runs: commands due and unclaimed, or claimed by a server that died mid-gate."""
+    try:
+        started = runs.recover()
+    except Exception:  # the server serves on; the next call on such a run starts its commands
+        logging.getLogger("loopengt").exception("recovering due commands failed")
+        return
+    if started:
+        logging.getLogger("loopengt").warning("running the due commands of %s", ", ".join(started))
 
 
 async def _serve_http(

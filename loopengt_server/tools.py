@@ -112,6 +112,14 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ToolError(exc.message) from None
 
 
+async def _reported(
+    ctx: Context, runs: Runs, run_id: str | None, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """`_call`, sending progress about `run_id` meanwhile when the request asked for it."""
+    async with reporting(ctx, runs, run_id):
+        return await _call(fn, *args, **kwargs)
+
+
 async def _submit(
     runs: Runs, run_id: str, task_id: str, output: Any, outcome: str, error: str | None, usage: Any = None
 ) -> StepAnswer:
@@ -192,15 +200,17 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     ) -> types.CallToolResult:
         """Start a loop run from exactly one of: spec_path (a loop.yaml), template (see list_templates) or spec
         (YAML/JSON). Returns the run: do its open tasks, submit each with step, follow next_action."""
-        async with reporting(ctx, runs, run_id):  # a new run's id is known beforehand only when given
-            view = await _call(
-                runs.start_run,
-                spec_path=spec_path,
-                template=template,
-                spec=spec,
-                inputs=inputs,
-                run_id=run_id,
-            )
+        view = await _reported(  # a new run's id is known beforehand only when given
+            ctx,
+            runs,
+            run_id,
+            runs.start_run,
+            spec_path=spec_path,
+            template=template,
+            spec=spec,
+            inputs=inputs,
+            run_id=run_id,
+        )
         await announce(view.run_id)
         return _view(view)
 
@@ -228,9 +238,17 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         return _view(answer)
 
     @tool
-    async def get_run(run_id: str) -> types.CallToolResult:
-        """The run's state: status, open tasks with instructions, steps, next_action."""
-        return await view_result(runs, run_id)
+    async def get_run(run_id: str, ctx: Context, wait_seconds: float = 0) -> types.CallToolResult:
+        """The run's state: status, open tasks with instructions, steps, next_action. wait_seconds (at most
+        LOOPENGT_CALL_WAIT, 20): while checking, answer as soon as the run changes."""
+        try:  # a cancelled call leaves its wait behind: it ends at the bound, holding nothing
+            async with reporting(ctx, runs, run_id if wait_seconds else None):
+                view = await anyio.to_thread.run_sync(
+                    functools.partial(runs.get_run, run_id, wait_seconds), abandon_on_cancel=True
+                )
+        except LoopengtError as exc:
+            raise ToolError(exc.message) from None
+        return _view(view)
 
     @tool
     async def resume(
@@ -246,16 +264,18 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree for its files, a
         folder name under .loopengt/worktrees). A person's options: budget raises limits {max_tokens,
         max_cost_usd, max_wall_seconds}; hint is feedback to the next attempt."""
-        async with reporting(ctx, runs, run_id):
-            view = await _call(
-                runs.resume,
-                run_id,
-                checkpoint_id,
-                accept_drift=accept_drift,
-                worktree=worktree,
-                budget=budget,
-                hint=hint,
-            )
+        view = await _reported(
+            ctx,
+            runs,
+            run_id,
+            runs.resume,
+            run_id,
+            checkpoint_id,
+            accept_drift=accept_drift,
+            worktree=worktree,
+            budget=budget,
+            hint=hint,
+        )
         await announce(view.run_id)
         return _view(view)
 
