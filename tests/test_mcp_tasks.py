@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 import yaml
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import HttpServer, ok, running, stdio_params, trace_events
 from tasks_client import TasksClient, cancel_task, create_task, get_task, update_task, wait_task
@@ -270,3 +272,25 @@ async def test_subscribers_hear_when_a_gate_finishes_after_the_call(project: Pat
                     if not after["checking"]:
                         break
         assert after["status"] == "completed", after
+
+
+async def test_a_task_belongs_to_the_token_that_made_it(project: Path) -> None:
+    """Over HTTP with two tokens, a task made with one is not found with the other."""
+    server = HttpServer(
+        "streamable-http", project / "store-tokens", project, env={**SHORT_WAIT, "LOOPENGT_TOKEN": "one,two"}
+    )
+
+    def with_token(token: str) -> Client:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+        transport = streamable_http_client(server.url, http_client=http)
+        return Client(transport, extensions=[TasksClient()], read_timeout_seconds=60)
+
+    with running(server):
+        async with with_token("one") as mine, with_token("two") as theirs:
+            view = await start(mine, "quick.yaml")
+            created = await create_task(mine, "step", submission(view))
+            for call in (get_task, cancel_task):
+                with pytest.raises(MCPError) as refused:
+                    await call(theirs.session, created.task_id)
+                assert refused.value.error.code == types.INVALID_PARAMS
+            assert (await wait_task(mine.session, created.task_id)).status == "completed"
