@@ -23,19 +23,9 @@ TASKS = "io.modelcontextprotocol/tasks"
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-class CreateTaskResult(types.Result):
-    model_config = ConfigDict(extra="allow")
-    result_type: Literal["task"]
-    task_id: str
-    status: str
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None
-    poll_interval_ms: int | None = None
-    status_message: str | None = None
+class TaskState(types.Result):
+    """The Task fields both the handle and tasks/get carry."""
 
-
-class DetailedTask(types.Result):
     model_config = ConfigDict(extra="allow")
     result_type: str
     task_id: str
@@ -45,6 +35,13 @@ class DetailedTask(types.Result):
     ttl_ms: int | None
     poll_interval_ms: int | None = None
     status_message: str | None = None
+
+
+class CreateTaskResult(TaskState):
+    result_type: Literal["task"]
+
+
+class DetailedTask(TaskState):
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
