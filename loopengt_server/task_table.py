@@ -69,6 +69,11 @@ class TaskRecord:
         self.error = payload.get("error")
         self.updated = time.time()
 
+    def describe(self, message: str) -> None:
+        """Say more about the status, which stays as it is."""
+        self.status_message = message
+        self.updated = time.time()
+
     def wire(self) -> dict[str, Any]:
         """The task as `tasks/get` and `CreateTaskResult` carry it (a DetailedTask, camelCase)."""
         body: dict[str, Any] = {

@@ -137,6 +137,10 @@ class TasksExtension(Extension):
         try:
             result = await call_next(ctx)
             run_id = _run_id(result) or record.run_id
+            if record.run_id is None and run_id is not None and record.status == "cancelled":
+                record.run_id = run_id  # cancelled before its run had an id: stop what the call started
+                await anyio.to_thread.run_sync(self.runs.stop_commands, run_id, "tasks/cancel")
+                return
             record.run_id = run_id
             if run_id is not None and not record.done and not await self._settled(record, run_id):
                 record.set("working", "checking: the run's commands are running")
@@ -195,24 +199,29 @@ class TasksExtension(Extension):
         record = self._lookup(ctx, params)
         if record.done:
             return {"resultType": "complete"}
-        stopped = 0
-        if record.run_id is not None:
-            try:
-                stopped = await anyio.to_thread.run_sync(
-                    self.runs.stop_commands, record.run_id, "tasks/cancel"
-                )
-            except LoopengtError as exc:
-                log.info("tasks/cancel of %s: %s", record.run_id, exc.message)
-        record.set(
-            "cancelled",
-            (
-                f"cancelled: stopped {stopped} running command(s) of run {record.run_id}; the run's policy "
-                "retries or fails the step (get_run shows which)"
-                if stopped
-                else "cancelled: nothing of the run was running; get_run shows the run"
-            ),
-        )
+        if record.run_id is None:  # a start_run still starting: `_work` stops what it started, once known
+            record.set("cancelled", "cancelled while the run was starting; get_run shows the run")
+        else:
+            await self._stop(record, record.run_id)
         return {"resultType": "complete"}
+
+    async def _stop(self, record: TaskRecord, run_id: str) -> None:
+        """Stop the run's commands that this server runs (recorded as cancelled by tasks/cancel).
+
+        The task is cancelled first: the call's own answer, which the stop lets through, must not
+        complete it."""
+        record.set("cancelled", f"cancelled: stopping the commands of run {run_id}")
+        try:
+            stopped = await anyio.to_thread.run_sync(self.runs.stop_commands, run_id, "tasks/cancel")
+        except LoopengtError as exc:
+            log.info("tasks/cancel of %s: %s", run_id, exc.message)
+            stopped = 0
+        record.describe(
+            f"cancelled: stopped {stopped} running command(s) of run {run_id}; the run's policy retries or "
+            "fails the step (get_run shows which)"
+            if stopped
+            else f"cancelled: no command of run {run_id} was running in this server; get_run shows the run"
+        )
 
 
 def _run_id(result: HandlerResult) -> str | None:
