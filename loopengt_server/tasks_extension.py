@@ -139,10 +139,11 @@ class TasksExtension(Extension):
             run_id = _run_id(result) or record.run_id
             if record.run_id is None and run_id is not None and record.status == "cancelled":
                 record.run_id = run_id  # cancelled before its run had an id: stop what the call started
-                await anyio.to_thread.run_sync(self.runs.stop_commands, run_id, "tasks/cancel")
+                await self._stop(record, run_id)
                 return
             record.run_id = run_id
-            if run_id is not None and not record.done and not await self._settled(record, run_id):
+            failed = isinstance(result, types.CallToolResult) and result.is_error
+            if run_id is not None and not failed and not record.done and not await self._settled(run_id):
                 record.set("working", "checking: the run's commands are running")
                 await self._wait_settled(record, run_id)
                 if record.done:
@@ -163,7 +164,7 @@ class TasksExtension(Extension):
                 error={"code": types.INTERNAL_ERROR, "message": "Internal error"},
             )
 
-    async def _settled(self, record: TaskRecord, run_id: str) -> bool:
+    async def _settled(self, run_id: str) -> bool:
         try:
             return await anyio.to_thread.run_sync(self.runs.settled, run_id)
         except LoopengtError:
@@ -171,7 +172,7 @@ class TasksExtension(Extension):
 
     async def _wait_settled(self, record: TaskRecord, run_id: str) -> None:
         seq = await anyio.to_thread.run_sync(self.runs.wait_for_change, run_id, 0, 0.0)
-        while not record.done and not await self._settled(record, run_id):
+        while not record.done and not await self._settled(run_id):
             seq = await anyio.to_thread.run_sync(
                 functools.partial(self.runs.wait_for_change, run_id, seq, SETTLE_POLL_SECONDS),
                 abandon_on_cancel=True,
