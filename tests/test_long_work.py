@@ -365,3 +365,30 @@ def test_on_postgresql_a_wait_wakes_on_another_servers_change_through_listen_not
     finally:
         first.close()
         second.close()
+
+
+def test_spans_of_a_cancelled_gate_and_of_an_abandoned_attempt(store: FileStore, tmp_path: Path) -> None:
+    """Tracing: the cancelled run of a gate says who cancelled it; an abandoned attempt has a span of its own."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from loopengt_core.telemetry import RunTracer
+
+    exporter = InMemorySpanExporter()
+    runs = Runs(store, cwd=tmp_path, call_wait=BOUND, tracer=RunTracer([SimpleSpanProcessor(exporter)]))
+    run_id = runs.start_run(spec_path=write_spec(tmp_path, gate_spec(["sleep", "30"]))).run_id
+    runs.step(run_id, "write#1", {"done": True}, run_commands=False)
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    ghost = Runs(store, cwd=tmp_path, call_wait=BOUND)
+    ghost.runner = ghost.commands.runner = f"{ghost.runner.rpartition(':')[0]}:{gone}"
+    assert ghost.commands._claim_next(run_id)[0] is not None
+    assert runs.get_run(run_id, wait_seconds=1).checking  # started here: its runner is gone
+    assert runs.stop_commands(run_id, "a person") == 1
+    spans = [s for s in exporter.get_finished_spans() if s.name == "execute_tool tests"]
+    outcomes = [(s.attributes or {}).get("loopengt.outcome") for s in spans]
+    assert outcomes == ["abandoned", "cancelled"]
+    assert spans[1].status.description == "cancelled by a person"
+    assert spans[0].context.span_id != spans[1].context.span_id
