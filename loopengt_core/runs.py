@@ -33,6 +33,7 @@ from loopengt_core import workspace as git
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
 from loopengt_core.catalog import template_text
+from loopengt_core.changefeed import ChangeFeed
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
 from loopengt_core.engine import Engine, open_tasks_text
@@ -58,6 +59,7 @@ log = structlog.get_logger("loopengt.runs")
 
 MAX_TASK_ID_CHARS = 200
 CHANGE_POLL_SECONDS = 0.2  # how often a wait looks at the store for changes made by other processes
+FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety net for a lost notification
 
 
 class CheckpointInfo(BaseModel):
@@ -194,6 +196,8 @@ class Runs:
         self._guard = threading.Lock()
         self._changes = threading.Condition()
         self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
+        changes = getattr(store, "changes", None)
+        self.feed = ChangeFeed(changes, lambda _: self.announce()) if callable(changes) else None
 
     # --- the service -------------------------------------------------------------------------
 
@@ -417,16 +421,20 @@ class Runs:
         return self.call_wait if self.call_wait is not None else float(CALL_WAIT.get())
 
     def settled(self, run_id: str) -> bool:
-        """True when no command of the run is running or due (here or in another process)."""
-        return not self._locked(run_id, _nothing, lambda run: bool(run.state.due_commands()))
+        """True when no command of the run is running or due (here or in another process), and this process's
+        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
+        due = self._locked(run_id, _nothing, lambda run: bool(run.state.due_commands()))
+        return not due and not self.commands.busy(run_id)
 
     def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
         """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq.
 
-        This process's own appends wake it at once; other processes' (another server, the CLI) are seen by
-        looking at the store's log end every CHANGE_POLL_SECONDS (a stat for the file store).
+        This process's own appends wake it at once; other processes' (another server, the CLI) through the
+        store's push feed (PostgreSQL LISTEN/NOTIFY, `feed`) or, without one, by looking at the log's end
+        every CHANGE_POLL_SECONDS (a stat for the file store).
         """
         check_id(run_id)
+        poll = self._poll_seconds()
         deadline = time.monotonic() + max(0.0, float(timeout))
         while True:
             with self._changes:
@@ -437,7 +445,7 @@ class Runs:
                 return seq
             with self._changes:
                 if self._generation == generation:
-                    self._changes.wait(min(left, CHANGE_POLL_SECONDS))
+                    self._changes.wait(min(left, poll))
 
     def announce(self) -> None:
         """Wake the waits of this process (an append happened, or a command worker ended)."""
@@ -449,15 +457,30 @@ class Runs:
         """Wait up to `bound` seconds for the run's commands to be done; whether they are."""
         deadline = time.monotonic() + bound
         while True:
-            seq, pending = self._locked(
-                run_id, _nothing, lambda run: (run.state.seq, bool(run.state.due_commands()))
-            )
-            left = deadline - time.monotonic()
-            if not pending:
+            with self._changes:
+                generation = self._generation  # read first: a change after it is not missed
+            if self.settled(run_id):
                 return True
+            left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self.wait_for_change(run_id, seq, min(left, 3600.0))
+            with self._changes:
+                if self._generation == generation:
+                    self._changes.wait(min(left, self._poll_seconds()))
+
+    def _poll_seconds(self) -> float:
+        """How often a wait looks at the store for other processes' changes (a push feed wakes it anyway)."""
+        if self.feed is None:
+            return CHANGE_POLL_SECONDS
+        self.feed.start()
+        return FEED_POLL_SECONDS
+
+    def close(self) -> None:
+        """This process is done with the store: end the commands it runs, unrecorded (the next server runs
+        them again), and stop listening for changes. The store itself is the caller's to close."""
+        self.commands.close()
+        if self.feed is not None:
+            self.feed.close()
 
     def stop_commands(self, run_id: str, by: str) -> int:
         """Stop each command of the run that this process runs: its process group gets SIGTERM, SIGKILL a

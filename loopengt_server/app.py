@@ -181,7 +181,7 @@ def serve(
     finally:
         # the commands running here end with the server, unrecorded: their leases name this process, which
         # is gone when the next server looks, so that server runs them again (the trace shows both)
-        runs.commands.close()
+        runs.close()
 
 
 def _recover(runs: Runs) -> None:

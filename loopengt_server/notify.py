@@ -116,9 +116,8 @@ class Notifier:
         A store with `changes()` (PostgreSQL: LISTEN/NOTIFY) pushes them, across servers; otherwise the
         store's per-run version tokens are polled.
         """
-        changes = getattr(self.runs.store, "changes", None)
-        if callable(changes):
-            await self._listen(changes)
+        if self.runs.feed is not None:  # shared with get_run's waits: one listener per process
+            await self._listen(self.runs.feed.subscribe())
             return
         # Learn every run's version now, not at the first scan after someone subscribes: a change made by
         # another process right after a client subscribed would otherwise become the baseline, unannounced.
