@@ -10,6 +10,7 @@ Tasks extension does not carry progress).
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,9 +22,11 @@ from mcp.server.mcpserver import Context
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.view import RunView
-from loopengt_server.tasks_extension import IN_TASK
 
 PROGRESS_SECONDS = 4.0
+IN_TASK: contextvars.ContextVar[bool] = contextvars.ContextVar("loopengt_in_task", default=False)
+"""True inside a task's background work (tasks_extension): its request has answered, so it sends no
+progress."""
 
 
 def has_progress_token(ctx: Context) -> bool:

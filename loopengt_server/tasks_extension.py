@@ -14,9 +14,10 @@ durable record, and `get_run` shows it after a restart.
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,7 @@ from pydantic import Field
 
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
+from loopengt_server.progress import IN_TASK, progress_text
 from loopengt_server.task_table import TaskRecord, TaskTable
 
 log = logging.getLogger("loopengt.tasks")
@@ -41,8 +43,6 @@ log = logging.getLogger("loopengt.tasks")
 TASKS = "io.modelcontextprotocol/tasks"
 TASK_TOOLS = frozenset({"step", "start_run", "resume"})
 SETTLE_POLL_SECONDS = 30.0  # each wait for the run's commands; a change wakes it sooner
-IN_TASK: contextvars.ContextVar[bool] = contextvars.ContextVar("loopengt_in_task", default=False)
-"""True inside a task's background work: its request has answered, so it sends no progress."""
 
 ViewOf = Callable[[str], Awaitable[types.CallToolResult]]
 
@@ -188,7 +188,14 @@ class TasksExtension(Extension):
         return record
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> dict[str, Any]:
-        return {"resultType": "complete", **self._lookup(ctx, params).wire()}
+        record = self._lookup(ctx, params)
+        if record.status == "working" and record.run_id is not None:
+            # say what the task waits on, as progress does: the running gates and their last output
+            with contextlib.suppress(LoopengtError):
+                view = await anyio.to_thread.run_sync(self.runs.get_run, record.run_id)
+                if view.checking and not record.done:
+                    record.status_message = progress_text(view, time.time() - record.created)
+        return {"resultType": "complete", **record.wire()}
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         # No task of ours asks for input, so every response is for a key that is not outstanding: the

@@ -206,6 +206,12 @@ async def test_cancel_stops_the_gate_within_two_seconds(connect: Any, project: P
                 await anyio.sleep(0.05)
         pid = int(pid_file.read_text())
         assert pid_alive(pid)
+        with anyio.fail_after(10):  # a working task says what it waits on: the gate and its last line
+            while "tick" not in (
+                (working := await get_task(client.session, created.task_id)).status_message or ""
+            ):
+                await anyio.sleep(0.2)
+        assert "gate 'slow_gate' of step 'write' running" in (working.status_message or ""), working
         pid_file.unlink()
         asked = time.monotonic()
         ack = await cancel_task(client.session, created.task_id)
