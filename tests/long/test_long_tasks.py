@@ -10,60 +10,18 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mcp import Client
 from mcp_helpers import ok, stdio_params, trace_events
 from tasks_client import TasksClient, create_task, wait_task
+from test_long_gates import gate, write_spec
 
 pytestmark = pytest.mark.anyio
 CALL_SECONDS = 2.0  # a Tasks call answers at once: a handle, or the task's state
-
-
-def gate(seconds: float, marker: Path) -> list[str]:
-    """A gate that prints a line a second, counts its runs in `marker`, and fails its first run."""
-    script = (
-        "import pathlib, sys, time\n"
-        f"p = pathlib.Path({str(marker)!r})\n"
-        "n = len(p.read_text()) + 1 if p.exists() else 1\n"
-        "p.write_text('x' * n)\n"
-        f"end = time.monotonic() + {seconds}\n"
-        "while time.monotonic() < end:\n"
-        "    print(f'run {n}: {int(end - time.monotonic())} s to go', flush=True)\n"
-        "    time.sleep(min(1, max(0, end - time.monotonic())))\n"
-        "sys.exit(1 if n == 1 else 0)\n"
-    )
-    return [sys.executable, "-c", script]
-
-
-def write_spec(root: Path, seconds: float) -> Path:
-    path = root / "loop.yaml"
-    spec: dict[str, Any] = {
-        "name": "long-gate",
-        "goal": "make the slow suite pass",
-        "workspace": "none",
-        "agents": [{"name": "a"}],
-        "steps": [{"name": "fix", "agent": "a", "verification_gates": ["tests"]}],
-        "policy": {
-            "max_turns": 6,
-            "retry": {"max_retries": 2, "initial_delay_seconds": 0},
-            "verification_gates": [
-                {
-                    "name": "tests",
-                    "command": gate(seconds, root / "runs.txt"),
-                    "on_failure": "retry",
-                    "timeout_seconds": 400,
-                }
-            ],
-        },
-    }
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 async def timed(calls: list[float], coro: Any) -> Any:
@@ -76,7 +34,7 @@ async def timed(calls: list[float], coro: Any) -> Any:
 
 @pytest.mark.timeout(600)
 async def test_a_150_s_gate_through_tasks(tmp_path: Path) -> None:
-    write_spec(tmp_path, 150)
+    write_spec(tmp_path, gate(150, tmp_path / "runs.txt", fail_first=True))
     calls: list[float] = []
     async with Client(
         stdio_params(tmp_path / "store", tmp_path), extensions=[TasksClient()], read_timeout_seconds=60
@@ -106,7 +64,7 @@ async def test_a_150_s_gate_through_tasks(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 async def test_progress_at_least_every_10_s_during_a_60_s_gate(tmp_path: Path) -> None:
-    write_spec(tmp_path, 60)
+    write_spec(tmp_path, gate(60, tmp_path / "runs.txt", fail_first=True))
     waits: list[list[float]] = []  # per call: its start, each notification, its end
 
     async def call(client: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
