@@ -551,16 +551,20 @@ class Runs:
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         self._known(run_id)
         reason = checked_text(reason, "reason")
-        return self._locked(
+        view = self._locked(
             run_id,
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
             lambda run: run_view(run.state),
         )
+        self.commands.stop(run_id, "cancel_run")  # an ended run's commands are killed, nothing recorded
+        return view
 
     def fail_run(self, run_id: str, reason: str) -> RunView:
         """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
         self._known(run_id)
-        return self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        view = self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        self.commands.stop(run_id, "fail_run")  # an ended run's commands are killed, nothing recorded
+        return view
 
     def approve(
         self,

@@ -395,3 +395,15 @@ def test_spans_of_a_cancelled_gate_and_of_an_abandoned_attempt(store: FileStore,
     assert outcomes == ["abandoned", "cancelled"]
     assert spans[1].status.description == "cancelled by a person"
     assert spans[0].context.span_id != spans[1].context.span_id
+
+
+def test_cancelling_a_run_kills_its_running_gate(store: FileStore, tmp_path: Path) -> None:
+    child = tmp_path / "gate.pid"
+    runs = Runs(store, cwd=tmp_path, call_wait=BOUND)
+    gate = ["sh", "-c", f"echo $$ > {child}; exec sleep 60"]
+    run_id = runs.start_run(spec_path=write_spec(tmp_path, gate_spec(gate))).run_id
+    assert runs.step(run_id, "write#1", {"done": True}).checking
+    assert runs.cancel_run(run_id, "not needed").status == "cancelled"
+    assert not _alive(int(child.read_text()))
+    assert types_of(store, run_id)[-1] == "run_cancelled"  # nothing recorded after the end
+    assert runs.settled(run_id)
