@@ -275,8 +275,10 @@ class Runs:
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing.
 
+        Commands it makes due (command gates, command steps) start on the command runner; the answer comes
+        when they are done or after the call's bound (`wait_bound`), then with them under `checking`.
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
-        when commands (command gates, command steps) are due; `settle` runs them and answers then.
+        when commands are due; `settle` starts them and answers then.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
         self._known(run_id)
@@ -551,16 +553,20 @@ class Runs:
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         self._known(run_id)
         reason = checked_text(reason, "reason")
-        return self._locked(
+        view = self._locked(
             run_id,
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
             lambda run: run_view(run.state),
         )
+        self.commands.stop(run_id, "cancel_run")  # an ended run's commands are killed, nothing recorded
+        return view
 
     def fail_run(self, run_id: str, reason: str) -> RunView:
         """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
         self._known(run_id)
-        return self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        view = self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        self.commands.stop(run_id, "fail_run")  # an ended run's commands are killed, nothing recorded
+        return view
 
     def approve(
         self,
@@ -758,7 +764,7 @@ class Runs:
         return self._read(run_id).engine.spec
 
     def pump(self, run_id: str) -> RunView:
-        """Run the run's due commands now (the server's timer and `resume` call this)."""
+        """Start the run's due commands now and answer within the call's bound (as `resume` does)."""
         self._known(run_id)
         return self._pump_and_view(run_id)
 

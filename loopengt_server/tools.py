@@ -43,7 +43,7 @@ _RUN = {
     "type": "object",
     "description": "The run: run_id, loop, status, turn, tasks (open tasks: task_id, step, agent, attempt, "
     "instructions, input, output_schema, feedback), steps (name, status, attempts), final_output, error, "
-    "next_action, workspace, parent_run_id, started_at, updated_at.",
+    "next_action, workspace, parent_run_id, started_at, updated_at, checking (commands still running).",
     "required": ["run_id", "status", "tasks", "next_action"],
 }
 _STEP = {

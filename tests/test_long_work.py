@@ -7,10 +7,12 @@ The slow acceptance runs (a 150 s gate, 60 s client cuts) live in tests/long.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ BOUND = 1.0
 
 
 def gate_spec(gate: list[str], *, retries: int = 1, timeout: float = 60) -> dict[str, Any]:
+    """One agent step checked by a command gate `tests` that retries (tests/long uses it too)."""
     return {
         "name": "long",
         "goal": "write and check",
@@ -214,21 +217,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def claim_as_a_dead_process(store: FileStore, cwd: Path, run_id: str) -> int:
+    """Claim the run's due command as a process of this host that then died (a server killed mid-gate);
+    returns its pid."""
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    ghost = Runs(store, cwd=cwd, call_wait=BOUND)
+    ghost.runner = ghost.commands.runner = f"{ghost.runner.rpartition(':')[0]}:{gone}"
+    claimed, _ = ghost.commands._claim_next(run_id)
+    assert claimed is not None
+    return gone
+
+
 def test_a_dead_runners_claim_is_abandoned_and_run_again(store: FileStore, tmp_path: Path) -> None:
     """A claim naming a process of this host that is gone (the server died mid-gate) is taken over."""
     marker = tmp_path / "runs.txt"
     runs = Runs(store, cwd=tmp_path, call_wait=BOUND)
     run_id = runs.start_run(spec_path=write_spec(tmp_path, gate_spec(slow_gate(0.2, marker)))).run_id
     runs.step(run_id, "write#1", {"done": True}, run_commands=False)
-    # claim it as a process that then died
-    gone = os.fork()
-    if gone == 0:
-        os._exit(0)
-    os.waitpid(gone, 0)
-    ghost = Runs(store, cwd=tmp_path, call_wait=BOUND)
-    ghost.runner = ghost.commands.runner = f"{ghost.runner.rpartition(':')[0]}:{gone}"
-    claimed, _ = ghost.commands._claim_next(run_id)
-    assert claimed is not None
+    gone = claim_as_a_dead_process(store, tmp_path, run_id)
 
     fresh = Runs(store, cwd=tmp_path, call_wait=5)
     assert fresh.recover() == [run_id]
@@ -264,12 +273,27 @@ async def _drive_to_end(client: Client, run_id: str, *, bound: float) -> dict[st
     raise AssertionError("the run never settled")
 
 
+@contextlib.asynccontextmanager
+async def connected(transport: str, root: Path) -> AsyncIterator[Client]:
+    """The real client on a server subprocess (stdio or streamable HTTP) whose calls wait at most 1 s."""
+    env = {"LOOPENGT_CALL_WAIT": "1"}
+    if transport == "stdio":
+        async with Client(
+            stdio_params(root / "store", root, env=env), mode="auto", read_timeout_seconds=60
+        ) as c:
+            yield c
+        return
+    with running(HttpServer("streamable-http", root / "store", root, env=env)) as (server,):
+        async with Client(server.url, read_timeout_seconds=60) as c:
+            yield c
+
+
 @pytest.mark.anyio
-async def test_over_stdio_step_answers_checking_and_get_run_waits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_step_answers_checking_and_get_run_waits(tmp_path: Path, transport: str) -> None:
     marker = tmp_path / "runs.txt"
     write_spec(tmp_path, gate_spec(slow_gate(3, marker)))
-    params = stdio_params(tmp_path / "store", tmp_path, env={"LOOPENGT_CALL_WAIT": "1"})
-    async with Client(params, mode="auto", read_timeout_seconds=60) as client:
+    async with connected(transport, tmp_path) as client:
         run_id = ok(await client.call_tool("start_run", {"spec_path": "loop.yaml"}))["run_id"]
         began = time.monotonic()
         answer = ok(await step(client, run_id, "write#1", {"done": True}))
@@ -282,21 +306,6 @@ async def test_over_stdio_step_answers_checking_and_get_run_waits(tmp_path: Path
         assert ok(await step(client, run_id, "write#1", {"done": True}))["checking"]
         view = await _drive_to_end(client, run_id, bound=1)
         assert view["status"] == "completed"
-    assert marker.read_text() == "x"
-
-
-@pytest.mark.anyio
-async def test_over_http_step_answers_checking_and_get_run_waits(tmp_path: Path) -> None:
-    marker = tmp_path / "runs.txt"
-    write_spec(tmp_path, gate_spec(slow_gate(3, marker)))
-    server = HttpServer("streamable-http", tmp_path / "store", tmp_path, env={"LOOPENGT_CALL_WAIT": "1"})
-    with running(server):
-        async with Client(server.url, read_timeout_seconds=60) as client:
-            run_id = ok(await client.call_tool("start_run", {"spec_path": "loop.yaml"}))["run_id"]
-            answer = ok(await step(client, run_id, "write#1", {"done": True}))
-            assert answer["checking"][0]["name"] == "tests"
-            view = await _drive_to_end(client, run_id, bound=1)
-            assert view["status"] == "completed"
     assert marker.read_text() == "x"
 
 
@@ -378,13 +387,7 @@ def test_spans_of_a_cancelled_gate_and_of_an_abandoned_attempt(store: FileStore,
     runs = Runs(store, cwd=tmp_path, call_wait=BOUND, tracer=RunTracer([SimpleSpanProcessor(exporter)]))
     run_id = runs.start_run(spec_path=write_spec(tmp_path, gate_spec(["sleep", "30"]))).run_id
     runs.step(run_id, "write#1", {"done": True}, run_commands=False)
-    gone = os.fork()
-    if gone == 0:
-        os._exit(0)
-    os.waitpid(gone, 0)
-    ghost = Runs(store, cwd=tmp_path, call_wait=BOUND)
-    ghost.runner = ghost.commands.runner = f"{ghost.runner.rpartition(':')[0]}:{gone}"
-    assert ghost.commands._claim_next(run_id)[0] is not None
+    claim_as_a_dead_process(store, tmp_path, run_id)
     assert runs.get_run(run_id, wait_seconds=1).checking  # started here: its runner is gone
     assert runs.stop_commands(run_id, "a person") == 1
     spans = [s for s in exporter.get_finished_spans() if s.name == "execute_tool tests"]
@@ -392,3 +395,15 @@ def test_spans_of_a_cancelled_gate_and_of_an_abandoned_attempt(store: FileStore,
     assert outcomes == ["abandoned", "cancelled"]
     assert spans[1].status.description == "cancelled by a person"
     assert spans[0].context.span_id != spans[1].context.span_id
+
+
+def test_cancelling_a_run_kills_its_running_gate(store: FileStore, tmp_path: Path) -> None:
+    child = tmp_path / "gate.pid"
+    runs = Runs(store, cwd=tmp_path, call_wait=BOUND)
+    gate = ["sh", "-c", f"echo $$ > {child}; exec sleep 60"]
+    run_id = runs.start_run(spec_path=write_spec(tmp_path, gate_spec(gate))).run_id
+    assert runs.step(run_id, "write#1", {"done": True}).checking
+    assert runs.cancel_run(run_id, "not needed").status == "cancelled"
+    assert not _alive(int(child.read_text()))
+    assert types_of(store, run_id)[-1] == "run_cancelled"  # nothing recorded after the end
+    assert runs.settled(run_id)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from mcp import Client
 from mcp_helpers import HttpServer, ok, running, stdio_params, trace_events
+from test_long_work import gate_spec
 
 CUT_SECONDS = 60.0  # the client gives up on any call after this long
 BOUND = 20.0  # LOOPENGT_CALL_WAIT's default, which the servers here use
@@ -44,22 +45,8 @@ def gate(seconds: float, marker: Path, *, fail_first: bool) -> list[str]:
 
 
 def write_spec(root: Path, command: list[str]) -> None:
-    spec = {
-        "name": "long-gate",
-        "goal": "make the slow suite pass",
-        "pattern": "sequential",
-        "workspace": "none",
-        "agents": [{"name": "a"}],
-        "steps": [{"name": "fix", "agent": "a", "verification_gates": ["tests"]}],
-        "policy": {
-            "max_turns": 6,
-            "retry": {"max_retries": 2, "initial_delay_seconds": 0},
-            "verification_gates": [
-                {"name": "tests", "command": command, "on_failure": "retry", "timeout_seconds": 400}
-            ],
-        },
-    }
     root.mkdir(parents=True, exist_ok=True)
+    spec = gate_spec(command, retries=2, timeout=400)
     (root / "loop.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
 
 
@@ -108,7 +95,7 @@ async def drive(agent: CutClient) -> tuple[str, dict[str, Any]]:
 
 def check_run(events: list[dict[str, Any]], marker: Path, took: list[tuple[str, float]]) -> None:
     kinds = [e["type"] for e in events]
-    assert kinds.count("output_submitted") == 2  # fix#1 (gate fails), fix#2 (passes)
+    assert kinds.count("output_submitted") == 2  # write#1 (its gate fails), write#2 (passes)
     assert kinds.count("command_started") == 2  # once per submission
     assert kinds.count("gate_failed") == 1
     assert kinds.count("gate_passed") == 1
@@ -163,7 +150,7 @@ async def test_a_stdio_server_killed_mid_60_s_gate_the_next_server_runs_it_again
     async with Client(params, mode="auto", read_timeout_seconds=CUT_SECONDS + 5) as client:
         run_id = ok(await client.call_tool("start_run", {"spec_path": "loop.yaml"}))["run_id"]
         answer = ok(
-            await client.call_tool("step", {"run_id": run_id, "task_id": "fix#1", "output": {"fixed": 1}})
+            await client.call_tool("step", {"run_id": run_id, "task_id": "write#1", "output": {"fixed": 1}})
         )
         assert answer["checking"][0]["last_output"].startswith("run 1:")
         await anyio.sleep(10)  # well inside the gate
