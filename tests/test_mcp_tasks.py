@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_helpers import HttpServer, ok, running, stdio_params, trace_events
 from tasks_client import TasksClient, cancel_task, create_task, get_task, update_task, wait_task
+from test_long_work import gate_spec
 from test_mcp_subscriptions import Updates, subscribed
 
 pytestmark = pytest.mark.anyio
@@ -49,27 +50,9 @@ while time.monotonic() < end:
 
 
 def spec(name: str, gate_seconds: float) -> dict[str, Any]:
-    """One agent step checked by a command gate that runs `gate_seconds`, printing a line a second; its
-    pid goes to `<name>.pid`. A failed (or cancelled) gate is retried once."""
-    return {
-        "name": name,
-        "goal": "Wait for a slow gate",
-        "workspace": "none",
-        "agents": [{"name": "writer"}],
-        "steps": [{"name": "write", "agent": "writer", "verification_gates": ["slow_gate"]}],
-        "policy": {
-            "max_turns": 5,
-            "retry": {"max_retries": 1, "backoff": "fixed", "initial_delay_seconds": 0},
-            "verification_gates": [
-                {
-                    "name": "slow_gate",
-                    "command": [sys.executable, "gate.py", str(gate_seconds), f"{name}.pid"],
-                    "on_failure": "retry",
-                    "timeout_seconds": 300,
-                }
-            ],
-        },
-    }
+    """One agent step `write` checked by a command gate `tests` that runs `gate_seconds`, printing a line a
+    second; its pid goes to `<name>.pid`. A failed (or cancelled) gate is retried once."""
+    return gate_spec([sys.executable, "gate.py", str(gate_seconds), f"{name}.pid"], retries=1, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +131,7 @@ async def test_a_tasks_client_gets_a_handle_then_the_final_answer(connect: Any) 
         answer = done.result["structuredContent"]
         assert answer["accepted"] is True
         assert answer["status"] == "completed", answer
-        assert [(g["name"], g["passed"]) for g in answer["gate_results"]] == [("slow_gate", True)]
+        assert [(g["name"], g["passed"]) for g in answer["gate_results"]] == [("tests", True)]
         assert answer["checking"] == []  # the answer after the gate settled, not the checking one
         ack = await update_task(client.session, created.task_id, {"unknown-key": {"action": "accept"}})
         assert ack.result_type == "complete"
@@ -211,7 +194,7 @@ async def test_cancel_stops_the_gate_within_two_seconds(connect: Any, project: P
                 (working := await get_task(client.session, created.task_id)).status_message or ""
             ):
                 await anyio.sleep(0.2)
-        assert "gate 'slow_gate' of step 'write' running" in (working.status_message or ""), working
+        assert "gate 'tests' of step 'write' running" in (working.status_message or ""), working
         pid_file.unlink()
         asked = time.monotonic()
         ack = await cancel_task(client.session, created.task_id)
@@ -254,7 +237,7 @@ async def test_progress_during_a_gate_at_most_ten_seconds_apart(project: Path) -
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(seen) >= 2, seen
     assert max(gaps) <= 10, gaps
-    assert any("gate 'slow_gate' of step 'write'" in (m or "") and "tick" in (m or "") for _, m in seen), seen
+    assert any("gate 'tests' of step 'write'" in (m or "") and "tick" in (m or "") for _, m in seen), seen
 
 
 @pytest.mark.parametrize("era", ["legacy", "auto"])
@@ -268,7 +251,7 @@ async def test_subscribers_hear_when_a_gate_finishes_after_the_call(project: Pat
         uri = f"loopengt://runs/{view['run_id']}"
         async with subscribed(client, era, updates, uri) as heard:
             answer = ok(await client.call_tool("step", submission(view)))
-            assert [c["name"] for c in answer["checking"]] == ["slow_gate"], answer
+            assert [c["name"] for c in answer["checking"]] == ["tests"], answer
             heard.mark()
             with anyio.fail_after(15):
                 while True:

@@ -72,7 +72,7 @@ async def test_progress_at_least_every_10_s_during_a_60_s_gate(tmp_path: Path) -
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             assert message is not None
-            assert "gate 'tests' of step 'fix'" in message, message
+            assert "gate 'tests' of step 'write'" in message, message
             times.append(time.monotonic())
 
         result = ok(await client.call_tool(name, arguments, progress_callback=on_progress))
