@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OUTPUT_TAIL_BYTES = 16_000
+STOP_GRACE_SECONDS = 1.0  # SIGTERM, then SIGKILL after this long (a stop takes well under 2 s)
+_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class CommandResult:
     duration_seconds: float
     timed_out: bool
     setup_error: str | None = None  # the program could not be found or started: why, and the fix
+    stopped: bool = False  # `stop` was set: its process group was killed
 
 
 def _shebang(path: Path) -> str:
@@ -114,6 +118,40 @@ class _Peeker:
             self.ended = True
 
 
+def _prctl() -> typing.Callable[[int, int], int] | None:
+    """libc's prctl, looked up before any fork (a child must not import or load anything)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return typing.cast("typing.Callable[[int, int], int]", ctypes.CDLL(None).prctl)
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the thread that started it dies, so a server killed
+    mid-gate leaves no gate running on while the next server runs it again."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """End `proc`'s process group: SIGTERM, then SIGKILL once `grace` seconds have passed."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # its children too, if they lingered
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def run_command(
     argv: list[str],
     *,
@@ -121,11 +159,13 @@ def run_command(
     timeout_seconds: float,
     tail_bytes: int = OUTPUT_TAIL_BYTES,
     on_start: typing.Callable[[Peek], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> CommandResult:
     """Run `argv` in `cwd`; stdout and stderr together, the tail kept. Never raises for the command's faults.
 
     `on_start(peek)`: told once the command runs; `peek()` is its output so far (a tail), for a progress
-    display in another thread, and None once the command has ended.
+    display in another thread, and None once the command has ended. `stop`: once set, the command's
+    process group is ended (SIGTERM, SIGKILL a second later) and the result says `stopped`.
     """
     started = time.monotonic()
     with tempfile.TemporaryFile() as out:
@@ -137,6 +177,7 @@ def run_command(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,  # noqa: PLW1509
             )
         except OSError as exc:
             problem = cannot_start(argv[0], cwd, exc)
@@ -144,11 +185,14 @@ def run_command(
             text = problem or f"cannot run {argv[0]}: {exc.strerror}"
             return CommandResult(code, text, time.monotonic() - started, False, setup_error=problem)
         peek = _Peeker(out.fileno(), 4000)
-        timed_out = False
+        timed_out = stopped = False
         try:
             if on_start is not None:
                 on_start(peek)
-            exit_code: int | None = proc.wait(timeout=timeout_seconds)
+            exit_code: int | None = _wait(proc, timeout_seconds, stop)
+            if exit_code is None:
+                stopped = True
+                stop_group(proc)
         except subprocess.TimeoutExpired:
             timed_out = True
             exit_code = None
@@ -161,4 +205,22 @@ def run_command(
             raise
         finally:
             peek.end()
-        return CommandResult(exit_code, _read_tail(out, tail_bytes), time.monotonic() - started, timed_out)
+        return CommandResult(
+            exit_code, _read_tail(out, tail_bytes), time.monotonic() - started, timed_out, stopped=stopped
+        )
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_seconds: float, stop: threading.Event | None) -> int | None:
+    """The exit code; None when `stop` was set first. Raises TimeoutExpired at the timeout."""
+    if stop is None:
+        return proc.wait(timeout=timeout_seconds)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return proc.wait(timeout=max(0.0, min(left, _POLL_SECONDS)))
+        except subprocess.TimeoutExpired:
+            if left <= _POLL_SECONDS:
+                raise
+        if stop.is_set():
+            return None

@@ -25,6 +25,7 @@ from loopengt_core.events import (
     ApprovalRequested,
     BudgetReached,
     CheckpointTaken,
+    CommandAbandoned,
     CommandFinished,
     CommandRequested,
     CommandStarted,
@@ -286,13 +287,35 @@ class Engine:
         return tx.events
 
     def claim_command(
-        self, state: RunState, command_id: str, *, runner: str, lease_until: datetime, now: datetime
+        self,
+        state: RunState,
+        command_id: str,
+        *,
+        runner: str,
+        lease_until: datetime,
+        now: datetime,
+        abandoned: Literal["runner_died", "lease_expired"] | None = None,
+        abandoned_at: str | None = None,
     ) -> list[AnyEvent]:
-        if command_id not in state.commands:
+        """Claim a command for `runner`. `abandoned`: an earlier claim is given up (why), which the trace shows;
+        `abandoned_at`: when that claim was made."""
+        command = state.commands.get(command_id)
+        if command is None:
             raise Conflict(
                 f"command {command_id!r} is not pending in run '{state.run_id}'", run_id=state.run_id
             )
         tx = _Tx(state, now)
+        if abandoned is not None and command.runner is not None:
+            tx.emit(
+                CommandAbandoned(
+                    seq=tx.seq,
+                    at=tx.at,
+                    command_id=command_id,
+                    runner=command.runner,
+                    started_at=abandoned_at,
+                    reason=abandoned,
+                )
+            )
         tx.emit(
             CommandStarted(
                 seq=tx.seq, at=tx.at, command_id=command_id, runner=runner, lease_until=iso(lease_until)
@@ -312,8 +335,12 @@ class Engine:
         now: datetime,
         workspace: dict[str, Any] | None = None,
         setup_error: str | None = None,
+        cancelled_by: str | None = None,
     ) -> list[AnyEvent]:
         """Record a command's result (run by the service) and decide what follows.
+
+        `cancelled_by`: who stopped it (its process group was killed): a failed attempt, which the policy
+        retries or fails as it would a timed-out gate.
 
         `workspace` ({head, tree}): the run's files right after the command. `setup_error`: its program
         could not be found or started (why, and the fix); that is no attempt's fault, so nothing is
@@ -324,7 +351,7 @@ class Engine:
             raise Conflict(
                 f"command {command_id!r} is not pending in run '{state.run_id}'", run_id=state.run_id
             )
-        passed = exit_code == 0 and not timed_out
+        passed = exit_code == 0 and not timed_out and cancelled_by is None
         text = tail(output, COMMAND_OUTPUT_CHARS)
         seconds = round(duration_seconds, 3)
         result = {"exit_code": exit_code, "output": text, "duration_seconds": seconds, "timed_out": timed_out}
@@ -341,12 +368,18 @@ class Engine:
                 result=result,
                 setup_error=setup_error or None,  # None: no key, as ever
                 workspace=_files(workspace),
+                cancelled_by=cancelled_by or None,  # None: no key
             )
         )
         if setup_error:
             return tx.events
         feedback = command_feedback(
-            command.argv, exit_code, text, timed_out=timed_out, seconds=duration_seconds
+            command.argv,
+            exit_code,
+            text,
+            timed_out=timed_out,
+            seconds=duration_seconds,
+            cancelled_by=cancelled_by,
         )
         if command.kind == "gate":
             gate = self.gates[command.gate or ""]

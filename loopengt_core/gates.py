@@ -65,12 +65,19 @@ def tail(text: str, limit: int = FEEDBACK_CHARS) -> str:
 
 
 def command_feedback(
-    argv: list[str], exit_code: int | None, output: str, *, timed_out: bool, seconds: float
+    argv: list[str],
+    exit_code: int | None,
+    output: str,
+    *,
+    timed_out: bool,
+    seconds: float,
+    cancelled_by: str | None = None,
 ) -> str:
     shown = " ".join(argv)
-    head = (
-        f"`{shown}` timed out after {seconds:.0f} s"
-        if timed_out
-        else f"`{shown}` exited with code {exit_code}"
-    )
+    if cancelled_by is not None:
+        head = f"`{shown}` was cancelled by {cancelled_by} after {seconds:.0f} s"
+    elif timed_out:
+        head = f"`{shown}` timed out after {seconds:.0f} s"
+    else:
+        head = f"`{shown}` exited with code {exit_code}"
     return f"{head}:\n{tail(output).rstrip()}" if output.strip() else head

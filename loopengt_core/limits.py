@@ -123,3 +123,15 @@ def checked_text(value: Any, what: str, limit: Limit = MAX_VALUE_BYTES) -> str |
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be text (got {type(value).__name__})")
     return str(checked(value, what, limit)[0])
+
+
+CALL_WAIT = Limit("LOOPENGT_CALL_WAIT", 20, "seconds")
+
+
+def call_wait_seconds() -> int:
+    """How long a call waits for commands (LOOPENGT_CALL_WAIT); the default when the variable is bad, for
+    texts that mention it (the service itself raises on a bad value)."""
+    try:
+        return CALL_WAIT.get()
+    except LoopengtError:
+        return CALL_WAIT.default

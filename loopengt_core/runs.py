@@ -2,26 +2,25 @@
 
 Every transition happens under the store's per-run lock: bring the cached state up to the log's end,
 enforce deadlines (`tick`), let the engine decide, append the events durably, and only then answer.
-Commands (command steps and gates) run outside the lock: the service claims a command with a lease
-event, runs it, and records the result as an event, so replay never runs a command again and a
-crashed runner's command is picked up once its lease ends.
+Commands (command steps and gates) run outside the lock, on the command runner's worker threads
+(`commandrunner`): a call that makes commands due answers once they are done or after LOOPENGT_CALL_WAIT
+seconds, whichever comes first, and the commands go on; `get_run(wait_seconds=...)` waits for the next change.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +33,9 @@ from loopengt_core import workspace as git
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
 from loopengt_core.catalog import template_text
-from loopengt_core.commands import CommandResult, Peek, run_command
+from loopengt_core.changefeed import SharedChanges
+from loopengt_core.commandrunner import CommandRunner, runner_gone
+from loopengt_core.commands import Peek
 from loopengt_core.engine import Engine, open_tasks_text
 from loopengt_core.errors import (
     Conflict,
@@ -44,13 +45,21 @@ from loopengt_core.errors import (
     StoreConflict,
     StoreCorrupt,
 )
-from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso, parse_iso
-from loopengt_core.limits import MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_text
+from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso
+from loopengt_core.limits import CALL_WAIT, MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_text
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.reading import RunReader
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
-from loopengt_core.store import Checkpoint, DirectoryBacked, LocalLocking, LockBusy, Store, check_id
+from loopengt_core.store import (
+    ChangeFeed,
+    Checkpoint,
+    DirectoryBacked,
+    LocalLocking,
+    LockBusy,
+    Store,
+    check_id,
+)
 from loopengt_core.transcripts import TranscriptClient
 from loopengt_core.validation import load_spec, read_spec_file, spec_data
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
@@ -58,8 +67,9 @@ from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceSta
 
 log = structlog.get_logger("loopengt.runs")
 
-LEASE_GRACE_SECONDS = 30.0
 MAX_TASK_ID_CHARS = 200
+CHANGE_POLL_SECONDS = 0.2  # how often a wait looks at the store for changes made by other processes
+FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety net for a lost notification
 
 
 class CheckpointInfo(BaseModel):
@@ -157,6 +167,7 @@ class Runs:
         tracer: telemetry.RunTracer | None = None,
         on_command: Callable[[Command, Peek], None] | None = None,
         cached_runs: int | None = None,
+        call_wait: float | None = None,
     ) -> None:
         """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none).
 
@@ -170,6 +181,9 @@ class Runs:
         the person at the terminal: they must lie inside `cwd` (the project root; a fork's worktree
         inside its `.loopengt/worktrees/`), and a spec file that is not a loop spec is never quoted.
         `max_output_bytes`: instead of LOOPENGT_MAX_OUTPUT_BYTES.
+
+        `call_wait`: how long a call waits for the commands it made due (default LOOPENGT_CALL_WAIT, else
+        20 s); `math.inf` waits until they are done (the CLI, headless runs).
         """
         self.store = store
         self.reader = RunReader(store)  # for watchers: reads that take no lock and never append
@@ -181,12 +195,23 @@ class Runs:
         self.max_output_bytes = max_output_bytes
         self.confine_paths = confine_paths
         self.snapshot_every = snapshot_every or store.snapshot_every
-        self.runner = f"{socket.gethostname()}:{os.getpid()}"
+        if call_wait is None:
+            CALL_WAIT.get()  # a bad value is a clear error now, not at the first step
+        elif not call_wait > 0:
+            raise InvalidArgument(f"call_wait must be a number of seconds above 0 (got {call_wait!r})")
+        self.call_wait = call_wait
+        self.commands = CommandRunner(self)
+        self.runner = self.commands.runner
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
         self._cache: LRU[str, _Run] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
         self._engines: LRU[str, Engine] = LRU(self._cache.limit)
         self._guard = threading.Lock()
+        self._changes = threading.Condition()
+        self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
+        self.feed = (
+            SharedChanges(store.changes, lambda _: self.announce()) if isinstance(store, ChangeFeed) else None
+        )
 
     # --- the service -------------------------------------------------------------------------
 
@@ -264,8 +289,10 @@ class Runs:
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing.
 
+        Commands it makes due (command gates, command steps) start on the command runner; the answer comes
+        when they are done or after the call's bound (`wait_bound`), then with them under `checking`.
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
-        when commands (command gates, command steps) are due; `settle` runs them and answers then.
+        when commands are due; `settle` starts them and answers then.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
         self._known(run_id)
@@ -317,12 +344,18 @@ class Runs:
         result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
         if result.commands_pending and run_commands:
             return self.settle(run_id, task_id, current)
-        return self._drift(result, current)
+        return self._shown(result, current)
 
     def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
-        """Run the commands a submission made due, then answer for `task_id` as `step` does."""
-        pumped = self._pump(run_id)
-        return self._drift(self._locked(run_id, _nothing, self._answer(run_id, task_id)), pumped or current)
+        """Start the commands a submission made due, wait for them up to the call's bound, then answer for
+        `task_id` as `step` does: with their results, or (still running) with them under `checking`.
+
+        A repeat of the same submission lands here too: it starts no second run of a command (one worker
+        per run, and a claimed command is not claimed again while its runner lives)."""
+        self.commands.start(run_id)
+        self._await_settled(run_id, self.wait_bound())
+        # the files are read again: the commands may have changed them since `current`
+        return self._shown(self._locked(run_id, _nothing, self._answer(run_id, task_id)))
 
     def _answer(
         self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
@@ -361,8 +394,149 @@ class Runs:
             return False
         return run.state.workspace is None or run.state.ended
 
-    def get_run(self, run_id: str) -> RunView:
-        return self._drift(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
+    def get_run(self, run_id: str, wait_seconds: float = 0.0) -> RunView:
+        """The run's view. `wait_seconds` (at most the call's bound, LOOPENGT_CALL_WAIT): answer as soon as the
+        run changes (a command finishes, a task opens, the run ends), else at the bound with the same view.
+
+        A due command that nobody runs (its runner died) is started here, so waiting on it ends.
+        """
+        if (
+            not isinstance(wait_seconds, int | float)
+            or isinstance(wait_seconds, bool)
+            or not wait_seconds >= 0
+            or math.isinf(wait_seconds)
+        ):
+            raise InvalidArgument(
+                f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
+            )
+        self._known(run_id)
+        seq, ended, orphaned = self._locked(run_id, _nothing, self._waiting_on)
+        if orphaned:
+            self.commands.start(run_id)
+        wait = min(float(wait_seconds), self.wait_bound())
+        if wait > 0 and not ended:
+            self.wait_for_change(run_id, seq, wait)
+        return self._shown(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
+
+    def _waiting_on(self, run: _Run) -> tuple[int, bool, bool]:
+        """(seq, ended, whether a due command waits for a runner that is not there)."""
+        state = run.state
+        now = self.clock()
+        orphaned = any(
+            c.runner is None
+            or c.lease_until is None
+            or runner_gone(c.runner, c.lease_until, now, self.runner) is not None
+            for c in state.due_commands()
+        )
+        return state.seq, state.ended, orphaned and not self.commands.busy(state.run_id)
+
+    # --- bounded waits ---------------------------------------------------------------------------
+
+    def wait_bound(self) -> float:
+        """How long a call waits for commands: `call_wait`, else LOOPENGT_CALL_WAIT (default 20 s)."""
+        return self.call_wait if self.call_wait is not None else float(CALL_WAIT.get())
+
+    def settled(self, run_id: str) -> bool:
+        """True when no command of the run is running or due (here or in another process), and this process's
+        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
+        due = self._locked(run_id, _nothing, lambda run: bool(run.state.due_commands()))
+        return not due and not self.commands.busy(run_id)
+
+    def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
+        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq.
+
+        This process's own appends wake it at once; other processes' (another server, the CLI) through the
+        store's push feed (PostgreSQL LISTEN/NOTIFY, `feed`) or, without one, by looking at the log's end
+        every CHANGE_POLL_SECONDS (a stat for the file store).
+        """
+        check_id(run_id)
+        poll = self._poll_seconds()
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            with self._changes:
+                generation = self._generation
+            seq = self.store.last_seq(run_id)
+            left = deadline - time.monotonic()
+            if seq > after_seq or left <= 0:
+                return seq
+            with self._changes:
+                if self._generation == generation:
+                    self._changes.wait(min(left, poll))
+
+    def announce(self) -> None:
+        """Wake the waits of this process (an append happened, or a command worker ended)."""
+        with self._changes:
+            self._generation += 1
+            self._changes.notify_all()
+
+    def _await_settled(self, run_id: str, bound: float) -> bool:
+        """Wait up to `bound` seconds for the run's commands to be done; whether they are."""
+        deadline = time.monotonic() + bound
+        while True:
+            with self._changes:
+                generation = self._generation  # read first: a change after it is not missed
+            if self.settled(run_id):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._changes:
+                if self._generation == generation:
+                    self._changes.wait(min(left, self._poll_seconds()))
+
+    def _poll_seconds(self) -> float:
+        """How often a wait looks at the store for other processes' changes (a push feed wakes it anyway)."""
+        if self.feed is None:
+            return CHANGE_POLL_SECONDS
+        self.feed.start()
+        return FEED_POLL_SECONDS
+
+    def close(self) -> None:
+        """This process is done with the store: end the commands it runs, unrecorded (the next server runs
+        them again), and stop listening for changes. The store itself is the caller's to close."""
+        self.commands.close()
+        if self.feed is not None:
+            self.feed.close()
+
+    def stop_commands(self, run_id: str, by: str) -> int:
+        """Stop each command of the run that this process runs: its process group gets SIGTERM, SIGKILL a
+        second later; the outcome is recorded as a cancelled attempt naming `by` (the policy then retries or
+        fails the step as for a failed gate). Returns how many it stopped."""
+        self._known(run_id)
+        stopped = self.commands.stop(run_id, by)
+        if stopped:
+            log.info("commands_stopped", run_id=run_id, count=stopped, by=by)
+        return stopped
+
+    def recover(self) -> list[str]:
+        """Start the commands of runs whose commands are due and unclaimed, or whose runner died (a server
+        starting up calls this). Returns those runs' ids."""
+        started = []
+        for run_id in self.store.list_runs():
+            try:
+                _, ended, orphaned = self._locked(run_id, _nothing, self._waiting_on)
+            except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
+                log.warning("recover_skipped", run_id=run_id, error=exc.message)
+                continue
+            if orphaned and not ended:
+                self.commands.start(run_id)
+                started.append(run_id)
+        return started
+
+    def _shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
+        """`view` with the work tree's drift and the last output line of each command running here.
+
+        While commands run, the files are theirs to change: no drift is reported then."""
+        if not view.checking:
+            return self._drift(view, current)
+        lines = {r.command.command_id: r for r in self.commands.running(view.run_id)}
+        checking = [
+            check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
+            if (running := lines.get(check.command_id)) is not None
+            else check
+            for check in view.checking
+        ]
+        return view.model_copy(update={"checking": checking})
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
         if not isinstance(limit, int) or limit < 1:
@@ -393,16 +567,20 @@ class Runs:
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         self._known(run_id)
         reason = checked_text(reason, "reason")
-        return self._locked(
+        view = self._locked(
             run_id,
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
             lambda run: run_view(run.state),
         )
+        self.commands.stop(run_id, "cancel_run")  # an ended run's commands are killed, nothing recorded
+        return view
 
     def fail_run(self, run_id: str, reason: str) -> RunView:
         """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
         self._known(run_id)
-        return self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        view = self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        self.commands.stop(run_id, "fail_run")  # an ended run's commands are killed, nothing recorded
+        return view
 
     def approve(
         self,
@@ -630,7 +808,7 @@ class Runs:
         return self._read(run_id).engine.spec
 
     def pump(self, run_id: str) -> RunView:
-        """Run the run's due commands now (the server's timer and `resume` call this)."""
+        """Start the run's due commands now and answer within the call's bound (as `resume` does)."""
         self._known(run_id)
         return self._pump_and_view(run_id)
 
@@ -726,14 +904,16 @@ class Runs:
         return self._try_lock(run_id)
 
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
+        """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
         view, pending = self._locked(
             run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
         )
-        pumped: WorkspaceState | WorkspaceError | None = None
         if pending:
-            pumped = self._pump(run_id)
+            self.commands.start(run_id)
+            self._await_settled(run_id, self.wait_bound())
             view = self._locked(run_id, _nothing, lambda run: run_view(run.state))
-        return self._drift(view, pumped or current)
+            current = None  # the commands may have changed the files: read them again
+        return self._shown(view, current)
 
     def _append(self, run_id: str, run: _Run, events: list[AnyEvent]) -> None:
         first = events[0].seq
@@ -743,6 +923,7 @@ class Runs:
             with self._guard:
                 self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
             raise
+        self.announce()
         if self.tracer is not None:
             self.tracer.record(self.store, run_id, run.state, events)
         every = self.snapshot_every
@@ -751,98 +932,6 @@ class Runs:
                 self.store.save_snapshot(run_id, run.state.seq, run.state.model_dump(mode="json"))
             except LoopengtError as exc:  # the events are durable; a missed snapshot only costs replay time
                 log.warning("snapshot_failed", run_id=run_id, error=str(exc))
-
-    # --- commands ----------------------------------------------------------------------------
-
-    def _pump(self, run_id: str) -> WorkspaceState | WorkspaceError | None:
-        """Run every due command of the run, one after another, until none is left or due.
-
-        Commands run in the run's work tree (a fork's worktree) when it has one, else in `cwd`; each
-        result is recorded with the files as the command left them. Returns the files as the last one
-        left them, or why they could not be recorded (its result is recorded without them); None when
-        no command ran.
-        """
-        root = self._live_root(run_id)
-        last: WorkspaceState | WorkspaceError | None = None
-        while True:
-            claimed, wait_until = self._claim_next(run_id)
-            if claimed is None:
-                if wait_until is None:
-                    return last
-                time.sleep(max(0.0, min((wait_until - self.clock()).total_seconds(), 300.0)) + 0.001)
-                continue
-            result = run_command(
-                claimed.argv,
-                cwd=Path(root) if root else self.cwd,
-                timeout_seconds=claimed.timeout_seconds,
-                on_start=functools.partial(self.on_command, claimed) if self.on_command else None,
-            )
-            current = None
-            if root is not None:
-                try:
-                    current = last = self._snapshot(root)
-                except WorkspaceError as exc:  # the command's result must not be lost: record it without
-                    last = exc  # and the answer says why
-                    log.warning("workspace_unrecorded", run_id=run_id, error=exc.message)
-            self._finish_command(run_id, claimed.command_id, result, current)
-
-    def _claim_next(self, run_id: str) -> tuple[Command | None, datetime | None]:
-        """Claim a due command with a lease event; else say when the next one falls due."""
-        found: list[Command] = []
-        waits: list[datetime] = []
-
-        def claim(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            for command in state.due_commands():  # not those paused by a setup error: resume asks again
-                due = parse_iso(command.not_before) <= now
-                if due and self._claimable(command.runner, command.lease_until, now):
-                    found.append(command.model_copy())
-                    lease = now + timedelta(seconds=command.timeout_seconds + LEASE_GRACE_SECONDS)
-                    return engine.claim_command(
-                        state, command.command_id, runner=self.runner, lease_until=lease, now=now
-                    )
-            if not state.ended:
-                waits.extend(parse_iso(c.not_before) for c in state.due_commands() if c.runner is None)
-            return []
-
-        self._transition(run_id, claim)
-        return (found[0] if found else None), (min(waits) if waits else None)
-
-    def _finish_command(
-        self, run_id: str, command_id: str, result: CommandResult, current: WorkspaceState | None = None
-    ) -> None:
-        def finish(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            command = state.commands.get(command_id)
-            if command is None or command.runner != self.runner:
-                return []  # cancelled meanwhile, or taken over after our lease ran out
-            return engine.finish_command(
-                state,
-                command_id,
-                exit_code=result.exit_code,
-                output=result.output,
-                duration_seconds=result.duration_seconds,
-                timed_out=result.timed_out,
-                now=now,
-                workspace=current.record() if current is not None else None,
-                setup_error=result.setup_error,
-            )
-
-        self._transition(run_id, finish)
-
-    def _claimable(self, runner: str | None, lease_until: str | None, now: datetime) -> bool:
-        if runner is None or lease_until is None or parse_iso(lease_until) <= now:
-            return True
-        host, _, pid = runner.rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit():
-            return False
-        if runner == self.runner:
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True  # its runner died on this machine: no need to wait out the lease
-        except PermissionError:
-            return False
-        return False
 
     # --- the run's files (git) ---------------------------------------------------------------
 

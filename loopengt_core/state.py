@@ -8,6 +8,7 @@ It checks `seq` like an aggregate checks its version: an out-of-order event is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
@@ -20,6 +21,7 @@ from loopengt_core.events import (
     ApprovalRequested,
     BudgetReached,
     CheckpointTaken,
+    CommandAbandoned,
     CommandFinished,
     CommandRequested,
     CommandStarted,
@@ -43,6 +45,7 @@ from loopengt_core.events import (
     UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
+    parse_iso,
 )
 from loopengt_core.stuck import Attempt
 
@@ -136,6 +139,9 @@ class Evaluation(BaseModel):
     results: list[GateResult] = Field(default_factory=list)
 
 
+LEASE_GRACE_SECONDS = 30.0  # a claim's lease: the command's timeout plus this
+
+
 class Command(BaseModel):
     """A command the service must run: a command step or a command gate. Its result comes back as an event."""
 
@@ -154,6 +160,13 @@ class Command(BaseModel):
         description="Its program could not be found or started (why, and the fix): the run is paused for a "
         "person, and resume requests it again.",
     )
+
+    def claimed_at(self) -> datetime | None:
+        """When its current claim was made (None when unclaimed): the lease is the claim's moment plus the
+        timeout and LEASE_GRACE_SECONDS, so any process can tell from the log."""
+        if self.lease_until is None:
+            return None
+        return parse_iso(self.lease_until) - timedelta(seconds=self.timeout_seconds + LEASE_GRACE_SECONDS)
 
     def blocked_text(self) -> str:
         """What cannot run, for a person: `gate 'tests' of step 'fix' cannot run: <setup_error>`."""
@@ -486,6 +499,12 @@ def _command_requested(state: RunState, e: CommandRequested) -> None:
 def _command_started(state: RunState, e: CommandStarted) -> None:
     command = state.commands[e.command_id]
     command.runner, command.lease_until = e.runner, e.lease_until
+
+
+@_on(CommandAbandoned)
+def _command_abandoned(state: RunState, e: CommandAbandoned) -> None:
+    command = state.commands[e.command_id]
+    command.runner, command.lease_until = None, None
 
 
 @_on(CommandFinished)

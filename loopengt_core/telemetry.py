@@ -30,6 +30,7 @@ from loopengt_core.events import (
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    CommandAbandoned,
     CommandFinished,
     CommandRequested,
     CommandStarted,
@@ -296,6 +297,8 @@ class _Fold:
             case CommandStarted():
                 if event.command_id in trail.commands:
                     trail.commands[event.command_id].started_at = at
+            case CommandAbandoned():
+                self._abandoned(event)
             case CommandFinished():
                 self._command_finished(event)
             case ApprovalRequested():
@@ -368,14 +371,31 @@ class _Fold:
         if parent.approval is not None:
             trail.waits[(parent.approval.task_id, parent.approval.gate)] = at
 
+    def _abandoned(self, event: CommandAbandoned) -> None:
+        """A claim given up (its runner died): a span of its own for that attempt; the next claim starts anew."""
+        command = self.trail.commands.get(event.command_id)
+        if command is None:
+            return
+        why = "died" if event.reason == "runner_died" else "let its lease run out"
+        self._command_span(
+            command,
+            event.at,
+            "abandoned",
+            f"its runner {event.runner} {why}",
+            key=f"{event.command_id}@{event.seq}",
+        )
+        command.started_at = None
+
     def _command_finished(self, event: CommandFinished) -> None:
         command = self.trail.commands.pop(event.command_id, None)
         if command is None:
             return
         exit_code, timed_out, at = event.exit_code, event.timed_out, event.at
-        ok = exit_code == 0 and not timed_out
+        ok = exit_code == 0 and not timed_out and event.cancelled_by is None
         outcome = "succeeded" if ok else ("timed_out" if timed_out else "failed")
         error = None if ok else f"exit code {exit_code}" + (" (timed out)" if timed_out else "")
+        if event.cancelled_by is not None:
+            outcome, error = "cancelled", f"cancelled by {event.cancelled_by}"
         self._command_span(command, at, outcome, error, exit_code)
         work = self.trail.work.get(command.task_id)
         if command.kind == "step" and work is not None:
@@ -455,8 +475,16 @@ class _Fold:
         )
 
     def _command_span(
-        self, command: _Command, at: str, outcome: str, error: str | None, exit_code: Any = None
+        self,
+        command: _Command,
+        at: str,
+        outcome: str,
+        error: str | None,
+        exit_code: Any = None,
+        *,
+        key: str | None = None,
     ) -> None:
+        """The command's span; `key`: of one of its attempts that was abandoned (its own span id)."""
         if not self.live:
             return
         name = command.gate or command.step
@@ -479,7 +507,9 @@ class _Fold:
             attributes["loopengt.command.exit_code"] = exit_code
         self.tracer.span(
             f"execute_tool {name}",
-            self._ids(span_id("command", self.run_id, command.command_id), self._parent(command.task_id)),
+            self._ids(
+                span_id("command", self.run_id, key or command.command_id), self._parent(command.task_id)
+            ),
             command.started_at or command.requested_at,
             at,
             attributes,

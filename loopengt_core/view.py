@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 
 from loopengt_core.budget import Spend, SpendView
 from loopengt_core.engine import open_tasks_text
-from loopengt_core.state import GateResult, RunState, RunStatus, StepStatus, TaskView
+from loopengt_core.events import iso
+from loopengt_core.limits import call_wait_seconds
+from loopengt_core.state import Command, GateResult, RunState, RunStatus, StepStatus, TaskView
 
 
 class StepView(BaseModel):
@@ -30,6 +32,24 @@ class WorkspaceView(BaseModel):
     drift: bool = Field(False, description="Files changed since the last recorded step.")
     changed: list[str] = Field(default_factory=list, description="The changed paths (at most 50).")
     error: str | None = Field(None, description="Why the current state could not be read.")
+
+
+class CheckView(BaseModel):
+    """A command the server runs for the run: a command gate checking a submission, or a command step."""
+
+    command_id: str = Field(description="`<task_id>:<gate>` (a gate) or the task id (a command step).")
+    kind: Literal["gate", "step"] = Field(description="A command gate or a command step.")
+    name: str = Field(description="The gate's name (kind gate) or the step's (kind step).")
+    step: str = Field(description="The step it runs for.")
+    task_id: str = Field(description="The task whose output it checks (a command step's own task).")
+    status: Literal["running", "waiting"] = Field(
+        description="running: started (started_at); waiting: due, not started yet (a retry's backoff, or "
+        "its runner is being replaced)."
+    )
+    started_at: str | None = Field(None, description="When it started, ISO 8601 UTC.")
+    last_output: str | None = Field(
+        None, description="The last line of its output so far (shown by the server that runs it)."
+    )
 
 
 class RunView(BaseModel):
@@ -56,6 +76,12 @@ class RunView(BaseModel):
         "repeat), setup (a gate or command step's program cannot run).",
     )
     budget_warning: str | None = Field(None, description="An audit budget's reached limit (the run goes on).")
+    checking: list[CheckView] = Field(
+        default_factory=list,
+        description="Commands the server is still running for the run (gates checking a submission, command "
+        "steps): the run is checking while this is not empty, and the submission is already recorded. Wait "
+        "with get_run(run_id, wait_seconds=N), which answers as soon as the run changes; do not submit again.",
+    )
 
 
 class StepAnswer(RunView):
@@ -141,11 +167,42 @@ def _work(state: RunState) -> str:
             f"--comment ...`). You cannot approve it; call get_run later."
         )
     if state.due_commands():
+        names = ", ".join(_command_text(c) for c in state.due_commands())
         return (
-            f"The server is running {', '.join(c.command_id for c in state.due_commands())}; call "
-            f"get_run(run_id='{run}') for the result."
+            f"Checking: the server is running {names}; your submission is recorded. Wait for the result with "
+            f"get_run(run_id='{run}', wait_seconds={call_wait_seconds()}), which answers as soon as the run "
+            "changes; repeat while checking is not empty. Do not submit again."
         )
     return f"Nothing is open ({open_tasks_text(state)}); call resume(run_id='{run}') to continue the run."
+
+
+def _command_text(command: Command) -> str:
+    return (
+        f"gate '{command.gate}' of step '{command.step}'"
+        if command.kind == "gate"
+        else f"step '{command.step}'"
+    )
+
+
+def checks(state: RunState) -> list[CheckView]:
+    """The run's due commands as the view shows them; `started_at` is its claim's (lease minus timeout and
+    grace), which any process can read from the log."""
+    out = []
+    for c in state.due_commands():
+        claimed = c.claimed_at() if c.runner is not None else None
+        started = iso(claimed) if claimed is not None else None
+        out.append(
+            CheckView(
+                command_id=c.command_id,
+                kind=c.kind,
+                name=(c.gate or c.step) if c.kind == "gate" else c.step,
+                step=c.step,
+                task_id=c.task_id,
+                status="running" if started is not None else "waiting",
+                started_at=started,
+            )
+        )
+    return out
 
 
 def _view_fields(state: RunState) -> dict[str, Any]:
@@ -178,6 +235,7 @@ def _view_fields(state: RunState) -> dict[str, Any]:
             else None
         ),
         "budget_warning": state.budget_warning,
+        "checking": checks(state),
     }
 
 

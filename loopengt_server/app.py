@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -32,7 +33,8 @@ from loopengt_server.resources import register_resources
 from loopengt_server.run_context import store_context
 from loopengt_server.sdk import add_request_handler
 from loopengt_server.stdio import run_stdio
-from loopengt_server.tools import register_tools
+from loopengt_server.tasks_extension import TasksExtension
+from loopengt_server.tools import register_tools, view_result
 
 Transport = Literal["stdio", "streamable-http", "sse"]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -78,10 +80,11 @@ class BearerToken:
 def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
     bus = CountingBus()
     notifier = Notifier(runs, bus)
+    tasks_extension = TasksExtension(runs, functools.partial(view_result, runs))
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
+        async with anyio.create_task_group() as tasks, tasks_extension.running():
             tasks.start_soon(notifier.watch)
             yield
             tasks.cancel_scope.cancel()
@@ -103,6 +106,7 @@ def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
         subscriptions=bus,
         lifespan=lifespan,
         log_level="WARNING",
+        extensions=[tasks_extension],
         **auth,  # type: ignore[arg-type]
     )
     notifier.install(mcp)
@@ -168,17 +172,34 @@ def serve(
         )
     runs = Runs(open_store(store), cwd=root, allow_inline_commands=allow_inline_commands, confine_paths=True)
     mcp = build_server(runs, token=token)
-    if transport == "stdio":
-        anyio.run(run_stdio, mcp)
-    else:
-        from loopengt_server.ui.serve import mounted
+    threading.Thread(target=_recover, args=(runs,), name="loopengt-recover", daemon=True).start()
+    try:
+        if transport == "stdio":
+            anyio.run(run_stdio, mcp)
+        else:
+            from loopengt_server.ui.serve import mounted
 
-        # The web view reads through a store of its own: its change feed must not take the notifier's.
-        view = mounted(Runs(open_store(store), cwd=root, confine_paths=True), host, token)
-        limits = HttpLimits.from_env()
-        anyio.run(
-            functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits, ui=view)
-        )
+            # The web view reads through a store of its own: its change feed must not take the notifier's.
+            view = mounted(Runs(open_store(store), cwd=root, confine_paths=True), host, token)
+            limits = HttpLimits.from_env()
+            anyio.run(
+                functools.partial(_serve_http, mcp, transport, host=host, port=port, limits=limits, ui=view)
+            )
+    finally:
+        # the commands running here end with the server, unrecorded: their leases name this process, which
+        # is gone when the next server looks, so that server runs them again (the trace shows both)
+        runs.close()
+
+
+def _recover(runs: Runs) -> None:
+    """Run what no one runs: commands due and unclaimed, or claimed by a server that died mid-gate."""
+    try:
+        started = runs.recover()
+    except Exception:  # the server serves on; the next call on such a run starts its commands
+        logging.getLogger("loopengt").exception("recovering due commands failed")
+        return
+    if started:
+        logging.getLogger("loopengt").warning("running the due commands of %s", ", ".join(started))
 
 
 async def _serve_http(

@@ -239,10 +239,14 @@ def _init_spec(template: str, output: Path, force: bool, test_command: str | Non
 
 
 def _runs(store: str, **options: Any) -> Runs:
+    """The runs service for a command: it waits for the commands it starts (a CLI process that answered
+    early would end them with it)."""
+    import math
+
     from loopengt_core.runs import Runs
     from loopengt_core.store import open_store
 
-    return Runs(open_store(store), **options)
+    return Runs(open_store(store), call_wait=math.inf, **options)
 
 
 def _inputs(pairs: list[str]) -> dict[str, Any]:

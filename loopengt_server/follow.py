@@ -30,6 +30,7 @@ from loopengt_core.events import (
     ApprovalRejected,
     ApprovalRequested,
     CheckpointTaken,
+    CommandAbandoned,
     CommandFinished,
     CommandRequested,
     CommandStarted,
@@ -96,6 +97,10 @@ def describe(event: Event) -> str:
             return f"{event.command_id}: {_short(' '.join(event.argv), 80)}"
         case CommandStarted():
             return f"{event.command_id} by {event.runner}"
+        case CommandAbandoned():
+            return f"{event.command_id} abandoned by {event.runner} ({event.reason.replace('_', ' ')})"
+        case CommandFinished() if event.cancelled_by:
+            return f"{event.command_id}: cancelled by {event.cancelled_by} after {event.duration_seconds}s"
         case CommandFinished() if event.setup_error:
             return f"{event.command_id} cannot run, paused: {_short(event.setup_error, 100)}"
         case CommandFinished():

@@ -116,8 +116,8 @@ class Notifier:
         A store that pushes changes (PostgreSQL: LISTEN/NOTIFY) tells them, across servers; otherwise the
         store's per-run version tokens are polled.
         """
-        if self.runs.reader.pushes_changes:
-            await self._listen()
+        if self.runs.feed is not None:  # shared with get_run's waits: one listener per process
+            await self._listen(self.runs.feed.subscribe())
             return
         # Learn every run's version now, not at the first scan after someone subscribes: a change made by
         # another process right after a client subscribed would otherwise become the baseline, unannounced.
@@ -138,17 +138,15 @@ class Notifier:
             for run_id in changed:
                 await self.changed(run_id)
 
-    async def _listen(self) -> None:
+    async def _listen(self, changes: Callable[[float], list[str]]) -> None:
         while True:
             try:
-                run_ids = await anyio.to_thread.run_sync(
-                    self.runs.reader.changes, 1.0, abandon_on_cancel=True
-                )
+                run_ids = await anyio.to_thread.run_sync(changes, 1.0, abandon_on_cancel=True)
             except LoopengtError as exc:
                 log.warning("listening for changes failed: %s", exc)
                 await anyio.sleep(1.0)
                 continue
-            for run_id in run_ids or ():
+            for run_id in run_ids:
                 await self.changed(run_id)
 
     def _scan(self) -> list[str]:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from loopengt_core.engine import Engine
 from loopengt_core.errors import LoopengtError
 from loopengt_core.events import parse_iso
+from loopengt_core.limits import call_wait_seconds
 from loopengt_core.reading import RunReader
 from loopengt_core.state import RunState, project_run
 from loopengt_core.store import check_id
@@ -40,10 +41,11 @@ class RunNow:
 
     @property
     def driveable(self) -> bool:
-        """Running with open tasks for an agent and turns left: something an agent should go on with."""
+        """Running with turns left and open tasks for an agent, or commands checking a submission (the agent
+        waits for their result): something an agent should go on with."""
         return (
             self.state.status == "running"
-            and bool(self.state.tasks)
+            and (bool(self.state.tasks) or bool(self.state.due_commands()))
             and self.state.turn < self.engine.max_turns
         )
 
@@ -134,8 +136,17 @@ def context_text(run: RunNow, limit: int = MAX_CONTEXT_CHARS) -> str:
 
 
 def continuation(run: RunNow) -> str:
-    """What an agent about to stop is told instead: the next action and every open task in full."""
+    """What an agent about to stop is told instead: the next action and every open task in full; while
+    commands check a submission, to wait for them (get_run with wait_seconds), not to submit again."""
     view = run.view
+    if view.checking and not view.tasks:
+        names = ", ".join(f"{c.kind} '{c.name}'" for c in view.checking)
+        return (
+            f"loopengt run '{view.run_id}' ({view.loop}) is checking your submission: the server is running "
+            f"{names}. Do not stop yet and do not submit again (your submission is recorded): call "
+            f"get_run(run_id='{view.run_id}', wait_seconds={call_wait_seconds()}), which answers as soon as "
+            "the run changes, and repeat while its `checking` is not empty; then follow its next_action."
+        )
     lines = [
         f"loopengt run '{view.run_id}' ({view.loop}) is still running, turn {view.turn} of at most "
         f"{run.engine.max_turns}: do not stop yet.",

@@ -29,6 +29,7 @@ from loopengt_core.validation import SpecError, parse_file_text, spec_data, summ
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
 from loopengt_server.notify import Notifier
+from loopengt_server.progress import reporting
 from loopengt_server.sdk import registered_tools, set_output_schema
 
 log = logging.getLogger("loopengt.tools")
@@ -42,7 +43,7 @@ _RUN = {
     "type": "object",
     "description": "The run: run_id, loop, status, turn, tasks (open tasks: task_id, step, agent, attempt, "
     "instructions, input, output_schema, feedback), steps (name, status, attempts), final_output, error, "
-    "next_action, workspace, parent_run_id, started_at, updated_at.",
+    "next_action, workspace, parent_run_id, started_at, updated_at, checking (commands still running).",
     "required": ["run_id", "status", "tasks", "next_action"],
 }
 _STEP = {
@@ -98,12 +99,25 @@ def _view(view: RunView) -> types.CallToolResult:
     return _result(view.model_dump(mode="json"), view_text(view))
 
 
+async def view_result(runs: Runs, run_id: str) -> types.CallToolResult:
+    """get_run's answer (also the final answer of a start_run or resume task: tasks_extension)."""
+    return _view(await _call(runs.get_run, run_id))
+
+
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a service call on a worker thread (it takes locks and fsyncs); turn its errors into tool errors."""
     try:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
     except LoopengtError as exc:
         raise ToolError(exc.message) from None
+
+
+async def _reported(
+    ctx: Context, runs: Runs, run_id: str | None, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+) -> T:
+    """`_call`, sending progress about `run_id` meanwhile when the request asked for it."""
+    async with reporting(ctx, runs, run_id):
+        return await _call(fn, *args, **kwargs)
 
 
 async def _submit(
@@ -177,6 +191,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
 
     @tool
     async def start_run(
+        ctx: Context,
         spec_path: str | None = None,
         template: str | None = None,
         spec: str | dict[str, Any] | None = None,
@@ -185,8 +200,16 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
     ) -> types.CallToolResult:
         """Start a loop run from exactly one of: spec_path (a loop.yaml), template (see list_templates) or spec
         (YAML/JSON). Returns the run: do its open tasks, submit each with step, follow next_action."""
-        view = await _call(
-            runs.start_run, spec_path=spec_path, template=template, spec=spec, inputs=inputs, run_id=run_id
+        view = await _reported(  # a new run's id is known beforehand only when given
+            ctx,
+            runs,
+            run_id,
+            runs.start_run,
+            spec_path=spec_path,
+            template=template,
+            spec=spec,
+            inputs=inputs,
+            run_id=run_id,
         )
         await announce(view.run_id)
         return _view(view)
@@ -204,7 +227,8 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         """Submit the output of an open task (outcome failure + error if you could not do it). The server runs the
         gates and answers with gate_results and the next tasks (a retry carries feedback). usage: what the work
         used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
-        answer = await _submit(runs, run_id, task_id, output, outcome, error, usage)
+        async with reporting(ctx, runs, run_id):
+            answer = await _submit(runs, run_id, task_id, output, outcome, error, usage)
         await announce(run_id)
         if answer.status == "waiting_approval":
             view = await ask_for_approval(ctx, runs, run_id)
@@ -214,13 +238,22 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         return _view(answer)
 
     @tool
-    async def get_run(run_id: str) -> types.CallToolResult:
-        """The run's state: status, open tasks with instructions, steps, next_action."""
-        return _view(await _call(runs.get_run, run_id))
+    async def get_run(run_id: str, ctx: Context, wait_seconds: float = 0) -> types.CallToolResult:
+        """The run's state: status, open tasks with instructions, steps, next_action. wait_seconds (at most
+        LOOPENGT_CALL_WAIT, 20): while checking, answer as soon as the run changes."""
+        try:  # a cancelled call leaves its wait behind: it ends at the bound, holding nothing
+            async with reporting(ctx, runs, run_id if wait_seconds else None):
+                view = await anyio.to_thread.run_sync(
+                    functools.partial(runs.get_run, run_id, wait_seconds), abandon_on_cancel=True
+                )
+        except LoopengtError as exc:
+            raise ToolError(exc.message) from None
+        return _view(view)
 
     @tool
     async def resume(
         run_id: str,
+        ctx: Context,
         checkpoint_id: str | None = None,
         accept_drift: bool = False,
         worktree: str | None = None,
@@ -231,7 +264,10 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         checkpoint_id fork a new run from that checkpoint (worktree: a new git worktree for its files, a
         folder name under .loopengt/worktrees). A person's options: budget raises limits {max_tokens,
         max_cost_usd, max_wall_seconds}; hint is feedback to the next attempt."""
-        view = await _call(
+        view = await _reported(
+            ctx,
+            runs,
+            run_id,
             runs.resume,
             run_id,
             checkpoint_id,

@@ -34,10 +34,10 @@ EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURE / "expected.json").rea
 GOLDEN_BASE = "/tmp/golden-gen"  # where the fixture was driven: its workspace roots name it
 RUN_IDS = sorted(EXPECTED)
 # event types added since 0.2.0, which its logs cannot hold: a budget or stuck pause, usage read from a
-# transcript (issue 16)
-ADDED_TYPES = {"run_paused", "task_held", "budget_reached", "usage_read"}
-# RunView keys added since 0.2.0 (issue 16): what a run spent, and why it paused itself
-ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning")
+# transcript (issue 16), a command whose runner died (issue 14)
+ADDED_TYPES = {"run_paused", "task_held", "budget_reached", "usage_read", "command_abandoned"}
+# RunView keys added since 0.2.0: what a run spent, why it paused itself (issue 16), the commands running (issue 14)
+ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning", "checking")
 
 
 @pytest.fixture

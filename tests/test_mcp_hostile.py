@@ -179,7 +179,7 @@ def test_the_hostile_target_is_still_readable(served: tuple[BlockingPortal, Clie
 class BrokenRuns(Runs):
     """A service with a bug: reading a run raises something no handler expects."""
 
-    def get_run(self, run_id: str) -> RunView:
+    def get_run(self, run_id: str, wait_seconds: float = 0.0) -> RunView:
         raise RuntimeError(f"internal detail {SECRET}")
 
 

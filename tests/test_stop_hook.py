@@ -22,6 +22,7 @@ from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
 from loopengt_core.runs import Runs
+from loopengt_core.store.files import FileStore
 from loopengt_core.view import RunView
 from loopengt_server.hooks import ADOPTION_IDLE_SECONDS, run_hook, run_stop_hook
 
@@ -450,3 +451,29 @@ def test_a_corrupt_run_is_skipped(runs: Runs, project: Path) -> None:
         snapshot.unlink()
     result = hook(payload("claude-code/stop.json", project), cwd=project)
     assert result.stdout == ""
+
+
+def test_while_a_gate_checks_the_submission_the_hook_says_wait_not_resubmit(project: Path) -> None:
+    """Issue 14: a stop during a long gate is told to wait with get_run(wait_seconds), not to submit again."""
+    store = FileStore(project / ".loopengt")
+    runs = Runs(store, cwd=project, call_wait=1, allow_inline_commands=True)
+    spec = {
+        **STEPS_SPEC,
+        "steps": [{"name": "one", "agent": "a", "verification_gates": ["tests"]}],
+        "policy": {
+            "max_turns": 10,
+            "verification_gates": [{"name": "tests", "command": ["sleep", "3"]}],
+        },
+        "workspace": "none",
+    }
+    run_id = runs.start_run(spec=spec, run_id="checking").run_id
+    assert runs.step(run_id, "one#1", "done").checking
+    found, _ = quick(payload("claude-code/stop.json", project))
+    assert found["decision"] == "block"
+    reason = found["reason"]
+    assert "is checking your submission" in reason
+    assert "gate 'tests'" in reason
+    assert f"get_run(run_id='{run_id}', wait_seconds=" in reason
+    assert "do not submit again" in reason
+    assert runs.stop_commands(run_id, "the test") == 1
+    store.close()

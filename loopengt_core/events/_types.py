@@ -133,6 +133,19 @@ class CommandStarted(Event):
     lease_until: str = Field(description="When the claim lapses.")
 
 
+class CommandAbandoned(Event):
+    """A claimed command was given up without a result: its runner died (or its lease ran out), so another
+    process runs it again. Written just before that process's own command_started."""
+
+    type: Literal["command_abandoned"] = Field("command_abandoned", description=_TYPE)
+    command_id: str = Field(description="The command.")
+    runner: str = Field(description="`host:pid` of the process that claimed it and never finished it.")
+    started_at: str | None = Field(None, description="When that claim was made (its command_started).")
+    reason: Literal["runner_died", "lease_expired"] = Field(
+        description="How it was known: `runner_died` (that process is gone, on this host), `lease_expired`."
+    )
+
+
 class CommandFinished(Event):
     """A command ended (or could not start: `setup_error`)."""
 
@@ -151,6 +164,11 @@ class CommandFinished(Event):
         "the run pauses for a person. Only present when set.",
     )
     workspace: WorkspaceFiles | None = Field(None, description=_WORKSPACE)
+    cancelled_by: str | None = Field(
+        None,
+        description="Who stopped it (e.g. a client's tasks/cancel): its process group was killed and the "
+        "attempt counts as failed. Only present when set.",
+    )
 
 
 class ApprovalRequested(Event):
@@ -350,6 +368,7 @@ AnyEvent = Annotated[
     | GateFailed
     | CommandRequested
     | CommandStarted
+    | CommandAbandoned
     | CommandFinished
     | ApprovalRequested
     | ApprovalGiven

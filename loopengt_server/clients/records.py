@@ -168,7 +168,7 @@ CLAUDE_CODE = ClientRecord(
     protocol=Protocol(**_CLAUDE_STYLE, shape=lambda data: "turn_id" not in data),  # type: ignore[arg-type]
     prompts="slash commands in `.claude/commands/`",
     session_note="startup, resume, compact (not after /clear)",
-    tasks="not used yet",
+    tasks="yes: `step`, `start_run`, `resume` answer as tasks",
     timeout="`MCP_TOOL_TIMEOUT` (ms) or the entry's `timeout`",
 )
 
@@ -201,7 +201,7 @@ CURSOR = ClientRecord(
     ),
     prompts="slash commands in `.cursor/commands/`",
     session_note="new conversations (no hook after a compaction)",
-    tasks="not used yet",
+    tasks="no: bounded answers, `get_run` waits",
     timeout="not documented",
 )
 
@@ -229,7 +229,7 @@ VSCODE = ClientRecord(
     ),
     prompts="MCP prompts (`/mcp.loopengt.drive_run`)",
     session_note="new sessions (PreCompact cannot add context)",
-    tasks="not used yet",
+    tasks="yes: `step`, `start_run`, `resume` answer as tasks",
     timeout="not documented",
 )
 
@@ -249,7 +249,7 @@ CODEX = ClientRecord(
     protocol=Protocol(**_CLAUDE_STYLE, shape=lambda data: "turn_id" in data),  # type: ignore[arg-type]
     prompts="MCP prompts",
     session_note="startup, resume, compact (not after /clear; PostCompact cannot add context)",
-    tasks="not used yet",
+    tasks="no: bounded answers, `get_run` waits",
     timeout="`tool_timeout_sec` (300 s by default since mid-2026)",
 )
 
@@ -266,7 +266,7 @@ ANTIGRAVITY = ClientRecord(
     protocol=None,
     prompts="MCP prompts",
     session_note="no hooks: the `drive_run` prompt or `loopengt://runs/{id}/context`",
-    tasks="not used yet",
+    tasks="not documented: bounded answers, `get_run` waits",
     timeout="not documented",
 )
 

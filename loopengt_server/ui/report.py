@@ -95,10 +95,7 @@ def markdown_report(runs: Runs, run_id: str) -> str:
         out.append(f"| reason | {_cell(view.error)} |")
     out += ["", "## Loop", "", "```mermaid", marked_graph(runs, view).rstrip("\n"), "```", ""]
     out += ["## Steps", "", "| step | status | attempts | spend |", "|---|---|---|---|"]
-    out += [
-        f"| {_cell(s.name)} | {s.status} | {s.attempts} | {spend_text(s.spend)} |"
-        for s in view.steps
-    ]
+    out += [f"| {_cell(s.name)} | {s.status} | {s.attempts} | {spend_text(s.spend)} |" for s in view.steps]
     out += ["", "## Tasks", ""]
     for task in fold.tasks.values():
         out += _task(task)
