@@ -45,6 +45,7 @@ from durability_helpers import (
     killable_stdio_client,
     lines_in,
     open_lease,
+    pid_alive,
     read_pid,
     read_trace,
     seed_from_env,
@@ -57,6 +58,15 @@ from mcp import Client
 from mcp_helpers import text_of
 
 pytestmark = pytest.mark.anyio
+
+
+def _alive_in(pidfile: Path) -> bool:
+    """Whether the server whose pid the wrapper wrote is still running (False when none was written)."""
+    try:
+        return pid_alive(int(pidfile.read_text().strip()))
+    except (OSError, ValueError):
+        return False
+
 
 SEED = seed_from_env()
 PY = sys.executable
@@ -312,38 +322,52 @@ class Lane:
         client_cm = killable_stdio_client(
             self.store, self.root, self.pidfile, self.log, env=env, mode=self.sc.mode
         )
-        async with client_cm as client:
-            pid = await read_pid(self.pidfile)
+        entered = False
+        try:
+            async with client_cm as client:
+                entered = True
+                pid = await read_pid(self.pidfile)
+                if checker is not None:
+                    code, out = await finish_check(checker)
+                    if code != 0:
+                        self.tally.check_failures += 1
+                        self.problem(f"loopengt check exited {code} after a kill: {out.strip()[-2000:]}")
+
+                async def killer() -> None:
+                    nonlocal killed_by_test
+                    assert delay is not None
+                    if after_steps:
+                        await self.acked_enough.wait()
+                    await anyio.sleep(delay)
+                    killed_by_test = True
+                    sigkill(pid)
+
+                async with anyio.create_task_group() as background:
+                    if delay is not None:
+                        background.start_soon(killer)
+                    try:
+                        await self.recover(client, pid)
+                        if final:
+                            await self.finish_all(client, pid)
+                        else:
+                            async with anyio.create_task_group() as drivers:
+                                for _ in range(self.sc.slots):
+                                    drivers.start_soon(self.drive_slot, client, pid)
+                            gone = True  # the slots return only when the server is gone
+                    except ServerGone:
+                        gone = True
+                    background.cancel_scope.cancel()
+        except Exception:
+            # A server now writes while it starts (it runs the commands no one runs, after a kill), so a
+            # fault point can fire before the client's handshake is done: that is a death like any other.
+            if entered or _alive_in(self.pidfile):
+                raise
+            gone = True
             if checker is not None:
                 code, out = await finish_check(checker)
                 if code != 0:
                     self.tally.check_failures += 1
                     self.problem(f"loopengt check exited {code} after a kill: {out.strip()[-2000:]}")
-
-            async def killer() -> None:
-                nonlocal killed_by_test
-                assert delay is not None
-                if after_steps:
-                    await self.acked_enough.wait()
-                await anyio.sleep(delay)
-                killed_by_test = True
-                sigkill(pid)
-
-            async with anyio.create_task_group() as background:
-                if delay is not None:
-                    background.start_soon(killer)
-                try:
-                    await self.recover(client, pid)
-                    if final:
-                        await self.finish_all(client, pid)
-                    else:
-                        async with anyio.create_task_group() as drivers:
-                            for _ in range(self.sc.slots):
-                                drivers.start_soon(self.drive_slot, client, pid)
-                        gone = True  # the slots return only when the server is gone
-                except ServerGone:
-                    gone = True
-                background.cancel_scope.cancel()
         self.owned.clear()
         if final:
             if gone:
