@@ -289,6 +289,12 @@ def run(
     template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
+    context_from: Annotated[
+        list[str],
+        typer.Option(
+            "--context-from", help="An earlier run whose outputs the tasks get (input.memory; repeatable)"
+        ),
+    ] = [],  # noqa: B006
     quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
@@ -302,7 +308,13 @@ def run(
     def begin(runs: Runs) -> RunView:
         if resume is not None:
             return runs.resume(resume)
-        return runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+        return runs.start_run(
+            spec_path=spec,
+            template=template,
+            inputs=_inputs(inputs),
+            run_id=run_id,
+            context_from=context_from or None,
+        )
 
     view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
     raise typer.Exit(0 if view.status == "completed" else 1)
