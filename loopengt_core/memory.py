@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from loopengt_core.errors import InvalidArgument, NotFound
+from loopengt_core.spec import CONTEXT_FROM_MAX
 from loopengt_core.state import RunState
 from loopengt_core.store import check_id
 
 BUDGET_BYTES = 16_000
 SHORT_CHARS = 300
-MAX_RUNS = 20
+MAX_RUNS = CONTEXT_FROM_MAX
 
 
 def check_context_from(value: object, where: str = "context_from") -> list[str]:

@@ -310,6 +310,9 @@ class InputDecl(SpecModel):
     default: Any = None
 
 
+CONTEXT_FROM_MAX = 20  # runs a spec or start_run may read memory from (loopengt_core.memory)
+
+
 class LoopSpec(SpecModel):
     """A loop.yaml. Every loopengt 0.1.0 field loads unchanged; extensions are additive."""
 
@@ -335,7 +338,7 @@ class LoopSpec(SpecModel):
     )
     context_from: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] = Field(
         default_factory=list,
-        max_length=20,
+        max_length=CONTEXT_FROM_MAX,
         description="Memory across runs: ids of earlier runs in the same store whose final outputs and each "
         "step's last accepted output every task's input.memory carries (older ones shortened past 16 000 "
         "bytes); start_run(context_from=...) adds more.",

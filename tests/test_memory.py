@@ -91,6 +91,20 @@ def test_context_from_values_are_checked() -> None:
     assert memory.check_context_from(["a", "b", "a"]) == ["a", "b"]
 
 
+def test_validation_knows_context_from() -> None:
+    from loopengt_core.spec import json_schema
+    from loopengt_core.validation import SpecError, load_spec
+
+    spec = load_spec(yaml.safe_dump({**TWO_STEPS, "context_from": ["run-1", "run_2"]}))
+    assert spec.context_from == ["run-1", "run_2"]
+    with pytest.raises(SpecError) as bad:
+        load_spec(yaml.safe_dump({**TWO_STEPS, "context_from": ["ok", "Not OK"]}))
+    assert [p.location for p in bad.value.problems] == ["context_from[1]"]
+    field = json_schema()["properties"]["context_from"]
+    assert field["maxItems"] == memory.MAX_RUNS
+    assert "input.memory" in field["description"]
+
+
 # --- through the runs service -----------------------------------------------------------------------------
 
 
