@@ -43,11 +43,13 @@ class Client:
         spec: str | dict[str, Any] | None = None,
         inputs: dict[str, Any] | None = None,
         run_id: str | None = None,
+        context_from: list[str] | None = None,
     ) -> RunView:
         """Start a run of exactly one of: a spec file, a built-in template, a spec (YAML text or a dict).
 
         `inputs` are merged into the run's context. Starting an existing `run_id` with the same spec
-        returns that run, so a retried start never makes two.
+        returns that run, so a retried start never makes two. `context_from`: earlier runs whose final
+        outputs and step outputs every task gets in `input.memory`.
         """
         return self.runs.start_run(
             spec_path=str(spec_path) if spec_path is not None else None,
@@ -55,6 +57,7 @@ class Client:
             spec=spec,
             inputs=inputs,
             run_id=run_id,
+            context_from=context_from,
         )
 
     def step(

@@ -143,23 +143,26 @@ class Engine:
         context: dict[str, Any],
         spec_hash: str,
         workspace: dict[str, Any] | None = None,
+        memory: list[dict[str, Any]] | None = None,
     ) -> list[AnyEvent]:
-        """`workspace` ({root, head, tree}, computed by the service) binds the run to a git work tree."""
+        """`workspace` ({root, head, tree}, computed by the service) binds the run to a git work tree;
+        `memory` (read by the service, `loopengt_core.memory`) is what earlier runs left its tasks."""
         tx = _Tx(None, now)
-        tx.emit(
-            RunStarted(
-                seq=tx.seq,
-                at=tx.at,
-                run_id=run_id,
-                loop=self.spec.name,
-                goal=self.spec.goal,
-                spec_hash=spec_hash,
-                context=context,
-                seed=seed,
-                steps=[s.name for s in self.spec.steps],
-                workspace=_files(workspace),
-            )
+        started = RunStarted(
+            seq=tx.seq,
+            at=tx.at,
+            run_id=run_id,
+            loop=self.spec.name,
+            goal=self.spec.goal,
+            spec_hash=spec_hash,
+            context=context,
+            seed=seed,
+            steps=[s.name for s in self.spec.steps],
+            workspace=_files(workspace),
         )
+        if memory:  # set only when given, so a run without memory writes the bytes it always did
+            started = started.model_copy(update={"context_from": memory})
+        tx.emit(started)
         for move in patterns.initial(self.spec, tx.state):
             self._start_step(tx, move)
         self._finish(tx)
@@ -968,6 +971,8 @@ class Engine:
 
     def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:
         task_input: dict[str, Any] = {"goal": self.spec.goal, "context": state.context}
+        if state.memory:
+            task_input["memory"] = state.memory
         task_input.update(extra)
         return task_input
 

@@ -47,6 +47,7 @@ from loopengt_core.errors import (
 )
 from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso
 from loopengt_core.limits import CALL_WAIT, MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_text
+from loopengt_core.memory import check_context_from, read_memory
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.reading import RunReader
 from loopengt_core.spec import ApprovalChannel, LoopSpec
@@ -223,8 +224,13 @@ class Runs:
         spec: Any = None,
         inputs: dict[str, Any] | None = None,
         run_id: str | None = None,
+        context_from: list[str] | None = None,
     ) -> RunView:
-        """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object)."""
+        """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object).
+
+        `context_from`: earlier runs whose outputs the tasks' input.memory carries, after the spec's own
+        `context_from` (see `loopengt_core.memory`).
+        """
         given = [
             k for k, v in (("spec_path", spec_path), ("template", template), ("spec", spec)) if v is not None
         ]
@@ -247,12 +253,16 @@ class Runs:
                 "--allow-inline-commands"
             )
         context = self._context(parsed, inputs or {})
+        sources = check_context_from(parsed.context_from + check_context_from(context_from or []))
         spec_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
         if run_id is not None:
             check_id(run_id)
             if self.store.exists(run_id):
                 return self._existing(run_id, spec_hash)
         new_id = run_id or f"{_slug(parsed.name)}-{secrets.token_hex(4)}"
+        if new_id in sources:
+            raise InvalidArgument(f"context_from names the run being started ({new_id!r})")
+        memory = read_memory(sources, lambda source: self._read(source).state)
         engine = self._engine(text, parsed)
         current = self._start_workspace(parsed)
         events = engine.start(
@@ -262,6 +272,7 @@ class Runs:
             context=context,
             spec_hash=spec_hash,
             workspace=current.start_record() if current is not None else None,
+            memory=memory,
         )
         try:
             self.store.create_run(new_id, text, events)

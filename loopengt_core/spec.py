@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shlex
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from loopengt_core.budget import Budget
 from loopengt_core.stuck import StuckPolicy
@@ -310,6 +310,9 @@ class InputDecl(SpecModel):
     default: Any = None
 
 
+CONTEXT_FROM_MAX = 20  # runs a spec or start_run may read memory from (loopengt_core.memory)
+
+
 class LoopSpec(SpecModel):
     """A loop.yaml. Every loopengt 0.1.0 field loads unchanged; extensions are additive."""
 
@@ -332,6 +335,13 @@ class LoopSpec(SpecModel):
         "auto",
         description="Record the code (a git tree of the run's directory) with each step: git, none, or auto "
         "(git when the run starts inside a git work tree).",
+    )
+    context_from: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] = Field(
+        default_factory=list,
+        max_length=CONTEXT_FROM_MAX,
+        description="Memory across runs: ids of earlier runs in the same store whose final outputs and each "
+        "step's last accepted output every task's input.memory carries (older ones shortened past 16 000 "
+        "bytes); start_run(context_from=...) adds more.",
     )
 
     @field_validator("version", mode="before")

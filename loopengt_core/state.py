@@ -229,6 +229,7 @@ class RunState(_Additive):
         "held",
         "budget",
         "transcripts",
+        "memory",
     )
 
     run_id: str
@@ -265,6 +266,9 @@ class RunState(_Additive):
     budget: BudgetLimits | None = Field(None, description="Run limits raised by resume(budget=...).")
     transcripts: dict[str, TranscriptMark] = Field(
         default_factory=dict, description="Transcripts read for usage, by their key (usage_read)."
+    )
+    memory: list[dict[str, Any]] = Field(
+        default_factory=list, description="Earlier runs' outputs (context_from), each task's input.memory."
     )
 
     @property
@@ -321,6 +325,7 @@ def apply(state: RunState | None, event: Event) -> RunState:
             parent_run_id=event.parent_run_id,
             context=dict(event.context),
             steps={name: StepState(name=name) for name in event.steps},
+            memory=list(event.context_from),
         )
         if event.workspace is not None:
             state.workspace = _workspace_record(event.workspace, event.seq)

@@ -179,11 +179,15 @@ def _init_clients(
     from loopengt_server import clients as setup
 
     chosen = list(dict.fromkeys(clients))
-    unknown = [c for c in chosen if c not in setup.CLIENTS]
+    names, hook_names = setup.client_names(), setup.hook_client_names()  # with the plugins' clients
+    unknown = [c for c in chosen if c not in names]
     if unknown:
-        raise fail(f"unknown client {unknown[0]!r}; use one of {', '.join(setup.CLIENTS)}", 2)
-    if stop_hook and not any(c in setup.HOOK_CLIENTS for c in chosen):
-        raise fail(f"--stop-hook needs --client {' or --client '.join(setup.HOOK_CLIENTS)}", 2)
+        try:
+            setup.record(unknown[0])  # names a broken plugin when one has that name
+        except LoopengtError as exc:
+            raise fail(exc.message, 2) from None
+    if stop_hook and not any(c in hook_names for c in chosen):
+        raise fail(f"--stop-hook needs --client {' or --client '.join(hook_names)}", 2)
     for client in chosen:
         for change in setup.init_client(client, project, hooks=stop_hook, write_home=write_home, force=force):
             if change.action == "print":
@@ -194,8 +198,8 @@ def _init_clients(
                 typer.echo(
                     f"{client}: {change.action} {change.path}" + (f": {change.note}" if change.note else "")
                 )
-        if stop_hook and client not in setup.HOOK_CLIENTS:
-            typer.echo(f"{client}: no hooks to register (only {', '.join(setup.HOOK_CLIENTS)} have them)")
+        if stop_hook and client not in hook_names:
+            typer.echo(f"{client}: no hooks to register (only {', '.join(hook_names)} have them)")
     if setup.loopengt_on_path() is None:
         typer.echo(
             f"note: `loopengt` is not on PATH; the editors run `loopengt serve`, so put {Path(sys.executable).parent} "
@@ -289,6 +293,12 @@ def run(
     template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
+    context_from: Annotated[
+        list[str],
+        typer.Option(
+            "--context-from", help="An earlier run whose outputs the tasks get (input.memory; repeatable)"
+        ),
+    ] = [],  # noqa: B006
     quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
@@ -302,7 +312,13 @@ def run(
     def begin(runs: Runs) -> RunView:
         if resume is not None:
             return runs.resume(resume)
-        return runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
+        return runs.start_run(
+            spec_path=spec,
+            template=template,
+            inputs=_inputs(inputs),
+            run_id=run_id,
+            context_from=context_from or None,
+        )
 
     view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
     raise typer.Exit(0 if view.status == "completed" else 1)

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from loopengt_core.store import describe_location, is_database, probe_database
+from loopengt_core.store import describe_location, is_database, is_directory, probe_database
 
 if TYPE_CHECKING:
     from loopengt_server.clients.records import ClientRecord
@@ -197,7 +197,43 @@ def check_file_store(location: str) -> Check:
 def check_store(location: str) -> Check:
     if is_database(location):
         return check_postgres(location)
+    if not is_directory(location):
+        return check_plugin_store(location)
     return check_file_store(location)
+
+
+def check_plugin_store(location: str) -> Check:
+    """Open a store plugin's location and list its runs (what a server does first)."""
+    from loopengt_core.errors import LoopengtError
+    from loopengt_core.store import open_store
+
+    where = describe_location(location)
+    try:
+        store = open_store(location)
+        try:
+            count = len(store.list_runs())
+        finally:
+            store.close()
+    except LoopengtError as exc:
+        return Check("FAIL", "store", f"{where}: {exc.message}", "fix the location or the plugin it names")
+    return Check("OK", "store", f"{where} ({type(store).__name__}, {count} run{'' if count == 1 else 's'})")
+
+
+def check_plugins() -> list[Check]:
+    """The installed plugins (store backends, editor clients) and every broken one, which the server skips."""
+    from loopengt_core.store.plugins import store_plugins
+    from loopengt_server.clients.records import client_plugins
+
+    checks: list[Check] = []
+    for what, (found, problems) in (("stores", store_plugins()), ("clients", client_plugins())):
+        checks += [
+            Check("FAIL", f"plugin {what}", p.describe(), f"fix or uninstall {p.package.split()[0]}")
+            for p in problems
+        ]
+        if found:
+            shown = ", ".join(f"{p.name} ({p.package})" for p in found)
+            checks.append(Check("OK", f"plugin {what}", shown))
+    return checks
 
 
 def check_corrupt_runs(location: str) -> Check | None:
@@ -210,7 +246,7 @@ def check_corrupt_runs(location: str) -> Check | None:
     from loopengt_core.errors import LoopengtError
     from loopengt_core.store import open_store
 
-    if is_database(location) or not (Path(location) / "runs").is_dir():
+    if not is_directory(location) or not (Path(location) / "runs").is_dir():
         return None
     try:
         store = open_store(location)
@@ -245,8 +281,7 @@ def check_workspace(project: Path, store: str) -> Check:
             "git is not on PATH: runs record no files (`workspace: git` fails)",
             "install git",
         )
-    database = is_database(store)
-    problem = workspace.probe(project, exclude=() if database else (Path(store).absolute(),))
+    problem = workspace.probe(project, exclude=(Path(store).absolute(),) if is_directory(store) else ())
     if problem is not None:
         return Check(
             "FAIL",
@@ -344,9 +379,9 @@ def check_clients(project: Path) -> tuple[list[Check], list[tuple[str, str]]]:
     """One line per client config found here, and the postgresql:// stores those configs name."""
     checks: list[Check] = []
     stores: list[tuple[str, str]] = []
-    from loopengt_server.clients.records import RECORDS
+    from loopengt_server.clients.records import all_records
 
-    for rec in RECORDS:
+    for rec in all_records():
         client, key = rec.name, rec.mcp.key
         path = rec.mcp.place.path(project)
         shown = rec.mcp.place.relative if rec.mcp.place.home is None else str(path)
@@ -448,6 +483,7 @@ def run_checks(store: str, *, project: Path | None = None) -> list[Check]:
     if corrupt is not None:
         checks.append(corrupt)
     checks.append(check_workspace(project or Path.cwd(), store))
+    checks += check_plugins()
     client_checks, stores = check_clients(project or Path.cwd())
     checks += client_checks
     seen = {store}

@@ -46,7 +46,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from loopengt_core.transcripts import TranscriptClient, transcript_key
-from loopengt_server.clients.records import BY_NAME, HOOK_CLIENTS, ClientRecord, HookKind, detect, record
+from loopengt_server.clients.records import (
+    ClientRecord,
+    HookKind,
+    all_records,
+    detect,
+    hook_client_names,
+    record,
+)
 from loopengt_server.run_context import RunNow, context_text, continuation, live_runs, read_run
 
 if TYPE_CHECKING:
@@ -375,9 +382,11 @@ def run_hook(
     verdict = Verdict()
     try:
         if client is not None:
-            rec = BY_NAME.get(client)
+            rec = next((r for r in all_records() if r.name == client), None)
             if rec is None or rec.protocol is None:
-                raise HookSkip(f"--client {client!r} has no hooks; use one of {', '.join(HOOK_CLIENTS)}")
+                raise HookSkip(
+                    f"--client {client!r} has no hooks; use one of {', '.join(hook_client_names())}"
+                )
         if stdin.isatty():
             raise HookSkip("reads a hook payload (JSON) on stdin; see `loopengt init --hooks`")
         payload = parse_payload(stdin.read(MAX_PAYLOAD_BYTES + 1), kind, client=client)

@@ -197,9 +197,11 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         spec: str | dict[str, Any] | None = None,
         inputs: dict[str, Any] | None = None,
         run_id: str | None = None,
+        context_from: list[str] | None = None,
     ) -> types.CallToolResult:
         """Start a loop run from exactly one of: spec_path (a loop.yaml), template (see list_templates) or spec
-        (YAML/JSON). Returns the run: do its open tasks, submit each with step, follow next_action."""
+        (YAML/JSON). context_from: earlier run ids whose outputs every task gets in input.memory. Returns
+        the run: do its open tasks, submit each with step, follow next_action."""
         view = await _reported(  # a new run's id is known beforehand only when given
             ctx,
             runs,
@@ -210,6 +212,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
             spec=spec,
             inputs=inputs,
             run_id=run_id,
+            context_from=context_from,
         )
         await announce(view.run_id)
         return _view(view)

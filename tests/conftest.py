@@ -169,6 +169,23 @@ STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "postgres": _postgres_store,
 }
 
+# Another backend to run the contract against: a `--store` location in LOOPENGT_TEST_STORE, where `{tmp}`
+# stands for the test's temporary folder (`mystore://{tmp}/store` for a store plugin's backend), tested
+# as the backend "location"; LOOPENGT_TEST_STORE_CAPABILITIES names its capabilities (comma-separated,
+# e.g. `LocalLocking,Sweepable`; none when unset).
+STORE_LOCATION_ENV = "LOOPENGT_TEST_STORE"
+STORE_CAPABILITIES_ENV = "LOOPENGT_TEST_STORE_CAPABILITIES"
+
+
+def _location_store(tmp_path: Path) -> Store:
+    from loopengt_core.store import open_store
+
+    return open_store(os.environ[STORE_LOCATION_ENV].replace("{tmp}", str(tmp_path)))
+
+
+if os.environ.get(STORE_LOCATION_ENV):
+    STORE_FACTORIES["location"] = _location_store
+
 
 @pytest.fixture(autouse=True)
 def _drop_postgres_databases() -> Iterator[None]:

@@ -26,7 +26,15 @@ BACKEND_IMPORTERS: frozenset[str] = frozenset()
 # What the server may take from the store package: opening a store, checking an id, the lock signal, and the
 # read-only probe and description of a location that `loopengt doctor` shows.
 SERVER_STORE_NAMES = frozenset(
-    {"open_store", "check_id", "LockBusy", "is_database", "describe_location", "probe_database"}
+    {
+        "open_store",
+        "check_id",
+        "LockBusy",
+        "is_database",
+        "is_directory",
+        "describe_location",
+        "probe_database",
+    }
 )
 
 PURE = (

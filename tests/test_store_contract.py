@@ -1,5 +1,8 @@
 """The `Store` contract: every backend in `conftest.STORE_FACTORIES` must pass all of these.
 
+A backend from elsewhere (a store plugin) runs it too: `LOOPENGT_TEST_STORE='mystore://{tmp}/store'
+python -m pytest tests/test_store_contract.py -k location` (see conftest and the README).
+
 The protocol's methods are tested on every backend; each optional capability (`LocalLocking`,
 `DirectoryBacked`, `Sweepable`, `Repairable`, `ChangeFeed`) on every backend that has it, and
 `CAPABILITIES` says which those are, so a backend that loses one fails here instead of skipping.
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STORE_FACTORIES
+from conftest import STORE_CAPABILITIES_ENV, STORE_FACTORIES
 
 from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
 from loopengt_core.events import StepCompleted
@@ -612,6 +615,10 @@ CAPABILITIES: dict[str, set[type]] = {
     "files": {LocalLocking, DirectoryBacked, Sweepable, Repairable},
     "postgres": {ChangeFeed},
 }
+if "location" in STORE_FACTORIES:  # a backend named by LOOPENGT_TEST_STORE (conftest), e.g. a store plugin's
+    _named = [n.strip() for n in os.environ.get(STORE_CAPABILITIES_ENV, "").split(",") if n.strip()]
+    _by_name = {c.__name__: c for c in ALL_CAPABILITIES}
+    CAPABILITIES["location"] = {_by_name[n] for n in _named}  # an unknown name fails at collection
 
 
 @pytest.fixture

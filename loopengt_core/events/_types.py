@@ -32,6 +32,12 @@ class RunStarted(Event):
     steps: list[str] = Field(description="The spec's step names, in order.")
     parent_run_id: str | None = Field(None, description="Never written by 0.2; read if a record has it.")
     workspace: WorkspaceFiles | None = Field(None, description="Root, head and tree the run started from.")
+    context_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Memory read from earlier runs (`context_from`), as every task's input.memory carries it: "
+        "per run {run_id, loop, status, seq read through, final_output, steps (each step's last accepted "
+        "output), shortened (when cut to the size bound)}; written only when the run names any.",
+    )
 
 
 class RunForked(Event):

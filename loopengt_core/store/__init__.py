@@ -54,6 +54,7 @@ __all__ = [
     "check_id",
     "describe_location",
     "is_database",
+    "is_directory",
     "open_store",
     "probe_database",
 ]
@@ -324,10 +325,25 @@ def is_database(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
+def is_directory(location: str) -> bool:
+    """Whether a `--store` location names a directory (the file store), not a URL (PostgreSQL, a plugin)."""
+    from loopengt_core.store.plugins import scheme_of
+
+    return scheme_of(location) is None
+
+
 def describe_location(location: str) -> str:
-    """A `--store` location as shown to a person: a database URL without its password, a directory as given."""
-    if not is_database(location):
+    """A `--store` location as shown to a person: a URL without its password, a directory as given."""
+    if is_directory(location):
         return location
+    if not is_database(location):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(location)
+        if parts.password is None:
+            return location
+        host = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=f"{parts.username}@{host}").geturl()
     from loopengt_core.store.postgres import describe_dsn
 
     return describe_dsn(location)
@@ -347,7 +363,12 @@ def probe_database(dsn: str, *, connect_timeout_seconds: int = 5) -> DatabasePro
 
 
 def open_store(location: str | None) -> Store:
-    """The store named by `--store`: a directory (default `.loopengt`) or a postgresql:// URL.
+    """The store named by `--store`: a directory (default `.loopengt`), a postgresql:// URL, or a URL whose
+    scheme a store plugin names (the `loopengt.stores` entry point group, `loopengt_core.store.plugins`).
+
+    Raises:
+        InvalidArgument: a URL whose scheme no usable plugin names (the message says which are installed,
+            or why the plugin of that name is broken).
 
     Environment: `LOOPENGT_SNAPSHOT_EVERY` (a positive integer, default 100) is the snapshot interval of
     either backend: a run's state is saved once every that many events, so loading replays at most that
@@ -365,6 +386,11 @@ def open_store(location: str | None) -> Store:
         from loopengt_core.store.postgres import PostgresStore  # imports psycopg only when asked for
 
         return PostgresStore(target, snapshot_every=every)
+    from loopengt_core.store.plugins import open_plugin_store, scheme_of
+
+    scheme = scheme_of(target)
+    if scheme is not None:
+        return open_plugin_store(target, scheme, snapshot_every=every)
     from loopengt_core.store.files import FileStore
 
     return FileStore(target, snapshot_every=every)

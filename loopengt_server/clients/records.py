@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from loopengt_core.plugins import CLIENTS as CLIENT_GROUP
+from loopengt_core.plugins import Plugin, PluginProblem, load_group
+
 SERVER_NAME = "loopengt"
 SERVER_COMMAND = "loopengt"
 SERVER_ARGS = ("serve",)
@@ -271,25 +274,73 @@ ANTIGRAVITY = ClientRecord(
 )
 
 RECORDS: tuple[ClientRecord, ...] = (CLAUDE_CODE, CURSOR, VSCODE, CODEX, ANTIGRAVITY)
-BY_NAME = {r.name: r for r in RECORDS}
-CLIENTS = tuple(BY_NAME)
+"""The built-in clients (the README table lists these); `all_records()` adds the installed plugins'."""
+CLIENTS = tuple(r.name for r in RECORDS)  # built-in only: `client_names()` has the plugins' too
 HOOK_CLIENTS = tuple(r.name for r in RECORDS if r.hooks is not None)
 # Codex before Claude Code: their payloads differ only by Codex's extra fields
 DETECTION_ORDER = (CODEX, CLAUDE_CODE, CURSOR, VSCODE)
 
 
+def _check_plugin(name: str, obj: Any) -> str | None:
+    """A `loopengt.clients` entry point gives a ClientRecord, or a function without arguments returning one."""
+    if not isinstance(obj, ClientRecord) and callable(obj):
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001 - the plugin's failure is its problem, never the caller's
+            return f"calling it failed: {type(exc).__name__}: {exc}"
+    if not isinstance(obj, ClientRecord):
+        return f"it gives a {type(obj).__name__}, not a loopengt_server.clients.records.ClientRecord"
+    if obj.name != name:
+        return f"its record is named {obj.name!r}, not {name!r} like its entry point"
+    if name in {r.name for r in RECORDS}:
+        return f"{name!r} is a built-in client"
+    if (obj.hooks is None) != (obj.protocol is None):
+        return "a record with hooks needs a protocol (how its payloads look), and one without hooks none"
+    return None
+
+
+def client_plugins() -> tuple[tuple[Plugin, ...], tuple[PluginProblem, ...]]:
+    """The installed client plugins (`loopengt.clients`) and the ones that cannot be used (`doctor`)."""
+    return load_group(CLIENT_GROUP, _check_plugin)
+
+
+def _plugin_record(plugin: Plugin) -> ClientRecord:
+    obj = plugin.obj
+    return obj if isinstance(obj, ClientRecord) else obj()
+
+
+def all_records() -> tuple[ClientRecord, ...]:
+    """The built-in clients, then the plugins' (a broken plugin is left out; `doctor` names it)."""
+    return RECORDS + tuple(_plugin_record(p) for p in client_plugins()[0])
+
+
+def client_names() -> tuple[str, ...]:
+    return tuple(r.name for r in all_records())
+
+
+def hook_client_names() -> tuple[str, ...]:
+    return tuple(r.name for r in all_records() if r.hooks is not None)
+
+
 def record(name: str) -> ClientRecord:
     from loopengt_core.errors import InvalidArgument
 
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise InvalidArgument(f"unknown client {name!r}; use one of {', '.join(CLIENTS)}") from None
+    found = next((r for r in all_records() if r.name == name), None)
+    if found is not None:
+        return found
+    broken = next((p for p in client_plugins()[1] if p.name == name), None)
+    if broken is not None:
+        raise InvalidArgument(f"client {name!r} comes from a broken plugin: {broken.describe()}")
+    raise InvalidArgument(f"unknown client {name!r}; use one of {', '.join(client_names())}")
 
 
 def detect(data: dict[str, Any]) -> ClientRecord | None:
-    """The client whose payload this is, by its shape; None when no record's protocol matches."""
-    return next((r for r in DETECTION_ORDER if r.protocol is not None and r.protocol.matches(data)), None)
+    """The client whose payload this is, by its shape; None when no record's protocol matches.
+
+    The built-in clients are tried first (in DETECTION_ORDER), then the plugins' in their entry point order.
+    """
+    order = DETECTION_ORDER + tuple(r for r in all_records() if r not in RECORDS)
+    return next((r for r in order if r.protocol is not None and r.protocol.matches(data)), None)
 
 
 def readme_table() -> str:
