@@ -37,6 +37,8 @@ PURE = (
     "engine",
     "patterns",
     "gates",
+    "gatetypes",
+    "speccheck",
     "render",
     "view",
     "expressions",
