@@ -14,13 +14,13 @@ logged to stderr and kept in `plugin_problems()` for `loopengt doctor`; it never
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import structlog
 from pydantic import TypeAdapter
 
 if TYPE_CHECKING:  # spec.py imports this module, and the events (imported by state) import spec.py
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # spec.py imports this module, and the events (imported by st
 ENTRY_POINT_GROUP = "loopengt.gates"
 BUILTIN_KEYS = ("condition", "loop_spec")
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("loopengt.gates")
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,12 @@ def load_plugins(*, again: bool = False) -> list[PluginProblem]:
             problem = _load_entry_point(entry)
             if problem is not None:
                 _registry.problems.append(problem)
-                log.warning("%s; its gates are unavailable", problem)
+                log.warning(
+                    "gate plugin unavailable",
+                    entry_point=problem.entry_point,
+                    package=problem.package,
+                    reason=problem.reason,
+                )
         _registry.plugins_loaded = True
         return list(_registry.problems)
 
@@ -196,6 +201,12 @@ def _load_entry_point(entry: metadata.EntryPoint) -> PluginProblem | None:
 def plugin_problems() -> list[PluginProblem]:
     """Every `loopengt.gates` entry point that could not be used (loads them first)."""
     return load_plugins()
+
+
+def plugin_packages() -> dict[str, str]:
+    """The gate types installed packages provide: key -> package (loads them first)."""
+    load_plugins()
+    return dict(_registry.packages)
 
 
 def find(key: str) -> GateType | None:
