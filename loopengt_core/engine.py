@@ -576,7 +576,8 @@ class Engine:
         for gate in self._step_gates(step):
             context = GateContext(gate=gate.name, feedback=gate.feedback, scope=scope)
             for gate_type, config in gatetypes.configured(gate):
-                results.append((gate_type.check(config, evaluation.output, context), gate.on_failure))
+                verdict = gatetypes.judge(gate_type, config, evaluation.output, context)
+                results.append((verdict, gate.on_failure))
         for result, on_failure in results:
             tx.emit(
                 GatePassed(

@@ -235,6 +235,27 @@ def registered_keys() -> list[str]:
     return list(_registry.types)
 
 
+def judge(gate_type: GateType, config: Any, output: Any, context: GateContext) -> GateResult:
+    """`gate_type.check`, with a plugin's fault (an exception, a wrong answer) turned into a failed gate
+    that says so: a broken plugin fails its own gates, never the service."""
+    from loopengt_core.state import GateResult
+
+    try:
+        result = gate_type.check(config, output, context)
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported to the agent and the log
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        if isinstance(result, GateResult) and result.name == context.gate:
+            return result
+        reason = f"it returned {type(result).__name__}, not a GateResult named '{context.gate}'"
+    log.warning("gate type failed", gate=context.gate, gate_type=gate_type.key, reason=reason)
+    return GateResult(
+        name=context.gate,
+        passed=False,
+        feedback=f"gate '{context.gate}' (type '{gate_type.key}') could not judge the output: {reason}",
+    )
+
+
 def configured(gate: Any) -> Iterator[tuple[GateType, Any]]:
     """The pure gate types a spec gate uses, with their configurations (built-ins, then plugins)."""
     _builtins()

@@ -126,3 +126,25 @@ def test_a_run_judges_outputs_with_the_toy_gate_and_traces_it(min_length: None, 
     ]
     spans = [s for s in exporter.get_finished_spans() if s.name == "loopengt.gate long_enough"]
     assert [s.attributes and s.attributes["loopengt.gate.passed"] for s in spans] == [False, True]
+
+
+class Explodes(MinLength):
+    """A gate type with a bug: its check raises."""
+
+    key = "explodes"
+
+    def check(self, config: MinLengthConfig, output: Any, context: GateContext) -> GateResult:
+        raise RuntimeError("boom")
+
+
+def test_a_gate_type_that_raises_fails_its_gate_not_the_service(tmp_path: Path) -> None:
+    gatetypes.register(Explodes())
+    try:
+        runs = Runs(FileStore(tmp_path / "store"), cwd=tmp_path)
+        run_id = runs.start_run(spec=spec({"explodes": {"field": "summary", "chars": 1}})).run_id
+        retry = runs.step(run_id, "write#1", {"summary": "anything"})
+    finally:
+        gatetypes.unregister("explodes")
+    assert retry.tasks[0].feedback == (
+        "gate 'long_enough' (type 'explodes') could not judge the output: RuntimeError: boom"
+    )
