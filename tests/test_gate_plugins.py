@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mcp import Client, StdioServerParameters
 from mcp_helpers import ok, serve_args, server_env, step
+from test_gate_types import spec
 
 PACKAGE = "loopengt-toy-gates"
 
@@ -97,19 +98,7 @@ class MinLength:
 NOT_A_GATE = 42
 """
 
-SPEC = {
-    "name": "plugged",
-    "goal": "a long enough summary",
-    "workspace": "none",
-    "agents": [{"name": "writer"}],
-    "steps": [{"name": "write", "agent": "writer", "verification_gates": ["long_enough"]}],
-    "policy": {
-        "retry": {"max_retries": 2, "backoff": "none", "initial_delay_seconds": 0},
-        "verification_gates": [
-            {"name": "long_enough", "min_length": {"field": "summary", "chars": 12}, "plugin": PACKAGE}
-        ],
-    },
-}
+SPEC = spec({"min_length": {"field": "summary", "chars": 12}, "plugin": PACKAGE})  # the toy gate's spec
 
 
 @pytest.fixture
@@ -194,7 +183,6 @@ async def test_a_plugin_gate_from_an_installed_package(venv: Path, tmp_path: Pat
         "policy.verification_gates[0].min_length: unknown gate type 'min_length': no installed plugin "
         f"provides it (package '{PACKAGE}' did)"
     )
-    unnamed = {**SPEC, "policy": {"verification_gates": [{"name": "long_enough", "min_length": {}}]}}
-    (project / "loop.yaml").write_text(yaml.safe_dump(unnamed))
+    (project / "loop.yaml").write_text(yaml.safe_dump(spec({"min_length": {}})))
     bare = loopengt(venv, "validate", "loop.yaml", cwd=project).stdout
     assert "no installed plugin provides a gate type 'min_length'" in bare
