@@ -15,7 +15,7 @@ import typing
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from loopengt_core import patterns
+from loopengt_core import gatetypes, patterns
 from loopengt_core.budget import BudgetLimits, Spend, Usage, over, raised
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import (
@@ -52,11 +52,11 @@ from loopengt_core.events import (
     parse_iso,
 )
 from loopengt_core.expressions import STOP_NAMES, ConditionFailed, ExpressionError, compile_condition
-from loopengt_core.gates import command_feedback, condition_gate, schema_gate, tail
+from loopengt_core.gates import command_feedback, schema_gate, tail
+from loopengt_core.gatetypes import GateContext
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
 from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
-from loopengt_core.speccheck import spec_gate
 from loopengt_core.state import GateResult, RunState, apply
 from loopengt_core.stuck import Compared, diagnose, normalise
 from loopengt_core.transcripts import Segment, TranscriptClient
@@ -610,12 +610,10 @@ class Engine:
             results.append((pattern_check, "retry"))
         scope = self._scope(tx.state, evaluation.output, evaluation.attempt)
         for gate in self._step_gates(step):
-            if gate.condition is not None:
-                results.append(
-                    (condition_gate(gate.name, gate.condition, scope, gate.feedback), gate.on_failure)
-                )
-            elif gate.loop_spec is not None:
-                results.append((spec_gate(gate.name, gate.loop_spec, evaluation.output), gate.on_failure))
+            context = GateContext(gate=gate.name, feedback=gate.feedback, scope=scope)
+            for gate_type, config in gatetypes.configured(gate):
+                verdict = gatetypes.judge(gate_type, config, evaluation.output, context)
+                results.append((verdict, gate.on_failure))
         for result, on_failure in results:
             tx.emit(
                 GatePassed(

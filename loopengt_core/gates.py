@@ -1,15 +1,22 @@
-"""Gate evaluators. Pure: schema and condition checks run here; command results arrive as data."""
+"""Gate evaluators. Pure: schema and condition checks run here; command results arrive as data.
+
+`CONDITION` is the built-in `condition` gate type (see gatetypes.py for the protocol).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
 from loopengt_core.expressions import GATE_NAMES, ConditionFailed, ExpressionError, compile_condition
 from loopengt_core.state import GateResult
+
+if TYPE_CHECKING:
+    from loopengt_core.gatetypes import GateContext
 
 FEEDBACK_CHARS = 4000
 
@@ -58,6 +65,33 @@ def condition_gate(
     return GateResult(
         name=name, passed=False, feedback=feedback or f"gate '{name}' failed: `{expression}` is false"
     )
+
+
+def condition_problems(expression: str, names: tuple[str, ...] = GATE_NAMES) -> Iterator[str]:
+    """Why a condition cannot be evaluated (nothing when it compiles)."""
+    if not expression.strip():
+        yield f"expected a JMESPath expression (text), got {expression!r}"
+        return
+    try:
+        compile_condition(expression, names)
+    except ExpressionError as exc:
+        yield str(exc)
+
+
+class ConditionGate:
+    """`condition: EXPR`: an expression over {output, context, steps, attempt} that must be truthy."""
+
+    key = "condition"
+    config = str
+
+    def check(self, config: str, output: Any, context: GateContext) -> GateResult:
+        return condition_gate(context.gate, config, context.scope, context.feedback)
+
+    def problems(self, config: str) -> Iterator[str]:
+        return condition_problems(config)
+
+
+CONDITION = ConditionGate()
 
 
 def tail(text: str, limit: int = FEEDBACK_CHARS) -> str:

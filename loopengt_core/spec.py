@@ -11,8 +11,20 @@ import shlex
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from loopengt_core import gatetypes
 from loopengt_core.budget import Budget
 from loopengt_core.stuck import StuckPolicy
 
@@ -92,7 +104,7 @@ class SpecCheck(SpecModel):
 
 
 class Gate(SpecModel):
-    """A check after a step's output arrives. Exactly one of condition, command, approval or loop_spec."""
+    """A check after a step's output arrives. Exactly one of condition, command, approval, loop_spec or a plugin's."""
 
     name: str
     description: str | None = None
@@ -116,14 +128,65 @@ class Gate(SpecModel):
     on_failure: OnFailure = "retry"
     timeout_seconds: float | None = Field(None, gt=0, description="Command gates: kill after this long.")
     feedback: str | None = Field(None, description="Text given to the agent when this gate fails.")
+    plugin: str | None = Field(
+        None,
+        description="The package that provides this gate's type, when a plugin does: validation names it "
+        "if the package is not installed.",
+    )
+    _plugin_configs: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     _split_command = field_validator("command", mode="before")(_argv)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_gate_types(cls, data: Any, handler: ModelWrapValidatorHandler[Gate]) -> Gate:
+        """Keys of gate types from plugins are checked by their own config type, errors located under
+        the key; any other unknown key is left to `extra="forbid"`."""
+        if not isinstance(data, dict):
+            return handler(data)
+        rest = dict(data)
+        configs: dict[str, Any] = {}
+        errors: list[InitErrorDetails] = []
+        for key in [k for k in data if isinstance(k, str) and k not in cls.model_fields]:
+            if gatetypes.find(key) is not None:
+                try:
+                    configs[key] = gatetypes.adapter(key).validate_python(rest.pop(key))
+                except ValidationError as exc:
+                    errors += [_located(e, (key,)) for e in exc.errors()]
+            elif isinstance(data.get("plugin"), str):
+                package = data["plugin"]
+                rest.pop(key)
+                message = (
+                    "unknown gate type '{key}': no installed plugin provides it (package '{package}' did)"
+                )
+                error = PydanticCustomError("unknown_gate_type", message, {"key": key, "package": package})
+                errors.append(InitErrorDetails(type=error, loc=(key,), input=data[key]))
+        try:
+            gate = handler(rest)
+        except ValidationError as exc:
+            errors += [_located(e, ()) for e in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        gate._plugin_configs = configs
+        return gate
+
+    def plugin_configs(self) -> dict[str, Any]:
+        """The configurations of this gate's plugin gate types, by key (checked by their config types)."""
+        return dict(self._plugin_configs)
 
     def approval_channels(self) -> tuple[ApprovalChannel, ...]:
         """The channels whose answer counts for this approval gate (none: not an approval gate)."""
         if isinstance(self.approval, ApprovalRule):
             return tuple(self.approval.via)
         return APPROVAL_CHANNELS if self.approval else ()
+
+
+def _located(error: Any, prefix: tuple[int | str, ...]) -> InitErrorDetails:
+    """A pydantic error re-raised from a wrap validator, its location under `prefix`."""
+    found = InitErrorDetails(type=error["type"], loc=(*prefix, *error["loc"]), input=error["input"])
+    if "ctx" in error:
+        found["ctx"] = error["ctx"]
+    return found
 
 
 class Dependency(SpecModel):

@@ -8,11 +8,15 @@ so that an agent drafting a spec fixes them all in one attempt.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from loopengt_core.spec import LoopSpec, SpecCheck
 from loopengt_core.state import GateResult
 from loopengt_core.validation import Problem, SpecError, spec_data, validate_data
+
+if TYPE_CHECKING:
+    from loopengt_core.gatetypes import GateContext
 
 MAX_PROBLEMS_SHOWN = 30
 
@@ -70,3 +74,19 @@ def spec_gate(name: str, check: SpecCheck, output: Any) -> GateResult:
         "complete (the dry run answers each task with an output built from its output_schema and counts "
         "commands and gates as passing).",
     )
+
+
+class SpecGate:
+    """`loop_spec: {field, dry_run}`: the built-in gate type over a drafted loop spec."""
+
+    key = "loop_spec"
+    config = SpecCheck
+
+    def check(self, config: SpecCheck, output: Any, context: GateContext) -> GateResult:
+        return spec_gate(context.gate, config, output)
+
+    def problems(self, config: SpecCheck) -> Iterator[str]:
+        return iter(())
+
+
+LOOP_SPEC = SpecGate()

@@ -20,12 +20,14 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from loopengt_core import gatetypes
 from loopengt_core.errors import LoopengtError
-from loopengt_core.expressions import GATE_NAMES, STOP_NAMES, ExpressionError, compile_condition
+from loopengt_core.expressions import STOP_NAMES
+from loopengt_core.gates import condition_problems
 from loopengt_core.limits import MAX_JSON_DEPTH, MAX_SPEC_BYTES, MAX_SPEC_VALUES, checked
 from loopengt_core.paths import UnreadableFile, read_regular
 from loopengt_core.render import BUILTIN_VARIABLES, placeholders
-from loopengt_core.spec import LoopSpec
+from loopengt_core.spec import Gate, LoopSpec
 
 # keys of which a loop spec has at least one: a file without any is not echoed back (see `parse_file_text`)
 SPEC_KEYS = frozenset({"name", "goal", "steps", "agents", "pattern", "policy"})
@@ -278,6 +280,10 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     for part in loc:
         if isinstance(part, int):
             continue
+        if model is Gate and part not in model.model_fields:
+            gate_type = gatetypes.find(str(part))
+            model = _model_of(gate_type.config) if gate_type is not None else None
+            continue
         if model is None or part not in model.model_fields:
             return None
         model = _model_of(model.model_fields[part].annotation)
@@ -301,8 +307,16 @@ def _structure_problem(err: Any, quote: bool = True) -> Problem:
         model = _model_at(loc[:-1])
         allowed = sorted(model.model_fields) if model else []
         key = str(loc[-1])
+        if model is Gate:
+            return Problem(location(loc), _unknown_gate_key(key, allowed))
         return Problem(
             location(loc), f"unknown key '{key}' ({_suggest(key, allowed)}allowed: {', '.join(allowed)})"
+        )
+    if kind == "unknown_gate_type":
+        ctx = err.get("ctx", {})
+        package = f" (package '{ctx['package']}' did)" if quote else " (the package named by `plugin` did)"
+        return Problem(
+            location(loc), f"unknown gate type '{ctx['key']}': no installed plugin provides it{package}"
         )
     if kind == "missing":
         return Problem(location(loc), "required, but missing")
@@ -317,6 +331,15 @@ def _structure_problem(err: Any, quote: bool = True) -> Problem:
         generic = message if kind != "value_error" else "not a valid value here"
         return Problem(location(loc), f"{generic} (got {_kind(err.get('input'))})")
     return Problem(location(loc), f"{message} (got {_short(err.get('input'))})")
+
+
+def _unknown_gate_key(key: str, fields: list[str]) -> str:
+    """A key a gate does not have: a typo, or a gate type whose plugin is not installed."""
+    plugins = [k for k in gatetypes.registered_keys() if k not in fields]
+    allowed = ", ".join(fields) + (f"; gate types from plugins: {', '.join(plugins)}" if plugins else "")
+    hint = _suggest(key, fields + plugins)
+    missing = "" if hint else f"; no installed plugin provides a gate type '{key}'"
+    return f"unknown key '{key}' ({hint}allowed: {allowed}{missing})"
 
 
 def _kind(value: Any) -> str:
@@ -583,24 +606,16 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
     gates = [g.name for g in spec.policy.verification_gates]
     for i, gate in enumerate(spec.policy.verification_gates):
         here = f"policy.verification_gates[{i}]"
-        kinds = [
-            k
-            for k, on in (
-                ("condition", gate.condition is not None),
-                ("command", gate.command is not None),
-                ("approval", gate.approval),
-                ("loop_spec", gate.loop_spec is not None),
-            )
-            if on
+        pure = list(gatetypes.configured(gate))
+        kinds = [t.key for t, _ in pure] + [
+            k for k, on in (("command", gate.command is not None), ("approval", gate.approval)) if on
         ]
         if len(kinds) != 1:
             found = f" (has {', '.join(kinds)})" if kinds else ""
-            yield Problem(
-                here,
-                f"a gate needs exactly one of 'condition', 'command', 'approval: true' or 'loop_spec'{found}",
-            )
-        if gate.condition is not None:
-            yield from _condition(f"{here}.condition", gate.condition, GATE_NAMES)
+            yield Problem(here, f"a gate needs exactly one of {_gate_kinds()}{found}")
+        for gate_type, config in pure:
+            for message in gate_type.problems(config):
+                yield Problem(f"{here}.{gate_type.key}", message)
         if gate.command is not None and not gate.command:
             yield Problem(f"{here}.command", "empty command: give an argv list such as ['pytest', '-q']")
     for i, step in enumerate(spec.steps):
@@ -612,15 +627,20 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
                 )
 
 
+def _gate_kinds() -> str:
+    """'condition', 'command', 'approval: true' or 'loop_spec', then the gate types from plugins."""
+    builtin = ["'condition'", "'command'", "'approval: true'", "'loop_spec'"]
+    names = builtin + [f"'{k}'" for k in gatetypes.registered_keys() if k not in gatetypes.BUILTIN_KEYS]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def _condition(where: str, expression: Any, names: tuple[str, ...]) -> Iterator[Problem]:
     """A condition must be evaluable: JMESPath or a sandboxed Python-style expression (expressions.py)."""
     if not isinstance(expression, str) or not expression.strip():
         yield Problem(where, f"expected a JMESPath expression (text), got {_short(expression)}")
         return
-    try:
-        compile_condition(expression, names)
-    except ExpressionError as exc:
-        yield Problem(where, str(exc))
+    for message in condition_problems(expression, names):
+        yield Problem(where, message)
 
 
 def _schemas(spec: LoopSpec) -> Iterator[Problem]:

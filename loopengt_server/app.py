@@ -23,6 +23,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.routing import BaseRoute
 
+from loopengt_core import gatetypes
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.store import open_store
@@ -170,6 +171,7 @@ def serve(
             f"refusing to serve on {host} (not a loopback address) without a token: set LOOPENGT_TOKEN "
             "(clients then send Authorization: Bearer <token>), or bind --host 127.0.0.1"
         )
+    gatetypes.load_plugins()  # a broken gate plugin is logged now (and shown by doctor), never raised
     runs = Runs(open_store(store), cwd=root, allow_inline_commands=allow_inline_commands, confine_paths=True)
     mcp = build_server(runs, token=token)
     threading.Thread(target=_recover, args=(runs,), name="loopengt-recover", daemon=True).start()

@@ -87,6 +87,27 @@ def check_prompts() -> Check:
     return Check("OK", "prompts", ", ".join(names))
 
 
+def check_gate_plugins() -> list[Check]:
+    """Gate types from installed packages (`loopengt.gates` entry points); one WARN per broken plugin,
+    whose gates are unavailable while the server runs on without them."""
+    from loopengt_core import gatetypes
+
+    problems = gatetypes.plugin_problems()
+    provided = gatetypes.plugin_packages()
+    shown = ", ".join(f"{key} ({package})" for key, package in sorted(provided.items()))
+    checks = [Check("OK", "gate plugins", shown or "none installed")] if provided or not problems else []
+    return checks + [
+        Check(
+            "WARN",
+            "gate plugins",
+            f"{problem}; specs using its gates do not validate",
+            f"reinstall or fix the package{f' {problem.package}' if problem.package else ''}, "
+            "or uninstall it",
+        )
+        for problem in problems
+    ]
+
+
 def _requirement(name: str) -> str | None:
     """loopengt's declared requirement on `name` (e.g. 'mcp<3,>=2.3'), if the metadata has one."""
     try:
@@ -478,7 +499,8 @@ def check_programs(spec: Path | None, agent: str | None = None, *, cwd: Path | N
 
 def run_checks(store: str, *, project: Path | None = None) -> list[Check]:
     """Every check, in the order they are shown."""
-    checks = [check_python(), check_loopengt(), check_mcp(), check_prompts(), check_store(store)]
+    checks = [check_python(), check_loopengt(), check_mcp(), check_prompts(), *check_gate_plugins()]
+    checks.append(check_store(store))
     corrupt = check_corrupt_runs(store)
     if corrupt is not None:
         checks.append(corrupt)

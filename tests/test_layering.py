@@ -45,6 +45,8 @@ PURE = (
     "engine",
     "patterns",
     "gates",
+    "gatetypes",
+    "speccheck",
     "render",
     "view",
     "expressions",
