@@ -616,6 +616,12 @@ class Runs:
 
         return self._locked(run_id, _nothing, request)
 
+    def forget(self, run_id: str) -> None:
+        """Drop the cached state of a run whose last append may not be on disk (its fsync failed after
+        the transition returned: FileStore.deferring); the next call reloads it from the log."""
+        with self._guard:
+            self._cache.pop(run_id)
+
     # --- transitions -------------------------------------------------------------------------
 
     def _known(self, run_id: str) -> None:

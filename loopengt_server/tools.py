@@ -7,11 +7,14 @@ against. The RunView's full shape is documented in the README and served as stru
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -113,26 +116,58 @@ async def _submit(
     worker thread) and the run's lock is free; anything that can take longer goes to a worker thread."""
     answer = None
     if runs.quick(run_id, task_id):
-        try:
-            answer = runs.step(
-                run_id,
-                task_id,
-                output,
-                outcome=outcome,
-                error=error,
-                run_commands=False,
-                wait=False,
-                usage=usage,
-            )
-        except LockBusy:
-            pass  # someone else holds the run: wait for it on a worker thread, not on the event loop
-        except LoopengtError as exc:
-            raise ToolError(exc.message) from None
+        deferring = getattr(runs.store, "deferring", None)
+        with deferring() if deferring is not None else contextlib.nullcontext([]) as fsyncs:
+            try:
+                answer = runs.step(
+                    run_id,
+                    task_id,
+                    output,
+                    outcome=outcome,
+                    error=error,
+                    run_commands=False,
+                    wait=False,
+                    usage=usage,
+                )
+            except LockBusy:
+                pass  # someone else holds the run: wait for it on a worker thread, not on the event loop
+            except LoopengtError as exc:
+                raise ToolError(exc.message) from None
+            finally:
+                await _durable(runs, run_id, fsyncs)
         if answer is not None and answer.commands_pending:  # commands take time: off the event loop
             return await _call(runs.settle, run_id, task_id)
     if answer is None:
         answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error, usage=usage)
     return answer
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _wake_soon(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], _: Future[None]) -> None:
+    """Done callback of a store future (a GroupSync thread): wake its waiter on the event loop."""
+    loop.call_soon_threadsafe(_wake, waiter)
+
+
+async def _durable(runs: Runs, run_id: str, fsyncs: list[Future[None]]) -> None:
+    """Wait, off the event loop, for the group-committed fsyncs of a quick step's appends (FileStore
+    .deferring): other runs' steps proceed meanwhile and their fsyncs overlap. A failed fsync is the
+    step's error, and the service forgets the run's state (its lines may not be on disk)."""
+    for future in fsyncs:
+        if not future.done():
+            # not asyncio.wrap_future: a cancelled request would cancel the store's future with it
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            future.add_done_callback(functools.partial(_wake_soon, loop, done))
+            await done
+        try:
+            runs.store.synced(run_id, future)  # type: ignore[attr-defined]
+        except LoopengtError as exc:
+            runs.forget(run_id)
+            raise ToolError(exc.message) from None
 
 
 def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
