@@ -370,6 +370,49 @@ def start_times(directory: Path, rounds: int) -> dict[str, Any]:
     }
 
 
+async def thread_hop_us(samples: int = 2000) -> float:
+    """Median µs of one anyio worker-thread round trip (`to_thread.run_sync` of a no-op) on this machine: the
+    SDK's stdio server makes one per line read and two per message written (mcp/server/stdio.py)."""
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter_ns()
+        await anyio.to_thread.run_sync(int)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e3
+
+
+def bytes_per_step(directory: Path, steps: int = 200, size: int = 2048) -> dict[str, Any]:
+    """Bytes the file store gains per step of one run whose outputs are `size` bytes of JSON (issue 19: goal
+    <= 2x the output): the log alone, and the whole run directory (log, snapshot, task index)."""
+    from loopengt_core.runs import Runs
+    from loopengt_core.store.files import FileStore
+
+    runs = Runs(FileStore(directory / "store-bytes"))
+    view = runs.start_run(spec=loop_spec(steps + 5))
+    run_id, task = view.run_id, view.tasks[0].task_id
+    output = {"next": "again", "pad": ""}
+    output["pad"] = "x" * (size - len(json.dumps(output, separators=(",", ":"))))
+    run_dir = directory / "store-bytes" / "runs" / run_id
+    log = run_dir / "events.jsonl"
+
+    def total() -> int:
+        return sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+
+    log0, all0 = log.stat().st_size, total()
+    for _ in range(steps):
+        task = runs.step(run_id, task, output).tasks[0].task_id
+    per_log, per_all = (log.stat().st_size - log0) / steps, (total() - all0) / steps
+    out_bytes = len(json.dumps(output, separators=(",", ":")))
+    return {
+        "output_bytes": out_bytes,
+        "log_per_step": per_log,
+        "dir_per_step": per_all,
+        "log_ratio": per_log / out_bytes,
+        "dir_ratio": per_all / out_bytes,
+        "steps": steps,
+    }
+
+
 # Top-level modules whose cumulative import time the start figure shows (where the time goes).
 TOP_IMPORTS = (
     "loopengt_server.cli",
@@ -479,6 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     with bench_dir(args.dir, ".bench-concurrency-") as directory:
         out = anyio.run(bench, args.runs, args.steps, args.rounds, directory, args.kinds)
         out["start"] = start_times(directory, max(3, args.rounds))
+        out["bytes"] = bytes_per_step(directory)
+        out["hop_us"] = anyio.run(thread_hop_us)
     out.update(runs=args.runs, steps=args.steps, rounds=args.rounds)
     report(out["figures"], args.runs)
     st = out["start"]
@@ -486,6 +531,11 @@ def main(argv: list[str] | None = None) -> None:
         f"\nfirst initialize answer: loopengt {st['loopengt_s']:.2f} s, bare SDK server {st['sdk_s']:.2f} s "
         f"(ratio {st['ratio']:.2f}); imports (cumulative s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in st["imports_s"].items())
+    )
+    b = out["bytes"]
+    print(
+        f"bytes per step ({b['output_bytes']} B outputs): log {b['log_per_step']:.0f} B ({b['log_ratio']:.2f}x), "
+        f"run directory {b['dir_per_step']:.0f} B ({b['dir_ratio']:.2f}x)"
     )
     finish(out, began, args.json)
 
