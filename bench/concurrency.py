@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import AGAIN, LINE, bench_dir, finish, loop_spec, quiet_logs
+from _common import AGAIN, LINE, bench_dir, finish, loop_spec, quiet_logs, structured
 from mcp import Client, StdioServerParameters
 
 from loopengt_core.store.groupsync import FSYNC_STATS_ENV, GROUP_COMMIT_ENV, sync_stats
@@ -154,13 +154,6 @@ def _children() -> set[int]:
     return found
 
 
-def _structured(result: Any, what: str) -> dict[str, Any]:
-    if result.is_error:
-        text = result.content[0].text if result.content else ""
-        raise SystemExit(f"{what} failed: {text}")
-    return result.structured_content or {}
-
-
 class Server:
     """One loopengt server process (stdio or streamable HTTP), group commit on or off, and its clients."""
 
@@ -240,7 +233,7 @@ class Server:
         clients = [await self._client(i) for i in range(n)]
         runs: list[list[str]] = []
         for client in clients:
-            view = _structured(
+            view = structured(
                 await client.call_tool("start_run", {"spec": loop_spec(steps + 5)}), "start_run"
             )
             runs.append([view["run_id"], view["tasks"][0]["task_id"]])
@@ -263,7 +256,7 @@ class Server:
 async def _step_all(clients: list[Client], runs: list[list[str]], steps: int) -> None:
     async def drive(client: Client, run: list[str]) -> None:
         for _ in range(steps):
-            answer = _structured(
+            answer = structured(
                 await client.call_tool("step", {"run_id": run[0], "task_id": run[1], "output": AGAIN}), "step"
             )
             run[1] = answer["tasks"][0]["task_id"]
