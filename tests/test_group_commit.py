@@ -174,3 +174,17 @@ async def test_concurrent_steps_over_http_are_on_disk_when_answered(tmp_path: Pa
     store.close()
     # the server's log fsyncs were counted (bench/concurrency.py reads this file)
     assert json.loads(stats.read_text())["syncs"] >= 4 * 8
+
+
+def test_the_server_groups_fsyncs_only_while_several_runs_step() -> None:
+    from loopengt_server.tools import _Overlap
+
+    overlap = _Overlap()
+    assert [overlap.wanted("a") for _ in range(3)] == [False, False, False]  # one run alone: inline fsync
+    assert overlap.wanted("b")  # another run's step just came in
+    assert overlap.wanted("a")
+    overlap.waiting = 1  # a step still waits for its grouped fsync
+    assert overlap.wanted("a")
+    overlap.waiting = 0
+    overlap.last_at -= _Overlap.WINDOW + 1  # the other run went quiet
+    assert not overlap.wanted("b")
