@@ -363,6 +363,55 @@ def start_times(directory: Path, rounds: int) -> dict[str, Any]:
     }
 
 
+_ONE_RUN = """
+import sys, tempfile, time
+from _common import AGAIN, loop_spec, quiet_logs
+from loopengt_core.runs import Runs
+from loopengt_core.store.files import FileStore
+import loopengt_core
+assert loopengt_core.__file__.startswith(sys.argv[1]), f"imported {loopengt_core.__file__}, not {sys.argv[1]}"
+quiet_logs()
+runs, n = Runs(FileStore(tempfile.mkdtemp(dir=sys.argv[2]))), int(sys.argv[3])
+view = runs.start_run(spec=loop_spec(n + 60))
+run_id, task = view.run_id, view.tasks[0].task_id
+for _ in range(50):
+    task = runs.step(run_id, task, AGAIN).tasks[0].task_id
+t0 = time.perf_counter()
+for _ in range(n):
+    task = runs.step(run_id, task, AGAIN).tasks[0].task_id
+print((time.perf_counter() - t0) / n * 1e3)
+"""
+
+
+def one_run_before_after(before: Path, directory: Path, rounds: int, steps: int = 400) -> dict[str, Any]:
+    """One run's in-process `Runs.step` ms with this code and with the checkout `before` (the code before group
+    commit), each in a fresh process, taking turns (the order flips each round)."""
+    here = Path(__file__).resolve().parent.parent
+    times: dict[str, list[float]] = {"after": [], "before": []}
+    for r in range(rounds):
+        order = [("before", before), ("after", here)]
+        for name, code in order if r % 2 == 0 else order[::-1]:
+            env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{code / 'bench'}", "PYTHONSAFEPATH": "1"}
+            out = subprocess.run(
+                [sys.executable, "-c", _ONE_RUN, str(code), str(directory), str(steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+                cwd=code,
+            )
+            times[name].append(float(out.stdout))
+    return {
+        "before_ms": statistics.median(times["before"]),
+        "after_ms": statistics.median(times["after"]),
+        "ratio": statistics.median(times["after"]) / statistics.median(times["before"]),
+        "ratio_paired": statistics.median(
+            a / b for a, b in zip(times["after"], times["before"], strict=True)
+        ),
+        "rounds": rounds,
+    }
+
+
 async def thread_hop_us(samples: int = 2000) -> float:
     """Median µs of one anyio worker-thread round trip (`to_thread.run_sync` of a no-op) on this machine: the
     SDK's stdio server makes one per line read and two per message written (mcp/server/stdio.py)."""
@@ -507,6 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=60, help="steps per run per phase")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--before", help="a checkout of the code before group commit: one run's step, A/B")
+    parser.add_argument("--before-commit", default="", help="its commit (for the report)")
     parser.add_argument("--dir", help="work here (kept) instead of a fresh temp dir")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
@@ -517,6 +568,11 @@ def main(argv: list[str] | None = None) -> None:
         out["start"] = start_times(directory, max(3, args.rounds))
         out["bytes"] = bytes_per_step(directory)
         out["hop_us"] = anyio.run(thread_hop_us)
+        if args.before:
+            out["one_run"] = one_run_before_after(
+                Path(args.before).resolve(), directory, max(6, 2 * args.rounds)
+            )
+            out["one_run"]["before_commit"] = args.before_commit
     out.update(runs=args.runs, steps=args.steps, rounds=args.rounds)
     report(out["figures"], args.runs)
     st = out["start"]
@@ -525,6 +581,12 @@ def main(argv: list[str] | None = None) -> None:
         f"(ratio {st['ratio']:.2f}); imports (cumulative s): "
         + ", ".join(f"{k} {v:.2f}" for k, v in st["imports_s"].items())
     )
+    if "one_run" in out:
+        o = out["one_run"]
+        print(
+            f"one run in-process: {o['after_ms']:.3f} ms a step against {o['before_ms']:.3f} ms before group commit "
+            f"(ratio {o['ratio']:.3f}, paired {o['ratio_paired']:.3f})"
+        )
     b = out["bytes"]
     print(
         f"bytes per step ({b['output_bytes']} B outputs): log {b['log_per_step']:.0f} B ({b['log_ratio']:.2f}x), "

@@ -45,6 +45,7 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("concurrency", ["concurrency.py", "--steps", "40", "--rounds", "3"], 1800),
 ]
 MCP_BEFORE = "cedc454a3c24f83a1519539feab912e497f23997"  # before the step-over-MCP fixes of 2026-11-25
+GROUP_BEFORE = "69ef60adcff76f74f0cdf9d7afcd1ab963689e20"  # before group commit (issue 19)
 PROFILE_STEPS = 3000
 LABELS = {"loopengt": "loopengt", "langgraph": "LangGraph"}
 QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this script, not figures to keep
@@ -256,6 +257,18 @@ def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 f"paired by round {f['vs_one_paired']:.2f}; bare append+fsync, same concurrency: "
                 f"{fig['bare'][top]['vs_one']:.2f}x; fsync overlap {f['overlap']:.0%}; server/process CPU "
                 f"{f['cpu_ms']:.2f} ms a step",
+            )
+        )
+    o = c.get("one_run")
+    if o:
+        rows.append(
+            (
+                "concurrency.py: one run's in-process step time, this code / the code before group commit",
+                _f(o["ratio"], 3),
+                "<= 1.05",
+                _verdict(o["ratio"] <= 1.05),
+                f"{o['after_ms']:.3f} vs {o['before_ms']:.3f} ms (medians of {o['rounds']} fresh processes in turns, "
+                f"{o['before_commit'][:7]}); paired {o['ratio_paired']:.3f}",
             )
         )
     b = c.get("bytes")
@@ -713,6 +726,19 @@ def splice(path: Path, name: str, data: dict[str, Any], date: str) -> None:
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
+def _group_before(quick: bool) -> list[str]:
+    """concurrency.py's --before arguments: a worktree of the code before group commit (`_drop` removes it)."""
+    path = None if quick else _checkout(GROUP_BEFORE)
+    return [] if path is None else ["--before", str(path), "--before-commit", GROUP_BEFORE]
+
+
+def _drop(commit: str) -> None:
+    """Remove the temporary worktree `_checkout(commit)` made, if any."""
+    path = OUT / f"before-{commit[:7]}"
+    if path.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the Markdown file to write")
@@ -731,9 +757,14 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(exist_ok=True)
     if args.only:
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        for name, argv_, timeout in plan:
-            if name in args.only:
-                splice(Path(args.out), name, _run(name, argv_, timeout), date)
+        try:
+            for name, argv_, timeout in plan:
+                if name in args.only:
+                    splice(
+                        Path(args.out), name, _run(name, [*argv_, *_group_before(args.quick)], timeout), date
+                    )
+        finally:
+            _drop(GROUP_BEFORE)
         print(f"\nupdated {args.out}: {', '.join(args.only)}")
         return
     began = time.monotonic()
@@ -748,10 +779,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name, argv_, timeout in plan:
             extra = ["--before", str(before)] if name == "mcp" and before is not None else []
+            extra += _group_before(args.quick) if name == "concurrency" else []
             res[name] = _run(name, [*argv_, *extra], timeout)
     finally:
         if before is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
+        _drop(GROUP_BEFORE)
     res["missed"] = [g[0] for g in goal_rows(res) if g[3] == "**missed**"]
     if res["missed"] and not args.no_profile:
         prof = _run("profile", ["compare_langgraph.py", "--sizes", "--profile", str(profile_steps)], 600)
