@@ -46,6 +46,14 @@ def loop_spec(turns: int) -> dict[str, Any]:
 AGAIN = {"next": "again"}
 
 
+def structured(result: Any, what: str) -> dict[str, Any]:
+    """A tool result's structured content; exits naming the call and the tool's error text if it failed."""
+    if result.is_error:
+        text = result.content[0].text if result.content else ""
+        raise SystemExit(f"{what} failed: {text}")
+    return result.structured_content or {}
+
+
 def quiet_logs() -> None:
     """Keep the runs service's structlog info lines out of the figures."""
     import structlog

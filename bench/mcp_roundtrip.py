@@ -24,20 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import AGAIN, FsyncFloor, bench_dir, drift, finish, loop_spec, median, ms, pct, quiet_logs
+from _common import (
+    AGAIN,
+    FsyncFloor,
+    bench_dir,
+    drift,
+    finish,
+    loop_spec,
+    median,
+    ms,
+    pct,
+    quiet_logs,
+    structured,
+)
 from mcp import Client, StdioServerParameters
 
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
 
 NOOP_SERVER = Path(__file__).with_name("_noop_server.py")
-
-
-def _structured(result: Any, what: str) -> dict[str, Any]:
-    if result.is_error:
-        text = result.content[0].text if result.content else ""
-        raise SystemExit(f"{what} failed: {text}")
-    return result.structured_content or {}
 
 
 class LoopengtOverMcp:
@@ -49,7 +54,7 @@ class LoopengtOverMcp:
         self.task = ""
 
     async def start(self, turns: int) -> None:
-        view = _structured(await self.client.call_tool("start_run", {"spec": loop_spec(turns)}), "start_run")
+        view = structured(await self.client.call_tool("start_run", {"spec": loop_spec(turns)}), "start_run")
         self.run_id, self.task = view["run_id"], view["tasks"][0]["task_id"]
 
     async def once(self) -> int:
@@ -57,7 +62,7 @@ class LoopengtOverMcp:
         t0 = time.perf_counter_ns()
         result = await self.client.call_tool("step", args)
         elapsed = time.perf_counter_ns() - t0
-        self.task = _structured(result, "step")["tasks"][0]["task_id"]
+        self.task = structured(result, "step")["tasks"][0]["task_id"]
         return elapsed
 
 

@@ -3,13 +3,14 @@
 Runs, as subprocesses, each writing its figures as JSON (bench/out/, not committed) beside its printed log:
 compare_langgraph.py (N = 100, 200, 1,000, 10,000), steps.py (N = 2,000), mcp_roundtrip.py (both protocol
 eras; the modern one also times the server of MCP_BEFORE, the commit before the step-over-MCP fixes, checked
-out in a temporary git worktree) and git_workspace.py (10,000 files); then, if a goal is missed, a cProfile
-of loopengt's step (2 KB outputs) and of a cold load.
+out in a temporary git worktree), git_workspace.py (10,000 files) and concurrency.py (1-8 runs at once);
+then, if a goal is missed, a cProfile of loopengt's step (2 KB outputs) and of a cold load.
 Sizes are chosen so the whole thing takes ~3-9 minutes on the 2-core development VM, even with the disk
 in its slow mode.
 
     python bench/run_all.py                    # writes bench/RESULTS.md
     python bench/run_all.py --out /tmp/R.md    # somewhere else
+    python bench/run_all.py --only concurrency # rerun one benchmark, replacing its part of RESULTS.md
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("mcp", ["mcp_roundtrip.py", "--calls", "500"], 300),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "200", "--mode", "legacy"], 300),
     ("git", ["git_workspace.py", "--steps", "60"], 600),
+    ("concurrency", ["concurrency.py", "--steps", "40", "--rounds", "3"], 1800),
 ]
 MCP_BEFORE = "cedc454a3c24f83a1519539feab912e497f23997"  # before the step-over-MCP fixes of 2026-11-25
+GROUP_BEFORE = "69ef60adcff76f74f0cdf9d7afcd1ab963689e20"  # before group commit (issue 19)
 PROFILE_STEPS = 3000
 LABELS = {"loopengt": "loopengt", "langgraph": "LangGraph"}
 QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this script, not figures to keep
@@ -51,6 +54,7 @@ QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this s
     ("mcp", ["mcp_roundtrip.py", "--calls", "60"], 120),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "60", "--mode", "legacy"], 120),
     ("git", ["git_workspace.py", "--files", "500", "--steps", "5"], 120),
+    ("concurrency", ["concurrency.py", "--runs", "1", "2", "--steps", "10", "--rounds", "1"], 300),
 ]
 
 
@@ -223,7 +227,144 @@ def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{g['rows']['git status (for scale)']['median_ms']:.1f} ms",
             )
         )
+    if "concurrency" in res:
+        rows += concurrency_goals(res["concurrency"])
     return rows
+
+
+CONCURRENCY_GOAL = 3.0  # 8 concurrent runs >= 3x the steps/s of one (issue 19)
+GROUP_COMMIT_COST = 0.95  # one run with group commit on >= 0.95x its steps/s with it off
+
+
+def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The goal rows of bench/concurrency.py: N runs / one run (in-process, HTTP), and group commit's cost."""
+    fig, ns = c["figures"], [str(n) for n in c["runs"]]
+    top = ns[-1]
+    rows = []
+    for kind, label in (
+        ("inprocess", "in-process `Runs.step` threads"),
+        ("http-on", "HTTP clients, one server"),
+    ):
+        if kind not in fig:
+            continue
+        f = fig[kind][top]
+        rows.append(
+            (
+                f"concurrency.py: steps/s of {top} concurrent runs / of one run, {label}",
+                _f(f["vs_one"], 2),
+                f">= {CONCURRENCY_GOAL:g}x",
+                _verdict(f["vs_one"] >= CONCURRENCY_GOAL),
+                f"paired by round {f['vs_one_paired']:.2f}; bare append+fsync, same concurrency: "
+                f"{fig['bare'][top]['vs_one']:.2f}x; fsync overlap {f['overlap']:.0%}; server/process CPU "
+                f"{f['cpu_ms']:.2f} ms a step",
+            )
+        )
+    o = c.get("one_run")
+    if o:
+        rows.append(
+            (
+                "concurrency.py: one run's in-process step time, this code / the code before group commit",
+                _f(o["ratio"], 3),
+                "<= 1.05",
+                _verdict(o["ratio"] <= 1.05),
+                f"{o['after_ms']:.3f} vs {o['before_ms']:.3f} ms (medians of {o['rounds']} fresh processes in turns, "
+                f"{o['before_commit'][:7]}); paired {o['ratio_paired']:.3f}",
+            )
+        )
+    b = c.get("bytes")
+    if b:
+        rows.append(
+            (
+                f"concurrency.py: bytes on disk per step / the output's size ({b['output_bytes']:,} B outputs)",
+                _f(b["dir_ratio"], 2),
+                "<= 2x",
+                _verdict(b["dir_ratio"] <= 2),
+                f"the log alone {b['log_per_step']:,.0f} B a step ({b['log_ratio']:.2f}x); with snapshot and task "
+                f"index {b['dir_per_step']:,.0f} B, over {b['steps']} steps",
+            )
+        )
+    for kind in ("http", "stdio"):
+        if f"{kind}-on" not in fig or f"{kind}-off" not in fig:
+            continue
+        one = fig[f"{kind}-on"][ns[0]]["on_vs_off"]
+        rows.append(
+            (
+                f"concurrency.py: one run over {kind}, steps/s with group commit / without (paired by round)",
+                _f(one, 3),
+                f">= {GROUP_COMMIT_COST:g}",
+                _verdict(one >= GROUP_COMMIT_COST),
+                f"at {top} runs: {fig[f'{kind}-on'][top]['on_vs_off']:.2f}",
+            )
+        )
+    return rows
+
+
+def concurrency_section(c: dict[str, Any]) -> list[str]:
+    fig, ns = c["figures"], [str(n) for n in c["runs"]]
+    lines = [
+        "## concurrency.py: N runs at once (group commit)",
+        "",
+        f"`{c['_command']}` ({c['_took_s']:.0f} s): N runs x {c['steps']} steps each, {c['rounds']} rounds taking "
+        "turns; medians over rounds. bare: N threads each appending a 300-byte line + fdatasync to its own file; "
+        "in-process: N threads on one `Runs`; http: N client sessions on one server; stdio: one session, N runs "
+        "stepped by concurrent calls; on/off: group commit on (default) or off (LOOPENGT_GROUP_COMMIT=0, the "
+        "quick step fsyncs on the event loop). overlap: share of log fsyncs that began while another was in "
+        "flight (LOOPENGT_FSYNC_STATS); CPU: the server's (in-process: the process's) CPU ms per step.",
+        "",
+    ]
+    rows = []
+    for kind, by_n in fig.items():
+        for n in ns:
+            f = by_n[n]
+            rows.append(
+                [
+                    kind,
+                    n,
+                    _f(f["steps_s"], 0),
+                    _f(f["vs_one"]),
+                    _f(f["vs_one_paired"]),
+                    _f(f.get("on_vs_off")) if "on_vs_off" in f else "",
+                    f"{f['overlap']:.0%}" if "overlap" in f else "",
+                    _f(f["mean_inflight"]) if "mean_inflight" in f else "",
+                    _f(f["cpu_ms"]) if "cpu_ms" in f else "",
+                ]
+            )
+    lines += _table(
+        [
+            "kind",
+            "runs",
+            "steps/s",
+            "x one run",
+            "paired",
+            "on/off",
+            "fsync overlap",
+            "mean in flight",
+            "CPU ms/step",
+        ],
+        rows,
+        "lrrrrrrrr",
+    )
+    st = c.get("start")
+    if st:
+        lines += [
+            "",
+            f"Server start, spawn to the answer to `initialize` over stdio (median of {max(3, c['rounds'])}, in "
+            f"turns): loopengt **{st['loopengt_s']:.2f} s**, the bare SDK server (bench/_noop_server.py) "
+            f"{st['sdk_s']:.2f} s, ratio {st['ratio']:.2f}. Cumulative import times (`-X importtime`, one start): "
+            + ", ".join(
+                f"`{k}` {v:.2f} s" for k, v in sorted(st["imports_s"].items(), key=lambda kv: -kv[1])
+            ),
+        ]
+    if c.get("hop_us") is not None:
+        hop = c["hop_us"]
+        lines += [
+            "",
+            "stdio transport: the SDK's stdio server (mcp/server/stdio.py) reads each line with a worker-thread "
+            "call and writes each message with two (write, flush), so a tool call costs the server at least 3 "
+            f"thread round trips, {hop:.0f} µs each here (median of 2,000 `anyio.to_thread.run_sync` no-ops): "
+            f"~{3 * hop / 1000:.2f} ms a step, plus 2 per notification sent.",
+        ]
+    return [*lines, ""]
 
 
 def _table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
@@ -546,9 +687,56 @@ def write(res: dict[str, Any], path: Path) -> None:
     lines += mcp_section([res["mcp"], res["mcp_legacy"]])
     if "git" in res:
         lines += git_section(res["git"])
+    if "concurrency" in res:
+        lines += concurrency_section(res["concurrency"])
     if res.get("profile"):
         lines += profile_section(res["profile"], res["missed"])
     path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+# Benchmarks `--only` can rerun on their own: their section and goal rows replace the old ones in place.
+SPLICEABLE = {"concurrency": (concurrency_section, concurrency_goals)}
+
+
+def splice(path: Path, name: str, data: dict[str, Any], date: str) -> None:
+    """Replace (or add) one benchmark's section and goal rows in an existing RESULTS.md."""
+    section_of, goals_of = SPLICEABLE[name]
+    section = section_of(data)
+    section.insert(
+        1,
+        f"\n_Rerun alone by `python bench/run_all.py --only {name}` on {date}; the other sections "
+        "are from the full run dated at the top._",
+    )
+    goals = ["| " + " | ".join(g) + " |" for g in goals_of(data)]
+    prefix = goals[0].split(":")[0] + ":" if goals else None
+    lines = path.read_text().splitlines()
+    title = section[0]
+    if title in lines:  # drop the old section: its title up to the next heading
+        start = lines.index(title)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        del lines[start:end]
+    else:
+        start = next((i for i, line in enumerate(lines) if line.startswith("## Profile")), len(lines))
+    lines[start:start] = section
+    if prefix is not None:
+        lines = [line for line in lines if not line.startswith(prefix)]
+        head = lines.index("## Goals")
+        end = next(i for i in range(head + 3, len(lines)) if not lines[i].startswith("|"))
+        lines[end:end] = goals
+    path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def _group_before(quick: bool) -> list[str]:
+    """concurrency.py's --before arguments: a worktree of the code before group commit (`_drop` removes it)."""
+    path = None if quick else _checkout(GROUP_BEFORE)
+    return [] if path is None else ["--before", str(path), "--before-commit", GROUP_BEFORE]
+
+
+def _drop(commit: str) -> None:
+    """Remove the temporary worktree `_checkout(commit)` made, if any."""
+    path = OUT / f"before-{commit[:7]}"
+    if path.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -558,9 +746,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes: check this script works (use --out)"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SPLICEABLE),
+        help="rerun just these and replace their sections and goal rows in --out (which must exist)",
+    )
     args = parser.parse_args(argv)
     plan, profile_steps = (QUICK, 500) if args.quick else (PLAN, PROFILE_STEPS)
     OUT.mkdir(exist_ok=True)
+    if args.only:
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        try:
+            for name, argv_, timeout in plan:
+                if name in args.only:
+                    splice(
+                        Path(args.out), name, _run(name, [*argv_, *_group_before(args.quick)], timeout), date
+                    )
+        finally:
+            _drop(GROUP_BEFORE)
+        print(f"\nupdated {args.out}: {', '.join(args.only)}")
+        return
     began = time.monotonic()
     res: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -573,10 +779,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name, argv_, timeout in plan:
             extra = ["--before", str(before)] if name == "mcp" and before is not None else []
+            extra += _group_before(args.quick) if name == "concurrency" else []
             res[name] = _run(name, [*argv_, *extra], timeout)
     finally:
         if before is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
+        _drop(GROUP_BEFORE)
     res["missed"] = [g[0] for g in goal_rows(res) if g[3] == "**missed**"]
     if res["missed"] and not args.no_profile:
         prof = _run("profile", ["compare_langgraph.py", "--sizes", "--profile", str(profile_steps)], 600)

@@ -18,7 +18,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,7 @@ from loopengt_core.store import (
     ChangeFeed,
     Checkpoint,
     DirectoryBacked,
+    GroupCommit,
     LocalLocking,
     LockBusy,
     Store,
@@ -839,6 +841,23 @@ class Runs:
             }
 
         return self._locked(run_id, _nothing, request)
+
+    def deferring(self) -> AbstractContextManager[list[Future[None]]]:
+        """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
+        the caller must pass each yielded future to `synced` before it answers anyone."""
+        return self.store.deferring() if isinstance(self.store, GroupCommit) else nullcontext([])
+
+    def synced(self, run_id: str, future: Future[None]) -> None:
+        """A deferred append's fsync is done: StoreIOError if it failed, after which the run's cached state
+        is dropped (its last lines may not be on disk) and the next call reloads it from the log."""
+        if not isinstance(self.store, GroupCommit):
+            return
+        try:
+            self.store.synced(run_id, future)
+        except LoopengtError:
+            with self._guard:
+                self._cache.pop(run_id)
+            raise
 
     # --- transitions -------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from loopengt_core.store import (
     ChangeFeed,
     Checkpoint,
     DirectoryBacked,
+    GroupCommit,
     LocalLocking,
     Repairable,
     Store,
@@ -610,9 +611,16 @@ def test_unusable_storage_raises_store_io_error(backend: str, tmp_path: Path) ->
 
 # --- capabilities --------------------------------------------------------------------------------------
 
-ALL_CAPABILITIES: tuple[type, ...] = (LocalLocking, DirectoryBacked, Sweepable, Repairable, ChangeFeed)
+ALL_CAPABILITIES: tuple[type, ...] = (
+    LocalLocking,
+    DirectoryBacked,
+    Sweepable,
+    Repairable,
+    ChangeFeed,
+    GroupCommit,
+)
 CAPABILITIES: dict[str, set[type]] = {
-    "files": {LocalLocking, DirectoryBacked, Sweepable, Repairable},
+    "files": {LocalLocking, DirectoryBacked, Sweepable, Repairable, GroupCommit},
     "postgres": {ChangeFeed},
 }
 if "location" in STORE_FACTORIES:  # a backend named by LOOPENGT_TEST_STORE (conftest), e.g. a store plugin's

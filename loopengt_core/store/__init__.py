@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "Checkpoint",
     "DatabaseProbe",
     "DirectoryBacked",
+    "GroupCommit",
     "LoadedRun",
     "LocalLocking",
     "LockBusy",
@@ -318,6 +320,25 @@ class ChangeFeed(Protocol):
         Raises:
             InvalidArgument: `timeout_seconds` is not a number >= 0.
         """
+
+
+@runtime_checkable
+class GroupCommit(Protocol):
+    """A store whose appends can return once written, their fsyncs shared by concurrent runs' appends
+    (the file store's GroupSync): the caller waits for each fsync before it answers anyone."""
+
+    def deferring(self) -> AbstractContextManager[list[Future[None]]]:
+        """Within the block, this thread's appends return once written; the yielded list collects the
+        futures of their fsyncs (empty when group commit is off: appends then fsync as usual)."""
+        ...
+
+    def synced(self, run_id: str, future: Future[None]) -> None:
+        """After a deferred append's fsync is done.
+
+        Raises:
+            StoreIOError: the fsync failed; the lines may be lost.
+        """
+        ...
 
 
 def is_database(location: str) -> bool:

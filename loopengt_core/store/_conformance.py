@@ -10,12 +10,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from loopengt_core.store import ChangeFeed, DirectoryBacked, LocalLocking, Repairable, Store, Sweepable
+    from loopengt_core.store import (
+        ChangeFeed,
+        DirectoryBacked,
+        GroupCommit,
+        LocalLocking,
+        Repairable,
+        Store,
+        Sweepable,
+    )
     from loopengt_core.store.files import FileStore
     from loopengt_core.store.postgres import PostgresStore
 
-    def file_store(store: FileStore) -> tuple[Store, LocalLocking, DirectoryBacked, Sweepable, Repairable]:
-        return store, store, store, store, store
+    def file_store(
+        store: FileStore,
+    ) -> tuple[Store, LocalLocking, DirectoryBacked, Sweepable, Repairable, GroupCommit]:
+        return store, store, store, store, store, store
 
     def postgres_store(store: PostgresStore) -> tuple[Store, ChangeFeed]:
         return store, store

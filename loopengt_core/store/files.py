@@ -40,7 +40,11 @@ keeping the original beside it. A run directory or log that is a symlink is refu
 store never follows a link out of itself.
 
 Durability: every append, snapshot, checkpoint and run creation is fsynced (files and the directories
-that name them) before the call returns, so an acknowledged call survives a crash or power loss.
+that name them) before the call returns, so an acknowledged call survives a crash or power loss. The one
+exception is an append inside `deferring()` (the MCP server's event loop): it returns after the write, its
+fsync runs in `groupsync.GroupSync`, and the caller answers only once that fsync is done. Until then the
+run's lines are not durable, so nothing in this process reads them: opening the run's log or taking its
+lock first waits for the fsync (`try_lock` says busy instead), and so does a snapshot.
 
 Task index: `task_events(run_id, task_id)` answers a late or repeated submission without reading the
 log. `tasks.idx` holds a line `<task id as JSON>\t<seq>\t<start>\t<end>` (byte range of the event's
@@ -73,6 +77,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +99,7 @@ from loopengt_core.store import (
     check_checkpoint,
     check_id,
 )
+from loopengt_core.store.groupsync import GroupSync, counted_sync, group_commit_enabled
 
 # Repair and StoreIOError live with the protocol (loopengt_core.store); re-exported for older imports.
 __all__ = ["FAIL_POINTS", "FAULT_ENV", "FAULT_POINTS", "FileStore", "LogCorrupt", "Repair", "StoreIOError"]
@@ -105,6 +111,7 @@ FAULT_POINTS = frozenset(
         "append.mid_write",
         "append.after_write",
         "append.after_fsync",
+        "group.before_sync",
         "snapshot.after_temp",
         "snapshot.after_rename",
         "create.before_rename",
@@ -372,6 +379,12 @@ class FileStore:
         self._fault_nth = 1
         self._fault_hits = 0
         self._parse_fault(os.environ.get(FAULT_ENV))
+        self._log_sync = counted_sync(_datasync)
+        self._group_commit = group_commit_enabled()
+        self._group: GroupSync | None = None
+        self._defer = threading.local()  # .batch: the futures of this thread's deferred appends
+        self._unsynced: dict[str, Future[None]] = {}  # run id -> the fsync its last deferred append awaits
+        self._unsynced_lock = threading.Lock()  # not _mutex: _own_dir, which waits, runs under _mutex too
 
     # ----------------------------------------------------------------- fault injection (crash tests)
 
@@ -428,8 +441,13 @@ class FileStore:
         )
 
     def _own_dir(self, run_id: str) -> None:
-        """Refuse a run directory that is a symlink (one lstat); NotFound if there is none."""
+        """Refuse a run directory that is a symlink (one lstat); NotFound if there is none.
+
+        Every use of a run's files passes here, so this is also where a deferred fsync is waited for.
+        """
         path = f"{self._runs_prefix}{check_id(run_id)}"
+        if self._unsynced:
+            self._wait_synced(run_id)
         try:
             mode = os.lstat(path).st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -827,9 +845,13 @@ class FileStore:
                 _write_all(fd, data)
                 if self._fault_point is not None:
                     self._fault("append.after_write")
-                _datasync(fd)
-                if self._fault_point is not None:
-                    self._fault("append.after_fsync")
+                batch: list[Future[None]] | None = getattr(self._defer, "batch", None)
+                if batch is None:
+                    self._log_sync(fd)
+                    if self._fault_point is not None:
+                        self._fault("append.after_fsync")
+                else:
+                    self._defer_sync(run_id, fd, batch)
                 st = os.fstat(fd)
             except OSError as exc:
                 self._forget(run_id)
@@ -845,6 +867,68 @@ class FileStore:
             self._remember(
                 run_id, st, clean=st.st_size, last_seq=events[-1].seq, points=points, verified=st.st_size
             )
+
+    # ----------------------------------------------------------------------------------- group commit
+
+    @contextmanager
+    def deferring(self) -> Iterator[list[Future[None]]]:
+        """Within the block, this thread's appends return once written; their fsyncs run in GroupSync.
+
+        The caller must wait for every future in the yielded list, then pass each to `synced`, before it
+        answers anyone. With LOOPENGT_GROUP_COMMIT=0 the list stays empty and appends fsync as usual.
+        """
+        batch: list[Future[None]] = []
+        if not self._group_commit:
+            yield batch
+            return
+        self._defer.batch = batch
+        try:
+            yield batch
+        finally:
+            self._defer.batch = None
+
+    def _defer_sync(self, run_id: str, fd: int, batch: list[Future[None]]) -> None:
+        if self._group is None:
+            with self._mutex:
+                if self._group is None:
+                    hooks = self._fault_point is not None
+                    self._group = GroupSync(
+                        self._log_sync,
+                        before=functools.partial(self._fault, "group.before_sync") if hooks else None,
+                        after=functools.partial(self._fault, "append.after_fsync") if hooks else None,
+                    )
+        future = self._group.submit(run_id, fd)
+        with self._unsynced_lock:
+            self._unsynced[run_id] = future
+        batch.append(future)
+
+    def synced(self, run_id: str, future: Future[None]) -> None:
+        """After a deferred append's fsync is done: StoreIOError if it failed (the lines may be lost)."""
+        self._settle(run_id, future)
+
+    def _wait_synced(self, run_id: str) -> None:
+        """Block until the run's deferred fsync (if any) is done; StoreIOError if it failed."""
+        with self._unsynced_lock:
+            future = self._unsynced.get(run_id)
+        if future is not None:
+            self._settle(run_id, future)
+
+    def _settle(self, run_id: str, future: Future[None]) -> None:
+        try:
+            future.result()
+        except OSError as exc:
+            self._forget(run_id)
+            raise _io_error(exc, f"appending to run {run_id!r}") from exc
+        finally:
+            with self._unsynced_lock:
+                if self._unsynced.get(run_id) is future:
+                    del self._unsynced[run_id]
+
+    def _sync_pending(self, run_id: str) -> bool:
+        """Whether the run's deferred fsync is still running (so taking its lock would wait)."""
+        with self._unsynced_lock:
+            future = self._unsynced.get(run_id)
+        return future is not None and not future.done()
 
     def _read_snapshot(self, run_dir: Path) -> _Snapshot | None:
         """The snapshot if present and intact; a damaged one is ignored (the log alone rebuilds state)."""
@@ -1523,6 +1607,8 @@ class FileStore:
     @contextmanager
     def _lock(self, run_id: str, *, wait: bool) -> Iterator[None]:
         events = self._path(run_id, EVENTS)
+        if not wait and self._unsynced and self._sync_pending(run_id):
+            raise LockBusy(run_id)
         self._own_dir(run_id)
         if not os.path.isfile(events):
             raise self._not_found(run_id)
@@ -1553,6 +1639,8 @@ class FileStore:
 
     def close(self) -> None:
         """Close cached append fds and forget caches; the store stays usable (it reopens on demand)."""
+        if self._group is not None:
+            self._group.close()
         with self._mutex:
             fds = self._fds.clear()
             self._caches.clear()

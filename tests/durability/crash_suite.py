@@ -171,8 +171,17 @@ SCENARIOS = [
     Scenario(
         "append",
         kills=50,
-        faults=("append.before_write", "append.mid_write", "append.after_write", "append.after_fsync"),
+        # group.before_sync: the server's quick steps are group-committed (on by default): killed after the
+        # write, with the fsync handed to GroupSync's thread and not yet done
+        faults=(
+            "append.before_write",
+            "append.mid_write",
+            "append.after_write",
+            "group.before_sync",
+            "append.after_fsync",
+        ),
         fault_nth=(1, 15),
+        slots=3,
         mode="auto",
     ),
     Scenario(
@@ -187,7 +196,13 @@ SCENARIOS = [
         "commands",
         kills=50,
         spec="command",
-        faults=("append.mid_write", "append.after_write", "append.after_fsync", "snapshot.after_rename"),
+        faults=(
+            "append.mid_write",
+            "append.after_write",
+            "group.before_sync",
+            "append.after_fsync",
+            "snapshot.after_rename",
+        ),
         fault_nth=(1, 25),
         timer_share=0.4,
         kill_after_steps=(1, 4),

@@ -1,0 +1,599 @@
+"""Steps/s of 1, 2, 4, 8 concurrent runs: in-process, over MCP stdio and over HTTP, beside a bare append+fsync.
+
+Four ways of stepping N runs at once, each run a self-looping custom spec (bench/_common.py), each phase
+N runs x --steps submissions of {"next": "again"}, timed from the first submission to the last answer:
+
+- bare: N threads, each appending a ~300-byte line + fdatasync to its own file (the disk's own scaling);
+- in-process: N threads calling `Runs.step` on one `Runs(FileStore)`, each on its own run;
+- http: one `loopengt serve --transport streamable-http` process, N client sessions (one run each);
+- stdio: one `loopengt serve` stdio process, one session, N runs stepped by concurrent calls.
+
+Each server kind runs twice, group commit on (the default) and off (LOOPENGT_GROUP_COMMIT=0: a quick step
+fsyncs on the event loop, as before group commit), and every kind takes turns in --rounds rounds, so
+background load hits all alike; a figure is the median over rounds. Ratios: steps/s at N over steps/s at 1
+of the same kind and mode (goal: 8 runs >= 3x one, in-process and HTTP), and group commit on / off at the
+same N (1 run: at most 5% slower). Overlap: LOOPENGT_FSYNC_STATS counts the log fsyncs of each process
+(loopengt_core/store/groupsync.py); "overlap" is the share that began while another was in flight, "mean
+in flight" the mean number in flight when one began (1 = alone). Server CPU: the server process's CPU
+time per step (/proc), which bounds what concurrency can gain on 2 cores.
+
+    python bench/concurrency.py                 # N = 1 2 4 8, 3 rounds
+    python bench/concurrency.py --runs 1 8 --rounds 1 --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+from _common import AGAIN, LINE, bench_dir, finish, loop_spec, quiet_logs, structured
+from mcp import Client, StdioServerParameters
+
+from loopengt_core.store.groupsync import FSYNC_STATS_ENV, GROUP_COMMIT_ENV, sync_stats
+
+ROOT = Path(__file__).resolve().parent.parent
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def _overlap(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Of the fsyncs between two readings: how many, the share that overlapped another, the mean in flight."""
+    began = [b - a for a, b in zip(before["began_with"], after["began_with"], strict=True)]
+    syncs = sum(began)
+    if not syncs:
+        return {"syncs": 0, "overlap": 0.0, "mean_inflight": 0.0, "max_inflight": 0}
+    return {
+        "syncs": syncs,
+        "overlap": 1 - began[0] / syncs,
+        "mean_inflight": sum((k + 1) * c for k, c in enumerate(began)) / syncs,
+        "max_inflight": max(k + 1 for k, c in enumerate(began) if c),
+    }
+
+
+def _threads(n: int, work: Callable[[int], None]) -> float:
+    """Run work(i) on n threads started together; the wall time in seconds."""
+    gate = threading.Barrier(n + 1)
+    errors: list[Exception] = []
+
+    def body(i: int) -> None:
+        gate.wait()
+        try:
+            work(i)
+        except Exception as exc:  # noqa: BLE001 - raised below: a failed step fails the bench
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return took
+
+
+class Bare:
+    """N threads, each one O_APPEND file: write a line, fdatasync, as many times as a run has steps."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def phase(self, n: int, steps: int) -> dict[str, Any]:
+        fds = [
+            os.open(self.dir / f"bare-{i}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            for i in range(n)
+        ]
+
+        def work(i: int) -> None:
+            for _ in range(steps):
+                os.write(fds[i], LINE)
+                _datasync(fds[i])
+
+        try:
+            took = _threads(n, work)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return {"steps_s": n * steps / took}
+
+
+class InProcess:
+    """N threads stepping their own runs through one Runs(FileStore); fsyncs counted in this process."""
+
+    def __init__(self, directory: Path) -> None:
+        from loopengt_core.runs import Runs
+        from loopengt_core.store.files import FileStore
+
+        self.runs = Runs(FileStore(directory))
+
+    def phase(self, n: int, steps: int) -> dict[str, Any]:
+        views = [self.runs.start_run(spec=loop_spec(steps + 5)) for _ in range(n)]
+        stats = sync_stats()
+        assert stats is not None, "LOOPENGT_FSYNC_STATS is set before the store opens"
+        before = stats.reading()
+        cpu0 = time.process_time()
+
+        def work(i: int) -> None:
+            run_id, task = views[i].run_id, views[i].tasks[0].task_id
+            for _ in range(steps):
+                task = self.runs.step(run_id, task, AGAIN).tasks[0].task_id
+
+        took = _threads(n, work)
+        cpu = time.process_time() - cpu0
+        return {
+            "steps_s": n * steps / took,
+            "cpu_ms": cpu * 1e3 / (n * steps),
+            **_overlap(before, stats.reading()),
+        }
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(pid) for pid in text)
+    return found
+
+
+class Server:
+    """One loopengt server process (stdio or streamable HTTP), group commit on or off, and its clients."""
+
+    def __init__(self, kind: str, directory: Path, group_commit: bool, stack: AsyncExitStack) -> None:
+        self.kind, self.group_commit, self.stack = kind, group_commit, stack
+        tag = f"{kind}-{'on' if group_commit else 'off'}"
+        self.stats_path = directory / f"fsync-{tag}.json"
+        self.env = {
+            **os.environ,
+            "LOOPENGT_LOG_LEVEL": "WARNING",
+            FSYNC_STATS_ENV: str(self.stats_path),
+            GROUP_COMMIT_ENV: "1" if group_commit else "0",
+            "LOOPENGT_MAX_SESSIONS": "64",
+        }
+        self.argv = [
+            sys.executable,
+            "-m",
+            "loopengt_server",
+            "serve",
+            "--store",
+            str(directory / f"store-{tag}"),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.url = ""
+        self.clients: list[Client] = []
+        self.log = directory / f"server-{tag}.log"
+
+    async def start(self) -> None:
+        if self.kind == "http":
+            port = _free_port()
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [*self.argv, "--transport", "streamable-http", "--port", str(port)],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            self.pid = self.proc.pid
+            self.url = f"http://127.0.0.1:{port}/mcp"
+            await _wait_port(port, self.proc, self.log)
+            self.stack.callback(self._stop)
+        else:
+            known = _children()
+            params = StdioServerParameters(
+                command=self.argv[0], args=self.argv[1:], cwd=str(ROOT), env=self.env
+            )
+            self.clients.append(await self.stack.enter_async_context(Client(params)))
+            (self.pid,) = _children() - known
+
+    def _stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    async def _client(self, i: int) -> Client:
+        if self.kind == "stdio":
+            return self.clients[0]  # one session, N runs
+        while len(self.clients) <= i:
+            self.clients.append(await self.stack.enter_async_context(Client(self.url)))
+        return self.clients[i]
+
+    def reading(self) -> dict[str, Any]:
+        for _ in range(50):
+            try:
+                return dict(json.loads(self.stats_path.read_text()))
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        return {"syncs": 0, "began_with": [0] * 16}
+
+    async def phase(self, n: int, steps: int) -> dict[str, Any]:
+        clients = [await self._client(i) for i in range(n)]
+        runs: list[list[str]] = []
+        for client in clients:
+            view = structured(
+                await client.call_tool("start_run", {"spec": loop_spec(steps + 5)}), "start_run"
+            )
+            runs.append([view["run_id"], view["tasks"][0]["task_id"]])
+        # one untimed step each: the run is then cached in the server, so steps take the quick path
+        await _step_all(clients, runs, 1)
+        await anyio.sleep(0.45)  # the stats file is rewritten every 0.2 s while it changes
+        before, cpu0 = self.reading(), _cpu_s(self.pid)
+        t0 = time.perf_counter()
+        await _step_all(clients, runs, steps)
+        took = time.perf_counter() - t0
+        cpu = _cpu_s(self.pid) - cpu0
+        await anyio.sleep(0.45)
+        return {
+            "steps_s": n * steps / took,
+            "cpu_ms": cpu * 1e3 / (n * steps),
+            **_overlap(before, self.reading()),
+        }
+
+
+async def _step_all(clients: list[Client], runs: list[list[str]], steps: int) -> None:
+    async def drive(client: Client, run: list[str]) -> None:
+        for _ in range(steps):
+            answer = structured(
+                await client.call_tool("step", {"run_id": run[0], "task_id": run[1], "output": AGAIN}), "step"
+            )
+            run[1] = answer["tasks"][0]["task_id"]
+
+    async with anyio.create_task_group() as tg:
+        for client, run in zip(clients, runs, strict=True):
+            tg.start_soon(drive, client, run)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the HTTP server exited: {log.read_text()[-2000:]}")
+        try:
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.aclose()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the HTTP server did not listen: {log.read_text()[-2000:]}") from None
+            await anyio.sleep(0.05)
+
+
+INITIALIZE = (
+    json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"},
+            },
+        }
+    )
+    + "\n"
+).encode()
+
+
+def first_answer_s(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds from spawning a stdio server to its answer to `initialize` (what a client waits at start)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(INITIALIZE)
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    took = time.perf_counter() - t0
+    proc.stdin.close()
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if b'"result"' not in line:
+        raise SystemExit(f"{argv}: no initialize answer: {line[:300]!r}")
+    return took
+
+
+def start_times(directory: Path, rounds: int) -> dict[str, Any]:
+    """Time to the first answer of loopengt's stdio server and of the bare SDK server (bench/_noop_server.py),
+    in turns; and the heaviest imports of loopengt's (-X importtime, cumulative)."""
+    env = {**os.environ, "LOOPENGT_LOG_LEVEL": "WARNING"}
+    loop = [sys.executable, "-m", "loopengt_server", "serve", "--store", str(directory / "store-start")]
+    noop = [sys.executable, str(Path(__file__).with_name("_noop_server.py")), str(directory / "noop.log")]
+    times: dict[str, list[float]] = {"loopengt": [], "sdk": []}
+    for _ in range(rounds):
+        times["loopengt"].append(first_answer_s(loop, env))
+        times["sdk"].append(first_answer_s(noop, env))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *loop[1:]],
+        input=INITIALIZE,
+        capture_output=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    rows = []
+    for line in proc.stderr.decode(errors="replace").splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|")
+            if cumulative.strip().isdigit():
+                rows.append((int(cumulative), name.rstrip()))
+    top = {name.strip(): us / 1e6 for us, name in rows if name.strip() in TOP_IMPORTS}
+    return {
+        "loopengt_s": statistics.median(times["loopengt"]),
+        "sdk_s": statistics.median(times["sdk"]),
+        "ratio": statistics.median(a / b for a, b in zip(times["loopengt"], times["sdk"], strict=True)),
+        "imports_s": top,
+    }
+
+
+_ONE_RUN = """
+import sys, tempfile, time
+from _common import AGAIN, loop_spec, quiet_logs
+from loopengt_core.runs import Runs
+from loopengt_core.store.files import FileStore
+import loopengt_core
+assert loopengt_core.__file__.startswith(sys.argv[1]), f"imported {loopengt_core.__file__}, not {sys.argv[1]}"
+quiet_logs()
+runs, n = Runs(FileStore(tempfile.mkdtemp(dir=sys.argv[2]))), int(sys.argv[3])
+view = runs.start_run(spec=loop_spec(n + 60))
+run_id, task = view.run_id, view.tasks[0].task_id
+for _ in range(50):
+    task = runs.step(run_id, task, AGAIN).tasks[0].task_id
+t0 = time.perf_counter()
+for _ in range(n):
+    task = runs.step(run_id, task, AGAIN).tasks[0].task_id
+print((time.perf_counter() - t0) / n * 1e3)
+"""
+
+
+def one_run_before_after(before: Path, directory: Path, rounds: int, steps: int = 400) -> dict[str, Any]:
+    """One run's in-process `Runs.step` ms with this code and with the checkout `before` (the code before group
+    commit), each in a fresh process, taking turns (the order flips each round)."""
+    here = Path(__file__).resolve().parent.parent
+    times: dict[str, list[float]] = {"after": [], "before": []}
+    for r in range(rounds):
+        order = [("before", before), ("after", here)]
+        for name, code in order if r % 2 == 0 else order[::-1]:
+            env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{code / 'bench'}", "PYTHONSAFEPATH": "1"}
+            out = subprocess.run(
+                [sys.executable, "-c", _ONE_RUN, str(code), str(directory), str(steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+                cwd=code,
+            )
+            times[name].append(float(out.stdout))
+    return {
+        "before_ms": statistics.median(times["before"]),
+        "after_ms": statistics.median(times["after"]),
+        "ratio": statistics.median(times["after"]) / statistics.median(times["before"]),
+        "ratio_paired": statistics.median(
+            a / b for a, b in zip(times["after"], times["before"], strict=True)
+        ),
+        "rounds": rounds,
+    }
+
+
+async def thread_hop_us(samples: int = 2000) -> float:
+    """Median µs of one anyio worker-thread round trip (`to_thread.run_sync` of a no-op) on this machine: the
+    SDK's stdio server makes one per line read and two per message written (mcp/server/stdio.py)."""
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter_ns()
+        await anyio.to_thread.run_sync(int)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e3
+
+
+def bytes_per_step(directory: Path, steps: int = 200, size: int = 2048) -> dict[str, Any]:
+    """Bytes the file store gains per step of one run whose outputs are `size` bytes of JSON (issue 19: goal
+    <= 2x the output): the log alone, and the whole run directory (log, snapshot, task index)."""
+    from loopengt_core.runs import Runs
+    from loopengt_core.store.files import FileStore
+
+    runs = Runs(FileStore(directory / "store-bytes"))
+    view = runs.start_run(spec=loop_spec(steps + 5))
+    run_id, task = view.run_id, view.tasks[0].task_id
+    output = {"next": "again", "pad": ""}
+    output["pad"] = "x" * (size - len(json.dumps(output, separators=(",", ":"))))
+    run_dir = directory / "store-bytes" / "runs" / run_id
+    log = run_dir / "events.jsonl"
+
+    def total() -> int:
+        return sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+
+    log0, all0 = log.stat().st_size, total()
+    for _ in range(steps):
+        task = runs.step(run_id, task, output).tasks[0].task_id
+    per_log, per_all = (log.stat().st_size - log0) / steps, (total() - all0) / steps
+    out_bytes = len(json.dumps(output, separators=(",", ":")))
+    return {
+        "output_bytes": out_bytes,
+        "log_per_step": per_log,
+        "dir_per_step": per_all,
+        "log_ratio": per_log / out_bytes,
+        "dir_ratio": per_all / out_bytes,
+        "steps": steps,
+    }
+
+
+# Top-level modules whose cumulative import time the start figure shows (where the time goes).
+TOP_IMPORTS = (
+    "loopengt_server.cli",
+    "loopengt_server.app",
+    "mcp",
+    "mcp_types",
+    "loopengt_core.events",
+    "loopengt_core.runs",
+    "loopengt_core.logs",
+    "structlog",
+    "pydantic",
+    "typer",
+)
+
+KINDS = ("bare", "inprocess", "http-on", "http-off", "stdio-on", "stdio-off")
+
+
+async def bench(ns: list[int], steps: int, rounds: int, directory: Path, kinds: list[str]) -> dict[str, Any]:
+    os.environ[FSYNC_STATS_ENV] = str(directory / "fsync-inprocess.json")
+    samples: dict[str, dict[int, list[dict[str, Any]]]] = {k: {n: [] for n in ns} for k in kinds}
+    async with AsyncExitStack() as stack:
+        servers = {
+            name: Server(name.split("-")[0], directory, name.endswith("-on"), stack)
+            for name in kinds
+            if name not in ("bare", "inprocess")
+        }
+        for server in servers.values():
+            await server.start()
+        bare, inproc = Bare(directory), InProcess(directory / "store-inprocess")
+        for r in range(rounds):
+            for n in ns:
+                for kind in kinds:
+                    if kind == "bare":
+                        figure = bare.phase(n, steps)
+                    elif kind == "inprocess":
+                        figure = inproc.phase(n, steps)
+                    else:
+                        figure = await servers[kind].phase(n, steps)
+                    samples[kind][n].append(figure)
+                    print(
+                        f"round {r + 1} N={n} {kind:9} {figure['steps_s']:8.0f} steps/s"
+                        + (
+                            f"  cpu {figure['cpu_ms']:.2f} ms/step  overlap {figure['overlap']:.0%}"
+                            f" mean in flight {figure['mean_inflight']:.2f}"
+                            if "overlap" in figure
+                            else ""
+                        ),
+                        flush=True,
+                    )
+    return {"samples": samples, "figures": summarise(samples, ns)}
+
+
+def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]) -> dict[str, Any]:
+    """Medians over rounds of every figure; ratios against N=1 of the same kind and against group commit off."""
+    out: dict[str, Any] = {}
+    for kind, by_n in samples.items():
+        out[kind] = {}
+        for n in ns:
+            rows = by_n[n]
+            out[kind][n] = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        one = out[kind][ns[0]]["steps_s"]
+        for n in ns:
+            out[kind][n]["vs_one"] = out[kind][n]["steps_s"] / one
+            # paired by round: the ratio within each round, then the median (background load cancels)
+            out[kind][n]["vs_one_paired"] = statistics.median(
+                a["steps_s"] / b["steps_s"] for a, b in zip(by_n[n], by_n[ns[0]], strict=True)
+            )
+    for kind in ("http", "stdio"):
+        if f"{kind}-on" not in samples or f"{kind}-off" not in samples:
+            continue
+        for n in ns:
+            on, off = samples[f"{kind}-on"][n], samples[f"{kind}-off"][n]
+            out[f"{kind}-on"][n]["on_vs_off"] = statistics.median(
+                a["steps_s"] / b["steps_s"] for a, b in zip(on, off, strict=True)
+            )
+    return out
+
+
+def report(figures: dict[str, Any], ns: list[int]) -> None:
+    print(
+        "\nmedians over rounds (steps/s; x one run; group commit on/off; server CPU ms/step; fsync overlap)"
+    )
+    for kind in figures:
+        for n in ns:
+            f = figures[kind][n]
+            extra = f"  on/off {f['on_vs_off']:.2f}" if "on_vs_off" in f else ""
+            if "overlap" in f:
+                extra += f"  cpu {f['cpu_ms']:.2f} ms  overlap {f['overlap']:.0%}  in flight {f['mean_inflight']:.2f}"
+            print(
+                f"{kind:9} N={n}: {f['steps_s']:8.0f}  x{f['vs_one']:.2f} (paired {f['vs_one_paired']:.2f}){extra}"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", type=int, nargs="+", default=[1, 2, 4, 8], help="concurrent runs (first: the base)"
+    )
+    parser.add_argument("--steps", type=int, default=60, help="steps per run per phase")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--before", help="a checkout of the code before group commit: one run's step, A/B")
+    parser.add_argument("--before-commit", default="", help="its commit (for the report)")
+    parser.add_argument("--dir", help="work here (kept) instead of a fresh temp dir")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    quiet_logs()
+    began = time.monotonic()
+    with bench_dir(args.dir, ".bench-concurrency-") as directory:
+        out = anyio.run(bench, args.runs, args.steps, args.rounds, directory, args.kinds)
+        out["start"] = start_times(directory, max(3, args.rounds))
+        out["bytes"] = bytes_per_step(directory)
+        out["hop_us"] = anyio.run(thread_hop_us)
+        if args.before:
+            out["one_run"] = one_run_before_after(
+                Path(args.before).resolve(), directory, max(6, 2 * args.rounds)
+            )
+            out["one_run"]["before_commit"] = args.before_commit
+    out.update(runs=args.runs, steps=args.steps, rounds=args.rounds)
+    report(out["figures"], args.runs)
+    st = out["start"]
+    print(
+        f"\nfirst initialize answer: loopengt {st['loopengt_s']:.2f} s, bare SDK server {st['sdk_s']:.2f} s "
+        f"(ratio {st['ratio']:.2f}); imports (cumulative s): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in st["imports_s"].items())
+    )
+    if "one_run" in out:
+        o = out["one_run"]
+        print(
+            f"one run in-process: {o['after_ms']:.3f} ms a step against {o['before_ms']:.3f} ms before group commit "
+            f"(ratio {o['ratio']:.3f}, paired {o['ratio_paired']:.3f})"
+        )
+    b = out["bytes"]
+    print(
+        f"bytes per step ({b['output_bytes']} B outputs): log {b['log_per_step']:.0f} B ({b['log_ratio']:.2f}x), "
+        f"run directory {b['dir_per_step']:.0f} B ({b['dir_ratio']:.2f}x)"
+    )
+    finish(out, began, args.json)
+
+
+if __name__ == "__main__":
+    main()
