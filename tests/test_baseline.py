@@ -27,6 +27,7 @@ SPEC = textwrap.dedent(
     policy:
       max_turns: 10
       retry: {max_retries: 3, backoff: none, initial_delay_seconds: 0}
+      stuck: false  # the same failure each time: this loop is meant to fail, not pause as stuck
       verification_gates:
         - {name: is_ok, condition: "output.ok == `true`"}
     """

@@ -123,7 +123,10 @@ def test_a_record_from_a_newer_writer_loads_without_its_unknown_keys() -> None:
 @pytest.mark.parametrize(
     ("record", "says"),
     [
-        ({"seq": 1, "type": "run_teleported", "at": AT, "data": {}}, "does not match any of the expected tags"),
+        (
+            {"seq": 1, "type": "run_teleported", "at": AT, "data": {}},
+            "does not match any of the expected tags",
+        ),
         ({"seq": 1, "type": "task_issued", "at": AT, "data": {"task_id": "a#1"}}, "Field required"),
         ({"seq": 0, "type": "run_resumed", "at": AT, "data": {}}, "greater than or equal to 1"),
         ({"seq": 1, "type": "run_resumed", "at": AT, "data": []}, "data must be a JSON object"),
