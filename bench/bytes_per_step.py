@@ -40,7 +40,19 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def worker(steps: int, size: int) -> dict[str, Any]:
+def _json_calls(profiler: Any, steps: int) -> dict[str, dict[str, float]]:
+    """json.dumps / json.loads calls per step and their ms per step (cumulative, inflated by the profiler)."""
+    import pstats
+
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    out: dict[str, dict[str, float]] = {}
+    for (filename, _, name), (_, calls, _, cumulative, _) in stats.items():
+        if filename.endswith("json/__init__.py") and name in ("dumps", "loads"):
+            out[f"json.{name}"] = {"per_step": calls / steps, "ms_per_step": cumulative * 1e3 / steps}
+    return out
+
+
+def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
     """Measure in this interpreter (the tree first on sys.path is the one measured)."""
     sys.path.insert(0, str(HERE))
     from _common import loop_spec, quiet_logs
@@ -56,12 +68,18 @@ def worker(steps: int, size: int) -> dict[str, Any]:
         runs = Runs(store)
         times: list[int] = []
         cpu: list[int] = []
+        profiler = None
         for n, keep in ((WARMUP, False), (steps, True)):
             view = runs.start_run(spec=loop_spec(n))
             run_id, task = view.run_id, view.tasks[0].task_id
             run_dir = Path(tmp) / "store" / "runs" / run_id
             before = _dir_bytes(run_dir)
             log_before = (run_dir / "events.jsonl").stat().st_size
+            if keep and profiled:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             for _ in range(n):
                 c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
                 answer = runs.step(run_id, task, output)
@@ -70,6 +88,8 @@ def worker(steps: int, size: int) -> dict[str, Any]:
                     times.append(took)
                     cpu.append(used)
                 task = answer.tasks[0].task_id
+            if profiler is not None:
+                profiler.disable()
             grown, log_grown = (
                 _dir_bytes(run_dir) - before,
                 (run_dir / "events.jsonl").stat().st_size - log_before,
@@ -84,6 +104,7 @@ def worker(steps: int, size: int) -> dict[str, Any]:
         "step_ms_median": statistics.median(times) / 1e6,
         "step_ms_mean": statistics.fmean(times) / 1e6,
         "cpu_ms_median": statistics.median(cpu) / 1e6,
+        "json": _json_calls(profiler, steps) if profiler is not None else {},
     }
 
 
@@ -97,7 +118,7 @@ def _checkout(commit: str) -> Path:
     return path
 
 
-def _measure(tree: Path, steps: int, size: int) -> dict[str, Any]:
+def _measure(tree: Path, steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(HERE)])}
     done = subprocess.run(
         [
@@ -108,6 +129,7 @@ def _measure(tree: Path, steps: int, size: int) -> dict[str, Any]:
             str(steps),
             "--size",
             str(size),
+            *(["--profile"] if profiled else []),
         ],
         cwd=ROOT,
         env=env,
@@ -130,10 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of this tree and the base")
     parser.add_argument("--base", default=BASE, help="the commit step time is compared with")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the profiled run of each tree (json calls per step)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.steps, args.size)))
+        print(json.dumps(worker(args.steps, args.size, args.profile)))
         return
     began = time.monotonic()
     base = _checkout(args.base)
@@ -169,6 +195,18 @@ def main(argv: list[str] | None = None) -> None:
         f"{'met' if out['disk_ratio'] <= 2 else 'missed'}); step time this / base: {out['step_ratio']:.2f} "
         f"(CPU per step: {out['cpu_ratio']:.2f})"
     )
+    if not args.no_profile:  # apart from the timed rounds: the profiler slows what it watches
+        print("json encoding and decoding per step (cProfile, one more run of each tree):")
+        for name, tree in (("this", ROOT), ("base", base)):
+            calls = _measure(tree, args.steps, args.size, profiled=True)["json"]
+            out.setdefault("json", {})[name] = calls
+            print(
+                f"  {name:<4}  "
+                + ", ".join(
+                    f"{fn} {c['per_step']:.2f}/step ({c['ms_per_step']:.3f} ms)"
+                    for fn, c in sorted(calls.items())
+                )
+            )
     out["elapsed_s"] = time.monotonic() - began
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

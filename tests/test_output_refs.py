@@ -3,6 +3,7 @@ and the next task's input refer to it by seq, and every answer gives the full in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import StoreCorrupt
+from loopengt_core.errors import InvalidArgument, StoreCorrupt, TooLarge
 from loopengt_core.events import TaskIssued, by_reference, event_from_record, materialised, to_record
+from loopengt_core.limits import MAX_OUTPUT_BYTES, checked_canonical
 from loopengt_core.portability import export_run, import_run, read_export
-from loopengt_core.runs import Runs
+from loopengt_core.runs import Runs, digest
 from loopengt_core.state import project_run
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
@@ -129,3 +131,40 @@ def test_by_reference_and_materialised_are_inverse_and_copy_only_what_changes() 
     assert materialised(logged, refs, {7: out_a, 9: out_b}.__getitem__) == task_input
     assert logged["x/y"] == {"~z": None}
     assert by_reference(task_input, {}) == (task_input, {})
+
+
+def _digest_0_2(output: Any, outcome: str, error: str | None) -> str:
+    blob = json.dumps([output, outcome, error], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [1, 2.5, None, True, {"z": "y", "c": []}]},
+        {"text": "ünïcode ✓", "n": -3},
+        ("tuple", 1),
+        {1: "a key that is not text"},
+        "just text",
+        [[[]]],
+    ],
+)
+def test_an_output_is_encoded_once_to_check_it_and_identify_it_as_0_2_did(value: Any) -> None:
+    got, canonical = checked_canonical(value, "output", MAX_OUTPUT_BYTES)
+    assert got == json.loads(json.dumps(value))  # as the log holds it
+    if isinstance(got, dict):
+        assert list(got) == list(json.loads(json.dumps(value)))  # key order kept
+    assert digest(got, "success", None, canonical=canonical) == _digest_0_2(value, "success", None)
+    assert digest(got, "failure", "why ✓") == _digest_0_2(value, "failure", "why ✓")
+    if isinstance(value, dict):  # the caller's object is not the one the run keeps
+        value["added later"] = True
+        assert "added later" not in got
+
+
+def test_an_output_that_is_not_plain_json_or_too_large_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="output must be plain JSON"):
+        checked_canonical({"k": "\ud800"}, "output", MAX_OUTPUT_BYTES)
+    with pytest.raises(InvalidArgument, match="output must be plain JSON"):
+        checked_canonical({"k": float("nan")}, "output", MAX_OUTPUT_BYTES)
+    with pytest.raises(TooLarge, match="output is 21 bytes; the limit is 20 bytes"):
+        checked_canonical({"k": "x" * 13}, "output", MAX_OUTPUT_BYTES, maximum=20)
