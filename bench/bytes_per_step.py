@@ -52,6 +52,31 @@ def _json_calls(profiler: Any, steps: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def _materialise_costs(runs: Any, run_id: str, calls: int = 200) -> dict[str, float]:
+    """A task's input put back together (µs a call): from the outputs the fold holds, as the code does, or
+    by reading the referred event through the store (`events(after=, limit=1)`), the other way."""
+    try:
+        from loopengt_core.events import TaskIssued, materialised
+    except ImportError:  # a tree from before outputs were referred to
+        return {}
+    issued = [e for e in runs.store.events(run_id) if isinstance(e, TaskIssued) and e.input_refs][-1]
+    assert issued.input is not None
+    assert issued.input_refs is not None
+    steps = runs._read(run_id).state.steps
+    held = {s.output_seq: s.output for s in steps.values() if s.output_seq is not None}
+
+    def read(seq: int) -> Any:
+        return runs.store.events(run_id, after=seq - 1, limit=1)[0].output
+
+    out = {}
+    for name, output_at in (("from_the_fold", held.__getitem__), ("read_by_seq", read)):
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            materialised(issued.input, issued.input_refs, output_at)
+        out[name] = (time.perf_counter_ns() - t0) / calls / 1e3
+    return out
+
+
 def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
     """Measure in this interpreter (the tree first on sys.path is the one measured)."""
     sys.path.insert(0, str(HERE))
@@ -90,6 +115,8 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
                 task = answer.tasks[0].task_id
             if profiler is not None:
                 profiler.disable()
+            if keep:
+                materialise = _materialise_costs(runs, run_id)
             grown, log_grown = (
                 _dir_bytes(run_dir) - before,
                 (run_dir / "events.jsonl").stat().st_size - log_before,
@@ -105,6 +132,7 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
         "step_ms_mean": statistics.fmean(times) / 1e6,
         "cpu_ms_median": statistics.median(cpu) / 1e6,
         "json": _json_calls(profiler, steps) if profiler is not None else {},
+        "materialise_us": materialise,
     }
 
 
@@ -169,7 +197,12 @@ def main(argv: list[str] | None = None) -> None:
             (("this", ROOT), ("base", base)) if i % 2 == 0 else (("base", base), ("this", ROOT))
         ):
             sides[name].append(_measure(tree, args.steps, args.size))
-    out: dict[str, Any] = {"steps": args.steps, "rounds": args.rounds, "base": args.base, "sides": sides}
+    out: dict[str, Any] = {
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "base_commit": args.base,
+        "sides": sides,
+    }
     payload = sides["this"][0]["payload_bytes"]
     print(f"{args.steps} steps of a {payload}-byte output, {args.rounds} rounds, this tree vs {args.base}:")
     for name, results in sides.items():
@@ -195,6 +228,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{'met' if out['disk_ratio'] <= 2 else 'missed'}); step time this / base: {out['step_ratio']:.2f} "
         f"(CPU per step: {out['cpu_ratio']:.2f})"
     )
+    costs = sides["this"][0].get("materialise_us") or {}
+    if costs:
+        out["materialise_us"] = costs
+        print(
+            f"a task's input materialised: {costs['from_the_fold']:.1f} µs from the outputs the fold holds, "
+            f"{costs['read_by_seq']:.1f} µs reading the referred event by seq"
+        )
     if not args.no_profile:  # apart from the timed rounds: the profiler slows what it watches
         print("json encoding and decoding per step (cProfile, one more run of each tree):")
         for name, tree in (("this", ROOT), ("base", base)):

@@ -41,6 +41,7 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("mcp", ["mcp_roundtrip.py", "--calls", "500"], 300),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "200", "--mode", "legacy"], 300),
     ("git", ["git_workspace.py", "--steps", "60"], 600),
+    ("bytes", ["bytes_per_step.py", "--steps", "1000", "--rounds", "3"], 900),
 ]
 MCP_BEFORE = "cedc454a3c24f83a1519539feab912e497f23997"  # before the step-over-MCP fixes of 2026-11-25
 PROFILE_STEPS = 3000
@@ -51,6 +52,7 @@ QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this s
     ("mcp", ["mcp_roundtrip.py", "--calls", "60"], 120),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "60", "--mode", "legacy"], 120),
     ("git", ["git_workspace.py", "--files", "500", "--steps", "5"], 120),
+    ("bytes", ["bytes_per_step.py", "--steps", "100", "--rounds", "1", "--no-profile"], 300),
 ]
 
 
@@ -223,7 +225,55 @@ def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{g['rows']['git status (for scale)']['median_ms']:.1f} ms",
             )
         )
+    if "bytes" in res:
+        b = res["bytes"]
+        payload = b["sides"]["this"][0]["payload_bytes"]
+        rows.append(
+            (
+                f"bytes_per_step.py: bytes on disk per step / the output's size ({payload:,} B outputs)",
+                _f(b["disk_ratio"]),
+                "<= 2",
+                _verdict(b["disk_ratio"] <= 2),
+                f"the log alone {b['this']['log_bytes_per_step'] / payload:.2f}x; commit {b['base_commit']} "
+                f"wrote {b['base']['disk_bytes_per_step'] / payload:.2f}x",
+            )
+        )
     return rows
+
+
+def bytes_section(b: dict[str, Any]) -> list[str]:
+    payload = b["sides"]["this"][0]["payload_bytes"]
+    lines = [
+        f"## bytes_per_step.py: disk per step for {payload:,}-byte outputs, this tree vs {b['base_commit']}",
+        "",
+        f"`{b['_command']}` ({b['_took_s']:.0f} s): {b['steps']:,} steps a run, {b['rounds']} rounds alternating "
+        "the two trees; medians over the rounds. Step time and CPU are ratios of this tree to the base in the "
+        "same command.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            _f(b[name]["disk_bytes_per_step"], 0),
+            _f(b[name]["disk_bytes_per_step"] / payload),
+            _f(b[name]["log_bytes_per_step"], 0),
+            _f(b[name]["step_ms_median"], 3),
+            _f(b[name]["cpu_ms_median"], 3),
+        ]
+        for name in ("this", "base")
+    ]
+    lines += _table(
+        ["tree", "disk B/step", "x output", "log B/step", "step median ms", "CPU ms/step"], rows, "lrrrrr"
+    )
+    lines += ["", f"Step time this / base: {b['step_ratio']:.2f}; CPU per step: {b['cpu_ratio']:.2f}."]
+    if b.get("json"):
+        lines += ["", "json calls per step (cProfile, one more run of each tree):", ""]
+        for name, calls in b["json"].items():
+            text = ", ".join(
+                f"`{fn}` {c['per_step']:.2f} ({c['ms_per_step']:.3f} ms)" for fn, c in sorted(calls.items())
+            )
+            lines.append(f"- {name}: {text}")
+    return [*lines, ""]
 
 
 def _table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
@@ -546,6 +596,8 @@ def write(res: dict[str, Any], path: Path) -> None:
     lines += mcp_section([res["mcp"], res["mcp_legacy"]])
     if "git" in res:
         lines += git_section(res["git"])
+    if "bytes" in res:
+        lines += bytes_section(res["bytes"])
     if res.get("profile"):
         lines += profile_section(res["profile"], res["missed"])
     path.write_text("\n".join(lines).rstrip() + "\n")
