@@ -19,6 +19,7 @@ from loopengt_core.runs import Runs, digest
 from loopengt_core.state import project_run
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
+from loopengt_server.ui.fold import TaskFold
 
 LOOP: dict[str, Any] = {
     "name": "refs",
@@ -63,6 +64,14 @@ def test_each_output_is_in_the_log_once_and_in_full_in_every_answer(tmp_path: Pa
     again = Runs(FileStore(tmp_path / "store"), snapshot_every=3)
     assert again.get_run(run_id).tasks == runs.get_run(run_id).tasks
     assert project_run(store.events(run_id)) == runs._read(run_id).state
+    # the web view's fold of the log shows each task's full input too
+    fold = TaskFold()
+    fold.add(store.events(run_id))
+    assert fold.tasks["work#5"].input == {
+        "goal": "",
+        "context": {},
+        "previous": {"step": "work", "output": _output(3)},
+    }
 
 
 FAN: dict[str, Any] = {
