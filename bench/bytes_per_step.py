@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BASE = "8990583"  # the commit issue 19's output work started from
 WARMUP = 50
+OUT = HERE / "out"  # ignored by git; on the same disk as the repository
 
 
 def _output(size: int) -> dict[str, Any]:
@@ -40,16 +41,45 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _json_calls(profiler: Any, steps: int) -> dict[str, dict[str, float]]:
-    """json.dumps / json.loads calls per step and their ms per step (cumulative, inflated by the profiler)."""
-    import pstats
+class _JsonMeter:
+    """Counts what json.dumps / json.loads do while installed: calls, text bytes and time (a profile of the
+    JSON work alone: every module here calls them through the json module, so patching it sees them all)."""
 
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    out: dict[str, dict[str, float]] = {}
-    for (filename, _, name), (_, calls, _, cumulative, _) in stats.items():
-        if filename.endswith("json/__init__.py") and name in ("dumps", "loads"):
-            out[f"json.{name}"] = {"per_step": calls / steps, "ms_per_step": cumulative * 1e3 / steps}
-    return out
+    def __init__(self) -> None:
+        self.counts = {name: [0, 0, 0] for name in ("dumps", "loads")}  # calls, bytes, ns
+        self.real = {name: getattr(json, name) for name in self.counts}
+
+    def _wrap(self, name: str) -> Any:
+        real, count = self.real[name], self.counts[name]
+
+        def measured(value: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            result = real(value, *args, **kwargs)
+            count[2] += time.perf_counter_ns() - t0
+            count[0] += 1
+            count[1] += len(result if name == "dumps" else value)
+            return result
+
+        return measured
+
+    def __enter__(self) -> _JsonMeter:
+        for name in self.counts:
+            setattr(json, name, self._wrap(name))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, real in self.real.items():
+            setattr(json, name, real)
+
+    def per_step(self, steps: int) -> dict[str, dict[str, float]]:
+        return {
+            f"json.{name}": {
+                "per_step": c / steps,
+                "bytes_per_step": b / steps,
+                "ms_per_step": ns / 1e6 / steps,
+            }
+            for name, (c, b, ns) in self.counts.items()
+        }
 
 
 def _materialise_costs(runs: Any, run_id: str, calls: int = 200) -> dict[str, float]:
@@ -88,12 +118,12 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
 
     quiet_logs()
     output = _output(size)
-    with tempfile.TemporaryDirectory(prefix=".bench-bytes-", dir=os.getcwd()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bytes-", dir=OUT) as tmp:
         store = FileStore(Path(tmp) / "store")
         runs = Runs(store)
         times: list[int] = []
         cpu: list[int] = []
-        profiler = None
+        meter = _JsonMeter()
         for n, keep in ((WARMUP, False), (steps, True)):
             view = runs.start_run(spec=loop_spec(n))
             run_id, task = view.run_id, view.tasks[0].task_id
@@ -101,10 +131,7 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
             before = _dir_bytes(run_dir)
             log_before = (run_dir / "events.jsonl").stat().st_size
             if keep and profiled:
-                import cProfile
-
-                profiler = cProfile.Profile()
-                profiler.enable()
+                meter.__enter__()
             for _ in range(n):
                 c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
                 answer = runs.step(run_id, task, output)
@@ -113,8 +140,7 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
                     times.append(took)
                     cpu.append(used)
                 task = answer.tasks[0].task_id
-            if profiler is not None:
-                profiler.disable()
+            meter.__exit__()
             if keep:
                 materialise = _materialise_costs(runs, run_id)
             grown, log_grown = (
@@ -131,13 +157,13 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
         "step_ms_median": statistics.median(times) / 1e6,
         "step_ms_mean": statistics.fmean(times) / 1e6,
         "cpu_ms_median": statistics.median(cpu) / 1e6,
-        "json": _json_calls(profiler, steps) if profiler is not None else {},
+        "json": meter.per_step(steps) if profiled else {},
         "materialise_us": materialise,
     }
 
 
 def _checkout(commit: str) -> Path:
-    path = HERE / "out" / f"base-{commit[:7]}"
+    path = OUT / f"base-{commit[:7]}"
     if not (path / "loopengt_core").is_dir():
         path.parent.mkdir(exist_ok=True)
         subprocess.run(
@@ -235,15 +261,16 @@ def main(argv: list[str] | None = None) -> None:
             f"a task's input materialised: {costs['from_the_fold']:.1f} µs from the outputs the fold holds, "
             f"{costs['read_by_seq']:.1f} µs reading the referred event by seq"
         )
-    if not args.no_profile:  # apart from the timed rounds: the profiler slows what it watches
-        print("json encoding and decoding per step (cProfile, one more run of each tree):")
+    if not args.no_profile:  # apart from the timed rounds: the meter slows what it watches
+        print("json encoding and decoding per step (json.dumps/loads metered, one more run of each tree):")
         for name, tree in (("this", ROOT), ("base", base)):
             calls = _measure(tree, args.steps, args.size, profiled=True)["json"]
             out.setdefault("json", {})[name] = calls
             print(
                 f"  {name:<4}  "
                 + ", ".join(
-                    f"{fn} {c['per_step']:.2f}/step ({c['ms_per_step']:.3f} ms)"
+                    f"{fn} {c['per_step']:.2f}/step, {c['bytes_per_step']:.0f} B = "
+                    f"{c['bytes_per_step'] / payload:.2f}x the output ({c['ms_per_step']:.3f} ms)"
                     for fn, c in sorted(calls.items())
                 )
             )

@@ -266,11 +266,25 @@ def bytes_section(b: dict[str, Any]) -> list[str]:
         ["tree", "disk B/step", "x output", "log B/step", "step median ms", "CPU ms/step"], rows, "lrrrrr"
     )
     lines += ["", f"Step time this / base: {b['step_ratio']:.2f}; CPU per step: {b['cpu_ratio']:.2f}."]
+    if b.get("materialise_us"):
+        m = b["materialise_us"]
+        lines += [
+            "",
+            f"A task's input materialised (its earlier outputs put back): {m['from_the_fold']:.1f} µs from the "
+            f"outputs the fold holds (what the code does), {m['read_by_seq']:.1f} µs reading the referred event "
+            "through the store by seq.",
+        ]
     if b.get("json"):
-        lines += ["", "json calls per step (cProfile, one more run of each tree):", ""]
+        lines += [
+            "",
+            "JSON work per step (json.dumps / json.loads metered in one more run of each tree):",
+            "",
+        ]
         for name, calls in b["json"].items():
             text = ", ".join(
-                f"`{fn}` {c['per_step']:.2f} ({c['ms_per_step']:.3f} ms)" for fn, c in sorted(calls.items())
+                f"`{fn}` {c['per_step']:.2f} calls, {c['bytes_per_step']:.0f} B = "
+                f"{c['bytes_per_step'] / payload:.2f}x the output, {c['ms_per_step']:.3f} ms"
+                for fn, c in sorted(calls.items())
             )
             lines.append(f"- {name}: {text}")
     return [*lines, ""]

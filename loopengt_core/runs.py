@@ -100,7 +100,8 @@ def digest(output: Any, outcome: str, error: str | None, *, canonical: str | Non
     already (`checked_canonical`), which is not encoded again."""
     if canonical is None:
         canonical = json.dumps(output, sort_keys=True, separators=(",", ":"), default=str)
-    blob = f"[{canonical},{json.dumps(outcome)},{json.dumps(error, default=str)}]"
+    rest = json.dumps([outcome, error], separators=(",", ":"), default=str)  # '["success",null]'
+    blob = f"[{canonical},{rest[1:]}"
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
