@@ -43,6 +43,7 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "200", "--mode", "legacy"], 300),
     ("git", ["git_workspace.py", "--steps", "60"], 600),
     ("concurrency", ["concurrency.py", "--steps", "40", "--rounds", "3"], 1800),
+    ("bytes", ["bytes_per_step.py", "--steps", "1000", "--rounds", "3"], 900),
 ]
 MCP_BEFORE = "cedc454a3c24f83a1519539feab912e497f23997"  # before the step-over-MCP fixes of 2026-11-25
 GROUP_BEFORE = "69ef60adcff76f74f0cdf9d7afcd1ab963689e20"  # before group commit (issue 19)
@@ -55,6 +56,7 @@ QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this s
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "60", "--mode", "legacy"], 120),
     ("git", ["git_workspace.py", "--files", "500", "--steps", "5"], 120),
     ("concurrency", ["concurrency.py", "--runs", "1", "2", "--steps", "10", "--rounds", "1"], 300),
+    ("bytes", ["bytes_per_step.py", "--steps", "100", "--rounds", "1", "--no-profile"], 300),
 ]
 
 
@@ -227,6 +229,19 @@ def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{g['rows']['git status (for scale)']['median_ms']:.1f} ms",
             )
         )
+    if "bytes" in res:
+        b = res["bytes"]
+        payload = b["sides"]["this"][0]["payload_bytes"]
+        rows.append(
+            (
+                f"bytes_per_step.py: bytes on disk per step / the output's size ({payload:,} B outputs)",
+                _f(b["disk_ratio"]),
+                "<= 2",
+                _verdict(b["disk_ratio"] <= 2),
+                f"the log alone {b['this']['log_bytes_per_step'] / payload:.2f}x; commit {b['base_commit']} "
+                f"wrote {b['base']['disk_bytes_per_step'] / payload:.2f}x",
+            )
+        )
     if "concurrency" in res:
         rows += concurrency_goals(res["concurrency"])
     return rows
@@ -364,6 +379,55 @@ def concurrency_section(c: dict[str, Any]) -> list[str]:
             f"thread round trips, {hop:.0f} µs each here (median of 2,000 `anyio.to_thread.run_sync` no-ops): "
             f"~{3 * hop / 1000:.2f} ms a step, plus 2 per notification sent.",
         ]
+    return [*lines, ""]
+
+
+def bytes_section(b: dict[str, Any]) -> list[str]:
+    payload = b["sides"]["this"][0]["payload_bytes"]
+    lines = [
+        f"## bytes_per_step.py: disk per step for {payload:,}-byte outputs, this tree vs {b['base_commit']}",
+        "",
+        f"`{b['_command']}` ({b['_took_s']:.0f} s): {b['steps']:,} steps a run, {b['rounds']} rounds alternating "
+        "the two trees; medians over the rounds. Step time and CPU are ratios of this tree to the base in the "
+        "same command.",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            _f(b[name]["disk_bytes_per_step"], 0),
+            _f(b[name]["disk_bytes_per_step"] / payload),
+            _f(b[name]["log_bytes_per_step"], 0),
+            _f(b[name]["step_ms_median"], 3),
+            _f(b[name]["cpu_ms_median"], 3),
+        ]
+        for name in ("this", "base")
+    ]
+    lines += _table(
+        ["tree", "disk B/step", "x output", "log B/step", "step median ms", "CPU ms/step"], rows, "lrrrrr"
+    )
+    lines += ["", f"Step time this / base: {b['step_ratio']:.2f}; CPU per step: {b['cpu_ratio']:.2f}."]
+    if b.get("materialise_us"):
+        m = b["materialise_us"]
+        lines += [
+            "",
+            f"A task's input materialised (its earlier outputs put back): {m['from_the_fold']:.1f} µs from the "
+            f"outputs the fold holds (what the code does), {m['read_by_seq']:.1f} µs reading the referred event "
+            "through the store by seq.",
+        ]
+    if b.get("json"):
+        lines += [
+            "",
+            "JSON work per step (json.dumps / json.loads metered in one more run of each tree):",
+            "",
+        ]
+        for name, calls in b["json"].items():
+            text = ", ".join(
+                f"`{fn}` {c['per_step']:.2f} calls, {c['bytes_per_step']:.0f} B = "
+                f"{c['bytes_per_step'] / payload:.2f}x the output, {c['ms_per_step']:.3f} ms"
+                for fn, c in sorted(calls.items())
+            )
+            lines.append(f"- {name}: {text}")
     return [*lines, ""]
 
 
@@ -689,6 +753,8 @@ def write(res: dict[str, Any], path: Path) -> None:
         lines += git_section(res["git"])
     if "concurrency" in res:
         lines += concurrency_section(res["concurrency"])
+    if "bytes" in res:
+        lines += bytes_section(res["bytes"])
     if res.get("profile"):
         lines += profile_section(res["profile"], res["missed"])
     path.write_text("\n".join(lines).rstrip() + "\n")

@@ -48,6 +48,7 @@ from loopengt_core.events import (
     UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
+    by_reference,
     iso,
     parse_iso,
 )
@@ -57,7 +58,7 @@ from loopengt_core.gatetypes import GateContext
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
 from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
-from loopengt_core.state import GateResult, RunState, apply
+from loopengt_core.state import GateResult, RunState, apply, output_refs
 from loopengt_core.stuck import Compared, diagnose, normalise
 from loopengt_core.transcripts import Segment, TranscriptClient
 
@@ -684,7 +685,12 @@ class Engine:
         state = tx.state
         evaluation = state.evaluations[task_id]
         step, output = self.steps[evaluation.step], evaluation.output
-        tx.emit(StepCompleted(seq=tx.seq, at=tx.at, step=step.name, output=output, task_id=task_id))
+        recorded = evaluation.output_seq()
+        tx.emit(
+            StepCompleted(seq=tx.seq, at=tx.at, step=step.name, task_id=task_id, output_seq=recorded)
+            if recorded is not None  # the output is in the log once, at that seq
+            else StepCompleted(seq=tx.seq, at=tx.at, step=step.name, output=output, task_id=task_id)
+        )
         stop = self._stop_reason(state, output)
         if stop is not None:
             self._complete(tx, step, task_id, output, stop)
@@ -894,6 +900,7 @@ class Engine:
         task_id = f"{step.name}#{state.steps[step.name].issued + 1}"
         timeout = self._timeout(step)
         assert step.agent is not None, "an agent step names its agent (the spec's validation)"
+        logged, refs = by_reference(task_input, output_refs(state))
         tx.emit(
             TaskIssued(
                 seq=tx.seq,
@@ -903,10 +910,11 @@ class Engine:
                 agent=step.agent,
                 attempt=attempt,
                 instructions=self.instructions(state, step, attempt, feedback, task_input),
-                input=task_input,
+                input=logged,
                 output_schema=self.output_schema(step),
                 feedback=feedback,
                 expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
+                input_refs=refs or None,
             )
         )
 

@@ -65,28 +65,44 @@ def measure(value: Any, *, max_depth: int, stop_at: int) -> tuple[int, int]:
     Stops early, returning what it has seen, once the depth passes `max_depth` or the size passes
     `stop_at`: the caller refuses the value then, and a huge one is not walked to its end.
     """
+    return _walk(value, max_depth, stop_at)[:2]
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _walk(value: Any, max_depth: int, stop_at: int) -> tuple[int, int, bool]:
+    """`measure`, and whether the value is already what JSON would give back (dicts with text keys,
+    lists, str/int/float/bool/None and nothing derived from them), so it needs no copy to be logged."""
     deepest = 0
     size = 0
+    plain = True
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         node, depth = stack.pop()
+        kind = type(node)
         if isinstance(node, dict | list | tuple):
             depth += 1
             deepest = max(deepest, depth)
             if depth > max_depth:
-                return deepest, size
+                return deepest, size, False
             size += 2 + max(len(node) - 1, 0)  # brackets and commas
             items = node.values() if isinstance(node, dict) else node
             stack.extend((item, depth) for item in items)
-            if isinstance(node, dict):
-                size += sum(len(k) + 3 if isinstance(k, str) else 4 for k in node)
+            if kind is dict:
+                size += sum(len(k) + 3 if type(k) is str else 4 for k in node)
+                plain = plain and all(type(k) is str for k in node)
+            elif kind is not list:
+                plain = False
         elif isinstance(node, str):
             size += len(node) + 2
+            plain = plain and kind is str
         else:
             size += 1
+            plain = plain and (kind in _SCALARS or kind is float)
         if size > stop_at:
-            return deepest, size
-    return deepest, size
+            return deepest, size, False
+    return deepest, size, plain
 
 
 def checked(
@@ -107,13 +123,60 @@ def checked(
     if estimate > maximum:
         raise too_large(what, estimate, limit, maximum, hint)
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        size = len(text.encode())
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())  # as the log holds it: compact
     except (TypeError, ValueError) as exc:  # ValueError: NaN/Infinity, lone surrogates, circular data
         raise InvalidArgument(f"{what} must be plain JSON: {exc}") from None
     if size > maximum:
         raise too_large(what, size, limit, maximum, hint)
     return json.loads(text), size
+
+
+def checked_canonical(
+    value: Any, what: str, limit: Limit = MAX_VALUE_BYTES, *, maximum: int | None = None, hint: str = ""
+) -> tuple[Any, str]:
+    """`checked`'s value, and its canonical JSON (compact, keys sorted, ASCII) that identifies it.
+
+    One encoding does it all for the common value, plain JSON in ASCII: it proves the value is JSON and
+    its length is the value's compact UTF-8 size; the value is then copied by its containers alone (the
+    caller may change its own object afterwards; `checked` encodes and parses it again for that). Anything
+    else (non-ASCII text, tuples, keys that are not text, deep nesting) goes through `checked` first.
+    """
+    maximum = maximum or limit.get()
+    max_depth = MAX_JSON_DEPTH.get()
+    depth, estimate, plain = _walk(value, max_depth, maximum)
+    if depth > max_depth:
+        raise too_deep(what, max_depth)
+    if estimate > maximum:
+        raise too_large(what, estimate, limit, maximum, hint)
+    if plain and depth <= _COPY_DEPTH:
+        try:
+            text = _canonical(value)
+        except (TypeError, ValueError) as exc:  # NaN/Infinity, circular data
+            raise InvalidArgument(f"{what} must be plain JSON: {exc}") from None
+        if "\\u" not in text:  # ASCII throughout: no escape lengthened it, no lone surrogate hides in it
+            if len(text) > maximum:
+                raise too_large(what, len(text), limit, maximum, hint)
+            return _copied(value), text
+    value = checked(value, what, limit, maximum=maximum, hint=hint)[0]
+    return value, _canonical(value)
+
+
+_COPY_DEPTH = 200  # `_copied` recurses: deeper values take `checked`'s way
+
+
+def _copied(node: Any) -> Any:
+    """A plain JSON value with its own dicts and lists (text and numbers are immutable and shared)."""
+    kind = type(node)
+    if kind is dict:
+        return {key: _copied(item) for key, item in node.items()}
+    if kind is list:
+        return [_copied(item) for item in node]
+    return node
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def checked_text(value: Any, what: str, limit: Limit = MAX_VALUE_BYTES) -> str | None:

@@ -47,7 +47,14 @@ from loopengt_core.errors import (
     StoreCorrupt,
 )
 from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso
-from loopengt_core.limits import CALL_WAIT, MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_text
+from loopengt_core.limits import (
+    CALL_WAIT,
+    MAX_OUTPUT_BYTES,
+    MAX_USAGE_BYTES,
+    checked,
+    checked_canonical,
+    checked_text,
+)
 from loopengt_core.memory import check_context_from, read_memory
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.reading import RunReader
@@ -107,9 +114,14 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def digest(output: Any, outcome: str, error: str | None) -> str:
-    """Identity of a submission, to recognise the same one sent twice."""
-    blob = json.dumps([output, outcome, error], sort_keys=True, separators=(",", ":"), default=str)
+def digest(output: Any, outcome: str, error: str | None, *, canonical: str | None = None) -> str:
+    """Identity of a submission, to recognise the same one sent twice: the SHA-256 of
+    `[output, outcome, error]` as compact JSON with sorted keys. `canonical`: the output so encoded
+    already (`checked_canonical`), which is not encoded again."""
+    if canonical is None:
+        canonical = json.dumps(output, sort_keys=True, separators=(",", ":"), default=str)
+    rest = json.dumps([outcome, error], separators=(",", ":"), default=str)  # '["success",null]'
+    blob = f"[{canonical},{rest[1:]}"
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -312,15 +324,15 @@ class Runs:
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
             raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
         error = checked_text(error, "error")
-        output = checked(
+        output, canonical = checked_canonical(
             output,
             "output",
             MAX_OUTPUT_BYTES,
             maximum=self.max_output_bytes,
             hint="Put large artefacts in files and submit their paths",
-        )[0]
+        )
         reported = parse_usage(checked(usage, "usage", MAX_USAGE_BYTES)[0] if usage is not None else None)
-        mark = digest(output, outcome, error)
+        mark = digest(output, outcome, error, canonical=canonical)
         root = self._live_root(run_id)
         try:
             current = self._snapshot(root) if root is not None else None  # outside the lock: git takes time

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field, PrivateAttr, SerializerFunctionWrapHandler, model_serializer
 
 from loopengt_core.budget import BudgetLimits, Spend, Usage, summed
 from loopengt_core.errors import StoreCorrupt
@@ -45,6 +45,7 @@ from loopengt_core.events import (
     UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
+    materialised,
     parse_iso,
 )
 from loopengt_core.stuck import Attempt
@@ -103,7 +104,7 @@ class TaskState(TaskView, _Additive):
 
 
 class StepState(_Additive):
-    added: ClassVar[tuple[str, ...]] = ("spend", "streak")
+    added: ClassVar[tuple[str, ...]] = ("spend", "streak", "output_seq")
 
     name: str
     status: StepStatus = "pending"
@@ -113,6 +114,11 @@ class StepState(_Additive):
     issued: int = Field(0, description="Tasks (and command runs) issued for this step: numbers task ids.")
     visit_input: dict[str, Any] = Field(default_factory=dict)
     output: Any = None
+    output_seq: int | None = Field(
+        None,
+        description="The seq of the event recording `output` in this run's log, which later events refer to; "
+        "None when no event of this log records it alone (a 0.2 log, a fork's parent).",
+    )
     last_failure: str | None = None
     spend: Spend = Field(default_factory=Spend, description="Usage reported by this step's submissions.")
     streak: list[Attempt] = Field(
@@ -137,6 +143,12 @@ class Evaluation(BaseModel):
     attempt: int
     output: Any = None
     results: list[GateResult] = Field(default_factory=list)
+    # the seq of the event recording `output`, for step_completed to refer to; not in a snapshot (a
+    # snapshot or fork between submission and acceptance writes the output in full, as 0.2 did)
+    _output_seq: int | None = PrivateAttr(None)
+
+    def output_seq(self) -> int | None:
+        return self._output_seq
 
 
 LEASE_GRACE_SECONDS = 30.0  # a claim's lease: the command's timeout plus this
@@ -333,6 +345,8 @@ def apply(state: RunState | None, event: Event) -> RunState:
         state = RunState.model_validate(event.state)
         state.run_id, state.parent_run_id = event.run_id, event.parent_run_id
         state.seq, state.started_at, state.checkpoints, state.answers = 0, event.at, 0, {}
+        for step in state.steps.values():  # their seqs are the parent's log's
+            step.output_seq = None
         if event.workspace is not None:  # forked into a worktree: the fork works there
             state.workspace = _workspace_record(event.workspace, event.seq)
     else:
@@ -376,21 +390,53 @@ def _answer(state: RunState, task_id: str) -> Answer:
     return answer
 
 
+def output_refs(state: RunState) -> dict[int, int]:
+    """id() of each step output this log records -> its seq: what a task's input may refer to."""
+    return {
+        id(step.output): step.output_seq
+        for step in state.steps.values()
+        if step.output_seq is not None and isinstance(step.output, dict | list)
+    }
+
+
+def _materialised(
+    state: RunState, task_input: dict[str, Any], refs: dict[str, int], seq: int
+) -> dict[str, Any]:
+    """A task's input with the outputs it refers to, from the steps' outputs (the fold holds them)."""
+    by_seq = {step.output_seq: step.output for step in state.steps.values() if step.output_seq is not None}
+
+    def output_at(ref: int) -> Any:
+        if ref not in by_seq:
+            raise StoreCorrupt(
+                f"run {state.run_id!r}: task_issued {seq} refers to output {ref}, which no step holds",
+                run_id=state.run_id,
+            )
+        return by_seq[ref]
+
+    try:
+        return materialised(task_input, refs, output_at)
+    except ValueError as e:
+        raise StoreCorrupt(f"run {state.run_id!r}: task_issued {seq}: {e}", run_id=state.run_id) from e
+
+
 @_on(TaskIssued)
 def _task_issued(state: RunState, e: TaskIssued) -> None:
     step = state.steps[e.step]
     step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
     step.attempts += 1
+    task_input = e.input or {}
+    if e.input_refs:
+        task_input = _materialised(state, task_input, e.input_refs, e.seq)
     if e.attempt == 1:
         step.visits += 1
-        step.visit_input = e.input or {}
+        step.visit_input = task_input
     state.tasks[e.task_id] = TaskState(
         task_id=e.task_id,
         step=e.step,
         agent=e.agent,
         attempt=e.attempt,
         instructions=e.instructions,
-        input=e.input or {},
+        input=task_input,
         output_schema=e.output_schema,
         feedback=e.feedback,
         issued_at=e.at,
@@ -417,9 +463,10 @@ def _output_submitted(state: RunState, e: OutputSubmitted) -> None:
     _record_workspace(state, e.workspace)
     answer.digest = e.digest
     if e.outcome == "success":
-        state.evaluations[task.task_id] = Evaluation(
+        evaluation = state.evaluations[task.task_id] = Evaluation(
             task_id=task.task_id, step=task.step, attempt=task.attempt, output=e.output
         )
+        evaluation._output_seq = e.seq
 
 
 GateEvent = GatePassed | GateFailed | ApprovalRequested
@@ -522,12 +569,13 @@ def _command_finished(state: RunState, e: CommandFinished) -> None:
         return
     command = state.commands.pop(e.command_id)
     if command.kind == "step" and e.exit_code == 0:
-        state.evaluations[command.task_id] = Evaluation(
+        evaluation = state.evaluations[command.task_id] = Evaluation(
             task_id=command.task_id,
             step=command.step,
             attempt=state.steps[command.step].attempt,
             output=e.result,
         )
+        evaluation._output_seq = e.seq
 
 
 @_on(ApprovalRequested)
@@ -577,9 +625,19 @@ def _task_expired(state: RunState, e: TaskExpired) -> None:
 @_on(StepCompleted)
 def _step_completed(state: RunState, e: StepCompleted) -> None:
     step = state.steps[e.step]
-    step.status, step.output, step.last_failure = "completed", e.output, None
+    evaluation = state.evaluations.pop(e.task_id or "", None)
+    if e.output_seq is None:  # the output in the event (logs before 0.3, or an output this log lacks)
+        step.output, step.output_seq = e.output, None
+    elif evaluation is not None and evaluation.output_seq() in (e.output_seq, None):  # None: from a snapshot
+        step.output, step.output_seq = evaluation.output, e.output_seq
+    else:
+        raise StoreCorrupt(
+            f"run {state.run_id!r}: step_completed {e.seq} refers to output {e.output_seq}, "
+            f"which is not task {e.task_id!r}'s output under evaluation",
+            run_id=state.run_id,
+        )
+    step.status, step.last_failure = "completed", None
     step.streak = []
-    state.evaluations.pop(e.task_id or "", None)
     state.last_step = step.name
 
 

@@ -21,7 +21,16 @@ import pytest
 from clock import Clock
 
 from loopengt_core.check import check_store
-from loopengt_core.events import EVENT_TYPES, event_from_record, to_record
+from loopengt_core.events import (
+    EVENT_TYPES,
+    CommandFinished,
+    OutputSubmitted,
+    StepCompleted,
+    TaskIssued,
+    event_from_record,
+    materialised,
+    to_record,
+)
 from loopengt_core.portability import export_run, import_run, read_export
 from loopengt_core.runs import Runs
 from loopengt_core.state import project_run
@@ -90,6 +99,13 @@ def test_a_0_2_0_run_continues_to_completion_and_the_store_checks_clean(store_di
     answer = runs.step(golden_run.MAIN, "review#1", {"verdict": "good"})
     assert answer.status == "completed"
     assert answer.final_output == {"verdict": "good"}
+    # the old log goes on in the new shape: the accepted output is referred to, not repeated
+    events = list(FileStore(store_dir).events(golden_run.MAIN))
+    completed = [e for e in events if isinstance(e, StepCompleted)]
+    assert completed[-1].output_seq is not None
+    assert "output" not in completed[-1].model_fields_set
+    assert completed[0].output_seq is None  # 0.2.0's, read as it was written
+    assert project_run(events) == runs._read(golden_run.MAIN).state
     assert all(not r.problems for r in check_store(FileStore(store_dir)))
     done = subprocess.run(
         [sys.executable, "-m", "loopengt_server", "check", "--store", str(store_dir)],
@@ -105,7 +121,10 @@ _UNFIXABLE = re.compile(r'"runner":"[^"]*"|"duration_seconds":[0-9.e-]+')
 _CRC = re.compile(r',"crc":"[0-9a-f]{8}"')
 # keys written since 0.2.0, each at the end of its event's data: `via` of an approval's answer (issue 22),
 # `compared` of a retry (stuck detection, on by default since issue 16)
-_ADDED = re.compile(r',"via":"(?:cli|elicitation|web)"(?=\})|,"compared":\{[^{}]*\}(?=\})')
+# and `output_seq` of a step in a fork's state (which event of the log records the step's output)
+_ADDED = re.compile(
+    r',"via":"(?:cli|elicitation|web)"(?=\})|,"compared":\{[^{}]*\}(?=\})|,"output_seq":[0-9]+(?=,"last_failure")'
+)
 
 
 def _comparable(line: str, base: str) -> str:
@@ -116,12 +135,64 @@ def _comparable(line: str, base: str) -> str:
     return alike if alike == line else _CRC.sub("", alike)
 
 
+def _inlined(lines: list[str]) -> list[str]:
+    """The lines with each output where 0.2.0 repeated it (step_completed's output, a task's input) instead
+    of referred to by seq; a line so rewritten has no checksum."""
+    outputs: dict[int, Any] = {}
+    out = []
+    for line in lines:
+        text, record = line, json.loads(line)
+        event = event_from_record(record)
+        match event:
+            case OutputSubmitted():
+                outputs[event.seq] = event.output
+            case CommandFinished():
+                outputs[event.seq] = event.result
+            case StepCompleted() if event.output_seq is not None:
+                event = StepCompleted(
+                    seq=event.seq,
+                    at=event.at,
+                    step=event.step,
+                    output=outputs[event.output_seq],
+                    task_id=event.task_id,
+                )
+            case TaskIssued() if event.input_refs:
+                fields = {name: getattr(event, name) for name in event.model_fields_set - {"input_refs"}}
+                fields["input"] = materialised(event.input or {}, event.input_refs, outputs.__getitem__)
+                event = TaskIssued(**fields)
+        if event.type in ("step_completed", "task_issued") and to_record(event) != {
+            k: v for k, v in record.items() if k not in ("crc", "end")
+        }:
+            text = json.dumps(
+                to_record(event, end=record.get("end")), separators=(",", ":"), ensure_ascii=False
+            )
+        out.append(text)
+    return out
+
+
+def test_the_current_code_writes_each_output_once(tmp_path: Path) -> None:
+    """step_completed and task_issued refer to the output_submitted that records an output: the log holds
+    each output once, and the fold puts it back where 0.2.0 repeated it (checked line by line below)."""
+    golden_run.drive(tmp_path / "gen")
+    text = (tmp_path / "gen" / "store" / "runs" / golden_run.MAIN / "events.jsonl").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    completed = [r["data"] for r in records if r["type"] == "step_completed"]
+    assert completed
+    assert all("output" not in d and isinstance(d["output_seq"], int) for d in completed)
+    refs = [
+        r["data"]["input_refs"] for r in records if r["type"] == "task_issued" and "input_refs" in r["data"]
+    ]
+    assert refs, "a later task's input refers to an earlier output"
+    for data in completed:
+        assert records[data["output_seq"] - 1]["type"] in ("output_submitted", "command_finished")
+
+
 def test_the_current_code_writes_the_log_0_2_0_wrote(tmp_path: Path) -> None:
     ids = golden_run.drive(tmp_path / "gen")
     written = tmp_path / "gen" / "store" / "runs"
     assert sorted(ids.values()) == RUN_IDS
     for run_id in RUN_IDS:
-        ours = (written / run_id / "events.jsonl").read_text().splitlines()
+        ours = _inlined((written / run_id / "events.jsonl").read_text().splitlines())
         theirs = (FIXTURE / "runs" / run_id / "events.jsonl").read_text().splitlines()
         assert len(ours) == len(theirs), run_id
         for mine, golden in zip(ours, theirs, strict=True):  # a line nothing unfixable touched: byte for byte

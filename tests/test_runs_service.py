@@ -444,8 +444,14 @@ def test_checkpoint_and_fork(runs: Runs, store: FileStore) -> None:
     assert fork.turn == at_checkpoint.turn == 2
     assert [t.task_id for t in fork.tasks] == ["execute#1"]
     forked = runs._read(fork.run_id).state
-    for name in ("steps", "turn", "context", "goal", "loop", "last_step", "final_output", "error"):
+    for name in ("turn", "context", "goal", "loop", "last_step", "final_output", "error"):
         assert getattr(forked, name) == getattr(at_checkpoint, name), name
+    # the same steps and outputs; `output_seq` names the event recording an output in the parent's log only
+    assert {k: s.model_dump(exclude={"output_seq"}) for k, s in forked.steps.items()} == {
+        k: s.model_dump(exclude={"output_seq"}) for k, s in at_checkpoint.steps.items()
+    }
+    assert at_checkpoint.steps["plan"].output_seq is not None
+    assert forked.steps["plan"].output_seq is None
     assert {k: t.model_dump(exclude={"expires_at"}) for k, t in forked.tasks.items()} == {
         k: t.model_dump(exclude={"expires_at"}) for k, t in at_checkpoint.tasks.items()
     }

@@ -19,6 +19,7 @@ from loopengt_core.events._records import (
     event_from_record,
     to_record,
 )
+from loopengt_core.events._refs import by_reference, materialised
 from loopengt_core.events._types import (
     AnyEvent,
     ApprovalGiven,
@@ -87,9 +88,11 @@ __all__ = [
     "UsageRead",
     "WorkspaceAccepted",
     "WorkspaceFiles",
+    "by_reference",
     "event_data",
     "event_from_record",
     "iso",
+    "materialised",
     "parse_iso",
     "to_record",
 ]

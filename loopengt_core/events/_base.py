@@ -11,7 +11,18 @@ from pydantic_core import PydanticUndefined
 
 _set = object.__setattr__  # past the frozen model's __setattr__, as pydantic's model_construct does
 OMITTED_WHEN_NONE = frozenset(
-    {"workspace", "setup_error", "client", "usage", "budget", "hint", "compared", "cancelled_by"}
+    {
+        "workspace",
+        "setup_error",
+        "client",
+        "usage",
+        "budget",
+        "hint",
+        "compared",
+        "cancelled_by",
+        "input_refs",
+        "output_seq",
+    }
 )  # writers leave these keys out when None
 
 

@@ -69,6 +69,12 @@ class TaskIssued(Event):
     output_schema: dict[str, Any] | None = Field(None, description="JSON Schema the output must match.")
     feedback: str | None = Field(None, description="Why the previous attempt failed.")
     expires_at: str | None = Field(None, description="When the task expires without a submission.")
+    input_refs: dict[str, int] | None = Field(
+        None,
+        description="Earlier outputs the input holds by reference: a JSON Pointer into `input` (null there) -> "
+        "the seq of the event recording the output (output_submitted's output, command_finished's result). "
+        "Only when any; logs before 0.3 hold the outputs in `input`.",
+    )
 
 
 class OutputSubmitted(Event):
@@ -246,8 +252,13 @@ class StepCompleted(Event):
 
     type: Literal["step_completed"] = Field("step_completed", description=_TYPE)
     step: str = Field(description="The step.")
-    output: Any = Field(None, description="The accepted output.")
+    output: Any = Field(None, description="The accepted output, in logs before 0.3 (now: `output_seq`).")
     task_id: str | None = Field(None, description="The task that produced it.")
+    output_seq: int | None = Field(
+        None,
+        description="The seq of the event recording the output (output_submitted's output, command_finished's "
+        "result), which is not repeated here. Absent in logs before 0.3, which hold `output`.",
+    )
 
 
 class StepFailed(Event):

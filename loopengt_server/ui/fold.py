@@ -25,6 +25,7 @@ from loopengt_core.events import (
     RunStarted,
     TaskExpired,
     TaskIssued,
+    materialised,
 )
 from loopengt_server.follow import describe
 
@@ -73,6 +74,7 @@ class TaskFold:
         self.touched: set[str] = set()
         self.seq = 0
         self.last_tree: str | None = None
+        self.outputs: dict[int, Any] = {}  # seq -> the output an event records, for inputs that refer to it
 
     def add(self, events: list[AnyEvent]) -> list[EventLine]:
         for event in events:
@@ -107,18 +109,25 @@ class TaskFold:
             case RunStarted() | RunForked() if event.workspace is not None:
                 self.last_tree = event.workspace.tree
             case TaskIssued():
-                self._issued(event, agent=event.agent, instructions=event.instructions, input=event.input)
+                task_input = (
+                    materialised(event.input or {}, event.input_refs, self._output_at)
+                    if event.input_refs
+                    else event.input
+                )
+                self._issued(event, agent=event.agent, instructions=event.instructions, input=task_input)
                 self.tasks[event.task_id].feedback = event.feedback
             case CommandRequested() if event.kind == "step" and event.task_id not in self.tasks:
                 self._issued(event, command=event.argv)
             case CommandRequested() if event.kind == "gate" and event.gate is not None:
                 self._gate(event.task_id, event.gate)
             case OutputSubmitted():
+                self.outputs[event.seq] = event.output
                 if (task := self._task(event.task_id)) is not None:
                     task.outcome, task.output, task.error = event.outcome, event.output, event.error
                     task.submitted_at = event.at
                     self._files(task, event.workspace.tree if event.workspace else None)
             case CommandFinished():
+                self.outputs[event.seq] = event.result
                 self._finished(event)
             case GatePassed() | GateFailed():
                 if (gate := self._gate(event.task_id, event.gate)) is not None:
@@ -138,6 +147,10 @@ class TaskFold:
                     task.outcome = "expired"
             case _:
                 pass
+
+    def _output_at(self, seq: int) -> Any:
+        """An output an input refers to; None if this fold did not see its event (it shows what it can)."""
+        return self.outputs.get(seq)
 
     def _issued(self, event: TaskIssued | CommandRequested, **fields: Any) -> None:
         """A task (an agent's, or a command step's run) starts."""
