@@ -35,7 +35,7 @@ GOLDEN_BASE = "/tmp/golden-gen"  # where the fixture was driven: its workspace r
 RUN_IDS = sorted(EXPECTED)
 # event types added since 0.2.0, which its logs cannot hold: a budget or stuck pause, usage read from a
 # transcript (issue 16)
-ADDED_TYPES = {"run_paused", "task_held", "budget_reached", "usage_read"}
+ADDED_TYPES = {"run_paused", "task_held", "budget_reached", "usage_read", "worktree_added", "branches_merged"}
 # RunView keys added since 0.2.0 (issue 16): what a run spent, and why it paused itself
 ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning")
 

@@ -24,6 +24,7 @@ from loopengt_core.events._types import (
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    BranchesMerged,
     BudgetReached,
     CheckpointTaken,
     CommandFinished,
@@ -48,6 +49,7 @@ from loopengt_core.events._types import (
     TaskIssued,
     UsageRead,
     WorkspaceAccepted,
+    WorktreeAdded,
 )
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "ApprovalGiven",
     "ApprovalRejected",
     "ApprovalRequested",
+    "BranchesMerged",
     "BudgetReached",
     "CheckpointTaken",
     "CommandFinished",
@@ -85,6 +88,7 @@ __all__ = [
     "UsageRead",
     "WorkspaceAccepted",
     "WorkspaceFiles",
+    "WorktreeAdded",
     "event_data",
     "event_from_record",
     "iso",
