@@ -622,7 +622,7 @@ class Runs:
             merge = state.steps[step].visit_input.get("merge", {})
             steps = ", ".join(b["step"] for b in merge.get("branches", []))
             conflicts = ", ".join(c["path"] for c in merge.get("conflicts", [])) or "none"
-            top = worktrees.top_of(self.cwd, run_id, step)
+            top = worktrees.top_of(root, run_id, step)
             target = git.snapshot(top).tree if top.exists() else found.branch
             parts.append(
                 f"\n# join {step}: merged {steps} into {found.branch} (merge {found.commit}); "
@@ -941,7 +941,7 @@ class Runs:
         recorded = run.state.workspace
         assert recorded is not None
         base = worktrees.base_commit(recorded.root, recorded.tree, recorded.head, run_id, step)
-        made = worktrees.make(recorded.root, self.cwd, run_id, step, base)
+        made = worktrees.make(recorded.root, run_id, step, base)
         log.info("worktree_added", run_id=run_id, step=step, path=str(made.workdir))
         return run.engine.add_worktree(
             run.state, step, path=str(made.workdir), branch=made.branch, base=made.base, now=now
@@ -955,10 +955,10 @@ class Runs:
             found = run.state.worktrees.get(step)
             if found is None:
                 continue  # never started (a route that skipped it): nothing to merge
-            branches.append((step, worktrees.top_of(self.cwd, run_id, step), found.base))
+            branches.append((step, worktrees.top_of(recorded.root, run_id, step), found.base))
         if not branches:
             return []
-        merged = worktrees.merge(recorded.root, self.cwd, run_id, join, branches)
+        merged = worktrees.merge(recorded.root, run_id, join, branches)
         event = BranchesMerged(
             seq=1,
             at=iso(now),
@@ -985,15 +985,17 @@ class Runs:
             if state.status != "completed" or run.engine.spec.worktrees == "keep":
                 return
             for step, found in state.worktrees.items():
-                top = worktrees.top_of(self.cwd, run_id, step)
+                top = worktrees.top_of(state.workspace.root, run_id, step)
                 worktrees.remove(state.workspace.root, top, found.branch if found.kind == "branch" else None)
         except LoopengtError as exc:  # the run's end is durable; `loopengt prune` finishes this
             log.warning("worktrees_not_removed", run_id=run_id, error=exc.message)
 
     def _commit_joins(self, run_id: str, state: RunState) -> None:
         """Commit the files of each join's worktree on its branch (nothing new: no commit)."""
+        if state.workspace is None:
+            return
         for step, found in state.worktrees.items():
-            top = worktrees.top_of(self.cwd, run_id, step)
+            top = worktrees.top_of(state.workspace.root, run_id, step)
             if found.kind == "join" and top.exists():
                 worktrees.commit_files(top, f"loopengt: join {step} of run {run_id}")
 
@@ -1007,7 +1009,7 @@ class Runs:
             return []
         self._commit_joins(run_id, state)
         keep = {w.branch for w in state.worktrees.values() if w.kind == "join"}
-        return worktrees.prune(state.workspace.root, self.cwd, run_id, keep_branches=keep)
+        return worktrees.prune(state.workspace.root, run_id, keep_branches=keep)
 
     def _snapshot(self, root: str | Path) -> WorkspaceState:
         # the file store's directory and the forks' worktrees, when they lie in the work tree, are not

@@ -57,18 +57,18 @@ def branch_name(run_id: str, step: str) -> str:
     return f"loopengt/{run_id}/{part}"
 
 
-def folder(cwd: Path, run_id: str) -> Path:
-    """Where a run's worktrees go: `.loopengt/worktrees/<run>` in the project directory."""
-    return cwd.resolve() / WORKTREES_DIR / run_id
+def folder(root: str | Path, run_id: str) -> Path:
+    """Where a run's worktrees go: `.loopengt/worktrees/<run>` in the run's directory."""
+    return Path(root).resolve() / WORKTREES_DIR / run_id
 
 
-def top_of(cwd: Path, run_id: str, step: str) -> Path:
-    return folder(cwd, run_id) / branch_name(run_id, step).rsplit("/", 1)[1]
+def top_of(root: str | Path, run_id: str, step: str) -> Path:
+    return folder(root, run_id) / branch_name(run_id, step).rsplit("/", 1)[1]
 
 
-def _ignored(cwd: Path) -> None:
+def _ignored(root: str | Path) -> None:
     """A `.gitignore` of `*` in the worktrees' folder, so the user's `git status` never lists them."""
-    base = cwd.resolve() / WORKTREES_DIR
+    base = Path(root).resolve() / WORKTREES_DIR
     base.mkdir(parents=True, exist_ok=True)
     marker = base / ".gitignore"
     if not marker.exists():
@@ -85,13 +85,13 @@ def base_commit(root: str | Path, tree: str, head: str | None, run_id: str, step
     return done.stdout.decode().strip()
 
 
-def make(root: str | Path, cwd: Path, run_id: str, step: str, commit: str) -> Made:
+def make(root: str | Path, run_id: str, step: str, commit: str) -> Made:
     """A fresh worktree for `step` with `commit` checked out on its branch (reset there if it existed).
 
     Whatever a crash left at that path (no event recorded it, so no task worked there) is removed first.
     """
-    _ignored(cwd)
-    top = top_of(cwd, run_id, step)
+    _ignored(root)
+    top = top_of(root, run_id, step)
     branch = branch_name(run_id, step)
     _remove_tree(root, top)
     top.parent.mkdir(parents=True, exist_ok=True)
@@ -116,9 +116,7 @@ def commit_files(top: Path, message: str) -> str:
     return commit
 
 
-def merge(
-    root: str | Path, cwd: Path, run_id: str, join: str, branches: list[tuple[str, Path, str]]
-) -> Merged:
+def merge(root: str | Path, run_id: str, join: str, branches: list[tuple[str, Path, str]]) -> Merged:
     """Commit each branch (step, worktree top, base) in its worktree, merge them in order onto the first
     one's base, and check the result out in the join's own worktree."""
     commits = [
@@ -165,7 +163,7 @@ def merge(
         current = made.stdout.decode().strip()
     conflicts = [(path, hunks(root, current, path)) for path in conflicted]
     return Merged(
-        made=make(root, cwd, run_id, join, current), commits=commits, commit=current, conflicts=conflicts
+        made=make(root, run_id, join, current), commits=commits, commit=current, conflicts=conflicts
     )
 
 
@@ -192,10 +190,10 @@ def remove(root: str | Path, top: Path, branch: str | None) -> None:
         git._git(root, "branch", "-D", "--quiet", branch, check=False)
 
 
-def listed(root: str | Path, cwd: Path, run_id: str) -> list[tuple[Path, str | None]]:
+def listed(root: str | Path, run_id: str) -> list[tuple[Path, str | None]]:
     """The worktrees git knows under the run's folder: (top, branch or None when detached)."""
     out = git._git(root, "worktree", "list", "--porcelain", "-z").stdout.decode()
-    inside = folder(cwd, run_id)
+    inside = folder(root, run_id)
     found: list[tuple[Path, str | None]] = []
     for record in out.split("\0\0"):
         lines: dict[str, str] = {}
@@ -218,14 +216,14 @@ def run_branches(root: str | Path, run_id: str) -> list[str]:
     return [line for line in out.decode().splitlines() if line]
 
 
-def prune(root: str | Path, cwd: Path, run_id: str, *, keep_branches: set[str]) -> list[str]:
+def prune(root: str | Path, run_id: str, *, keep_branches: set[str]) -> list[str]:
     """Remove every worktree of an ended run and its branches but `keep_branches` (the joins' results);
     what a crash left half-made included. Returns what was removed, for the report."""
     removed: list[str] = []
-    for top, _ in listed(root, cwd, run_id):
+    for top, _ in listed(root, run_id):
         _remove_tree(root, top)
         removed.append(str(top))
-    leftover = folder(cwd, run_id)
+    leftover = folder(root, run_id)
     if leftover.exists():
         for entry in sorted(leftover.iterdir()):
             _remove_tree(root, entry)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.errors import InvalidArgument, LoopengtError
 from loopengt_core.events import event_data, to_record
 
 if TYPE_CHECKING:
@@ -654,29 +654,53 @@ def _size(count: int) -> str:
 @app.command()
 def prune(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Age since the run ended: 30d, 12h, 90m, 2w, 1d12h")
-    ],
+        str | None, typer.Option("--older-than", help="Age since the run ended: 30d, 12h, 90m, 2w, 1d12h")
+    ] = None,
     statuses: Annotated[
         list[str],
         typer.Option("--status", help="completed, failed or cancelled (repeatable; default: all three)"),
     ] = [],  # noqa: B006
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing")] = False,
+    worktrees: Annotated[
+        bool,
+        typer.Option(
+            "--worktrees",
+            help="Remove the git worktrees of every ended run (isolation: worktree) and its isolated steps' "
+            "branches; the runs, and the joins' branches, stay",
+        ),
+    ] = False,
     store: StoreOption = ".loopengt",
 ) -> None:
-    """Delete ended runs older than --older-than; running, paused and waiting runs are never touched."""
+    """Delete ended runs older than --older-than (their worktrees too); running, paused and waiting runs are
+    never touched. --worktrees: remove only the worktrees of ended runs."""
     from datetime import UTC, datetime
 
     from loopengt_core.retention import check_statuses, parse_age
     from loopengt_core.retention import prune as prune_runs
-    from loopengt_core.store import open_store
     from loopengt_server.wording import plural
 
-    age, chosen = parse_age(older_than), check_statuses(statuses)
-    opened = open_store(store)
+    if older_than is None and not worktrees:
+        raise InvalidArgument(
+            "give --older-than AGE (delete ended runs) or --worktrees (remove their worktrees)"
+        )
+    chosen = check_statuses(statuses)
+    runs = _runs(store)
     try:
-        report = prune_runs(opened, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=dry_run)
+        if older_than is None:
+            ended = [r.run_id for r in runs.list_runs(limit=1_000_000) if r.status in chosen]
+            _prune_worktrees(runs, ended, dry_run)
+            return
+        age = parse_age(older_than)
+        if not dry_run:  # the worktrees of the runs about to go, first: a run's record names them
+            going = prune_runs(
+                runs.store, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=True
+            )
+            _prune_worktrees(runs, [r.run_id for r in going.runs], dry_run, quiet=True)
+        report = prune_runs(
+            runs.store, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=dry_run
+        )
     finally:
-        opened.close()
+        runs.store.close()
     verb = "would delete" if dry_run else "deleted"
     for run in report.runs:
         typer.echo(
@@ -695,6 +719,20 @@ def prune(
             f"{'would remove' if dry_run else 'removed'} {plural(report.leftovers, 'temp file')} left by interrupted "
             f"writes ({_size(report.leftover_bytes)})"
         )
+
+
+def _prune_worktrees(runs: Runs, run_ids: list[str], dry_run: bool, *, quiet: bool = False) -> None:
+    """Remove the worktrees (and isolated steps' branches) of ended runs; say what went."""
+    from loopengt_server.wording import plural
+
+    if dry_run:
+        typer.echo(f"dry run: would remove the worktrees of {plural(len(run_ids), 'ended run')}")
+        return
+    removed = [what for run_id in run_ids for what in runs.prune_worktrees(run_id)]
+    for what in removed:
+        typer.echo(f"removed {what}")
+    if not quiet:
+        typer.echo(f"removed {plural(len(removed), 'worktree or branch', 'worktrees and branches')}")
 
 
 @app.command("export")

@@ -266,3 +266,48 @@ def test_isolation_is_refused_without_git(tmp_path: Path) -> None:
     with pytest.raises(LoopengtError, match="isolation: worktree"):
         runs.start_run(spec_path=write_spec(tmp_path, spec))
     assert runs.list_runs() == []
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "loopengt_server", *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
+    )
+
+
+def test_a_worktree_a_crash_left_unrecorded_is_made_again(repo: Path, tmp_path: Path) -> None:
+    """A crash after `git worktree add` and before its event leaves a worktree no event names (no task
+    was handed out in it): the run's next transition replaces it with a fresh one from the base."""
+    run_id = "crashed-run"
+    stale = repo / ".loopengt" / "worktrees" / run_id / "left"
+    stale.parent.mkdir(parents=True)
+    git(repo, "worktree", "add", "-q", "-b", f"loopengt/{run_id}/left", str(stale), "HEAD")
+    (stale / "junk.txt").write_text("half-made\n")
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, conflict_spec()), run_id=run_id)
+    left = next(t for t in view.tasks if t.step == "left")
+    assert left.workdir == str(stale.resolve())
+    assert not (stale / "junk.txt").exists()
+    assert (stale / "shared.txt").read_text() == "one\ntwo\nthree\nstaged\n"  # the recorded files, not HEAD
+    assert [e.type for e in runs.trace(run_id)].count("worktree_added") == 2
+
+
+def test_prune_cli_removes_the_worktrees_of_ended_runs_and_what_a_crash_left(
+    repo: Path, tmp_path: Path
+) -> None:
+    runs = make_runs(tmp_path, repo)
+    run_id = runs.start_run(spec_path=write_spec(tmp_path, conflict_spec())).run_id
+    orphan = repo / ".loopengt" / "worktrees" / run_id / "join"  # a merge a crash cut short
+    git(repo, "worktree", "add", "-q", "-b", f"loopengt/{run_id}/join", str(orphan), "HEAD")
+    store = str(tmp_path / "store")
+    running = cli("prune", "--worktrees", "--store", store, cwd=repo)
+    assert "removed 0 worktrees and branches" in running.stdout  # a running run's are never touched
+    runs.fail_run(run_id, "given up")
+    assert len(git(repo, "worktree", "list").splitlines()) == 4  # a failed run keeps them
+    done = cli("prune", "--worktrees", "--store", store, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert "removed 6 worktrees and branches" in done.stdout
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    assert git(repo, "for-each-ref", "refs/heads/loopengt") == ""
+    assert not (repo / ".loopengt" / "worktrees" / run_id).exists()
+    again = cli("prune", "--worktrees", "--store", store, cwd=repo)
+    assert "removed 0 worktrees and branches" in again.stdout
