@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from loopengt_core.errors import InvalidArgument, LoopengtError
+from loopengt_core.errors import LoopengtError
 from loopengt_core.events import event_data, to_record
 
 if TYPE_CHECKING:
@@ -680,8 +680,12 @@ def prune(
     from loopengt_server.wording import plural
 
     if older_than is None and not worktrees:
-        raise InvalidArgument(
-            "give --older-than AGE (delete ended runs) or --worktrees (remove their worktrees)"
+        from typer._click.exceptions import MissingParameter
+
+        raise MissingParameter(
+            "give it to delete ended runs, or give --worktrees to remove their worktrees",
+            param_hint="'--older-than'",
+            param_type="option",
         )
     chosen = check_statuses(statuses)
     runs = _runs(store)
