@@ -285,6 +285,12 @@ def run(
     template: Annotated[Optional[str], typer.Option("--template", help="Run a built-in template")] = None,  # noqa: UP045
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this run id")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run")] = None,  # noqa: UP045
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Agents run at once on parallel branches, each in its own workdir"
+        ),
+    ] = 1,
     quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
@@ -300,7 +306,7 @@ def run(
             return runs.resume(resume)
         return runs.start_run(spec_path=spec, template=template, inputs=_inputs(inputs), run_id=run_id)
 
-    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id, jobs=jobs)
     raise typer.Exit(0 if view.status == "completed" else 1)
 
 
@@ -326,6 +332,7 @@ def _headless(
     new: bool,
     run_id: str | None = None,
     final_output: bool = True,
+    jobs: int = 1,
 ) -> RunView:
     """Start or continue a run with `begin`, drive it with the agent command to its end, print the end.
 
@@ -352,7 +359,7 @@ def _headless(
     try:
         with progress, Watcher(watched, view.run_id, progress) as watcher:
             try:
-                view = drive(runs, view, argv, progress, watcher)
+                view = drive(runs, view, argv, progress, watcher, jobs=jobs)
             except AgentCannotStart as exc:
                 if created:
                     runs.fail_run(view.run_id, f"the agent command cannot start: {exc.message}")

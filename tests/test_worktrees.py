@@ -311,3 +311,63 @@ def test_prune_cli_removes_the_worktrees_of_ended_runs_and_what_a_crash_left(
     assert not (repo / ".loopengt" / "worktrees" / run_id).exists()
     again = cli("prune", "--worktrees", "--store", store, cwd=repo)
     assert "removed 0 worktrees and branches" in again.stdout
+
+
+AGENT = """\
+import json, os, sys, time
+task = json.load(sys.stdin)
+log = os.environ["AGENT_LOG"]
+start = time.time()
+if task["step"] in ("a", "b", "c"):
+    time.sleep(1.0)
+    with open(task["step"] + ".txt", "w") as f:
+        f.write(task["step"] + " edited\\n")
+with open(log, "a") as f:
+    f.write(json.dumps({"step": task["step"], "cwd": os.getcwd(), "workdir": task.get("workdir"),
+                        "start": start, "end": time.time()}) + "\\n")
+print(json.dumps({"done": task["step"]}))
+"""
+
+
+def test_headless_jobs_runs_the_branch_agents_at_once_each_in_its_worktree(
+    repo: Path, tmp_path: Path
+) -> None:
+    import json
+
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    log = tmp_path / "agent.log"
+    spec = write_spec(tmp_path, fan_out_spec())
+    before = user_state(repo)
+    store = str(tmp_path / "store")
+    done = subprocess.run(
+        [
+            PY,
+            "-m",
+            "loopengt_server",
+            "run",
+            spec,
+            "--agent",
+            f"{PY} {agent}",
+            "--jobs",
+            "3",
+            "--store",
+            store,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+        env={**os.environ, "AGENT_LOG": str(log)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = {c["step"]: c for c in map(json.loads, log.read_text().splitlines())}
+    assert set(calls) == {*BRANCHES, "join"}
+    for name in (*BRANCHES, "join"):
+        assert calls[name]["cwd"] == calls[name]["workdir"]
+        assert "/.loopengt/worktrees/" in calls[name]["cwd"]
+    # the three branch agents overlapped: each started before any other ended
+    assert max(calls[n]["start"] for n in BRANCHES) < min(calls[n]["end"] for n in BRANCHES)
+    assert "agent (a): done" in done.stdout
+    assert user_state(repo) == before
