@@ -338,6 +338,10 @@ def apply(state: RunState | None, event: Event) -> RunState:
         state = RunState.model_validate(event.state)
         state.run_id, state.parent_run_id = event.run_id, event.parent_run_id
         state.seq, state.started_at, state.checkpoints, state.answers = 0, event.at, 0, {}
+        # the parent's worktrees stay the parent's: the fork's isolated steps get their own
+        state.worktrees = {}
+        for task in state.tasks.values():
+            task.workdir = None
         if event.workspace is not None:  # forked into a worktree: the fork works there
             state.workspace = _workspace_record(event.workspace, event.seq)
     else:

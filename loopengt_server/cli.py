@@ -684,6 +684,7 @@ def prune(
 
     from loopengt_core.retention import check_statuses, parse_age
     from loopengt_core.retention import prune as prune_runs
+    from loopengt_core.store import open_store
     from loopengt_server.wording import plural
 
     if older_than is None and not worktrees:
@@ -695,23 +696,21 @@ def prune(
             param_type="option",
         )
     chosen = check_statuses(statuses)
-    runs = _runs(store)
+    if older_than is None:
+        runs = _runs(store)
+        ended = [r.run_id for r in runs.list_runs(limit=1_000_000) if r.status in chosen]
+        _prune_worktrees(runs, ended, dry_run)
+        return
+    age = parse_age(older_than)
+    opened = open_store(store)
     try:
-        if older_than is None:
-            ended = [r.run_id for r in runs.list_runs(limit=1_000_000) if r.status in chosen]
-            _prune_worktrees(runs, ended, dry_run)
-            return
-        age = parse_age(older_than)
         if not dry_run:  # the worktrees of the runs about to go, first: a run's record names them
-            going = prune_runs(
-                runs.store, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=True
-            )
-            _prune_worktrees(runs, [r.run_id for r in going.runs], dry_run, quiet=True)
-        report = prune_runs(
-            runs.store, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=dry_run
-        )
+            going = prune_runs(opened, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=True)
+            if going.runs:
+                _prune_worktrees(_runs(store), [r.run_id for r in going.runs], dry_run, quiet=True)
+        report = prune_runs(opened, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=dry_run)
     finally:
-        runs.store.close()
+        opened.close()
     verb = "would delete" if dry_run else "deleted"
     for run in report.runs:
         typer.echo(

@@ -371,3 +371,31 @@ def test_headless_jobs_runs_the_branch_agents_at_once_each_in_its_worktree(
     assert max(calls[n]["start"] for n in BRANCHES) < min(calls[n]["end"] for n in BRANCHES)
     assert "agent (a): done" in done.stdout
     assert user_state(repo) == before
+
+
+def test_worktrees_keep_leaves_them_after_completion(repo: Path, tmp_path: Path) -> None:
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, {**conflict_spec(), "worktrees": "keep"}))
+    for task in view.tasks:
+        (Path(task.workdir or "") / f"{task.step}.txt").write_text("mine\n")
+        runs.step(view.run_id, task.task_id, {})
+    (join,) = runs.get_run(view.run_id).tasks
+    assert "conflicts" not in join.input["merge"]
+    assert runs.step(view.run_id, join.task_id, {}).status == "completed"
+    assert len(git(repo, "worktree", "list").splitlines()) == 4
+    assert len(runs.prune_worktrees(view.run_id)) == 5  # three worktrees, two branches; the join's stays
+    assert git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/loopengt") == (
+        f"loopengt/{view.run_id}/join\n"
+    )
+
+
+def test_a_fork_does_not_work_in_its_parents_worktrees(repo: Path, tmp_path: Path) -> None:
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, conflict_spec()))
+    point = runs.checkpoint(view.run_id, "branches open")
+    fork = runs.resume(view.run_id, point.checkpoint_id)
+    parents = {t.workdir for t in view.tasks}
+    forked = {t.workdir for t in fork.tasks}
+    assert len(forked) == 2
+    assert not parents & forked
+    assert all(f"/worktrees/{fork.run_id}/" in (w or "") for w in forked)
