@@ -399,3 +399,14 @@ def test_a_fork_does_not_work_in_its_parents_worktrees(repo: Path, tmp_path: Pat
     assert len(forked) == 2
     assert not parents & forked
     assert all(f"/worktrees/{fork.run_id}/" in (w or "") for w in forked)
+
+
+def test_next_action_names_each_tasks_workdir_and_the_conflict(repo: Path, tmp_path: Path) -> None:
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, conflict_spec()))
+    for task in view.tasks:
+        assert f"{task.task_id} in {task.workdir}" in view.next_action
+        (Path(task.workdir or "") / "shared.txt").write_text(f"{task.step}\n")
+        runs.step(view.run_id, task.task_id, {})
+    after = runs.get_run(view.run_id)
+    assert "resolve the conflict markers" in after.next_action
