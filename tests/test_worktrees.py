@@ -410,3 +410,89 @@ def test_next_action_names_each_tasks_workdir_and_the_conflict(repo: Path, tmp_p
         runs.step(view.run_id, task.task_id, {})
     after = runs.get_run(view.run_id)
     assert "resolve the conflict markers" in after.next_action
+
+
+CRASHING_GIT = """#!/bin/sh
+"{real}" "$@"
+rc=$?
+if [ -n "$CRASH_AT" ]; then
+  case "$*" in
+    *"$CRASH_AT"*)
+      n=$(cat "$CRASH_COUNT" 2>/dev/null || echo 0)
+      n=$((n + 1))
+      echo "$n" > "$CRASH_COUNT"
+      if [ "$n" -eq "$CRASH_NTH" ]; then kill -9 "$PPID"; fi
+      ;;
+  esac
+fi
+exit $rc
+"""
+
+
+# every git operation of a fan-out and its join at which the process is killed (kill -9 right after git
+# returned); tests/durability/worktree_crash_suite.py kills at each of them, 20 times over
+CRASH_POINTS = [
+    ("worktree add", 1),  # a branch's worktree made, its event not yet written
+    ("worktree add", 3),  # the last branch's
+    ("update-ref", 2),  # the join committing the second branch's files
+    ("merge-tree", 2),  # between two merges
+    ("worktree add", 4),  # the join's worktree made, branches_merged not yet written
+]
+
+
+@pytest.mark.parametrize(("crash_at", "nth"), [CRASH_POINTS[-1]])
+def test_kill_9_at_a_git_operation_then_resume_completes_and_leaves_no_orphans(
+    repo: Path, tmp_path: Path, crash_at: str, nth: int
+) -> None:
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    wrapper.write_text(CRASHING_GIT.format(real=shutil.which("git")))
+    wrapper.chmod(0o755)
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    spec = write_spec(tmp_path, fan_out_spec())
+    store = str(tmp_path / "store")
+    run_id = "crashy"
+    base = [PY, "-m", "loopengt_server", "run", "--agent", f"{PY} {agent}", "--store", store]
+    env = {**os.environ, "AGENT_LOG": str(tmp_path / "agent.log")}
+    before = user_state(repo)
+
+    crashed = subprocess.run(
+        [*base, spec, "--run-id", run_id],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+        check=False,
+        env={
+            **env,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "CRASH_AT": crash_at,
+            "CRASH_NTH": str(nth),
+            "CRASH_COUNT": str(tmp_path / "count"),
+        },
+    )
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+
+    resumed = subprocess.run(
+        [*base, "--resume", run_id],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    checked = cli("check", "--store", store, cwd=repo)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    line = f"loopengt/{run_id}/join"
+    for name in BRANCHES:
+        assert git(repo, "show", f"{line}:{name}.txt") == f"{name} edited\n"
+    cli("prune", "--worktrees", "--store", store, cwd=repo)
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    assert git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/loopengt") == line + "\n"
+    assert user_state(repo) == before
