@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for suite in crash_suite concurrency_suite multiserver_suite pgkill_suite; do
+for suite in crash_suite concurrency_suite multiserver_suite pgkill_suite worktree_crash_suite; do
     echo "== durability: $suite"
     start=$SECONDS
     python -m pytest -p no:cacheprovider -q -s "tests/durability/$suite.py"

@@ -150,7 +150,7 @@ class CommandRunner:
             try:
                 result = run_command(
                     claimed.argv,
-                    cwd=Path(root) if root else runs.cwd,
+                    cwd=runs._workdir(run_id, claimed.step) or (Path(root) if root else runs.cwd),
                     timeout_seconds=claimed.timeout_seconds,
                     on_start=functools.partial(self._started, running),
                     stop=running.stop,

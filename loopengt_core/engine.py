@@ -23,6 +23,7 @@ from loopengt_core.events import (
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    BranchesMerged,
     BudgetReached,
     CheckpointTaken,
     CommandAbandoned,
@@ -48,6 +49,7 @@ from loopengt_core.events import (
     UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
+    WorktreeAdded,
     by_reference,
     iso,
     parse_iso,
@@ -125,6 +127,11 @@ class Engine:
             if c.condition_type in ("goal_met", "custom") and isinstance(c.condition(), str)
         ]
         self.budget = spec.policy.budget
+        # isolation: worktree: the steps with a worktree of their own, and the joins that merge them
+        self.isolated = frozenset(s.name for s in spec.steps if spec.isolated(s))
+        self.joins: dict[str, list[str]] = (
+            {s.name: found for s in spec.steps if (found := spec.joins(s))} if self.isolated else {}
+        )
         self.stuck = spec.policy.stuck_policy()
         quality = spec.stop_value("quality_threshold")
         self.quality: float | None = (
@@ -505,6 +512,20 @@ class Engine:
         files = WorkspaceFiles.model_validate(workspace)
         tx = _Tx(state, now)
         tx.emit(WorkspaceAccepted(seq=tx.seq, at=tx.at, head=files.head, tree=files.tree, changed=changed))
+        return tx.events
+
+    def add_worktree(
+        self, state: RunState, step: str, *, path: str, branch: str, base: str, now: datetime
+    ) -> list[AnyEvent]:
+        """An isolated step's worktree, made by the service, becomes where its tasks work."""
+        tx = _Tx(state, now)
+        tx.emit(WorktreeAdded(seq=tx.seq, at=tx.at, step=step, path=path, branch=branch, base=base))
+        return tx.events
+
+    def merge_branches(self, state: RunState, merge: BranchesMerged, now: datetime) -> list[AnyEvent]:
+        """A join's branches, merged by the service (`merge`'s seq and time are set here)."""
+        tx = _Tx(state, now)
+        tx.emit(merge.model_copy(update={"seq": tx.seq, "at": tx.at}))
         return tx.events
 
     def resume(

@@ -29,7 +29,7 @@ import structlog
 import yaml
 from pydantic import BaseModel
 
-from loopengt_core import telemetry, transcripts
+from loopengt_core import telemetry, transcripts, worktrees
 from loopengt_core import workspace as git
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
@@ -46,7 +46,16 @@ from loopengt_core.errors import (
     StoreConflict,
     StoreCorrupt,
 )
-from loopengt_core.events import AnyEvent, Event, RunForked, RunPaused, RunStarted, iso
+from loopengt_core.events import (
+    AnyEvent,
+    BranchesMerged,
+    Event,
+    RunEnded,
+    RunForked,
+    RunPaused,
+    RunStarted,
+    iso,
+)
 from loopengt_core.limits import (
     CALL_WAIT,
     MAX_OUTPUT_BYTES,
@@ -279,6 +288,12 @@ class Runs:
         memory = read_memory(sources, lambda source: self._read(source).state)
         engine = self._engine(text, parsed)
         current = self._start_workspace(parsed)
+        if current is None and engine.isolated:
+            raise git.NotAGitRepository(
+                f"No run was started: isolation: worktree (steps {', '.join(sorted(engine.isolated))}) needs "
+                f"the run's files in git, but {self.cwd} is not inside a git work tree (or git is missing); "
+                "run `git init` there (or start in the repository), or set isolation: none"
+            )
         events = engine.start(
             run_id=new_id,
             now=self.clock(),
@@ -793,7 +808,29 @@ class Runs:
         if base is None:
             raise WorkspaceError(f"{checkpoint_id or 'the start'} of run '{run_id}' recorded no files")
         root = Path(state.workspace.root)
-        return git.diff(root, base, self._snapshot(root).tree, stat=stat)
+        return git.diff(root, base, self._snapshot(root).tree, stat=stat) + self._merged_diff(
+            run_id, state, stat=stat
+        )
+
+    def _merged_diff(self, run_id: str, state: RunState, *, stat: bool) -> str:
+        """What each join merged (isolation: worktree): its branches, conflicts, and the diff from their
+        base to the join's files (its worktree while it exists, else its branch: the run's result)."""
+        assert state.workspace is not None
+        root = state.workspace.root
+        parts = []
+        for step, found in state.worktrees.items():
+            if found.kind != "join":
+                continue
+            merge = state.steps[step].visit_input.get("merge", {})
+            steps = ", ".join(b["step"] for b in merge.get("branches", []))
+            conflicts = ", ".join(c["path"] for c in merge.get("conflicts", [])) or "none"
+            top = worktrees.top_of(root, run_id, step)
+            target = git.snapshot(top).tree if top.exists() else found.branch
+            parts.append(
+                f"\n# join {step}: merged {steps} into {found.branch} (merge {found.commit}); "
+                f"conflicts: {conflicts}\n" + git.diff(root, found.base, target, stat=stat)
+            )
+        return "".join(parts)
 
     def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
         """Record the usage in a client's transcript since the run last read it (the stop and session
@@ -915,6 +952,7 @@ class Runs:
             ticked = run.state.seq
             try:
                 events += decide(run.engine, run.state, now)
+                events += self._isolate(run_id, run, now)
                 events += run.engine.wall_clock(run.state, now)
             except BaseException:
                 if run.state.seq != ticked:
@@ -929,6 +967,8 @@ class Runs:
                 raise
             if events:
                 self._append(run_id, run, events)
+            if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
+                self._end_worktrees(run_id, run)
             result = then(run)
             paused = any(isinstance(e, RunPaused) for e in events)
         if paused:  # a budget or stuck pause is a checkpoint a person can fork from
@@ -975,6 +1015,14 @@ class Runs:
             except LoopengtError as exc:  # the events are durable; a missed snapshot only costs replay time
                 log.warning("snapshot_failed", run_id=run_id, error=str(exc))
 
+    def _workdir(self, run_id: str, step: str) -> Path | None:
+        """Where a step's commands run when not in the run's directory: its worktree (isolation), or
+        its join's merge of them."""
+        with self._guard:
+            run = self._cache.get(run_id)
+        found = (run or self._read(run_id)).state.worktrees.get(step)
+        return Path(found.path) if found is not None else None
+
     # --- the run's files (git) ---------------------------------------------------------------
 
     def _start_workspace(self, spec: LoopSpec) -> WorkspaceState | None:
@@ -1001,6 +1049,97 @@ class Runs:
                 "`git init` there (or start the server in the repository), or set workspace: auto or none"
             )
         return None
+
+    # --- isolated steps' worktrees (git) ------------------------------------------------------
+
+    def _isolate(self, run_id: str, run: _Run, now: datetime) -> list[AnyEvent]:
+        """Make the worktree of each isolated step that has work in flight, and each join's merge, and
+        record them (under the run's lock, in the same append as what follows, so each is made once;
+        a crash before the append leaves a worktree no event names, which this makes again)."""
+        engine, state = run.engine, run.state
+        if not engine.isolated or state.workspace is None or state.ended:
+            return []
+        events: list[AnyEvent] = []
+        for name in [s for s in state.active_steps() if s not in state.worktrees]:
+            if name in engine.isolated:
+                events += self._branch_worktree(run_id, run, name, now)
+            elif name in engine.joins:
+                events += self._join_worktree(run_id, run, name, now)
+        return events
+
+    def _branch_worktree(self, run_id: str, run: _Run, step: str, now: datetime) -> list[AnyEvent]:
+        recorded = run.state.workspace
+        assert recorded is not None
+        base = worktrees.base_commit(recorded.root, recorded.tree, recorded.head, run_id, step)
+        made = worktrees.make(recorded.root, run_id, step, base)
+        log.info("worktree_added", run_id=run_id, step=step, path=str(made.workdir))
+        return run.engine.add_worktree(
+            run.state, step, path=str(made.workdir), branch=made.branch, base=made.base, now=now
+        )
+
+    def _join_worktree(self, run_id: str, run: _Run, join: str, now: datetime) -> list[AnyEvent]:
+        recorded, engine = run.state.workspace, run.engine
+        assert recorded is not None
+        branches = []
+        for step in engine.joins[join]:
+            found = run.state.worktrees.get(step)
+            if found is None:
+                continue  # never started (a route that skipped it): nothing to merge
+            branches.append((step, worktrees.top_of(recorded.root, run_id, step), found.base))
+        if not branches:
+            return []
+        merged = worktrees.merge(recorded.root, run_id, join, branches)
+        event = BranchesMerged(
+            seq=1,
+            at=iso(now),
+            step=join,
+            path=str(merged.made.workdir),
+            branch=merged.made.branch,
+            base=branches[0][2],
+            merged=[{"step": s, "branch": b, "commit": c} for s, b, c in merged.commits],
+            commit=merged.commit,
+            conflicts=[{"path": p, "hunks": h} for p, h in merged.conflicts],
+        )
+        log.info("branches_merged", run_id=run_id, join=join, conflicts=len(merged.conflicts))
+        return engine.merge_branches(run.state, event, now)
+
+    def _end_worktrees(self, run_id: str, run: _Run) -> None:
+        """A run that ended: its joins' files are committed on their branches (the run's result); on
+        completion with `worktrees: delete` every worktree goes, with the isolated steps' branches.
+        A failed or cancelled run keeps them for inspection (`loopengt prune` removes them)."""
+        state = run.state
+        if state.workspace is None:
+            return
+        try:
+            self._commit_joins(run_id, state)
+            if state.status != "completed" or run.engine.spec.worktrees == "keep":
+                return
+            for step, found in state.worktrees.items():
+                top = worktrees.top_of(state.workspace.root, run_id, step)
+                worktrees.remove(state.workspace.root, top, found.branch if found.kind == "branch" else None)
+        except LoopengtError as exc:  # the run's end is durable; `loopengt prune` finishes this
+            log.warning("worktrees_not_removed", run_id=run_id, error=exc.message)
+
+    def _commit_joins(self, run_id: str, state: RunState) -> None:
+        """Commit the files of each join's worktree on its branch (nothing new: no commit)."""
+        if state.workspace is None:
+            return
+        for step, found in state.worktrees.items():
+            top = worktrees.top_of(state.workspace.root, run_id, step)
+            if found.kind == "join" and top.exists():
+                worktrees.commit_files(top, f"loopengt: join {step} of run {run_id}")
+
+    def prune_worktrees(self, run_id: str) -> list[str]:
+        """Remove the worktrees of an ended run, and its isolated steps' branches (the joins' branches,
+        the run's result, stay); finishes what a crash mid-fork or mid-merge left. Returns what went."""
+        state = self._read(run_id).state
+        if not state.ended:
+            raise Conflict(f"run '{run_id}' has not ended: its worktrees are in use", run_id=run_id)
+        if state.workspace is None:
+            return []
+        self._commit_joins(run_id, state)
+        keep = {w.branch for w in state.worktrees.values() if w.kind == "join"}
+        return worktrees.prune(state.workspace.root, run_id, keep_branches=keep)
 
     def _snapshot(self, root: str | Path) -> WorkspaceState:
         # the file store's directory and the forks' worktrees, when they lie in the work tree, are not

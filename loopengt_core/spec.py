@@ -38,6 +38,8 @@ StopConditionType = Literal["max_turns", "goal_met", "quality_threshold", "timeo
 ToolType = Literal["builtin", "mcp", "function", "api", "http", "shell", "custom"]
 TriggerType = Literal["manual", "schedule", "event", "webhook", "api"]
 WorkspaceMode = Literal["auto", "git", "none"]
+Isolation = Literal["worktree", "none"]
+WorktreesOnEnd = Literal["delete", "keep"]
 
 JsonSchema = dict[str, Any]
 
@@ -234,6 +236,13 @@ class Step(SpecModel):
     routes: Routes | None = None
     on_failure: str | None = Field(None, description="custom: step to go to when this one fails.")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    isolation: Isolation | None = Field(
+        None,
+        description="worktree: the step's tasks work in their own git worktree and branch "
+        "(`loopengt/<run>/<step>`, made from the run's recorded commit when the step starts), merged into "
+        "the run's line at the step that depends on it; none: in the run's directory. Default: the "
+        "spec's `isolation`.",
+    )
 
     _split_run = field_validator("run", mode="before")(_argv)
 
@@ -407,6 +416,18 @@ class LoopSpec(SpecModel):
         "bytes); start_run(context_from=...) adds more.",
     )
 
+    isolation: Isolation = Field(
+        "none",
+        description="The default isolation of branch steps (a step another step depends on, that depends "
+        "on none itself): worktree gives each its own git worktree, merged at the join.",
+    )
+    worktrees: WorktreesOnEnd = Field(
+        "delete",
+        description="What happens to the run's worktrees (under .loopengt/worktrees/) when it completes: "
+        "delete (the default; the joined result stays on its branch) or keep. A failed or cancelled run "
+        "keeps them for inspection; `loopengt prune` removes them.",
+    )
+
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
@@ -430,6 +451,20 @@ class LoopSpec(SpecModel):
             if gate.name == name:
                 return gate
         raise KeyError(name)
+
+    def isolated(self, step: Step) -> bool:
+        """Whether `step` works in its own worktree: its own `isolation`, else the spec's for branch
+        steps (some step depends on it, and it depends on none)."""
+        if step.isolation is not None:
+            return step.isolation == "worktree"
+        if self.isolation != "worktree" or step.dependencies:
+            return False
+        return any(d.step_name == step.name for s in self.steps for d in s.dependencies)
+
+    def joins(self, step: Step) -> list[str]:
+        """The isolated steps `step` depends on, in spec order: their branches merge before it runs."""
+        wanted = {d.step_name for d in step.dependencies}
+        return [s.name for s in self.steps if s.name in wanted and self.isolated(s)]
 
     def stop_value(self, kind: str) -> Any:
         for condition in self.stop_conditions:

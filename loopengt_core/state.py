@@ -19,6 +19,7 @@ from loopengt_core.events import (
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    BranchesMerged,
     BudgetReached,
     CheckpointTaken,
     CommandAbandoned,
@@ -45,6 +46,7 @@ from loopengt_core.events import (
     UsageRead,
     WorkspaceAccepted,
     WorkspaceFiles,
+    WorktreeAdded,
     materialised,
     parse_iso,
 )
@@ -80,8 +82,10 @@ class GateResult(BaseModel):
     feedback: str | None = None
 
 
-class TaskView(BaseModel):
+class TaskView(_Additive):
     """A task as the agent sees it."""
+
+    added: ClassVar[tuple[str, ...]] = ("workdir",)
 
     task_id: str
     step: str
@@ -92,10 +96,15 @@ class TaskView(BaseModel):
     output_schema: dict[str, Any] | None = None
     feedback: str | None = None
     expires_at: str | None = None
+    workdir: str | None = Field(
+        None,
+        description="Where to work when not in the run's directory: the step's own git worktree "
+        "(`isolation: worktree`), or a join's merge of them; its command gates run there too.",
+    )
 
 
-class TaskState(TaskView, _Additive):
-    added: ClassVar[tuple[str, ...]] = ("transcript_usage",)
+class TaskState(TaskView):
+    added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir")
 
     issued_at: str
     transcript_usage: Usage | None = Field(
@@ -233,8 +242,19 @@ class WorkspaceRecord(BaseModel):
     )
 
 
+class WorktreeRecord(BaseModel):
+    """A git worktree of the run (worktree_added, branches_merged): where one step works."""
+
+    kind: Literal["branch", "join"] = Field(description="An isolated step's own, or a join's merge.")
+    path: str = Field(description="The worktree's directory (absolute).")
+    branch: str = Field(description="Its branch, `loopengt/<run>/<step>`.")
+    base: str = Field(description="The commit it was made from.")
+    commit: str | None = Field(None, description="join: the last merge commit.")
+
+
 class RunState(_Additive):
     added: ClassVar[tuple[str, ...]] = (
+        "worktrees",
         "spend",
         "paused_for",
         "budget_warning",
@@ -269,6 +289,9 @@ class RunState(_Additive):
     error: str | None = None
     checkpoints: int = 0
     workspace: WorkspaceRecord | None = None
+    worktrees: dict[str, WorktreeRecord] = Field(
+        default_factory=dict, description="The run's git worktrees, by the step that works in each."
+    )
     spend: Spend = Field(default_factory=Spend, description="Usage reported over the run.")
     paused_for: Literal["budget", "stuck"] | None = Field(
         None, description="Why the run paused itself (a setup error pauses with `commands` blocked)."
@@ -347,6 +370,10 @@ def apply(state: RunState | None, event: Event) -> RunState:
         state.seq, state.started_at, state.checkpoints, state.answers = 0, event.at, 0, {}
         for step in state.steps.values():  # their seqs are the parent's log's
             step.output_seq = None
+        # the parent's worktrees stay the parent's: the fork's isolated steps get their own
+        state.worktrees = {}
+        for task in state.tasks.values():
+            task.workdir = None
         if event.workspace is not None:  # forked into a worktree: the fork works there
             state.workspace = _workspace_record(event.workspace, event.seq)
     else:
@@ -441,6 +468,7 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
         feedback=e.feedback,
         issued_at=e.at,
         expires_at=e.expires_at,
+        workdir=state.worktrees[e.step].path if e.step in state.worktrees else None,
     )
 
 
@@ -658,6 +686,30 @@ def _checkpoint_taken(state: RunState, e: CheckpointTaken) -> None:
 @_on(WorkspaceAccepted)
 def _workspace_accepted(state: RunState, e: WorkspaceAccepted) -> None:
     _record_workspace(state, e)
+
+
+@_on(WorktreeAdded)
+def _worktree_added(state: RunState, e: WorktreeAdded) -> None:
+    state.worktrees[e.step] = WorktreeRecord(kind="branch", path=e.path, branch=e.branch, base=e.base)
+    for task in state.tasks.values():
+        if task.step == e.step:
+            task.workdir = e.path
+
+
+@_on(BranchesMerged)
+def _branches_merged(state: RunState, e: BranchesMerged) -> None:
+    state.worktrees[e.step] = WorktreeRecord(
+        kind="join", path=e.path, branch=e.branch, base=e.base, commit=e.commit
+    )
+    merge = {"branches": [dict(m) for m in e.merged], "commit": e.commit, "branch": e.branch}
+    if e.conflicts:
+        merge["conflicts"] = [dict(c) for c in e.conflicts]
+    step = state.steps[e.step]
+    step.visit_input = {**step.visit_input, "merge": merge}  # retries of the join see it too
+    for task in state.tasks.values():
+        if task.step == e.step:
+            task.workdir = e.path
+            task.input = {**task.input, "merge": merge}
 
 
 @_on(RunPaused)

@@ -493,7 +493,35 @@ def check_semantics(spec: LoopSpec) -> list[Problem]:
         *_stop_conditions(spec),
         *_pattern_rules(spec),
         *_budget(spec),
+        *_isolation(spec),
     ]
+
+
+def _isolation(spec: LoopSpec) -> Iterator[Problem]:
+    """`isolation: worktree` needs git, and a join that merges the branch back into the run's line."""
+    isolated = [(i, s) for i, s in enumerate(spec.steps) if spec.isolated(s)]
+    if not isolated:
+        return
+    if spec.workspace == "none":
+        where = "isolation" if spec.isolation == "worktree" else f"steps[{isolated[0][0]}].isolation"
+        yield Problem(
+            where,
+            "isolation: worktree needs the run's files in git: remove `workspace: none` (use auto or git), "
+            "or set isolation: none",
+        )
+    for i, step in isolated:
+        if not any(d.step_name == step.name for s in spec.steps for d in s.dependencies):
+            yield Problem(
+                f"steps[{i}].isolation",
+                f"step '{step.name}' works in its own worktree, but no step depends on it, so its work would "
+                "never be merged: add a join step that lists it in dependencies, or set isolation: none",
+            )
+        if spec.joins(step):
+            yield Problem(
+                f"steps[{i}].isolation",
+                f"step '{step.name}' joins worktree branches ({', '.join(spec.joins(step))}): it works in "
+                "their merge, so it cannot have a worktree of its own; set isolation: none",
+            )
 
 
 def _budget(spec: LoopSpec) -> Iterator[Problem]:

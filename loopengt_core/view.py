@@ -147,6 +147,23 @@ def next_action(state: RunState) -> str:
     return _work(state)
 
 
+def _workdirs(state: RunState) -> str:
+    """Where tasks with a worktree of their own work (isolation: worktree): said, so no agent edits the
+    run's directory instead; a join with conflicts is told so."""
+    placed = [t for t in state.tasks.values() if t.workdir is not None]
+    if not placed:
+        return ""
+    where = "; ".join(f"{t.task_id} in {t.workdir}" for t in placed)
+    conflicted = [t.task_id for t in placed if t.input.get("merge", {}).get("conflicts")]
+    resolve = (
+        f" Task {', '.join(conflicted)} starts from a merge with conflicts (input.merge.conflicts): resolve "
+        "the conflict markers in those files first."
+        if conflicted
+        else ""
+    )
+    return f" Work (edit files, run commands) only in the task's workdir: {where}.{resolve}"
+
+
 def _work(state: RunState) -> str:
     run = state.run_id
     if state.tasks:
@@ -154,11 +171,11 @@ def _work(state: RunState) -> str:
         if len(ids) == 1:
             return (
                 f"Do task '{ids[0]}' as its instructions say, then submit the result with "
-                f"step(run_id='{run}', task_id='{ids[0]}', output=...)."
+                f"step(run_id='{run}', task_id='{ids[0]}', output=...)." + _workdirs(state)
             )
         return (
             f"Do the {len(ids)} open tasks ({', '.join(ids)}), in any order or in parallel; submit each with "
-            f"step(run_id='{run}', task_id=..., output=...)."
+            f"step(run_id='{run}', task_id=..., output=...)." + _workdirs(state)
         )
     if state.approval is not None:
         return (

@@ -299,6 +299,12 @@ def run(
             "--context-from", help="An earlier run whose outputs the tasks get (input.memory; repeatable)"
         ),
     ] = [],  # noqa: B006
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Agents run at once on parallel branches, each in its own workdir"
+        ),
+    ] = 1,
     quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
@@ -320,7 +326,7 @@ def run(
             context_from=context_from or None,
         )
 
-    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id)
+    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id, jobs=jobs)
     raise typer.Exit(0 if view.status == "completed" else 1)
 
 
@@ -346,6 +352,7 @@ def _headless(
     new: bool,
     run_id: str | None = None,
     final_output: bool = True,
+    jobs: int = 1,
 ) -> RunView:
     """Start or continue a run with `begin`, drive it with the agent command to its end, print the end.
 
@@ -372,7 +379,7 @@ def _headless(
     try:
         with progress, Watcher(watched, view.run_id, progress) as watcher:
             try:
-                view = drive(runs, view, argv, progress, watcher)
+                view = drive(runs, view, argv, progress, watcher, jobs=jobs)
             except AgentCannotStart as exc:
                 if created:
                     runs.fail_run(view.run_id, f"the agent command cannot start: {exc.message}")
@@ -674,16 +681,25 @@ def _size(count: int) -> str:
 @app.command()
 def prune(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Age since the run ended: 30d, 12h, 90m, 2w, 1d12h")
-    ],
+        str | None, typer.Option("--older-than", help="Age since the run ended: 30d, 12h, 90m, 2w, 1d12h")
+    ] = None,
     statuses: Annotated[
         list[str],
         typer.Option("--status", help="completed, failed or cancelled (repeatable; default: all three)"),
     ] = [],  # noqa: B006
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; delete nothing")] = False,
+    worktrees: Annotated[
+        bool,
+        typer.Option(
+            "--worktrees",
+            help="Remove the git worktrees of every ended run (isolation: worktree) and its isolated steps' "
+            "branches; the runs, and the joins' branches, stay",
+        ),
+    ] = False,
     store: StoreOption = ".loopengt",
 ) -> None:
-    """Delete ended runs older than --older-than; running, paused and waiting runs are never touched."""
+    """Delete ended runs older than --older-than (their worktrees too); running, paused and waiting runs are
+    never touched. --worktrees: remove only the worktrees of ended runs."""
     from datetime import UTC, datetime
 
     from loopengt_core.retention import check_statuses, parse_age
@@ -691,9 +707,27 @@ def prune(
     from loopengt_core.store import open_store
     from loopengt_server.wording import plural
 
-    age, chosen = parse_age(older_than), check_statuses(statuses)
+    if older_than is None and not worktrees:
+        from typer._click.exceptions import MissingParameter
+
+        raise MissingParameter(
+            "give it to delete ended runs, or give --worktrees to remove their worktrees",
+            param_hint="'--older-than'",
+            param_type="option",
+        )
+    chosen = check_statuses(statuses)
+    if older_than is None:
+        runs = _runs(store)
+        ended = [r.run_id for r in runs.list_runs(limit=1_000_000) if r.status in chosen]
+        _prune_worktrees(runs, ended, dry_run)
+        return
+    age = parse_age(older_than)
     opened = open_store(store)
     try:
+        if not dry_run:  # the worktrees of the runs about to go, first: a run's record names them
+            going = prune_runs(opened, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=True)
+            if going.runs:
+                _prune_worktrees(_runs(store), [r.run_id for r in going.runs], dry_run, quiet=True)
         report = prune_runs(opened, older_than=age, now=datetime.now(UTC), statuses=chosen, dry_run=dry_run)
     finally:
         opened.close()
@@ -715,6 +749,20 @@ def prune(
             f"{'would remove' if dry_run else 'removed'} {plural(report.leftovers, 'temp file')} left by interrupted "
             f"writes ({_size(report.leftover_bytes)})"
         )
+
+
+def _prune_worktrees(runs: Runs, run_ids: list[str], dry_run: bool, *, quiet: bool = False) -> None:
+    """Remove the worktrees (and isolated steps' branches) of ended runs; say what went."""
+    from loopengt_server.wording import plural
+
+    if dry_run:
+        typer.echo(f"dry run: would remove the worktrees of {plural(len(run_ids), 'ended run')}")
+        return
+    removed = [what for run_id in run_ids for what in runs.prune_worktrees(run_id)]
+    for what in removed:
+        typer.echo(f"removed {what}")
+    if not quiet:
+        typer.echo(f"removed {plural(len(removed), 'worktree or branch', 'worktrees and branches')}")
 
 
 @app.command("export")

@@ -237,6 +237,7 @@ class Progress:
         self.detail = ""
         self.peek: Peek | None = None  # the running gate's / command's output so far
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.parallel = False  # --jobs above 1: lines name the step (branch) they are about
         self._lock = threading.RLock()
         self._live: Live | None = None
         self._spinner = Spinner("dots", style="cyan")
@@ -438,6 +439,82 @@ def _show_task(progress: Progress, task: TaskView) -> None:
     progress.now_doing(f"agent {task.agent}", step=task.step, attempt=task.attempt)
 
 
+def _where(runs: Runs, view: RunView, task: TaskView) -> str:
+    """Where an agent works: its task's own worktree (isolation: worktree, a join's merge), else the
+    run's work tree (a fork bound to a git worktree works there), else the current directory."""
+    if task.workdir is not None:
+        return task.workdir
+    return view.workspace.root if view.workspace is not None else str(runs.cwd)
+
+
+def _call(
+    argv: list[str], payload: dict[str, Any], where: str, on_stderr: Callable[[str], None]
+) -> tuple[Any, str | None, Usage | None, str | None, float]:
+    """One agent call: (output, error, usage, why usage is unknown, seconds)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="loopengt-usage-") as scratch:
+        usage_file = Path(scratch) / "usage.json"
+        output, error = call_agent(argv, payload, where, on_stderr=on_stderr, usage_file=usage_file)
+        usage, unreadable = read_usage(usage_file)
+    return output, error, usage, unreadable, time.monotonic() - started
+
+
+def _submit(
+    runs: Runs,
+    progress: Progress,
+    run_id: str,
+    task: TaskView,
+    done: tuple[Any, str | None, Usage | None, str | None, float],
+    *,
+    tail: list[str],
+) -> RunView:
+    """Report one agent call and submit its result; the answer."""
+    output, error, usage, unreadable, took = done
+    label = f"  agent ({task.step})" if progress.parallel else "  agent"
+    if unreadable is not None:
+        progress.say(Text(f"  usage unknown: {unreadable}", style="yellow"))
+    if error is not None:
+        progress.say(Text.assemble(f"{label}: ", ("failed", "red"), f" ({took:.1f} s)"))
+        for line in _last_lines(error):
+            progress.say(Text(f"    | {line}", style="dim"))
+        progress.now_doing("recording the failure", step=task.step)
+        return runs.step(run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage))
+    progress.say(f"{label}: done ({took:.1f} s)")
+    for line in tail:
+        progress.say(Text(f"    | {line}", style="dim"))
+    progress.now_doing("checking the output", step=task.step)
+    return runs.step(run_id, task.task_id, output, usage=_plain(usage))
+
+
+def _fan_out(
+    runs: Runs, view: RunView, argv: list[str], progress: Progress, *, goal: str, tasks: list[TaskView]
+) -> RunView:
+    """Up to --jobs agents at once, each in its own workdir; results submitted in task order once all
+    have returned (the service's lock keeps the submissions apart)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for task in tasks:
+        _show_task(progress, task)
+    steps = ", ".join(t.step for t in tasks)
+    progress.now_doing(f"{plural(len(tasks), 'agent')} at once: {steps}", step=steps, attempt=None)
+
+    def one(task: TaskView) -> tuple[Any, str | None, Usage | None, str | None, float]:
+        payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
+        return _call(
+            argv,
+            payload,
+            _where(runs, view, task),
+            lambda line: progress.output_line(f"[{task.step}] {line}"),
+        )
+
+    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="loopengt-agent") as pool:
+        results = list(pool.map(one, tasks))
+    answer = view
+    for task, done in zip(tasks, results, strict=True):
+        answer = _submit(runs, progress, view.run_id, task, done, tail=[])
+    return answer
+
+
 def drive(
     runs: Runs,
     view: RunView,
@@ -446,50 +523,32 @@ def drive(
     watcher: Watcher | None = None,
     *,
     poll_seconds: float = 1.0,
+    jobs: int = 1,
 ) -> RunView:
-    """Work through the run until it ends (or Ctrl-C, which leaves it resumable).
+    """Work through the run until it ends (or Ctrl-C, which leaves it resumable). `jobs`: agents run at
+    once when the run has several open tasks (parallel branches), each in its task's workdir.
 
     Raises:
         AgentCannotStart: the agent command could not be started; the run is left as it is.
     """
     goal = runs.spec_of(view.run_id).goal
     said_waiting = False
+    progress.parallel = jobs > 1
     while view.status in ACTIVE:
-        if view.tasks:
+        if len(view.tasks) > 1 and jobs > 1:
+            said_waiting = False
+            view = _fan_out(runs, view, argv, progress, goal=goal, tasks=view.tasks[:jobs])
+            if watcher is not None:
+                watcher.catch_up()
+        elif view.tasks:
             said_waiting = False
             task = view.tasks[0]
             _show_task(progress, task)
             payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
-            # a fork bound to a git worktree works there (its commands run there too)
-            where = view.workspace.root if view.workspace is not None else str(runs.cwd)
-            started = time.monotonic()
-            with tempfile.TemporaryDirectory(prefix="loopengt-usage-") as scratch:
-                usage_file = Path(scratch) / "usage.json"
-                output, error = call_agent(
-                    argv, payload, where, on_stderr=progress.output_line, usage_file=usage_file
-                )
-                usage, unreadable = read_usage(usage_file)
-            if unreadable is not None:
-                progress.say(Text(f"  usage unknown: {unreadable}", style="yellow"))
-            took = time.monotonic() - started
-            tail = list(progress.tail)
-            if error is not None:
-                progress.say(Text.assemble("  agent: ", ("failed", "red"), f" ({took:.1f} s)"))
-                for line in _last_lines(error):
-                    progress.say(Text(f"    | {line}", style="dim"))
-                progress.now_doing("recording the failure")
-                answer = runs.step(
-                    view.run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage)
-                )
-            else:
-                progress.say(f"  agent: done ({took:.1f} s)")
-                for line in tail:
-                    progress.say(Text(f"    | {line}", style="dim"))
-                progress.now_doing("checking the output")
-                answer = runs.step(view.run_id, task.task_id, output, usage=_plain(usage))
+            done = _call(argv, payload, _where(runs, view, task), progress.output_line)
+            view = _submit(runs, progress, view.run_id, task, done, tail=list(progress.tail))
             if watcher is not None:
                 watcher.catch_up()
-            view = answer
         elif view.status == "paused":
             break  # a person must fix the setup first (the view's error says what); resume continues
         elif view.status == "waiting_approval":

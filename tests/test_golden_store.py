@@ -43,8 +43,16 @@ EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURE / "expected.json").rea
 GOLDEN_BASE = "/tmp/golden-gen"  # where the fixture was driven: its workspace roots name it
 RUN_IDS = sorted(EXPECTED)
 # event types added since 0.2.0, which its logs cannot hold: a budget or stuck pause, usage read from a
-# transcript (issue 16), a command whose runner died (issue 14)
-ADDED_TYPES = {"run_paused", "task_held", "budget_reached", "usage_read", "command_abandoned"}
+# transcript (issue 16), a command whose runner died (issue 14), parallel branches in worktrees (issue 17)
+ADDED_TYPES = {
+    "run_paused",
+    "task_held",
+    "budget_reached",
+    "usage_read",
+    "command_abandoned",
+    "worktree_added",
+    "branches_merged",
+}
 # RunView keys added since 0.2.0: what a run spent, why it paused itself (issue 16), the commands running (issue 14)
 ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning", "checking")
 

@@ -25,6 +25,7 @@ from loopengt_core.events._types import (
     ApprovalGiven,
     ApprovalRejected,
     ApprovalRequested,
+    BranchesMerged,
     BudgetReached,
     CheckpointTaken,
     CommandAbandoned,
@@ -50,6 +51,7 @@ from loopengt_core.events._types import (
     TaskIssued,
     UsageRead,
     WorkspaceAccepted,
+    WorktreeAdded,
 )
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "ApprovalGiven",
     "ApprovalRejected",
     "ApprovalRequested",
+    "BranchesMerged",
     "BudgetReached",
     "CheckpointTaken",
     "CommandAbandoned",
@@ -88,6 +91,7 @@ __all__ = [
     "UsageRead",
     "WorkspaceAccepted",
     "WorkspaceFiles",
+    "WorktreeAdded",
     "by_reference",
     "event_data",
     "event_from_record",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from loopengt_core.budget import BudgetLimits, Usage
 from loopengt_core.events._base import Event, WorkspaceFiles
@@ -292,6 +293,60 @@ class WorkspaceAccepted(Event):
     changed: list[str] = Field(default_factory=list, description="The files changed outside the loop.")
 
 
+class WorktreeAdded(Event):
+    """An isolated step (`isolation: worktree`) got its own git worktree, before its task was handed out.
+
+    Recorded after git made it: a crash in between leaves a worktree no event names, which the next
+    transition replaces (nothing was handed out in it) and `loopengt prune` removes.
+    """
+
+    type: Literal["worktree_added"] = Field("worktree_added", description=_TYPE)
+    step: str = Field(description="The step that works there (every attempt of it).")
+    path: str = Field(description="The worktree's directory (absolute), the task's `workdir`.")
+    branch: str = Field(description="Its branch, `loopengt/<run>/<step>`.")
+    base: str = Field(
+        description="The commit it was made from: the run's recorded files (tree, on the recorded HEAD) when "
+        "the step started, never the user's HEAD of the moment."
+    )
+
+
+class MergedBranch(TypedDict):
+    """One branch merged at a join, in spec order."""
+
+    step: Annotated[str, Field(description="The isolated step whose work it holds.")]
+    branch: Annotated[str, Field(description="Its branch.")]
+    commit: Annotated[str, Field(description="The commit of its worktree's files that was merged.")]
+
+
+class MergeConflict(TypedDict):
+    """A file two merged branches both changed in the same place."""
+
+    path: Annotated[str, Field(description="The file, from the top of the work tree.")]
+    hunks: Annotated[
+        list[str],
+        Field(description="Each conflicted region as the merged file holds it, from <<<<<<< to >>>>>>>."),
+    ]
+
+
+class BranchesMerged(Event):
+    """A join step's isolated dependencies were merged, in spec order, into the run's line of work: a
+    worktree of the run on its own branch (never the user's checkout). The join's tasks work and its
+    command gates run there; conflicts stay in the files, with markers, and go to the join's task."""
+
+    type: Literal["branches_merged"] = Field("branches_merged", description=_TYPE)
+    step: str = Field(description="The join step.")
+    path: str = Field(description="The line's worktree (absolute): the join task's `workdir`.")
+    branch: str = Field(
+        description="The line's branch, `loopengt/<run>/<join step>`; kept when the run ends."
+    )
+    base: str = Field(description="The commit the merges started from (the first branch's base).")
+    merged: list[MergedBranch] = Field(description="The branches merged, in spec order.")
+    commit: str = Field(description="The last merge commit: the line's files before the join task works.")
+    conflicts: list[MergeConflict] = Field(
+        default_factory=list, description="Files left with conflict markers, for the join's task to resolve."
+    )
+
+
 class RunPaused(Event):
     """The run stopped issuing work for a person: a budget limit was reached, or the loop is stuck."""
 
@@ -396,6 +451,8 @@ AnyEvent = Annotated[
     | StepFailed
     | CheckpointTaken
     | WorkspaceAccepted
+    | WorktreeAdded
+    | BranchesMerged
     | RunPaused
     | BudgetReached
     | TaskHeld
