@@ -25,7 +25,7 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_helpers import assert_no_traceback, ok, server_env, step
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 PLUGIN_MODULE = '''
 """A loopengt plugin package for the tests: a store backend and an editor client."""
