@@ -152,8 +152,11 @@ def _free_port(start: int) -> int:
 
     for port in range(start, start + 200):
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) != 0:
-                return port
+            try:
+                sock.bind(("127.0.0.1", port))  # nothing listens on it and no connection uses it
+            except OSError:
+                continue
+            return port
     raise RuntimeError("no free port for the suite's PostgreSQL server")
 
 
@@ -163,7 +166,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         if os.environ.get("CI"):
             pytest.fail("the PostgreSQL kill suite needs root or the PostgreSQL server binaries")
         pytest.skip("needs root or the PostgreSQL server binaries (.ci/postgres.sh)")
-    port = _free_port(54400)
+    # Below the kernel's ephemeral range (32768-60999 here): a server restarted a dozen times on a port in
+    # that range can find it taken by some client connection's local port ("Address already in use").
+    port = _free_port(24400)
     data = Path(f"/tmp/loopengt-pgkill-{uuid.uuid4().hex[:8]}")  # /tmp: the postgres user must reach it
     env = {
         **os.environ,
