@@ -30,6 +30,17 @@ from loopengt_core.store.files import FileStore
 BOUND = 1.0
 
 
+def settles(runs: Runs, run_id: str, seconds: float = 5.0) -> bool:
+    """Whether the run becomes settled within `seconds`: the worker thread leaves a run just after its last
+    append, so a view that already shows the end can come a moment before `settled` does."""
+    deadline = time.monotonic() + seconds
+    while not runs.settled(run_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def gate_spec(gate: list[str], *, retries: int = 1, timeout: float = 60) -> dict[str, Any]:
     """One agent step checked by a command gate `tests` that retries (tests/long uses it too)."""
     return {
@@ -117,7 +128,7 @@ def test_a_step_answers_within_the_bound_and_the_gate_goes_on(store: FileStore, 
     assert view.checking == []
     assert marker.read_text() == "x"  # the gate ran once
     assert types_of(store, run_id).count("command_started") == 1
-    assert runs.settled(run_id)
+    assert settles(runs, run_id)
     # the same submission once more answers as it did at the end, with the gate's result
     final = runs.step(run_id, "write#1", {"done": True})
     assert [(g.name, g.passed) for g in final.gate_results] == [("tests", True)]
@@ -203,7 +214,7 @@ def test_stop_commands_kills_the_group_and_the_policy_retries(store: FileStore, 
     assert view.status == "running"
     assert [t.task_id for t in view.tasks] == ["write#2"]
     assert "cancelled by tasks/cancel from a test" in (view.tasks[0].feedback or "")
-    assert runs.settled(run_id)
+    assert settles(runs, run_id)
     assert runs.stop_commands(run_id, "nobody") == 0
 
 
@@ -406,4 +417,4 @@ def test_cancelling_a_run_kills_its_running_gate(store: FileStore, tmp_path: Pat
     assert runs.cancel_run(run_id, "not needed").status == "cancelled"
     assert not _alive(int(child.read_text()))
     assert types_of(store, run_id)[-1] == "run_cancelled"  # nothing recorded after the end
-    assert runs.settled(run_id)
+    assert settles(runs, run_id)
