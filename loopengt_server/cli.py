@@ -678,6 +678,13 @@ def _size(count: int) -> str:
     return f"{count} bytes"  # pragma: no cover - the loop always returns
 
 
+class _MissingOption(typer.BadParameter):
+    """An option that is needed only when another one is absent (typer exports no MissingParameter)."""
+
+    def format_message(self) -> str:
+        return f"Missing option {self.param_hint}. {self.message}"
+
+
 @app.command()
 def prune(
     older_than: Annotated[
@@ -708,12 +715,9 @@ def prune(
     from loopengt_server.wording import plural
 
     if older_than is None and not worktrees:
-        from typer._click.exceptions import MissingParameter
-
-        raise MissingParameter(
+        raise _MissingOption(
             "give it to delete ended runs, or give --worktrees to remove their worktrees",
             param_hint="'--older-than'",
-            param_type="option",
         )
     chosen = check_statuses(statuses)
     if older_than is None:
