@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import structlog
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loopengt_core import telemetry, transcripts, worktrees
 from loopengt_core import workspace as git
@@ -92,11 +92,16 @@ FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety
 
 
 class CheckpointInfo(BaseModel):
-    checkpoint_id: str
-    seq: int
-    label: str | None = None
-    created_at: str
-    commit: str | None = None
+    checkpoint_id: str = Field(
+        description="The checkpoint's id in its run (`cp-<n>`): pass it to resume to fork from it.",
+    )
+    seq: int = Field(description="The seq of the last event the checkpoint includes.")
+    label: str | None = Field(None, description="The label it was taken with; None without one.")
+    created_at: str = Field(description="When it was taken, ISO 8601 UTC.")
+    commit: str | None = Field(
+        None,
+        description="The git commit keeping the run's files at that point; None without a git workspace.",
+    )
 
 
 @dataclass

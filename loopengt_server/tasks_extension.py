@@ -48,11 +48,15 @@ ViewOf = Callable[[str], Awaitable[types.CallToolResult]]
 
 
 class TaskParams(types.RequestParams):
-    task_id: str
+    task_id: str = Field(description="The MCP task's id, as the tool call that created it answered.")
 
 
 class UpdateTaskParams(TaskParams):
-    input_responses: dict[str, Any] = Field(default_factory=dict)
+    input_responses: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Answers to input the task asked for, by key (loopengt's tasks ask for none, so they are "
+        "ignored).",
+    )
 
 
 def negotiated(ctx: ServerRequestContext[Any, Any]) -> bool:
