@@ -52,6 +52,7 @@ class BaselineMetrics(BaseModel):
 
     @classmethod
     def of(cls, metrics: RunMetrics) -> BaselineMetrics:
+        """The metrics a baseline keeps, taken from a run's metrics (tokens and cost only where reported)."""
         spend = metrics.spend
         return cls(
             run_status=metrics.run_status,
@@ -185,6 +186,7 @@ def _pct(rate: float | None) -> str:
 
 
 def regressed(rows: list[Row]) -> list[Row]:
+    """The rows whose metric got worse than the baseline allows (what fails `eval --baseline`)."""
     return [r for r in rows if r.verdict == "regressed"]
 
 

@@ -109,6 +109,8 @@ class SpendView(Spend):
 
     @classmethod
     def of(cls, spend: Spend, submissions: int) -> SpendView:
+        """The view of `spend` over `submissions` submissions: those without usage are counted as unknown,
+        never as 0."""
         return cls(
             **spend.model_dump(),
             submissions=submissions,

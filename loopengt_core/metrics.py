@@ -50,6 +50,8 @@ class GateStats(BaseModel):
 
 
 class StepAttempts(BaseModel):
+    """One step's attempts and spend in a run's metrics."""
+
     step: str = Field(description="The step's name.")
     status: str = Field(description="The step's status when the metrics were taken.")
     attempts: int = Field(description="Tasks and command runs issued for the step over the whole run.")
@@ -57,6 +59,9 @@ class StepAttempts(BaseModel):
 
 
 class RunMetrics(BaseModel):
+    """A run's metrics (`loopengt eval`): 0.1.0's fields, plus attempts, gate pass rates, waiting times and
+    spend."""
+
     run_id: str = Field(description="The run's id.")
     loop: str = Field(description="The name of the loop spec the run follows.")
     run_status: RunStatus = Field(description="The run's status when the metrics were taken.")
@@ -102,6 +107,7 @@ class MetricsFold:
         self.last_at: str | None = None
 
     def add(self, event: Event) -> None:
+        """Fold one more event into the metrics (events in seq order)."""
         self.state = apply(self.state, event)
         self.events += 1
         self.last_at = event.at

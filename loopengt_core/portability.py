@@ -40,6 +40,8 @@ FORMAT_VERSION: Final = 1
 
 
 class CheckpointRecord(BaseModel):
+    """A checkpoint as an export carries it: the run's state at one seq, so forks work after an import."""
+
     model_config = ConfigDict(extra="ignore")
 
     checkpoint_id: str = Field(description="The checkpoint's id in its run (`cp-<n>`).")

@@ -198,6 +198,8 @@ def _located(error: Any, prefix: tuple[int | str, ...]) -> InitErrorDetails:
 
 
 class Dependency(SpecModel):
+    """A step that must complete before the step that lists it."""
+
     step_name: str = Field(
         description="The step that must complete first; its output becomes part of this step's input.",
     )
@@ -381,6 +383,8 @@ class Tool(SpecModel):
 
 
 class Trigger(SpecModel):
+    """What starts the loop (0.1.0); kept for compatibility, runs start with start_run."""
+
     trigger_type: TriggerType = Field(
         "manual",
         description="What starts a run (manual, schedule, event, webhook, api). Kept from loopengt 0.1.0; "
@@ -405,6 +409,8 @@ class Trigger(SpecModel):
 
 
 class Policy(SpecModel):
+    """Run-wide rules: turns, time, retries, shared gates, concurrency, budget and stuck detection."""
+
     max_turns: int = Field(50, ge=1, description="Accepted submissions allowed in a run.")
     max_total_time_seconds: float | None = Field(
         None,
@@ -505,6 +511,7 @@ class OutputSpec(SpecModel):
         return value
 
     def json_schema(self) -> JsonSchema:
+        """The final output's JSON Schema, with `required_fields` merged into its `required`."""
         schema = dict(self.schema_def or {})
         if self.required_fields:
             schema["required"] = sorted({*schema.get("required", []), *self.required_fields})
@@ -615,18 +622,33 @@ class LoopSpec(SpecModel):
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     def step(self, name: str) -> Step:
+        """The step named `name`.
+
+        Raises:
+            KeyError: no such step (validation has checked every reference).
+        """
         for step in self.steps:
             if step.name == name:
                 return step
         raise KeyError(name)
 
     def agent(self, name: str) -> Agent:
+        """The agent named `name`.
+
+        Raises:
+            KeyError: no such agent.
+        """
         for agent in self.agents:
             if agent.name == name:
                 return agent
         raise KeyError(name)
 
     def gate(self, name: str) -> Gate:
+        """The policy gate named `name`.
+
+        Raises:
+            KeyError: no such gate.
+        """
         for gate in self.policy.verification_gates:
             if gate.name == name:
                 return gate
@@ -647,6 +669,7 @@ class LoopSpec(SpecModel):
         return [s.name for s in self.steps if s.name in wanted and self.isolated(s)]
 
     def stop_value(self, kind: str) -> Any:
+        """The `value` of the first stop condition of type `kind`; None without one."""
         for condition in self.stop_conditions:
             if condition.condition_type == kind:
                 return condition.value

@@ -77,6 +77,8 @@ class _Additive(BaseModel):
 
 
 class GateResult(BaseModel):
+    """One gate's check of one submission."""
+
     name: str = Field(description="The gate's name in the step's spec.")
     passed: bool | None = Field(description="None while a person has not answered an approval gate.")
     feedback: str | None = Field(
@@ -125,6 +127,8 @@ class TaskView(_Additive):
 
 
 class TaskState(TaskView):
+    """An open task as the run keeps it: what the agent sees, plus when it was issued and usage read for it."""
+
     added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir")
 
     issued_at: str = Field(description="When the task was issued, ISO 8601 UTC.")
@@ -134,6 +138,8 @@ class TaskState(TaskView):
 
 
 class StepState(_Additive):
+    """A step's progress in a run: status, attempts, its last output and spend."""
+
     added: ClassVar[tuple[str, ...]] = ("spend", "streak", "output_seq")
 
     name: str = Field(description="The step's name in the loop spec.")
@@ -199,6 +205,7 @@ class Evaluation(BaseModel):
     _output_seq: int | None = PrivateAttr(None)
 
     def output_seq(self) -> int | None:
+        """The seq of the event recording the output (None after a snapshot or fork)."""
         return self._output_seq
 
 
@@ -258,6 +265,8 @@ class Command(BaseModel):
 
 
 class Approval(BaseModel):
+    """An approval a person must give before the run goes on."""
+
     task_id: str = Field(description="The task whose output waits for the approval.")
     step: str = Field(description="The step of that task.")
     gate: str = Field(description="The approval gate's name.")
@@ -327,6 +336,8 @@ class WorktreeRecord(BaseModel):
 
 
 class RunState(_Additive):
+    """A run's whole state: the fold of its events (`apply`), and what snapshots and checkpoints store."""
+
     added: ClassVar[tuple[str, ...]] = (
         "worktrees",
         "spend",
@@ -419,6 +430,7 @@ class RunState(_Additive):
 
     @property
     def ended(self) -> bool:
+        """Whether the run completed, failed or was cancelled (nothing more can happen to it)."""
         return self.status in ENDED
 
     def due_commands(self) -> list[Command]:

@@ -14,6 +14,8 @@ from loopengt_core.state import Command, GateResult, RunState, RunStatus, StepSt
 
 
 class StepView(BaseModel):
+    """A step as callers see it: its status, attempts and spend."""
+
     name: str = Field(description="The step's name in the loop spec.")
     status: StepStatus = Field(
         description="pending, running (a task or command is open), waiting_approval, completed, failed or "
@@ -65,6 +67,8 @@ class CheckView(BaseModel):
 
 
 class RunView(BaseModel):
+    """A run as callers see it: what get_run, start_run and resume answer. `next_action` says what to do now."""
+
     run_id: str = Field(description="The run's id: pass it to step, get_run, resume and cancel.")
     loop: str = Field(description="The name of the loop spec the run follows.")
     status: RunStatus = Field(
@@ -119,6 +123,8 @@ class RunView(BaseModel):
 
 
 class StepAnswer(RunView):
+    """What step answers: the run's view after the submission, with the gates' results so far."""
+
     accepted: bool = Field(
         description="Always true: the submission is recorded (one that cannot be, such as an expired or "
         "unknown task, is refused with an error instead).",
@@ -134,6 +140,8 @@ class StepAnswer(RunView):
 
 
 class RunSummary(BaseModel):
+    """One run in a listing (list_runs, `loopengt runs`)."""
+
     run_id: str = Field(description="The run's id.")
     loop: str = Field(description="The name of the loop spec the run follows.")
     status: RunStatus | Literal["unreadable", "corrupt"] = Field(
@@ -151,6 +159,7 @@ class RunSummary(BaseModel):
 
 
 def next_action(state: RunState) -> str:
+    """What to do now, in words: for the agent reading the view, or the person it must tell."""
     run = state.run_id
     if state.status == "completed":
         return "The run completed; final_output holds the result. Nothing more to do."
@@ -332,10 +341,12 @@ def with_drift(view: V, changed: list[str] | None = None, *, error: str | None =
 
 
 def run_view(state: RunState) -> RunView:
+    """The RunView of a run's state."""
     return RunView(**_view_fields(state))
 
 
 def step_answer(state: RunState, gate_results: list[GateResult]) -> StepAnswer:
+    """`step`'s answer: the run's view after the submission, with the gate results so far."""
     return StepAnswer(
         **_view_fields(state),
         accepted=True,
@@ -345,6 +356,7 @@ def step_answer(state: RunState, gate_results: list[GateResult]) -> StepAnswer:
 
 
 def run_summary(state: RunState) -> RunSummary:
+    """The short form of a run that `list_runs` answers."""
     return RunSummary(
         run_id=state.run_id,
         loop=state.loop,
