@@ -31,6 +31,8 @@ from loopengt_server.follow import describe
 
 
 class GateRecord(BaseModel):
+    """One gate's check of a task's submission, as the web view shows it."""
+
     gate: str = Field(description="The gate's name.")
     passed: bool | None = Field(None, description="None while it runs or waits for a person.")
     feedback: str | None = Field(None, description="Why it failed (or an approver's comment).")
@@ -41,6 +43,8 @@ class GateRecord(BaseModel):
 
 
 class TaskRecord(BaseModel):
+    """One task as the web view shows it: what was asked, what came back, and its gates."""
+
     task_id: str = Field(description="The task's id, `<step>#<n>`.")
     step: str = Field(description="The step it belongs to.")
     agent: str | None = Field(None, description="The agent that does it; None for a command step.")
@@ -63,6 +67,8 @@ class TaskRecord(BaseModel):
 
 
 class EventLine(BaseModel):
+    """One line of the web view's timeline."""
+
     seq: int = Field(description="The event's seq in the run's log.")
     at: str = Field(description="When it was recorded, ISO 8601 UTC.")
     type: str = Field(description="The event's type (`task_issued`, `gate_failed`, ...).")
@@ -80,12 +86,14 @@ class TaskFold:
         self.outputs: dict[int, Any] = {}  # seq -> the output an event records, for inputs that refer to it
 
     def add(self, events: list[AnyEvent]) -> list[EventLine]:
+        """Fold more events into the tasks; their timeline lines."""
         for event in events:
             self._add(event)
             self.seq = event.seq
         return [line(e) for e in events]
 
     def take_touched(self) -> list[TaskRecord]:
+        """The tasks changed since the last call (what a page is sent)."""
         out = [self.tasks[t] for t in sorted(self.touched) if t in self.tasks]
         self.touched.clear()
         return out
