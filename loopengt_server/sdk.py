@@ -14,7 +14,7 @@ fails on a private SDK name read anywhere else, and on one read here that this d
 - `registered_tools` and `set_output_schema`, through `MCPServer._tool_manager` and the tool's `__dict__`:
   give registered tools hand-written output schemas (the generated ones make tools/list too long and
   client-side validation slow; loopengt_server.tools). `MCPServer.list_tools` builds new protocol objects
-  from them each call, and `add_tool` takes no output schema; `Tool.output_schema` is a cached property,
+  from them each call, and `add_tool` takes no output schema; a tool's `output_schema` is a cached property,
   so its cached value is dropped from `__dict__`.
 - `on_disconnect`, through `ServerSession._connection`: drop a session's subscriptions when its connection
   closes (the session has no public close callback).

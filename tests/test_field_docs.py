@@ -9,10 +9,13 @@ names, and pydantic validators and serializers, are left out.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +25,7 @@ import loopengt_core
 import loopengt_server
 
 PACKAGES = (loopengt_core, loopengt_server)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def modules() -> Iterator[ModuleType]:
@@ -125,3 +129,78 @@ def test_the_run_view_schema_describes_every_property() -> None:
         schema = model.model_json_schema()
         for name, prop in schema["properties"].items():
             assert prop.get("description"), f"{model.__name__}.{name} has no description in its JSON Schema"
+
+
+REFERENCE = re.compile(
+    r"\b((?:loopengt_core|loopengt_server)(?:\.\w+)+)|`([A-Z]\w*\.[a-z_]\w*)(?:\([^`]*\))?`|`([\w/]+\.py)`"
+)
+
+
+def resolves(owner: Any, name: str) -> bool:
+    """Whether `owner` (a module or class) has `name`: an attribute, a model field, an annotation, or an
+    instance attribute its methods assign."""
+    if hasattr(owner, name):
+        return True
+    if not inspect.isclass(owner):
+        return False
+    if name in getattr(owner, "model_fields", {}) or any(
+        name in vars(base).get("__annotations__", {}) for base in owner.__mro__
+    ):
+        return True
+    try:
+        source = inspect.getsource(owner)
+    except (OSError, TypeError):  # made at run time: no source to read
+        return False
+    return re.search(rf"self\.{name}\b", source) is not None
+
+
+def dotted(name: str, by_name: dict[str, ModuleType]) -> str | None:
+    """What is wrong with a `loopengt_core.x.y` reference, or None."""
+    parts = name.split(".")
+    cut = len(parts)
+    while cut and ".".join(parts[:cut]) not in by_name:
+        cut -= 1
+    if not cut:
+        return f"{name}: no such module"
+    owner: Any = by_name[".".join(parts[:cut])]
+    for part in parts[cut:]:
+        if not resolves(owner, part):
+            return f"{name}: no {part}"
+        owner = getattr(owner, part, None)
+    return None
+
+
+def stale_references() -> list[str]:
+    by_name = {m.__name__: m for m in modules()}
+    classes: dict[str, list[type[Any]]] = {}
+    for module in by_name.values():
+        for cls in own_classes(module):
+            classes.setdefault(cls.__name__, []).append(cls)
+    files = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py") if ".venv" not in p.parts}
+    found = []
+    for module in by_name.values():
+        for node in ast.walk(ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            where = f"{module.__name__}:{getattr(node, 'lineno', 1)}"
+            for match in REFERENCE.finditer(ast.get_docstring(node) or ""):
+                package_ref, class_ref, file_ref = match.groups()
+                problem = None
+                if package_ref:
+                    problem = dotted(package_ref.rstrip("."), by_name)
+                elif class_ref:
+                    owner, attr = class_ref.split(".", 1)
+                    if owner in classes and not any(resolves(c, attr) for c in classes[owner]):
+                        problem = f"{class_ref}: {owner} has no {attr}"
+                elif not any(f == file_ref or f.endswith("/" + file_ref) for f in files):
+                    problem = f"{file_ref}: no such file"
+                if problem:
+                    found.append(f"{where}: {problem}")
+    return found
+
+
+def test_docstrings_name_modules_classes_and_files_that_exist() -> None:
+    """A docstring naming `loopengt_core.x.y`, `SomeClass.attr` (a class of ours) or `some/file.py` names
+    something that is there: a move or rename that leaves a docstring behind fails here."""
+    found = stale_references()
+    assert found == [], "docstrings naming what no longer exists:\n" + "\n".join(found)
