@@ -526,7 +526,8 @@ class InputDecl(SpecModel):
     description: str | None = Field(None, description="What the input is, shown to whoever starts a run.")
     required: bool = Field(
         False,
-        description="Whether a run must be given it (start_run refuses to start without it).",
+        description="Whether a run must be given it: without it and without a default, start_run refuses to "
+        "start.",
     )
     default: Any = Field(None, description="Its value when a run is not given it.")
 
@@ -548,7 +549,8 @@ class LoopSpec(SpecModel):
     )
     goal: str = Field(
         "",
-        description="The run's goal, given to every task ({goal}); start_run's goal replaces it.",
+        description="What the loop is for: every task gets it (its input's `goal`, its instructions' "
+        "`Goal:` line, and `{goal}` in prompts).",
     )
     pattern: Pattern = Field(
         "sequential",

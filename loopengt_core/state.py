@@ -105,7 +105,10 @@ class TaskView(_Additive):
         description="What to do: the step's prompt rendered with the agent's role, the goal and the input.",
     )
     input: dict[str, Any] = Field(
-        description="The task's input: the run's context and the outputs of the steps it depends on.",
+        description="The task's input: `goal`, the run's `context`, earlier runs' outputs (`memory`, from "
+        "context_from) and what the loop passes on (`dependencies`: the outputs of the steps it depends on; "
+        "`previous`: the step before it; or what the pattern hands over, such as `assignment`, `evaluation`, "
+        "`failure`, `merge`).",
     )
     output_schema: dict[str, Any] | None = Field(
         None,
@@ -156,7 +159,8 @@ class StepState(_Additive):
     issued: int = Field(0, description="Tasks (and command runs) issued for this step: numbers task ids.")
     visit_input: dict[str, Any] = Field(
         default_factory=dict,
-        description="The input the current visit was entered with (a route's `with`), given to each retry.",
+        description="The input the current visit was entered with (dependencies' outputs, the previous "
+        "step's, what the pattern hands over), given to each retry.",
     )
     output: Any = Field(
         None,
@@ -351,7 +355,7 @@ class RunState(_Additive):
 
     run_id: str = Field(description="The run's id.")
     loop: str = Field(description="The name of the loop spec the run follows.")
-    goal: str = Field("", description="The goal the run was started with (rendered into task instructions).")
+    goal: str = Field("", description="The spec's goal when the run started.")
     status: RunStatus = Field(
         "running",
         description="running, waiting_approval, paused, completed, failed or cancelled.",
