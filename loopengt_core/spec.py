@@ -109,7 +109,8 @@ class Gate(SpecModel):
     """A check after a step's output arrives. Exactly one of condition, command, approval, loop_spec or a plugin's."""
 
     name: str = Field(
-        description="The gate's name, unique within its step; gate results and feedback name it.",
+        description="The gate's name, unique in the spec: steps list it in `verification_gates`, and its "
+        "results and feedback name it.",
     )
     description: str | None = Field(None, description="What the gate checks, for people reading the spec.")
     condition: str | None = Field(
@@ -293,7 +294,7 @@ class Agent(SpecModel):
     name: str = Field(description="The agent's name, unique in the spec: steps name it in `agent`.")
     description: str | None = Field(
         None,
-        description="What the agent does; shown in its tasks' instructions.",
+        description="What the agent does, for people reading the spec (its tasks get `system_prompt`).",
     )
     system_prompt: str | None = Field(
         None,
@@ -316,7 +317,8 @@ class Agent(SpecModel):
     )
     tools: list[str] = Field(
         default_factory=list,
-        description="Tools (names from `tools`) the agent may use; each must be declared there.",
+        description="Tools the agent may use: names from the spec's `tools`, checked against them when it "
+        "declares any.",
     )
     timeout_seconds: float | None = Field(
         None,
@@ -428,8 +430,8 @@ class Policy(SpecModel):
     )
     allow_parallel: bool = Field(
         False,
-        description="parallel_fan_out: false runs the ready steps one at a time instead of up to "
-        "max_concurrency at once.",
+        description="parallel_fan_out: set to false to run the ready steps one at a time; left out, up to "
+        "max_concurrency run at once.",
     )
     max_concurrency: int = Field(4, ge=1, description="parallel_fan_out: how many steps may be open at once.")
     fail_fast: bool = Field(
@@ -523,7 +525,7 @@ class InputDecl(SpecModel):
     """A run input (`start_run(inputs=...)`, `--input k=v`); merged into the context."""
 
     name: str = Field(description="The input's name: the key it takes in the run's context.")
-    description: str | None = Field(None, description="What the input is, shown to whoever starts a run.")
+    description: str | None = Field(None, description="What the input is, for whoever starts a run.")
     required: bool = Field(
         False,
         description="Whether a run must be given it: without it and without a default, start_run refuses to "
@@ -538,7 +540,7 @@ CONTEXT_FROM_MAX = 20  # runs a spec or start_run may read memory from (loopengt
 class LoopSpec(SpecModel):
     """A loop.yaml. Every loopengt 0.1.0 field loads unchanged; extensions are additive."""
 
-    name: str = Field(description="The loop's name: runs, traces and memory (context_from) name it.")
+    name: str = Field(description="The loop's name: a run's id starts with it, and listings show it.")
     version: str | None = Field(
         None,
         description="The spec's own version, free-form (for its authors; loopengt does not compare it).",
@@ -582,7 +584,7 @@ class LoopSpec(SpecModel):
     )
     context: dict[str, Any] = Field(
         default_factory=dict,
-        description="Data every task gets in its input; start_run's context and inputs are merged into it.",
+        description="Data every task gets in its input (`context`); a run's inputs are merged into it.",
     )
     inputs: list[InputDecl] = Field(
         default_factory=list,

@@ -112,11 +112,13 @@ class TaskView(_Additive):
     )
     output_schema: dict[str, Any] | None = Field(
         None,
-        description="The JSON Schema the output must match (the step's output_schema); None: any output.",
+        description="The JSON Schema the output must match (the step's output_schema, else its agent's); "
+        "None: any output.",
     )
     feedback: str | None = Field(
         None,
-        description="Why the previous attempt failed (its gates' feedback); None on a first attempt.",
+        description="Why the previous attempt failed (its gates' feedback, or a person's hint given with "
+        "resume); None on a first attempt.",
     )
     expires_at: str | None = Field(
         None,
@@ -361,7 +363,9 @@ class RunState(_Additive):
         description="running, waiting_approval, paused, completed, failed or cancelled.",
     )
     seq: int = Field(0, description="The seq of the last event folded into this state.")
-    turn: int = Field(0, description="Submissions accepted so far (the spec's max_turns caps it).")
+    turn: int = Field(
+        0, description="Submissions recorded so far, success or failure (the spec's max_turns caps it)."
+    )
     seed: int = Field(
         0,
         description="The run's random seed: retry jitter is drawn from it, so a replay decides the same.",
@@ -379,7 +383,7 @@ class RunState(_Additive):
     parent_run_id: str | None = Field(None, description="The run it was forked from; None for a new run.")
     context: dict[str, Any] = Field(
         default_factory=dict,
-        description="The run's input (start's `context`), part of every task's input.",
+        description="The spec's context with the run's inputs merged in: every task's `input.context`.",
     )
     steps: dict[str, StepState] = Field(default_factory=dict, description="Every step's state, by name.")
     tasks: dict[str, TaskState] = Field(default_factory=dict, description="The open tasks, by task id.")

@@ -75,7 +75,9 @@ class RunView(BaseModel):
         description="running, waiting_approval (a person must answer a gate), paused (for a person; see "
         "paused_for), or ended: completed, failed, cancelled.",
     )
-    turn: int = Field(description="Submissions accepted so far (the spec's max_turns caps it).")
+    turn: int = Field(
+        description="Submissions recorded so far, success or failure (the spec's max_turns caps it)."
+    )
     tasks: list[TaskView] = Field(
         description="The open tasks: work for an agent to do and submit with step(run_id, task_id, output).",
     )
@@ -148,7 +150,7 @@ class RunSummary(BaseModel):
         description="`corrupt`: its log or spec is damaged; `unreadable`: the store could not read it "
         "(permissions, too many open files, ...); `error` says why. Such a run is listed, never hidden."
     )
-    turn: int = Field(description="Submissions accepted so far.")
+    turn: int = Field(description="Submissions recorded so far, success or failure.")
     started_at: str = Field(description="When the run started, ISO 8601 UTC.")
     updated_at: str = Field(description="When the run last changed, ISO 8601 UTC.")
     parent_run_id: str | None = Field(
