@@ -122,6 +122,11 @@ def test_every_public_class_function_and_method_has_a_docstring() -> None:
     assert missing == [], f"{len(missing)} public definitions without a docstring:\n" + "\n".join(missing)
 
 
+def test_every_module_says_what_it_is_for() -> None:
+    missing = [module.__name__ for module in modules() if not module.__doc__]
+    assert missing == [], "modules without a docstring: " + ", ".join(missing)
+
+
 def test_the_run_view_schema_describes_every_property() -> None:
     from loopengt_core.view import RunView, StepAnswer
 
