@@ -42,9 +42,9 @@ Verdict = Literal["ok", "regressed", "improved", "new", "missing", "unknown"]
 class BaselineMetrics(BaseModel):
     """The metrics a baseline keeps: the ones a regression shows in."""
 
-    run_status: str
-    total_turns: int
-    total_duration_seconds: float
+    run_status: str = Field(description="The run's status when the baseline was taken.")
+    total_turns: int = Field(description="Accepted submissions.")
+    total_duration_seconds: float = Field(description="From the run's first event to its end.")
     attempts: dict[str, int] = Field(description="Step -> attempts over the run.")
     gate_pass_rates: dict[str, float | None] = Field(description="Gate -> passed / (passed + failed).")
     tokens: int | None = Field(None, description="Tokens reported over the run; None when none were.")
@@ -52,6 +52,7 @@ class BaselineMetrics(BaseModel):
 
     @classmethod
     def of(cls, metrics: RunMetrics) -> BaselineMetrics:
+        """The metrics a baseline keeps, taken from a run's metrics (tokens and cost only where reported)."""
         spend = metrics.spend
         return cls(
             run_status=metrics.run_status,
@@ -67,12 +68,15 @@ class BaselineMetrics(BaseModel):
 class Baseline(BaseModel):
     """One saved baseline file."""
 
-    format: Literal["loopengt-baseline"] = FORMAT
-    version: int = VERSION
-    name: str
+    format: Literal["loopengt-baseline"] = Field(
+        FORMAT,
+        description="Names the file: always `loopengt-baseline`.",
+    )
+    version: int = Field(VERSION, description="The file format's version.")
+    name: str = Field(description="The baseline's name (its file is named after it).")
     run_id: str = Field(description="The run it was taken from.")
-    loop: str
-    metrics: BaselineMetrics
+    loop: str = Field(description="The name of the loop spec the run followed.")
+    metrics: BaselineMetrics = Field(description="The metrics a later run is compared with.")
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ def _pct(rate: float | None) -> str:
 
 
 def regressed(rows: list[Row]) -> list[Row]:
+    """The rows whose metric got worse than the baseline allows (what fails `eval --baseline`)."""
     return [r for r in rows if r.verdict == "regressed"]
 
 

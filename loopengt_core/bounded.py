@@ -56,6 +56,7 @@ class LRU(Generic[K, V]):
         self._busy = busy
 
     def get(self, key: K) -> V | None:
+        """The value kept for `key` (now the most recently used), or None."""
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
@@ -77,6 +78,7 @@ class LRU(Generic[K, V]):
         return iter(self._items)
 
     def pop(self, key: K) -> V | None:
+        """Forget `key`; its value, or None when it was not kept."""
         return self._items.pop(key, None)
 
     def clear(self) -> list[V]:

@@ -42,12 +42,12 @@ class Spend(BaseModel):
     Submissions without usage are not counted here: `SpendView.unknown` says how many there were.
     """
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    input_tokens: int = Field(0, description="Input (prompt) tokens reported.")
+    output_tokens: int = Field(0, description="Output (completion) tokens reported.")
+    cache_read_tokens: int = Field(0, description="Tokens read from a cache.")
+    cache_write_tokens: int = Field(0, description="Tokens written to a cache.")
     tokens: int = Field(0, description="All tokens: input, output, cache read and cache write.")
-    cost_usd: float = 0.0
+    cost_usd: float = Field(0.0, description="What it cost, in US dollars (over the `costed` submissions).")
     reported: int = Field(
         0,
         description="Submitted tasks whose tokens are known (reported with step, or read from a transcript).",
@@ -109,6 +109,8 @@ class SpendView(Spend):
 
     @classmethod
     def of(cls, spend: Spend, submissions: int) -> SpendView:
+        """The view of `spend` over `submissions` submissions: those without usage are counted as unknown,
+        never as 0."""
         return cls(
             **spend.model_dump(),
             submissions=submissions,

@@ -36,6 +36,7 @@ def _files() -> dict[str, str]:
 
 
 def template_names() -> list[str]:
+    """The names of the built-in loop templates, sorted."""
     return sorted(_files())
 
 
@@ -48,6 +49,7 @@ def template_text(name: str) -> str:
 
 
 def list_templates() -> list[TemplateInfo]:
+    """The built-in loop templates with what each is for (`loopengt templates`)."""
     return list(_infos())
 
 

@@ -31,6 +31,9 @@ def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def check_run(store: Store, run_id: str) -> RunCheck:
+    """Verify one run: its log reads back (checksums, seq continuity), its spec loads, its snapshot and
+    checkpoints equal the fold of the log up to their seq, and loading through the snapshot gives the fold of
+    the whole log. Problems are collected in the result, not raised."""
     result = RunCheck(run_id)
     try:
         events = store.events(run_id)
@@ -71,6 +74,7 @@ def check_run(store: Store, run_id: str) -> RunCheck:
 
 
 def check_store(store: Store) -> list[RunCheck]:
+    """`check_run` for every run in the store (`loopengt check`)."""
     return [check_run(store, run_id) for run_id in store.list_runs()]
 
 

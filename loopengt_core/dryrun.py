@@ -39,6 +39,7 @@ class DryRun:
 
     @property
     def completed(self) -> bool:
+        """Whether the simulated run completed."""
         return self.status == "completed"
 
     def text(self) -> str:

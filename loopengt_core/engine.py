@@ -437,6 +437,13 @@ class Engine:
         client: str | None = None,
         now: datetime,
     ) -> list[AnyEvent]:
+        """A person's answer to the approval the run waits for: approved, the step goes on; rejected, it fails
+        with the comment as the reason.
+
+        Raises:
+            Conflict: the run waits for no approval, or the answer came through a channel the gate's
+                `approval.via` does not allow.
+        """
         approval = state.approval
         if approval is None:
             raise Conflict(
@@ -475,6 +482,7 @@ class Engine:
         return tx.events
 
     def cancel(self, state: RunState, reason: str, now: datetime) -> list[AnyEvent]:
+        """End an active run as cancelled, with `reason`."""
         self._require_active(state)
         tx = _Tx(state, now)
         tx.emit(RunCancelled(seq=tx.seq, at=tx.at, reason=reason or "cancelled"))
@@ -1078,6 +1086,7 @@ class Engine:
     # --- spec lookups --------------------------------------------------------------------------
 
     def output_schema(self, step: Step) -> dict[str, Any] | None:
+        """The JSON Schema a step's output must match: the step's own, else its agent's; None: any output."""
         if step.output_schema is not None:
             return step.output_schema
         agent = self.agents.get(step.agent or "")
@@ -1114,6 +1123,7 @@ def _files(workspace: dict[str, Any] | None) -> WorkspaceFiles | None:
 
 
 def open_tasks_text(state: RunState) -> str:
+    """What is open in the run, for an error message or next action: its tasks, or why there are none."""
     if state.tasks:
         return "open tasks: " + ", ".join(state.tasks)
     if state.approval is not None:

@@ -19,10 +19,14 @@ class LoopengtError(Exception):
 
 
 class InvalidArgument(LoopengtError):
+    """A request's argument is not allowed; the message names it and what is allowed."""
+
     code = "invalid_argument"
 
 
 class NotFound(LoopengtError):
+    """The run, task or checkpoint named does not exist."""
+
     code = "not_found"
 
 
@@ -33,6 +37,8 @@ class Conflict(LoopengtError):
 
 
 class TooLarge(LoopengtError):
+    """An input is over a size limit; the message gives the limit and the variable that sets it."""
+
     code = "too_large"
 
 

@@ -40,6 +40,7 @@ def schema_errors(schema: dict[str, Any], value: Any, limit: int = 5) -> list[st
 
 
 def schema_gate(name: str, schema: dict[str, Any], value: Any, *, what: str = "output_schema") -> GateResult:
+    """Check `value` against a JSON Schema: passed, or failed with every mismatch as the feedback."""
     problems = schema_errors(schema, value)
     if not problems:
         return GateResult(name=name, passed=True)
@@ -85,9 +86,11 @@ class ConditionGate:
     config = str
 
     def check(self, config: str, output: Any, context: GateContext) -> GateResult:
+        """Evaluate the condition against the output and the run's scope."""
         return condition_gate(context.gate, config, context.scope, context.feedback)
 
     def problems(self, config: str) -> Iterator[str]:
+        """What is wrong with the condition expression (for `loopengt validate`)."""
         return condition_problems(config)
 
 
@@ -95,6 +98,7 @@ CONDITION = ConditionGate()
 
 
 def tail(text: str, limit: int = FEEDBACK_CHARS) -> str:
+    """The end of `text`, at most `limit` characters (a failing command's last lines say why)."""
     return text if len(text) <= limit else "[...]" + text[-limit:]
 
 
@@ -107,6 +111,8 @@ def command_feedback(
     seconds: float,
     cancelled_by: str | None = None,
 ) -> str:
+    """What an agent is told about a command that failed: the command, how it ended (exit code, timeout,
+    cancelled) and the tail of its output."""
     shown = " ".join(argv)
     if cancelled_by is not None:
         head = f"`{shown}` was cancelled by {cancelled_by} after {seconds:.0f} s"

@@ -60,9 +60,11 @@ class GateType(Protocol):
     key: str
     config: Any
 
-    def check(self, config: Any, output: Any, context: GateContext) -> GateResult: ...
+    def check(self, config: Any, output: Any, context: GateContext) -> GateResult:
+        """Check one output; the result carries the feedback for the next attempt when it fails."""
 
-    def problems(self, config: Any) -> Iterable[str]: ...
+    def problems(self, config: Any) -> Iterable[str]:
+        """What is wrong with a gate's configuration, found without running it (for `loopengt validate`)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ class Limit:
     unit: str
 
     def get(self) -> int:
+        """The limit now: its environment variable if set, else the default.
+
+        Raises:
+            LoopengtError: the variable is set but not a whole number of at least 1.
+        """
         raw = os.environ.get(self.variable)
         if raw is None or not raw.strip():
             return self.default
@@ -46,6 +51,7 @@ MAX_SPEC_VALUES = Limit("LOOPENGT_MAX_SPEC_VALUES", 250_000, "values")
 
 
 def too_large(what: str, size: int, limit: Limit, maximum: int, hint: str = "") -> TooLarge:
+    """The error for an input of `size` bytes over `maximum`, naming the variable that raises it."""
     shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes"
     return TooLarge(
         f"{what} is {shown}; the limit is {maximum} bytes ({limit.variable}){'. ' + hint if hint else ''}"
@@ -53,6 +59,7 @@ def too_large(what: str, size: int, limit: Limit, maximum: int, hint: str = "") 
 
 
 def too_deep(what: str, maximum: int) -> InvalidArgument:
+    """The error for JSON nested deeper than `maximum` levels."""
     return InvalidArgument(
         f"{what} is nested more than {maximum} levels deep; the limit is {maximum} levels "
         f"({MAX_JSON_DEPTH.variable}). Flatten it"

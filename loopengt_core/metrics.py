@@ -43,35 +43,40 @@ _GATE_FAILED = GateFailed | ApprovalRejected
 class GateStats(BaseModel):
     """How one gate fared over the run; an approval gate counts a person's answers."""
 
-    gate: str
-    passed: int = 0
-    failed: int = 0
+    gate: str = Field(description="The gate's name.")
+    passed: int = Field(0, description="Checks it passed.")
+    failed: int = Field(0, description="Checks it failed.")
     pass_rate: float | None = Field(None, description="passed / (passed + failed); None before any result.")
 
 
 class StepAttempts(BaseModel):
-    step: str
-    status: str
+    """One step's attempts and spend in a run's metrics."""
+
+    step: str = Field(description="The step's name.")
+    status: str = Field(description="The step's status when the metrics were taken.")
     attempts: int = Field(description="Tasks and command runs issued for the step over the whole run.")
     spend: Spend = Field(default_factory=Spend, description="Usage its submissions reported.")
 
 
 class RunMetrics(BaseModel):
-    run_id: str
-    loop: str
-    run_status: RunStatus
+    """A run's metrics (`loopengt eval`): 0.1.0's fields, plus attempts, gate pass rates, waiting times and
+    spend."""
+
+    run_id: str = Field(description="The run's id.")
+    loop: str = Field(description="The name of the loop spec the run follows.")
+    run_status: RunStatus = Field(description="The run's status when the metrics were taken.")
     total_turns: int = Field(description="Accepted submissions.")
     total_steps: int = Field(description="Steps in the spec.")
-    completed_steps: int
-    failed_steps: int
+    completed_steps: int = Field(description="Steps that completed.")
+    failed_steps: int = Field(description="Steps that failed.")
     success_rate: float = Field(description="completed_steps / total_steps (0.0 without steps), 4 decimals.")
     total_duration_seconds: float = Field(description="From the run's first event to its end (or now).")
-    started_at: str
-    ended_at: str | None = None
+    started_at: str = Field(description="When the run started, ISO 8601 UTC.")
+    ended_at: str | None = Field(None, description="When it ended, ISO 8601 UTC; None while it goes on.")
     events: int = Field(description="Events folded (a forked run's count starts at its fork).")
     attempts: list[StepAttempts] = Field(description="Per step, in spec order.")
     gates: list[GateStats] = Field(description="Per gate, in the order they first reported.")
-    approvals_requested: int = 0
+    approvals_requested: int = Field(0, description="Approvals a person was asked for.")
     approval_wait_seconds: float = Field(0.0, description="Time spent in waiting_approval, summed.")
     first_accepted_output_seconds: float | None = Field(
         None, description="From the start to the first agent output that passed all its gates; None if none."
@@ -102,6 +107,7 @@ class MetricsFold:
         self.last_at: str | None = None
 
     def add(self, event: Event) -> None:
+        """Fold one more event into the metrics (events in seq order)."""
         self.state = apply(self.state, event)
         self.events += 1
         self.last_at = event.at

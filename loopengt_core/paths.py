@@ -21,6 +21,8 @@ WORKTREES_DIR = Path(".loopengt") / "worktrees"
 
 
 class OutsideRoot(InvalidArgument):
+    """A path argument leads outside the folder the server may touch."""
+
     code = "outside_root"
 
 
@@ -40,6 +42,7 @@ def text_path(given: object, what: str) -> str:
 
 
 def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or under it (both already resolved)."""
     return path == folder or folder in path.parents
 
 

@@ -81,11 +81,14 @@ def _order(spec: LoopSpec) -> list[str]:
 
 
 def threshold(spec: LoopSpec) -> float:
+    """The score an evaluation must reach: the spec's quality_threshold stop condition, else the default."""
     value = spec.stop_value("quality_threshold")
     return float(value) if isinstance(value, int | float) else DEFAULT_QUALITY_THRESHOLD
 
 
 def evaluation_passed(spec: LoopSpec, output: Any) -> bool:
+    """Whether an evaluator's output passes: a `score` at the threshold or above, or `passed` / `approved`
+    true."""
     if not isinstance(output, dict):
         return False
     score = output.get("score")
@@ -140,6 +143,7 @@ def fill(spec: LoopSpec, state: RunState) -> list[Move]:
 
 
 def initial(spec: LoopSpec, state: RunState) -> list[Move]:
+    """The steps a new run starts with, as its pattern says."""
     if spec.pattern == "parallel_fan_out":
         return fill(spec, state)
     first = order(spec)[0] if spec.pattern in ("sequential", "handoff") else spec.steps[0].name

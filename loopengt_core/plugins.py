@@ -42,6 +42,7 @@ class PluginProblem:
     reason: str
 
     def describe(self) -> str:
+        """One line for a person: which plugin, from which package, and why it cannot load."""
         return f"{self.group} plugin {self.name!r} ({self.target}, from {self.package}): {self.reason}"
 
 

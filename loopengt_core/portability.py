@@ -40,13 +40,17 @@ FORMAT_VERSION: Final = 1
 
 
 class CheckpointRecord(BaseModel):
+    """A checkpoint as an export carries it: the run's state at one seq, so forks work after an import."""
+
     model_config = ConfigDict(extra="ignore")
 
-    checkpoint_id: str
-    seq: int = Field(ge=0)
-    label: str | None = None
-    created_at: str
-    state: dict[str, Any]
+    checkpoint_id: str = Field(description="The checkpoint's id in its run (`cp-<n>`).")
+    seq: int = Field(ge=0, description="The seq of the last event the checkpoint includes.")
+    label: str | None = Field(None, description="The label it was taken with; None without one.")
+    created_at: str = Field(description="When it was taken, ISO 8601 UTC.")
+    state: dict[str, Any] = Field(
+        description="The run's state at `seq`, as the store keeps it (a fork starts from it).",
+    )
 
 
 class RunExport(BaseModel):
@@ -54,14 +58,23 @@ class RunExport(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    format: Literal["loopengt-run"] = "loopengt-run"
-    version: Literal[1] = 1
-    run_id: str
-    spec: str
-    events: list[EventRecord]
-    checkpoints: list[CheckpointRecord] = Field(default_factory=list)
-    exported_at: str | None = None
-    loopengt_version: str | None = None
+    format: Literal["loopengt-run"] = Field(
+        "loopengt-run",
+        description="Names the document: always `loopengt-run`.",
+    )
+    version: Literal[1] = Field(
+        1,
+        description="The document format's version (1); an importer refuses others.",
+    )
+    run_id: str = Field(description="The exported run's id (the import keeps it unless given another).")
+    spec: str = Field(description="The loop spec's text the run follows, as it was stored.")
+    events: list[EventRecord] = Field(description="The run's whole event log, in seq order, as stored.")
+    checkpoints: list[CheckpointRecord] = Field(
+        default_factory=list,
+        description="The run's checkpoints, so a fork from them works after an import.",
+    )
+    exported_at: str | None = Field(None, description="When it was exported, ISO 8601 UTC.")
+    loopengt_version: str | None = Field(None, description="The loopengt version that exported it.")
 
     def to_json(self) -> str:
         """Compact JSON (outputs can be large), one line ending in a newline."""

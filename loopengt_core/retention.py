@@ -75,10 +75,12 @@ class PruneReport:
 
     @property
     def events(self) -> int:
+        """Events in the runs pruned (or, in a dry run, that would be)."""
         return sum(r.events for r in self.runs)
 
     @property
     def bytes(self) -> int:
+        """Bytes the pruned runs took in the store."""
         return sum(r.bytes for r in self.runs)
 
 

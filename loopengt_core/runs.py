@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import structlog
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loopengt_core import telemetry, transcripts, worktrees
 from loopengt_core import workspace as git
@@ -92,11 +92,18 @@ FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety
 
 
 class CheckpointInfo(BaseModel):
-    checkpoint_id: str
-    seq: int
-    label: str | None = None
-    created_at: str
-    commit: str | None = None
+    """A checkpoint of a run, as `checkpoint` and `list_checkpoints` answer."""
+
+    checkpoint_id: str = Field(
+        description="The checkpoint's id in its run (`cp-<n>`): pass it to resume to fork from it.",
+    )
+    seq: int = Field(description="The seq of the last event the checkpoint includes.")
+    label: str | None = Field(None, description="The label it was taken with; None without one.")
+    created_at: str = Field(description="When it was taken, ISO 8601 UTC.")
+    commit: str | None = Field(
+        None,
+        description="The git commit keeping the run's files at that point; None without a git workspace.",
+    )
 
 
 @dataclass
@@ -579,6 +586,8 @@ class Runs:
         return view.model_copy(update={"checking": checking})
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
+        """The runs in the store, newest first, at most `limit`, optionally of one status. A run that cannot
+        be read is listed as corrupt or unreadable, never hidden."""
         if not isinstance(limit, int) or limit < 1:
             raise InvalidArgument("limit must be a whole number of at least 1")
         out = []
@@ -605,6 +614,8 @@ class Runs:
         return out
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
+        """Cancel a run: it ends at once, and the commands it still has running are killed without recording a
+        result."""
         self._known(run_id)
         reason = checked_text(reason, "reason")
         view = self._locked(
@@ -650,6 +661,8 @@ class Runs:
         return self._pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
+        """Take a checkpoint of the run now (its state, and its files' git commit when it has a workspace), to
+        fork from later with resume."""
         self._known(run_id)
         if label is not None and (not isinstance(label, str) or len(label) > 200):
             raise InvalidArgument("label must be text of at most 200 characters")
@@ -717,6 +730,7 @@ class Runs:
             log.warning("checkpoint_not_discarded", run_id=point.run_id, error=exc.message)
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints, oldest first."""
         self._known(run_id)
         return [
             CheckpointInfo(
@@ -863,10 +877,12 @@ class Runs:
         return recorded
 
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
+        """The run's events after seq `after`, at most `limit`."""
         self._known(run_id)
         return self.store.events(run_id, after=after, limit=limit)
 
     def spec_of(self, run_id: str) -> LoopSpec:
+        """The loop spec the run follows, as it was stored when the run started."""
         return self._read(run_id).engine.spec
 
     def pump(self, run_id: str) -> RunView:
@@ -1333,4 +1349,5 @@ class Runs:
 
 
 def utc_iso(moment: datetime | None = None) -> str:
+    """`moment` (default: now) as the log writes times: ISO 8601 UTC."""
     return iso(moment or _utcnow())

@@ -108,8 +108,11 @@ class SpecCheck(SpecModel):
 class Gate(SpecModel):
     """A check after a step's output arrives. Exactly one of condition, command, approval, loop_spec or a plugin's."""
 
-    name: str
-    description: str | None = None
+    name: str = Field(
+        description="The gate's name, unique in the spec: steps list it in `verification_gates`, and its "
+        "results and feedback name it.",
+    )
+    description: str | None = Field(None, description="What the gate checks, for people reading the spec.")
     condition: str | None = Field(
         None,
         description="JMESPath or a Python-style expression over {output, context, steps, attempt}; "
@@ -127,7 +130,11 @@ class Gate(SpecModel):
         "dry run); every problem comes back with its location.",
     )
     prompt: str | None = Field(None, description="What the approver is asked.")
-    on_failure: OnFailure = "retry"
+    on_failure: OnFailure = Field(
+        "retry",
+        description="What a failed check does: retry (the step runs again with the gate's feedback, within "
+        "its retry policy) or abort (the step fails at once).",
+    )
     timeout_seconds: float | None = Field(None, gt=0, description="Command gates: kill after this long.")
     feedback: str | None = Field(None, description="Text given to the agent when this gate fails.")
     plugin: str | None = Field(
@@ -192,7 +199,11 @@ def _located(error: Any, prefix: tuple[int | str, ...]) -> InitErrorDetails:
 
 
 class Dependency(SpecModel):
-    step_name: str
+    """A step that must complete before the step that lists it."""
+
+    step_name: str = Field(
+        description="The step that must complete first; its output becomes part of this step's input.",
+    )
 
 
 class Routes(SpecModel):
@@ -220,22 +231,40 @@ def _route_key(value: Any) -> str:
 class Step(SpecModel):
     """One unit of the loop: an agent task (`agent`) or a command the server runs (`run`)."""
 
-    name: str
-    agent: str | None = None
-    description: str | None = None
+    name: str = Field(
+        description="The step's name, unique in the spec: task ids, routes and dependencies name it.",
+    )
+    agent: str | None = Field(
+        None,
+        description="The agent (from `agents`) that does this step's tasks; None for a command step (`run`).",
+    )
+    description: str | None = Field(
+        None,
+        description="What the step is for; shown in the task's instructions.",
+    )
     prompt_template: str | None = Field(None, description="Task text; {placeholders} are filled in.")
-    dependencies: list[Dependency] = Field(default_factory=list)
+    dependencies: list[Dependency] = Field(
+        default_factory=list,
+        description="Steps that must complete before this one starts (names, or {step_name: ...}).",
+    )
     verification_gates: list[str] = Field(default_factory=list, description="Names of policy gates.")
     timeout_seconds: float | None = Field(None, gt=0, description="An open task expires after this long.")
-    allow_retry: bool = True
+    allow_retry: bool = Field(
+        True,
+        description="Whether a failed attempt is retried (within the retry policy); false: one failure fails "
+        "the step.",
+    )
     run: list[str] | None = Field(None, description="Command step: argv run by the server, no agent.")
     output_schema: JsonSchema | None = Field(
         None, description="JSON Schema of the output; wins over the agent's."
     )
     next: list[str] | None = Field(None, description="custom: the next step, or a list to fan out.")
-    routes: Routes | None = None
+    routes: Routes | None = Field(None, description="custom: pick the next step from a field of the output.")
     on_failure: str | None = Field(None, description="custom: step to go to when this one fails.")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form data for people and tools reading the spec; not used by loopengt.",
+    )
     isolation: Isolation | None = Field(
         None,
         description="worktree: the step's tasks work in their own git worktree and branch "
@@ -262,50 +291,154 @@ class Step(SpecModel):
 class Agent(SpecModel):
     """A role the coding agent plays; the server never calls a model itself."""
 
-    name: str
-    description: str | None = None
-    system_prompt: str | None = None
-    capabilities: list[str] = Field(default_factory=list)
-    input_schema: JsonSchema | None = None
-    output_schema: JsonSchema | None = None
-    tools: list[str] = Field(default_factory=list)
-    timeout_seconds: float | None = Field(None, gt=0)
-    retry: RetryPolicy | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="The agent's name, unique in the spec: steps name it in `agent`.")
+    description: str | None = Field(
+        None,
+        description="What the agent does, for people reading the spec (its tasks get `system_prompt`).",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="The agent's role, rendered at the top of each of its tasks' instructions ({placeholders} "
+        "filled in).",
+    )
+    capabilities: list[str] = Field(
+        default_factory=list,
+        description="What the agent can do, as free-form labels. Kept from loopengt 0.1.0; loopengt itself "
+        "does not act on it.",
+    )
+    input_schema: JsonSchema | None = Field(
+        None,
+        description="A JSON Schema of the agent's input. Kept from loopengt 0.1.0; loopengt itself does not "
+        "act on it.",
+    )
+    output_schema: JsonSchema | None = Field(
+        None,
+        description="A JSON Schema every output of this agent must match, unless the step has its own.",
+    )
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Tools the agent may use: names from the spec's `tools`, checked against them when it "
+        "declares any.",
+    )
+    timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="An open task of this agent expires after this long, unless its step sets its own.",
+    )
+    retry: RetryPolicy | None = Field(
+        None,
+        description="The retry policy of this agent's steps, instead of the policy's `retry`.",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form agent settings. Kept from loopengt 0.1.0; loopengt itself does not act on it.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form data for people and tools reading the spec; not used by loopengt.",
+    )
 
 
 class Tool(SpecModel):
     """A tool the agents may use (0.1.0); informational for the server."""
 
-    name: str
-    description: str | None = None
-    tool_type: ToolType = "builtin"
-    schema_def: JsonSchema | None = None
-    auth: dict[str, Any] | None = None
-    mcp_server: str | None = None
-    function_ref: str | None = None
-    timeout_seconds: float | None = Field(None, gt=0)
-    config: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="The tool's name, unique in the spec: agents list it in `tools`.")
+    description: str | None = Field(None, description="What the tool does.")
+    tool_type: ToolType = Field(
+        "builtin",
+        description="What kind of tool it is (builtin, mcp, function, api, http, shell, custom). Kept from "
+        "loopengt 0.1.0; loopengt itself does not act on it.",
+    )
+    schema_def: JsonSchema | None = Field(
+        None,
+        description="A JSON Schema of the tool's arguments. Kept from loopengt 0.1.0; loopengt itself does "
+        "not act on it.",
+    )
+    auth: dict[str, Any] | None = Field(
+        None,
+        description="How the tool authenticates. Kept from loopengt 0.1.0; loopengt itself does not act on "
+        "it.",
+    )
+    mcp_server: str | None = Field(
+        None,
+        description="The MCP server that serves the tool (tool_type mcp). Kept from loopengt 0.1.0; loopengt "
+        "itself does not act on it.",
+    )
+    function_ref: str | None = Field(
+        None,
+        description="The function that implements the tool (tool_type function). Kept from loopengt 0.1.0; "
+        "loopengt itself does not act on it.",
+    )
+    timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="How long a call may take. Kept from loopengt 0.1.0; loopengt itself does not act on it.",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form tool settings. Kept from loopengt 0.1.0; loopengt itself does not act on it.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form data for people and tools reading the spec; not used by loopengt.",
+    )
 
 
 class Trigger(SpecModel):
-    trigger_type: TriggerType = "manual"
-    schedule: str | None = None
-    event: str | None = None
-    description: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    """What starts the loop (0.1.0); kept for compatibility, runs start with start_run."""
+
+    trigger_type: TriggerType = Field(
+        "manual",
+        description="What starts a run (manual, schedule, event, webhook, api). Kept from loopengt 0.1.0; "
+        "loopengt itself does not act on it. Runs start with start_run or `loopengt run`.",
+    )
+    schedule: str | None = Field(
+        None,
+        description="When a scheduled trigger fires (a cron expression). Kept from loopengt 0.1.0; loopengt "
+        "itself does not act on it.",
+    )
+    event: str | None = Field(
+        None,
+        description="The event that fires an event trigger. Kept from loopengt 0.1.0; loopengt itself does "
+        "not act on it.",
+    )
+    description: str | None = Field(None, description="What starts the loop, for people reading the spec.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form trigger settings. Kept from loopengt 0.1.0; loopengt itself does not act on "
+        "it.",
+    )
 
 
 class Policy(SpecModel):
+    """Run-wide rules: turns, time, retries, shared gates, concurrency, budget and stuck detection."""
+
     max_turns: int = Field(50, ge=1, description="Accepted submissions allowed in a run.")
-    max_total_time_seconds: float | None = Field(None, gt=0)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    verification_gates: list[Gate] = Field(default_factory=list)
-    allow_parallel: bool = False
-    max_concurrency: int = Field(4, ge=1)
-    fail_fast: bool = True
+    max_total_time_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="A run fails once it has lasted this long (wall-clock time from its start).",
+    )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="How failed attempts are retried: how many times and with what delay (an agent's `retry` "
+        "overrides it).",
+    )
+    verification_gates: list[Gate] = Field(
+        default_factory=list,
+        description="Gates steps can share: a step lists their names in `verification_gates`.",
+    )
+    allow_parallel: bool = Field(
+        False,
+        description="parallel_fan_out: set to false to run the ready steps one at a time; left out, up to "
+        "max_concurrency run at once.",
+    )
+    max_concurrency: int = Field(4, ge=1, description="parallel_fan_out: how many steps may be open at once.")
+    fail_fast: bool = Field(
+        True,
+        description="When a step fails for good: true fails the run at once; false lets the other open "
+        "branches finish first, then fails it.",
+    )
     budget: Budget | None = Field(
         None, description="Token, cost and time limits: audit records and warns, enforce pauses the run."
     )
@@ -331,7 +464,9 @@ class Policy(SpecModel):
 class StopCondition(SpecModel):
     """A reason to end the run. goal_met and custom: an expression over {output, context, steps}."""
 
-    condition_type: StopConditionType
+    condition_type: StopConditionType = Field(
+        description="What ends the run: max_turns, goal_met, quality_threshold, timeout, manual, custom.",
+    )
     value: Any = Field(
         None,
         description="max_turns: a count; quality_threshold: 0 to 1; timeout: seconds; goal_met, custom: "
@@ -340,7 +475,10 @@ class StopCondition(SpecModel):
     expression: str | None = Field(
         None, description="goal_met, custom: the expression, when not given as value."
     )
-    description: str | None = None
+    description: str | None = Field(
+        None,
+        description="What the condition is for, for people reading the spec.",
+    )
 
     def condition(self) -> Any:
         """goal_met and custom: the expression (`expression`, else `value`)."""
@@ -350,9 +488,18 @@ class StopCondition(SpecModel):
 class OutputSpec(SpecModel):
     """The run's final output: 0.1.0 form (`schema_def`, `required_fields`) or a bare JSON Schema."""
 
-    schema_def: JsonSchema | None = None
-    required_fields: list[str] = Field(default_factory=list)
-    description: str | None = None
+    schema_def: JsonSchema | None = Field(
+        None,
+        description="A JSON Schema the run's final output must match.",
+    )
+    required_fields: list[str] = Field(
+        default_factory=list,
+        description="Top-level fields the final output must have (added to the schema's `required`).",
+    )
+    description: str | None = Field(
+        None,
+        description="What the final output is, for people and agents reading the spec.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -366,6 +513,7 @@ class OutputSpec(SpecModel):
         return value
 
     def json_schema(self) -> JsonSchema:
+        """The final output's JSON Schema, with `required_fields` merged into its `required`."""
         schema = dict(self.schema_def or {})
         if self.required_fields:
             schema["required"] = sorted({*schema.get("required", []), *self.required_fields})
@@ -376,10 +524,14 @@ class OutputSpec(SpecModel):
 class InputDecl(SpecModel):
     """A run input (`start_run(inputs=...)`, `--input k=v`); merged into the context."""
 
-    name: str
-    description: str | None = None
-    required: bool = False
-    default: Any = None
+    name: str = Field(description="The input's name: the key it takes in the run's context.")
+    description: str | None = Field(None, description="What the input is, for whoever starts a run.")
+    required: bool = Field(
+        False,
+        description="Whether a run must be given it: without it and without a default, start_run refuses to "
+        "start.",
+    )
+    default: Any = Field(None, description="Its value when a run is not given it.")
 
 
 CONTEXT_FROM_MAX = 20  # runs a spec or start_run may read memory from (loopengt_core.memory)
@@ -388,21 +540,60 @@ CONTEXT_FROM_MAX = 20  # runs a spec or start_run may read memory from (loopengt
 class LoopSpec(SpecModel):
     """A loop.yaml. Every loopengt 0.1.0 field loads unchanged; extensions are additive."""
 
-    name: str
-    version: str | None = None
-    description: str | None = None
-    goal: str = ""
-    pattern: Pattern = "sequential"
-    trigger: Trigger | None = None
-    agents: list[Agent] = Field(default_factory=list)
-    tools: list[Tool] = Field(default_factory=list)
-    steps: list[Step] = Field(min_length=1)
-    policy: Policy = Field(default_factory=Policy)
-    stop_conditions: list[StopCondition] = Field(default_factory=list)
-    output_schema: OutputSpec | None = None
-    context: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[InputDecl] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="The loop's name: a run's id starts with it, and listings show it.")
+    version: str | None = Field(
+        None,
+        description="The spec's own version, free-form (for its authors; loopengt does not compare it).",
+    )
+    description: str | None = Field(
+        None,
+        description="What the loop does, for people and agents reading the spec.",
+    )
+    goal: str = Field(
+        "",
+        description="What the loop is for: every task gets it (its input's `goal`, its instructions' "
+        "`Goal:` line, and `{goal}` in prompts).",
+    )
+    pattern: Pattern = Field(
+        "sequential",
+        description="How steps follow each other: sequential, parallel_fan_out, handoff, supervisor_worker, "
+        "evaluator_optimizer or custom (next, routes, on_failure).",
+    )
+    trigger: Trigger | None = Field(
+        None,
+        description="What starts the loop. Kept from loopengt 0.1.0; loopengt itself does not act on it.",
+    )
+    agents: list[Agent] = Field(default_factory=list, description="The agents that do the steps' tasks.")
+    tools: list[Tool] = Field(
+        default_factory=list,
+        description="Tools the agents may use (declared so agents can name them).",
+    )
+    steps: list[Step] = Field(min_length=1, description="The steps of the loop, in order.")
+    policy: Policy = Field(
+        default_factory=Policy,
+        description="Run-wide rules: turns, time, retries, shared gates, concurrency, budget, stuck "
+        "detection.",
+    )
+    stop_conditions: list[StopCondition] = Field(
+        default_factory=list,
+        description="Conditions that end a run early (completed or failed).",
+    )
+    output_schema: OutputSpec | None = Field(
+        None,
+        description="What the run's final output must look like; a run whose final output misses it fails.",
+    )
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Data every task gets in its input (`context`); a run's inputs are merged into it.",
+    )
+    inputs: list[InputDecl] = Field(
+        default_factory=list,
+        description="Inputs a run takes (start_run(inputs=...), `--input k=v`), merged into the context.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Free-form data for people and tools reading the spec; not used by loopengt.",
+    )
     workspace: WorkspaceMode = Field(
         "auto",
         description="Record the code (a git tree of the run's directory) with each step: git, none, or auto "
@@ -435,18 +626,33 @@ class LoopSpec(SpecModel):
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     def step(self, name: str) -> Step:
+        """The step named `name`.
+
+        Raises:
+            KeyError: no such step (validation has checked every reference).
+        """
         for step in self.steps:
             if step.name == name:
                 return step
         raise KeyError(name)
 
     def agent(self, name: str) -> Agent:
+        """The agent named `name`.
+
+        Raises:
+            KeyError: no such agent.
+        """
         for agent in self.agents:
             if agent.name == name:
                 return agent
         raise KeyError(name)
 
     def gate(self, name: str) -> Gate:
+        """The policy gate named `name`.
+
+        Raises:
+            KeyError: no such gate.
+        """
         for gate in self.policy.verification_gates:
             if gate.name == name:
                 return gate
@@ -467,6 +673,7 @@ class LoopSpec(SpecModel):
         return [s.name for s in self.steps if s.name in wanted and self.isolated(s)]
 
     def stop_value(self, kind: str) -> Any:
+        """The `value` of the first stop condition of type `kind`; None without one."""
         for condition in self.stop_conditions:
             if condition.condition_type == kind:
                 return condition.value

@@ -83,9 +83,11 @@ class SpecGate:
     config = SpecCheck
 
     def check(self, config: SpecCheck, output: Any, context: GateContext) -> GateResult:
+        """Validate the loop spec the output carries."""
         return spec_gate(context.gate, config, output)
 
     def problems(self, config: SpecCheck) -> Iterator[str]:
+        """None: the gate's configuration is fully checked by its model."""
         return iter(())
 
 

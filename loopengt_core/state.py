@@ -77,9 +77,15 @@ class _Additive(BaseModel):
 
 
 class GateResult(BaseModel):
-    name: str
+    """One gate's check of one submission."""
+
+    name: str = Field(description="The gate's name in the step's spec.")
     passed: bool | None = Field(description="None while a person has not answered an approval gate.")
-    feedback: str | None = None
+    feedback: str | None = Field(
+        None,
+        description="Why it failed (or a person's comment), sent to the next attempt as feedback; None when "
+        "there is nothing to say.",
+    )
 
 
 class TaskView(_Additive):
@@ -87,15 +93,37 @@ class TaskView(_Additive):
 
     added: ClassVar[tuple[str, ...]] = ("workdir",)
 
-    task_id: str
-    step: str
-    agent: str
-    attempt: int
-    instructions: str
-    input: dict[str, Any]
-    output_schema: dict[str, Any] | None = None
-    feedback: str | None = None
-    expires_at: str | None = None
+    task_id: str = Field(description="The task's id, `<step>#<n>`: pass it to step(run_id, task_id, output).")
+    step: str = Field(description="The step the task belongs to.")
+    agent: str = Field(
+        description="The spec's agent that should do it (its role and instructions are in `instructions`).",
+    )
+    attempt: int = Field(
+        description="Which attempt at the step this is within its current visit (1 = first).",
+    )
+    instructions: str = Field(
+        description="What to do: the step's prompt rendered with the agent's role, the goal and the input.",
+    )
+    input: dict[str, Any] = Field(
+        description="The task's input: `goal`, the run's `context`, earlier runs' outputs (`memory`, from "
+        "context_from) and what the loop passes on (`dependencies`: the outputs of the steps it depends on; "
+        "`previous`: the step before it; or what the pattern hands over, such as `assignment`, `evaluation`, "
+        "`failure`, `merge`).",
+    )
+    output_schema: dict[str, Any] | None = Field(
+        None,
+        description="The JSON Schema the output must match (the step's output_schema, else its agent's); "
+        "None: any output.",
+    )
+    feedback: str | None = Field(
+        None,
+        description="Why the previous attempt failed (its gates' feedback, or a person's hint given with "
+        "resume); None on a first attempt.",
+    )
+    expires_at: str | None = Field(
+        None,
+        description="When the task expires unanswered (the step's timeout), ISO 8601 UTC; None: never.",
+    )
     workdir: str | None = Field(
         None,
         description="Where to work when not in the run's directory: the step's own git worktree "
@@ -104,31 +132,51 @@ class TaskView(_Additive):
 
 
 class TaskState(TaskView):
+    """An open task as the run keeps it: what the agent sees, plus when it was issued and usage read for it."""
+
     added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir")
 
-    issued_at: str
+    issued_at: str = Field(description="When the task was issued, ISO 8601 UTC.")
     transcript_usage: Usage | None = Field(
         None, description="Usage read from a transcript for this open task (usage_read); None: none read."
     )
 
 
 class StepState(_Additive):
+    """A step's progress in a run: status, attempts, its last output and spend."""
+
     added: ClassVar[tuple[str, ...]] = ("spend", "streak", "output_seq")
 
-    name: str
-    status: StepStatus = "pending"
+    name: str = Field(description="The step's name in the loop spec.")
+    status: StepStatus = Field(
+        "pending",
+        description="pending, running, waiting_approval, completed, failed or skipped.",
+    )
     attempts: int = Field(0, description="Attempts over the whole run.")
     attempt: int = Field(0, description="Attempt within the current visit.")
-    visits: int = 0
+    visits: int = Field(
+        0,
+        description="Times the loop entered this step (a route back to it starts a new visit).",
+    )
     issued: int = Field(0, description="Tasks (and command runs) issued for this step: numbers task ids.")
-    visit_input: dict[str, Any] = Field(default_factory=dict)
-    output: Any = None
+    visit_input: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The input the current visit was entered with (dependencies' outputs, the previous "
+        "step's, what the pattern hands over), given to each retry.",
+    )
+    output: Any = Field(
+        None,
+        description="The step's last accepted output (what later steps and `final_output` read).",
+    )
     output_seq: int | None = Field(
         None,
         description="The seq of the event recording `output` in this run's log, which later events refer to; "
         "None when no event of this log records it alone (a 0.2 log, a fork's parent).",
     )
-    last_failure: str | None = None
+    last_failure: str | None = Field(
+        None,
+        description="Why its last attempt failed; None when it has not failed.",
+    )
     spend: Spend = Field(default_factory=Spend, description="Usage reported by this step's submissions.")
     streak: list[Attempt] = Field(
         default_factory=list, description="Failed attempts in a row since it last passed (stuck detection)."
@@ -138,25 +186,32 @@ class StepState(_Additive):
 class HeldTask(BaseModel):
     """A task not issued because the run is paused (budget or stuck): `resume` issues it."""
 
-    step: str
-    attempt: int
-    feedback: str | None = None
-    input: dict[str, Any] = Field(default_factory=dict)
+    step: str = Field(description="The step the task is for.")
+    attempt: int = Field(description="The attempt it will be.")
+    feedback: str | None = Field(None, description="Feedback from the failed attempt before it.")
+    input: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The visit's input it will be issued with.",
+    )
 
 
 class Evaluation(BaseModel):
     """An output being checked: its gates so far. Keyed by task id (agent or command step)."""
 
-    task_id: str
-    step: str
-    attempt: int
-    output: Any = None
-    results: list[GateResult] = Field(default_factory=list)
+    task_id: str = Field(description="The task whose output is checked.")
+    step: str = Field(description="The step the output is for.")
+    attempt: int = Field(description="The attempt the output is.")
+    output: Any = Field(None, description="The submitted output.")
+    results: list[GateResult] = Field(
+        default_factory=list,
+        description="The gates that have answered so far.",
+    )
     # the seq of the event recording `output`, for step_completed to refer to; not in a snapshot (a
     # snapshot or fork between submission and acceptance writes the output in full, as 0.2 did)
     _output_seq: int | None = PrivateAttr(None)
 
     def output_seq(self) -> int | None:
+        """The seq of the event recording the output (None after a snapshot or fork)."""
         return self._output_seq
 
 
@@ -166,16 +221,32 @@ LEASE_GRACE_SECONDS = 30.0  # a claim's lease: the command's timeout plus this
 class Command(BaseModel):
     """A command the service must run: a command step or a command gate. Its result comes back as an event."""
 
-    command_id: str
-    kind: Literal["step", "gate"]
-    step: str
-    task_id: str
-    gate: str | None = None
-    argv: list[str]
-    timeout_seconds: float
-    not_before: str
-    runner: str | None = None
-    lease_until: str | None = None
+    command_id: str = Field(description="`<task_id>:<gate>` (a gate) or the task id (a command step).")
+    kind: Literal["step", "gate"] = Field(
+        description="A command step (`run:` in the spec) or a command gate.",
+    )
+    step: str = Field(description="The step it runs for.")
+    task_id: str = Field(description="The task whose output it checks (a command step's own task).")
+    gate: str | None = Field(None, description="The gate's name (kind gate); None for a command step.")
+    argv: list[str] = Field(
+        description="The program and its arguments, run without a shell in the run's directory (or the task's "
+        "workdir).",
+    )
+    timeout_seconds: float = Field(
+        description="How long it may run before it is killed and counts as failed.",
+    )
+    not_before: str = Field(
+        description="When it may start, ISO 8601 UTC (later than requested after a retry's backoff).",
+    )
+    runner: str | None = Field(
+        None,
+        description="The process that claimed it (None: unclaimed); another takes it over once the lease "
+        "ends.",
+    )
+    lease_until: str | None = Field(
+        None,
+        description="When the runner's claim ends unless its result is recorded, ISO 8601 UTC.",
+    )
     setup_error: str | None = Field(
         None,
         description="Its program could not be found or started (why, and the fix): the run is paused for a "
@@ -200,11 +271,16 @@ class Command(BaseModel):
 
 
 class Approval(BaseModel):
-    task_id: str
-    step: str
-    gate: str
-    prompt: str | None = None
-    requested_at: str
+    """An approval a person must give before the run goes on."""
+
+    task_id: str = Field(description="The task whose output waits for the approval.")
+    step: str = Field(description="The step of that task.")
+    gate: str = Field(description="The approval gate's name.")
+    prompt: str | None = Field(
+        None,
+        description="What the person is asked (the gate's prompt); None: the default question.",
+    )
+    requested_at: str = Field(description="When the approval was requested, ISO 8601 UTC.")
 
 
 class Answer(_Additive):
@@ -212,10 +288,20 @@ class Answer(_Additive):
 
     added: ClassVar[tuple[str, ...]] = ("usage",)
 
-    digest: str | None = None
-    accepted: bool = True
-    gate_results: list[GateResult] = Field(default_factory=list)
-    expired_after_seconds: float | None = None
+    digest: str | None = Field(
+        None,
+        description="A digest of the submitted output: the same task submitted again with it gets the same "
+        "answer.",
+    )
+    accepted: bool = Field(True, description="Whether the submission was accepted.")
+    gate_results: list[GateResult] = Field(
+        default_factory=list,
+        description="The gates' results given in the answer.",
+    )
+    expired_after_seconds: float | None = Field(
+        None,
+        description="Set when the task had expired: how long after its issue it was submitted.",
+    )
     usage: Literal["reported", "transcript"] | None = Field(
         None,
         description="Whose usage the task's spend is: the agent's (`step(usage=...)`, which wins) or a "
@@ -234,8 +320,11 @@ class WorkspaceRecord(BaseModel):
     """The run's files as last recorded: git `tree` (tracked + untracked-not-ignored), `head`, and where."""
 
     root: str = Field(description="The run's working directory (commands run there).")
-    head: str | None = None
-    tree: str
+    head: str | None = Field(
+        None,
+        description="The commit HEAD pointed at; None in a repository without commits.",
+    )
+    tree: str = Field(description="The git tree of the run's files (tracked and untracked, not ignored).")
     seq: int = Field(0, description="The event that recorded it.")
     commit: str | None = Field(
         None, description="The commit keeping this tree, when a checkpoint recorded it."
@@ -253,6 +342,8 @@ class WorktreeRecord(BaseModel):
 
 
 class RunState(_Additive):
+    """A run's whole state: the fold of its events (`apply`), and what snapshots and checkpoints store."""
+
     added: ClassVar[tuple[str, ...]] = (
         "worktrees",
         "spend",
@@ -264,31 +355,70 @@ class RunState(_Additive):
         "memory",
     )
 
-    run_id: str
-    loop: str
-    goal: str = ""
-    status: RunStatus = "running"
-    seq: int = 0
-    turn: int = 0
-    seed: int = 0
-    spec_hash: str = ""
-    started_at: str
-    updated_at: str
-    ended_at: str | None = None
-    parent_run_id: str | None = None
-    context: dict[str, Any] = Field(default_factory=dict)
-    steps: dict[str, StepState] = Field(default_factory=dict)
-    tasks: dict[str, TaskState] = Field(default_factory=dict)
-    evaluations: dict[str, Evaluation] = Field(default_factory=dict)
-    commands: dict[str, Command] = Field(default_factory=dict)
-    approval: Approval | None = None
-    answers: dict[str, Answer] = Field(default_factory=dict)
-    last_step: str | None = None
+    run_id: str = Field(description="The run's id.")
+    loop: str = Field(description="The name of the loop spec the run follows.")
+    goal: str = Field("", description="The spec's goal when the run started.")
+    status: RunStatus = Field(
+        "running",
+        description="running, waiting_approval, paused, completed, failed or cancelled.",
+    )
+    seq: int = Field(0, description="The seq of the last event folded into this state.")
+    turn: int = Field(
+        0, description="Submissions recorded so far, success or failure (the spec's max_turns caps it)."
+    )
+    seed: int = Field(
+        0,
+        description="The run's random seed: retry jitter is drawn from it, so a replay decides the same.",
+    )
+    spec_hash: str = Field(
+        "",
+        description="The hash of the spec the run started with, to tell a changed spec on resume.",
+    )
+    started_at: str = Field(description="When the run started, ISO 8601 UTC.")
+    updated_at: str = Field(description="When its newest event was recorded, ISO 8601 UTC.")
+    ended_at: str | None = Field(
+        None,
+        description="When it completed, failed or was cancelled; None while it goes on.",
+    )
+    parent_run_id: str | None = Field(None, description="The run it was forked from; None for a new run.")
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The spec's context with the run's inputs merged in: every task's `input.context`.",
+    )
+    steps: dict[str, StepState] = Field(default_factory=dict, description="Every step's state, by name.")
+    tasks: dict[str, TaskState] = Field(default_factory=dict, description="The open tasks, by task id.")
+    evaluations: dict[str, Evaluation] = Field(
+        default_factory=dict,
+        description="Submitted outputs whose gates have not all answered, by task id.",
+    )
+    commands: dict[str, Command] = Field(
+        default_factory=dict,
+        description="Commands the service must run (command steps and command gates), by command id.",
+    )
+    approval: Approval | None = Field(
+        None,
+        description="The approval a person must answer; None when none is asked.",
+    )
+    answers: dict[str, Answer] = Field(
+        default_factory=dict,
+        description="What `step` answered for recent tasks (at most 64), by task id, so a repeated submission "
+        "gets the same answer.",
+    )
+    last_step: str | None = Field(
+        None,
+        description="The step that last accepted an output (its output is the final one when the run ends).",
+    )
     failing: str | None = Field(None, description="Why the run fails once its open branches finish.")
-    final_output: Any = None
-    error: str | None = None
-    checkpoints: int = 0
-    workspace: WorkspaceRecord | None = None
+    final_output: Any = Field(None, description="The run's result once it completed.")
+    error: str | None = Field(
+        None,
+        description="Why the run failed, was cancelled or paused; None otherwise.",
+    )
+    checkpoints: int = Field(0, description="Checkpoints taken of the run so far (numbers their ids).")
+    workspace: WorkspaceRecord | None = Field(
+        None,
+        description="The run's files as last recorded in git; None without a git workspace.",
+    )
     worktrees: dict[str, WorktreeRecord] = Field(
         default_factory=dict, description="The run's git worktrees, by the step that works in each."
     )
@@ -308,6 +438,7 @@ class RunState(_Additive):
 
     @property
     def ended(self) -> bool:
+        """Whether the run completed, failed or was cancelled (nothing more can happen to it)."""
         return self.status in ENDED
 
     def due_commands(self) -> list[Command]:

@@ -71,7 +71,8 @@ _NEXT_IDS: ContextVar[tuple[int, int] | None] = ContextVar("loopengt_next_span_i
 class EventSource(Protocol):
     """Where a run's earlier events are read from (the store)."""
 
-    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]: ...
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
+        """The run's events after seq `after`, at most `limit`."""
 
 
 # --- ids: the same in every process ----------------------------------------------------------------
@@ -83,6 +84,7 @@ def _number(kind: str, parts: Sequence[str], size: int) -> int:
 
 
 def trace_id(run_id: str) -> int:
+    """The OpenTelemetry trace id of a run: derived from its id, so every process exporting it agrees."""
     return _number("trace", [run_id], 16)
 
 
@@ -196,9 +198,11 @@ class RunTracer:
             return run_id in self._trails
 
     def flush(self, timeout_millis: int = 5000) -> bool:
+        """Export the spans not yet sent; False when the exporter did not finish within the timeout."""
         return self.provider.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
+        """Flush and stop the tracer's exporter."""
         self.provider.shutdown()
 
     def _record(self, source: EventSource, run_id: str, state: RunState, events: Sequence[Event]) -> None:

@@ -258,6 +258,7 @@ def load_spec_file(path: str | Path) -> tuple[LoopSpec, str]:
 
 
 def location(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a person reads it in a spec: `steps[2].gates`."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -784,6 +785,7 @@ def _pattern_rules(spec: LoopSpec) -> Iterator[Problem]:
 
 
 def summary(spec: LoopSpec) -> str:
+    """One line for a valid spec: its name, pattern and how many steps, agents and gates it has."""
     counts = (
         (len(spec.steps), "step"),
         (len(spec.agents), "agent"),

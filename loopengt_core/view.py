@@ -14,9 +14,16 @@ from loopengt_core.state import Command, GateResult, RunState, RunStatus, StepSt
 
 
 class StepView(BaseModel):
-    name: str
-    status: StepStatus
-    attempts: int
+    """A step as callers see it: its status, attempts and spend."""
+
+    name: str = Field(description="The step's name in the loop spec.")
+    status: StepStatus = Field(
+        description="pending, running (a task or command is open), waiting_approval, completed, failed or "
+        "skipped.",
+    )
+    attempts: int = Field(
+        description="Attempts made at this step over the whole run (retries and revisits included).",
+    )
     spend: Spend = Field(default_factory=Spend, description="Usage this step's submissions reported.")
 
 
@@ -26,9 +33,16 @@ MAX_CHANGED_PATHS = 50
 class WorkspaceView(BaseModel):
     """The run's files: the last recorded git state, and whether the work tree moved on since."""
 
-    root: str
-    head: str | None = None
-    tree: str
+    root: str = Field(
+        description="The run's working directory (absolute): where its agents and commands work.",
+    )
+    head: str | None = Field(
+        None,
+        description="The git commit HEAD pointed at when last recorded; None in a repository without commits.",
+    )
+    tree: str = Field(
+        description="The git tree of the files last recorded (tracked and untracked, not ignored).",
+    )
     drift: bool = Field(False, description="Files changed since the last recorded step.")
     changed: list[str] = Field(default_factory=list, description="The changed paths (at most 50).")
     error: str | None = Field(None, description="Why the current state could not be read.")
@@ -53,19 +67,45 @@ class CheckView(BaseModel):
 
 
 class RunView(BaseModel):
-    run_id: str
-    loop: str
-    status: RunStatus
-    turn: int
-    tasks: list[TaskView]
-    steps: list[StepView]
-    final_output: Any = None
-    error: str | None = None
-    next_action: str
-    parent_run_id: str | None = None
-    started_at: str
-    updated_at: str
-    workspace: WorkspaceView | None = None
+    """A run as callers see it: what get_run, start_run and resume answer. `next_action` says what to do now."""
+
+    run_id: str = Field(description="The run's id: pass it to step, get_run, resume and cancel.")
+    loop: str = Field(description="The name of the loop spec the run follows.")
+    status: RunStatus = Field(
+        description="running, waiting_approval (a person must answer a gate), paused (for a person; see "
+        "paused_for), or ended: completed, failed, cancelled.",
+    )
+    turn: int = Field(
+        description="Submissions recorded so far, success or failure (the spec's max_turns caps it)."
+    )
+    tasks: list[TaskView] = Field(
+        description="The open tasks: work for an agent to do and submit with step(run_id, task_id, output).",
+    )
+    steps: list[StepView] = Field(
+        description="Every step of the loop with its status and attempts, in spec order.",
+    )
+    final_output: Any = Field(
+        None,
+        description="The run's result once it completed (the output of the step that ended it); None before.",
+    )
+    error: str | None = Field(
+        None,
+        description="Why the run failed, was cancelled or paused; None otherwise.",
+    )
+    next_action: str = Field(
+        description="What to do now, in words, for the agent reading this view (and for a person).",
+    )
+    parent_run_id: str | None = Field(
+        None,
+        description="The run this one was forked from (resume with a checkpoint); None for a new run.",
+    )
+    started_at: str = Field(description="When the run started, ISO 8601 UTC.")
+    updated_at: str = Field(description="When the run last changed (its newest event), ISO 8601 UTC.")
+    workspace: WorkspaceView | None = Field(
+        None,
+        description="The run's files as last recorded in git, and whether they changed since; None when the "
+        "run has no git workspace.",
+    )
     spend: SpendView = Field(
         default_factory=SpendView,
         description="Tokens and cost the run's submissions reported; `unknown` counts those without usage.",
@@ -85,28 +125,43 @@ class RunView(BaseModel):
 
 
 class StepAnswer(RunView):
-    accepted: bool
-    gate_results: list[GateResult] = Field(default_factory=list)
+    """What step answers: the run's view after the submission, with the gates' results so far."""
+
+    accepted: bool = Field(
+        description="Always true: the submission is recorded (one that cannot be, such as an expired or "
+        "unknown task, is refused with an error instead).",
+    )
+    gate_results: list[GateResult] = Field(
+        default_factory=list,
+        description="The results of the step's gates that checked this submission so far; command gates still "
+        "running show in `checking`.",
+    )
     commands_pending: bool = Field(
         False, exclude=True, description="Service-internal: commands still to run."
     )
 
 
 class RunSummary(BaseModel):
-    run_id: str
-    loop: str
+    """One run in a listing (list_runs, `loopengt runs`)."""
+
+    run_id: str = Field(description="The run's id.")
+    loop: str = Field(description="The name of the loop spec the run follows.")
     status: RunStatus | Literal["unreadable", "corrupt"] = Field(
         description="`corrupt`: its log or spec is damaged; `unreadable`: the store could not read it "
         "(permissions, too many open files, ...); `error` says why. Such a run is listed, never hidden."
     )
-    turn: int
-    started_at: str
-    updated_at: str
-    parent_run_id: str | None = None
+    turn: int = Field(description="Submissions recorded so far, success or failure.")
+    started_at: str = Field(description="When the run started, ISO 8601 UTC.")
+    updated_at: str = Field(description="When the run last changed, ISO 8601 UTC.")
+    parent_run_id: str | None = Field(
+        None,
+        description="The run this one was forked from; None for a new run.",
+    )
     error: str | None = Field(None, description="Why the run could not be read (corrupt or unreadable).")
 
 
 def next_action(state: RunState) -> str:
+    """What to do now, in words: for the agent reading the view, or the person it must tell."""
     run = state.run_id
     if state.status == "completed":
         return "The run completed; final_output holds the result. Nothing more to do."
@@ -288,10 +343,12 @@ def with_drift(view: V, changed: list[str] | None = None, *, error: str | None =
 
 
 def run_view(state: RunState) -> RunView:
+    """The RunView of a run's state."""
     return RunView(**_view_fields(state))
 
 
 def step_answer(state: RunState, gate_results: list[GateResult]) -> StepAnswer:
+    """`step`'s answer: the run's view after the submission, with the gate results so far."""
     return StepAnswer(
         **_view_fields(state),
         accepted=True,
@@ -301,6 +358,7 @@ def step_answer(state: RunState, gate_results: list[GateResult]) -> StepAnswer:
 
 
 def run_summary(state: RunState) -> RunSummary:
+    """The short form of a run that `list_runs` answers."""
     return RunSummary(
         run_id=state.run_id,
         loop=state.loop,

@@ -67,10 +67,14 @@ class WorkspaceError(LoopengtError):
 
 
 class GitMissing(WorkspaceError):
+    """The run needs git and the `git` program is not on PATH."""
+
     code = "git_missing"
 
 
 class NotAGitRepository(WorkspaceError):
+    """The run's folder is not in a git repository, and the spec asks for one."""
+
     code = "not_a_git_repository"
 
 
@@ -97,6 +101,7 @@ class WorkspaceState:
         return {"head": self.head, "tree": self.tree}
 
     def start_record(self) -> dict[str, Any]:
+        """The files' state as run_started and run_forked record it."""
         return {"root": self.root, "head": self.head, "tree": self.tree}
 
 

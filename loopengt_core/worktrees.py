@@ -63,6 +63,7 @@ def folder(root: str | Path, run_id: str) -> Path:
 
 
 def top_of(root: str | Path, run_id: str, step: str) -> Path:
+    """The directory of a step's worktree (under the run's worktree folder)."""
     return folder(root, run_id) / branch_name(run_id, step).rsplit("/", 1)[1]
 
 

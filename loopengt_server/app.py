@@ -68,6 +68,8 @@ class BearerToken:
         self._tokens = [t.strip().encode() for t in token.split(",") if t.strip()]
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        """The access token for a known bearer token, else None. Every known token is compared in constant
+        time, so timing tells nothing about which one nearly matched."""
         given = token.encode()
         found = None
         for number, known in enumerate(self._tokens, start=1):
@@ -79,6 +81,8 @@ class BearerToken:
 
 
 def build_server(runs: Runs, *, token: str | None = None) -> MCPServer:
+    """The MCP server over `runs`: its tools, resources, prompts, subscriptions and the tasks extension, with
+    the watcher that announces changes. `token` (or LOOPENGT_TOKEN) guards the HTTP transports."""
     bus = CountingBus()
     notifier = Notifier(runs, bus)
     tasks_extension = TasksExtension(runs, functools.partial(view_result, runs))
@@ -143,6 +147,7 @@ def transport_security(host: str) -> TransportSecuritySettings:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (a host name counts as not: it may resolve to anything)."""
     if host.lower() in ("localhost", "localhost."):
         return True
     try:

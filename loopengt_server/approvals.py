@@ -24,6 +24,8 @@ log = logging.getLogger("loopengt.approvals")
 
 
 class ApprovalAnswer(BaseModel):
+    """What a person answers when the server asks for an approval through the client (elicitation)."""
+
     approve: bool = Field(description="Approve this step's output?")
     comment: str = Field("", description="Why (on rejection it becomes the agent's feedback)")
 

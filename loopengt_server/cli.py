@@ -63,6 +63,7 @@ def _options(
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `loopengt: <message>` on stderr; the Exit to raise with `code`."""
     typer.echo(f"loopengt: {message}", err=True)
     return typer.Exit(code)
 

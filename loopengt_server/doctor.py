@@ -37,11 +37,13 @@ class Check:
     fix: str = ""
 
     def line(self) -> str:
+        """The check as one aligned line, with the fix when it did not pass."""
         fix = f" -> fix: {self.fix}" if self.fix and self.level != "OK" else ""
         return f"{self.level:<5} {self.name:<22} {self.detail}{fix}"
 
 
 def check_python() -> Check:
+    """FAIL unless Python is at least 3.11."""
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] >= MIN_PYTHON:
         return Check("OK", "python", f"{version} ({sys.executable})")
@@ -51,6 +53,7 @@ def check_python() -> Check:
 
 
 def check_loopengt() -> Check:
+    """loopengt's version, and whether the `loopengt` program editors start is on PATH."""
     try:
         version = metadata.version("loopengt")
     except metadata.PackageNotFoundError:
@@ -125,6 +128,7 @@ def _requirement(name: str) -> str | None:
 
 
 def check_mcp() -> Check:
+    """Whether the MCP SDK is installed in the version loopengt requires."""
     try:
         version = metadata.version("mcp")
     except metadata.PackageNotFoundError:
@@ -216,6 +220,7 @@ def check_file_store(location: str) -> Check:
 
 
 def check_store(location: str) -> Check:
+    """Whether the store can be opened and read: a PostgreSQL database, a store plugin's location or a folder."""
     if is_database(location):
         return check_postgres(location)
     if not is_directory(location):

@@ -127,6 +127,7 @@ def describe(event: Event) -> str:
 
 
 def event_line(event: Event) -> str:
+    """One event as `show --trace` prints it: seq, time, type and what happened."""
     return f"{event.seq:>5} {event.at[11:23]} {event.type:<18} {describe(event)}"
 
 
@@ -145,6 +146,7 @@ def status_line(state: RunState) -> str:
 
 
 def end_line(state: RunState) -> str:
+    """How the run ended, in one line."""
     if state.status == "completed":
         return f"run {state.run_id} completed after {plural(state.turn, 'turn')}"
     return f"run {state.run_id} {state.status}: {state.error or 'no reason given'}"
@@ -166,6 +168,7 @@ class Follower:
 
     @property
     def state(self) -> RunState:
+        """The run's state as far as it has been followed."""
         assert self.fold.state is not None
         return self.fold.state
 

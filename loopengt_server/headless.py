@@ -123,6 +123,11 @@ def agent_argv(agent: str, cwd: Path) -> list[str]:
 
 
 def parse_output(stdout: str) -> Any:
+    """An agent's stdout as the task's output: JSON when it parses, else the text.
+
+    Raises:
+        InvalidArgument: JSON nested past the depth limit.
+    """
     text = stdout.strip()
     try:
         return json.loads(text)
@@ -357,6 +362,7 @@ class Watcher:
                 continue
 
     def catch_up(self) -> None:
+        """Fold and print the run's events recorded since the last look (from any process)."""
         with self._lock:
             after = self.fold.state.seq if self.fold.state is not None else 0
             for event in self.reader.events(self.run_id, after=after):
@@ -587,6 +593,7 @@ def summary_line(view: RunView, fold: MetricsFold | None, seconds: float) -> str
 def show_end(
     console: Console, view: RunView, fold: MetricsFold | None, seconds: float, *, quiet: bool
 ) -> None:
+    """Print how the run ended: a summary line, then (unless `quiet`) the final output or the error."""
     colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(view.status, "white")
     console.print(
         Text(summary_line(view, fold, seconds), style=f"bold {colour}"), highlight=False, soft_wrap=True

@@ -99,6 +99,12 @@ class Verdict:
 def parse_payload(
     raw: bytes, kind: HookKind, *, client: str | None = None, environ: dict[str, str] | None = None
 ) -> Payload:
+    """Read a hook's stdin: which client, session, project folders and transcript it names.
+
+    Raises:
+        HookSkip: not a payload this hook answers (too large, not JSON, another event or client); the
+            hook lets the agent go.
+    """
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise HookSkip(f"the payload is over {MAX_PAYLOAD_BYTES} bytes")
     try:
@@ -287,6 +293,8 @@ def _usage_run(reader: RunReader, folder: Path, who: str) -> str | None:
 
 
 def decide_stop(payload: Payload, *, store: str | None = None, max_loops: int = DEFAULT_MAX_LOOPS) -> Verdict:
+    """The stop hook's answer: continue the agent on the project's live run (its next action and open tasks),
+    or let it stop. The guards are in the module docstring."""
     if payload.status not in (None, "completed"):
         return Verdict()  # the person aborted the turn, or it failed: never push on
     if (
@@ -331,6 +339,8 @@ def decide_stop(payload: Payload, *, store: str | None = None, max_loops: int = 
 
 
 def decide_session(payload: Payload, *, store: str | None = None) -> Verdict:
+    """The session hook's answer: the live run this session drives (or may adopt) back in the agent's context;
+    nothing without one."""
     found = find_store(payload.places, store)
     if found is None:
         return Verdict()

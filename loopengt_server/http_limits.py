@@ -83,6 +83,8 @@ class GuardedH11Protocol(H11Protocol):
         self._watch()
 
     def on_response_complete(self) -> None:
+        """After each response, arm the read deadline for the next request's headers (a kept-alive connection
+        must not idle unbounded)."""
         super().on_response_complete()
         self._watch()
 
@@ -166,12 +168,14 @@ class SessionCap:
         await self.app(scope, receive, _RestateCap(send, self))
 
     def message(self) -> str:
+        """Why a new session is refused, and what to do."""
         return (
             f"too many open sessions: {self.max_sessions} are open, the limit set by {MAX_SESSIONS_ENV}; "
             "close a session (or let an idle one expire) and connect again, or raise the limit"
         )
 
     def body(self) -> bytes:
+        """The JSON-RPC error body sent with the refusal."""
         error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": self.message()}}
         return json.dumps(error).encode()
 

@@ -49,11 +49,14 @@ class CountingBus(InMemorySubscriptionBus):
 
 
 def run_uris(run_id: str) -> list[str]:
+    """The resource URIs that change when a run changes (its view, trace, checkpoints, and the run list)."""
     base = f"loopengt://runs/{run_id}"
     return [base, f"{base}/trace", f"{base}/checkpoints", "loopengt://runs"]
 
 
 class Notifier:
+    """Tells subscribed sessions (both protocol eras) which run resources changed, whoever changed them."""
+
     def __init__(self, runs: Runs, bus: CountingBus) -> None:
         self.runs = runs
         self.bus = bus
@@ -108,6 +111,7 @@ class Notifier:
 
     @property
     def listening(self) -> bool:
+        """Whether any client listens: while none does, nothing is read or sent."""
         return bool(self.sessions) or self.bus.listeners > 0
 
     async def watch(self) -> None:

@@ -30,6 +30,7 @@ progress."""
 
 
 def has_progress_token(ctx: Context) -> bool:
+    """Whether the request asked for progress notifications (it carries a progress token)."""
     meta: Any = ctx.request_context.meta
     if not isinstance(meta, dict):
         return False

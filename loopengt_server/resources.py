@@ -68,6 +68,8 @@ async def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def register_resources(mcp: MCPServer, runs: Runs) -> None:
+    """Serve the runs as MCP resources: the run list, each run's view, trace and checkpoints."""
+
     @mcp.resource("loopengt://runs", mime_type="application/json", description="All runs, newest first")
     async def all_runs() -> dict[str, Any]:
         found = await _read(runs.list_runs, limit=1000)

@@ -2,15 +2,22 @@
 
 mcp 2.3's `MCPServer` has no public way to do four things loopengt needs (checked in the installed
 source; see shared/MCP_SDK.md). Each is one small function here, so that an SDK upgrade that moves them
-breaks in one module, and the rest of the server only uses public names:
+breaks in one module, and the rest of the server only uses public names (tests/test_sdk_boundary.py
+fails on a private SDK name read anywhere else, and on one read here that this docstring does not name):
 
-- `add_request_handler`: serve methods MCPServer leaves out (`logging/setLevel`, `resources/subscribe`,
-  `resources/unsubscribe`): the low-level server has the registry, MCPServer does not expose it.
-- `run_lowlevel`: run the low-level server over a read stream of our own (the stdio transport that
-  answers lines the SDK's parser drops; loopengt_server.stdio).
-- `registered_tools` and `set_output_schema`: give registered tools hand-written output schemas (the
-  generated ones make tools/list too long and client-side validation slow; loopengt_server.tools).
-- `on_disconnect`: drop a session's subscriptions when its connection closes.
+- `add_request_handler`, through `MCPServer._lowlevel_server`: serve methods MCPServer leaves out
+  (`logging/setLevel`, `resources/subscribe`, `resources/unsubscribe`). The low-level server has the
+  registry, MCPServer does not expose it, and an `Extension`'s `MethodBinding` refuses spec methods (its
+  docstring points to the low-level `add_request_handler` for them).
+- `run_lowlevel`, through `MCPServer._lowlevel_server`: run the low-level server over a read stream of our
+  own (the stdio transport that answers lines the SDK's parser drops; loopengt_server.stdio).
+- `registered_tools` and `set_output_schema`, through `MCPServer._tool_manager` and the tool's `__dict__`:
+  give registered tools hand-written output schemas (the generated ones make tools/list too long and
+  client-side validation slow; loopengt_server.tools). `MCPServer.list_tools` builds new protocol objects
+  from them each call, and `add_tool` takes no output schema; a tool's `output_schema` is a cached property,
+  so its cached value is dropped from `__dict__`.
+- `on_disconnect`, through `ServerSession._connection`: drop a session's subscriptions when its connection
+  closes (the session has no public close callback).
 """
 
 from __future__ import annotations

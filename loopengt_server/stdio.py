@@ -147,9 +147,12 @@ class Answering:
 
     @property
     def last_context(self) -> Any:
+        """The wrapped stream's last request context (the SDK reads it), if it has one."""
         return getattr(self._inner, "last_context", None)
 
     async def receive(self) -> SessionMessage | Exception:
+        """The next message; a line the SDK's parser refused is answered with a JSON-RPC error here instead of
+        being dropped."""
         while True:
             item = await self._inner.receive()
             if not isinstance(item, Exception):
@@ -162,6 +165,7 @@ class Answering:
             await self._write.send(SessionMessage(reply))
 
     async def aclose(self) -> None:
+        """Close the wrapped stream."""
         await self._inner.aclose()
 
     def __aiter__(self) -> Answering:

@@ -53,6 +53,7 @@ class TaskRecord:
 
     @property
     def done(self) -> bool:
+        """Whether the task has finished (completed, failed or cancelled)."""
         return self.status in TERMINAL
 
     def expires(self) -> float:
@@ -95,6 +96,8 @@ class TaskRecord:
 
 
 class TaskTable:
+    """The MCP tasks this server holds, bounded in number and time (see the module docstring)."""
+
     def __init__(self, *, max_tasks: int | None = None, ttl_seconds: float | None = None) -> None:
         self.max_tasks = max_tasks or env_count(MAX_TASKS_ENV, 1000)
         self.ttl_seconds = float(ttl_seconds or env_count(TTL_ENV, 3600))
@@ -122,6 +125,7 @@ class TaskTable:
         return record
 
     def purge(self) -> None:
+        """Drop the finished tasks whose time to live has passed."""
         now = time.time()
         for task_id in [t.task_id for t in self._tasks.values() if t.done and t.expires() <= now]:
             del self._tasks[task_id]

@@ -48,11 +48,19 @@ ViewOf = Callable[[str], Awaitable[types.CallToolResult]]
 
 
 class TaskParams(types.RequestParams):
-    task_id: str
+    """The params of tasks/get and tasks/cancel."""
+
+    task_id: str = Field(description="The MCP task's id, as the tool call that created it answered.")
 
 
 class UpdateTaskParams(TaskParams):
-    input_responses: dict[str, Any] = Field(default_factory=dict)
+    """The params of tasks/update."""
+
+    input_responses: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Answers to input the task asked for, by key (loopengt's tasks ask for none, so they are "
+        "ignored).",
+    )
 
 
 def negotiated(ctx: ServerRequestContext[Any, Any]) -> bool:
@@ -79,6 +87,9 @@ def _not_found(task_id: str) -> MCPError:
 
 
 class TasksExtension(Extension):
+    """The MCP Tasks extension: start_run, step and resume may answer with a task that completes when the
+    run's commands settle."""
+
     identifier = TASKS
 
     def __init__(self, runs: Runs, view_of: ViewOf, table: TaskTable | None = None) -> None:

@@ -251,6 +251,8 @@ def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 
 def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
+    """Register loopengt's MCP tools on `mcp`, each a thin call into `runs` whose errors become tool errors."""
+
     async def announce(run_id: str) -> None:
         await notifier.changed(run_id)
 

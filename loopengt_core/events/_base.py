@@ -130,4 +130,5 @@ def iso(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
+    """An ISO 8601 time from the log (`Z` or an offset) as an aware datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

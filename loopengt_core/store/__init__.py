@@ -230,7 +230,8 @@ class Store(Protocol):
     def list_runs(self) -> list[str]:
         """Run ids, newest first."""
 
-    def exists(self, run_id: str) -> bool: ...
+    def exists(self, run_id: str) -> bool:
+        """Whether the store holds a run with this id."""
 
     def delete_run(self, run_id: str) -> None:
         """Remove the run and all it holds (spec, log, snapshot, checkpoints) at once: whole or gone.

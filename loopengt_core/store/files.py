@@ -1456,6 +1456,11 @@ class FileStore:
 
     @_guard("reading a checkpoint")
     def get_checkpoint(self, run_id: str, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint `checkpoint_id` of the run.
+
+        Raises:
+            NotFound: no such run, or no such checkpoint (the message lists the run's checkpoints).
+        """
         run_dir = self._run_dir(run_id)
         cid = check_id(checkpoint_id, "checkpoint_id")
         if not (run_dir / EVENTS).is_file():
@@ -1507,6 +1512,7 @@ class FileStore:
 
     @_guard("checking a run")
     def exists(self, run_id: str) -> bool:
+        """Whether the store holds a run with this id (its log file exists)."""
         return (self._run_dir(run_id) / EVENTS).is_file()
 
     @_guard("deleting a run")

@@ -81,10 +81,12 @@ class SyncStats:
         return counted
 
     def reading(self) -> dict[str, Any]:
+        """The counts now: fdatasyncs made, and how many others each began alongside."""
         with self._lock:
             return {"syncs": self.syncs, "began_with": list(self.began_with)}
 
     def save(self) -> None:
+        """Write the counts to the stats file (atomically); diagnostics only, so a failed write is ignored."""
         data = self.reading()
         self._saved = data["syncs"]
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")

@@ -497,6 +497,7 @@ class PostgresStore:
         return str(self.last_seq(run_id))
 
     def exists(self, run_id: str) -> bool:
+        """Whether the store holds a run with this id."""
         check_id(run_id)
         with self._translate(f"checking run {run_id!r}", run_id), self._conn() as conn:
             return self._exists(conn, run_id)

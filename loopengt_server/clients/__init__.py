@@ -66,4 +66,5 @@ def init_client(
 
 
 def loopengt_on_path() -> str | None:
+    """Where the `loopengt` program is found on PATH (what editors' configs start); None when it is not."""
     return shutil.which(SERVER_COMMAND)

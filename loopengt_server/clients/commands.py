@@ -51,6 +51,8 @@ def slash_command_text(
 
 
 def install_slash_commands(client: str, project: Path, *, force: bool = False) -> list[Change]:
+    """Write the prompts as the client's slash commands into the project; none for a client without them. An
+    existing file is kept unless `force`."""
     rec = record(client)
     if rec.commands is None:
         return []

@@ -42,10 +42,16 @@ class ClientError(InvalidArgument):
 
 
 def dump_json(data: Any) -> str:
+    """JSON as the editor config files are written: indented, UTF-8 kept, a final newline."""
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def read_text(path: Path) -> str | None:
+    """The file's text, or None when it does not exist.
+
+    Raises:
+        ClientError: it exists but cannot be read as UTF-8 text.
+    """
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -55,6 +61,7 @@ def read_text(path: Path) -> str | None:
 
 
 def write_file(path: Path, text: str, existed: bool, note: str) -> Change:
+    """Replace the file atomically (a temporary file renamed over it), so an editor never reads half a config."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.loopengt-tmp")
     temp.write_text(text, encoding="utf-8")
@@ -195,6 +202,7 @@ def hook_entry(hooks: HookFile, reg: Registration) -> dict[str, Any]:
 
 
 def hook_snippet(hooks: HookFile) -> str:
+    """The hooks file's content to paste by hand, when it cannot be merged into the existing one."""
     events: dict[str, list[dict[str, Any]]] = {}
     for reg in hooks.registrations:
         events.setdefault(reg.event, []).append(hook_entry(hooks, reg))

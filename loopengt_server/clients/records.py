@@ -37,6 +37,7 @@ def codex_home() -> Path:
 
 
 def antigravity_home() -> Path:
+    """Antigravity's user folder (its MCP config lives there, not in the project)."""
     return Path.home() / ".gemini" / "antigravity"
 
 
@@ -49,10 +50,12 @@ class Place:
     shown_home: str = ""  # how the README and messages name a home file: "~/.codex/config.toml"
 
     def path(self, project: Path) -> Path:
+        """The file's path: in the user's home for a user-wide file, else in `project`."""
         return (self.home() if self.home is not None else project) / self.relative
 
     @property
     def shown(self) -> str:
+        """The path as messages show it."""
         return self.shown_home or self.relative
 
 
@@ -64,6 +67,7 @@ class McpConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # VS Code: {"type": "stdio"}
 
     def entry(self) -> dict[str, Any]:
+        """The client's config entry that starts loopengt's MCP server."""
         return {**self.extra, "command": SERVER_COMMAND, "args": list(SERVER_ARGS)}
 
 
@@ -114,12 +118,14 @@ class Protocol:
     status_key: str | None = None  # Cursor: completed / aborted / error
 
     def kind_of(self, data: dict[str, Any]) -> HookKind | None:
+        """Which hook a payload is for (stop or session), by its event name; None for another event."""
         event = data.get(self.event_key)
         if event == self.stop_event:
             return "stop"
         return "session" if event in self.session_events else None
 
     def matches(self, data: dict[str, Any]) -> bool:
+        """Whether a payload is this client's: one of its hook events, in its shape."""
         return self.kind_of(data) is not None and self.shape(data)
 
 
@@ -315,14 +321,21 @@ def all_records() -> tuple[ClientRecord, ...]:
 
 
 def client_names() -> tuple[str, ...]:
+    """The names `--client` takes: every known editor client, built-in and from plugins."""
     return tuple(r.name for r in all_records())
 
 
 def hook_client_names() -> tuple[str, ...]:
+    """The clients that support loopengt's hooks."""
     return tuple(r.name for r in all_records() if r.hooks is not None)
 
 
 def record(name: str) -> ClientRecord:
+    """The record of the client named `name`.
+
+    Raises:
+        InvalidArgument: no such client (the message lists the known ones), or its plugin is broken.
+    """
     from loopengt_core.errors import InvalidArgument
 
     found = next((r for r in all_records() if r.name == name), None)

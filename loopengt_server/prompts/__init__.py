@@ -42,6 +42,7 @@ class PromptsMissing(LoopengtError):
 
 
 def prompts_dir() -> Traversable:
+    """The folder of the prompt files shipped with the package."""
     return resources.files(__name__)
 
 
@@ -72,6 +73,8 @@ def load_prompt_files(folder: Traversable | None = None) -> list[PromptFile]:
 
 
 def render_prompt(body: str, arguments: dict[str, Any]) -> str:
+    """A prompt's body with `{{name}}` filled from `arguments` and `$ARGUMENTS` replaced by all of them (the
+    slash-command convention)."""
     text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(arguments.get(m.group(1)) or ""), body)
     joined = " ".join(str(v) for v in arguments.values() if v)
     return text.replace("$ARGUMENTS", joined)

@@ -47,10 +47,13 @@ class Subscription:
         return True
 
     def close(self) -> None:
+        """Stop receiving changes."""
         self.feed.unsubscribe(self)
 
 
 class Feed:
+    """Tells the web view's open pages which runs changed (see the module docstring)."""
+
     def __init__(self, reader: RunReader, *, poll_seconds: float = POLL_SECONDS) -> None:
         self.reader = reader
         self.poll_seconds = poll_seconds
@@ -85,6 +88,7 @@ class Feed:
             sub.tell()
 
     def unsubscribe(self, sub: Subscription) -> None:
+        """Stop telling `sub` about changes (the watcher stops when nobody listens)."""
         with self._cond:
             if sub in self._subs:
                 self._subs.remove(sub)

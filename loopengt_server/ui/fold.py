@@ -31,39 +31,48 @@ from loopengt_server.follow import describe
 
 
 class GateRecord(BaseModel):
-    gate: str
+    """One gate's check of a task's submission, as the web view shows it."""
+
+    gate: str = Field(description="The gate's name.")
     passed: bool | None = Field(None, description="None while it runs or waits for a person.")
-    feedback: str | None = None
+    feedback: str | None = Field(None, description="Why it failed (or an approver's comment).")
     output: str | None = Field(None, description="A command gate's full output (its stored tail).")
-    exit_code: int | None = None
-    duration_seconds: float | None = None
+    exit_code: int | None = Field(None, description="A command gate's exit code.")
+    duration_seconds: float | None = Field(None, description="How long a command gate ran.")
     approval: str | None = Field(None, description="Who answered an approval gate, through what, and why.")
 
 
 class TaskRecord(BaseModel):
-    task_id: str
-    step: str
-    agent: str | None = None
-    attempt: int
-    issued_at: str
+    """One task as the web view shows it: what was asked, what came back, and its gates."""
+
+    task_id: str = Field(description="The task's id, `<step>#<n>`.")
+    step: str = Field(description="The step it belongs to.")
+    agent: str | None = Field(None, description="The agent that does it; None for a command step.")
+    attempt: int = Field(description="Which attempt at the step it is.")
+    issued_at: str = Field(description="When it was issued, ISO 8601 UTC.")
     command: list[str] | None = Field(None, description="A command step's argv (no agent).")
-    instructions: str | None = None
-    input: Any = None
+    instructions: str | None = Field(None, description="The task's instructions as issued.")
+    input: Any = Field(None, description="The task's input as issued.")
     feedback: str | None = Field(None, description="Why the previous attempt failed, as the task said.")
     outcome: str | None = Field(None, description="success, failure, expired; None while open.")
-    output: Any = None
-    error: str | None = None
-    submitted_at: str | None = None
-    gates: list[GateRecord] = Field(default_factory=list)
+    output: Any = Field(None, description="What was submitted (a command step's result or output).")
+    error: str | None = Field(None, description="Why it failed or could not run.")
+    submitted_at: str | None = Field(
+        None,
+        description="When its output was submitted, ISO 8601 UTC; None while open.",
+    )
+    gates: list[GateRecord] = Field(default_factory=list, description="Its gates' checks of the submission.")
     base_tree: str | None = Field(None, description="The files before this task (the last recorded tree).")
     tree: str | None = Field(None, description="The files this task's submission recorded.")
 
 
 class EventLine(BaseModel):
-    seq: int
-    at: str
-    type: str
-    text: str
+    """One line of the web view's timeline."""
+
+    seq: int = Field(description="The event's seq in the run's log.")
+    at: str = Field(description="When it was recorded, ISO 8601 UTC.")
+    type: str = Field(description="The event's type (`task_issued`, `gate_failed`, ...).")
+    text: str = Field(description="The event in one line for a person.")
 
 
 class TaskFold:
@@ -77,12 +86,14 @@ class TaskFold:
         self.outputs: dict[int, Any] = {}  # seq -> the output an event records, for inputs that refer to it
 
     def add(self, events: list[AnyEvent]) -> list[EventLine]:
+        """Fold more events into the tasks; their timeline lines."""
         for event in events:
             self._add(event)
             self.seq = event.seq
         return [line(e) for e in events]
 
     def take_touched(self) -> list[TaskRecord]:
+        """The tasks changed since the last call (what a page is sent)."""
         out = [self.tasks[t] for t in sorted(self.touched) if t in self.tasks]
         self.touched.clear()
         return out

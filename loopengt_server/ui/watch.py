@@ -44,6 +44,8 @@ def marked_graph(runs: Runs, view: RunView) -> str:
 
 
 class RunWatch:
+    """One open run page's position in the run's log (see the module docstring)."""
+
     def __init__(self, runs: Runs, run_id: str) -> None:
         self.runs = runs
         self.run_id = run_id

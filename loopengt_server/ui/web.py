@@ -54,6 +54,8 @@ class Guard:
         self.verify = verify
 
     async def refuse(self, request: Request, *, api: bool) -> Response | None:
+        """The error response for a request the web view must refuse (a bad host or origin, a cross-site
+        action, an API call without the token); None to serve it."""
         is_post = request.method == "POST"
         found = await self.transport.validate_request(request, is_post=is_post)
         if found is not None:
