@@ -255,6 +255,8 @@ class WorktreeRecord(BaseModel):
 class RunState(_Additive):
     added: ClassVar[tuple[str, ...]] = (
         "worktrees",
+        "line",
+        "resolving",
         "spend",
         "paused_for",
         "budget_warning",
@@ -291,6 +293,17 @@ class RunState(_Additive):
     workspace: WorkspaceRecord | None = None
     worktrees: dict[str, WorktreeRecord] = Field(
         default_factory=dict, description="The run's git worktrees, by the step that works in each."
+    )
+    line: str | None = Field(
+        None,
+        description="Where the run's line of work goes on after a join merged worktree branches: that "
+        "join's worktree (the latest). Later steps without a worktree of their own work there, and their "
+        "command gates and command steps run there; None: in the run's directory.",
+    )
+    resolving: dict[str, str] = Field(
+        default_factory=dict,
+        description="A join's `resolve` step at work on the join's merge conflicts -> the join, whose task "
+        "is issued when the resolve step completes.",
     )
     spend: Spend = Field(default_factory=Spend, description="Usage reported over the run.")
     paused_for: Literal["budget", "stuck"] | None = Field(
@@ -371,7 +384,7 @@ def apply(state: RunState | None, event: Event) -> RunState:
         for step in state.steps.values():  # their seqs are the parent's log's
             step.output_seq = None
         # the parent's worktrees stay the parent's: the fork's isolated steps get their own
-        state.worktrees = {}
+        state.worktrees, state.line = {}, None
         for task in state.tasks.values():
             task.workdir = None
         if event.workspace is not None:  # forked into a worktree: the fork works there
@@ -468,8 +481,15 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
         feedback=e.feedback,
         issued_at=e.at,
         expires_at=e.expires_at,
-        workdir=state.worktrees[e.step].path if e.step in state.worktrees else None,
+        workdir=workdir(state, e.step),
     )
+
+
+def workdir(state: RunState, step: str) -> str | None:
+    """Where `step` works when not in the run's directory: its own worktree, else the run's line after
+    a join (the latest join's worktree, which holds the merge and what later steps did to it)."""
+    found = state.worktrees.get(step)
+    return found.path if found is not None else state.line
 
 
 @_on(OutputSubmitted)
@@ -701,6 +721,7 @@ def _branches_merged(state: RunState, e: BranchesMerged) -> None:
     state.worktrees[e.step] = WorktreeRecord(
         kind="join", path=e.path, branch=e.branch, base=e.base, commit=e.commit
     )
+    state.line = e.path
     merge = {"branches": [dict(m) for m in e.merged], "commit": e.commit, "branch": e.branch}
     if e.conflicts:
         merge["conflicts"] = [dict(c) for c in e.conflicts]

@@ -209,6 +209,59 @@ def test_three_branches_work_apart_and_the_join_has_all_three(repo: Path, tmp_pa
     assert user_state(repo) == before
 
 
+AFTER_JOIN = (
+    "import pathlib, sys\n"
+    f"ok = all(pathlib.Path(n + '.txt').read_text() == f'{{n}} edited\\n' for n in {list(BRANCHES)!r})\n"
+    "sys.exit(0 if ok and pathlib.Path('after.txt').read_text() == 'after\\n' else 1)\n"
+)
+
+
+def test_steps_after_the_join_work_in_the_merged_line(repo: Path, tmp_path: Path) -> None:
+    """After a join the run's line of work goes on in the join's worktree: a later agent step works
+    there and its command gate sees every branch's files; a later command step runs there too; all of
+    it ends up on the join's branch, and the user's checkout never sees any of it."""
+    spec = fan_out_spec()
+    spec["steps"] += [
+        {"name": "after", "agent": "coder", "dependencies": ["join"], "verification_gates": ["after"]},
+        {"name": "stamp", "run": [PY, "-c", "open('stamp.txt', 'w').write('stamped\\n')"]},
+    ]
+    spec["steps"][-1]["dependencies"] = ["after"]
+    spec["policy"]["verification_gates"].append(check("after", AFTER_JOIN))
+    before = user_state(repo)
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, spec))
+    run_id = view.run_id
+    for task in view.tasks:
+        (Path(task.workdir or "") / f"{task.step}.txt").write_text(f"{task.step} edited\n")
+        assert runs.step(run_id, task.task_id, {}).accepted
+    (join,) = runs.get_run(run_id).tasks
+    assert runs.step(run_id, join.task_id, {}).accepted
+
+    (after,) = runs.get_run(run_id).tasks
+    assert after.step == "after"
+    assert after.workdir == join.workdir  # the line: the join's worktree, holding the merge
+    line_dir = Path(after.workdir or "")
+    for name in BRANCHES:
+        assert (line_dir / f"{name}.txt").read_text() == f"{name} edited\n"
+    refused = runs.step(run_id, after.task_id, {})  # its gate runs in the line: after.txt is missing
+    assert [r.passed for r in refused.gate_results] == [False]
+    (retry,) = runs.get_run(run_id).tasks
+    assert retry.workdir == join.workdir
+    (line_dir / "after.txt").write_text("after\n")
+    answer = runs.step(run_id, retry.task_id, {})
+    assert [r.passed for r in answer.gate_results] == [True]
+    assert runs.get_run(run_id).status == "completed"
+
+    line = f"loopengt/{run_id}/join"
+    assert git(repo, "show", f"{line}:after.txt") == "after\n"
+    assert git(repo, "show", f"{line}:stamp.txt") == "stamped\n"  # the command step ran in the line
+    for name in BRANCHES:
+        assert git(repo, "show", f"{line}:{name}.txt") == f"{name} edited\n"
+    assert not (repo / "stamp.txt").exists()
+    assert not (repo / "after.txt").exists()
+    assert user_state(repo) == before
+
+
 def test_two_branches_on_the_same_lines_give_the_join_the_conflict(repo: Path, tmp_path: Path) -> None:
     before = user_state(repo)
     runs = make_runs(tmp_path, repo)
