@@ -29,6 +29,7 @@ from loopengt_core.events import (
     Event,
     GateFailed,
     GatePassed,
+    JoinDeferred,
     OutputSubmitted,
     RetryScheduled,
     RunCancelled,
@@ -335,6 +336,7 @@ class RunState(_Additive):
             | {h.step for h in self.held}
             | {c.step for c in self.commands.values()}
             | {e.step for e in self.evaluations.values()}
+            | set(self.resolving.values())
         )
 
 
@@ -672,6 +674,7 @@ def _task_expired(state: RunState, e: TaskExpired) -> None:
 
 @_on(StepCompleted)
 def _step_completed(state: RunState, e: StepCompleted) -> None:
+    state.resolving.pop(e.step, None)  # a resolve step done: its join's task follows
     step = state.steps[e.step]
     evaluation = state.evaluations.pop(e.task_id or "", None)
     if e.output_seq is None:  # the output in the event (logs before 0.3, or an output this log lacks)
@@ -691,6 +694,7 @@ def _step_completed(state: RunState, e: StepCompleted) -> None:
 
 @_on(StepFailed)
 def _step_failed(state: RunState, e: StepFailed) -> None:
+    state.resolving.pop(e.step, None)  # its join goes no further: the run fails with it
     step = state.steps[e.step]
     step.status, step.last_failure = "failed", e.reason
     if e.fail_run_later:
@@ -731,6 +735,16 @@ def _branches_merged(state: RunState, e: BranchesMerged) -> None:
         if task.step == e.step:
             task.workdir = e.path
             task.input = {**task.input, "merge": merge}
+
+
+@_on(JoinDeferred)
+def _join_deferred(state: RunState, e: JoinDeferred) -> None:
+    task = state.tasks.pop(e.task_id)
+    step = state.steps[e.step]
+    step.attempts -= 1  # never worked on: the join's task issued after the resolve step is its visit
+    if task.attempt == 1:
+        step.visits -= 1
+    state.resolving[e.resolve] = e.step
 
 
 @_on(RunPaused)

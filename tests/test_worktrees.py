@@ -294,6 +294,90 @@ def test_two_branches_on_the_same_lines_give_the_join_the_conflict(repo: Path, t
     assert user_state(repo) == before
 
 
+def resolve_spec() -> dict[str, Any]:
+    """conflict_spec with a `resolve` step: it gets the join's conflicts before the join's task."""
+    spec = conflict_spec()
+    spec["steps"][-1]["resolve"] = "fix"
+    spec["steps"].append({"name": "fix", "agent": "coder", "verification_gates": ["clean"]})
+    return spec
+
+
+def test_a_resolve_step_gets_the_conflict_and_then_the_join_goes_on(repo: Path, tmp_path: Path) -> None:
+    before = user_state(repo)
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, resolve_spec()))
+    run_id = view.run_id
+    assert {t.step for t in view.tasks} == {"left", "right"}  # the resolve step never starts on its own
+    for task in view.tasks:
+        (Path(task.workdir or "") / "shared.txt").write_text(f"one\n{task.step} two\nthree\nstaged\n")
+        assert runs.step(run_id, task.task_id, {}).accepted
+
+    after = runs.get_run(run_id)
+    (fix,) = after.tasks  # the join's task waits for the resolve step's
+    assert fix.step == "fix"
+    assert fix.input["join"] == "join"
+    conflicts = fix.input["merge"]["conflicts"]
+    assert [c["path"] for c in conflicts] == ["shared.txt"]
+    assert "left two" in conflicts[0]["hunks"][0]
+    assert "right two" in conflicts[0]["hunks"][0]
+    merged = Path(fix.workdir or "") / "shared.txt"
+    assert merged.parent.name == "join"  # it works in the join's merged worktree
+    assert "<<<<<<<" in merged.read_text()
+    assert "resolve the conflict markers" in after.next_action
+
+    refused = runs.step(run_id, fix.task_id, {"resolved": False})  # its gate runs on the merged tree
+    assert [r.passed for r in refused.gate_results] == [False]
+    (retry,) = runs.get_run(run_id).tasks
+    assert retry.step == "fix"
+    merged.write_text("one\nleft and right two\nthree\nstaged\n")
+    assert runs.step(run_id, retry.task_id, {"resolved": True}).accepted
+
+    view = runs.get_run(run_id)
+    (join,) = view.tasks
+    assert join.step == "join"
+    assert join.workdir == fix.workdir
+    assert join.input["merge"]["resolved_by"] == {"step": "fix", "output": {"resolved": True}}
+    assert "resolve the conflict markers" not in view.next_action
+    assert runs.step(run_id, join.task_id, {"joined": True}).status == "completed"
+    types = [e.type for e in runs.trace(run_id)]
+    assert types.count("join_deferred") == 1
+    assert types.index("branches_merged") < types.index("join_deferred")
+    line = f"loopengt/{run_id}/join"
+    assert git(repo, "show", f"{line}:shared.txt") == "one\nleft and right two\nthree\nstaged\n"
+    assert user_state(repo) == before
+
+
+def test_without_conflicts_the_resolve_step_never_runs(repo: Path, tmp_path: Path) -> None:
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, resolve_spec()))
+    for task in view.tasks:
+        (Path(task.workdir or "") / f"{task.step}.txt").write_text("mine\n")
+        runs.step(view.run_id, task.task_id, {})
+    (join,) = runs.get_run(view.run_id).tasks
+    assert join.step == "join"
+    assert runs.step(view.run_id, join.task_id, {}).status == "completed"
+    assert [event_data(e)["step"] for e in runs.trace(view.run_id) if e.type == "task_issued"] == [
+        "left",
+        "right",
+        "join",
+    ]
+
+
+def test_resolve_names_a_step_that_runs_only_on_conflicts() -> None:
+    spec = resolve_spec()
+    spec["steps"][2]["resolve"] = "nope"
+    with pytest.raises(SpecError, match=r"steps\[2\]\.resolve: unknown step 'nope' \(steps: left, right"):
+        load_spec(spec)
+    spec = resolve_spec()
+    spec["steps"][3]["dependencies"] = ["left"]
+    with pytest.raises(SpecError, match="runs only when the merge has some"):
+        load_spec(spec)
+    spec = resolve_spec()
+    spec["steps"][0]["isolation"] = spec["steps"][1]["isolation"] = "none"
+    with pytest.raises(SpecError, match="merges no worktree branches"):
+        load_spec(spec)
+
+
 def test_a_failed_run_keeps_its_worktrees_and_prune_removes_them(repo: Path, tmp_path: Path) -> None:
     runs = make_runs(tmp_path, repo)
     run_id = runs.start_run(spec_path=write_spec(tmp_path, conflict_spec())).run_id
