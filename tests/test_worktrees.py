@@ -363,6 +363,21 @@ def test_without_conflicts_the_resolve_step_never_runs(repo: Path, tmp_path: Pat
     ]
 
 
+def test_a_resolve_step_that_fails_fails_the_run_and_keeps_the_merge(repo: Path, tmp_path: Path) -> None:
+    spec = resolve_spec()
+    spec["steps"][-1]["allow_retry"] = False
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, spec))
+    for task in view.tasks:
+        (Path(task.workdir or "") / "shared.txt").write_text(f"{task.step}\n")
+        runs.step(view.run_id, task.task_id, {})
+    (fix,) = runs.get_run(view.run_id).tasks
+    answer = runs.step(view.run_id, fix.task_id, None, outcome="failure", error="cannot tell")
+    assert answer.status == "failed"  # not left waiting for a join that can no longer start
+    assert "step 'fix'" in (runs.get_run(view.run_id).error or "")
+    assert "<<<<<<<" in (Path(fix.workdir or "") / "shared.txt").read_text()  # kept for inspection
+
+
 def test_resolve_names_a_step_that_runs_only_on_conflicts() -> None:
     spec = resolve_spec()
     spec["steps"][2]["resolve"] = "nope"
