@@ -525,6 +525,64 @@ def test_headless_jobs_runs_the_branch_agents_at_once_each_in_its_worktree(
     assert user_state(repo) == before
 
 
+RESOLVING_AGENT = """\
+import json, os, sys
+task = json.load(sys.stdin)
+with open(os.environ["AGENT_LOG"], "a") as f:
+    f.write(json.dumps({"step": task["step"], "cwd": os.getcwd(), "input": task["input"]}) + "\\n")
+if task["step"] in ("left", "right"):
+    open("shared.txt", "w").write(task["step"] + "\\n")
+elif task["step"] == "fix":
+    open("shared.txt", "w").write("left and right\\n")
+print(json.dumps({"done": task["step"]}))
+"""
+
+
+def test_headless_a_resolve_step_resolves_and_the_run_completes(repo: Path, tmp_path: Path) -> None:
+    import json
+
+    agent = tmp_path / "agent.py"
+    agent.write_text(RESOLVING_AGENT)
+    log = tmp_path / "agent.log"
+    before = user_state(repo)
+    spec = write_spec(tmp_path, resolve_spec())
+    store = str(tmp_path / "store")
+    done = subprocess.run(
+        [
+            PY,
+            "-m",
+            "loopengt_server",
+            "run",
+            spec,
+            "--agent",
+            f"{PY} {agent}",
+            "--jobs",
+            "2",
+            "--store",
+            store,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+        env={**os.environ, "AGENT_LOG": str(log)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(c["step"] for c in calls[:2]) == ["left", "right"]
+    assert [c["step"] for c in calls[2:]] == ["fix", "join"]
+    fix, join = calls[2:]
+    assert fix["cwd"] == join["cwd"]
+    assert fix["cwd"].endswith("/join")
+    assert "/.loopengt/worktrees/" in fix["cwd"]
+    assert [c["path"] for c in fix["input"]["merge"]["conflicts"]] == ["shared.txt"]
+    assert join["input"]["merge"]["resolved_by"]["step"] == "fix"
+    run_id = Path(fix["cwd"]).parent.name
+    assert git(repo, "show", f"loopengt/{run_id}/join:shared.txt") == "left and right\n"
+    assert user_state(repo) == before
+
+
 def test_worktrees_keep_leaves_them_after_completion(repo: Path, tmp_path: Path) -> None:
     runs = make_runs(tmp_path, repo)
     view = runs.start_run(spec_path=write_spec(tmp_path, {**conflict_spec(), "worktrees": "keep"}))
