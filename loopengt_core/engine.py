@@ -32,6 +32,7 @@ from loopengt_core.events import (
     CommandStarted,
     GateFailed,
     GatePassed,
+    JoinDeferred,
     OutputSubmitted,
     RetryScheduled,
     RunCancelled,
@@ -531,9 +532,18 @@ class Engine:
         return tx.events
 
     def merge_branches(self, state: RunState, merge: BranchesMerged, now: datetime) -> list[AnyEvent]:
-        """A join's branches, merged by the service (`merge`'s seq and time are set here)."""
+        """A join's branches, merged by the service (`merge`'s seq and time are set here). On conflicts,
+        a join with a `resolve` step defers its task to that step's, which gets the conflicts."""
         tx = _Tx(state, now)
         tx.emit(merge.model_copy(update={"seq": tx.seq, "at": tx.at}))
+        resolve = self.steps[merge.step].resolve
+        task = next((t for t in tx.state.tasks.values() if t.step == merge.step), None)
+        if merge.conflicts and resolve is not None and task is not None:
+            tx.emit(
+                JoinDeferred(seq=tx.seq, at=tx.at, step=merge.step, task_id=task.task_id, resolve=resolve)
+            )
+            found = tx.state.steps[merge.step].visit_input["merge"]
+            self._start_step(tx, Move(resolve, {"merge": found, "join": merge.step}))
         return tx.events
 
     def resume(
@@ -715,11 +725,17 @@ class Engine:
         evaluation = state.evaluations[task_id]
         step, output = self.steps[evaluation.step], evaluation.output
         recorded = evaluation.output_seq()
+        join = state.resolving.get(step.name)
         tx.emit(
             StepCompleted(seq=tx.seq, at=tx.at, step=step.name, task_id=task_id, output_seq=recorded)
             if recorded is not None  # the output is in the log once, at that seq
             else StepCompleted(seq=tx.seq, at=tx.at, step=step.name, output=output, task_id=task_id)
         )
+        if join is not None:  # a resolve step's work is the join's start: its task follows, on those files
+            visit = state.steps[join].visit_input
+            resolved = {**visit["merge"], "resolved_by": {"step": step.name, "output": output}}
+            self._issue(tx, self.steps[join], 1, None, {**visit, "merge": resolved})
+            return
         stop = self._stop_reason(state, output)
         if stop is not None:
             self._complete(tx, step, task_id, output, stop)

@@ -114,10 +114,13 @@ def evaluation_text(output: Any) -> str:
 
 def _ready(spec: LoopSpec, state: RunState) -> list[str]:
     done = {n for n, s in state.steps.items() if s.status == "completed"}
+    resolvers = spec.resolvers()  # they run on a join's conflicts only
     return [
         s.name
         for s in spec.steps
-        if state.steps[s.name].status == "pending" and {d.step_name for d in s.dependencies} <= done
+        if state.steps[s.name].status == "pending"
+        and s.name not in resolvers
+        and {d.step_name for d in s.dependencies} <= done
     ]
 
 
@@ -211,7 +214,8 @@ def after(spec: LoopSpec, state: RunState, step: Step, output: Any) -> Next:
             extra = {"handoff": {"from_step": step.name, "agent": step.agent, "output": output}}
         return Next([Move(target, extra)])
     if pattern == "parallel_fan_out":
-        if all(s.status == "completed" for s in state.steps.values()):
+        resolvers = spec.resolvers()  # never run when no join had conflicts: not waited for
+        if all(s.status == "completed" or n in resolvers for n, s in state.steps.items()):
             return Next(done=True, reason="all branches completed")
         return Next(fill(spec, state))
     if pattern == "supervisor_worker":

@@ -68,7 +68,15 @@ from loopengt_core.memory import check_context_from, read_memory
 from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.reading import RunReader
 from loopengt_core.spec import ApprovalChannel, LoopSpec
-from loopengt_core.state import Answer, Command, RunState, answer_in_log, apply, project_run
+from loopengt_core.state import (
+    Answer,
+    Command,
+    RunState,
+    answer_in_log,
+    apply,
+    project_run,
+    workdir,
+)
 from loopengt_core.store import (
     ChangeFeed,
     Checkpoint,
@@ -1032,12 +1040,12 @@ class Runs:
                 log.warning("snapshot_failed", run_id=run_id, error=str(exc))
 
     def _workdir(self, run_id: str, step: str) -> Path | None:
-        """Where a step's commands run when not in the run's directory: its worktree (isolation), or
-        its join's merge of them."""
+        """Where a step's commands run when not in the run's directory: its worktree (isolation), its
+        join's merge of them, or the run's line after a join (`state.workdir`)."""
         with self._guard:
             run = self._cache.get(run_id)
-        found = (run or self._read(run_id)).state.worktrees.get(step)
-        return Path(found.path) if found is not None else None
+        found = workdir((run or self._read(run_id)).state, step)
+        return Path(found) if found is not None else None
 
     # --- the run's files (git) ---------------------------------------------------------------
 
@@ -1086,7 +1094,11 @@ class Runs:
     def _branch_worktree(self, run_id: str, run: _Run, step: str, now: datetime) -> list[AnyEvent]:
         recorded = run.state.workspace
         assert recorded is not None
-        base = worktrees.base_commit(recorded.root, recorded.tree, recorded.head, run_id, step)
+        tree, head = recorded.tree, recorded.head
+        if run.state.line is not None:  # after a join: a branch starts from the line's files
+            line = git.snapshot(run.state.line)
+            tree, head = line.tree, line.head
+        base = worktrees.base_commit(recorded.root, tree, head, run_id, step)
         made = worktrees.make(recorded.root, run_id, step, base)
         log.info("worktree_added", run_id=run_id, step=step, path=str(made.workdir))
         return run.engine.add_worktree(

@@ -272,6 +272,13 @@ class Step(SpecModel):
         "the run's line at the step that depends on it; none: in the run's directory. Default: the "
         "spec's `isolation`.",
     )
+    resolve: str | None = Field(
+        None,
+        description="A join of worktree branches: the step that resolves merge conflicts. On a conflict its "
+        "task gets them (input.merge.conflicts: files and hunks) and works in the join's merged worktree, "
+        "its gates run there, and then the join's task follows. Without it, the join's task gets them. "
+        "The step runs only then (no dependencies, nothing depends on it).",
+    )
 
     _split_run = field_validator("run", mode="before")(_argv)
 
@@ -671,6 +678,10 @@ class LoopSpec(SpecModel):
         """The isolated steps `step` depends on, in spec order: their branches merge before it runs."""
         wanted = {d.step_name for d in step.dependencies}
         return [s.name for s in self.steps if s.name in wanted and self.isolated(s)]
+
+    def resolvers(self) -> set[str]:
+        """The steps some join names as its `resolve`: they run only on that join's conflicts."""
+        return {s.resolve for s in self.steps if s.resolve is not None}
 
     def stop_value(self, kind: str) -> Any:
         """The `value` of the first stop condition of type `kind`; None without one."""

@@ -29,6 +29,7 @@ from loopengt_core.events import (
     Event,
     GateFailed,
     GatePassed,
+    JoinDeferred,
     OutputSubmitted,
     RetryScheduled,
     RunCancelled,
@@ -346,6 +347,8 @@ class RunState(_Additive):
 
     added: ClassVar[tuple[str, ...]] = (
         "worktrees",
+        "line",
+        "resolving",
         "spend",
         "paused_for",
         "budget_warning",
@@ -422,6 +425,17 @@ class RunState(_Additive):
     worktrees: dict[str, WorktreeRecord] = Field(
         default_factory=dict, description="The run's git worktrees, by the step that works in each."
     )
+    line: str | None = Field(
+        None,
+        description="Where the run's line of work goes on after a join merged worktree branches: that "
+        "join's worktree (the latest). Later steps without a worktree of their own work there, and their "
+        "command gates and command steps run there; None: in the run's directory.",
+    )
+    resolving: dict[str, str] = Field(
+        default_factory=dict,
+        description="A join's `resolve` step at work on the join's merge conflicts -> the join, whose task "
+        "is issued when the resolve step completes.",
+    )
     spend: Spend = Field(default_factory=Spend, description="Usage reported over the run.")
     paused_for: Literal["budget", "stuck"] | None = Field(
         None, description="Why the run paused itself (a setup error pauses with `commands` blocked)."
@@ -453,6 +467,7 @@ class RunState(_Additive):
             | {h.step for h in self.held}
             | {c.step for c in self.commands.values()}
             | {e.step for e in self.evaluations.values()}
+            | set(self.resolving.values())
         )
 
 
@@ -502,7 +517,7 @@ def apply(state: RunState | None, event: Event) -> RunState:
         for step in state.steps.values():  # their seqs are the parent's log's
             step.output_seq = None
         # the parent's worktrees stay the parent's: the fork's isolated steps get their own
-        state.worktrees = {}
+        state.worktrees, state.line = {}, None
         for task in state.tasks.values():
             task.workdir = None
         if event.workspace is not None:  # forked into a worktree: the fork works there
@@ -599,8 +614,15 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
         feedback=e.feedback,
         issued_at=e.at,
         expires_at=e.expires_at,
-        workdir=state.worktrees[e.step].path if e.step in state.worktrees else None,
+        workdir=workdir(state, e.step),
     )
+
+
+def workdir(state: RunState, step: str) -> str | None:
+    """Where `step` works when not in the run's directory: its own worktree, else the run's line after
+    a join (the latest join's worktree, which holds the merge and what later steps did to it)."""
+    found = state.worktrees.get(step)
+    return found.path if found is not None else state.line
 
 
 @_on(OutputSubmitted)
@@ -783,6 +805,7 @@ def _task_expired(state: RunState, e: TaskExpired) -> None:
 
 @_on(StepCompleted)
 def _step_completed(state: RunState, e: StepCompleted) -> None:
+    state.resolving.pop(e.step, None)  # a resolve step done: its join's task follows
     step = state.steps[e.step]
     evaluation = state.evaluations.pop(e.task_id or "", None)
     if e.output_seq is None:  # the output in the event (logs before 0.3, or an output this log lacks)
@@ -802,6 +825,7 @@ def _step_completed(state: RunState, e: StepCompleted) -> None:
 
 @_on(StepFailed)
 def _step_failed(state: RunState, e: StepFailed) -> None:
+    state.resolving.pop(e.step, None)  # its join goes no further: the run fails with it
     step = state.steps[e.step]
     step.status, step.last_failure = "failed", e.reason
     if e.fail_run_later:
@@ -832,6 +856,7 @@ def _branches_merged(state: RunState, e: BranchesMerged) -> None:
     state.worktrees[e.step] = WorktreeRecord(
         kind="join", path=e.path, branch=e.branch, base=e.base, commit=e.commit
     )
+    state.line = e.path
     merge = {"branches": [dict(m) for m in e.merged], "commit": e.commit, "branch": e.branch}
     if e.conflicts:
         merge["conflicts"] = [dict(c) for c in e.conflicts]
@@ -841,6 +866,16 @@ def _branches_merged(state: RunState, e: BranchesMerged) -> None:
         if task.step == e.step:
             task.workdir = e.path
             task.input = {**task.input, "merge": merge}
+
+
+@_on(JoinDeferred)
+def _join_deferred(state: RunState, e: JoinDeferred) -> None:
+    task = state.tasks.pop(e.task_id)
+    step = state.steps[e.step]
+    step.attempts -= 1  # never worked on: the join's task issued after the resolve step is its visit
+    if task.attempt == 1:
+        step.visits -= 1
+    state.resolving[e.resolve] = e.step
 
 
 @_on(RunPaused)

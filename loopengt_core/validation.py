@@ -27,7 +27,7 @@ from loopengt_core.gates import condition_problems
 from loopengt_core.limits import MAX_JSON_DEPTH, MAX_SPEC_BYTES, MAX_SPEC_VALUES, checked
 from loopengt_core.paths import UnreadableFile, read_regular
 from loopengt_core.render import BUILTIN_VARIABLES, placeholders
-from loopengt_core.spec import Gate, LoopSpec
+from loopengt_core.spec import Gate, LoopSpec, Step
 
 # keys of which a loop spec has at least one: a file without any is not echoed back (see `parse_file_text`)
 SPEC_KEYS = frozenset({"name", "goal", "steps", "agents", "pattern", "policy"})
@@ -495,6 +495,7 @@ def check_semantics(spec: LoopSpec) -> list[Problem]:
         *_pattern_rules(spec),
         *_budget(spec),
         *_isolation(spec),
+        *_resolve(spec),
     ]
 
 
@@ -523,6 +524,48 @@ def _isolation(spec: LoopSpec) -> Iterator[Problem]:
                 f"step '{step.name}' joins worktree branches ({', '.join(spec.joins(step))}): it works in "
                 "their merge, so it cannot have a worktree of its own; set isolation: none",
             )
+
+
+def _resolve(spec: LoopSpec) -> Iterator[Problem]:
+    """A join's `resolve` names a step that runs only on that join's conflicts: never on its own."""
+    steps = {s.name: s for s in spec.steps}
+    targets = {t for s in spec.steps for t in [*(s.next or []), *_route_targets(s), s.on_failure] if t}
+    for i, step in enumerate(spec.steps):
+        name, where = step.resolve, f"steps[{i}].resolve"
+        if name is None:
+            continue
+        found = steps.get(name)
+        if found is None:
+            yield Problem(where, f"unknown step '{name}' ({_names('steps', list(steps))})")
+        elif name == step.name:
+            yield Problem(where, f"step '{name}' cannot resolve its own conflicts: name another step")
+        elif not spec.joins(step):
+            yield Problem(
+                where,
+                f"step '{step.name}' merges no worktree branches, so it has no conflicts to resolve: list "
+                "steps with isolation: worktree in its dependencies, or remove resolve",
+            )
+        elif spec.pattern not in ("parallel_fan_out", "custom"):
+            yield Problem(where, f"resolve needs pattern parallel_fan_out or custom, not {spec.pattern}")
+        elif (
+            found.dependencies
+            or spec.isolated(found)
+            or any(d.step_name == name for s in spec.steps for d in s.dependencies)
+            or name in targets
+            or (spec.pattern == "custom" and spec.steps[0].name == name)
+        ):
+            yield Problem(
+                where,
+                f"step '{name}' resolves conflicts, so it runs only when the merge has some: it cannot be "
+                "the first step, have dependencies or a worktree of its own, nor be another step's "
+                "dependency, next, route or on_failure",
+            )
+
+
+def _route_targets(step: Step) -> list[str]:
+    if step.routes is None:
+        return []
+    return [*step.routes.map.values(), *([step.routes.default] if step.routes.default else [])]
 
 
 def _budget(spec: LoopSpec) -> Iterator[Problem]:

@@ -209,7 +209,11 @@ def _workdirs(state: RunState) -> str:
     if not placed:
         return ""
     where = "; ".join(f"{t.task_id} in {t.workdir}" for t in placed)
-    conflicted = [t.task_id for t in placed if t.input.get("merge", {}).get("conflicts")]
+    conflicted = [
+        t.task_id
+        for t in placed
+        if (merge := t.input.get("merge", {})).get("conflicts") and "resolved_by" not in merge
+    ]
     resolve = (
         f" Task {', '.join(conflicted)} starts from a merge with conflicts (input.merge.conflicts): resolve "
         "the conflict markers in those files first."

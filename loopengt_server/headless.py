@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -62,6 +63,8 @@ TAIL_LINES = 3  # lines of the agent's stderr / a gate's output shown
 ACTIVE = ("running", "waiting_approval", "paused")
 WATCH_SECONDS = 0.25
 _LINE_CHARS = 160
+# one agent call: (output, error, usage, why usage is unknown, seconds)
+Called = tuple[Any, str | None, Usage | None, str | None, float]
 
 
 class AgentCannotStart(LoopengtError):
@@ -227,8 +230,21 @@ def call_agent(
     return parse_output(stdout), None
 
 
+@dataclass
+class _Branch:
+    """A parallel branch's agent, gate or command running now (`--jobs` above 1): one live line each."""
+
+    attempt: int
+    doing: str
+    since: float
+    detail: str = ""
+
+
 class Progress:
-    """What `run` prints: the live line on a terminal, plain lines otherwise, only the summary when quiet."""
+    """What `run` prints: the live line on a terminal, plain lines otherwise, only the summary when quiet.
+
+    With `--jobs` above 1 the live line is a line per running branch (step, attempt, what runs there,
+    its elapsed time), under a line with the total; plain lines name the branch they are about."""
 
     def __init__(self, console: Console, *, quiet: bool = False, live: bool | None = None) -> None:
         self.console = console
@@ -243,6 +259,7 @@ class Progress:
         self.peek: Peek | None = None  # the running gate's / command's output so far
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.parallel = False  # --jobs above 1: lines name the step (branch) they are about
+        self.branches: dict[str, _Branch] = {}  # the branches running at once, by step
         self._lock = threading.RLock()
         self._live: Live | None = None
         self._spinner = Spinner("dots", style="cyan")
@@ -280,8 +297,17 @@ class Progress:
     def now_doing(
         self, what: str, *, step: str | None = None, attempt: int | None = None, detail: str = ""
     ) -> None:
-        """What runs now (`agent coder`, `gate tests`), shown with its elapsed time; `detail` (an argv) last."""
+        """What runs now (`agent coder`, `gate tests`), shown with its elapsed time; `detail` (an argv) last.
+        About a running branch's step: that branch's line."""
         with self._lock:
+            branch = self.branches.get(step) if step is not None else None
+            if branch is not None:
+                if what != branch.doing:
+                    branch.since = time.monotonic()
+                branch.doing, branch.detail = what, detail
+                if attempt:
+                    branch.attempt = attempt
+                return
             self.detail = detail
             if step is not None:
                 self.step = step
@@ -292,6 +318,18 @@ class Progress:
                 self.tail.clear()
                 self.peek = None
             self.doing = what
+
+    def branch_started(self, task: TaskView, where: str) -> None:
+        """A branch's agent starts (`--jobs`): its own live line; a plain line says where it works."""
+        with self._lock:
+            self.branches[task.step] = _Branch(task.attempt, f"agent {task.agent}", time.monotonic())
+        if not self.live:
+            self.say(f"  agent ({task.step}): running, attempt {task.attempt}, in {where}")
+
+    def branch_ended(self, step: str) -> None:
+        """A branch's task was submitted and judged: its line goes."""
+        with self._lock:
+            self.branches.pop(step, None)
 
     def command_started(self, command: Command, peek: Peek) -> None:
         """`Runs(on_command=...)`: a gate or a command step starts in this process; its output shows live."""
@@ -319,9 +357,21 @@ class Progress:
             if self.detail:
                 parts.append(self.detail)
             self._spinner.update(text=Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"))
+            branches = [
+                Text(
+                    "  "
+                    + " · ".join(
+                        [f"step {step}", f"attempt {b.attempt}", f"{b.doing} {_clock(now - b.since)}"]
+                        + ([b.detail] if b.detail else [])
+                    ),
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
+                for step, b in self.branches.items()
+            ]
             shown = _last_lines(self.peek() or "") if self.peek is not None else list(self.tail)
             tail = [Text(f"  │ {x}", style="dim", no_wrap=True, overflow="ellipsis") for x in shown]
-        return Group(self._spinner, *tail)
+        return Group(self._spinner, *branches, *tail)
 
 
 class Watcher:
@@ -381,11 +431,11 @@ class Watcher:
             case GatePassed() if say:
                 took = self._durations.pop(event.gate, None)
                 timing = f" ({took:.1f} s)" if took is not None else ""
-                p.say(Text.assemble(f"  gate {event.gate}: ", ("pass", "green"), timing))
+                p.say(Text.assemble(f"  {self._gate(event.gate, event.step)}: ", ("pass", "green"), timing))
             case GateFailed() if say:
                 took = self._durations.pop(event.gate, None)
                 timing = f" ({took:.1f} s)" if took is not None else ""
-                p.say(Text.assemble(f"  gate {event.gate}: ", ("fail", "red"), timing))
+                p.say(Text.assemble(f"  {self._gate(event.gate, event.step)}: ", ("fail", "red"), timing))
                 for line in _last_lines(event.feedback or ""):
                     p.say(Text(f"    | {line}", style="dim"))
             case RetryScheduled() if say:
@@ -395,12 +445,16 @@ class Watcher:
             case ApprovalRequested() if say:
                 p.now_doing(f"waiting for approval of gate {event.gate}", step=event.step)
 
+    def _gate(self, gate: str, step: str) -> str:
+        """`gate NAME`, and with --jobs above 1 the branch it is about: `gate NAME (step)`."""
+        return f"gate {gate} ({step})" if self.progress.parallel else f"gate {gate}"
+
     def _started(self, command: CommandRequested) -> None:
         p = self.progress
         argv = " ".join(command.argv)
         if command.kind == "gate":
             p.now_doing(f"gate {command.gate}", step=command.step, detail=_short(argv, 80))
-            what = f"gate {command.gate}"
+            what = self._gate(str(command.gate), command.step)
         else:
             p.now_doing("command", step=command.step, attempt=0, detail=_short(argv, 80))
             what = f"step {command.step} (command)"
@@ -453,9 +507,7 @@ def _where(runs: Runs, view: RunView, task: TaskView) -> str:
     return view.workspace.root if view.workspace is not None else str(runs.cwd)
 
 
-def _call(
-    argv: list[str], payload: dict[str, Any], where: str, on_stderr: Callable[[str], None]
-) -> tuple[Any, str | None, Usage | None, str | None, float]:
+def _call(argv: list[str], payload: dict[str, Any], where: str, on_stderr: Callable[[str], None]) -> Called:
     """One agent call: (output, error, usage, why usage is unknown, seconds)."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="loopengt-usage-") as scratch:
@@ -465,30 +517,27 @@ def _call(
     return output, error, usage, unreadable, time.monotonic() - started
 
 
-def _submit(
-    runs: Runs,
-    progress: Progress,
-    run_id: str,
-    task: TaskView,
-    done: tuple[Any, str | None, Usage | None, str | None, float],
-    *,
-    tail: list[str],
-) -> RunView:
-    """Report one agent call and submit its result; the answer."""
-    output, error, usage, unreadable, took = done
+def _report(progress: Progress, task: TaskView, done: Called, *, tail: list[str]) -> None:
+    """Say how one agent call ended (with --jobs above 1, naming its branch)."""
+    _, error, _, unreadable, took = done
     label = f"  agent ({task.step})" if progress.parallel else "  agent"
     if unreadable is not None:
-        progress.say(Text(f"  usage unknown: {unreadable}", style="yellow"))
+        progress.say(Text(f"{label}: usage unknown: {unreadable}", style="yellow"))
     if error is not None:
         progress.say(Text.assemble(f"{label}: ", ("failed", "red"), f" ({took:.1f} s)"))
         for line in _last_lines(error):
             progress.say(Text(f"    | {line}", style="dim"))
-        progress.now_doing("recording the failure", step=task.step)
-        return runs.step(run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage))
+        return
     progress.say(f"{label}: done ({took:.1f} s)")
     for line in tail:
         progress.say(Text(f"    | {line}", style="dim"))
-    progress.now_doing("checking the output", step=task.step)
+
+
+def _submit(runs: Runs, run_id: str, task: TaskView, done: Called) -> RunView:
+    """Submit one agent call's result (a failure with the agent's error); the answer."""
+    output, error, usage, _, _ = done
+    if error is not None:
+        return runs.step(run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage))
     return runs.step(run_id, task.task_id, output, usage=_plain(usage))
 
 
@@ -500,24 +549,33 @@ def _fan_out(
     from concurrent.futures import ThreadPoolExecutor
 
     for task in tasks:
+        progress.branch_started(task, _where(runs, view, task))
         _show_task(progress, task)
-    steps = ", ".join(t.step for t in tasks)
-    progress.now_doing(f"{plural(len(tasks), 'agent')} at once: {steps}", step=steps, attempt=None)
+    progress.now_doing(f"{plural(len(tasks), 'branch', 'branches')} at once", step="", attempt=0)
 
-    def one(task: TaskView) -> tuple[Any, str | None, Usage | None, str | None, float]:
+    def one(task: TaskView) -> Called:
         payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
-        return _call(
+        done = _call(
             argv,
             payload,
             _where(runs, view, task),
             lambda line: progress.output_line(f"[{task.step}] {line}"),
         )
+        _report(progress, task, done, tail=[])  # as each branch's agent returns
+        progress.now_doing("waiting for the other branches", step=task.step)
+        return done
 
     with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="loopengt-agent") as pool:
         results = list(pool.map(one, tasks))
     answer = view
-    for task, done in zip(tasks, results, strict=True):
-        answer = _submit(runs, progress, view.run_id, task, done, tail=[])
+    try:
+        for task, done in zip(tasks, results, strict=True):
+            progress.now_doing("checking the output", step=task.step)
+            answer = _submit(runs, view.run_id, task, done)
+            progress.branch_ended(task.step)
+    finally:
+        for task in tasks:
+            progress.branch_ended(task.step)
     return answer
 
 
@@ -552,7 +610,9 @@ def drive(
             _show_task(progress, task)
             payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
             done = _call(argv, payload, _where(runs, view, task), progress.output_line)
-            view = _submit(runs, progress, view.run_id, task, done, tail=list(progress.tail))
+            _report(progress, task, done, tail=list(progress.tail))
+            progress.now_doing("checking the output" if done[1] is None else "recording the failure")
+            view = _submit(runs, view.run_id, task, done)
             if watcher is not None:
                 watcher.catch_up()
         elif view.status == "paused":

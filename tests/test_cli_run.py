@@ -253,6 +253,61 @@ def test_on_a_terminal_a_live_line_shows_the_agent_and_the_running_gate_with_its
     assert "completed: 1 of 1 step done, 1 turn, gates 1 passed, 0 failed" in drawn
 
 
+def fan_out(gate_seconds: float) -> dict[str, Any]:
+    """Two parallel branches (no worktrees: --jobs works on any open tasks), each with the slow gate."""
+    branches = spec(gate_seconds)
+    branches["name"] = "branches"
+    branches["pattern"] = "parallel_fan_out"
+    branches["steps"] = [
+        {"name": n, "agent": "writer", "verification_gates": ["slow_gate"]} for n in ("left", "right")
+    ]
+    branches["policy"]["max_concurrency"] = 2
+    return branches
+
+
+def test_with_jobs_plain_lines_name_each_branch(project: Path) -> None:
+    (project / "branches.yaml").write_text(yaml.safe_dump(fan_out(0.2)))
+    done = run_cli(
+        "run", "branches.yaml", "--jobs", "2", "--agent", f"{sys.executable} agent.py 0.5", cwd=project
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\x1b" not in done.stdout
+    lines = done.stdout.splitlines()
+    for name in ("left", "right"):
+        assert f"task {name}#1: step {name}, attempt 1, agent writer" in lines
+        assert f"  agent ({name}): running, attempt 1, in {project}" in lines
+        assert any(line.startswith(f"  agent ({name}): done (") for line in lines)
+        assert any(line.startswith(f"  gate slow_gate ({name}): running ") for line in lines)
+        assert any(line.startswith(f"  gate slow_gate ({name}): pass (") for line in lines)
+    # both agents started before either returned: each branch's line as it happens
+    started = max(lines.index(f"  agent ({n}): running, attempt 1, in {project}") for n in ("left", "right"))
+    assert started < min(i for i, line in enumerate(lines) if line.startswith("  agent (") and "done" in line)
+    assert " completed: 2 of 2 steps done, 2 turns, gates 2 passed, 0 failed, " in done.stdout
+
+
+def test_with_jobs_the_live_lines_show_each_running_branch(project: Path) -> None:
+    (project / "branches.yaml").write_text(yaml.safe_dump(fan_out(2)))
+    code, chunks = read_terminal(
+        [str(LOOPENGT), "run", "branches.yaml", "--jobs", "2", "--agent", f"{sys.executable} agent.py 1.5"],
+        project,
+    )
+    drawn = "".join(text for _, text in chunks)
+    assert code == 0, drawn
+    assert "2 branches at once" in drawn
+    # one line per running branch, both in the same frame, each with its own step, attempt, agent and time
+    assert any(
+        "step left · attempt 1 · agent writer 0:01" in text
+        and "step right · attempt 1 · agent writer 0:01" in text
+        for _, text in chunks
+    ), drawn
+    # a branch's gate on its own line while the other branch waits
+    assert any(
+        "step left · attempt 1 · gate slow_gate 0:01" in text and "step right · attempt 1 · waiting" in text
+        for _, text in chunks
+    ), drawn
+    assert "completed: 2 of 2 steps done, 2 turns, gates 2 passed, 0 failed" in drawn
+
+
 def test_a_commands_output_can_be_read_while_it_runs(tmp_path: Path) -> None:
     """`run_command(on_start=...)`: what the live line reads; it sees output before the command ends."""
     from loopengt_core.commands import Peek, run_command

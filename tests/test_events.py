@@ -27,8 +27,8 @@ AT = "2026-01-01T00:00:00.000Z"
 
 def test_there_is_one_class_per_type_named_in_the_past_tense() -> None:
     # 22 in 0.2.0; run_paused, task_held, budget_reached, usage_read (issue 16), command_abandoned (issue 14);
-    # worktree_added, branches_merged (issue 17)
-    assert len(EVENT_CLASSES) == len(EVENT_TYPES) == 29
+    # worktree_added, branches_merged, join_deferred (issue 17)
+    assert len(EVENT_CLASSES) == len(EVENT_TYPES) == 30
     for kind, cls in EVENT_CLASSES.items():
         assert "".join(word.capitalize() for word in kind.split("_")) == cls.__name__
         assert cls.model_config.get("frozen") is True

@@ -52,6 +52,7 @@ ADDED_TYPES = {
     "command_abandoned",
     "worktree_added",
     "branches_merged",
+    "join_deferred",
 }
 # RunView keys added since 0.2.0: what a run spent, why it paused itself (issue 16), the commands running (issue 14)
 ADDED_VIEW_KEYS = ("spend", "paused_for", "budget_warning", "checking")

@@ -209,6 +209,59 @@ def test_three_branches_work_apart_and_the_join_has_all_three(repo: Path, tmp_pa
     assert user_state(repo) == before
 
 
+AFTER_JOIN = (
+    "import pathlib, sys\n"
+    f"ok = all(pathlib.Path(n + '.txt').read_text() == f'{{n}} edited\\n' for n in {list(BRANCHES)!r})\n"
+    "sys.exit(0 if ok and pathlib.Path('after.txt').read_text() == 'after\\n' else 1)\n"
+)
+
+
+def test_steps_after_the_join_work_in_the_merged_line(repo: Path, tmp_path: Path) -> None:
+    """After a join the run's line of work goes on in the join's worktree: a later agent step works
+    there and its command gate sees every branch's files; a later command step runs there too; all of
+    it ends up on the join's branch, and the user's checkout never sees any of it."""
+    spec = fan_out_spec()
+    spec["steps"] += [
+        {"name": "after", "agent": "coder", "dependencies": ["join"], "verification_gates": ["after"]},
+        {"name": "stamp", "run": [PY, "-c", "open('stamp.txt', 'w').write('stamped\\n')"]},
+    ]
+    spec["steps"][-1]["dependencies"] = ["after"]
+    spec["policy"]["verification_gates"].append(check("after", AFTER_JOIN))
+    before = user_state(repo)
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, spec))
+    run_id = view.run_id
+    for task in view.tasks:
+        (Path(task.workdir or "") / f"{task.step}.txt").write_text(f"{task.step} edited\n")
+        assert runs.step(run_id, task.task_id, {}).accepted
+    (join,) = runs.get_run(run_id).tasks
+    assert runs.step(run_id, join.task_id, {}).accepted
+
+    (after,) = runs.get_run(run_id).tasks
+    assert after.step == "after"
+    assert after.workdir == join.workdir  # the line: the join's worktree, holding the merge
+    line_dir = Path(after.workdir or "")
+    for name in BRANCHES:
+        assert (line_dir / f"{name}.txt").read_text() == f"{name} edited\n"
+    refused = runs.step(run_id, after.task_id, {})  # its gate runs in the line: after.txt is missing
+    assert [r.passed for r in refused.gate_results] == [False]
+    (retry,) = runs.get_run(run_id).tasks
+    assert retry.workdir == join.workdir
+    (line_dir / "after.txt").write_text("after\n")
+    answer = runs.step(run_id, retry.task_id, {})
+    assert [r.passed for r in answer.gate_results] == [True]
+    assert runs.get_run(run_id).status == "completed"
+
+    line = f"loopengt/{run_id}/join"
+    assert git(repo, "show", f"{line}:after.txt") == "after\n"
+    assert git(repo, "show", f"{line}:stamp.txt") == "stamped\n"  # the command step ran in the line
+    for name in BRANCHES:
+        assert git(repo, "show", f"{line}:{name}.txt") == f"{name} edited\n"
+    assert not (repo / "stamp.txt").exists()
+    assert not (repo / "after.txt").exists()
+    assert user_state(repo) == before
+
+
 def test_two_branches_on_the_same_lines_give_the_join_the_conflict(repo: Path, tmp_path: Path) -> None:
     before = user_state(repo)
     runs = make_runs(tmp_path, repo)
@@ -239,6 +292,105 @@ def test_two_branches_on_the_same_lines_give_the_join_the_conflict(repo: Path, t
     line = f"loopengt/{run_id}/join"
     assert git(repo, "show", f"{line}:shared.txt") == "one\nleft and right two\nthree\nstaged\n"
     assert user_state(repo) == before
+
+
+def resolve_spec() -> dict[str, Any]:
+    """conflict_spec with a `resolve` step: it gets the join's conflicts before the join's task."""
+    spec = conflict_spec()
+    spec["steps"][-1]["resolve"] = "fix"
+    spec["steps"].append({"name": "fix", "agent": "coder", "verification_gates": ["clean"]})
+    return spec
+
+
+def test_a_resolve_step_gets_the_conflict_and_then_the_join_goes_on(repo: Path, tmp_path: Path) -> None:
+    before = user_state(repo)
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, resolve_spec()))
+    run_id = view.run_id
+    assert {t.step for t in view.tasks} == {"left", "right"}  # the resolve step never starts on its own
+    for task in view.tasks:
+        (Path(task.workdir or "") / "shared.txt").write_text(f"one\n{task.step} two\nthree\nstaged\n")
+        assert runs.step(run_id, task.task_id, {}).accepted
+
+    after = runs.get_run(run_id)
+    (fix,) = after.tasks  # the join's task waits for the resolve step's
+    assert fix.step == "fix"
+    assert fix.input["join"] == "join"
+    conflicts = fix.input["merge"]["conflicts"]
+    assert [c["path"] for c in conflicts] == ["shared.txt"]
+    assert "left two" in conflicts[0]["hunks"][0]
+    assert "right two" in conflicts[0]["hunks"][0]
+    merged = Path(fix.workdir or "") / "shared.txt"
+    assert merged.parent.name == "join"  # it works in the join's merged worktree
+    assert "<<<<<<<" in merged.read_text()
+    assert "resolve the conflict markers" in after.next_action
+
+    refused = runs.step(run_id, fix.task_id, {"resolved": False})  # its gate runs on the merged tree
+    assert [r.passed for r in refused.gate_results] == [False]
+    (retry,) = runs.get_run(run_id).tasks
+    assert retry.step == "fix"
+    merged.write_text("one\nleft and right two\nthree\nstaged\n")
+    assert runs.step(run_id, retry.task_id, {"resolved": True}).accepted
+
+    view = runs.get_run(run_id)
+    (join,) = view.tasks
+    assert join.step == "join"
+    assert join.workdir == fix.workdir
+    assert join.input["merge"]["resolved_by"] == {"step": "fix", "output": {"resolved": True}}
+    assert "resolve the conflict markers" not in view.next_action
+    assert runs.step(run_id, join.task_id, {"joined": True}).status == "completed"
+    types = [e.type for e in runs.trace(run_id)]
+    assert types.count("join_deferred") == 1
+    assert types.index("branches_merged") < types.index("join_deferred")
+    line = f"loopengt/{run_id}/join"
+    assert git(repo, "show", f"{line}:shared.txt") == "one\nleft and right two\nthree\nstaged\n"
+    assert user_state(repo) == before
+
+
+def test_without_conflicts_the_resolve_step_never_runs(repo: Path, tmp_path: Path) -> None:
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, resolve_spec()))
+    for task in view.tasks:
+        (Path(task.workdir or "") / f"{task.step}.txt").write_text("mine\n")
+        runs.step(view.run_id, task.task_id, {})
+    (join,) = runs.get_run(view.run_id).tasks
+    assert join.step == "join"
+    assert runs.step(view.run_id, join.task_id, {}).status == "completed"
+    assert [event_data(e)["step"] for e in runs.trace(view.run_id) if e.type == "task_issued"] == [
+        "left",
+        "right",
+        "join",
+    ]
+
+
+def test_a_resolve_step_that_fails_fails_the_run_and_keeps_the_merge(repo: Path, tmp_path: Path) -> None:
+    spec = resolve_spec()
+    spec["steps"][-1]["allow_retry"] = False
+    runs = make_runs(tmp_path, repo)
+    view = runs.start_run(spec_path=write_spec(tmp_path, spec))
+    for task in view.tasks:
+        (Path(task.workdir or "") / "shared.txt").write_text(f"{task.step}\n")
+        runs.step(view.run_id, task.task_id, {})
+    (fix,) = runs.get_run(view.run_id).tasks
+    answer = runs.step(view.run_id, fix.task_id, None, outcome="failure", error="cannot tell")
+    assert answer.status == "failed"  # not left waiting for a join that can no longer start
+    assert "step 'fix'" in (runs.get_run(view.run_id).error or "")
+    assert "<<<<<<<" in (Path(fix.workdir or "") / "shared.txt").read_text()  # kept for inspection
+
+
+def test_resolve_names_a_step_that_runs_only_on_conflicts() -> None:
+    spec = resolve_spec()
+    spec["steps"][2]["resolve"] = "nope"
+    with pytest.raises(SpecError, match=r"steps\[2\]\.resolve: unknown step 'nope' \(steps: left, right"):
+        load_spec(spec)
+    spec = resolve_spec()
+    spec["steps"][3]["dependencies"] = ["left"]
+    with pytest.raises(SpecError, match="runs only when the merge has some"):
+        load_spec(spec)
+    spec = resolve_spec()
+    spec["steps"][0]["isolation"] = spec["steps"][1]["isolation"] = "none"
+    with pytest.raises(SpecError, match="merges no worktree branches"):
+        load_spec(spec)
 
 
 def test_a_failed_run_keeps_its_worktrees_and_prune_removes_them(repo: Path, tmp_path: Path) -> None:
@@ -370,6 +522,64 @@ def test_headless_jobs_runs_the_branch_agents_at_once_each_in_its_worktree(
     # the three branch agents overlapped: each started before any other ended
     assert max(calls[n]["start"] for n in BRANCHES) < min(calls[n]["end"] for n in BRANCHES)
     assert "agent (a): done" in done.stdout
+    assert user_state(repo) == before
+
+
+RESOLVING_AGENT = """\
+import json, os, sys
+task = json.load(sys.stdin)
+with open(os.environ["AGENT_LOG"], "a") as f:
+    f.write(json.dumps({"step": task["step"], "cwd": os.getcwd(), "input": task["input"]}) + "\\n")
+if task["step"] in ("left", "right"):
+    open("shared.txt", "w").write(task["step"] + "\\n")
+elif task["step"] == "fix":
+    open("shared.txt", "w").write("left and right\\n")
+print(json.dumps({"done": task["step"]}))
+"""
+
+
+def test_headless_a_resolve_step_resolves_and_the_run_completes(repo: Path, tmp_path: Path) -> None:
+    import json
+
+    agent = tmp_path / "agent.py"
+    agent.write_text(RESOLVING_AGENT)
+    log = tmp_path / "agent.log"
+    before = user_state(repo)
+    spec = write_spec(tmp_path, resolve_spec())
+    store = str(tmp_path / "store")
+    done = subprocess.run(
+        [
+            PY,
+            "-m",
+            "loopengt_server",
+            "run",
+            spec,
+            "--agent",
+            f"{PY} {agent}",
+            "--jobs",
+            "2",
+            "--store",
+            store,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+        env={**os.environ, "AGENT_LOG": str(log)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(c["step"] for c in calls[:2]) == ["left", "right"]
+    assert [c["step"] for c in calls[2:]] == ["fix", "join"]
+    fix, join = calls[2:]
+    assert fix["cwd"] == join["cwd"]
+    assert fix["cwd"].endswith("/join")
+    assert "/.loopengt/worktrees/" in fix["cwd"]
+    assert [c["path"] for c in fix["input"]["merge"]["conflicts"]] == ["shared.txt"]
+    assert join["input"]["merge"]["resolved_by"]["step"] == "fix"
+    run_id = Path(fix["cwd"]).parent.name
+    assert git(repo, "show", f"loopengt/{run_id}/join:shared.txt") == "left and right\n"
     assert user_state(repo) == before
 
 

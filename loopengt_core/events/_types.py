@@ -347,6 +347,17 @@ class BranchesMerged(Event):
     )
 
 
+class JoinDeferred(Event):
+    """A join's merge had conflicts and the join names a `resolve` step: the join's task (issued with the
+    merge, not yet worked on) is withdrawn and the resolve step's task gets the conflicts, in the join's
+    worktree. When the resolve step completes, the join's task is issued again on the resolved files."""
+
+    type: Literal["join_deferred"] = Field("join_deferred", description=_TYPE)
+    step: str = Field(description="The join step.")
+    task_id: str = Field(description="The join's task withdrawn (never handed to an agent's work).")
+    resolve: str = Field(description="The step that resolves the conflicts (the join's `resolve`).")
+
+
 class RunPaused(Event):
     """The run stopped issuing work for a person: a budget limit was reached, or the loop is stuck."""
 
@@ -453,6 +464,7 @@ AnyEvent = Annotated[
     | WorkspaceAccepted
     | WorktreeAdded
     | BranchesMerged
+    | JoinDeferred
     | RunPaused
     | BudgetReached
     | TaskHeld
