@@ -560,6 +560,12 @@ def _resolve(spec: LoopSpec) -> Iterator[Problem]:
                 "the first step, have dependencies or a worktree of its own, nor be another step's "
                 "dependency, next, route or on_failure",
             )
+        elif found.on_failure or found.next or found.routes:
+            yield Problem(
+                where,
+                f"step '{name}' resolves conflicts, so when it ends the run goes back to its join "
+                f"'{step.name}': it cannot have next, routes or on_failure of its own",
+            )
 
 
 def _route_targets(step: Step) -> list[str]:

@@ -388,6 +388,12 @@ def test_resolve_names_a_step_that_runs_only_on_conflicts() -> None:
     with pytest.raises(SpecError, match="runs only when the merge has some"):
         load_spec(spec)
     spec = resolve_spec()
+    spec["steps"][3]["on_failure"] = "left"  # its end goes back to the join, never elsewhere
+    with pytest.raises(
+        SpecError, match=r"steps\[2\]\.resolve: step 'fix' .* cannot have next, routes or on_failure"
+    ):
+        load_spec(spec)
+    spec = resolve_spec()
     spec["steps"][0]["isolation"] = spec["steps"][1]["isolation"] = "none"
     with pytest.raises(SpecError, match="merges no worktree branches"):
         load_spec(spec)
