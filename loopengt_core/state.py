@@ -85,7 +85,7 @@ class GateResult(BaseModel):
 class TaskView(_Additive):
     """A task as the agent sees it."""
 
-    added: ClassVar[tuple[str, ...]] = ("workdir",)
+    added: ClassVar[tuple[str, ...]] = ("workdir", "judging", "judge_gate")
 
     task_id: str
     step: str
@@ -101,10 +101,16 @@ class TaskView(_Additive):
         description="Where to work when not in the run's directory: the step's own git worktree "
         "(`isolation: worktree`), or a join's merge of them; its command gates run there too.",
     )
+    judging: str | None = Field(
+        None,
+        description="A judge task: the id of the task whose output it judges (input.output). Whoever submitted "
+        "that output cannot submit this one.",
+    )
+    judge_gate: str | None = Field(None, description="A judge task's gate.")
 
 
 class TaskState(TaskView):
-    added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir")
+    added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir", "judging", "judge_gate")
 
     issued_at: str
     transcript_usage: Usage | None = Field(
@@ -144,14 +150,17 @@ class HeldTask(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-class Evaluation(BaseModel):
+class Evaluation(_Additive):
     """An output being checked: its gates so far. Keyed by task id (agent or command step)."""
+
+    added: ClassVar[tuple[str, ...]] = ("submitted_by",)
 
     task_id: str
     step: str
     attempt: int
     output: Any = None
     results: list[GateResult] = Field(default_factory=list)
+    submitted_by: str | None = Field(None, description="Who submitted the output (None: unknown).")
     # the seq of the event recording `output`, for step_completed to refer to; not in a snapshot (a
     # snapshot or fork between submission and acceptance writes the output in full, as 0.2 did)
     _output_seq: int | None = PrivateAttr(None)
@@ -448,6 +457,22 @@ def _materialised(
 
 @_on(TaskIssued)
 def _task_issued(state: RunState, e: TaskIssued) -> None:
+    if e.judging is not None:  # a judge gate's task: the step's attempt stays the judged one's
+        state.tasks[e.task_id] = TaskState(
+            task_id=e.task_id,
+            step=e.step,
+            agent=e.agent,
+            attempt=e.attempt,
+            instructions=e.instructions,
+            input=e.input or {},
+            output_schema=e.output_schema,
+            issued_at=e.at,
+            expires_at=e.expires_at,
+            workdir=state.worktrees[e.step].path if e.step in state.worktrees else None,
+            judging=e.judging,
+            judge_gate=e.judge_gate,
+        )
+        return
     step = state.steps[e.step]
     step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
     step.attempts += 1
@@ -490,11 +515,13 @@ def _output_submitted(state: RunState, e: OutputSubmitted) -> None:
         answer.usage = "transcript"
     _record_workspace(state, e.workspace)
     answer.digest = e.digest
-    if e.outcome == "success":
+    if e.outcome == "success" and task.judging is None:  # a judge's verdict follows as a gate event
         evaluation = state.evaluations[task.task_id] = Evaluation(
             task_id=task.task_id, step=task.step, attempt=task.attempt, output=e.output
         )
         evaluation._output_seq = e.seq
+        if e.submitted_by is not None:
+            evaluation.submitted_by = e.submitted_by
 
 
 GateEvent = GatePassed | GateFailed | ApprovalRequested
@@ -542,6 +569,9 @@ def _record_gate(state: RunState, e: GateEvent) -> None:
     if evaluation is not None:
         evaluation.results.append(result)
     _answer(state, e.task_id).gate_results.append(result)
+    judged_by = state.answers.get(f"{e.task_id}:{e.gate}")  # a judge gate's task: its verdict, for its judge
+    if judged_by is not None:
+        judged_by.gate_results.append(result)
 
 
 @_on(GatePassed)

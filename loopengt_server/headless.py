@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -52,6 +54,7 @@ from loopengt_core.limits import MAX_JSON_DEPTH, MAX_USAGE_BYTES, checked, too_d
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.reading import RunReader
 from loopengt_core.runs import Runs
+from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Command, TaskView
 from loopengt_core.view import RunView
 from loopengt_server.wording import for_person, plural
@@ -120,6 +123,86 @@ def agent_argv(agent: str, cwd: Path) -> list[str]:
             f"(e.g. {example})"
         )
     return argv
+
+
+ROLE_PREFIX = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.\-]{0,63})=(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class AgentCommand:
+    """One agent command: its argv and the text it was given as (its identity, `headless:<text>`)."""
+
+    text: str
+    argv: list[str]
+
+    @property
+    def identity(self) -> str:
+        """Who submits its outputs: each command line is its own caller (judge gates refuse the same one)."""
+        return f"headless:{self.text}"
+
+
+@dataclass(frozen=True)
+class Agents:
+    """The agent commands of a headless run: `--agent CMD` (every role) and `--agent ROLE=CMD` (one role)."""
+
+    default: AgentCommand | None
+    roles: dict[str, AgentCommand] = field(default_factory=dict)
+
+    def for_role(self, role: str) -> AgentCommand:
+        found = self.roles.get(role, self.default)
+        if found is None:
+            given = ", ".join(self.roles)
+            raise InvalidArgument(
+                f"no agent command for role '{role}' (--agent given for: {given}); add --agent {role}=CMD, "
+                "or a bare --agent CMD for every other role"
+            )
+        return found
+
+    def check(self, spec: LoopSpec) -> None:
+        """Before driving: every named role exists, and no judge gate's judge is its judged step's command."""
+        names = [a.name for a in spec.agents]
+        for role in self.roles:
+            if role not in names:
+                raise InvalidArgument(
+                    f"--agent {role}=...: the spec has no agent '{role}' (agents: {', '.join(names) or 'none'})"
+                )
+        gates = {g.name: g for g in spec.policy.verification_gates}
+        for step in spec.steps:
+            for name in step.verification_gates:
+                rule = gates[name].judge if name in gates else None
+                if rule is None or step.agent is None:
+                    continue
+                worker, judge = self.for_role(step.agent), self.for_role(rule.agent)
+                if worker.text == judge.text:
+                    raise InvalidArgument(
+                        f"judge gate '{name}' has role '{rule.agent}' judge step '{step.name}' (role "
+                        f"'{step.agent}'), but both roles go to the same agent command ({worker.text!r}), "
+                        f"which would judge its own output; give the judge its own: --agent {rule.agent}=CMD"
+                    )
+
+
+def agents_from(given: list[str], cwd: Path) -> Agents:
+    """`--agent` options as Agents: `ROLE=CMD` for one role (repeatable), a bare `CMD` for the others.
+
+    Raises InvalidArgument (saying how to fix it) for a command that cannot be found, a role given twice
+    or two bare commands.
+    """
+    default: AgentCommand | None = None
+    roles: dict[str, AgentCommand] = {}
+    for text in given:
+        match = ROLE_PREFIX.match(text)
+        if match is not None:
+            role, command = match.group(1), match.group(2).strip()
+            if role in roles:
+                raise InvalidArgument(f"--agent {role}=... is given twice; give each role one command")
+            roles[role] = AgentCommand(command, agent_argv(command, cwd))
+        elif default is not None:
+            raise InvalidArgument(
+                "--agent CMD (for every role) is given twice; name the role of the others: --agent ROLE=CMD"
+            )
+        else:
+            default = AgentCommand(text, agent_argv(text, cwd))
+    return Agents(default, roles)
 
 
 def parse_output(stdout: str) -> Any:
@@ -467,6 +550,7 @@ def _submit(
     done: tuple[Any, str | None, Usage | None, str | None, float],
     *,
     tail: list[str],
+    by: str,
 ) -> RunView:
     """Report one agent call and submit its result; the answer."""
     output, error, usage, unreadable, took = done
@@ -478,16 +562,18 @@ def _submit(
         for line in _last_lines(error):
             progress.say(Text(f"    | {line}", style="dim"))
         progress.now_doing("recording the failure", step=task.step)
-        return runs.step(run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage))
+        return runs.step(
+            run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage), submitted_by=by
+        )
     progress.say(f"{label}: done ({took:.1f} s)")
     for line in tail:
         progress.say(Text(f"    | {line}", style="dim"))
     progress.now_doing("checking the output", step=task.step)
-    return runs.step(run_id, task.task_id, output, usage=_plain(usage))
+    return runs.step(run_id, task.task_id, output, usage=_plain(usage), submitted_by=by)
 
 
 def _fan_out(
-    runs: Runs, view: RunView, argv: list[str], progress: Progress, *, goal: str, tasks: list[TaskView]
+    runs: Runs, view: RunView, agents: Agents, progress: Progress, *, goal: str, tasks: list[TaskView]
 ) -> RunView:
     """Up to --jobs agents at once, each in its own workdir; results submitted in task order once all
     have returned (the service's lock keeps the submissions apart)."""
@@ -501,7 +587,7 @@ def _fan_out(
     def one(task: TaskView) -> tuple[Any, str | None, Usage | None, str | None, float]:
         payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
         return _call(
-            argv,
+            agents.for_role(task.agent).argv,
             payload,
             _where(runs, view, task),
             lambda line: progress.output_line(f"[{task.step}] {line}"),
@@ -511,14 +597,15 @@ def _fan_out(
         results = list(pool.map(one, tasks))
     answer = view
     for task, done in zip(tasks, results, strict=True):
-        answer = _submit(runs, progress, view.run_id, task, done, tail=[])
+        by = agents.for_role(task.agent).identity
+        answer = _submit(runs, progress, view.run_id, task, done, tail=[], by=by)
     return answer
 
 
 def drive(
     runs: Runs,
     view: RunView,
-    argv: list[str],
+    agents: Agents,
     progress: Progress,
     watcher: Watcher | None = None,
     *,
@@ -528,16 +615,21 @@ def drive(
     """Work through the run until it ends (or Ctrl-C, which leaves it resumable). `jobs`: agents run at
     once when the run has several open tasks (parallel branches), each in its task's workdir.
 
+    Each task goes to its role's command (`agents`); the command's line is who submits its output.
+
     Raises:
         AgentCannotStart: the agent command could not be started; the run is left as it is.
+        InvalidArgument: a role has no command, or a judge gate would go to the command it judges.
     """
-    goal = runs.spec_of(view.run_id).goal
+    spec = runs.spec_of(view.run_id)
+    goal = spec.goal
+    agents.check(spec)
     said_waiting = False
     progress.parallel = jobs > 1
     while view.status in ACTIVE:
         if len(view.tasks) > 1 and jobs > 1:
             said_waiting = False
-            view = _fan_out(runs, view, argv, progress, goal=goal, tasks=view.tasks[:jobs])
+            view = _fan_out(runs, view, agents, progress, goal=goal, tasks=view.tasks[:jobs])
             if watcher is not None:
                 watcher.catch_up()
         elif view.tasks:
@@ -545,8 +637,11 @@ def drive(
             task = view.tasks[0]
             _show_task(progress, task)
             payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
-            done = _call(argv, payload, _where(runs, view, task), progress.output_line)
-            view = _submit(runs, progress, view.run_id, task, done, tail=list(progress.tail))
+            command = agents.for_role(task.agent)
+            done = _call(command.argv, payload, _where(runs, view, task), progress.output_line)
+            view = _submit(
+                runs, progress, view.run_id, task, done, tail=list(progress.tail), by=command.identity
+            )
             if watcher is not None:
                 watcher.catch_up()
         elif view.status == "paused":
