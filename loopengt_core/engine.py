@@ -308,7 +308,7 @@ class Engine:
                 if outcome == "success"
                 else judge.unjudged(gate.name, task.agent, f"reported failure: {error or 'no reason given'}")
             )
-            self._verdict(tx, task, gate, result)
+            self._verdict(tx, task, gate, result, float(output["score"]) if outcome == "success" else None)
         elif outcome == "failure":
             self._failed(
                 tx, task.step, f"attempt {task.attempt} reported failure: {error or 'no reason given'}"
@@ -658,26 +658,7 @@ class Engine:
                 verdict = gatetypes.judge(gate_type, config, evaluation.output, context)
                 results.append((verdict, gate.on_failure))
         for result, on_failure in results:
-            tx.emit(
-                GatePassed(
-                    seq=tx.seq,
-                    at=tx.at,
-                    task_id=task_id,
-                    step=step.name,
-                    gate=result.name,
-                    feedback=result.feedback,
-                )
-                if result.passed
-                else GateFailed(
-                    seq=tx.seq,
-                    at=tx.at,
-                    task_id=task_id,
-                    step=step.name,
-                    gate=result.name,
-                    feedback=result.feedback,
-                    on_failure=on_failure,
-                )
-            )
+            _emit_verdict(tx, task_id, step.name, result, on_failure)
         failed = [(r, f) for r, f in results if not r.passed]
         if failed:
             feedback = "\n".join(r.feedback or f"gate '{r.name}' failed" for r, _ in failed)
@@ -791,30 +772,16 @@ class Engine:
                     run_id=state.run_id,
                 )
 
-    def _verdict(self, tx: _Tx, task: TaskState, gate: Gate, result: GateResult) -> None:
+    def _verdict(
+        self, tx: _Tx, task: TaskState, gate: Gate, result: GateResult, score: float | None = None
+    ) -> None:
         """A judge's verdict on `task.judging`: the gate passes (on to the next gate) or fails (retry)."""
         judged = task.judging or ""
-        feedback = result.feedback
+        _emit_verdict(tx, judged, task.step, result, gate.on_failure, score=score)
         if result.passed:
-            tx.emit(
-                GatePassed(
-                    seq=tx.seq, at=tx.at, task_id=judged, step=task.step, gate=gate.name, feedback=feedback
-                )
-            )
             self._continue(tx, judged)
             return
-        tx.emit(
-            GateFailed(
-                seq=tx.seq,
-                at=tx.at,
-                task_id=judged,
-                step=task.step,
-                gate=gate.name,
-                feedback=feedback,
-                on_failure=gate.on_failure,
-            )
-        )
-        text = "\n".join(f for f in (gate.feedback, feedback) if f)
+        text = "\n".join(f for f in (gate.feedback, result.feedback) if f)
         self._failed(tx, task.step, text, abort=gate.on_failure == "abort")
 
     def _accept(self, tx: _Tx, task_id: str) -> None:
@@ -1221,6 +1188,34 @@ class Engine:
             "steps": self._steps_scope(state),
             "attempt": attempt,
         }
+
+
+def _emit_verdict(
+    tx: _Tx, task_id: str, step: str, result: GateResult, on_failure: OnFailure, *, score: float | None = None
+) -> None:
+    """A gate's result as GatePassed or GateFailed (`score`: a judge gate's; None leaves it out)."""
+    tx.emit(
+        GatePassed(
+            seq=tx.seq,
+            at=tx.at,
+            task_id=task_id,
+            step=step,
+            gate=result.name,
+            feedback=result.feedback,
+            score=score,
+        )
+        if result.passed
+        else GateFailed(
+            seq=tx.seq,
+            at=tx.at,
+            task_id=task_id,
+            step=step,
+            gate=result.name,
+            feedback=result.feedback,
+            on_failure=on_failure,
+            score=score,
+        )
+    )
 
 
 def _files(workspace: dict[str, Any] | None) -> WorkspaceFiles | None:

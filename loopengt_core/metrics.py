@@ -47,6 +47,7 @@ class GateStats(BaseModel):
     passed: int = 0
     failed: int = 0
     pass_rate: float | None = Field(None, description="passed / (passed + failed); None before any result.")
+    scores: list[float] = Field(default_factory=list, description="A judge gate's scores, in order.")
 
 
 class StepAttempts(BaseModel):
@@ -111,6 +112,8 @@ class MetricsFold:
                 stats.passed += 1
             else:
                 stats.failed += 1
+            if isinstance(event, GatePassed | GateFailed) and event.score is not None:
+                stats.scores.append(event.score)
             stats.pass_rate = round(stats.passed / (stats.passed + stats.failed), 4)
         if isinstance(event, ApprovalRequested):
             self.approvals += 1

@@ -457,31 +457,16 @@ def _materialised(
 
 @_on(TaskIssued)
 def _task_issued(state: RunState, e: TaskIssued) -> None:
-    if e.judging is not None:  # a judge gate's task: the step's attempt stays the judged one's
-        state.tasks[e.task_id] = TaskState(
-            task_id=e.task_id,
-            step=e.step,
-            agent=e.agent,
-            attempt=e.attempt,
-            instructions=e.instructions,
-            input=e.input or {},
-            output_schema=e.output_schema,
-            issued_at=e.at,
-            expires_at=e.expires_at,
-            workdir=state.worktrees[e.step].path if e.step in state.worktrees else None,
-            judging=e.judging,
-            judge_gate=e.judge_gate,
-        )
-        return
-    step = state.steps[e.step]
-    step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
-    step.attempts += 1
     task_input = e.input or {}
     if e.input_refs:
         task_input = _materialised(state, task_input, e.input_refs, e.seq)
-    if e.attempt == 1:
-        step.visits += 1
-        step.visit_input = task_input
+    if e.judging is None:  # a judge gate's task spends none of the step's attempts
+        step = state.steps[e.step]
+        step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
+        step.attempts += 1
+        if e.attempt == 1:
+            step.visits += 1
+            step.visit_input = task_input
     state.tasks[e.task_id] = TaskState(
         task_id=e.task_id,
         step=e.step,
@@ -494,6 +479,8 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
         issued_at=e.at,
         expires_at=e.expires_at,
         workdir=state.worktrees[e.step].path if e.step in state.worktrees else None,
+        judging=e.judging,
+        judge_gate=e.judge_gate,
     )
 
 

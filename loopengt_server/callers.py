@@ -1,10 +1,13 @@
 """Who is calling: the identity recorded with each submitted output (`submitted_by`).
 
 A judge gate's task is refused from whoever submitted the output it judges, so the identity must be one
-the client cannot choose: the bearer token's principal when the server has tokens (HTTP with
-LOOPENGT_TOKEN), else the MCP connection itself (each session over HTTP, each stdio process's one
-connection) under a random id the server gives it. Stateless HTTP without tokens opens a session per
-request, so there no caller lasts beyond one call and nothing can be refused.
+the client cannot choose:
+
+- the bearer token's principal, when the server has tokens (HTTP with LOOPENGT_TOKEN);
+- over stdio, the server process: it serves exactly one client (both protocol eras);
+- over HTTP in the handshake era, the MCP session (the connection the session manager keeps for it);
+- over HTTP in the 2026-07-28 era without tokens, nobody: that protocol has no sessions (each request
+  is a connection of its own), so no caller lasts beyond one call and nothing can be refused (None).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import weakref
 from typing import Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-_sessions: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_PROCESS = secrets.token_hex(8)  # a stdio server's one client
+_connections: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -26,14 +31,19 @@ def principal() -> str | None:
     return None if token is None else (token.subject or token.client_id)
 
 
-def caller(session: Any) -> str:
-    """This request's caller: `principal:<name>` with a bearer token, else `mcp-session:<random id>` of
-    its connection (`session`: the request's ServerSession), the same for every call on it."""
+def caller(request_context: Any) -> str | None:
+    """This request's caller (`request_context`: the tool call's ServerRequestContext): `principal:<name>`,
+    `mcp-session:<id>` (a stdio process's or a handshake-era HTTP session's), or None when unknown."""
     found = principal()
     if found is not None:
         return f"principal:{found}"
+    if request_context.request is None:  # stdio: no HTTP request under the call
+        return f"mcp-session:{_PROCESS}"
+    if request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return None
+    connection = request_context.session._connection  # one per handshake-era session (MCP_SDK.md)
     with _lock:
-        known = _sessions.get(session)
+        known = _connections.get(connection)
         if known is None:
-            known = _sessions[session] = secrets.token_hex(8)
+            known = _connections[connection] = getattr(connection, "session_id", None) or secrets.token_hex(8)
     return f"mcp-session:{known}"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from loopengt_core.errors import LoopengtError
-from loopengt_core.events import event_data, to_record
+from loopengt_core.events import GateFailed, GatePassed, event_data, to_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -529,6 +529,11 @@ def show(
             usage = getattr(event, "usage", None)  # after the cut, so a long output never hides it
             spent = f" [{usage_text(usage)}]" if isinstance(usage, Usage) else ""
             typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}{spent}")
+            score = getattr(event, "score", None)  # a judge gate's verdict: its score and every reason
+            if isinstance(score, float) and isinstance(event, GatePassed | GateFailed):
+                typer.echo(
+                    f"      judge score {score:g}; " + (event.feedback or "").replace("\n", "\n      ")
+                )
 
 
 @app.command()
@@ -933,10 +938,13 @@ def eval_command(
         )
     console.print(steps)
     if metrics.gates:
-        gates = Table("gate", "passed", "failed", "pass rate", box=None, pad_edge=False)
+        judged = any(g.scores for g in metrics.gates)
+        columns = ("gate", "passed", "failed", "pass rate", *(("judge scores",) if judged else ()))
+        gates = Table(*columns, box=None, pad_edge=False)
         for gate in metrics.gates:
             rate = "-" if gate.pass_rate is None else f"{gate.pass_rate:.0%}"
-            gates.add_row(gate.gate, str(gate.passed), str(gate.failed), rate)
+            scores = (", ".join(f"{s:g}" for s in gate.scores) or "-",) if judged else ()
+            gates.add_row(gate.gate, str(gate.passed), str(gate.failed), rate, *scores)
         console.print(gates)
 
 

@@ -317,7 +317,7 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         gates and answers with gate_results and the next tasks (a retry carries feedback). usage: what the work
         used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
         async with reporting(ctx, runs, run_id):
-            who = caller(ctx.request_context.session)
+            who = caller(ctx.request_context)
             answer = await _submit(runs, run_id, task_id, output, outcome, error, usage, who)
         await announce(run_id)
         if answer.status == "waiting_approval":

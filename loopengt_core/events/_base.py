@@ -25,6 +25,7 @@ OMITTED_WHEN_NONE = frozenset(
         "judging",
         "judge_gate",
         "submitted_by",
+        "score",
     }
 )  # writers leave these keys out when None
 

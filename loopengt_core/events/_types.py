@@ -116,6 +116,9 @@ class _GateVerdict(Event):
         description="The gate (`output_schema`: the step's; `final_output_schema`: the spec's)."
     )
     feedback: str | None = Field(None, description="What the gate said: why it failed; None for most passes.")
+    score: float | None = Field(
+        None, description="A judge gate's score, 0 to 1 (its reasons are in feedback); only on judge gates."
+    )
 
 
 class GatePassed(_GateVerdict):

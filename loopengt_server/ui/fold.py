@@ -38,6 +38,7 @@ class GateRecord(BaseModel):
     exit_code: int | None = None
     duration_seconds: float | None = None
     approval: str | None = Field(None, description="Who answered an approval gate, through what, and why.")
+    score: float | None = Field(None, description="A judge gate's score (its reasons are the feedback).")
 
 
 class TaskRecord(BaseModel):
@@ -133,6 +134,7 @@ class TaskFold:
                 if (gate := self._gate(event.task_id, event.gate)) is not None:
                     gate.passed = isinstance(event, GatePassed)
                     gate.feedback = event.feedback
+                    gate.score = event.score
             case ApprovalRequested():
                 self._gate(event.task_id, event.gate)
             case ApprovalGiven() | ApprovalRejected():
