@@ -192,7 +192,8 @@ class Engine:
         """
         state = parent.model_copy(deep=True)
         for task in state.tasks.values():
-            timeout = self._timeout(self.steps[task.step])
+            step = self.steps[task.step]
+            timeout = self._judge_timeout(step, task.agent) if task.judging else self._timeout(step)
             task.expires_at = iso(now + timedelta(seconds=timeout)) if timeout else None
         for command in state.commands.values():
             command.runner = command.lease_until = None
@@ -720,7 +721,7 @@ class Engine:
             preamble.append(render(agent.system_prompt, {**scope, "run_id": state.run_id}).strip())
         if self.spec.goal:
             preamble.append(f"Goal: {self.spec.goal}")
-        timeout = (agent.timeout_seconds if agent is not None else None) or step.timeout_seconds
+        timeout = self._judge_timeout(step, rule.agent)
         task_input = judge.task_input(
             self._input(state, step, {}),
             judged=judged,
@@ -1164,6 +1165,11 @@ class Engine:
             return step.output_schema
         agent = self.agents.get(step.agent or "")
         return agent.output_schema if agent is not None else None
+
+    def _judge_timeout(self, step: Step, role: str) -> float | None:
+        """A judge task's: its role's timeout_seconds, else the judged step's."""
+        agent = self.agents.get(role)
+        return (agent.timeout_seconds if agent is not None else None) or step.timeout_seconds
 
     def _timeout(self, step: Step) -> float | None:
         if step.run is not None:

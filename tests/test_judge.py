@@ -21,11 +21,14 @@ import yaml
 from clock import Clock
 from hook_helpers import git_project, payload, project_runs
 from mcp_helpers import assert_tool_error, ok, run_cli, stdio_client, step, trace_events
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loopengt_core.errors import Conflict, InvalidArgument
 from loopengt_core.events import event_data
 from loopengt_core.runs import Runs
 from loopengt_core.store.files import FileStore
+from loopengt_core.telemetry import RunTracer
 from loopengt_core.validation import validate_data
 from loopengt_server.hooks import run_stop_hook
 
@@ -221,6 +224,30 @@ def test_a_judge_gate_on_one_branch_of_a_parallel_fan_out(runs: Runs) -> None:
     assert done.status == "completed"
     scores = [d["score"] for kind, d in trace(runs, run_id) if kind.startswith("gate_") and "score" in d]
     assert scores == [0.4, 0.85]
+
+
+def test_a_judge_tasks_span_ends_judged_and_the_verdict_is_the_judged_tasks_gate_span(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    tracer = RunTracer([SimpleSpanProcessor(exporter)])
+    runs = Runs(FileStore(tmp_path / "store"), clock=Clock(), cwd=tmp_path, tracer=tracer)
+    run_id = runs.start_run(spec=judged_spec()).run_id
+    runs.step(run_id, "write#1", {"summary": "a"}, submitted_by="worker")
+    runs.step(run_id, "write#1:review", verdict(0.4, "thin"), submitted_by="judge")
+    runs.step(run_id, "write#2", {"summary": "b"}, submitted_by="worker")
+    assert runs.step(run_id, "write#2:review", verdict(0.9, "ok"), submitted_by="judge").status == "completed"
+    spans = {
+        (s.attributes or {}).get("loopengt.task_id"): (s.attributes or {}).get("loopengt.outcome")
+        for s in exporter.get_finished_spans()
+        if s.name.startswith("invoke_agent")
+    }
+    assert spans == {
+        "write#1": "rejected",
+        "write#1:review": "judged",
+        "write#2": "accepted",
+        "write#2:review": "judged",
+    }
+    gates = [s for s in exporter.get_finished_spans() if s.name == "loopengt.gate review"]
+    assert [(s.attributes or {}).get("loopengt.gate.passed") for s in gates] == [False, True]
 
 
 # --- over MCP: two sessions --------------------------------------------------------------------------
