@@ -16,11 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
 import yaml
 from clock import Clock
 from hook_helpers import git_project, payload, project_runs
-from mcp_helpers import assert_tool_error, ok, run_cli, stdio_client, step, trace_events
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_helpers import HttpServer, assert_tool_error, ok, run_cli, running, stdio_client, step, trace_events
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -297,6 +301,39 @@ async def test_over_mcp_the_workers_session_is_refused_and_another_sessions_verd
     assert by["write#1:review"] == by["write#2:review"]
     assert by["write#1"] != by["write#1:review"]
     assert all(str(who).startswith("mcp-session:") for who in by.values())
+
+
+async def judged_by_two_clients(worker: Client, judge: Client) -> None:
+    """The worker submits, is refused its judge task, and the other client's verdict completes the run."""
+    view = ok(await worker.call_tool("start_run", {"spec": yaml.safe_dump(judged_spec())}))
+    run_id = view["run_id"]
+    ok(await step(worker, run_id, "write#1", {"summary": "first"}))
+    assert_tool_error(
+        await step(worker, run_id, "write#1:review", verdict(1.0, "mine")), "which this session submitted"
+    )
+    assert ok(await step(judge, run_id, "write#1:review", verdict(0.9, "fine")))["status"] == "completed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("era", "tokens"), [("legacy", None), ("auto", ("worker-token", "judge-token"))])
+async def test_over_http_a_session_or_a_token_is_the_caller(
+    tmp_path: Path, era: str, tokens: tuple[str, str] | None
+) -> None:
+    """Handshake-era sessions are callers of their own; over 2026-07-28 (no sessions) each token is one."""
+    env = {"LOOPENGT_TOKEN": ",".join(tokens)} if tokens else None
+    with running(HttpServer("streamable-http", tmp_path / "store", tmp_path, env=env)) as (server,):
+
+        def client(token: str | None) -> Client:
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            target = streamable_http_client(server.url, http_client=httpx2.AsyncClient(headers=headers))
+            return Client(target, mode=era, read_timeout_seconds=30)
+
+        with anyio.fail_after(60):
+            async with (
+                client(tokens[0] if tokens else None) as worker,
+                client(tokens[1] if tokens else None) as judge,
+            ):
+                await judged_by_two_clients(worker, judge)
 
 
 # --- headless: one command per role -----------------------------------------------------------------------
