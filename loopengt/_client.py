@@ -69,13 +69,18 @@ class Client:
         outcome: str = "success",
         error: str | None = None,
         usage: dict[str, Any] | None = None,
+        submitted_by: str | None = None,
     ) -> StepAnswer:
         """Submit a task's output; gates run, and the answer says what follows (`gate_results`, `tasks`).
 
         `outcome="failure"` with `error` reports a failed attempt. The same submission twice returns the
         same answer and records nothing more. Command gates and command steps run before it returns.
+        `submitted_by`: who submits (recorded with the output); a judge gate's task is refused from whoever
+        submitted the output it judges (None: unknown, never refused).
         """
-        return self.runs.step(run_id, task_id, output, outcome=outcome, error=error, usage=usage)
+        return self.runs.step(
+            run_id, task_id, output, outcome=outcome, error=error, usage=usage, submitted_by=submitted_by
+        )
 
     def get(self, run_id: str) -> RunView:
         """The run as it stands: status, open tasks, steps, final output, the next action."""

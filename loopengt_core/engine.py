@@ -15,7 +15,7 @@ import typing
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from loopengt_core import gatetypes, patterns
+from loopengt_core import gatetypes, judge, patterns
 from loopengt_core.budget import BudgetLimits, Spend, Usage, over, raised
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import (
@@ -60,8 +60,8 @@ from loopengt_core.gates import command_feedback, schema_gate, tail
 from loopengt_core.gatetypes import GateContext
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
-from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, OnFailure, RetryPolicy, Step
-from loopengt_core.state import GateResult, RunState, apply, output_refs
+from loopengt_core.spec import Agent, ApprovalChannel, Gate, JudgeRule, LoopSpec, OnFailure, RetryPolicy, Step
+from loopengt_core.state import GateResult, RunState, TaskState, apply, output_refs
 from loopengt_core.stuck import Compared, diagnose, normalise
 from loopengt_core.transcripts import Segment, TranscriptClient
 
@@ -193,7 +193,8 @@ class Engine:
         """
         state = parent.model_copy(deep=True)
         for task in state.tasks.values():
-            timeout = self._timeout(self.steps[task.step])
+            step = self.steps[task.step]
+            timeout = self._judge_timeout(step, task.agent) if task.judging else self._timeout(step)
             task.expires_at = iso(now + timedelta(seconds=timeout)) if timeout else None
         for command in state.commands.values():
             command.runner = command.lease_until = None
@@ -239,9 +240,14 @@ class Engine:
                         seq=tx.seq, at=tx.at, task_id=task.task_id, step=task.step, after_seconds=after
                     )
                 )
-                self._failed(
-                    tx, task.step, f"task {task.task_id} expired after {after:g} s without a submission"
-                )
+                why = f"task {task.task_id} expired after {after:g} s without a submission"
+                if task.judging is not None:
+                    gate = self.gates[task.judge_gate or ""]
+                    self._verdict(
+                        tx, task, gate, judge.unjudged(gate.name, task.agent, f"gave no verdict: {why}")
+                    )
+                else:
+                    self._failed(tx, task.step, why)
         self._finish(tx)
         return tx.events
 
@@ -257,11 +263,15 @@ class Engine:
         now: datetime,
         workspace: dict[str, Any] | None = None,
         usage: Usage | None = None,
+        submitted_by: str | None = None,
     ) -> list[AnyEvent]:
         """Record an agent's submission and decide what follows (gates, retry, next step, end).
 
         `workspace` ({head, tree}): the run's files as the service found them at the submission.
         `usage`: what the work used, as the agent reported it (None: unknown).
+        `submitted_by`: who submits (the caller as the service sees it; None: unknown). A judge task is
+        refused from whoever submitted the output it judges, and a judge's output must match
+        `judge.OUTPUT_SCHEMA`; either refusal records nothing.
         """
         self._require_active(state)
         if outcome not in OUTCOMES:
@@ -273,6 +283,8 @@ class Engine:
                 f"run '{state.run_id}' has no open task '{task_id}'; {open_tasks_text(state)}",
                 run_id=state.run_id,
             )
+        if task.judging is not None:
+            self._check_judge_submission(state, task, output, outcome, submitted_by)
         tx = _Tx(state, now)
         tx.emit(
             OutputSubmitted(
@@ -287,9 +299,19 @@ class Engine:
                 digest=digest,
                 workspace=_files(workspace),
                 usage=usage,
+                submitted_by=submitted_by,  # None: no key, as ever
             )
         )
-        if outcome == "failure":
+        if task.judging is not None:
+            gate = self.gates[task.judge_gate or ""]
+            assert gate.judge is not None, "a judge task's gate is a judge gate"
+            result = (
+                judge.verdict(gate.name, task.agent, gate.judge, output)
+                if outcome == "success"
+                else judge.unjudged(gate.name, task.agent, f"reported failure: {error or 'no reason given'}")
+            )
+            self._verdict(tx, task, gate, result, float(output["score"]) if outcome == "success" else None)
+        elif outcome == "failure":
             self._failed(
                 tx, task.step, f"attempt {task.attempt} reported failure: {error or 'no reason given'}"
             )
@@ -655,26 +677,7 @@ class Engine:
                 verdict = gatetypes.judge(gate_type, config, evaluation.output, context)
                 results.append((verdict, gate.on_failure))
         for result, on_failure in results:
-            tx.emit(
-                GatePassed(
-                    seq=tx.seq,
-                    at=tx.at,
-                    task_id=task_id,
-                    step=step.name,
-                    gate=result.name,
-                    feedback=result.feedback,
-                )
-                if result.passed
-                else GateFailed(
-                    seq=tx.seq,
-                    at=tx.at,
-                    task_id=task_id,
-                    step=step.name,
-                    gate=result.name,
-                    feedback=result.feedback,
-                    on_failure=on_failure,
-                )
-            )
+            _emit_verdict(tx, task_id, step.name, result, on_failure)
         failed = [(r, f) for r, f in results if not r.passed]
         if failed:
             feedback = "\n".join(r.feedback or f"gate '{r.name}' failed" for r, _ in failed)
@@ -706,6 +709,10 @@ class Engine:
                 )
                 return
         for gate in self._step_gates(step):
+            if gate.judge is not None and gate.name not in checked:
+                self._issue_judge(tx, task_id, gate, gate.judge)
+                return
+        for gate in self._step_gates(step):
             if gate.approval and gate.name not in checked:
                 tx.emit(
                     ApprovalRequested(
@@ -719,6 +726,82 @@ class Engine:
                 )
                 return
         self._accept(tx, task_id)
+
+    def _issue_judge(self, tx: _Tx, judged: str, gate: Gate, rule: JudgeRule) -> None:
+        """A judge gate's task: the judge role gets the output, the rubric and the threshold."""
+        state = tx.state
+        evaluation = state.evaluations[judged]
+        step = self.steps[evaluation.step]
+        agent = self.agents.get(rule.agent)
+        preamble = []
+        if agent is not None and agent.system_prompt:
+            scope = {**state.context, "goal": self.spec.goal, "step": step.name, "agent": rule.agent}
+            preamble.append(render(agent.system_prompt, {**scope, "run_id": state.run_id}).strip())
+        if self.spec.goal:
+            preamble.append(f"Goal: {self.spec.goal}")
+        timeout = self._judge_timeout(step, rule.agent)
+        task_input = judge.task_input(
+            self._input(state, step, {}),
+            judged=judged,
+            step=step.name,
+            agent=step.agent,
+            attempt=evaluation.attempt,
+            output=evaluation.output,
+            rule=rule,
+        )
+        tx.emit(
+            TaskIssued(
+                seq=tx.seq,
+                at=tx.at,
+                task_id=judge.task_id(judged, gate.name),
+                step=step.name,
+                agent=rule.agent,
+                attempt=evaluation.attempt,
+                instructions=judge.instructions(gate.name, step.name, judged, rule, preamble),
+                input=task_input,
+                output_schema=judge.OUTPUT_SCHEMA,
+                feedback=None,
+                expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
+                judging=judged,
+                judge_gate=gate.name,
+            )
+        )
+
+    def _check_judge_submission(
+        self, state: RunState, task: TaskState, output: Any, outcome: str, submitted_by: str | None
+    ) -> None:
+        """Refuse (recording nothing) a judge answer from the judged output's submitter, or off schema."""
+        judged = state.evaluations.get(task.judging or "")
+        if judged is not None and submitted_by is not None and judged.submitted_by == submitted_by:
+            raise Conflict(
+                f"task {task.task_id} judges step {task.step}'s output ({judged.task_id}), which this "
+                f"session submitted ({submitted_by}); another agent must judge it: the '{task.agent}' role, "
+                "from another MCP session (headless: its own command, --agent "
+                f"{task.agent}=CMD). Nothing was recorded",
+                run_id=state.run_id,
+            )
+        if outcome == "success":
+            problems = judge.output_problems(output)
+            if problems:
+                raise InvalidArgument(
+                    f"task {task.task_id} is a judge task: its output must be "
+                    '{"score": 0..1, "passed": true|false, "reasons": [text, ...]}, and '
+                    + "; ".join(problems)
+                    + ". Nothing was recorded: submit it again",
+                    run_id=state.run_id,
+                )
+
+    def _verdict(
+        self, tx: _Tx, task: TaskState, gate: Gate, result: GateResult, score: float | None = None
+    ) -> None:
+        """A judge's verdict on `task.judging`: the gate passes (on to the next gate) or fails (retry)."""
+        judged = task.judging or ""
+        _emit_verdict(tx, judged, task.step, result, gate.on_failure, score=score)
+        if result.passed:
+            self._continue(tx, judged)
+            return
+        text = "\n".join(f for f in (gate.feedback, result.feedback) if f)
+        self._failed(tx, task.step, text, abort=gate.on_failure == "abort")
 
     def _accept(self, tx: _Tx, task_id: str) -> None:
         state = tx.state
@@ -1108,6 +1191,11 @@ class Engine:
         agent = self.agents.get(step.agent or "")
         return agent.output_schema if agent is not None else None
 
+    def _judge_timeout(self, step: Step, role: str) -> float | None:
+        """A judge task's: its role's timeout_seconds, else the judged step's."""
+        agent = self.agents.get(role)
+        return (agent.timeout_seconds if agent is not None else None) or step.timeout_seconds
+
     def _timeout(self, step: Step) -> float | None:
         if step.run is not None:
             return None
@@ -1131,6 +1219,34 @@ class Engine:
             "steps": self._steps_scope(state),
             "attempt": attempt,
         }
+
+
+def _emit_verdict(
+    tx: _Tx, task_id: str, step: str, result: GateResult, on_failure: OnFailure, *, score: float | None = None
+) -> None:
+    """A gate's result as GatePassed or GateFailed (`score`: a judge gate's; None leaves it out)."""
+    tx.emit(
+        GatePassed(
+            seq=tx.seq,
+            at=tx.at,
+            task_id=task_id,
+            step=step,
+            gate=result.name,
+            feedback=result.feedback,
+            score=score,
+        )
+        if result.passed
+        else GateFailed(
+            seq=tx.seq,
+            at=tx.at,
+            task_id=task_id,
+            step=step,
+            gate=result.name,
+            feedback=result.feedback,
+            on_failure=on_failure,
+            score=score,
+        )
+    )
 
 
 def _files(workspace: dict[str, Any] | None) -> WorkspaceFiles | None:

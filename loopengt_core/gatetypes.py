@@ -4,9 +4,10 @@ A pure gate type is one object: its spec key, the type of its configuration and 
 output. Validation, the engine and the trace treat every registered type alike, so a new pure gate type
 is one module plus one `register` call (or one entry point in an installed package).
 
-Command and approval gates are not gate types: they are not pure. A command gate waits on a process the
-service runs (under a lease, with a timeout) and an approval gate waits on a person; the engine asks for
-them with CommandRequested and ApprovalRequested and they stay fields of `spec.Gate`.
+Command, approval and judge gates are not gate types: they are not pure. A command gate waits on a process
+the service runs (under a lease, with a timeout), an approval gate waits on a person and a judge gate on
+another agent role; the engine asks for them with CommandRequested, ApprovalRequested and a judge's
+TaskIssued (`judge.py`), and they stay fields of `spec.Gate`.
 
 A plugin that cannot be loaded (an import error, an object of the wrong shape, a key already taken) is
 logged to stderr and kept in `plugin_problems()` for `loopengt doctor`; it never stops the server.

@@ -47,6 +47,7 @@ class GateStats(BaseModel):
     passed: int = Field(0, description="Checks it passed.")
     failed: int = Field(0, description="Checks it failed.")
     pass_rate: float | None = Field(None, description="passed / (passed + failed); None before any result.")
+    scores: list[float] = Field(default_factory=list, description="A judge gate's scores, in order.")
 
 
 class StepAttempts(BaseModel):
@@ -117,6 +118,8 @@ class MetricsFold:
                 stats.passed += 1
             else:
                 stats.failed += 1
+            if isinstance(event, GatePassed | GateFailed) and event.score is not None:
+                stats.scores.append(event.score)
             stats.pass_rate = round(stats.passed / (stats.passed + stats.failed), 4)
         if isinstance(event, ApprovalRequested):
             self.approvals += 1

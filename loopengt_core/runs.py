@@ -341,8 +341,13 @@ class Runs:
         run_commands: bool = True,
         wait: bool = True,
         usage: Any = None,
+        submitted_by: str | None = None,
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing.
+
+        `submitted_by`: who submits, as the caller is known (an MCP session, a bearer principal, a headless
+        agent command); recorded with the output. A judge task from whoever submitted the output it
+        judges is refused.
 
         Commands it makes due (command gates, command steps) start on the command runner; the answer comes
         when they are done or after the call's bound (`wait_bound`), then with them under `checking`.
@@ -394,6 +399,7 @@ class Runs:
                 now=now,
                 workspace=recorded,
                 usage=reported,
+                submitted_by=submitted_by,
             )
 
         result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)

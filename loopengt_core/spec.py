@@ -105,8 +105,26 @@ class SpecCheck(SpecModel):
     )
 
 
+class JudgeRule(SpecModel):
+    """A judge gate: another agent role scores the output against a rubric (see `judge.py`)."""
+
+    agent: str = Field(
+        min_length=1,
+        description="The role that judges: an agent in `agents`, not the judged step's own (the agent under "
+        "judgement cannot answer its own judge task).",
+    )
+    rubric: str = Field(min_length=1, description="What the judge scores the output against.")
+    threshold: float = Field(
+        ge=0,
+        le=1,
+        description="The step passes when the judge's score (0 to 1) is at least this and its `passed` is "
+        "true; otherwise the judge's reasons are the retry's feedback.",
+    )
+
+
 class Gate(SpecModel):
-    """A check after a step's output arrives. Exactly one of condition, command, approval, loop_spec or a plugin's."""
+    """A check after a step's output arrives. Exactly one of condition, command, approval, loop_spec, judge or
+    a plugin's."""
 
     name: str = Field(
         description="The gate's name, unique in the spec: steps list it in `verification_gates`, and its "
@@ -128,6 +146,11 @@ class Gate(SpecModel):
         None,
         description="The output holds a loop spec: passes when it validates (and, with dry_run, completes a "
         "dry run); every problem comes back with its location.",
+    )
+    judge: JudgeRule | None = Field(
+        None,
+        description="Another agent role judges the output: `{agent, rubric, threshold}`. Checked after the "
+        "other gates but approval; the judge's task has a fixed output schema {score, passed, reasons}.",
     )
     prompt: str | None = Field(None, description="What the approver is asked.")
     on_failure: OnFailure = Field(

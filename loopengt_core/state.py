@@ -92,7 +92,7 @@ class GateResult(BaseModel):
 class TaskView(_Additive):
     """A task as the agent sees it."""
 
-    added: ClassVar[tuple[str, ...]] = ("workdir",)
+    added: ClassVar[tuple[str, ...]] = ("workdir", "judging", "judge_gate")
 
     task_id: str = Field(description="The task's id, `<step>#<n>`: pass it to step(run_id, task_id, output).")
     step: str = Field(description="The step the task belongs to.")
@@ -130,12 +130,18 @@ class TaskView(_Additive):
         description="Where to work when not in the run's directory: the step's own git worktree "
         "(`isolation: worktree`), or a join's merge of them; its command gates run there too.",
     )
+    judging: str | None = Field(
+        None,
+        description="A judge task: the id of the task whose output it judges (input.output). Whoever submitted "
+        "that output cannot submit this one.",
+    )
+    judge_gate: str | None = Field(None, description="A judge task's gate.")
 
 
 class TaskState(TaskView):
     """An open task as the run keeps it: what the agent sees, plus when it was issued and usage read for it."""
 
-    added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir")
+    added: ClassVar[tuple[str, ...]] = ("transcript_usage", "workdir", "judging", "judge_gate")
 
     issued_at: str = Field(description="When the task was issued, ISO 8601 UTC.")
     transcript_usage: Usage | None = Field(
@@ -196,8 +202,10 @@ class HeldTask(BaseModel):
     )
 
 
-class Evaluation(BaseModel):
+class Evaluation(_Additive):
     """An output being checked: its gates so far. Keyed by task id (agent or command step)."""
+
+    added: ClassVar[tuple[str, ...]] = ("submitted_by",)
 
     task_id: str = Field(description="The task whose output is checked.")
     step: str = Field(description="The step the output is for.")
@@ -207,6 +215,7 @@ class Evaluation(BaseModel):
         default_factory=list,
         description="The gates that have answered so far.",
     )
+    submitted_by: str | None = Field(None, description="Who submitted the output (None: unknown).")
     # the seq of the event recording `output`, for step_completed to refer to; not in a snapshot (a
     # snapshot or fork between submission and acceptance writes the output in full, as 0.2 did)
     _output_seq: int | None = PrivateAttr(None)
@@ -594,15 +603,16 @@ def _materialised(
 
 @_on(TaskIssued)
 def _task_issued(state: RunState, e: TaskIssued) -> None:
-    step = state.steps[e.step]
-    step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
-    step.attempts += 1
     task_input = e.input or {}
     if e.input_refs:
         task_input = _materialised(state, task_input, e.input_refs, e.seq)
-    if e.attempt == 1:
-        step.visits += 1
-        step.visit_input = task_input
+    if e.judging is None:  # a judge gate's task spends none of the step's attempts
+        step = state.steps[e.step]
+        step.status, step.issued, step.attempt = "running", step.issued + 1, e.attempt
+        step.attempts += 1
+        if e.attempt == 1:
+            step.visits += 1
+            step.visit_input = task_input
     state.tasks[e.task_id] = TaskState(
         task_id=e.task_id,
         step=e.step,
@@ -615,6 +625,8 @@ def _task_issued(state: RunState, e: TaskIssued) -> None:
         issued_at=e.at,
         expires_at=e.expires_at,
         workdir=workdir(state, e.step),
+        judging=e.judging,
+        judge_gate=e.judge_gate,
     )
 
 
@@ -643,11 +655,13 @@ def _output_submitted(state: RunState, e: OutputSubmitted) -> None:
         answer.usage = "transcript"
     _record_workspace(state, e.workspace)
     answer.digest = e.digest
-    if e.outcome == "success":
+    if e.outcome == "success" and task.judging is None:  # a judge's verdict follows as a gate event
         evaluation = state.evaluations[task.task_id] = Evaluation(
             task_id=task.task_id, step=task.step, attempt=task.attempt, output=e.output
         )
         evaluation._output_seq = e.seq
+        if e.submitted_by is not None:
+            evaluation.submitted_by = e.submitted_by
 
 
 GateEvent = GatePassed | GateFailed | ApprovalRequested
@@ -695,6 +709,9 @@ def _record_gate(state: RunState, e: GateEvent) -> None:
     if evaluation is not None:
         evaluation.results.append(result)
     _answer(state, e.task_id).gate_results.append(result)
+    judged_by = state.answers.get(f"{e.task_id}:{e.gate}")  # a judge gate's task: its verdict, for its judge
+    if judged_by is not None:
+        judged_by.gate_results.append(result)
 
 
 @_on(GatePassed)

@@ -117,6 +117,7 @@ class _Work:
     closed: bool = False
     usage: Usage | None = None  # what its submission reported, else what transcripts said while it was open
     reported: bool = False  # `usage` is the submission's own (it wins over a transcript's)
+    judging: bool = False  # a judge gate's task: its span ends with its verdict (outcome `judged`)
 
 
 def usage_attributes(usage: Usage | Spend | None) -> dict[str, Any]:
@@ -280,18 +281,15 @@ class _Fold:
             case RunForked():
                 self._forked(event)
             case TaskIssued():
-                trail.work[event.task_id] = _Work(event.step, event.attempt, event.agent or event.step, at)
+                trail.work[event.task_id] = _Work(
+                    event.step,
+                    event.attempt,
+                    event.agent or event.step,
+                    at,
+                    judging=event.judging is not None,
+                )
             case OutputSubmitted():
-                work = trail.work.get(event.task_id)
-                if (
-                    work is not None and event.usage is not None
-                ):  # tokens reported: they replace a transcript's
-                    work.reported = event.usage.tokens() is not None
-                    work.usage = event.usage if work.reported else summed(work.usage, event.usage)
-                if event.outcome != "success":
-                    self._close(event.task_id, at, "failed", event.error or "reported failure")
-                elif work is not None:
-                    work.checked_since = at
+                self._submitted(event)
             case UsageRead():
                 work = trail.work.get(event.task_id)
                 if work is not None and not work.reported:  # a span not ended yet carries it too
@@ -337,6 +335,18 @@ class _Fold:
                 self._close(event.task_id, at, "accepted", None)
             case RunCompleted() | RunFailed() | RunCancelled():
                 self._ended(event)
+
+    def _submitted(self, event: OutputSubmitted) -> None:
+        at, work = event.at, self.trail.work.get(event.task_id)
+        if work is not None and event.usage is not None:  # tokens reported: they replace a transcript's
+            work.reported = event.usage.tokens() is not None
+            work.usage = event.usage if work.reported else summed(work.usage, event.usage)
+        if event.outcome != "success":
+            self._close(event.task_id, at, "failed", event.error or "reported failure")
+        elif work is not None and work.judging:  # the verdict is the judged task's gate span
+            self._close(event.task_id, at, "judged", None)
+        elif work is not None:
+            work.checked_since = at
 
     def _requested(self, event: CommandRequested) -> None:
         trail, at = self.trail, event.at

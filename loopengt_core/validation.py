@@ -686,7 +686,13 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
         here = f"policy.verification_gates[{i}]"
         pure = list(gatetypes.configured(gate))
         kinds = [t.key for t, _ in pure] + [
-            k for k, on in (("command", gate.command is not None), ("approval", gate.approval)) if on
+            k
+            for k, on in (
+                ("command", gate.command is not None),
+                ("approval", gate.approval),
+                ("judge", gate.judge is not None),
+            )
+            if on
         ]
         if len(kinds) != 1:
             found = f" (has {', '.join(kinds)})" if kinds else ""
@@ -696,6 +702,14 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
                 yield Problem(f"{here}.{gate_type.key}", message)
         if gate.command is not None and not gate.command:
             yield Problem(f"{here}.command", "empty command: give an argv list such as ['pytest', '-q']")
+    agents = [a.name for a in spec.agents]
+    judges = {g.name: (i, g.judge) for i, g in enumerate(spec.policy.verification_gates) if g.judge}
+    for i, judge in judges.values():
+        if judge.agent not in agents:
+            yield Problem(
+                f"policy.verification_gates[{i}].judge.agent",
+                f"unknown agent '{judge.agent}' ({_names('agents', agents)})",
+            )
     for i, step in enumerate(spec.steps):
         for j, name in enumerate(step.verification_gates):
             if name not in gates:
@@ -703,11 +717,18 @@ def _gates(spec: LoopSpec) -> Iterator[Problem]:
                     f"steps[{i}].verification_gates[{j}]",
                     f"unknown gate '{name}' ({_names('gates in policy.verification_gates', gates)})",
                 )
+            elif name in judges and step.agent is not None and judges[name][1].agent == step.agent:
+                others = [a for a in agents if a != step.agent]
+                yield Problem(
+                    f"policy.verification_gates[{judges[name][0]}].judge.agent",
+                    f"gate '{name}' judges step '{step.name}', whose agent is '{step.agent}': the agent under "
+                    f"judgement cannot judge itself; name another role ({_names('other agents', others)})",
+                )
 
 
 def _gate_kinds() -> str:
-    """'condition', 'command', 'approval: true' or 'loop_spec', then the gate types from plugins."""
-    builtin = ["'condition'", "'command'", "'approval: true'", "'loop_spec'"]
+    """'condition', 'command', 'approval: true', 'loop_spec' or 'judge', then the gate types from plugins."""
+    builtin = ["'condition'", "'command'", "'approval: true'", "'loop_spec'", "'judge'"]
     names = builtin + [f"'{k}'" for k in gatetypes.registered_keys() if k not in gatetypes.BUILTIN_KEYS]
     return ", ".join(names[:-1]) + " or " + names[-1]
 

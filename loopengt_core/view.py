@@ -223,6 +223,18 @@ def _workdirs(state: RunState) -> str:
     return f" Work (edit files, run commands) only in the task's workdir: {where}.{resolve}"
 
 
+def _judges(state: RunState) -> str:
+    """Judge tasks are said to be another agent's: whoever submitted the judged output is refused."""
+    judging = [t for t in state.tasks.values() if t.judging is not None]
+    if not judging:
+        return ""
+    which = "; ".join(f"{t.task_id} (role '{t.agent}') judges {t.judging}" for t in judging)
+    return (
+        f" Judge tasks are for another agent than the one that submitted the output they judge: {which}. "
+        "If you submitted that output, leave the judge task to another session."
+    )
+
+
 def _work(state: RunState) -> str:
     run = state.run_id
     if state.tasks:
@@ -230,11 +242,11 @@ def _work(state: RunState) -> str:
         if len(ids) == 1:
             return (
                 f"Do task '{ids[0]}' as its instructions say, then submit the result with "
-                f"step(run_id='{run}', task_id='{ids[0]}', output=...)." + _workdirs(state)
+                f"step(run_id='{run}', task_id='{ids[0]}', output=...)." + _workdirs(state) + _judges(state)
             )
         return (
             f"Do the {len(ids)} open tasks ({', '.join(ids)}), in any order or in parallel; submit each with "
-            f"step(run_id='{run}', task_id=..., output=...)." + _workdirs(state)
+            f"step(run_id='{run}', task_id=..., output=...)." + _workdirs(state) + _judges(state)
         )
     if state.approval is not None:
         return (

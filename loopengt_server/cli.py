@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from loopengt_core.errors import LoopengtError
-from loopengt_core.events import event_data, to_record
+from loopengt_core.events import GateFailed, GatePassed, event_data, to_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from loopengt_core.metrics import RunMetrics
     from loopengt_core.runs import Runs
+    from loopengt_core.spec import LoopSpec
     from loopengt_core.view import RunView
+    from loopengt_server.headless import Agents
 
 app = typer.Typer(
     name="loopengt",
@@ -267,12 +269,12 @@ def _inputs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _check_spec(spec: str) -> None:
+def _check_spec(spec: str) -> LoopSpec:
     """The spec file is readable and valid, or one line naming the file, its first problems and the fix."""
     from loopengt_core.validation import SpecError, load_spec, read_spec_file
 
     try:
-        load_spec(read_spec_file(spec), source=spec)
+        return load_spec(read_spec_file(spec), source=spec)
     except SpecError as exc:
         problems = "; ".join(p.message if p.location == spec else str(p) for p in exc.problems[:3]) + (
             f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3 else ""
@@ -286,8 +288,13 @@ def _check_spec(spec: str) -> None:
 def run(
     spec: Annotated[Optional[str], typer.Argument(help="Path to a loop.yaml")] = None,  # noqa: UP045 - typer
     agent: Annotated[
-        str, typer.Option("--agent", help="Command that does each agent task (task JSON on stdin)")
-    ] = "",
+        list[str],
+        typer.Option(
+            "--agent",
+            help="Command that does each agent task (task JSON on stdin); ROLE=CMD: the command of one "
+            "agent role (repeatable; a judge gate's judge needs its own)",
+        ),
+    ] = [],  # noqa: B006
     inputs: Annotated[
         list[str], typer.Option("--input", "-i", help="Run input name=value (repeatable)")
     ] = [],  # noqa: B006
@@ -309,12 +316,15 @@ def run(
     quiet: QuietOption = False,
     store: StoreOption = ".loopengt",
 ) -> None:
-    """Drive a run headless: each agent task goes to --agent; exit 0 only if the run completed."""
-    argv = _agent_argv(agent, "python3 examples/agent.py")
+    """Drive a run headless: each agent task goes to --agent (or its role's); exit 0 only if the run completed."""
+    agents = _agents(agent, "python3 examples/agent.py")
     if sum(x is not None for x in (spec, template, resume)) != 1:
         raise fail("give exactly one of SPEC, --template NAME or --resume RUN_ID", 2)
     if spec is not None:
-        _check_spec(spec)
+        try:  # before the run exists: a judge without its own command must not leave a run behind
+            agents.check(_check_spec(spec))
+        except LoopengtError as exc:
+            raise fail(exc.message, 2) from None
 
     def begin(runs: Runs) -> RunView:
         if resume is not None:
@@ -327,25 +337,35 @@ def run(
             context_from=context_from or None,
         )
 
-    view = _headless(begin, argv, agent, store, quiet=quiet, new=resume is None, run_id=run_id, jobs=jobs)
+    view = _headless(
+        begin, agents, _agent_options(agent), store, quiet=quiet, new=resume is None, run_id=run_id, jobs=jobs
+    )
     raise typer.Exit(0 if view.status == "completed" else 1)
 
 
-def _agent_argv(agent: str, example: str) -> list[str]:
-    """`--agent` as an argv, checked before a run exists: a typo must not leave a run that nobody drives."""
-    from loopengt_server.headless import agent_argv
+def _agents(given: list[str], example: str) -> Agents:
+    """`--agent` options as commands, checked before a run exists: a typo must not leave a run that nobody
+    drives."""
+    from loopengt_server.headless import agents_from
 
-    if not agent:
+    if not given or not any(g.strip() for g in given):
         raise fail(f"--agent is required, e.g. --agent '{example}'", 2)
     try:
-        return agent_argv(agent, Path.cwd())
+        return agents_from(given, Path.cwd())
     except LoopengtError as exc:
         raise fail(exc.message, 2) from None
 
 
+def _agent_options(given: list[str]) -> str:
+    """The --agent options as typed again in a hint (`--agent 'python3 a.py' --agent critic=...`)."""
+    import shlex
+
+    return " ".join(f"--agent {shlex.quote(g)}" for g in given)
+
+
 def _headless(
     begin: Callable[[Runs], RunView],
-    argv: list[str],
+    agents: Agents,
     agent: str,
     store: str,
     *,
@@ -380,7 +400,7 @@ def _headless(
     try:
         with progress, Watcher(watched, view.run_id, progress) as watcher:
             try:
-                view = drive(runs, view, argv, progress, watcher, jobs=jobs)
+                view = drive(runs, view, agents, progress, watcher, jobs=jobs)
             except AgentCannotStart as exc:
                 if created:
                     runs.fail_run(view.run_id, f"the agent command cannot start: {exc.message}")
@@ -394,8 +414,7 @@ def _headless(
             except KeyboardInterrupt:
                 progress.quiet = False
                 progress.say(
-                    f"interrupted; the run is saved. Continue with: loopengt run --resume {view.run_id} "
-                    f"--agent {agent!r}"
+                    f"interrupted; the run is saved. Continue with: loopengt run --resume {view.run_id} {agent}"
                 )
                 raise typer.Exit(130) from None
     finally:
@@ -403,7 +422,7 @@ def _headless(
     shown = quiet or (not final_output and view.status == "completed")
     show_end(console, view, watcher.fold, time.monotonic() - started, quiet=shown)
     if view.status == "paused" and not quiet:
-        console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} --agent {agent!r}")
+        console.print(f"  once fixed, continue with: loopengt run --resume {view.run_id} {agent}")
     return view
 
 
@@ -429,12 +448,12 @@ def design(
         raise fail(f"{output} exists; pass --force to overwrite it, or --output another path")
     if not output.parent.is_dir():
         raise fail(f"--output {output}: the folder {output.parent} does not exist")
-    argv = _agent_argv(agent, "python3 designer.py")
+    agents = _agents([agent] if agent else [], "python3 designer.py")
 
     def begin(runs: Runs) -> RunView:
         return runs.start_run(template=DESIGN_TEMPLATE, inputs={"goal": goal})
 
-    view = _headless(begin, argv, agent, store, quiet=quiet, new=True, final_output=False)
+    view = _headless(begin, agents, _agent_options([agent]), store, quiet=quiet, new=True, final_output=False)
     if view.status != "completed":
         raise fail(f"the design run {view.run_id} ended {view.status}: nothing was written to {output}")
     try:
@@ -511,6 +530,11 @@ def show(
             usage = getattr(event, "usage", None)  # after the cut, so a long output never hides it
             spent = f" [{usage_text(usage)}]" if isinstance(usage, Usage) else ""
             typer.echo(f"{event.seq:>5} {event.at} {event.type} {detail[:200]}{spent}")
+            score = getattr(event, "score", None)  # a judge gate's verdict: its score and every reason
+            if isinstance(score, float) and isinstance(event, GatePassed | GateFailed):
+                typer.echo(
+                    f"      judge score {score:g}; " + (event.feedback or "").replace("\n", "\n      ")
+                )
 
 
 @app.command()
@@ -919,10 +943,13 @@ def eval_command(
         )
     console.print(steps)
     if metrics.gates:
-        gates = Table("gate", "passed", "failed", "pass rate", box=None, pad_edge=False)
+        judged = any(g.scores for g in metrics.gates)
+        columns = ("gate", "passed", "failed", "pass rate", *(("judge scores",) if judged else ()))
+        gates = Table(*columns, box=None, pad_edge=False)
         for gate in metrics.gates:
             rate = "-" if gate.pass_rate is None else f"{gate.pass_rate:.0%}"
-            gates.add_row(gate.gate, str(gate.passed), str(gate.failed), rate)
+            scores = (", ".join(f"{s:g}" for s in gate.scores) or "-",) if judged else ()
+            gates.add_row(gate.gate, str(gate.passed), str(gate.failed), rate, *scores)
         console.print(gates)
 
 

@@ -82,12 +82,18 @@ def describe(event: Event) -> str:
             return f"loop {event.loop}: {_short(event.goal)}"
         case RunForked():
             return f"forked from {event.parent_run_id} at checkpoint {event.checkpoint_id}"
+        case TaskIssued() if event.judging is not None:
+            return f"{event.task_id} to {event.agent}: judge {event.judging} (gate {event.judge_gate})"
         case TaskIssued():
             feedback = f" - feedback: {_short(event.feedback, 80)}" if event.feedback else ""
             return f"{event.task_id} to {event.agent} (attempt {event.attempt}){feedback}"
         case OutputSubmitted():
             error = f": {_short(event.error, 80)}" if event.error else ""
-            return f"{event.task_id} {event.outcome}{error}"
+            by = f" by {event.submitted_by}" if event.submitted_by else ""
+            return f"{event.task_id} {event.outcome}{by}{error}"
+        case GatePassed() | GateFailed() if event.score is not None:
+            verdict = "passed" if isinstance(event, GatePassed) else "failed"
+            return f"{event.gate} on {event.task_id} {verdict}, judge's score {event.score:g}: {_short(event.feedback, 200)}"
         case GatePassed():
             return f"{event.gate} on {event.task_id}"
         case GateFailed():

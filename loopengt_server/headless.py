@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -53,6 +54,7 @@ from loopengt_core.limits import MAX_JSON_DEPTH, MAX_USAGE_BYTES, checked, too_d
 from loopengt_core.metrics import MetricsFold
 from loopengt_core.reading import RunReader
 from loopengt_core.runs import Runs
+from loopengt_core.spec import LoopSpec
 from loopengt_core.state import Command, TaskView
 from loopengt_core.view import RunView
 from loopengt_server.wording import for_person, plural
@@ -123,6 +125,91 @@ def agent_argv(agent: str, cwd: Path) -> list[str]:
             f"(e.g. {example})"
         )
     return argv
+
+
+ROLE_PREFIX = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.\-]{0,63})=(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class AgentCommand:
+    """One agent command: its argv and the text it was given as (its identity, `headless:<text>`)."""
+
+    text: str
+    argv: list[str]
+
+    @property
+    def identity(self) -> str:
+        """Who submits its outputs: each command line is its own caller (judge gates refuse the same one)."""
+        return f"headless:{self.text}"
+
+
+@dataclass(frozen=True)
+class Agents:
+    """The agent commands of a headless run: `--agent CMD` (every role) and `--agent ROLE=CMD` (one role)."""
+
+    default: AgentCommand | None
+    roles: dict[str, AgentCommand] = field(default_factory=dict)
+
+    def for_role(self, role: str) -> AgentCommand:
+        """The command that does `role`'s tasks: its own `--agent ROLE=CMD`, else the bare `--agent CMD`.
+
+        Raises:
+            InvalidArgument: no command serves the role.
+        """
+        found = self.roles.get(role, self.default)
+        if found is None:
+            given = ", ".join(self.roles)
+            raise InvalidArgument(
+                f"no agent command for role '{role}' (--agent given for: {given}); add --agent {role}=CMD, "
+                "or a bare --agent CMD for every other role"
+            )
+        return found
+
+    def check(self, spec: LoopSpec) -> None:
+        """Before driving: every named role exists, and no judge gate's judge is its judged step's command."""
+        names = [a.name for a in spec.agents]
+        for role in self.roles:
+            if role not in names:
+                raise InvalidArgument(
+                    f"--agent {role}=...: the spec has no agent '{role}' (agents: {', '.join(names) or 'none'})"
+                )
+        gates = {g.name: g for g in spec.policy.verification_gates}
+        for step in spec.steps:
+            for name in step.verification_gates:
+                rule = gates[name].judge if name in gates else None
+                if rule is None or step.agent is None:
+                    continue
+                worker, judge = self.for_role(step.agent), self.for_role(rule.agent)
+                if worker.text == judge.text:
+                    raise InvalidArgument(
+                        f"judge gate '{name}' has role '{rule.agent}' judge step '{step.name}' (role "
+                        f"'{step.agent}'), but both roles go to the same agent command ({worker.text!r}), "
+                        f"which would judge its own output; give the judge its own: --agent {rule.agent}=CMD"
+                    )
+
+
+def agents_from(given: list[str], cwd: Path) -> Agents:
+    """`--agent` options as Agents: `ROLE=CMD` for one role (repeatable), a bare `CMD` for the others.
+
+    Raises InvalidArgument (saying how to fix it) for a command that cannot be found, a role given twice
+    or two bare commands.
+    """
+    default: AgentCommand | None = None
+    roles: dict[str, AgentCommand] = {}
+    for text in given:
+        match = ROLE_PREFIX.match(text)
+        if match is not None:
+            role, command = match.group(1), match.group(2).strip()
+            if role in roles:
+                raise InvalidArgument(f"--agent {role}=... is given twice; give each role one command")
+            roles[role] = AgentCommand(command, agent_argv(command, cwd))
+        elif default is not None:
+            raise InvalidArgument(
+                "--agent CMD (for every role) is given twice; name the role of the others: --agent ROLE=CMD"
+            )
+        else:
+            default = AgentCommand(text, agent_argv(text, cwd))
+    return Agents(default, roles)
 
 
 def parse_output(stdout: str) -> Any:
@@ -533,16 +620,18 @@ def _report(progress: Progress, task: TaskView, done: Called, *, tail: list[str]
         progress.say(Text(f"    | {line}", style="dim"))
 
 
-def _submit(runs: Runs, run_id: str, task: TaskView, done: Called) -> RunView:
-    """Submit one agent call's result (a failure with the agent's error); the answer."""
+def _submit(runs: Runs, run_id: str, task: TaskView, done: Called, *, by: str) -> RunView:
+    """Submit one agent call's result (a failure with the agent's error) as caller `by`; the answer."""
     output, error, usage, _, _ = done
     if error is not None:
-        return runs.step(run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage))
-    return runs.step(run_id, task.task_id, output, usage=_plain(usage))
+        return runs.step(
+            run_id, task.task_id, None, outcome="failure", error=error, usage=_plain(usage), submitted_by=by
+        )
+    return runs.step(run_id, task.task_id, output, usage=_plain(usage), submitted_by=by)
 
 
 def _fan_out(
-    runs: Runs, view: RunView, argv: list[str], progress: Progress, *, goal: str, tasks: list[TaskView]
+    runs: Runs, view: RunView, agents: Agents, progress: Progress, *, goal: str, tasks: list[TaskView]
 ) -> RunView:
     """Up to --jobs agents at once, each in its own workdir; results submitted in task order once all
     have returned (the service's lock keeps the submissions apart)."""
@@ -556,7 +645,7 @@ def _fan_out(
     def one(task: TaskView) -> Called:
         payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
         done = _call(
-            argv,
+            agents.for_role(task.agent).argv,
             payload,
             _where(runs, view, task),
             lambda line: progress.output_line(f"[{task.step}] {line}"),
@@ -571,7 +660,7 @@ def _fan_out(
     try:
         for task, done in zip(tasks, results, strict=True):
             progress.now_doing("checking the output", step=task.step)
-            answer = _submit(runs, view.run_id, task, done)
+            answer = _submit(runs, view.run_id, task, done, by=agents.for_role(task.agent).identity)
             progress.branch_ended(task.step)
     finally:
         for task in tasks:
@@ -582,7 +671,7 @@ def _fan_out(
 def drive(
     runs: Runs,
     view: RunView,
-    argv: list[str],
+    agents: Agents,
     progress: Progress,
     watcher: Watcher | None = None,
     *,
@@ -592,16 +681,21 @@ def drive(
     """Work through the run until it ends (or Ctrl-C, which leaves it resumable). `jobs`: agents run at
     once when the run has several open tasks (parallel branches), each in its task's workdir.
 
+    Each task goes to its role's command (`agents`); the command's line is who submits its output.
+
     Raises:
         AgentCannotStart: the agent command could not be started; the run is left as it is.
+        InvalidArgument: a role has no command, or a judge gate would go to the command it judges.
     """
-    goal = runs.spec_of(view.run_id).goal
+    spec = runs.spec_of(view.run_id)
+    goal = spec.goal
+    agents.check(spec)
     said_waiting = False
     progress.parallel = jobs > 1
     while view.status in ACTIVE:
         if len(view.tasks) > 1 and jobs > 1:
             said_waiting = False
-            view = _fan_out(runs, view, argv, progress, goal=goal, tasks=view.tasks[:jobs])
+            view = _fan_out(runs, view, agents, progress, goal=goal, tasks=view.tasks[:jobs])
             if watcher is not None:
                 watcher.catch_up()
         elif view.tasks:
@@ -609,10 +703,11 @@ def drive(
             task = view.tasks[0]
             _show_task(progress, task)
             payload = {**task.model_dump(), "run_id": view.run_id, "goal": goal}
-            done = _call(argv, payload, _where(runs, view, task), progress.output_line)
+            command = agents.for_role(task.agent)
+            done = _call(command.argv, payload, _where(runs, view, task), progress.output_line)
             _report(progress, task, done, tail=list(progress.tail))
             progress.now_doing("checking the output" if done[1] is None else "recording the failure")
-            view = _submit(runs, view.run_id, task, done)
+            view = _submit(runs, view.run_id, task, done, by=command.identity)
             if watcher is not None:
                 watcher.catch_up()
         elif view.status == "paused":

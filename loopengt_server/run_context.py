@@ -42,10 +42,12 @@ class RunNow:
     @property
     def driveable(self) -> bool:
         """Running with turns left and open tasks for an agent, or commands checking a submission (the agent
-        waits for their result): something an agent should go on with."""
+        waits for their result): something an agent should go on with. Judge tasks alone are not: the
+        session that submitted the judged output is refused them, so holding it on them would not help."""
+        working = any(t.judging is None for t in self.state.tasks.values())
         return (
             self.state.status == "running"
-            and (bool(self.state.tasks) or bool(self.state.due_commands()))
+            and (working or bool(self.state.due_commands()))
             and self.state.turn < self.engine.max_turns
         )
 

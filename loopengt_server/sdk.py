@@ -18,6 +18,9 @@ fails on a private SDK name read anywhere else, and on one read here that this d
   so its cached value is dropped from `__dict__`.
 - `on_disconnect`, through `ServerSession._connection`: drop a session's subscriptions when its connection
   closes (the session has no public close callback).
+- `session_connection`, through `ServerSession._connection`: the one connection a handshake-era session
+  keeps, as the caller's identity for judge gates (loopengt_server.callers); the session exposes no id of
+  its own.
 """
 
 from __future__ import annotations
@@ -57,3 +60,8 @@ def set_output_schema(tool: Any, schema: dict[str, Any] | None) -> None:
 def on_disconnect(session: ServerSession, callback: Callable[..., Any], *args: Any) -> None:
     """Call `callback(*args)` when the session's connection closes."""
     session._connection.exit_stack.callback(callback, *args)
+
+
+def session_connection(session: ServerSession) -> Any:
+    """The connection object behind a session (one per handshake-era session; identity, not to be used)."""
+    return session._connection

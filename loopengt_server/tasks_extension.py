@@ -25,7 +25,6 @@ from typing import Any
 import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup
-from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import require_client_extension
@@ -35,6 +34,7 @@ from pydantic import Field
 
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
+from loopengt_server.callers import principal
 from loopengt_server.progress import IN_TASK, progress_text
 from loopengt_server.task_table import TaskRecord, TaskTable
 
@@ -74,8 +74,7 @@ def negotiated(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 def _owner() -> str | None:
     """The authenticated principal of this request (HTTP with LOOPENGT_TOKEN), else None."""
-    token = get_access_token()
-    return None if token is None else (token.subject or token.client_id)
+    return principal()
 
 
 def _not_found(task_id: str) -> MCPError:

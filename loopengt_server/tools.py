@@ -32,6 +32,7 @@ from loopengt_core.store import LockBusy
 from loopengt_core.validation import SpecError, parse_file_text, spec_data, summary, validate_data
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
+from loopengt_server.callers import caller
 from loopengt_server.notify import Notifier
 from loopengt_server.progress import reporting
 from loopengt_server.sdk import registered_tools, set_output_schema
@@ -151,7 +152,14 @@ _overlap = _Overlap()
 
 
 async def _submit(
-    runs: Runs, run_id: str, task_id: str, output: Any, outcome: str, error: str | None, usage: Any = None
+    runs: Runs,
+    run_id: str,
+    task_id: str,
+    output: Any,
+    outcome: str,
+    error: str | None,
+    usage: Any = None,
+    submitted_by: str | None = None,
 ) -> StepAnswer:
     """`runs.step`, on the event loop when it is only a local append+fsync (cheaper than the hop to a
     worker thread) and the run's lock is free; anything that can take longer goes to a worker thread.
@@ -170,6 +178,7 @@ async def _submit(
                     run_commands=False,
                     wait=False,
                     usage=usage,
+                    submitted_by=submitted_by,
                 )
             except LockBusy:
                 pass  # someone else holds the run: wait for it on a worker thread, not on the event loop
@@ -186,7 +195,16 @@ async def _submit(
         if answer is not None and answer.commands_pending:  # commands take time: off the event loop
             return await _call(runs.settle, run_id, task_id)
     if answer is None:
-        answer = await _call(runs.step, run_id, task_id, output, outcome=outcome, error=error, usage=usage)
+        answer = await _call(
+            runs.step,
+            run_id,
+            task_id,
+            output,
+            outcome=outcome,
+            error=error,
+            usage=usage,
+            submitted_by=submitted_by,
+        )
     return answer
 
 
@@ -301,7 +319,9 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         gates and answers with gate_results and the next tasks (a retry carries feedback). usage: what the work
         used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
         async with reporting(ctx, runs, run_id):
-            answer = await _submit(runs, run_id, task_id, output, outcome, error, usage)
+            answer = await _submit(
+                runs, run_id, task_id, output, outcome, error, usage, caller(ctx.request_context)
+            )
         await announce(run_id)
         if answer.status == "waiting_approval":
             view = await ask_for_approval(ctx, runs, run_id)

@@ -92,7 +92,7 @@ def test_a_registered_gate_type_validates_its_configuration_with_locations(min_l
     }
     both = problems_of(spec({"min_length": {"field": "summary", "chars": 3}, "condition": "output.summary"}))
     assert both[gate] == (
-        "a gate needs exactly one of 'condition', 'command', 'approval: true', 'loop_spec' or 'min_length' "
+        "a gate needs exactly one of 'condition', 'command', 'approval: true', 'loop_spec', 'judge' or 'min_length' "
         "(has condition, min_length)"
     )
 

@@ -483,7 +483,7 @@ def test_a_gate_needs_exactly_one_kind() -> None:
     problem = only(data)
     assert problem.location == "policy.verification_gates[0]"
     assert (
-        "exactly one of 'condition', 'command', 'approval: true' or 'loop_spec' (has condition, command)"
+        "exactly one of 'condition', 'command', 'approval: true', 'loop_spec' or 'judge' (has condition, command)"
         in problem.message
     )
 

@@ -22,6 +22,10 @@ OMITTED_WHEN_NONE = frozenset(
         "cancelled_by",
         "input_refs",
         "output_seq",
+        "judging",
+        "judge_gate",
+        "submitted_by",
+        "score",
     }
 )  # writers leave these keys out when None
 

@@ -76,6 +76,12 @@ class TaskIssued(Event):
         "the seq of the event recording the output (output_submitted's output, command_finished's result). "
         "Only when any; logs before 0.3 hold the outputs in `input`.",
     )
+    judging: str | None = Field(
+        None,
+        description="A judge gate's task: the id of the task whose output it judges (its input holds that "
+        "output, the rubric and the threshold). Only on judge tasks, which spend none of the step's attempts.",
+    )
+    judge_gate: str | None = Field(None, description="A judge task's gate (only on judge tasks).")
 
 
 class OutputSubmitted(Event):
@@ -93,6 +99,12 @@ class OutputSubmitted(Event):
     usage: Usage | None = Field(
         None, description="Tokens and cost the agent reported for the work; absent: unknown (never zero)."
     )
+    submitted_by: str | None = Field(
+        None,
+        description="Who submitted it, as the server saw the caller: `mcp-session:<id>`, `principal:<name>` "
+        "(a bearer token's), `headless:<agent command>`; absent: unknown (logs before 0.4, direct API calls). "
+        "A judge task submitted by whoever submitted the output it judges is refused.",
+    )
 
 
 class _GateVerdict(Event):
@@ -104,6 +116,9 @@ class _GateVerdict(Event):
         description="The gate (`output_schema`: the step's; `final_output_schema`: the spec's)."
     )
     feedback: str | None = Field(None, description="What the gate said: why it failed; None for most passes.")
+    score: float | None = Field(
+        None, description="A judge gate's score, 0 to 1 (its reasons are in feedback); only on judge gates."
+    )
 
 
 class GatePassed(_GateVerdict):

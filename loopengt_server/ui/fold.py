@@ -40,6 +40,7 @@ class GateRecord(BaseModel):
     exit_code: int | None = Field(None, description="A command gate's exit code.")
     duration_seconds: float | None = Field(None, description="How long a command gate ran.")
     approval: str | None = Field(None, description="Who answered an approval gate, through what, and why.")
+    score: float | None = Field(None, description="A judge gate's score (its reasons are the feedback).")
 
 
 class TaskRecord(BaseModel):
@@ -144,6 +145,7 @@ class TaskFold:
                 if (gate := self._gate(event.task_id, event.gate)) is not None:
                     gate.passed = isinstance(event, GatePassed)
                     gate.feedback = event.feedback
+                    gate.score = event.score
             case ApprovalRequested():
                 self._gate(event.task_id, event.gate)
             case ApprovalGiven() | ApprovalRejected():

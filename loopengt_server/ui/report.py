@@ -38,6 +38,8 @@ def _block(value: Any, limit: int = DETAIL_CHARS) -> str:
 def _gate_line(gate: GateRecord) -> str:
     verdict = "waiting" if gate.passed is None else "passed" if gate.passed else "failed"
     parts = [f"- gate **{gate.gate}**: {verdict}"]
+    if gate.score is not None:
+        parts.append(f" (judge's score {gate.score:g})")
     if gate.exit_code is not None:
         parts.append(f" (exit {gate.exit_code}, {gate.duration_seconds or 0:g} s)")
     if gate.approval:
@@ -106,6 +108,8 @@ def markdown_report(runs: Runs, run_id: str) -> str:
         out += ["## Gate results", "", "| task | gate | result |", "|---|---|---|"]
         for task, gate in gates:
             verdict = "waiting" if gate.passed is None else "passed" if gate.passed else "failed"
+            if gate.score is not None:
+                verdict += f" (score {gate.score:g})"
             out.append(f"| {task.task_id} | {_cell(gate.gate)} | {verdict} |")
         out.append("")
     checkpoints = runs.list_checkpoints(run_id)
