@@ -151,11 +151,12 @@ _VERSION_TABLE = """
     )
 """
 
-# Inserts the batch only if its first seq continues the log; 0 rows means a gap, a repeat or no run.
+# Inserts the batch only if its first seq continues the log; 0 rows means a gap, a repeat or no run. The
+# arrays go in binary format: in text format psycopg escapes every quote of the JSON with a regex.
 _INSERT = """
     INSERT INTO loopengt_events (run_id, seq, type, at, data, task_id)
     SELECT %(run_id)s, b.seq, b.type, b.at, b.data, b.task_id
-    FROM unnest(%(seqs)s::bigint[], %(types)s::text[], %(ats)s::text[], %(datas)s::text[], %(tasks)s::text[])
+    FROM unnest(%(seqs)b::bigint[], %(types)b::text[], %(ats)b::text[], %(datas)b::text[], %(tasks)b::text[])
         AS b(seq, type, at, data, task_id)
     WHERE (SELECT coalesce(max(seq), 0) FROM loopengt_events WHERE run_id = %(run_id)s) = %(first)s - 1
 """
