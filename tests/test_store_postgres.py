@@ -325,6 +325,63 @@ def test_a_killed_session_releases_the_lock_and_the_pool_recovers(
     assert first.last_seq("r1") == 1  # a fresh connection replaced the dead one
 
 
+@pytest.mark.parametrize("isolation", ["server default", "repeatable read"])
+def test_the_tail_read_with_the_lock_sees_what_another_writer_committed_while_it_waited(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore], isolation: str
+) -> None:
+    """lock() reads the log's tail in its own round trip (pipelined after the lock statement). That read
+    must start once the lock is granted: a writer that held the lock meanwhile has its append seen, even
+    when the role's default isolation would give a whole transaction one snapshot."""
+    if isolation != "server default":
+        database = sql(postgres_dsn, "SELECT current_database()")[0][0]
+        sql(
+            postgres_dsn,
+            f"ALTER ROLE CURRENT_USER IN DATABASE \"{database}\" SET default_transaction_isolation = '{isolation}'",
+        )
+    first, second = open_pg(pool_size=1), open_pg(pool_size=1)
+    first.create_run("r1", SPEC, [ev(1)])  # `first` knows the log ends at 1: its lock reads after that
+    assert first.events("r1") == [ev(1)]
+    seen: list[Any] = []
+
+    def transition() -> None:
+        with first.lock("r1"):
+            seen.append(first.events("r1", after=1))
+            first.append("r1", [ev(3)])
+
+    with second.lock("r1"):
+        thread = threading.Thread(target=transition)
+        thread.start()
+        wait_until(
+            lambda: bool(
+                sql(postgres_dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ),
+            "the first store to wait for the lock",
+        )
+        second.append("r1", [ev(2)])
+    thread.join(10)
+    assert seen == [[ev(2)]]
+    assert second.events("r1") == [ev(1), ev(2), ev(3)]
+
+
+def test_a_transition_after_another_instance_appended_reads_its_events(
+    open_pg: Callable[..., PostgresStore],
+) -> None:
+    """The tail read with the lock serves events(after=...) for any `after` it covers, and an append in the
+    block makes the next events() call read the server again."""
+    first, second = open_pg(), open_pg()
+    first.create_run("r1", SPEC, [ev(1)])
+    second.append("r1", [ev(2), ev(3)])
+    with first.lock("r1"):
+        assert first.events("r1", after=1) == [ev(2), ev(3)]
+        assert first.events("r1", after=2) == [ev(3)]
+        assert first.events("r1", after=1, limit=1) == [ev(2)]
+        assert first.events("r1", after=0) == [ev(1), ev(2), ev(3)]  # not covered: read from the server
+        first.append("r1", [ev(4)])
+        assert first.events("r1", after=1) == [ev(2), ev(3), ev(4)]
+    with pytest.raises(LoopengtError, match="no run"), first.lock("nope"):
+        pass
+
+
 # --------------------------------------------------------------------------------------- notifications
 
 

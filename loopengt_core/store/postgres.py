@@ -17,10 +17,10 @@ Schema: `MIGRATIONS` is append-only and a migration's position in it is its vers
 checkpoint-postgres). Every start applies the missing ones in one transaction under a transaction-level
 advisory lock, so concurrent starts neither race nor half-migrate.
 
-Writes: `append` is one transaction whose single INSERT adds the whole batch only if it continues the log
-(the first seq is the stored last + 1); a writer that lost a race meets the `(run_id, seq)` key, and both
-become StoreConflict. In the same transaction it sends `NOTIFY loopengt_changes, '<run_id>'`, which
-PostgreSQL delivers only on commit; `changes()` listens for it.
+Writes: `append` is one statement (so one transaction and one round trip) whose INSERT adds the whole batch
+only if it continues the log (the first seq is the stored last + 1); a writer that lost a race meets the
+`(run_id, seq)` key, and both become StoreConflict. The same statement sends `pg_notify('loopengt_changes',
+'<run_id>')` when it added rows, which PostgreSQL delivers only on commit; `changes()` listens for it.
 
 Durability: every session of the store runs with `synchronous_commit = on` (set when it connects), so a
 commit is acknowledged only once its WAL is written, even on a server whose default is off; a killed
@@ -30,6 +30,14 @@ Locking: `lock(run_id)` takes a per-run thread lock, then a session-level `pg_ad
 hash of the run id, held on one pooled connection for the whole block. Every store call the same thread
 makes inside the block runs on that connection, so a transition needs one connection, not two, and a
 small pool cannot deadlock with itself (a held lock never waits for a second connection from the pool).
+
+Round trips: a transition is three. lock() pipelines the lock statement (which also says whether the run
+exists) with a read of the events after the seq this instance last saw of the run; the block's first
+`events()` call is answered from that read. Being a statement of its own it takes its snapshot once the lock
+is granted (every session runs read committed, whatever the role's default), so it sees every append made
+under the lock before. Then the append, then the unlock. The pool lends a connection without a round trip
+unless its socket shows the session was lost (`_check_connection`); psycopg prepares each statement on its
+fifth use on a connection, so steady-state steps send no query text.
 
 Only the errors of `loopengt_core.store.errors` leave this module (a driver error becomes StoreIOError);
 messages name the server as `postgresql://user@host:port/dbname`, never the password.
@@ -824,11 +832,12 @@ class PostgresStore:
 
 
 def _durable_options(params: dict[str, Any]) -> str:
-    """The DSN's `options` plus `-c synchronous_commit=on`, last so that it wins.
+    """The DSN's `options` plus `-c synchronous_commit=on` and read committed, last so that they win.
 
     An acknowledged step must survive the database server's crash: a commit has to wait for its WAL
     whatever the server's (or the role's, or the DSN's) default says. Set in the startup packet, it costs
-    no round trip and outranks `ALTER ROLE/DATABASE ... SET`.
+    no round trip and outranks `ALTER ROLE/DATABASE ... SET`. Read committed gives every statement its own
+    snapshot, which the tail read pipelined after the lock statement needs (see `lock`).
     """
     given = str(params.get("options") or "").strip()
     return f"{given} -c synchronous_commit=on -c default_transaction_isolation=read\\ committed".strip()
