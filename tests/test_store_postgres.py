@@ -111,6 +111,32 @@ def test_concurrent_starts_migrate_once(postgres_dsn: str) -> None:
             store.close()
 
 
+def test_a_database_at_the_previous_schema_is_migrated_and_keeps_its_runs(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written by the code before `loopengt_lock_tail` (schema 6) gets the function on the next
+    start and its runs carry on: locked transitions read and append where the old code left off."""
+    from loopengt_core.store import postgres
+
+    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:7])
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 6)
+    old = PostgresStore(postgres_dsn)
+    assert old.schema_version == 6
+    old.create_run("r1", SPEC, [ev(1)])
+    old.append("r1", [ev(2)])
+    old.close()
+    monkeypatch.undo()
+    assert sql(postgres_dsn, "SELECT max(version) FROM loopengt_schema_version") == [(6,)]
+    new = open_pg()
+    assert new.schema_version == SCHEMA_VERSION == 7
+    with new.lock("r1"):
+        assert new.events("r1", after=1) == [ev(2)]
+        new.append("r1", [ev(3)])
+    with new.lock("r1"):  # now it knows the tail: the lock's own read serves this
+        assert new.events("r1", after=3) == []
+    assert new.load("r1").events == [ev(1), ev(2), ev(3)]
+
+
 def test_a_newer_schema_is_refused_clearly(postgres_dsn: str) -> None:
     PostgresStore(postgres_dsn).close()
     sql(postgres_dsn, "INSERT INTO loopengt_schema_version (version) VALUES (%s)", SCHEMA_VERSION + 1)

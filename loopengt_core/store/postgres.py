@@ -31,11 +31,11 @@ hash of the run id, held on one pooled connection for the whole block. Every sto
 makes inside the block runs on that connection, so a transition needs one connection, not two, and a
 small pool cannot deadlock with itself (a held lock never waits for a second connection from the pool).
 
-Round trips: a transition is three. lock() pipelines the lock statement (which also says whether the run
-exists) with a read of the events after the seq this instance last saw of the run; the block's first
-`events()` call is answered from that read. Being a statement of its own it takes its snapshot once the lock
-is granted (every session runs read committed, whatever the role's default), so it sees every append made
-under the lock before. Then the append, then the unlock. The pool lends a connection without a round trip
+Round trips: a transition is three. lock() calls `loopengt_lock_tail`, which takes the lock, says whether
+the run exists and reads the events after the seq this instance last saw of the run; the block's first
+`events()` call is answered from that read. The function's read takes its snapshot once the lock is granted
+(every session runs read committed, whatever the role's default), so it sees every append made under the
+lock before. Then the append, then the unlock. The pool lends a connection without a round trip
 unless its socket shows the session was lost (`_check_connection`); psycopg prepares each statement on its
 fifth use on a connection, so steady-state steps send no query text.
 
@@ -149,6 +149,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END LOOP;
     END $$
     """,
+    # lock(): the advisory lock, the run's existence and the events after a seq in one call. PL/pgSQL runs
+    # each statement of a volatile function on a snapshot of its own, so the read sees every commit made
+    # before the lock was granted (read committed, which the store sets for its sessions). No row: no run;
+    # one row of NULLs: no events after `after_seq` (or it is NULL: the lock and the existence only).
+    """
+    CREATE FUNCTION loopengt_lock_tail(lock_key bigint, target text, after_seq bigint)
+    RETURNS TABLE (seq bigint, type text, at text, data text)
+    LANGUAGE plpgsql VOLATILE AS $$
+    #variable_conflict use_column
+    BEGIN
+        PERFORM pg_advisory_lock(lock_key);
+        RETURN QUERY
+            SELECT e.seq, e.type, e.at, e.data FROM loopengt_runs r
+            LEFT JOIN LATERAL (
+                SELECT x.seq, x.type, x.at, x.data FROM loopengt_events x
+                WHERE x.run_id = r.run_id AND x.seq > after_seq ORDER BY x.seq
+            ) e ON true
+            WHERE r.run_id = target ORDER BY e.seq;
+    END $$
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS) - 1
 
@@ -184,7 +204,7 @@ _TAIL = """
     ) e ON true
     WHERE r.run_id = %(run_id)s ORDER BY e.seq
 """
-_LOCK = "SELECT pg_advisory_lock(%s), EXISTS (SELECT 1 FROM loopengt_runs WHERE run_id = %s)"
+_LOCK_TAIL = "SELECT seq, type, at, data FROM loopengt_lock_tail(%s, %s, %s)"
 _LAST_SEQ = """
     SELECT (SELECT coalesce(max(seq), 0) FROM loopengt_events e WHERE e.run_id = r.run_id)
     FROM loopengt_runs r WHERE r.run_id = %s
@@ -744,22 +764,15 @@ class PostgresStore:
         self, conn: Connection, key: int, run_id: str
     ) -> tuple[bool, tuple[int, list[tuple[Any, ...]]] | None]:
         """Take the advisory lock, learn whether the run exists and, if this instance knows where the log
-        ended, read the events after that: pipelined, so one round trip. The tail query is a statement of
-        its own, so its snapshot is taken after the lock was granted (read committed, set per session)."""
+        ended, read the events after that: one call of `loopengt_lock_tail`, one round trip. Its read runs
+        on a snapshot taken after the lock was granted (see the function in MIGRATIONS)."""
         known = self._tails.get(run_id)
-        with conn.pipeline():
-            locked = conn.execute(_LOCK, (key, run_id))
-            tail = (
-                None
-                if known is None
-                else conn.execute(_TAIL, {"run_id": run_id, "after": known, "limit": None})
-            )
-        row = locked.fetchone()
-        exists = row is not None and bool(row[1])
-        if tail is None or known is None or not exists:
-            return exists, None
-        rows = tail.fetchall()
-        return True, (known, [] if not rows or rows[0][0] is None else rows)
+        rows = conn.execute(_LOCK_TAIL, (key, run_id, known)).fetchall()
+        if not rows:
+            return False, None
+        if known is None:
+            return True, None
+        return True, (known, [] if rows[0][0] is None else rows)
 
     @staticmethod
     def _unlock(conn: Connection, key: int) -> None:
@@ -837,7 +850,7 @@ def _durable_options(params: dict[str, Any]) -> str:
     An acknowledged step must survive the database server's crash: a commit has to wait for its WAL
     whatever the server's (or the role's, or the DSN's) default says. Set in the startup packet, it costs
     no round trip and outranks `ALTER ROLE/DATABASE ... SET`. Read committed gives every statement its own
-    snapshot, which the tail read pipelined after the lock statement needs (see `lock`).
+    snapshot, which the tail read after the lock needs (see `loopengt_lock_tail`).
     """
     given = str(params.get("options") or "").strip()
     return f"{given} -c synchronous_commit=on -c default_transaction_isolation=read\\ committed".strip()
