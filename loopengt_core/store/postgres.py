@@ -210,6 +210,16 @@ _LAST_SEQ = """
     FROM loopengt_runs r WHERE r.run_id = %s
 """
 _NOTIFY = "SELECT pg_notify(%s, %s)"
+# Upserts the run's one snapshot if the run has `seq` in its log (the log only grows, so checking in the same
+# statement is as good as in a transaction around it); no row back means no run or a seq past the end.
+_SNAPSHOT = """
+    INSERT INTO loopengt_snapshots (run_id, seq, state)
+    SELECT r.run_id, %(seq)s, %(state)s FROM loopengt_runs r
+    WHERE r.run_id = %(run_id)s
+        AND %(seq)s <= (SELECT coalesce(max(seq), 0) FROM loopengt_events e WHERE e.run_id = r.run_id)
+    ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, state = excluded.state
+    RETURNING 1
+"""
 
 _CONNECT_TIMEOUT = 10  # seconds, unless the DSN says otherwise
 _POOL_TIMEOUT = 30.0  # seconds a call waits for a free pooled connection
@@ -611,19 +621,15 @@ class PostgresStore:
             raise InvalidArgument("snapshot state must be a JSON object")
         raw = _dump(state)
         what = f"saving the snapshot of run {run_id!r}"
-        with self._translate(what, run_id), self._conn() as conn, conn.transaction():
-            last = self._last_seq(conn, run_id)
-            if last is None:
-                raise self._not_found(run_id)
-            if seq > last:
+        with self._translate(what, run_id), self._conn() as conn:
+            saved = conn.execute(_SNAPSHOT, {"run_id": run_id, "seq": seq, "state": raw}).fetchone()
+            if saved is None:  # no run, or the seq is past the end of its log: say which
+                last = self._last_seq(conn, run_id)
+                if last is None:
+                    raise self._not_found(run_id)
                 raise InvalidArgument(
                     f"run {run_id!r}: cannot snapshot at seq {seq}, the log ends at seq {last}", run_id=run_id
                 )
-            conn.execute(
-                "INSERT INTO loopengt_snapshots (run_id, seq, state) VALUES (%s, %s, %s) "
-                "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, state = excluded.state",
-                (run_id, seq, raw),
-            )
 
     # ----------------------------------------------------------------------------------- checkpoints
 
