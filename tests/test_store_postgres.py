@@ -408,6 +408,36 @@ def test_a_transition_after_another_instance_appended_reads_its_events(
         pass
 
 
+def test_a_transition_is_three_round_trips(open_pg: Callable[..., PostgresStore], tmp_path: Any) -> None:
+    """lock (with the run's existence and its tail), the block's catch-up read, the append with its NOTIFY
+    and the unlock: three round trips on the wire, no catalogue or version reads, no pool probes (counted
+    from libpq's protocol trace: a round trip is a switch from client messages to server messages)."""
+    store = open_pg(pool_size=1)
+    store.create_run("r1", SPEC, [ev(1)])
+
+    def transition() -> None:
+        with store.lock("r1"):
+            last = store.events("r1", after=store_seq[0])
+            store_seq[0] += len(last)
+            store.append("r1", [ev(store_seq[0] + 1)])
+            store_seq[0] += 1
+
+    store_seq = [0]
+    transition()  # this instance now knows where the log ends
+    trace = tmp_path / "trace.txt"
+    with trace.open("w") as handle:
+        with store._conn() as conn:  # the pool's one connection, which the transition will use too
+            conn.pgconn.trace(handle.fileno())
+            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        transition()
+        with store._conn() as conn:
+            conn.pgconn.untrace()  # flushes
+    directions = [line.split("\t", 1)[0] for line in trace.read_text().splitlines()]
+    trips = sum(1 for a, b in itertools.pairwise(directions) if (a, b) == ("F", "B"))
+    assert trips == 3, trace.read_text()
+    assert store.events("r1") == [ev(1), ev(2), ev(3)]
+
+
 # --------------------------------------------------------------------------------------- notifications
 
 
