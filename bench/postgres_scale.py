@@ -6,7 +6,10 @@ file store. N worker processes then open that one store (`Runs(open_store(locati
 serve` does) and each drives K runs of the self-looping bench spec at once, one thread a run. After a
 short untimed warm-up of every run, all processes start together and submit a fixed total of steps (split
 evenly over the N x K runs). The figures are ratios measured in this one command: each count against one
-process, and PostgreSQL against the file store at the same count.
+process, and PostgreSQL against the file store at the same count: steps/s, latency, and CPU per step
+(loopengt's processes plus, for PostgreSQL, the database server's, against the file store's). Before the
+timed configurations it counts the round trips and statements one step sends to PostgreSQL, from libpq's
+protocol trace (bench/_pgtrace.py).
 
     python bench/postgres_scale.py                     # 1, 2, 4 processes x file, postgres; 2000 steps each
     python bench/postgres_scale.py --dsn postgresql://user@db-host/dbname    # a real (durable) server
@@ -38,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from _common import AGAIN, FsyncFloor, bench_dir, finish, loop_spec, median, ms, pct, quiet_logs
+from _pgtrace import Tracer, Trips
 
 from loopengt_core.spec import LoopSpec
 
@@ -541,8 +545,50 @@ def round_trip_floor(dsn: str, calls: int = 200) -> float:
     return ms(median(samples))
 
 
+def count_trips(dsn: str, directory: Path, steps: int = 200, warmup: int = 10) -> Trips:
+    """Round trips and statements per `Runs.step` on one run in this process, from libpq's protocol trace
+    (bench/_pgtrace.py), on a fresh database: what one transition (lock, tail read, append with its
+    route decided by a condition, unlock) costs on the wire."""
+    from loopengt_core.runs import Runs
+    from loopengt_core.store import open_store
+
+    trace_dir = directory / f"trace-{secrets.token_hex(3)}"
+    trace_dir.mkdir()
+    got: list[Trips] = []
+    try:
+        with fresh_database(dsn) as target, Tracer(trace_dir).installed() as tracer:
+            runs = Runs(open_store(target))
+            try:
+                view = runs.start_run(spec=bench_spec(steps + warmup))
+                task = view.tasks[0].task_id
+                for _ in range(warmup):
+                    task = runs.step(view.run_id, task, AGAIN).tasks[0].task_id
+                with tracer.window(steps, got):
+                    for _ in range(steps):
+                        task = runs.step(view.run_id, task, AGAIN).tasks[0].task_id
+                _finish(runs, view.run_id, task)
+            finally:
+                runs.store.close()
+    finally:
+        shutil.rmtree(trace_dir, ignore_errors=True)
+    return got[0]
+
+
 def _per_step(cores: float | None, f: Figures) -> str:
     return "" if cores is None else f"{cores / f.per_s * 1e3:.2f}"
+
+
+def _cpu_ms(f: Figures, http: bool) -> float | None:
+    """CPU ms a step of the store's own processes: the loopengt workers (servers with --http) plus, for
+    PostgreSQL, the database server; None when a part was not measurable."""
+    engine = f.loopengt_cores if http else f.cpu_cores
+    if engine is None:
+        return None
+    if f.store == "postgres":
+        if f.server_cores is None:
+            return None
+        engine += f.server_cores
+    return engine / f.per_s * 1e3
 
 
 def report(figs: list[Figures], counts: list[int], *, http: bool) -> dict[str, Any]:
@@ -581,9 +627,14 @@ def report(figs: list[Figures], counts: list[int], *, http: bool) -> dict[str, A
             "p99": pg.p99_ms / fs.p99_ms,
         }
         r = ratios[str(n)]
+        pg_cpu, fs_cpu = _cpu_ms(pg, http), _cpu_ms(fs, http)
+        cpu = ""
+        if pg_cpu is not None and fs_cpu is not None:
+            r |= {"cpu_ms_postgres": pg_cpu, "cpu_ms_file": fs_cpu, "cpu": pg_cpu / fs_cpu}
+            cpu = f", CPU ms/step (loopengt + database) {pg_cpu:.2f} / {fs_cpu:.2f} = {r['cpu']:.2f}x"
         print(
             f"  {n} process{'es' if n > 1 else '  '}: steps/s {r['per_s']:.2f}x, median ms {r['median']:.2f}x, "
-            f"p99 ms {r['p99']:.2f}x"
+            f"p99 ms {r['p99']:.2f}x{cpu}"
         )
     return {"scaling": scaling, "postgres_over_file": ratios}
 
@@ -667,6 +718,14 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, Any] = {"settings": settings, "durable": durable, "http": args.http, "configs": []}
     figs: list[Figures] = []
     with bench_dir(args.store, ".bench-pgscale-") as directory:
+        trips = count_trips(dsn, directory)
+        print(
+            f"  PostgreSQL round trips per step: {trips.trips_per_step:.2f} ({trips.statements_per_step:.2f} "
+            f"statements), counted from libpq's protocol trace over {trips.steps} steps of one run in-process",
+            flush=True,
+        )
+        out["round_trips_per_step"] = trips.trips_per_step
+        out["statements_per_step"] = trips.statements_per_step
         disk_before, trip_before = fsync_floor(directory), round_trip_floor(dsn)
         for turn, n in enumerate(counts):
             order = STORES if turn % 2 == 0 else STORES[::-1]  # alternate, so drift hits both stores alike
@@ -690,7 +749,9 @@ def main(argv: list[str] | None = None) -> None:
         "\n  CPU ms/step: CPU time over the timed phase divided by the steps, of the loopengt processes (the "
         "workers; with --http the `loopengt serve` servers), of the MCP client processes (--http only) and of "
         "the PostgreSQL server (all its processes: backends, autovacuum, WAL writer...; a server on this machine "
-        "only). machine busy: share "
+        "only). The CPU ratio adds the database's CPU to loopengt's for PostgreSQL and sets it against the "
+        "file store's loopengt CPU (the disk's work is the kernel's, counted in the worker's CPU time). "
+        "machine busy: share "
         "of all CPUs busy over the timed phase, everyone's work included (near 100%: the figures measure CPU "
         "contention more than the stores)"
     )

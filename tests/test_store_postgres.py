@@ -111,6 +111,32 @@ def test_concurrent_starts_migrate_once(postgres_dsn: str) -> None:
             store.close()
 
 
+def test_a_database_at_the_previous_schema_is_migrated_and_keeps_its_runs(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written by the code before `loopengt_lock_tail` (schema 6) gets the function on the next
+    start and its runs carry on: locked transitions read and append where the old code left off."""
+    from loopengt_core.store import postgres
+
+    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:7])
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 6)
+    old = PostgresStore(postgres_dsn)
+    assert old.schema_version == 6
+    old.create_run("r1", SPEC, [ev(1)])
+    old.append("r1", [ev(2)])
+    old.close()
+    monkeypatch.undo()
+    assert sql(postgres_dsn, "SELECT max(version) FROM loopengt_schema_version") == [(6,)]
+    new = open_pg()
+    assert new.schema_version == SCHEMA_VERSION == 7
+    with new.lock("r1"):
+        assert new.events("r1", after=1) == [ev(2)]
+        new.append("r1", [ev(3)])
+    with new.lock("r1"):  # now it knows the tail: the lock's own read serves this
+        assert new.events("r1", after=3) == []
+    assert new.load("r1").events == [ev(1), ev(2), ev(3)]
+
+
 def test_a_newer_schema_is_refused_clearly(postgres_dsn: str) -> None:
     PostgresStore(postgres_dsn).close()
     sql(postgres_dsn, "INSERT INTO loopengt_schema_version (version) VALUES (%s)", SCHEMA_VERSION + 1)
@@ -323,6 +349,93 @@ def test_a_killed_session_releases_the_lock_and_the_pool_recovers(
         with second.lock("r1"):  # the session that held it is gone, so the lock is free
             second.append("r1", [ev(1)])
     assert first.last_seq("r1") == 1  # a fresh connection replaced the dead one
+
+
+@pytest.mark.parametrize("isolation", ["server default", "repeatable read"])
+def test_the_tail_read_with_the_lock_sees_what_another_writer_committed_while_it_waited(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore], isolation: str
+) -> None:
+    """lock() reads the log's tail in its own round trip (pipelined after the lock statement). That read
+    must start once the lock is granted: a writer that held the lock meanwhile has its append seen, even
+    when the role's default isolation would give a whole transaction one snapshot."""
+    if isolation != "server default":
+        database = sql(postgres_dsn, "SELECT current_database()")[0][0]
+        sql(
+            postgres_dsn,
+            f"ALTER ROLE CURRENT_USER IN DATABASE \"{database}\" SET default_transaction_isolation = '{isolation}'",
+        )
+    first, second = open_pg(pool_size=1), open_pg(pool_size=1)
+    first.create_run("r1", SPEC, [ev(1)])  # `first` knows the log ends at 1: its lock reads after that
+    assert first.events("r1") == [ev(1)]
+    seen: list[Any] = []
+
+    def transition() -> None:
+        with first.lock("r1"):
+            seen.append(first.events("r1", after=1))
+            first.append("r1", [ev(3)])
+
+    with second.lock("r1"):
+        thread = threading.Thread(target=transition)
+        thread.start()
+        wait_until(
+            lambda: bool(
+                sql(postgres_dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ),
+            "the first store to wait for the lock",
+        )
+        second.append("r1", [ev(2)])
+    thread.join(10)
+    assert seen == [[ev(2)]]
+    assert second.events("r1") == [ev(1), ev(2), ev(3)]
+
+
+def test_a_transition_after_another_instance_appended_reads_its_events(
+    open_pg: Callable[..., PostgresStore],
+) -> None:
+    """The tail read with the lock serves events(after=...) for any `after` it covers, and an append in the
+    block makes the next events() call read the server again."""
+    first, second = open_pg(), open_pg()
+    first.create_run("r1", SPEC, [ev(1)])
+    second.append("r1", [ev(2), ev(3)])
+    with first.lock("r1"):
+        assert first.events("r1", after=1) == [ev(2), ev(3)]
+        assert first.events("r1", after=2) == [ev(3)]
+        assert first.events("r1", after=1, limit=1) == [ev(2)]
+        assert first.events("r1", after=0) == [ev(1), ev(2), ev(3)]  # not covered: read from the server
+        first.append("r1", [ev(4)])
+        assert first.events("r1", after=1) == [ev(2), ev(3), ev(4)]
+    with pytest.raises(LoopengtError, match="no run"), first.lock("nope"):
+        pass
+
+
+def test_a_transition_is_three_round_trips(open_pg: Callable[..., PostgresStore], tmp_path: Any) -> None:
+    """lock (with the run's existence and its tail), the block's catch-up read, the append with its NOTIFY
+    and the unlock: three round trips on the wire, no catalogue or version reads, no pool probes (counted
+    from libpq's protocol trace: a round trip is a switch from client messages to server messages)."""
+    store = open_pg(pool_size=1)
+    store.create_run("r1", SPEC, [ev(1)])
+
+    def transition() -> None:
+        with store.lock("r1"):
+            last = store.events("r1", after=store_seq[0])
+            store_seq[0] += len(last)
+            store.append("r1", [ev(store_seq[0] + 1)])
+            store_seq[0] += 1
+
+    store_seq = [0]
+    transition()  # this instance now knows where the log ends
+    trace = tmp_path / "trace.txt"
+    with trace.open("w") as handle:
+        with store._conn() as conn:  # the pool's one connection, which the transition will use too
+            conn.pgconn.trace(handle.fileno())
+            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        transition()
+        with store._conn() as conn:
+            conn.pgconn.untrace()  # flushes
+    directions = [line.split("\t", 1)[0] for line in trace.read_text().splitlines()]
+    trips = sum(1 for a, b in itertools.pairwise(directions) if (a, b) == ("F", "B"))
+    assert trips == 3, trace.read_text()
+    assert store.events("r1") == [ev(1), ev(2), ev(3)]
 
 
 # --------------------------------------------------------------------------------------- notifications

@@ -17,10 +17,10 @@ Schema: `MIGRATIONS` is append-only and a migration's position in it is its vers
 checkpoint-postgres). Every start applies the missing ones in one transaction under a transaction-level
 advisory lock, so concurrent starts neither race nor half-migrate.
 
-Writes: `append` is one transaction whose single INSERT adds the whole batch only if it continues the log
-(the first seq is the stored last + 1); a writer that lost a race meets the `(run_id, seq)` key, and both
-become StoreConflict. In the same transaction it sends `NOTIFY loopengt_changes, '<run_id>'`, which
-PostgreSQL delivers only on commit; `changes()` listens for it.
+Writes: `append` is one statement (so one transaction and one round trip) whose INSERT adds the whole batch
+only if it continues the log (the first seq is the stored last + 1); a writer that lost a race meets the
+`(run_id, seq)` key, and both become StoreConflict. The same statement sends `pg_notify('loopengt_changes',
+'<run_id>')` when it added rows, which PostgreSQL delivers only on commit; `changes()` listens for it.
 
 Durability: every session of the store runs with `synchronous_commit = on` (set when it connects), so a
 commit is acknowledged only once its WAL is written, even on a server whose default is off; a killed
@@ -31,6 +31,14 @@ hash of the run id, held on one pooled connection for the whole block. Every sto
 makes inside the block runs on that connection, so a transition needs one connection, not two, and a
 small pool cannot deadlock with itself (a held lock never waits for a second connection from the pool).
 
+Round trips: a transition is three. lock() calls `loopengt_lock_tail`, which takes the lock, says whether
+the run exists and reads the events after the seq this instance last saw of the run; the block's first
+`events()` call is answered from that read. The function's read takes its snapshot once the lock is granted
+(every session runs read committed, whatever the role's default), so it sees every append made under the
+lock before. Then the append, then the unlock. The pool lends a connection without a round trip
+unless its socket shows the session was lost (`_check_connection`); psycopg prepares each statement on its
+fifth use on a connection, so steady-state steps send no query text.
+
 Only the errors of `loopengt_core.store.errors` leave this module (a driver error becomes StoreIOError);
 messages name the server as `postgresql://user@host:port/dbname`, never the password.
 """
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -140,6 +149,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         END LOOP;
     END $$
     """,
+    # lock(): the advisory lock, the run's existence and the events after a seq in one call. PL/pgSQL runs
+    # each statement of a volatile function on a snapshot of its own, so the read sees every commit made
+    # before the lock was granted (read committed, which the store sets for its sessions). No row: no run;
+    # one row of NULLs: no events after `after_seq` (or it is NULL: the lock and the existence only).
+    """
+    CREATE FUNCTION loopengt_lock_tail(lock_key bigint, target text, after_seq bigint)
+    RETURNS TABLE (seq bigint, type text, at text, data text)
+    LANGUAGE plpgsql VOLATILE AS $$
+    #variable_conflict use_column
+    BEGIN
+        PERFORM pg_advisory_lock(lock_key);
+        RETURN QUERY
+            SELECT e.seq, e.type, e.at, e.data FROM loopengt_runs r
+            LEFT JOIN LATERAL (
+                SELECT x.seq, x.type, x.at, x.data FROM loopengt_events x
+                WHERE x.run_id = r.run_id AND x.seq > after_seq ORDER BY x.seq
+            ) e ON true
+            WHERE r.run_id = target ORDER BY e.seq;
+    END $$
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS) - 1
 
@@ -150,19 +179,47 @@ _VERSION_TABLE = """
     )
 """
 
-# Inserts the batch only if its first seq continues the log; 0 rows means a gap, a repeat or no run.
-_APPEND = """
+# Inserts the batch only if its first seq continues the log; 0 rows means a gap, a repeat or no run. The
+# arrays go in binary format: in text format psycopg escapes every quote of the JSON with a regex.
+_INSERT = """
     INSERT INTO loopengt_events (run_id, seq, type, at, data, task_id)
     SELECT %(run_id)s, b.seq, b.type, b.at, b.data, b.task_id
-    FROM unnest(%(seqs)s::bigint[], %(types)s::text[], %(ats)s::text[], %(datas)s::text[], %(tasks)s::text[])
+    FROM unnest(%(seqs)b::bigint[], %(types)b::text[], %(ats)b::text[], %(datas)b::text[], %(tasks)b::text[])
         AS b(seq, type, at, data, task_id)
     WHERE (SELECT coalesce(max(seq), 0) FROM loopengt_events WHERE run_id = %(run_id)s) = %(first)s - 1
 """
+# The whole append as one statement (one implicit transaction, one round trip): the conditional insert,
+# then the NOTIFY only if it added rows (delivered on commit, like the NOTIFY statement it replaces).
+_APPEND_NOTIFY = f"""
+    WITH added AS ({_INSERT} RETURNING 1), counted AS (SELECT count(*) AS n FROM added)
+    SELECT n, CASE WHEN n > 0 THEN pg_notify('{CHANNEL}', %(run_id)s)::text END FROM counted
+"""
+# The events after a seq, with the run's existence in the same round trip: no row means no run, one row of
+# NULLs a run with no such events.
+_TAIL = """
+    SELECT e.seq, e.type, e.at, e.data FROM loopengt_runs r
+    LEFT JOIN LATERAL (
+        SELECT seq, type, at, data FROM loopengt_events
+        WHERE run_id = r.run_id AND seq > %(after)s ORDER BY seq LIMIT %(limit)s
+    ) e ON true
+    WHERE r.run_id = %(run_id)s ORDER BY e.seq
+"""
+_LOCK_TAIL = "SELECT seq, type, at, data FROM loopengt_lock_tail(%s, %s, %s)"
 _LAST_SEQ = """
     SELECT (SELECT coalesce(max(seq), 0) FROM loopengt_events e WHERE e.run_id = r.run_id)
     FROM loopengt_runs r WHERE r.run_id = %s
 """
 _NOTIFY = "SELECT pg_notify(%s, %s)"
+# Upserts the run's one snapshot if the run has `seq` in its log (the log only grows, so checking in the same
+# statement is as good as in a transaction around it); no row back means no run or a seq past the end.
+_SNAPSHOT = """
+    INSERT INTO loopengt_snapshots (run_id, seq, state)
+    SELECT r.run_id, %(seq)s, %(state)s FROM loopengt_runs r
+    WHERE r.run_id = %(run_id)s
+        AND %(seq)s <= (SELECT coalesce(max(seq), 0) FROM loopengt_events e WHERE e.run_id = r.run_id)
+    ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, state = excluded.state
+    RETURNING 1
+"""
 
 _CONNECT_TIMEOUT = 10  # seconds, unless the DSN says otherwise
 _POOL_TIMEOUT = 30.0  # seconds a call waits for a free pooled connection
@@ -248,6 +305,9 @@ class PostgresStore:
         self._listen_mutex = threading.Lock()
         self._listener: Connection | None = None
         self._listened = False
+        # The last seq this instance saw of each run (its own appends, loads and tail reads): lock() reads
+        # the events after it in the lock's own round trip, which the block's first events() call returns.
+        self._tails: dict[str, int] = {}
         self.schema_version = self._migrate()
 
     # ----------------------------------------------------------------------------------- plumbing
@@ -294,7 +354,7 @@ class PostgresStore:
                     min_size=1,
                     max_size=self.pool_size,
                     open=False,
-                    check=ConnectionPool.check_connection,  # a server restart costs a reconnect, not an error
+                    check=_check_connection,  # a server restart costs a reconnect, not an error
                     timeout=_POOL_TIMEOUT,
                     name=f"loopengt {self.where}",
                 )
@@ -395,8 +455,9 @@ class PostgresStore:
             if created is None:  # a concurrent creator's insert committed first (we waited for it)
                 raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id)
             if events:
-                conn.execute(_APPEND, batch)
+                conn.execute(_INSERT, batch)
             conn.execute(_NOTIFY, (CHANNEL, run_id))
+        self._tails[run_id] = len(events)
 
     def append(self, run_id: str, events: Sequence[Event]) -> None:
         """One transaction: the batch goes in whole if it continues the log, with a NOTIFY sent on commit."""
@@ -406,19 +467,20 @@ class PostgresStore:
         check_batch(run_id, events)
         batch = _batch(run_id, events)
         start = events[0].seq
+        self._prefetched().pop(run_id, None)  # the tail read at lock() ends before this batch
         with self._translate(f"appending to run {run_id!r}", run_id), self._conn() as conn:
             try:
-                with conn.transaction():
-                    if conn.execute(_APPEND, batch).rowcount != len(events):
-                        last = self._last_seq(conn, run_id)
-                        if last is None:
-                            raise self._not_found(run_id)
-                        raise _lost_race(run_id, start, last)
-                    conn.execute(_NOTIFY, (CHANNEL, run_id))
+                row = conn.execute(_APPEND_NOTIFY, batch).fetchone()
             except pg_errors.UniqueViolation:
                 # A concurrent writer committed the same seq while we waited on its row of the key.
                 last = self._last_seq(conn, run_id)
                 raise _lost_race(run_id, start, -1 if last is None else last) from None
+            if row is None or row[0] != len(events):
+                last = self._last_seq(conn, run_id)
+                if last is None:
+                    raise self._not_found(run_id)
+                raise _lost_race(run_id, start, last)
+        self._tails[run_id] = events[-1].seq
 
     def load(self, run_id: str) -> LoadedRun:
         """Spec + snapshot + the events after it: an index range scan, so the cost follows the tail only."""
@@ -444,6 +506,7 @@ class PostgresStore:
         events = self._events(run_id, rows, snap_seq)
         if len(events) < last - snap_seq:
             raise StoreCorrupt(f"run {run_id!r}: the log in {self.where} misses events", run_id=run_id)
+        self._tails[run_id] = snap_seq + len(events)
         return LoadedRun(run_id, spec_text, state, snap_seq, events)
 
     def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
@@ -453,17 +516,44 @@ class PostgresStore:
             raise InvalidArgument(f"after must be an integer >= 0, not {after!r}")
         if limit is not None and not _is_seq(limit):
             raise InvalidArgument(f"limit must be an integer >= 0 or None, not {limit!r}")
-        with self._translate(f"reading events of run {run_id!r}", run_id), self._conn() as conn:
-            rows = []
-            if limit != 0:
-                rows = conn.execute(
-                    "SELECT seq, type, at, data FROM loopengt_events WHERE run_id = %s AND seq > %s "
-                    "ORDER BY seq LIMIT %s",
-                    (run_id, after, limit),
-                ).fetchall()
-            if not rows and not self._exists(conn, run_id):
-                raise self._not_found(run_id)
+        rows = self._from_prefetch(run_id, after, limit)
+        if rows is None:
+            with self._translate(f"reading events of run {run_id!r}", run_id), self._conn() as conn:
+                rows = self._tail(conn, run_id, after, limit)
+        if limit is None:
+            self._tails[run_id] = rows[-1][0] if rows else after
         return self._events(run_id, rows, after)
+
+    def _tail(self, conn: Connection, run_id: str, after: int, limit: int | None) -> list[tuple[Any, ...]]:
+        """The rows of events after `after` (at most `limit`) in one round trip; NotFound if no run."""
+        rows = conn.execute(_TAIL, {"run_id": run_id, "after": after, "limit": limit}).fetchall()
+        return self._tail_rows(run_id, rows)
+
+    def _tail_rows(self, run_id: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """`_TAIL`'s rows as event rows: none means no run, one row of NULLs a run without such events."""
+        if not rows:
+            raise self._not_found(run_id)
+        return [] if rows[0][0] is None else rows
+
+    def _prefetched(self) -> dict[str, tuple[int, list[tuple[Any, ...]]]]:
+        """This thread's tails read by `lock()`: run id -> (after, the rows of the events after it)."""
+        found = getattr(self._local, "prefetched", None)
+        if found is None:
+            found = self._local.prefetched = {}
+        return cast("dict[str, tuple[int, list[tuple[Any, ...]]]]", found)
+
+    def _from_prefetch(self, run_id: str, after: int, limit: int | None) -> list[tuple[Any, ...]] | None:
+        """The events after `after` from the tail this thread's lock() read, if it covers them.
+
+        That tail was read once the lock was granted and nothing was appended since (append drops it),
+        so it is the log as a query now would find it, for any writer that takes the lock."""
+        if limit == 0:
+            return []
+        got = self._prefetched().get(run_id)
+        if got is None or after < got[0]:
+            return None
+        rows = [row for row in got[1] if row[0] > after]
+        return rows if limit is None else rows[:limit]
 
     def task_events(self, run_id: str, task_id: str) -> list[AnyEvent]:
         """The events naming `task_id`: one query on the (run_id, task_id) index."""
@@ -514,6 +604,8 @@ class PostgresStore:
             for table in ("loopengt_checkpoints", "loopengt_snapshots", "loopengt_events", "loopengt_runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
             conn.execute(_NOTIFY, (CHANNEL, run_id))
+        self._tails.pop(run_id, None)
+        self._prefetched().pop(run_id, None)
 
     def list_runs(self) -> list[str]:
         """Newest first by creation order (an identity column: one order for every server, no clock skew)."""
@@ -530,19 +622,15 @@ class PostgresStore:
             raise InvalidArgument("snapshot state must be a JSON object")
         raw = _dump(state)
         what = f"saving the snapshot of run {run_id!r}"
-        with self._translate(what, run_id), self._conn() as conn, conn.transaction():
-            last = self._last_seq(conn, run_id)
-            if last is None:
-                raise self._not_found(run_id)
-            if seq > last:
+        with self._translate(what, run_id), self._conn() as conn:
+            saved = conn.execute(_SNAPSHOT, {"run_id": run_id, "seq": seq, "state": raw}).fetchone()
+            if saved is None:  # no run, or the seq is past the end of its log: say which
+                last = self._last_seq(conn, run_id)
+                if last is None:
+                    raise self._not_found(run_id)
                 raise InvalidArgument(
                     f"run {run_id!r}: cannot snapshot at seq {seq}, the log ends at seq {last}", run_id=run_id
                 )
-            conn.execute(
-                "INSERT INTO loopengt_snapshots (run_id, seq, state) VALUES (%s, %s, %s) "
-                "ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, state = excluded.state",
-                (run_id, seq, raw),
-            )
 
     # ----------------------------------------------------------------------------------- checkpoints
 
@@ -644,8 +732,6 @@ class PostgresStore:
             raise InvalidArgument(
                 f"run {run_id!r} is already locked by this thread (lock() is not re-entrant)"
             )
-        if not self.exists(run_id):
-            raise self._not_found(run_id)
         key = _lock_key(f"run:{run_id}")
         held = self._held()
         with self._thread_lock(run_id):
@@ -653,7 +739,7 @@ class PostgresStore:
             with self._translate(f"locking run {run_id!r}", run_id):
                 conn = held[-1] if pool is None else pool.getconn()
                 try:
-                    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                    exists, tail = self._lock_and_read(conn, key, run_id)
                 except BaseException:
                     # The server may have granted the lock even though we never saw the answer: closing the
                     # session is the one sure way to release it, so a pooled connection never leaks a lock.
@@ -661,16 +747,39 @@ class PostgresStore:
                     if pool is not None:
                         pool.putconn(conn)
                     raise
+            if not exists:
+                self._unlock(conn, key)
+                if pool is not None:
+                    pool.putconn(conn)
+                raise self._not_found(run_id)
             self._holders[run_id] = me
             held.append(conn)
+            prefetched = self._prefetched()
+            if tail is not None:
+                prefetched[run_id] = tail
             try:
                 yield
             finally:
+                prefetched.pop(run_id, None)
                 held.pop()
                 del self._holders[run_id]
                 self._unlock(conn, key)
                 if pool is not None:
                     pool.putconn(conn)  # a closed connection is discarded by the pool and replaced
+
+    def _lock_and_read(
+        self, conn: Connection, key: int, run_id: str
+    ) -> tuple[bool, tuple[int, list[tuple[Any, ...]]] | None]:
+        """Take the advisory lock, learn whether the run exists and, if this instance knows where the log
+        ended, read the events after that: one call of `loopengt_lock_tail`, one round trip. Its read runs
+        on a snapshot taken after the lock was granted (see the function in MIGRATIONS)."""
+        known = self._tails.get(run_id)
+        rows = conn.execute(_LOCK_TAIL, (key, run_id, known)).fetchall()
+        if not rows:
+            return False, None
+        if known is None:
+            return True, None
+        return True, (known, [] if rows[0][0] is None else rows)
 
     @staticmethod
     def _unlock(conn: Connection, key: int) -> None:
@@ -743,14 +852,33 @@ class PostgresStore:
 
 
 def _durable_options(params: dict[str, Any]) -> str:
-    """The DSN's `options` plus `-c synchronous_commit=on`, last so that it wins.
+    """The DSN's `options` plus `-c synchronous_commit=on` and read committed, last so that they win.
 
     An acknowledged step must survive the database server's crash: a commit has to wait for its WAL
     whatever the server's (or the role's, or the DSN's) default says. Set in the startup packet, it costs
-    no round trip and outranks `ALTER ROLE/DATABASE ... SET`.
+    no round trip and outranks `ALTER ROLE/DATABASE ... SET`. Read committed gives every statement its own
+    snapshot, which the tail read after the lock needs (see `loopengt_lock_tail`).
     """
     given = str(params.get("options") or "").strip()
-    return f"{given} -c synchronous_commit=on".strip()
+    return f"{given} -c synchronous_commit=on -c default_transaction_isolation=read\\ committed".strip()
+
+
+def _check_connection(conn: Connection) -> None:
+    """The pool's check before lending a connection, without a round trip when the socket is quiet.
+
+    An idle connection gets nothing from the server unless something happened to the session: a server
+    that was killed or restarted closes the socket (readable: EOF), an admin's terminate sends an error
+    first. Only then is the connection probed with an empty query, which raises if it is broken and so
+    makes the pool replace it.
+    """
+    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise psycopg.OperationalError("the pooled connection is not idle")
+    try:
+        ready, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        ready = [True]
+    if ready:
+        ConnectionPool.check_connection(conn)
 
 
 def _describe(params: dict[str, Any]) -> str:
