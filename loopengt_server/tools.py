@@ -391,15 +391,14 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         )
         return _result(result, text)
 
-    templates = [
-        dataclasses.asdict(t) for t in catalog_templates()
-    ]  # read and parsed once, before any client calls
-    templates_text = "\n".join(f"{t['name']} ({t['pattern']}): {t['description']}" for t in templates)
-
     @tool
     async def list_templates() -> types.CallToolResult:
         """Built-in loop templates (name, pattern, description) for start_run(template=...)."""
-        return _result({"templates": [dict(t) for t in templates]}, templates_text)
+        # parsed once, on the first call and in a worker thread: the YAML of every template is ~50 ms
+        # that no server's start (its first answer) should wait for, and no event loop should run
+        templates = await anyio.to_thread.run_sync(catalog_templates)
+        text = "\n".join(f"{t.name} ({t.pattern}): {t.description}" for t in templates)
+        return _result({"templates": [dataclasses.asdict(t) for t in templates]}, text)
 
     _compact(mcp)
 
