@@ -183,8 +183,15 @@ def test_the_server_groups_fsyncs_only_while_several_runs_step() -> None:
     assert [overlap.wanted("a") for _ in range(3)] == [False, False, False]  # one run alone: inline fsync
     assert overlap.wanted("b")  # another run's step just came in
     assert overlap.wanted("a")
+    assert overlap.wanted("a")  # the same run twice in a row, while b steps too
+    quiet = _Overlap.WINDOW + 1
+    overlap.seen = {run: at - quiet for run, at in overlap.seen.items()}  # all went quiet
     overlap.waiting = 1  # a step still waits for its grouped fsync
     assert overlap.wanted("a")
     overlap.waiting = 0
-    overlap.last_at -= _Overlap.WINDOW + 1  # the other run went quiet
+    overlap.seen = {run: at - quiet for run, at in overlap.seen.items()}
     assert not overlap.wanted("b")
+    assert not overlap.wanted("b")  # b alone again
+    for i in range(_Overlap.KEEP * 2):  # many runs: a bounded memory of them
+        overlap.wanted(f"run-{i}")
+    assert len(overlap.seen) <= _Overlap.KEEP
