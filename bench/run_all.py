@@ -803,16 +803,19 @@ def start_section(s: dict[str, Any]) -> list[str]:
         for k in s["first_s"]
     ]
     rows.append(["a process that imports `mcp.server.mcpserver` and exits", f"{s['sdk_floor_s']:.3f}", ""])
-    return [
+    return _section(
         "## server_start.py: spawn to the first answer of `loopengt serve`",
-        "",
         f"`{s['_command']}` ({s['_took_s']:.0f} s): fresh stdio server processes in turns, timed by the SDK's "
         "`Client` from spawn to its connection (the answer to `server/discover`) and to a first `tools/list`; "
         "medians.",
-        "",
-        *_table(["server", "first answer s", "tools/list s"], rows),
-        "",
-    ]
+        ["server", "first answer s", "tools/list s"],
+        rows,
+    )
+
+
+def _section(title: str, intro: str, head: list[str], rows: list[list[str]]) -> list[str]:
+    """A benchmark's section: its title, what was run and how, and its table."""
+    return [title, "", intro, "", *_table(head, rows), ""]
 
 
 def stdio_goals(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -847,16 +850,14 @@ def stdio_section(s: dict[str, Any]) -> list[str]:
         for k, v in s["kinds"].items()
     ]
     rows.append(["`Runs.step` in-process", "", f"{s['core_cpu_ms']:.3f}", "", ""])
-    return [
+    return _section(
         "## stdio_transport.py: server CPU of a step over MCP stdio",
-        "",
         f"`{s['_command']}` ({s['_took_s']:.0f} s): {s['calls']} sequential steps on each server, in turns by "
         "block; server CPU from /proc, worker-thread hops counted by bench/_counted.py (every "
         "`anyio.to_thread.run_sync`, over the session's calls).",
-        "",
-        *_table(["server", "round trip ms", "server CPU ms", "outside Runs.step ms", "thread hops"], rows),
-        "",
-    ]
+        ["server", "round trip ms", "server CPU ms", "outside Runs.step ms", "thread hops"],
+        rows,
+    )
 
 
 # Benchmarks `--only` can rerun on their own: their section and goal rows replace the old ones in place.

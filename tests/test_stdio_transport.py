@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mcp_helpers import INITIALIZE, serve_args, server_env
+from mcp_helpers import INITIALIZE, raw_stdio_server
 
 
 def _send(proc: subprocess.Popen[bytes], data: bytes) -> None:
@@ -28,14 +27,7 @@ def _answer(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 
 def test_lines_in_pieces_and_answers_past_a_full_pipe(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, *serve_args(tmp_path / "store")],
-        cwd=tmp_path,
-        env=server_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = raw_stdio_server(tmp_path)
     try:
         init = json.dumps(INITIALIZE).encode() + b"\n"
         for piece in (init[:7], init[7:40], init[40:]):  # one line, three reads
