@@ -833,8 +833,8 @@ def stdio_goals(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             _f(s["cpu_ratio"], 3),
             "< 1",
             _verdict(s["cpu_ratio"] < 1),
-            f"{now['cpu_ms']:.2f} vs {before['cpu_ms']:.2f} ms; worker-thread hops a call {now['hops_per_call']:.1f} "
-            f"vs {before['hops_per_call']:.1f}; round-trip medians {now['median_ms'] / before['median_ms']:.2f}; "
+            f"{now['cpu_ms']:.2f} vs {before['cpu_ms']:.2f} ms; worker-thread hops a call {_f(now['hops_per_call'], 1)} "
+            f"vs {_f(before['hops_per_call'], 1)}; round-trip medians {now['median_ms'] / before['median_ms']:.2f}; "
             f"Runs.step in-process {s['core_cpu_ms']:.2f} ms CPU",
         )
     ]
@@ -847,7 +847,7 @@ def stdio_section(s: dict[str, Any]) -> list[str]:
             f"{v['median_ms']:.3f}",
             f"{v['cpu_ms']:.3f}",
             f"{v['cpu_ms'] - s['core_cpu_ms']:.3f}",
-            f"{v['hops_per_call']:.1f}",
+            _f(v["hops_per_call"], 1),
         ]
         for k, v in s["kinds"].items()
     ]
