@@ -44,9 +44,14 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("git", ["git_workspace.py", "--steps", "60"], 600),
     ("concurrency", ["concurrency.py", "--steps", "40", "--rounds", "3"], 1800),
     ("bytes", ["bytes_per_step.py", "--steps", "1000", "--rounds", "3"], 900),
+    ("start", ["server_start.py", "--starts", "15"], 600),
+    ("stdio", ["stdio_transport.py", "--calls", "800", "--block", "25"], 600),
 ]
 MCP_BEFORE = "cedc454a3c24f83a1519539feab912e497f23997"  # before the step-over-MCP fixes of 2026-11-25
 GROUP_BEFORE = "69ef60adcff76f74f0cdf9d7afcd1ab963689e20"  # before group commit (issue 19)
+# before the lean server start and the event-loop stdio transport (issue 19): server_start.py and
+# stdio_transport.py time this code against it
+START_BEFORE = "03b529a4844f1b2433cfc4f6f5518b3430aac694"
 PROFILE_STEPS = 3000
 LABELS = {"loopengt": "loopengt", "langgraph": "LangGraph"}
 QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this script, not figures to keep
@@ -57,6 +62,8 @@ QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this s
     ("git", ["git_workspace.py", "--files", "500", "--steps", "5"], 120),
     ("concurrency", ["concurrency.py", "--runs", "1", "2", "--steps", "10", "--rounds", "1"], 300),
     ("bytes", ["bytes_per_step.py", "--steps", "100", "--rounds", "1", "--no-profile"], 300),
+    ("start", ["server_start.py", "--starts", "2"], 300),
+    ("stdio", ["stdio_transport.py", "--calls", "60"], 300),
 ]
 
 
@@ -244,6 +251,10 @@ def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
     if "concurrency" in res:
         rows += concurrency_goals(res["concurrency"])
+    if "start" in res:
+        rows += start_goals(res["start"])
+    if "stdio" in res:
+        rows += stdio_goals(res["stdio"])
     return rows
 
 
@@ -375,9 +386,10 @@ def concurrency_section(c: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "stdio transport: the SDK's stdio server (mcp/server/stdio.py) reads each line with a worker-thread "
-            "call and writes each message with two (write, flush), so a tool call costs the server at least 3 "
-            f"thread round trips, {hop:.0f} µs each here (median of 2,000 `anyio.to_thread.run_sync` no-ops): "
-            f"~{3 * hop / 1000:.2f} ms a step, plus 2 per notification sent.",
+            "call and writes each message with two (write, flush): 3 thread round trips a tool call, "
+            f"{hop:.0f} µs each here (median of 2,000 `anyio.to_thread.run_sync` no-ops), ~{3 * hop / 1000:.2f} ms "
+            "a step, plus 2 per notification sent. loopengt's stdio transport (loopengt_server/stdio.py) reads "
+            "and writes a pipe on the event loop and makes none (stdio_transport.py below).",
         ]
     return [*lines, ""]
 
@@ -755,13 +767,107 @@ def write(res: dict[str, Any], path: Path) -> None:
         lines += concurrency_section(res["concurrency"])
     if "bytes" in res:
         lines += bytes_section(res["bytes"])
+    if "start" in res:
+        lines += start_section(res["start"])
+    if "stdio" in res:
+        lines += stdio_section(res["stdio"])
     if res.get("profile"):
         lines += profile_section(res["profile"], res["missed"])
     path.write_text("\n".join(lines).rstrip() + "\n")
 
 
+def start_goals(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """server_start.py's row: time to the first answer against the code before the lean start."""
+    if s.get("ratio") is None:
+        return []
+    return [
+        (
+            f"server_start.py: spawn -> first answer of `loopengt serve` (stdio), this code / the code of "
+            f"{s['before_commit']}",
+            _f(s["ratio"], 3),
+            "< 1",
+            _verdict(s["ratio"] < 1),
+            f"{s['first_s']['now']:.2f} s vs {s['first_s']['before']:.2f} s (medians of {s['starts']} starts in "
+            f"turns; paired {s['ratio_paired']:.2f}); a process that only imports the SDK's server: "
+            f"{s['sdk_floor_s']:.2f} s, so loopengt's own part {s['first_s']['now'] - s['sdk_floor_s']:.2f} s vs "
+            f"{s['first_s']['before'] - s['sdk_floor_s']:.2f} s",
+        )
+    ]
+
+
+def start_section(s: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            "this code" if k == "now" else f"the code of {s.get('before_commit', '?')}",
+            f"{s['first_s'][k]:.3f}",
+            f"{s['listed_s'][k]:.3f}",
+        ]
+        for k in s["first_s"]
+    ]
+    rows.append(["a process that imports `mcp.server.mcpserver` and exits", f"{s['sdk_floor_s']:.3f}", ""])
+    return _section(
+        "## server_start.py: spawn to the first answer of `loopengt serve`",
+        f"`{s['_command']}` ({s['_took_s']:.0f} s): fresh stdio server processes in turns, timed by the SDK's "
+        "`Client` from spawn to its connection (the answer to `server/discover`) and to a first `tools/list`; "
+        "medians.",
+        ["server", "first answer s", "tools/list s"],
+        rows,
+    )
+
+
+def _section(title: str, intro: str, head: list[str], rows: list[list[str]]) -> list[str]:
+    """A benchmark's section: its title, what was run and how, and its table."""
+    return [title, "", intro, "", *_table(head, rows), ""]
+
+
+def stdio_goals(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """stdio_transport.py's row: server CPU a step over stdio against the SDK's own transport."""
+    kinds = s["kinds"]
+    if "before" not in kinds:
+        return []
+    now, before = kinds["now"], kinds["before"]
+    return [
+        (
+            f"stdio_transport.py: server CPU per step over MCP stdio, this code / the code of {before['commit']} "
+            "(the SDK's stdio transport)",
+            _f(s["cpu_ratio"], 3),
+            "< 1",
+            _verdict(s["cpu_ratio"] < 1),
+            f"{now['cpu_ms']:.2f} vs {before['cpu_ms']:.2f} ms; worker-thread hops a call {_f(now['hops_per_call'], 1)} "
+            f"vs {_f(before['hops_per_call'], 1)}; round-trip medians {now['median_ms'] / before['median_ms']:.2f}; "
+            f"Runs.step in-process {s['core_cpu_ms']:.2f} ms CPU",
+        )
+    ]
+
+
+def stdio_section(s: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"{'this code' if k == 'now' else 'SDK transport'} ({v['commit']})",
+            f"{v['median_ms']:.3f}",
+            f"{v['cpu_ms']:.3f}",
+            f"{v['cpu_ms'] - s['core_cpu_ms']:.3f}",
+            _f(v["hops_per_call"], 1),
+        ]
+        for k, v in s["kinds"].items()
+    ]
+    rows.append(["`Runs.step` in-process", "", f"{s['core_cpu_ms']:.3f}", "", ""])
+    return _section(
+        "## stdio_transport.py: server CPU of a step over MCP stdio",
+        f"`{s['_command']}` ({s['_took_s']:.0f} s): {s['calls']} sequential steps on each server, in turns by "
+        "block; server CPU from /proc, worker-thread hops counted by bench/_counted.py (every "
+        "`anyio.to_thread.run_sync`, over the session's calls).",
+        ["server", "round trip ms", "server CPU ms", "outside Runs.step ms", "thread hops"],
+        rows,
+    )
+
+
 # Benchmarks `--only` can rerun on their own: their section and goal rows replace the old ones in place.
-SPLICEABLE = {"concurrency": (concurrency_section, concurrency_goals)}
+SPLICEABLE = {
+    "concurrency": (concurrency_section, concurrency_goals),
+    "start": (start_section, start_goals),
+    "stdio": (stdio_section, stdio_goals),
+}
 
 
 def splice(path: Path, name: str, data: dict[str, Any], date: str) -> None:
@@ -798,6 +904,21 @@ def _group_before(quick: bool) -> list[str]:
     return [] if path is None else ["--before", str(path), "--before-commit", GROUP_BEFORE]
 
 
+def _start_before(quick: bool) -> list[str]:
+    """server_start.py's and stdio_transport.py's --before: a worktree of START_BEFORE (`_drop` removes it)."""
+    path = None if quick else _checkout(START_BEFORE)
+    return [] if path is None else ["--before", str(path)]
+
+
+def _extra(name: str, quick: bool) -> list[str]:
+    """The before/after arguments of one benchmark of the plan."""
+    if name == "concurrency":
+        return _group_before(quick)
+    if name in ("start", "stdio"):
+        return _start_before(quick)
+    return []
+
+
 def _drop(commit: str) -> None:
     """Remove the temporary worktree `_checkout(commit)` made, if any."""
     path = OUT / f"before-{commit[:7]}"
@@ -827,10 +948,11 @@ def main(argv: list[str] | None = None) -> None:
             for name, argv_, timeout in plan:
                 if name in args.only:
                     splice(
-                        Path(args.out), name, _run(name, [*argv_, *_group_before(args.quick)], timeout), date
+                        Path(args.out), name, _run(name, [*argv_, *_extra(name, args.quick)], timeout), date
                     )
         finally:
             _drop(GROUP_BEFORE)
+            _drop(START_BEFORE)
         print(f"\nupdated {args.out}: {', '.join(args.only)}")
         return
     began = time.monotonic()
@@ -845,12 +967,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name, argv_, timeout in plan:
             extra = ["--before", str(before)] if name == "mcp" and before is not None else []
-            extra += _group_before(args.quick) if name == "concurrency" else []
+            extra += _extra(name, args.quick)
             res[name] = _run(name, [*argv_, *extra], timeout)
     finally:
         if before is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
         _drop(GROUP_BEFORE)
+        _drop(START_BEFORE)
     res["missed"] = [g[0] for g in goal_rows(res) if g[3] == "**missed**"]
     if res["missed"] and not args.no_profile:
         prof = _run("profile", ["compare_langgraph.py", "--sizes", "--profile", str(profile_steps)], 600)

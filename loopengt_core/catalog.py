@@ -57,7 +57,7 @@ def list_templates() -> list[TemplateInfo]:
 def _infos() -> tuple[TemplateInfo, ...]:
     out = []
     for name, text in sorted(_files().items()):
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # the C build when there
         description = str(data.get("description") or data.get("goal") or "").strip()
         out.append(TemplateInfo(name, str(data.get("pattern", "sequential")), " ".join(description.split())))
     return tuple(out)

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
 from loopengt_core.expressions import GATE_NAMES, ConditionFailed, ExpressionError, compile_condition
 from loopengt_core.state import GateResult
 
 if TYPE_CHECKING:
+    import jsonschema
+
     from loopengt_core.gatetypes import GateContext
 
 FEEDBACK_CHARS = 4000
@@ -23,6 +23,8 @@ FEEDBACK_CHARS = 4000
 
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    import jsonschema  # ~50 ms to import: only once an output is checked against a schema
+
     schema = json.loads(schema_json)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     return cls(schema)

@@ -926,6 +926,10 @@ class Runs:
         the caller must pass each yielded future to `synced` before it answers anyone."""
         return self.store.deferring() if isinstance(self.store, GroupCommit) else nullcontext([])
 
+    def recent_sync_seconds(self) -> float | None:
+        """How long the store's fsyncs took lately (None: not known, or a store without group commit)."""
+        return self.store.recent_sync_seconds() if isinstance(self.store, GroupCommit) else None
+
     def synced(self, run_id: str, future: Future[None]) -> None:
         """A deferred append's fsync is done: StoreIOError if it failed, after which the run's cached state
         is dropped (its last lines may not be on disk) and the next call reloads it from the log."""

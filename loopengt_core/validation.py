@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -755,6 +754,10 @@ def _schemas(spec: LoopSpec) -> Iterator[Problem]:
         found.append((f"tools[{i}].schema_def", tool.schema_def))
     if spec.output_schema is not None:
         found.append(("output_schema.schema_def", spec.output_schema.schema_def))
+    if not any(schema is not None for _, schema in found):
+        return
+    import jsonschema  # ~50 ms to import: only for a spec that has a schema to check
+
     for where, schema in found:
         if schema is None:
             continue

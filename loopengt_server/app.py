@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import mcp_types as types
@@ -27,7 +27,6 @@ from loopengt_core import gatetypes
 from loopengt_core.errors import LoopengtError
 from loopengt_core.runs import Runs
 from loopengt_core.store import open_store
-from loopengt_server.http_limits import HttpLimits, SessionCap, guarded
 from loopengt_server.notify import CountingBus, Notifier
 from loopengt_server.prompts import register_prompts
 from loopengt_server.resources import register_resources
@@ -36,6 +35,9 @@ from loopengt_server.sdk import add_request_handler
 from loopengt_server.stdio import run_stdio
 from loopengt_server.tasks_extension import TasksExtension
 from loopengt_server.tools import register_tools, view_result
+
+if TYPE_CHECKING:
+    from loopengt_server.http_limits import HttpLimits  # uvicorn's h11 protocol: HTTP only
 
 Transport = Literal["stdio", "streamable-http", "sse"]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -184,6 +186,7 @@ def serve(
         if transport == "stdio":
             anyio.run(run_stdio, mcp)
         else:
+            from loopengt_server.http_limits import HttpLimits
             from loopengt_server.ui.serve import mounted
 
             # The web view reads through a store of its own: its change feed must not take the notifier's.
@@ -221,6 +224,8 @@ async def _serve_http(
     """The SDK's app under uvicorn with read deadlines and a session cap (`http_limits`); SDK's own run()
     offers neither. `ui`: the web view's route (/ui), added to the app's own."""
     import uvicorn
+
+    from loopengt_server.http_limits import SessionCap, guarded
 
     security = transport_security(host)
     if transport == "sse":

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from loopengt_core.errors import LoopengtError
-from loopengt_core.events import GateFailed, GatePassed, event_data, to_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -497,6 +496,7 @@ def show(
     from rich.console import Console
 
     from loopengt_core.budget import Usage, spend_text, usage_text
+    from loopengt_core.events import GateFailed, GatePassed, event_data, to_record
     from loopengt_server.wording import for_person, plural
 
     if follow:

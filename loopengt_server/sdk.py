@@ -1,6 +1,6 @@
 """The MCP SDK's internals that loopengt reaches, in one place, and why.
 
-mcp 2.3's `MCPServer` has no public way to do four things loopengt needs (checked in the installed
+mcp 2.3's `MCPServer` has no public way to do five things loopengt needs (checked in the installed
 source; see shared/MCP_SDK.md). Each is one small function here, so that an SDK upgrade that moves them
 breaks in one module, and the rest of the server only uses public names (tests/test_sdk_boundary.py
 fails on a private SDK name read anywhere else, and on one read here that this docstring does not name):
@@ -21,15 +21,23 @@ fails on a private SDK name read anywhere else, and on one read here that this d
 - `session_connection`, through `ServerSession._connection`: the one connection a handshake-era session
   keeps, as the caller's identity for judge gates (loopengt_server.callers); the session exposes no id of
   its own.
+- `claim_stdio`, through the SDK stdio module's `_claim_fd`, `_open_stdin_diversion` and
+  `_open_stdout_diversion`, and `context_streams`: the stdio transport's claim of fds 0 and 1 (the wire
+  moves to private descriptors, stray output goes to stderr) and its context-carrying streams, for a
+  transport that reads and writes those descriptors on the event loop instead of in worker threads
+  (loopengt_server.stdio): `stdio_server()` takes streams of its own only by skipping the claim.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mcp.server import stdio as sdk_stdio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.session import ServerSession
+from mcp.shared._context_streams import create_context_streams
 
 
 def add_request_handler(
@@ -65,3 +73,30 @@ def on_disconnect(session: ServerSession, callback: Callable[..., Any], *args: A
 def session_connection(session: ServerSession) -> Any:
     """The connection object behind a session (one per handshake-era session; identity, not to be used)."""
     return session._connection
+
+
+def claim_stdio() -> tuple[int, int, Callable[[], None]]:
+    """Claim fds 0 and 1 as `stdio_server()` does: the descriptors the wire is now read from and written
+    to, and the function that gives fds 0 and 1 back (call it once, on the way out)."""
+    stdin_buffer, restore_stdin = sdk_stdio._claim_fd(0, sys.stdin, "rb", sdk_stdio._open_stdin_diversion)
+    try:
+        stdout_buffer, restore_stdout = sdk_stdio._claim_fd(
+            1, sys.stdout, "wb", sdk_stdio._open_stdout_diversion
+        )
+    except BaseException:
+        if restore_stdin is not None:
+            restore_stdin()
+        raise
+
+    def release() -> None:
+        if restore_stdout is not None:
+            restore_stdout()
+        if restore_stdin is not None:
+            restore_stdin()
+
+    return stdin_buffer.fileno(), stdout_buffer.fileno(), release
+
+
+def context_streams(size: int = 0) -> tuple[Any, Any]:
+    """A send and a receive stream that carry the sender's contextvars, as the SDK's transports use."""
+    return create_context_streams[Any](size)

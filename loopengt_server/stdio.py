@@ -7,9 +7,16 @@ Here such a line is answered: a `tools/call` nested too deep gets a tool error n
 its variable; any other request gets a JSON-RPC error (-32700 parse error, -32600 invalid request)
 (with the request's id when it is JSON), as the JSON-RPC specification asks.
 
-It relies on the SDK's `stdio_server()` (which keeps stray output off the wire) and on reading the
+It relies on the SDK's claim of fds 0 and 1 (which keeps stray output off the wire) and on reading the
 refused line back from the parser's ValidationError; it runs the low-level server itself, through
 loopengt_server.sdk (the SDK offers no public way to put a stream in between).
+
+The lines themselves are read and written on the event loop when the wire is a pipe or a socket (as a
+client that spawns the server makes it): the SDK's `stdio_server()` reads each line in a worker thread
+and writes each message with two more (write, flush), each a hop to a thread and back plus a wake-up of
+the event loop; here a line costs a non-blocking `os.read`/`os.write` and, only when the pipe is empty or
+full, a wait on the descriptor. Anything else (a regular file, a terminal, no descriptor) is served by
+the SDK's own `stdio_server()`. The parsing, the context-carrying streams and the session are the SDK's.
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
+import stat
+import sys
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +40,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from loopengt_core.limits import MAX_JSON_DEPTH
-from loopengt_server.sdk import run_lowlevel
+from loopengt_server.sdk import claim_stdio, context_streams, run_lowlevel
 
 log = logging.getLogger("loopengt.stdio")
 
@@ -187,7 +198,97 @@ class Answering:
         return None
 
 
+CHUNK = 1 << 16
+
+
+def pollable(fd: int) -> bool:
+    """Whether the event loop can wait on `fd` (a pipe or a socket; not a regular file or a terminal)."""
+    if sys.platform == "win32":  # pragma: no cover - the SDK's threads serve Windows
+        return False
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+async def read_lines(fd: int) -> AsyncIterator[str]:
+    """The lines of a non-blocking descriptor as they arrive, newline kept (the last one may lack it), as
+    the SDK's text wrapper gives them: UTF-8 with undecodable bytes replaced."""
+    pending: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
+            continue
+        if not chunk:
+            break
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending.append(chunk[start : end + 1])
+            yield b"".join(pending).decode("utf-8", errors="replace")
+            pending.clear()
+            start = end + 1
+        if start < len(chunk):
+            pending.append(chunk[start:])
+    if pending:
+        yield b"".join(pending).decode("utf-8", errors="replace")
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to a non-blocking descriptor, waiting on it only while the pipe is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await anyio.wait_writable(fd)
+
+
+@contextlib.asynccontextmanager
+async def fd_stdio_server() -> AsyncIterator[tuple[Any, Any]]:
+    """The SDK's `stdio_server()` with its lines read and written on the event loop (module docstring)."""
+    if not (pollable(0) and pollable(1)):
+        async with stdio_server() as streams:
+            yield streams
+        return
+    in_fd, out_fd, release = claim_stdio()
+    was_blocking = os.get_blocking(in_fd), os.get_blocking(out_fd)
+    read_writer, read_stream = context_streams(0)
+    write_stream, write_reader = context_streams(0)
+
+    async def reader() -> None:
+        async with read_writer:
+            async for line in read_lines(in_fd):
+                try:
+                    message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                except (ValidationError, ValueError) as exc:  # answered by Answering, as the SDK's are
+                    await read_writer.send(exc)
+                    continue
+                await read_writer.send(SessionMessage(message))
+
+    async def writer() -> None:
+        async with write_reader:
+            async for session_message in write_reader:
+                text = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                await write_all(out_fd, (text + "\n").encode())
+
+    try:
+        os.set_blocking(in_fd, False)
+        os.set_blocking(out_fd, False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(writer)
+            yield read_stream, write_stream
+    finally:
+        with contextlib.suppress(OSError):  # the next reader or writer of these pipes expects blocking
+            os.set_blocking(in_fd, was_blocking[0])
+            os.set_blocking(out_fd, was_blocking[1])
+        release()
+
+
 async def run_stdio(mcp: MCPServer) -> None:
     """`mcp.run("stdio")`, answering every line (see the module's docstring)."""
-    async with stdio_server() as (read_stream, write_stream):
+    async with fd_stdio_server() as (read_stream, write_stream):
         await run_lowlevel(mcp, Answering(read_stream, write_stream), write_stream)

@@ -79,6 +79,18 @@ def serve_args(store: Path, *extra: str) -> list[str]:
     return ["-m", "loopengt_server", "serve", "--store", str(store), *extra]
 
 
+def raw_stdio_server(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """`loopengt serve` on pipes, for tests that write the JSON-RPC lines themselves (stderr dropped)."""
+    return subprocess.Popen(
+        [sys.executable, *serve_args(tmp_path / "store")],
+        cwd=tmp_path,
+        env=server_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def stdio_params(
     store: Path, cwd: Path, *extra: str, env: dict[str, str] | None = None
 ) -> StdioServerParameters:

@@ -11,6 +11,7 @@ import errno
 import json
 import signal
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -19,6 +20,7 @@ from mcp import Client
 from mcp_helpers import HttpServer, ok, step
 
 from loopengt_core.events import StepCompleted
+from loopengt_core.runs import Runs
 from loopengt_core.store import LockBusy, files
 from loopengt_core.store.files import FileStore, StoreIOError
 from loopengt_core.store.groupsync import FSYNC_STATS_ENV, GROUP_COMMIT_ENV, GroupSync
@@ -183,8 +185,50 @@ def test_the_server_groups_fsyncs_only_while_several_runs_step() -> None:
     assert [overlap.wanted("a") for _ in range(3)] == [False, False, False]  # one run alone: inline fsync
     assert overlap.wanted("b")  # another run's step just came in
     assert overlap.wanted("a")
+    assert overlap.wanted("a")  # the same run twice in a row, while b steps too
+    quiet = _Overlap.WINDOW + 1
+    overlap.seen = {run: at - quiet for run, at in overlap.seen.items()}  # all went quiet
     overlap.waiting = 1  # a step still waits for its grouped fsync
     assert overlap.wanted("a")
     overlap.waiting = 0
-    overlap.last_at -= _Overlap.WINDOW + 1  # the other run went quiet
+    overlap.seen = {run: at - quiet for run, at in overlap.seen.items()}
     assert not overlap.wanted("b")
+    assert not overlap.wanted("b")  # b alone again
+    for i in range(_Overlap.KEEP * 2):  # many runs: a bounded memory of them
+        overlap.wanted(f"run-{i}")
+    assert len(overlap.seen) <= _Overlap.KEEP
+
+
+def test_the_server_hands_over_only_fsyncs_slower_than_the_handoff() -> None:
+    from loopengt_server.tools import _Overlap
+
+    overlap = _Overlap()
+    overlap.wanted("a")
+    assert overlap.wanted("b", None)  # crowded, the disk's speed not known yet: hand it over
+    assert not overlap.wanted("a", _Overlap.HANDOFF / 3)  # crowded, but a quick fsync is cheaper inline
+    assert overlap.wanted("b", _Overlap.HANDOFF * 10)  # a slow disk: hand it over
+
+
+def test_the_store_knows_how_long_its_fsyncs_take(tmp_path: Path) -> None:
+    from loopengt_core.store.groupsync import SyncTimer
+
+    calls: list[int] = []
+
+    def slow_sync(fd: int) -> None:
+        calls.append(fd)
+        time.sleep(0.01)
+
+    timer = SyncTimer(slow_sync)
+    assert timer.recent is None
+    timer(3)
+    timer(4)
+    assert calls == [3, 4]
+    assert (timer.recent or 0) >= 0.01
+
+    store = FileStore(tmp_path / "store")
+    assert store.recent_sync_seconds() is None  # no fsync yet
+    runs = Runs(store)
+    view = runs.start_run(spec=_spec())
+    runs.step(view.run_id, view.tasks[0].task_id, {"next": "again"})  # an append: one log fsync
+    assert (runs.recent_sync_seconds() or 0) > 0
+    store.close()

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import json
 import queue
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from mcp_helpers import INITIALIZE, serve_args, server_env
+from mcp_helpers import INITIALIZE, raw_stdio_server
 
 
 def test_malformed_lines_are_answered_and_the_session_goes_on(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, *serve_args(tmp_path / "store")],
-        cwd=tmp_path,
-        env=server_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = raw_stdio_server(tmp_path)
     assert proc.stdin is not None
     assert proc.stdout is not None
     lines: queue.Queue[bytes] = queue.Queue()

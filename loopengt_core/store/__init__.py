@@ -341,6 +341,11 @@ class GroupCommit(Protocol):
         """
         ...
 
+    def recent_sync_seconds(self) -> float | None:
+        """How long the store's fsyncs took lately (None before the first): a caller defers them only
+        when they take longer than handing them to a thread costs."""
+        ...
+
 
 def is_database(location: str) -> bool:
     """Whether a `--store` location names a PostgreSQL database rather than a directory."""

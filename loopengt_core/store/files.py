@@ -99,7 +99,7 @@ from loopengt_core.store import (
     check_checkpoint,
     check_id,
 )
-from loopengt_core.store.groupsync import GroupSync, counted_sync, group_commit_enabled
+from loopengt_core.store.groupsync import GroupSync, SyncTimer, counted_sync, group_commit_enabled
 
 # Repair and StoreIOError live with the protocol (loopengt_core.store); re-exported for older imports.
 __all__ = ["FAIL_POINTS", "FAULT_ENV", "FAULT_POINTS", "FileStore", "LogCorrupt", "Repair", "StoreIOError"]
@@ -379,7 +379,7 @@ class FileStore:
         self._fault_nth = 1
         self._fault_hits = 0
         self._parse_fault(os.environ.get(FAULT_ENV))
-        self._log_sync = counted_sync(_datasync)
+        self._log_sync = SyncTimer(counted_sync(_datasync))
         self._group_commit = group_commit_enabled()
         self._group: GroupSync | None = None
         self._defer = threading.local()  # .batch: the futures of this thread's deferred appends
@@ -901,6 +901,13 @@ class FileStore:
         with self._unsynced_lock:
             self._unsynced[run_id] = future
         batch.append(future)
+
+    def recent_sync_seconds(self) -> float | None:
+        """How long this store's log fsyncs took lately (an exponential average; None before the first).
+
+        None under fault injection too: a caller then hands every fsync it can to GroupSync, so the crash
+        tests reach its kill points (group.before_sync) on a disk of any speed."""
+        return None if self._fault_point is not None else self._log_sync.recent
 
     def synced(self, run_id: str, future: Future[None]) -> None:
         """After a deferred append's fsync is done: StoreIOError if it failed (the lines may be lost)."""
