@@ -58,7 +58,7 @@ def condition_gate(
     feedback: str | None,
     names: tuple[str, ...] = GATE_NAMES,
 ) -> GateResult:
-    """A condition (JMESPath or Python-style, see expressions.py) over `scope`; passes when truthy."""
+    """A condition (JMESPath or Python-style, see `loopengt_core.expressions`) over `scope`; passes when truthy."""
     try:
         passed = compile_condition(expression, names).holds(scope)
     except (ConditionFailed, ExpressionError) as exc:

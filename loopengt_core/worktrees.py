@@ -11,7 +11,7 @@ The user's checkout, index, HEAD and stash are never touched: everything here ru
 under `loopengt/`, and the worktrees' own indexes. Every operation can be repeated after a crash:
 a worktree that no event recorded is made again, a branch whose files are already committed gets no
 new commit. Hooks are off for these commands (`core.hooksPath=/dev/null`): a user's post-checkout or
-commit hook is for the user's own work. Like workspace.py, the engine never imports this module.
+commit hook is for the user's own work. Like `loopengt_core.workspace`, the engine never imports this module.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from loopengt_core import workspace as git
 from loopengt_core.paths import WORKTREES_DIR
+from loopengt_core.workspace import gitrun
 
 _NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 _MARKERS = re.compile(r"^<{7}(?: .*)?\n.*?^>{7}(?: .*)?$", re.S | re.M)
@@ -80,8 +81,8 @@ def base_commit(root: str | Path, tree: str, head: str | None, run_id: str, step
     """A commit of the run's recorded `tree` on its recorded `head`: what an isolated step starts from."""
     parents = ["-p", head] if head else []
     message = f"loopengt: run {run_id}, files when step {step} started"
-    done = git._git(
-        root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=dict(git._IDENTITY)
+    done = gitrun.git(
+        root, "commit-tree", "--no-gpg-sign", tree, *parents, "-m", message, env=dict(gitrun.IDENTITY)
     )
     return done.stdout.decode().strip()
 
@@ -96,7 +97,7 @@ def make(root: str | Path, run_id: str, step: str, commit: str) -> Made:
     branch = branch_name(run_id, step)
     _remove_tree(root, top)
     top.parent.mkdir(parents=True, exist_ok=True)
-    git._git(root, *_NO_HOOKS, "worktree", "add", "--quiet", "-B", branch, str(top), commit)
+    gitrun.git(root, *_NO_HOOKS, "worktree", "add", "--quiet", "-B", branch, str(top), commit)
     sub = git.prefix(root)
     return Made(top=top, workdir=top / sub if sub else top, branch=branch, base=commit)
 
@@ -104,16 +105,16 @@ def make(root: str | Path, run_id: str, step: str, commit: str) -> Made:
 def commit_files(top: Path, message: str) -> str:
     """Commit every tracked and untracked-not-ignored file of the worktree `top` on its branch (through
     its own index); no new commit when nothing changed. Returns the branch's commit."""
-    git._git(top, "add", "-A", "--", ":/")
-    tree = git._git(top, "write-tree").stdout.decode().strip()
-    head = git._git(top, "rev-parse", "HEAD").stdout.decode().strip()
-    if git._git(top, "rev-parse", "HEAD^{tree}").stdout.decode().strip() == tree:
+    gitrun.git(top, "add", "-A", "--", ":/")
+    tree = gitrun.git(top, "write-tree").stdout.decode().strip()
+    head = gitrun.git(top, "rev-parse", "HEAD").stdout.decode().strip()
+    if gitrun.git(top, "rev-parse", "HEAD^{tree}").stdout.decode().strip() == tree:
         return head
-    made = git._git(
-        top, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-m", message, env=dict(git._IDENTITY)
+    made = gitrun.git(
+        top, "commit-tree", "--no-gpg-sign", tree, "-p", head, "-m", message, env=dict(gitrun.IDENTITY)
     )
     commit = made.stdout.decode().strip()
-    git._git(top, "update-ref", "-m", message, "HEAD", commit, head, env=dict(git._IDENTITY))
+    gitrun.git(top, "update-ref", "-m", message, "HEAD", commit, head, env=dict(gitrun.IDENTITY))
     return commit
 
 
@@ -127,7 +128,7 @@ def merge(root: str | Path, run_id: str, join: str, branches: list[tuple[str, Pa
     current = branches[0][2]
     conflicted: dict[str, None] = {}
     for step, branch, commit in commits:
-        done = git._git(
+        done = gitrun.git(
             root,
             "merge-tree",
             "--write-tree",
@@ -139,7 +140,7 @@ def merge(root: str | Path, run_id: str, join: str, branches: list[tuple[str, Pa
             check=False,
         )
         if done.returncode not in (0, 1):
-            raise git._failure(root, ("merge-tree",), done.stderr)
+            raise gitrun.failure(root, ("merge-tree",), done.stderr)
         fields = done.stdout.split(b"\0")
         tree = fields[0].decode().strip()
         if done.returncode == 1:
@@ -148,7 +149,7 @@ def merge(root: str | Path, run_id: str, join: str, branches: list[tuple[str, Pa
                     break
                 conflicted[os.fsdecode(name)] = None
         message = f"loopengt: merge step {step} ({branch}) for join {join} of run {run_id}"
-        made = git._git(
+        made = gitrun.git(
             root,
             "commit-tree",
             "--no-gpg-sign",
@@ -159,7 +160,7 @@ def merge(root: str | Path, run_id: str, join: str, branches: list[tuple[str, Pa
             commit,
             "-m",
             message,
-            env=dict(git._IDENTITY),
+            env=dict(gitrun.IDENTITY),
         )
         current = made.stdout.decode().strip()
     conflicts = [(path, hunks(root, current, path)) for path in conflicted]
@@ -170,7 +171,7 @@ def merge(root: str | Path, run_id: str, join: str, branches: list[tuple[str, Pa
 
 def hunks(root: str | Path, commit: str, path: str) -> list[str]:
     """The conflicted regions (<<<<<<< to >>>>>>>) of `path` as `commit` holds it; none if it is gone."""
-    done = git._git(root, "cat-file", "blob", f"{commit}:{path}", check=False)
+    done = gitrun.git(root, "cat-file", "blob", f"{commit}:{path}", check=False)
     if done.returncode != 0:
         return []
     return [m.group(0) for m in _MARKERS.finditer(done.stdout.decode("utf-8", "replace"))]
@@ -178,22 +179,22 @@ def hunks(root: str | Path, commit: str, path: str) -> list[str]:
 
 def _remove_tree(root: str | Path, top: Path) -> None:
     """Remove the worktree at `top` (registered or not) and forget it; nothing there is fine."""
-    git._git(root, "worktree", "remove", "--force", "--force", str(top), check=False)
+    gitrun.git(root, "worktree", "remove", "--force", "--force", str(top), check=False)
     if top.exists():
         shutil.rmtree(top, ignore_errors=True)
-    git._git(root, "worktree", "prune", check=False)
+    gitrun.git(root, "worktree", "prune", check=False)
 
 
 def remove(root: str | Path, top: Path, branch: str | None) -> None:
     """Remove a worktree and, when `branch` is given, delete that branch (both may be gone already)."""
     _remove_tree(root, top)
     if branch is not None:
-        git._git(root, "branch", "-D", "--quiet", branch, check=False)
+        gitrun.git(root, "branch", "-D", "--quiet", branch, check=False)
 
 
 def listed(root: str | Path, run_id: str) -> list[tuple[Path, str | None]]:
     """The worktrees git knows under the run's folder: (top, branch or None when detached)."""
-    out = git._git(root, "worktree", "list", "--porcelain", "-z").stdout.decode()
+    out = gitrun.git(root, "worktree", "list", "--porcelain", "-z").stdout.decode()
     inside = folder(root, run_id)
     found: list[tuple[Path, str | None]] = []
     for record in out.split("\0\0"):
@@ -213,7 +214,9 @@ def listed(root: str | Path, run_id: str) -> list[tuple[Path, str | None]]:
 
 def run_branches(root: str | Path, run_id: str) -> list[str]:
     """The branches `loopengt/<run>/*` that exist."""
-    out = git._git(root, "for-each-ref", "--format=%(refname:short)", f"refs/heads/loopengt/{run_id}/").stdout
+    out = gitrun.git(
+        root, "for-each-ref", "--format=%(refname:short)", f"refs/heads/loopengt/{run_id}/"
+    ).stdout
     return [line for line in out.decode().splitlines() if line]
 
 
@@ -232,6 +235,6 @@ def prune(root: str | Path, run_id: str, *, keep_branches: set[str]) -> list[str
         shutil.rmtree(leftover, ignore_errors=True)
     for branch in run_branches(root, run_id):
         if branch not in keep_branches:
-            git._git(root, "branch", "-D", "--quiet", branch, check=False)
+            gitrun.git(root, "branch", "-D", "--quiet", branch, check=False)
             removed.append(branch)
     return removed

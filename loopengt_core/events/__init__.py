@@ -10,6 +10,12 @@ since 0.1.0; `to_record` and `event_from_record` are the only code that maps bet
 """
 
 from loopengt_core.events._base import Event, WorkspaceFiles, iso, parse_iso
+from loopengt_core.events._command_events import (
+    CommandAbandoned,
+    CommandFinished,
+    CommandRequested,
+    CommandStarted,
+)
 from loopengt_core.events._records import (
     EVENT_CLASSES,
     EVENT_TYPES,
@@ -20,37 +26,39 @@ from loopengt_core.events._records import (
     to_record,
 )
 from loopengt_core.events._refs import by_reference, materialised
-from loopengt_core.events._types import (
-    AnyEvent,
-    ApprovalGiven,
-    ApprovalRejected,
-    ApprovalRequested,
-    BranchesMerged,
+from loopengt_core.events._run_events import (
     BudgetReached,
     CheckpointTaken,
-    CommandAbandoned,
-    CommandFinished,
-    CommandRequested,
-    CommandStarted,
-    GateFailed,
-    GatePassed,
-    JoinDeferred,
-    OutputSubmitted,
-    RetryScheduled,
     RunCancelled,
     RunCompleted,
-    RunEnded,
     RunFailed,
     RunForked,
     RunPaused,
     RunResumed,
     RunStarted,
+)
+from loopengt_core.events._task_events import (
+    ApprovalGiven,
+    ApprovalRejected,
+    ApprovalRequested,
+    GateFailed,
+    GatePassed,
+    OutputSubmitted,
+    RetryScheduled,
     StepCompleted,
     StepFailed,
     TaskExpired,
     TaskHeld,
     TaskIssued,
     UsageRead,
+)
+from loopengt_core.events._types import (
+    AnyEvent,
+    RunEnded,
+)
+from loopengt_core.events._workspace_events import (
+    BranchesMerged,
+    JoinDeferred,
     WorkspaceAccepted,
     WorktreeAdded,
 )

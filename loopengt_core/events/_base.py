@@ -9,6 +9,10 @@ from typing import Any, ClassVar, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
 
+WORKSPACE_DOC = "The run's files right after it happened; only when the run records its files."
+"""The description of every event's `workspace` field."""
+TYPE_DOC = "What happened: the record's `type`, which picks the class."
+"""The description of every event's `type` field."""
 _set = object.__setattr__  # past the frozen model's __setattr__, as pydantic's model_construct does
 OMITTED_WHEN_NONE = frozenset(
     {
