@@ -2,7 +2,7 @@
 
 The models check structure only (types, enums, unknown keys). Everything that relates one part of a
 spec to another (references, cycles, expressions, placeholders, pattern rules) lives in
-`validation.py`, so that one run reports every problem at once.
+`validation/`, so that one run reports every problem at once.
 """
 
 from __future__ import annotations
