@@ -1,7 +1,7 @@
 """The pure engine: given a run's state, an input and the time, decide the events that follow.
 
 No I/O and no clock: time comes in as `now`, command results come in as arguments, and randomness
-(jitter) comes from the run's seed. Each decision emits events through `_Tx.emit`, which applies
+(jitter) comes from the run's seed. Each decision emits events through `Transaction.emit`, which applies
 them to the state as it goes, so later decisions in one transition see earlier ones and the live
 state is, by construction, the fold of the events the caller stores.
 
@@ -10,13 +10,21 @@ Public methods validate their arguments before emitting anything: a refused call
 
 from __future__ import annotations
 
-import random
-import typing
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from loopengt_core import gatetypes, judge, patterns
-from loopengt_core.budget import BudgetLimits, Spend, Usage, over, raised
+from loopengt_core.budget import BudgetLimits, Usage
+from loopengt_core.engine import briefing, budgeting
+from loopengt_core.engine.reading import emit_verdict, open_tasks_text, workspace_files
+from loopengt_core.engine.transaction import (
+    COMMAND_OUTPUT_CHARS,
+    DEFAULT_COMMAND_TIMEOUT_SECONDS,
+    OUTCOMES,
+    Outcome,
+    Transaction,
+    backoff_delay,
+)
 from loopengt_core.errors import Conflict, InvalidArgument, NotFound
 from loopengt_core.events import (
     AnyEvent,
@@ -60,50 +68,10 @@ from loopengt_core.gates import command_feedback, schema_gate, tail
 from loopengt_core.gatetypes import GateContext
 from loopengt_core.patterns import Move
 from loopengt_core.render import render
-from loopengt_core.spec import Agent, ApprovalChannel, Gate, JudgeRule, LoopSpec, OnFailure, RetryPolicy, Step
-from loopengt_core.state import GateResult, RunState, TaskState, apply, output_refs
+from loopengt_core.spec import Agent, ApprovalChannel, Gate, JudgeRule, LoopSpec, OnFailure, Step
+from loopengt_core.state import GateResult, RunState, TaskState, output_refs
 from loopengt_core.stuck import Compared, diagnose, normalise
 from loopengt_core.transcripts import Segment, TranscriptClient
-
-DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
-COMMAND_OUTPUT_CHARS = 16_000
-Outcome = Literal["success", "failure"]
-OUTCOMES: tuple[Outcome, ...] = typing.get_args(Outcome)
-
-
-def backoff_delay(retry: RetryPolicy, failed_attempt: int, *, seed: int, step: str) -> float:
-    """Seconds before re-running a command step after its `failed_attempt`-th attempt failed."""
-    base = retry.backoff_seconds if retry.backoff_seconds is not None else retry.initial_delay_seconds
-    factor = retry.backoff_multiplier or 2.0
-    n = max(failed_attempt, 1)
-    delay = {"none": 0.0, "fixed": base, "linear": base * n, "exponential": base * factor ** (n - 1)}[
-        retry.backoff
-    ]
-    delay = min(delay, retry.max_delay_seconds)
-    if retry.jitter and delay > 0:
-        delay *= random.Random(f"{seed}:{step}:{n}").uniform(0.5, 1.0)
-    return round(delay, 3)
-
-
-class _Tx:
-    """One transition: the events decided so far, each already applied to `state`."""
-
-    def __init__(self, state: RunState | None, now: datetime) -> None:
-        self._state = state
-        self.now = now
-        self.at = iso(now)
-        self.events: list[AnyEvent] = []
-        self.seq = (state.seq if state is not None else 0) + 1  # the next event's
-
-    @property
-    def state(self) -> RunState:
-        assert self._state is not None, "run_started must come first"
-        return self._state
-
-    def emit(self, event: AnyEvent) -> None:
-        self._state = apply(self._state, event)
-        self.events.append(event)
-        self.seq = event.seq + 1
 
 
 class Engine:
@@ -156,7 +124,7 @@ class Engine:
     ) -> list[AnyEvent]:
         """`workspace` ({root, head, tree}, computed by the service) binds the run to a git work tree;
         `memory` (read by the service, `loopengt_core.memory`) is what earlier runs left its tasks."""
-        tx = _Tx(None, now)
+        tx = Transaction(None, now)
         started = RunStarted(
             seq=tx.seq,
             at=tx.at,
@@ -167,7 +135,7 @@ class Engine:
             context=context,
             seed=seed,
             steps=[s.name for s in self.spec.steps],
-            workspace=_files(workspace),
+            workspace=workspace_files(workspace),
         )
         if memory:  # set only when given, so a run without memory writes the bytes it always did
             started = started.model_copy(update={"context_from": memory})
@@ -194,11 +162,15 @@ class Engine:
         state = parent.model_copy(deep=True)
         for task in state.tasks.values():
             step = self.steps[task.step]
-            timeout = self._judge_timeout(step, task.agent) if task.judging else self._timeout(step)
+            timeout = (
+                briefing.judge_timeout(self, step, task.agent)
+                if task.judging
+                else briefing.step_timeout(self, step)
+            )
             task.expires_at = iso(now + timedelta(seconds=timeout)) if timeout else None
         for command in state.commands.values():
             command.runner = command.lease_until = None
-        tx = _Tx(None, now)
+        tx = Transaction(None, now)
         tx.emit(
             RunForked(
                 seq=tx.seq,
@@ -208,7 +180,7 @@ class Engine:
                 checkpoint_id=checkpoint_id,
                 checkpoint_seq=checkpoint_seq,
                 state=state.model_dump(mode="json"),
-                workspace=_files(workspace),
+                workspace=workspace_files(workspace),
             )
         )
         return tx.events
@@ -217,7 +189,7 @@ class Engine:
         """Enforce deadlines: expired tasks and the run's time budget."""
         if state.ended:
             return []
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         if self.time_limit_seconds is not None:
             elapsed = (now - parse_iso(state.started_at)).total_seconds()
             if elapsed >= self.time_limit_seconds:
@@ -285,7 +257,7 @@ class Engine:
             )
         if task.judging is not None:
             self._check_judge_submission(state, task, output, outcome, submitted_by)
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(
             OutputSubmitted(
                 seq=tx.seq,
@@ -297,7 +269,7 @@ class Engine:
                 output=output,
                 error=error,
                 digest=digest,
-                workspace=_files(workspace),
+                workspace=workspace_files(workspace),
                 usage=usage,
                 submitted_by=submitted_by,  # None: no key, as ever
             )
@@ -338,7 +310,7 @@ class Engine:
             raise Conflict(
                 f"command {command_id!r} is not pending in run '{state.run_id}'", run_id=state.run_id
             )
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         if abandoned is not None and command.runner is not None:
             tx.emit(
                 CommandAbandoned(
@@ -389,7 +361,7 @@ class Engine:
         text = tail(output, COMMAND_OUTPUT_CHARS)
         seconds = round(duration_seconds, 3)
         result = {"exit_code": exit_code, "output": text, "duration_seconds": seconds, "timed_out": timed_out}
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(
             CommandFinished(
                 seq=tx.seq,
@@ -401,7 +373,7 @@ class Engine:
                 timed_out=timed_out,
                 result=result,
                 setup_error=setup_error or None,  # None: no key, as ever
-                workspace=_files(workspace),
+                workspace=workspace_files(workspace),
                 cancelled_by=cancelled_by or None,  # None: no key
             )
         )
@@ -481,7 +453,7 @@ class Engine:
                 + ("; a person answers it with `loopengt approve`" if "cli" in allowed else ""),
                 run_id=state.run_id,
             )
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         answer = ApprovalGiven if approved else ApprovalRejected
         tx.emit(
             answer(
@@ -507,14 +479,14 @@ class Engine:
     def cancel(self, state: RunState, reason: str, now: datetime) -> list[AnyEvent]:
         """End an active run as cancelled, with `reason`."""
         self._require_active(state)
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(RunCancelled(seq=tx.seq, at=tx.at, reason=reason or "cancelled"))
         return tx.events
 
     def fail(self, state: RunState, reason: str, now: datetime) -> list[AnyEvent]:
         """End the run `failed`: whoever drives it found it cannot go on (its agent cannot start)."""
         self._require_active(state)
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(RunFailed(seq=tx.seq, at=tx.at, reason=reason or "failed"))
         return tx.events
 
@@ -527,10 +499,14 @@ class Engine:
         workspace: dict[str, Any] | None = None,
     ) -> list[AnyEvent]:
         """`workspace` ({head, tree, commit, ref}): the files at the checkpoint and the commit keeping them."""
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(
             CheckpointTaken(
-                seq=tx.seq, at=tx.at, checkpoint_id=checkpoint_id, label=label, workspace=_files(workspace)
+                seq=tx.seq,
+                at=tx.at,
+                checkpoint_id=checkpoint_id,
+                label=label,
+                workspace=workspace_files(workspace),
             )
         )
         return tx.events
@@ -541,7 +517,7 @@ class Engine:
         """Files changed outside the loop are accepted as the run's state (resume with accept_drift)."""
         self._require_active(state)
         files = WorkspaceFiles.model_validate(workspace)
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(WorkspaceAccepted(seq=tx.seq, at=tx.at, head=files.head, tree=files.tree, changed=changed))
         return tx.events
 
@@ -549,14 +525,14 @@ class Engine:
         self, state: RunState, step: str, *, path: str, branch: str, base: str, now: datetime
     ) -> list[AnyEvent]:
         """An isolated step's worktree, made by the service, becomes where its tasks work."""
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(WorktreeAdded(seq=tx.seq, at=tx.at, step=step, path=path, branch=branch, base=base))
         return tx.events
 
     def merge_branches(self, state: RunState, merge: BranchesMerged, now: datetime) -> list[AnyEvent]:
         """A join's branches, merged by the service (`merge`'s seq and time are set here). On conflicts,
         a join with a `resolve` step defers its task to that step's, which gets the conflicts."""
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         tx.emit(merge.model_copy(update={"seq": tx.seq, "at": tx.at}))
         resolve = self.steps[merge.step].resolve
         task = next((t for t in tx.state.tasks.values() if t.step == merge.step), None)
@@ -583,7 +559,7 @@ class Engine:
         """
         if state.ended:
             return []
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         held = list(state.held)
         tx.emit(RunResumed(seq=tx.seq, at=tx.at, reason="resumed", budget=budget, hint=hint))
         for task in held:
@@ -627,7 +603,7 @@ class Engine:
         A segment of a task neither open nor recently answered (`state.answers`) is left out; what
         the agent reported for a task with `step(usage=...)` wins over it (see `state`).
         """
-        tx = _Tx(state, now)
+        tx = Transaction(state, now)
         for segment in segments:
             task_id = segment.task_id
             if segment.usage is None or (task_id not in state.tasks and task_id not in state.answers):
@@ -659,25 +635,25 @@ class Engine:
                 run_id=state.run_id,
             )
 
-    def _evaluate(self, tx: _Tx, task_id: str) -> None:
+    def _evaluate(self, tx: Transaction, task_id: str) -> None:
         """Pure checks of an output: its schema, the pattern's needs, condition gates. Then the rest."""
         evaluation = tx.state.evaluations[task_id]
         step = self.steps[evaluation.step]
         results: list[tuple[GateResult, OnFailure]] = []
-        schema = self.output_schema(step)
+        schema = briefing.output_schema(self, step)
         if schema is not None and step.run is None:
             results.append((schema_gate("output_schema", schema, evaluation.output), "retry"))
         pattern_check = patterns.check_output(self.spec, step, evaluation.output)
         if pattern_check is not None:
             results.append((pattern_check, "retry"))
-        scope = self._scope(tx.state, evaluation.output, evaluation.attempt)
-        for gate in self._step_gates(step):
+        scope = briefing.gate_scope(self, tx.state, evaluation.output, evaluation.attempt)
+        for gate in briefing.step_gates(self, step):
             context = GateContext(gate=gate.name, feedback=gate.feedback, scope=scope)
             for gate_type, config in gatetypes.configured(gate):
                 verdict = gatetypes.judge(gate_type, config, evaluation.output, context)
                 results.append((verdict, gate.on_failure))
         for result, on_failure in results:
-            _emit_verdict(tx, task_id, step.name, result, on_failure)
+            emit_verdict(tx, task_id, step.name, result, on_failure)
         failed = [(r, f) for r, f in results if not r.passed]
         if failed:
             feedback = "\n".join(r.feedback or f"gate '{r.name}' failed" for r, _ in failed)
@@ -685,12 +661,12 @@ class Engine:
             return
         self._continue(tx, task_id)
 
-    def _continue(self, tx: _Tx, task_id: str) -> None:
+    def _continue(self, tx: Transaction, task_id: str) -> None:
         """The next unchecked command gate, then approval gates, then acceptance."""
         evaluation = tx.state.evaluations[task_id]
         step = self.steps[evaluation.step]
         checked = {r.name for r in evaluation.results}
-        for gate in self._step_gates(step):
+        for gate in briefing.step_gates(self, step):
             if gate.command is not None and gate.name not in checked:
                 tx.emit(
                     CommandRequested(
@@ -708,11 +684,11 @@ class Engine:
                     )
                 )
                 return
-        for gate in self._step_gates(step):
+        for gate in briefing.step_gates(self, step):
             if gate.judge is not None and gate.name not in checked:
                 self._issue_judge(tx, task_id, gate, gate.judge)
                 return
-        for gate in self._step_gates(step):
+        for gate in briefing.step_gates(self, step):
             if gate.approval and gate.name not in checked:
                 tx.emit(
                     ApprovalRequested(
@@ -727,7 +703,7 @@ class Engine:
                 return
         self._accept(tx, task_id)
 
-    def _issue_judge(self, tx: _Tx, judged: str, gate: Gate, rule: JudgeRule) -> None:
+    def _issue_judge(self, tx: Transaction, judged: str, gate: Gate, rule: JudgeRule) -> None:
         """A judge gate's task: the judge role gets the output, the rubric and the threshold."""
         state = tx.state
         evaluation = state.evaluations[judged]
@@ -739,9 +715,9 @@ class Engine:
             preamble.append(render(agent.system_prompt, {**scope, "run_id": state.run_id}).strip())
         if self.spec.goal:
             preamble.append(f"Goal: {self.spec.goal}")
-        timeout = self._judge_timeout(step, rule.agent)
+        timeout = briefing.judge_timeout(self, step, rule.agent)
         task_input = judge.task_input(
-            self._input(state, step, {}),
+            briefing.task_input_of(self, state, step, {}),
             judged=judged,
             step=step.name,
             agent=step.agent,
@@ -792,18 +768,18 @@ class Engine:
                 )
 
     def _verdict(
-        self, tx: _Tx, task: TaskState, gate: Gate, result: GateResult, score: float | None = None
+        self, tx: Transaction, task: TaskState, gate: Gate, result: GateResult, score: float | None = None
     ) -> None:
         """A judge's verdict on `task.judging`: the gate passes (on to the next gate) or fails (retry)."""
         judged = task.judging or ""
-        _emit_verdict(tx, judged, task.step, result, gate.on_failure, score=score)
+        emit_verdict(tx, judged, task.step, result, gate.on_failure, score=score)
         if result.passed:
             self._continue(tx, judged)
             return
         text = "\n".join(f for f in (gate.feedback, result.feedback) if f)
         self._failed(tx, task.step, text, abort=gate.on_failure == "abort")
 
-    def _accept(self, tx: _Tx, task_id: str) -> None:
+    def _accept(self, tx: Transaction, task_id: str) -> None:
         state = tx.state
         evaluation = state.evaluations[task_id]
         step, output = self.steps[evaluation.step], evaluation.output
@@ -832,7 +808,7 @@ class Engine:
         if not state.active_steps() and state.approval is None and not state.failing:
             self._complete(tx, step, task_id, output, "no step follows")
 
-    def _complete(self, tx: _Tx, step: Step, task_id: str, output: Any, reason: str) -> None:
+    def _complete(self, tx: Transaction, step: Step, task_id: str, output: Any, reason: str) -> None:
         """End the run completed, unless the final output misses the top-level output_schema."""
         if self.spec.output_schema is not None:
             result = schema_gate(
@@ -859,7 +835,7 @@ class Engine:
 
     def _stop_reason(self, state: RunState, output: Any) -> str | None:
         if self.goals:
-            scope = {"output": output, "context": state.context, "steps": self._steps_scope(state)}
+            scope = {"output": output, "context": state.context, "steps": briefing.steps_scope(self, state)}
             for kind, expression in self.goals:
                 try:
                     met = compile_condition(expression, STOP_NAMES).holds(scope)
@@ -873,11 +849,11 @@ class Engine:
                 return f"quality_threshold {self.quality:g} reached (score {score})"
         return None
 
-    def _failed(self, tx: _Tx, name: str, feedback: str, *, abort: bool = False) -> None:
+    def _failed(self, tx: Transaction, name: str, feedback: str, *, abort: bool = False) -> None:
         """An attempt of `name` failed: retry within budget, else fail the step and maybe the run."""
         state = tx.state
         step, current = self.steps[name], state.steps[name]
-        retry = self._retry(step)
+        retry = briefing.retry_policy(self, step)
         if not abort and step.allow_retry and current.attempt <= retry.max_retries:
             attempt = current.attempt + 1
             if step.run is not None:
@@ -942,7 +918,7 @@ class Engine:
             tree=state.workspace.tree if state.workspace is not None else None,
         )
 
-    def _finish(self, tx: _Tx) -> None:
+    def _finish(self, tx: Transaction) -> None:
         """End-of-transition rules: a failing run whose branches are done, and the turn budget."""
         state = tx._state
         if state is None or state.ended:
@@ -969,15 +945,15 @@ class Engine:
 
     # --- issuing work --------------------------------------------------------------------------
 
-    def _start_step(self, tx: _Tx, move: Move) -> None:
+    def _start_step(self, tx: Transaction, move: Move) -> None:
         step = self.steps[move.step]
         if step.run is not None:
             self._request_command_step(tx, step, step.run, 1, tx.now)
         else:
-            self._issue(tx, step, 1, move.feedback, self._input(tx.state, step, move.input))
+            self._issue(tx, step, 1, move.feedback, briefing.task_input_of(self, tx.state, step, move.input))
 
     def _request_command_step(
-        self, tx: _Tx, step: Step, argv: list[str], attempt: int, not_before: datetime
+        self, tx: Transaction, step: Step, argv: list[str], attempt: int, not_before: datetime
     ) -> None:
         task_id = f"{step.name}#{tx.state.steps[step.name].issued + 1}"
         tx.emit(
@@ -997,20 +973,20 @@ class Engine:
         )
 
     def _issue(
-        self, tx: _Tx, step: Step, attempt: int, feedback: str | None, task_input: dict[str, Any]
+        self, tx: Transaction, step: Step, attempt: int, feedback: str | None, task_input: dict[str, Any]
     ) -> None:
         state = tx.state
         if state.status == "paused" and state.paused_for is None:
             pass  # paused by a setup error: open tasks go on
         elif self.budget is not None and self.budget.mode == "audit":
-            warning = self.budget_text(state, step.name, tx.now)
+            warning = budgeting.budget_text(self, state, step.name, tx.now)
             if (
                 warning is not None
                 and warning.split(" reached")[0] != (state.budget_warning or "").split(" reached")[0]
             ):
                 tx.emit(BudgetReached(seq=tx.seq, at=tx.at, detail=warning))
         else:
-            reached = self._budget_reached(state, step, tx.now)
+            reached = budgeting.budget_reached(self, state, step, tx.now)
             if reached is not None and state.status != "paused":
                 tx.emit(RunPaused(seq=tx.seq, at=tx.at, reason="budget", detail=reached))
             if state.status == "paused":
@@ -1026,7 +1002,7 @@ class Engine:
                 )
                 return
         task_id = f"{step.name}#{state.steps[step.name].issued + 1}"
-        timeout = self._timeout(step)
+        timeout = briefing.step_timeout(self, step)
         assert step.agent is not None, "an agent step names its agent (the spec's validation)"
         logged, refs = by_reference(task_input, output_refs(state))
         tx.emit(
@@ -1037,244 +1013,31 @@ class Engine:
                 step=step.name,
                 agent=step.agent,
                 attempt=attempt,
-                instructions=self.instructions(state, step, attempt, feedback, task_input),
+                instructions=briefing.instructions(
+                    self, state, step, attempt=attempt, feedback=feedback, task_input=task_input
+                ),
                 input=logged,
-                output_schema=self.output_schema(step),
+                output_schema=briefing.output_schema(self, step),
                 feedback=feedback,
                 expires_at=iso(tx.now + timedelta(seconds=timeout)) if timeout else None,
                 input_refs=refs or None,
             )
         )
 
+    # --- what others read: kept on the engine, decided in `loopengt_core.engine.budgeting` and `.briefing`
+
     def limits(self, state: RunState) -> BudgetLimits | None:
-        """The run's budget limits: policy.budget's, raised by resume(budget=...)."""
-        if self.budget is None:
-            return state.budget
-        return raised(self.budget, state.budget)
+        """The budget limits that apply to this run (`loopengt_core.engine.budgeting.run_limits`)."""
+        return budgeting.run_limits(self, state)
 
     def budget_text(self, state: RunState, step: str | None, now: datetime) -> str | None:
-        """Which limit the run (or `step`) has reached, in words; None while under every limit."""
-        limits = self.limits(state)
-        elapsed = (now - parse_iso(state.started_at)).total_seconds()
-        reached = over(limits, state.spend, elapsed) if limits is not None else None
-        step_limits = self.budget.steps.get(step) if self.budget is not None and step else None
-        if reached is None and step_limits is not None and step is not None:
-            step_reached = over(step_limits, state.steps[step].spend)
-            reached = f"step '{step}': {step_reached}" if step_reached else None
-        return f"budget: {reached}" if reached else None
+        """The budget line a task's instructions carry (`loopengt_core.engine.budgeting.budget_text`)."""
+        return budgeting.budget_text(self, state, step, now)
 
     def wall_clock(self, state: RunState, now: datetime) -> list[AnyEvent]:
-        """policy.budget's max_wall_seconds, checked whenever the run is touched (after what the touch
-        decided, so a resume that raises the limit is not paused first).
-
-        Enforce pauses the run (reason budget; open tasks may still be submitted, the next task is held);
-        audit records the warning once. Tokens and cost only change with a submission, so they are checked
-        where work is issued.
-        """
-        limits = self.limits(state)
-        if state.ended or self.budget is None or limits is None or limits.max_wall_seconds is None:
-            return []
-        tx = _Tx(state, now)
-        elapsed = (tx.now - parse_iso(state.started_at)).total_seconds()
-        reached = over(BudgetLimits(max_wall_seconds=limits.max_wall_seconds), Spend(), elapsed)
-        if reached is None:
-            return []
-        if self.budget.mode == "audit":
-            if not (state.budget_warning or "").startswith("budget: max_wall_seconds"):
-                tx.emit(BudgetReached(seq=tx.seq, at=tx.at, detail=f"budget: {reached}"))
-        elif state.status != "paused":
-            tx.emit(
-                RunPaused(seq=tx.seq, at=tx.at, reason="budget", detail=self._pause_detail(state, reached))
-            )
-        return tx.events
-
-    def _budget_reached(self, state: RunState, step: Step, now: datetime) -> str | None:
-        """An enforced budget's reached limit, as the pause's detail; None in audit mode or under it."""
-        if self.budget is None or self.budget.mode != "enforce":
-            return None
-        reached = self.budget_text(state, step.name, now)
-        return None if reached is None else self._pause_detail(state, reached.removeprefix("budget: "))
-
-    def _pause_detail(self, state: RunState, reached: str) -> str:
-        """An enforced pause's detail: the limit reached and how to go on."""
-        flag = "--budget-seconds" if reached.startswith("max_wall_seconds") else "--budget-tokens"
-        return (
-            f"budget: {reached}. No new task is issued; resume with a raised limit "
-            f"(resume(run_id, budget={{...}}) or `loopengt resume {state.run_id} {flag} N`)"
-        )
-
-    def _input(self, state: RunState, step: Step, extra: dict[str, Any]) -> dict[str, Any]:
-        task_input: dict[str, Any] = {"goal": self.spec.goal, "context": state.context}
-        if state.memory:
-            task_input["memory"] = state.memory
-        task_input.update(extra)
-        return task_input
-
-    def instructions(
-        self, state: RunState, step: Step, attempt: int, feedback: str | None, task_input: dict[str, Any]
-    ) -> str:
-        """The task text: role, goal, the step's rendered prompt, feedback and what to return."""
-        agent = self.agents.get(step.agent or "")
-        scope: dict[str, Any] = {
-            **state.context,
-            "goal": self.spec.goal,
-            "feedback": feedback or "",
-            "attempt": attempt,
-            "turn": state.turn,
-            "step": step.name,
-            "agent": step.agent,
-            "run_id": state.run_id,
-            "input": task_input,
-            "context": state.context,
-            "steps": self._steps_scope(state),
-            "evaluation": task_input.get("evaluation"),
-            "last_worker": task_input.get("last_worker"),
-            "handoff": task_input.get("handoff"),
-        }
-        parts: list[str] = []
-        if agent is not None and agent.system_prompt:
-            parts.append(render(agent.system_prompt, scope).strip())
-        if self.spec.goal:
-            parts.append(f"Goal: {self.spec.goal}")
-        title = f"Step '{step.name}', attempt {attempt}" + (
-            f": {step.description}" if step.description else ""
-        )
-        body = (
-            render(step.prompt_template, scope).strip()
-            if step.prompt_template
-            else "Do this step's part of the goal and submit what you produced as the output."
-        )
-        parts.append(title + ("\n" + body if body else ""))
-        if feedback and "{feedback}" not in (step.prompt_template or ""):
-            parts.append(f"Feedback on the previous attempt:\n{feedback}")
-        hint = self._pattern_hint(step, task_input)
-        if hint:
-            parts.append(hint)
-        if self.output_schema(step) is not None:
-            parts.append("Submit your output as JSON matching the task's output_schema.")
-        return "\n\n".join(parts)
-
-    def _pattern_hint(self, step: Step, task_input: dict[str, Any]) -> str:
-        spec = self.spec
-        names = [s.name for s in spec.steps]
-        if spec.pattern == "supervisor_worker":
-            if step.name == names[0]:
-                hint = (
-                    f'Return {{"next_step": "<worker>"}} to hand work to a worker ({", ".join(names[1:])}), '
-                    'or {"done": true} when the goal is met.'
-                )
-                return hint + (
-                    " The last worker's result is in input.last_worker."
-                    if "last_worker" in task_input
-                    else ""
-                )
-            return "The supervisor's assignment is in input.assignment." if "assignment" in task_input else ""
-        if spec.pattern == "evaluator_optimizer":
-            if step.name == names[0]:
-                return (
-                    f'Return {{"score": 0..1, "passed": true|false, "comments": "..."}}; the loop ends when '
-                    f"score >= {patterns.threshold(spec):g} or passed is true."
-                )
-            return "The evaluation to act on is in input.evaluation."
-        if spec.pattern == "handoff":
-            return f'To choose who acts next, set "handoff_to" to a step ({", ".join(names)}).'
-        if spec.pattern == "custom" and step.routes is not None:
-            return f'Set "{step.routes.field}" in your output to one of: {", ".join(step.routes.map)}.'
-        return ""
-
-    # --- spec lookups --------------------------------------------------------------------------
+        """The events the run's time limit decides now (`loopengt_core.engine.budgeting.wall_clock`)."""
+        return budgeting.wall_clock(self, state, now)
 
     def output_schema(self, step: Step) -> dict[str, Any] | None:
-        """The JSON Schema a step's output must match: the step's own, else its agent's; None: any output."""
-        if step.output_schema is not None:
-            return step.output_schema
-        agent = self.agents.get(step.agent or "")
-        return agent.output_schema if agent is not None else None
-
-    def _judge_timeout(self, step: Step, role: str) -> float | None:
-        """A judge task's: its role's timeout_seconds, else the judged step's."""
-        agent = self.agents.get(role)
-        return (agent.timeout_seconds if agent is not None else None) or step.timeout_seconds
-
-    def _timeout(self, step: Step) -> float | None:
-        if step.run is not None:
-            return None
-        agent = self.agents.get(step.agent or "")
-        return step.timeout_seconds or (agent.timeout_seconds if agent is not None else None)
-
-    def _retry(self, step: Step) -> RetryPolicy:
-        agent = self.agents.get(step.agent or "")
-        return agent.retry if agent is not None and agent.retry is not None else self.spec.policy.retry
-
-    def _step_gates(self, step: Step) -> list[Gate]:
-        return [self.gates[name] for name in step.verification_gates]
-
-    def _steps_scope(self, state: RunState) -> dict[str, Any]:
-        return {name: {"output": s.output, "status": s.status} for name, s in state.steps.items()}
-
-    def _scope(self, state: RunState, output: Any, attempt: int) -> dict[str, Any]:
-        return {
-            "output": output,
-            "context": state.context,
-            "steps": self._steps_scope(state),
-            "attempt": attempt,
-        }
-
-
-def _emit_verdict(
-    tx: _Tx, task_id: str, step: str, result: GateResult, on_failure: OnFailure, *, score: float | None = None
-) -> None:
-    """A gate's result as GatePassed or GateFailed (`score`: a judge gate's; None leaves it out)."""
-    tx.emit(
-        GatePassed(
-            seq=tx.seq,
-            at=tx.at,
-            task_id=task_id,
-            step=step,
-            gate=result.name,
-            feedback=result.feedback,
-            score=score,
-        )
-        if result.passed
-        else GateFailed(
-            seq=tx.seq,
-            at=tx.at,
-            task_id=task_id,
-            step=step,
-            gate=result.name,
-            feedback=result.feedback,
-            on_failure=on_failure,
-            score=score,
-        )
-    )
-
-
-def _files(workspace: dict[str, Any] | None) -> WorkspaceFiles | None:
-    """An event's `workspace`, with the keys the service recorded; None (left out) when it records none."""
-    return WorkspaceFiles.model_validate(workspace) if workspace else None
-
-
-def open_tasks_text(state: RunState) -> str:
-    """What is open in the run, for an error message or next action: its tasks, or why there are none."""
-    if state.tasks:
-        return "open tasks: " + ", ".join(state.tasks)
-    if state.approval is not None:
-        return f"no open tasks: the run waits for approval of gate '{state.approval.gate}'"
-    if state.due_commands():
-        return (
-            "no open tasks: command " + ", ".join(c.command_id for c in state.due_commands()) + " is pending"
-        )
-    if state.commands:
-        return (
-            "no open tasks: the run is paused ("
-            + "; ".join(c.blocked_text() for c in state.commands.values())
-            + ")"
-        )
-    return f"no open tasks (status: {state.status})"
-
-
-def next_deadline(state: RunState) -> datetime | None:
-    """The earliest moment a tick or a command becomes due, for the server's timer."""
-    moments = [parse_iso(t.expires_at) for t in state.tasks.values() if t.expires_at]
-    moments += [parse_iso(c.not_before) for c in state.due_commands() if c.runner is None]
-    return min(moments) if moments else None
+        """The JSON Schema a step's output must match (`loopengt_core.engine.briefing.output_schema`)."""
+        return briefing.output_schema(self, step)
