@@ -1,9 +1,13 @@
 """The pure engine: given a run's state, an input and the time, decide the events that follow.
 
-`loopengt_core.engine.core.Engine` makes the decisions, one `loopengt_core.engine.transaction.Transaction`
-at a time; what a task tells its agent is in `loopengt_core.engine.briefing`, the budget and the time
-limit in `loopengt_core.engine.budgeting`, and what others read out of a state in
-`loopengt_core.engine.reading`. This package exports what importers use.
+`loopengt_core.engine.core.Engine` holds what a spec decides (steps, agents, gates, limits) and the
+entry points, one `loopengt_core.engine.transaction.Transaction` per decision. The decisions are plain
+functions taking the engine, by collaborator: a submitted output's evaluation
+(`loopengt_core.engine.evaluation`), judge gates (`loopengt_core.engine.judging`), issuing tasks
+(`loopengt_core.engine.issuing`), commands (`loopengt_core.engine.commands`), the run as a whole
+(`loopengt_core.engine.lifecycle`), what a task tells its agent (`loopengt_core.engine.briefing`), the
+budget and time limit (`loopengt_core.engine.budgeting`), and what others read out of a state
+(`loopengt_core.engine.reading`). This package exports what importers use.
 """
 
 from loopengt_core.engine.core import Engine
