@@ -1,4 +1,5 @@
-"""Finding what is in a store's runs folder: the runs, newest first, and temp leftovers of crashed writers.
+"""The store's runs folder as a whole: the runs in it (newest first), deleting one, and the temp leftovers
+of crashed writers.
 
 Only names matching the id pattern are runs; `.tmp-` names are writes (or deletions) in progress or
 left by a crash, which no reader looks at and `sweep_leftovers` removes once they are old.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from loopengt_core.store import ID_PATTERN
-from loopengt_core.store.files.fsio import size_of
-from loopengt_core.store.files.records import CHECKPOINTS, SPEC, TMP_PREFIX
+from loopengt_core.store.files.fsio import fsync_dir, io_error, size_of
+from loopengt_core.store.files.records import CHECKPOINTS, EVENTS, SPEC, TMP_PREFIX
+from loopengt_core.store.files.runfiles import RunFiles
 
 
 def list_runs(runs_dir: Path) -> list[str]:
@@ -76,3 +80,28 @@ def sweep_leftovers(
             else:
                 path.unlink(missing_ok=True)
     return len(found), freed
+
+
+def delete_run(files: RunFiles, run_id: str, forget: Callable[[str], None]) -> None:
+    """Rename the run directory to a temp name (atomic, durable), then remove it at leisure.
+
+    `list_runs` and every lookup skip temp names, so a crash after the rename leaves only a stray
+    directory, never half a run.
+    """
+    run_dir = files.run_dir(run_id)
+    if not (run_dir / EVENTS).is_file():
+        raise files.not_found(run_id)
+    trash = files.runs_dir / f"{TMP_PREFIX}deleted-{run_id}-{uuid.uuid4().hex}"
+    try:
+        os.rename(run_dir, trash)
+    except FileNotFoundError:
+        raise files.not_found(run_id) from None
+    except OSError as exc:
+        raise io_error(exc, f"deleting run {run_id!r}") from exc
+    forget(run_id)
+    try:
+        fsync_dir(files.runs_dir)
+    except OSError as exc:
+        raise io_error(exc, f"deleting run {run_id!r}") from exc
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

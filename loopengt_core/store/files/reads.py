@@ -1,8 +1,9 @@
 """The file store's reads of a run's log, each starting from what this process remembers about it.
 
 `events(after=...)` seeks to the nearest remembered offset (or counts lines back from the log's end),
-`last_seq` reads the last line, and the first read of a run in a process checks every byte of the log
-once: behind the snapshot in bulk against its `prefix_crc`, after it line by line.
+`last_seq` reads the last line, `load` seeks to the snapshot's offset, and the first read of a run in a
+process checks every byte of the log once: behind the snapshot in bulk against its `prefix_crc`, after
+it line by line.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.errors import InvalidArgument, StoreCorrupt
 from loopengt_core.events import AnyEvent
-from loopengt_core.store import check_id
+from loopengt_core.store import LoadedRun, check_id
 from loopengt_core.store.files.logreader import LogReader
-from loopengt_core.store.files.records import EVENTS
+from loopengt_core.store.files.records import EVENTS, SPEC
 from loopengt_core.store.files.runcache import OpenLogs
 from loopengt_core.store.files.runfiles import RunFiles
 from loopengt_core.store.files.snapshots import Snapshot, prefix_holds, read_snapshot, snapshot_matches
@@ -145,3 +146,27 @@ class RunReads:
         scan = self._reader.scan(run_id, fd, start, prev_seq, st.st_size, after=seq - 1, limit=1)
         self._logs.remember(run_id, st, points=scan.points)
         return scan.first_end  # `seq` may lie inside a batch: the offset after its own line
+
+    def load(self, run_id: str) -> LoadedRun:
+        """Spec + snapshot + the events after it: seeks to the snapshot's offset instead of scanning."""
+        run_dir = self._files.run_dir(run_id)
+        fd = self._files.open_events(run_id)
+        try:
+            try:
+                spec_raw = (run_dir / SPEC).read_bytes()
+            except FileNotFoundError:
+                raise self._files.not_found(run_id) from None
+            try:
+                spec_text = spec_raw.decode()
+            except UnicodeDecodeError as exc:
+                raise StoreCorrupt(f"run {run_id!r}: {SPEC} is not UTF-8 ({exc})", run_id=run_id) from None
+            snap, events = self.checked_read(run_id, run_dir, fd)
+        finally:
+            os.close(fd)
+        return LoadedRun(
+            run_id=run_id,
+            spec_text=spec_text,
+            snapshot=None if snap is None else snap.state,
+            snapshot_seq=0 if snap is None else snap.seq,
+            events=events,
+        )

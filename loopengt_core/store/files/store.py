@@ -37,17 +37,17 @@ from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument, StoreConflict, StoreCorrupt
+from loopengt_core.errors import InvalidArgument, StoreConflict
 from loopengt_core.events import AnyEvent, Event
-from loopengt_core.store import Checkpoint, LoadedRun, Repair, StoreIOError, check_batch, check_id
+from loopengt_core.store import Checkpoint, LoadedRun, Repair, check_batch, check_id
 from loopengt_core.store.files import fsio, snapshots
 from loopengt_core.store.files.checkpoints import CheckpointFiles
 from loopengt_core.store.files.deferred import DeferredSyncs
 from loopengt_core.store.files.faults import FAULT_ENV, Faults
 from loopengt_core.store.files.fsio import fsync_dir, guard, io_error, write_all, write_new_file
-from loopengt_core.store.files.listing import list_runs, sweep_leftovers
+from loopengt_core.store.files.listing import delete_run, list_runs, sweep_leftovers
 from loopengt_core.store.files.locking import RunLocks
-from loopengt_core.store.files.logreader import NO_LIMIT, STRIDE, LogCorrupt, LogReader
+from loopengt_core.store.files.logreader import STRIDE, LogReader
 from loopengt_core.store.files.reads import RunReads
 from loopengt_core.store.files.records import (
     CHECKPOINTS,
@@ -55,19 +55,18 @@ from loopengt_core.store.files.records import (
     LOCK,
     SNAPSHOT,
     SPEC,
-    TASKS,
     TMP_PREFIX,
     encode_batch,
     encode_event,
     seal,
 )
-from loopengt_core.store.files.repair import copy_and_count, set_aside_checkpoints
+from loopengt_core.store.files.repair import repair_run
 from loopengt_core.store.files.runcache import OpenLogs
 from loopengt_core.store.files.runfiles import RunFiles
 from loopengt_core.store.files.taskindex import TaskIndex
 from loopengt_core.store.groupsync import counted_sync, group_commit_enabled
 
-__all__ = ["FileStore", "StoreIOError"]
+__all__ = ["FileStore"]
 
 
 class FileStore:
@@ -260,72 +259,15 @@ class FileStore:
     @guard("loading a run")
     def load(self, run_id: str) -> LoadedRun:
         """Spec + snapshot + the events after it: seeks to the snapshot's offset instead of scanning."""
-        run_dir = self._files.run_dir(run_id)
-        fd = self._files.open_events(run_id)
-        try:
-            try:
-                spec_raw = (run_dir / SPEC).read_bytes()
-            except FileNotFoundError:
-                raise self._files.not_found(run_id) from None
-            try:
-                spec_text = spec_raw.decode()
-            except UnicodeDecodeError as exc:
-                raise StoreCorrupt(f"run {run_id!r}: {SPEC} is not UTF-8 ({exc})", run_id=run_id) from None
-            snap, events = self._reads.checked_read(run_id, run_dir, fd)
-        finally:
-            os.close(fd)
-        return LoadedRun(
-            run_id=run_id,
-            spec_text=spec_text,
-            snapshot=None if snap is None else snap.state,
-            snapshot_seq=0 if snap is None else snap.seq,
-            events=events,
-        )
+        return self._reads.load(run_id)
 
     @guard("repairing a run")
     def repair(self, run_id: str) -> Repair | None:
         """Cut the log after the last whole batch before its first damaged line; None if nothing is damaged.
 
-        Only at a person's request (`loopengt check --repair`). The original log stays beside the new one
-        as `events.jsonl.corrupt-<UTC time>` (a hard link: the same file under a second name), the new log
-        replaces it by rename, the snapshot is removed (the next load folds the log) and checkpoints past
-        the cut are renamed aside with the same suffix, so nothing is deleted.
+        Only at a person's request (`loopengt check --repair`); see `repair_run`.
         """
-        run_dir = self._files.run_dir(run_id)
-        with self.lock(run_id):
-            fd = self._files.open_events(run_id)
-            try:
-                size = os.fstat(fd).st_size
-                try:
-                    self._reader.scan(run_id, fd, 0, 0, size, after=NO_LIMIT, limit=None)
-                    return None
-                except LogCorrupt as exc:
-                    damage = exc
-                suffix = f".corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-                tmp = run_dir / f"{TMP_PREFIX}{EVENTS}-{uuid.uuid4().hex}"
-                removed_lines = copy_and_count(self._reader, fd, tmp, damage.good_end, size)
-            finally:
-                os.close(fd)
-            try:
-                os.link(run_dir / EVENTS, run_dir / f"{EVENTS}{suffix}")
-                (run_dir / TASKS).unlink(missing_ok=True)  # it may index cut events: rebuilt on demand
-                os.replace(tmp, run_dir / EVENTS)
-                (run_dir / SNAPSHOT).unlink(missing_ok=True)
-                aside = set_aside_checkpoints(run_dir, damage.good_seq, suffix)
-                fsync_dir(run_dir)
-            finally:
-                tmp.unlink(missing_ok=True)
-                self._forget(run_id)
-        return Repair(
-            run_id=run_id,
-            line=damage.line,
-            reason=damage.reason,
-            kept_seq=damage.good_seq,
-            removed_lines=removed_lines,
-            removed_bytes=size - damage.good_end,
-            backup=str(run_dir / f"{EVENTS}{suffix}"),
-            removed_checkpoints=aside,
-        )
+        return repair_run(run_id, self._files, self._reader, self._locks, self._forget)
 
     @guard("saving a snapshot")
     def save_snapshot(self, run_id: str, seq: int, state: dict[str, Any]) -> None:
@@ -429,28 +371,8 @@ class FileStore:
 
     @guard("deleting a run")
     def delete_run(self, run_id: str) -> None:
-        """Rename the run directory to a temp name (atomic, durable), then remove it at leisure.
-
-        `list_runs` and every lookup skip temp names, so a crash after the rename leaves only a stray
-        directory, never half a run.
-        """
-        run_dir = self._files.run_dir(run_id)
-        if not (run_dir / EVENTS).is_file():
-            raise self._files.not_found(run_id)
-        trash = self.runs_dir / f"{TMP_PREFIX}deleted-{run_id}-{uuid.uuid4().hex}"
-        try:
-            os.rename(run_dir, trash)
-        except FileNotFoundError:
-            raise self._files.not_found(run_id) from None
-        except OSError as exc:
-            raise io_error(exc, f"deleting run {run_id!r}") from exc
-        self._forget(run_id)
-        try:
-            fsync_dir(self.runs_dir)
-        except OSError as exc:
-            raise io_error(exc, f"deleting run {run_id!r}") from exc
-        finally:
-            shutil.rmtree(trash, ignore_errors=True)
+        """Rename the run directory to a temp name (atomic, durable), then remove it at leisure."""
+        delete_run(self._files, run_id, self._forget)
 
     @guard("sweeping leftovers")
     def sweep_leftovers(
