@@ -1,48 +1,17 @@
-"""The PostgreSQL store: the `Store` protocol over tables, so server processes on any number of machines share
-runs safely. `open_store("postgresql://...")` returns one; psycopg is imported only in this package.
+"""`PostgresStore`: the `Store` protocol over PostgreSQL tables, so server processes on any number of
+machines share runs safely. `open_store("postgresql://...")` returns one; psycopg is imported only in
+this package.
 
-This class is the protocol's face over its collaborators: `schema.py` (tables and migrations),
-`statements.py` (the tuned hot statements), `values.py` and `rows.py` (what goes in and comes out),
-`connection.py` and `pool.py` (sessions and errors), `locking.py` (the lock and its tail read),
-`checkpoints.py` and `changes.py` (LISTEN/NOTIFY).
-
-Tables (prefixed `loopengt_` so that a database can be shared with other applications):
-
-    loopengt_runs         (run_id PK, spec_text, created_at, created_seq identity)   newest first = created_seq desc
-    loopengt_events       (run_id, seq, type, at, data, PK (run_id, seq))            the append-only log
-    loopengt_snapshots    (run_id PK, seq, state)                                    upserted
-    loopengt_checkpoints  (run_id, checkpoint_id, seq, label, created_at, state, PK (run_id, checkpoint_id))
-    loopengt_schema_version (version PK, applied_at)                                 one row per migration applied
-
-JSON (event data, states) is stored as text written by Python's `json`, exactly like the file store's log:
-it round-trips byte for byte, where jsonb would reorder keys and refuse `\\u0000`, and the server never has
-to parse it. `at` and `created_at` stay the engine's strings for the same reason.
-
-Schema: `MIGRATIONS` is append-only and a migration's position in it is its version (as in LangGraph's
-checkpoint-postgres). Every start applies the missing ones in one transaction under a transaction-level
-advisory lock, so concurrent starts neither race nor half-migrate.
+This class is the protocol's face over its collaborators: `schema.py` (the tables and their migrations),
+`statements.py` (the tuned hot statements), `values.py` and `rows.py` (what goes in and comes out: JSON as
+text, byte for byte like the file store's log), `connection.py` (session options: durable commits) and
+`pool.py` (connections and errors), `locking.py` (the advisory lock and its tail read: a transition is
+three round trips), `checkpoints.py` and `changes.py` (LISTEN/NOTIFY).
 
 Writes: `append` is one statement (so one transaction and one round trip) whose INSERT adds the whole batch
 only if it continues the log (the first seq is the stored last + 1); a writer that lost a race meets the
 `(run_id, seq)` key, and both become StoreConflict. The same statement sends `pg_notify('loopengt_changes',
 '<run_id>')` when it added rows, which PostgreSQL delivers only on commit; `changes()` listens for it.
-
-Durability: every session of the store runs with `synchronous_commit = on` (set when it connects), so a
-commit is acknowledged only once its WAL is written, even on a server whose default is off; a killed
-PostgreSQL loses no acknowledged step (tests/durability/pgkill_suite.py).
-
-Locking: `lock(run_id)` takes a per-run thread lock, then a session-level `pg_advisory_lock` on a 64-bit
-hash of the run id, held on one pooled connection for the whole block. Every store call the same thread
-makes inside the block runs on that connection, so a transition needs one connection, not two, and a
-small pool cannot deadlock with itself (a held lock never waits for a second connection from the pool).
-
-Round trips: a transition is three. lock() calls `loopengt_lock_tail`, which takes the lock, says whether
-the run exists and reads the events after the seq this instance last saw of the run; the block's first
-`events()` call is answered from that read. The function's read takes its snapshot once the lock is granted
-(every session runs read committed, whatever the role's default), so it sees every append made under the
-lock before. Then the append, then the unlock. The pool lends a connection without a round trip
-unless its socket shows the session was lost (`connection.check_connection`); psycopg prepares each statement on its
-fifth use on a connection, so steady-state steps send no query text.
 
 Only the errors of `loopengt_core.store.errors` leave this package (a driver error becomes StoreIOError);
 messages name the server as `postgresql://user@host:port/dbname`, never the password.
