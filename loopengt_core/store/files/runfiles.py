@@ -15,7 +15,8 @@ from pathlib import Path
 from loopengt_core.errors import NotFound, StoreCorrupt
 from loopengt_core.store import check_id
 from loopengt_core.store.files.deferred import DeferredSyncs
-from loopengt_core.store.files.records import CHECKPOINTS, EVENTS
+from loopengt_core.store.files.fsio import fsync_dir, write_new_file
+from loopengt_core.store.files.records import CHECKPOINTS, EVENTS, LOCK, SPEC
 
 
 class RunFiles:
@@ -88,3 +89,12 @@ class RunFiles:
         if path.is_symlink():
             raise self.foreign(run_id, str(path))
         return path
+
+
+def fill_run_dir(tmp: Path, spec: bytes, log: bytes, created_ns: int) -> None:
+    """Write every file of a new run into `tmp` (spec.yaml's mtime: `created_ns`) and make them all durable."""
+    write_new_file(tmp / SPEC, spec, mtime_ns=created_ns)
+    write_new_file(tmp / EVENTS, log)
+    write_new_file(tmp / LOCK, b"")
+    (tmp / CHECKPOINTS).mkdir()
+    fsync_dir(tmp)

@@ -50,11 +50,8 @@ from loopengt_core.store.files.locking import RunLocks
 from loopengt_core.store.files.logreader import STRIDE, LogReader
 from loopengt_core.store.files.reads import RunReads
 from loopengt_core.store.files.records import (
-    CHECKPOINTS,
     EVENTS,
-    LOCK,
     SNAPSHOT,
-    SPEC,
     TMP_PREFIX,
     encode_batch,
     encode_event,
@@ -62,7 +59,7 @@ from loopengt_core.store.files.records import (
 )
 from loopengt_core.store.files.repair import repair_run
 from loopengt_core.store.files.runcache import OpenLogs
-from loopengt_core.store.files.runfiles import RunFiles
+from loopengt_core.store.files.runfiles import RunFiles, fill_run_dir
 from loopengt_core.store.files.taskindex import TaskIndex
 from loopengt_core.store.groupsync import counted_sync, group_commit_enabled
 
@@ -141,14 +138,6 @@ class FileStore:
 
     # ----------------------------------------------------------------------------------- runs
 
-    def _fill_run_dir(self, tmp: Path, spec: bytes, log: bytes) -> None:
-        """Write every file of a new run into `tmp` and make them all durable."""
-        write_new_file(tmp / SPEC, spec, mtime_ns=self._created_ns())
-        write_new_file(tmp / EVENTS, log)
-        write_new_file(tmp / LOCK, b"")
-        (tmp / CHECKPOINTS).mkdir()
-        fsync_dir(tmp)
-
     @guard("creating a run")
     def create_run(self, run_id: str, spec_text: str, events: Sequence[Event]) -> None:
         """Build the run in a temp directory and rename it into place, so it appears whole or not at all."""
@@ -174,7 +163,7 @@ class FileStore:
         except OSError as exc:
             raise io_error(exc, f"creating run {run_id!r}") from exc
         try:
-            self._fill_run_dir(tmp, spec, log)
+            fill_run_dir(tmp, spec, log, self._created_ns())
             if self._faults.point is not None:
                 self._faults.fault("create.before_rename")
             try:
