@@ -48,8 +48,9 @@ def build_run(store: Path, steps: int) -> str:
     """A `steps`-step run of the self-looping bench spec, still running; fsync is skipped while building."""
     from loopengt_core.runs import Runs
     from loopengt_core.store import files
+    from loopengt_core.store.files import fsio
 
-    files._datasync = lambda fd: None  # type: ignore[assignment]  # building only; the figures read files
+    fsio.datasync = lambda fd: None  # type: ignore[assignment]  # building only; the figures read files
     runs = Runs(files.FileStore(store), cwd=store.parent)
     view = runs.start_run(spec=loop_spec(steps + 10), run_id="big")
     began = time.monotonic()

@@ -21,8 +21,8 @@ from mcp_helpers import HttpServer, ok, step
 
 from loopengt_core.events import StepCompleted
 from loopengt_core.runs import Runs
-from loopengt_core.store import LockBusy, files
-from loopengt_core.store.files import FileStore, StoreIOError
+from loopengt_core.store import LockBusy
+from loopengt_core.store.files import FileStore, StoreIOError, fsio
 from loopengt_core.store.groupsync import FSYNC_STATS_ENV, GROUP_COMMIT_ENV, GroupSync
 
 
@@ -38,7 +38,7 @@ class Gate:
 
     def __call__(self, fd: int) -> None:
         assert self.opened.wait(10), "the test never opened the gate"
-        files._datasync(fd)
+        fsio.datasync(fd)
 
 
 def _deferred_append(store: FileStore, seq: int) -> list[object]:

@@ -168,6 +168,6 @@ def test_the_rules_see_imports() -> None:
     assert "loopengt_core.store" in imports_of(CORE / "runs.py")
     assert within("loopengt_core.store.files", BACKENDS)
     assert "loopengt_core.store.files" in imports_of(CORE / "store" / "location.py")  # inside open_store
-    assert "psycopg" in imports_of(CORE / "store" / "postgres.py")
+    assert "psycopg" in imports_of(CORE / "store" / "postgres" / "store.py")
     assert "loopengt_core.events" in reachable("loopengt_core.engine")
     assert "subprocess" in reachable("loopengt_core.runs")

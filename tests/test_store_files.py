@@ -286,7 +286,7 @@ def test_a_full_disk_is_one_clear_line_without_a_double_colon(
     def disk_full(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as os.write raises it: no file name
 
-    monkeypatch.setattr(files, "_write_all", disk_full)
+    monkeypatch.setattr(files.store, "write_all", disk_full)
     with pytest.raises(StoreIOError) as info:
         fs.append("r1", evs(2, 2))
     assert str(info.value) == "file store: appending to run 'r1' failed: No space left on device"

@@ -116,10 +116,10 @@ def test_a_database_at_the_previous_schema_is_migrated_and_keeps_its_runs(
 ) -> None:
     """A store written by the code before `loopengt_lock_tail` (schema 6) gets the function on the next
     start and its runs carry on: locked transitions read and append where the old code left off."""
-    from loopengt_core.store import postgres
+    from loopengt_core.store.postgres import schema
 
-    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:7])
-    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 6)
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:7])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 6)
     old = PostgresStore(postgres_dsn)
     assert old.schema_version == 6
     old.create_run("r1", SPEC, [ev(1)])
@@ -426,11 +426,11 @@ def test_a_transition_is_three_round_trips(open_pg: Callable[..., PostgresStore]
     transition()  # this instance now knows where the log ends
     trace = tmp_path / "trace.txt"
     with trace.open("w") as handle:
-        with store._conn() as conn:  # the pool's one connection, which the transition will use too
+        with store._conns.conn() as conn:  # the pool's one connection, which the transition will use too
             conn.pgconn.trace(handle.fileno())
             conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
         transition()
-        with store._conn() as conn:
+        with store._conns.conn() as conn:
             conn.pgconn.untrace()  # flushes
     directions = [line.split("\t", 1)[0] for line in trace.read_text().splitlines()]
     trips = sum(1 for a, b in itertools.pairwise(directions) if (a, b) == ("F", "B"))
@@ -567,11 +567,11 @@ def test_sessions_commit_synchronously_whatever_the_server_default(
     assert sql(postgres_dsn, "SHOW synchronous_commit") == [("off",)]
     store = open_pg()
     store.create_run("r1", SPEC, [ev(1)])
-    with store._conn() as conn:  # the session every store call runs on
+    with store._conns.conn() as conn:  # the session every store call runs on
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
-    with store.lock("r1"), store._conn() as conn:
+    with store.lock("r1"), store._conns.conn() as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
     other = open_pg(dsn=make_conninfo(postgres_dsn, options="-c application_name=mine"))
-    with other._conn() as conn:
+    with other._conns.conn() as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         assert conn.execute("SHOW application_name").fetchone() == ("mine",)

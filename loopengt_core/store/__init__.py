@@ -1,4 +1,4 @@
-"""Where runs live. `Store` is the protocol; `files.py` (the default) and `postgres.py` implement it.
+"""Where runs live. `Store` is the protocol; `files/` (the default) and `postgres/` implement it.
 
 This module imports no backend, so the engine and the service depend only on the protocol.
 Stores see events and JSON-able state; they never interpret them. Every backend raises only the errors

@@ -11,7 +11,7 @@ server's start-up), the new server's trace must hold every acknowledged output e
 submission is sent again (when it was recorded already, twice more must give the same answer and leave the
 trace alone), every running run must still be drivable, and then the client submits steps until the server
 dies: killed by the test after a random delay, or by itself at a fault point inside a write
-(`LOOPENGT_FAULT`, see loopengt_core/store/files.py). After the last kill every run is driven to its end.
+(`LOOPENGT_FAULT`, see loopengt_core/store/files/faults.py). After the last kill every run is driven to its end.
 
 Commands: in the `commands` scenario a command step and a command gate each append a line to a counter file
 per run. A command whose runner died after claiming it legitimately runs again once the claim is taken over,
