@@ -160,7 +160,7 @@ class CommandRunner:
                 current = None
                 if root is not None:
                     try:
-                        current = last = runs._snapshot(root)
+                        current = last = runs.binding.snapshot(root)
                     except WorkspaceError as exc:  # the command's result must not be lost: record it without
                         last = exc  # and the answer says why
                         log.warning("workspace_unrecorded", run_id=run_id, error=exc.message)

@@ -10,30 +10,25 @@ seconds, whichever comes first, and the commands go on; `get_run(wait_seconds=..
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-import yaml
 from pydantic import BaseModel, Field
 
-from loopengt_core import telemetry, transcripts, worktrees
+from loopengt_core import telemetry, transcripts
 from loopengt_core import workspace as git
 from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
-from loopengt_core.catalog import template_text
 from loopengt_core.changefeed import SharedChanges
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
@@ -48,12 +43,8 @@ from loopengt_core.errors import (
 )
 from loopengt_core.events import (
     AnyEvent,
-    BranchesMerged,
-    Event,
     RunEnded,
-    RunForked,
     RunPaused,
-    RunStarted,
     iso,
 )
 from loopengt_core.limits import (
@@ -65,8 +56,21 @@ from loopengt_core.limits import (
     checked_text,
 )
 from loopengt_core.memory import check_context_from, read_memory
-from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.reading import RunReader
+from loopengt_core.service.binding import WorkspaceBinding, start_tree, unrecorded
+from loopengt_core.service.inputs import (
+    MAX_TASK_ID_CHARS,
+    digest,
+    fork_worktree_path,
+    has_commands,
+    resolve,
+    run_context,
+    slug,
+    spec_file_text,
+    spec_text,
+)
+from loopengt_core.service.loaded import Decide, LoadedRun, no_answer, nothing
+from loopengt_core.service.worktree_steps import end_worktrees, isolate, merged_diff, prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
     Answer,
@@ -80,7 +84,6 @@ from loopengt_core.state import (
 from loopengt_core.store import (
     ChangeFeed,
     Checkpoint,
-    DirectoryBacked,
     GroupCommit,
     LocalLocking,
     LockBusy,
@@ -88,13 +91,12 @@ from loopengt_core.store import (
     check_id,
 )
 from loopengt_core.transcripts import TranscriptClient
-from loopengt_core.validation import load_spec, read_spec_file, spec_data
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
+from loopengt_core.validation import load_spec
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
 
-MAX_TASK_ID_CHARS = 200
 CHANGE_POLL_SECONDS = 0.2  # how often a wait looks at the store for changes made by other processes
 FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety net for a lost notification
 
@@ -114,80 +116,12 @@ class CheckpointInfo(BaseModel):
     )
 
 
-@dataclass
-class _Run:
-    state: RunState
-    engine: Engine
-    spec_text: str
-
-
 T = TypeVar("T")
 V = TypeVar("V", bound=RunView)
-Decide = Callable[[Engine, RunState, datetime], list[AnyEvent]]
-
-
-def _nothing(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-    return []
-
-
-def _no_answer(run: _Run) -> None:
-    return None
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def digest(output: Any, outcome: str, error: str | None, *, canonical: str | None = None) -> str:
-    """Identity of a submission, to recognise the same one sent twice: the SHA-256 of
-    `[output, outcome, error]` as compact JSON with sorted keys. `canonical`: the output so encoded
-    already (`checked_canonical`), which is not encoded again."""
-    if canonical is None:
-        canonical = json.dumps(output, sort_keys=True, separators=(",", ":"), default=str)
-    rest = json.dumps([outcome, error], separators=(",", ":"), default=str)  # '["success",null]'
-    blob = f"[{canonical},{rest[1:]}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _start_tree(first: Event) -> str | None:
-    """The tree a run started from: its run_started's, or the parent's state a fork began with."""
-    if isinstance(first, RunStarted | RunForked) and first.workspace is not None:
-        return first.workspace.tree
-    if isinstance(first, RunForked):
-        inherited = RunState.model_validate(first.state).workspace
-        return inherited.tree if inherited is not None else None
-    return None
-
-
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
-    return slug or "run"
-
-
-def _has_commands(spec: LoopSpec) -> bool:
-    return any(s.run for s in spec.steps) or any(g.command for g in spec.policy.verification_gates)
-
-
-def _restated(exc: WorkspaceError, message: str, run_id: str | None = None) -> WorkspaceError:
-    """`exc` (its kind, so its code) with another message."""
-    kind = (
-        type(exc) if type(exc) in (WorkspaceError, git.GitMissing, git.NotAGitRepository) else WorkspaceError
-    )
-    return kind(message, run_id=run_id)
-
-
-def _unrecorded(exc: WorkspaceError, run_id: str, then: str) -> WorkspaceError:
-    """A running run's files could not be recorded: the reason and fix, what was not done, the ways on.
-
-    `workspace: none` is no way out for a running run (it keeps its spec), so it is not offered.
-    """
-    reason = exc.message.replace(git.OR_NONE, "")
-    return _restated(
-        exc,
-        f"run '{run_id}' cannot record its files: {reason}. {then}; or end the run with cancel_run "
-        f"(`loopengt cancel {run_id}`)",
-        run_id,
-    )
 
 
 class Runs:
@@ -229,6 +163,7 @@ class Runs:
         # looked up once: a protocol isinstance costs microseconds, and `quick` runs on every step
         self._try_lock = store.try_lock if isinstance(store, LocalLocking) else None
         self.cwd = Path(cwd or os.getcwd())
+        self.binding = WorkspaceBinding(store, self.cwd)  # the runs' files in git
         self.clock = clock
         self.allow_inline_commands = allow_inline_commands
         self.max_output_bytes = max_output_bytes
@@ -243,7 +178,7 @@ class Runs:
         self.runner = self.commands.runner
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
-        self._cache: LRU[str, _Run] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
+        self._cache: LRU[str, LoadedRun] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
         self._engines: LRU[str, Engine] = LRU(self._cache.limit)
         self._guard = threading.Lock()
         self._changes = threading.Condition()
@@ -282,27 +217,27 @@ class Runs:
                 f"inputs must be an object of names to values (got {type(inputs).__name__})"
             )
         inputs = checked(inputs, "inputs")[0] if inputs is not None else None
-        text, source = self._spec_text(spec_path, template, spec)
+        text, source = spec_text(spec_path, template, spec, self.cwd, self.confine_paths)
         parsed = load_spec(text, source=source, quote=spec_path is None or not self.confine_paths)
-        if spec is not None and _has_commands(parsed) and not self.allow_inline_commands:
+        if spec is not None and has_commands(parsed) and not self.allow_inline_commands:
             raise InvalidArgument(
                 "an inline spec may not contain command steps ('run') or command gates ('command'): the server "
                 "runs those programs. Save the spec to a file and pass spec_path, or start the server with "
                 "--allow-inline-commands"
             )
-        context = self._context(parsed, inputs or {})
+        context = run_context(parsed, inputs or {})
         sources = check_context_from(parsed.context_from + check_context_from(context_from or []))
         spec_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
         if run_id is not None:
             check_id(run_id)
             if self.store.exists(run_id):
                 return self._existing(run_id, spec_hash)
-        new_id = run_id or f"{_slug(parsed.name)}-{secrets.token_hex(4)}"
+        new_id = run_id or f"{slug(parsed.name)}-{secrets.token_hex(4)}"
         if new_id in sources:
             raise InvalidArgument(f"context_from names the run being started ({new_id!r})")
         memory = read_memory(sources, lambda source: self._read(source).state)
         engine = self._engine(text, parsed)
-        current = self._start_workspace(parsed)
+        current = self.binding.start(parsed)
         if current is None and engine.isolated:
             raise git.NotAGitRepository(
                 f"No run was started: isolation: worktree (steps {', '.join(sorted(engine.isolated))}) needs "
@@ -324,7 +259,7 @@ class Runs:
             return self._existing(new_id, spec_hash)
         state = project_run(events)
         with self._guard:
-            self._cache[new_id] = _Run(state, engine, text)
+            self._cache[new_id] = LoadedRun(state, engine, text)
         if self.tracer is not None:
             self.tracer.record(self.store, new_id, state, events)
         log.info("run_started", run_id=new_id, loop=parsed.name)
@@ -370,9 +305,11 @@ class Runs:
         mark = digest(output, outcome, error, canonical=canonical)
         root = self._live_root(run_id)
         try:
-            current = self._snapshot(root) if root is not None else None  # outside the lock: git takes time
+            current = (
+                self.binding.snapshot(root) if root is not None else None
+            )  # outside the lock: git takes time
         except WorkspaceError as exc:
-            raise _unrecorded(
+            raise unrecorded(
                 exc,
                 run_id,
                 f"The output for {task_id} was not taken: once that is fixed, submit it again "
@@ -416,12 +353,12 @@ class Runs:
         self.commands.start(run_id)
         self._await_settled(run_id, self.wait_bound())
         # the files are read again: the commands may have changed them since `current`
-        return self._shown(self._locked(run_id, _nothing, self._answer(run_id, task_id)))
+        return self._shown(self._locked(run_id, nothing, self._answer(run_id, task_id)))
 
     def _answer(
         self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
-    ) -> Callable[[_Run], StepAnswer]:
-        def answer(run: _Run) -> StepAnswer:
+    ) -> Callable[[LoadedRun], StepAnswer]:
+        def answer(run: LoadedRun) -> StepAnswer:
             found = (
                 run.state.answers.get(task_id)
                 or (known or {}).get(task_id)
@@ -471,15 +408,15 @@ class Runs:
                 f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
             )
         self._known(run_id)
-        seq, ended, orphaned = self._locked(run_id, _nothing, self._waiting_on)
+        seq, ended, orphaned = self._locked(run_id, nothing, self._waiting_on)
         if orphaned:
             self.commands.start(run_id)
         wait = min(float(wait_seconds), self.wait_bound())
         if wait > 0 and not ended:
             self.wait_for_change(run_id, seq, wait)
-        return self._shown(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
+        return self._shown(self._locked(run_id, nothing, lambda run: run_view(run.state)))
 
-    def _waiting_on(self, run: _Run) -> tuple[int, bool, bool]:
+    def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
         """(seq, ended, whether a due command waits for a runner that is not there)."""
         state = run.state
         now = self.clock()
@@ -500,7 +437,7 @@ class Runs:
     def settled(self, run_id: str) -> bool:
         """True when no command of the run is running or due (here or in another process), and this process's
         worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
-        due = self._locked(run_id, _nothing, lambda run: bool(run.state.due_commands()))
+        due = self._locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
         return not due and not self.commands.busy(run_id)
 
     def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
@@ -575,7 +512,7 @@ class Runs:
         started = []
         for run_id in self.store.list_runs():
             try:
-                _, ended, orphaned = self._locked(run_id, _nothing, self._waiting_on)
+                _, ended, orphaned = self._locked(run_id, nothing, self._waiting_on)
             except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
                 log.warning("recover_skipped", run_id=run_id, error=exc.message)
                 continue
@@ -589,7 +526,7 @@ class Runs:
 
         While commands run, the files are theirs to change: no drift is reported then."""
         if not view.checking:
-            return self._drift(view, current)
+            return self.binding.drift(view, current)
         lines = {r.command.command_id: r for r in self.commands.running(view.run_id)}
         checking = [
             check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
@@ -607,7 +544,7 @@ class Runs:
         out = []
         for run_id in self.store.list_runs():
             try:
-                summary = self._locked(run_id, _nothing, lambda run: run_summary(run.state))
+                summary = self._locked(run_id, nothing, lambda run: run_summary(run.state))
             except NotFound:
                 continue  # deleted since the listing was read
             except LoopengtError as exc:  # listed as what it is, never hidden
@@ -683,9 +620,9 @@ class Runs:
         holder: dict[str, str] = {}
         root = self._root(run_id)
         try:
-            current = self._snapshot(root) if root is not None else None
+            current = self.binding.snapshot(root) if root is not None else None
         except WorkspaceError as exc:
-            raise _unrecorded(
+            raise unrecorded(
                 exc, run_id, "No checkpoint was taken: once that is fixed, take it again"
             ) from None
 
@@ -718,7 +655,7 @@ class Runs:
 
         saved: list[tuple[Checkpoint, int]] = []
         try:
-            self._locked(run_id, decide, _no_answer)
+            self._locked(run_id, decide, no_answer)
         except BaseException:
             if saved:
                 self._discard_unrecorded(*saved[0])
@@ -782,7 +719,7 @@ class Runs:
         if not isinstance(accept_drift, bool):
             raise InvalidArgument("accept_drift must be true or false")
         if worktree is not None:
-            worktree = str(self._worktree_path(worktree))
+            worktree = str(fork_worktree_path(worktree, self.cwd, self.confine_paths))
         if checkpoint_id is None:
             if worktree is not None:
                 raise InvalidArgument(
@@ -797,7 +734,9 @@ class Runs:
         new_id = f"{run_id[:48]}-fork-{secrets.token_hex(3)}"
         current: WorkspaceState | None = None
         if worktree is not None:
-            current = self._add_worktree(run_id, checkpoint_id, at_checkpoint, worktree)
+            current = self.binding.add_worktree(
+                run_id, checkpoint_id, at_checkpoint, resolve(worktree, self.cwd)
+            )
         events = parent.engine.fork(
             at_checkpoint,
             run_id=new_id,
@@ -810,7 +749,7 @@ class Runs:
             self.store.create_run(new_id, parent.spec_text, events)
         except BaseException:
             if worktree is not None and at_checkpoint.workspace is not None:
-                git.remove_worktree(at_checkpoint.workspace.root, self._path(worktree))
+                git.remove_worktree(at_checkpoint.workspace.root, resolve(worktree, self.cwd))
             raise
         if self.tracer is not None:
             self.tracer.record(self.store, new_id, project_run(events), events)
@@ -832,33 +771,13 @@ class Runs:
             found = RunState.model_validate(self.store.get_checkpoint(run_id, checkpoint_id).state).workspace
             base = found.tree if found is not None else None
         else:
-            base = _start_tree(self.store.events(run_id, limit=1)[0])
+            base = start_tree(self.store.events(run_id, limit=1)[0])
         if base is None:
             raise WorkspaceError(f"{checkpoint_id or 'the start'} of run '{run_id}' recorded no files")
         root = Path(state.workspace.root)
-        return git.diff(root, base, self._snapshot(root).tree, stat=stat) + self._merged_diff(
+        return git.diff(root, base, self.binding.snapshot(root).tree, stat=stat) + merged_diff(
             run_id, state, stat=stat
         )
-
-    def _merged_diff(self, run_id: str, state: RunState, *, stat: bool) -> str:
-        """What each join merged (isolation: worktree): its branches, conflicts, and the diff from their
-        base to the join's files (its worktree while it exists, else its branch: the run's result)."""
-        assert state.workspace is not None
-        root = state.workspace.root
-        parts = []
-        for step, found in state.worktrees.items():
-            if found.kind != "join":
-                continue
-            merge = state.steps[step].visit_input.get("merge", {})
-            steps = ", ".join(b["step"] for b in merge.get("branches", []))
-            conflicts = ", ".join(c["path"] for c in merge.get("conflicts", [])) or "none"
-            top = worktrees.top_of(root, run_id, step)
-            target = git.snapshot(top).tree if top.exists() else found.branch
-            parts.append(
-                f"\n# join {step}: merged {steps} into {found.branch} (merge {found.commit}); "
-                f"conflicts: {conflicts}\n" + git.diff(root, found.base, target, stat=stat)
-            )
-        return "".join(parts)
 
     def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
         """Record the usage in a client's transcript since the run last read it (the stop and session
@@ -907,7 +826,7 @@ class Runs:
     def approval_request(self, run_id: str) -> dict[str, Any] | None:
         """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
 
-        def request(run: _Run) -> dict[str, Any] | None:
+        def request(run: LoadedRun) -> dict[str, Any] | None:
             approval = run.state.approval
             if approval is None:
                 return None
@@ -919,7 +838,7 @@ class Runs:
                 "via": list(gate.approval_channels()) if gate is not None else [],
             }
 
-        return self._locked(run_id, _nothing, request)
+        return self._locked(run_id, nothing, request)
 
     def deferring(self) -> AbstractContextManager[list[Future[None]]]:
         """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
@@ -951,14 +870,16 @@ class Runs:
                 f"no run '{run_id}' in this store; list_runs shows the runs there are", run_id=run_id
             )
 
-    def _sync(self, run_id: str) -> _Run:
+    def _sync(self, run_id: str) -> LoadedRun:
         """The run's state brought up to the end of its log (caller holds the run's lock)."""
         with self._guard:
             run = self._cache.get(run_id)
         if run is None:
             loaded = self.store.load(run_id)
             state = RunState.model_validate(loaded.snapshot) if loaded.snapshot is not None else None
-            run = _Run(project_run(loaded.events, state), self._engine(loaded.spec_text), loaded.spec_text)
+            run = LoadedRun(
+                project_run(loaded.events, state), self._engine(loaded.spec_text), loaded.spec_text
+            )
             with self._guard:
                 self._cache[run_id] = run
         else:
@@ -966,13 +887,13 @@ class Runs:
                 run.state = apply(run.state, event)
         return run
 
-    def _read(self, run_id: str) -> _Run:
-        return self._transition(run_id, _nothing)
+    def _read(self, run_id: str) -> LoadedRun:
+        return self._transition(run_id, nothing)
 
-    def _transition(self, run_id: str, decide: Decide) -> _Run:
+    def _transition(self, run_id: str, decide: Decide) -> LoadedRun:
         return self._locked(run_id, decide, lambda run: run)
 
-    def _locked(self, run_id: str, decide: Decide, then: Callable[[_Run], T], *, wait: bool = True) -> T:
+    def _locked(self, run_id: str, decide: Decide, then: Callable[[LoadedRun], T], *, wait: bool = True) -> T:
         """One transition under the run's lock; `then` reads the result before another thread can change it.
 
         `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
@@ -986,7 +907,7 @@ class Runs:
             ticked = run.state.seq
             try:
                 events += decide(run.engine, run.state, now)
-                events += self._isolate(run_id, run, now)
+                events += isolate(run_id, run, now)
                 events += run.engine.wall_clock(run.state, now)
             except BaseException:
                 if run.state.seq != ticked:
@@ -1002,7 +923,7 @@ class Runs:
             if events:
                 self._append(run_id, run, events)
             if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
-                self._end_worktrees(run_id, run)
+                end_worktrees(run_id, run)
             result = then(run)
             paused = any(isinstance(e, RunPaused) for e in events)
         if paused:  # a budget or stuck pause is a checkpoint a person can fork from
@@ -1022,16 +943,16 @@ class Runs:
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
         view, pending = self._locked(
-            run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
+            run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
         )
         if pending:
             self.commands.start(run_id)
             self._await_settled(run_id, self.wait_bound())
-            view = self._locked(run_id, _nothing, lambda run: run_view(run.state))
+            view = self._locked(run_id, nothing, lambda run: run_view(run.state))
             current = None  # the commands may have changed the files: read them again
         return self._shown(view, current)
 
-    def _append(self, run_id: str, run: _Run, events: list[AnyEvent]) -> None:
+    def _append(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
         first = events[0].seq
         try:
             self.store.append(run_id, events)
@@ -1059,133 +980,13 @@ class Runs:
 
     # --- the run's files (git) ---------------------------------------------------------------
 
-    def _start_workspace(self, spec: LoopSpec) -> WorkspaceState | None:
-        """The files a new run starts from, or None when it records none (`workspace` of the spec).
-
-        Raises (before any run exists) when they should be recorded but cannot be: a run must not
-        start that its first step could not move on.
-        """
-        if spec.workspace == "none":
-            return None
-        try:
-            inside, why = git.is_work_tree(self.cwd)
-            if inside:
-                return self._snapshot(self.cwd)
-        except git.GitMissing:
-            if spec.workspace == "git":
-                raise
-            return None
-        except WorkspaceError as exc:
-            raise _restated(exc, f"No run was started: its files cannot be recorded: {exc.message}") from None
-        if spec.workspace == "git":
-            raise git.NotAGitRepository(
-                f"workspace: git needs a git work tree, but {self.cwd} is not inside one ({why}); run "
-                "`git init` there (or start the server in the repository), or set workspace: auto or none"
-            )
-        return None
-
-    # --- isolated steps' worktrees (git) ------------------------------------------------------
-
-    def _isolate(self, run_id: str, run: _Run, now: datetime) -> list[AnyEvent]:
-        """Make the worktree of each isolated step that has work in flight, and each join's merge, and
-        record them (under the run's lock, in the same append as what follows, so each is made once;
-        a crash before the append leaves a worktree no event names, which this makes again)."""
-        engine, state = run.engine, run.state
-        if not engine.isolated or state.workspace is None or state.ended:
-            return []
-        events: list[AnyEvent] = []
-        for name in [s for s in state.active_steps() if s not in state.worktrees]:
-            if name in engine.isolated:
-                events += self._branch_worktree(run_id, run, name, now)
-            elif name in engine.joins:
-                events += self._join_worktree(run_id, run, name, now)
-        return events
-
-    def _branch_worktree(self, run_id: str, run: _Run, step: str, now: datetime) -> list[AnyEvent]:
-        recorded = run.state.workspace
-        assert recorded is not None
-        tree, head = recorded.tree, recorded.head
-        if run.state.line is not None:  # after a join: a branch starts from the line's files
-            line = git.snapshot(run.state.line)
-            tree, head = line.tree, line.head
-        base = worktrees.base_commit(recorded.root, tree, head, run_id, step)
-        made = worktrees.make(recorded.root, run_id, step, base)
-        log.info("worktree_added", run_id=run_id, step=step, path=str(made.workdir))
-        return run.engine.add_worktree(
-            run.state, step, path=str(made.workdir), branch=made.branch, base=made.base, now=now
-        )
-
-    def _join_worktree(self, run_id: str, run: _Run, join: str, now: datetime) -> list[AnyEvent]:
-        recorded, engine = run.state.workspace, run.engine
-        assert recorded is not None
-        branches = []
-        for step in engine.joins[join]:
-            found = run.state.worktrees.get(step)
-            if found is None:
-                continue  # never started (a route that skipped it): nothing to merge
-            branches.append((step, worktrees.top_of(recorded.root, run_id, step), found.base))
-        if not branches:
-            return []
-        merged = worktrees.merge(recorded.root, run_id, join, branches)
-        event = BranchesMerged(
-            seq=1,
-            at=iso(now),
-            step=join,
-            path=str(merged.made.workdir),
-            branch=merged.made.branch,
-            base=branches[0][2],
-            merged=[{"step": s, "branch": b, "commit": c} for s, b, c in merged.commits],
-            commit=merged.commit,
-            conflicts=[{"path": p, "hunks": h} for p, h in merged.conflicts],
-        )
-        log.info("branches_merged", run_id=run_id, join=join, conflicts=len(merged.conflicts))
-        return engine.merge_branches(run.state, event, now)
-
-    def _end_worktrees(self, run_id: str, run: _Run) -> None:
-        """A run that ended: its joins' files are committed on their branches (the run's result); on
-        completion with `worktrees: delete` every worktree goes, with the isolated steps' branches.
-        A failed or cancelled run keeps them for inspection (`loopengt prune` removes them)."""
-        state = run.state
-        if state.workspace is None:
-            return
-        try:
-            self._commit_joins(run_id, state)
-            if state.status != "completed" or run.engine.spec.worktrees == "keep":
-                return
-            for step, found in state.worktrees.items():
-                top = worktrees.top_of(state.workspace.root, run_id, step)
-                worktrees.remove(state.workspace.root, top, found.branch if found.kind == "branch" else None)
-        except LoopengtError as exc:  # the run's end is durable; `loopengt prune` finishes this
-            log.warning("worktrees_not_removed", run_id=run_id, error=exc.message)
-
-    def _commit_joins(self, run_id: str, state: RunState) -> None:
-        """Commit the files of each join's worktree on its branch (nothing new: no commit)."""
-        if state.workspace is None:
-            return
-        for step, found in state.worktrees.items():
-            top = worktrees.top_of(state.workspace.root, run_id, step)
-            if found.kind == "join" and top.exists():
-                worktrees.commit_files(top, f"loopengt: join {step} of run {run_id}")
-
     def prune_worktrees(self, run_id: str) -> list[str]:
         """Remove the worktrees of an ended run, and its isolated steps' branches (the joins' branches,
         the run's result, stay); finishes what a crash mid-fork or mid-merge left. Returns what went."""
         state = self._read(run_id).state
         if not state.ended:
             raise Conflict(f"run '{run_id}' has not ended: its worktrees are in use", run_id=run_id)
-        if state.workspace is None:
-            return []
-        self._commit_joins(run_id, state)
-        keep = {w.branch for w in state.worktrees.values() if w.kind == "join"}
-        return worktrees.prune(state.workspace.root, run_id, keep_branches=keep)
-
-    def _snapshot(self, root: str | Path) -> WorkspaceState:
-        # the file store's directory and the forks' worktrees, when they lie in the work tree, are not
-        # the run's code
-        forks = self.cwd.resolve() / WORKTREES_DIR
-        if isinstance(self.store, DirectoryBacked):
-            return git.snapshot(root, exclude=(self.store.root.resolve(), forks))
-        return git.snapshot(root, exclude=(forks,))
+        return prune(run_id, state)
 
     def _root(self, run_id: str) -> str | None:
         """The run's working directory when it records its files (never changes during a run)."""
@@ -1200,34 +1001,15 @@ class Runs:
         state = (run or self._read(run_id)).state
         return state.workspace.root if state.workspace is not None and not state.ended else None
 
-    def _drift(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
-        """Compare the work tree now with the run's last recorded files (only while the run is active).
-
-        `current`: the work tree as just recorded, or why it could not be (else it is recorded here).
-        """
-        recorded = view.workspace
-        if recorded is None or view.status in ("completed", "failed", "cancelled"):
-            return view
-        if isinstance(
-            current, WorkspaceError
-        ):  # a running run keeps its spec: `workspace: none` is no way out
-            return with_drift(view, error=current.message.replace(git.OR_NONE, ""))
-        try:
-            if current is None or current.root != recorded.root:
-                current = self._snapshot(recorded.root)
-            return with_drift(view, git.changed_paths(recorded.root, recorded.tree, current.tree))
-        except WorkspaceError as exc:  # a running run keeps its spec: `workspace: none` is no way out
-            return with_drift(view, error=exc.message.replace(git.OR_NONE, ""))
-
     def _continue(
         self, run_id: str, accept_drift: bool, budget: BudgetLimits | None = None, hint: str | None = None
     ) -> RunView:
         """resume without a checkpoint: refuse files changed meanwhile unless accepted, then go on."""
         root = self._live_root(run_id)
         try:
-            current = self._snapshot(root) if root is not None else None
+            current = self.binding.snapshot(root) if root is not None else None
         except WorkspaceError as exc:
-            raise _unrecorded(
+            raise unrecorded(
                 exc,
                 run_id,
                 f"Once that is fixed, resume it again (`loopengt run --resume {run_id} --agent CMD`)",
@@ -1261,76 +1043,11 @@ class Runs:
         self._transition(run_id, decide)
         return self._pump_and_view(run_id, current)
 
-    def _add_worktree(
-        self, run_id: str, checkpoint_id: str, at_checkpoint: RunState, worktree: str
-    ) -> WorkspaceState:
-        """A git worktree at the checkpoint's commit; the fork's work tree (same subdirectory as the run's)."""
-        recorded = at_checkpoint.workspace
-        if recorded is None or recorded.commit is None:
-            raise WorkspaceError(
-                f"checkpoint '{checkpoint_id}' of run '{run_id}' keeps no files (the run records none: "
-                "workspace: none, or not started in a git work tree); fork without worktree",
-                run_id=run_id,
-            )
-        path = self._path(worktree)
-        subdir = git.prefix(recorded.root)
-        git.add_worktree(recorded.root, path, recorded.commit)
-        try:
-            return self._snapshot(path / subdir if subdir else path)
-        except BaseException:
-            git.remove_worktree(recorded.root, path)
-            raise
-
-    def _path(self, given: str) -> Path:
-        path = Path(given).expanduser()
-        return path if path.is_absolute() else self.cwd / path
-
-    def _worktree_path(self, given: Any) -> Path:
-        """Where a fork's worktree goes: a client's only inside the project's worktree folder."""
-        if self.confine_paths:
-            return worktree_path(given, self.cwd)
-        try:
-            return self._path(text_path(given, "worktree"))
-        except InvalidArgument:
-            raise InvalidArgument(
-                "worktree must be a directory path (text) that does not exist yet"
-            ) from None
-
     def spec_file_text(self, spec_path: Any) -> str:
         """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
-        if self.confine_paths:
-            return read_spec_file(confine(spec_path, self.cwd, "spec_path"), root=self.cwd)
-        path = Path(text_path(spec_path, "spec_path"))
-        return read_spec_file(path if path.is_absolute() else self.cwd / path)
+        return spec_file_text(spec_path, self.cwd, self.confine_paths)
 
     # --- helpers -----------------------------------------------------------------------------
-
-    def _spec_text(self, spec_path: str | None, template: str | None, spec: Any) -> tuple[str, str]:
-        if spec_path is not None:
-            return self.spec_file_text(spec_path), spec_path
-        if template is not None:
-            if not isinstance(template, str):
-                raise InvalidArgument("template must be a template name (text)")
-            return template_text(template), f"template {template}"
-        if isinstance(spec, str):
-            return spec, "inline spec"
-        if isinstance(spec, dict):  # within the limits before it is dumped: yaml recurses
-            return yaml.safe_dump(spec_data(spec), sort_keys=False, allow_unicode=True), "inline spec"
-        raise InvalidArgument(f"spec must be YAML/JSON text or an object (got {type(spec).__name__})")
-
-    def _context(self, spec: LoopSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-        context = dict(spec.context)
-        for decl in spec.inputs:
-            if decl.name not in inputs and decl.default is not None:
-                context[decl.name] = decl.default
-        missing = [d.name for d in spec.inputs if d.required and d.name not in inputs and d.default is None]
-        if missing:
-            raise InvalidArgument(
-                f"missing required input{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
-                "(pass them in inputs, or --input name=value)"
-            )
-        context.update(inputs)
-        return context
 
     def _engine(self, text: str, parsed: LoopSpec | None = None) -> Engine:
         key = hashlib.sha256(text.encode()).hexdigest()
