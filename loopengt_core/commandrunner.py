@@ -209,7 +209,7 @@ class CommandRunner:
                 waits.extend(parse_iso(c.not_before) for c in state.due_commands() if c.runner is None)
             return []
 
-        self.runs._transition(run_id, claim)
+        self.runs.kernel.transition(run_id, claim)
         return (found[0] if found else None), (min(waits) if waits else None)
 
     def _finish(
@@ -237,7 +237,7 @@ class CommandRunner:
                 cancelled_by=cancelled_by,
             )
 
-        self.runs._transition(run_id, finish)
+        self.runs.kernel.transition(run_id, finish)
 
     # --- what callers see and do -----------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The runs service: what the MCP layer and the CLI call. It loads, decides, appends, answers.
 
-Every transition happens under the store's per-run lock: bring the cached state up to the log's end,
-enforce deadlines (`tick`), let the engine decide, append the events durably, and only then answer.
-Commands (command steps and gates) run outside the lock, on the command runner's worker threads
-(`commandrunner`): a call that makes commands due answers once they are done or after LOOPENGT_CALL_WAIT
-seconds, whichever comes first, and the commands go on; `get_run(wait_seconds=...)` waits for the next change.
-"""
+`Runs` is a thin service over its collaborators in `loopengt_core.service`: every transition goes through
+the transition kernel (`loopengt_core.service.kernel`: under the store's per-run lock, bring the cached
+state up to the log's end, enforce deadlines, let the engine decide, append durably, then answer); the
+runs' files through the workspace binding (`loopengt_core.service.binding`); tool arguments through
+`loopengt_core.service.inputs`. Commands (command steps and gates) run outside the lock, on the command
+runner's worker threads (`commandrunner`): a call that makes commands due answers once they are done or
+after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
+`get_run(wait_seconds=...)` waits for the next change."""
 
 from __future__ import annotations
 
@@ -13,8 +15,6 @@ import hashlib
 import math
 import os
 import secrets
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -27,9 +27,7 @@ from pydantic import BaseModel, Field
 
 from loopengt_core import telemetry, transcripts
 from loopengt_core import workspace as git
-from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
 from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
-from loopengt_core.changefeed import SharedChanges
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
 from loopengt_core.engine import Engine, open_tasks_text
@@ -43,8 +41,6 @@ from loopengt_core.errors import (
 )
 from loopengt_core.events import (
     AnyEvent,
-    RunEnded,
-    RunPaused,
     iso,
 )
 from loopengt_core.limits import (
@@ -69,24 +65,21 @@ from loopengt_core.service.inputs import (
     spec_file_text,
     spec_text,
 )
-from loopengt_core.service.loaded import Decide, LoadedRun, no_answer, nothing
-from loopengt_core.service.worktree_steps import end_worktrees, isolate, merged_diff, prune
+from loopengt_core.service.kernel import TransitionKernel
+from loopengt_core.service.loaded import LoadedRun, no_answer, nothing
+from loopengt_core.service.worktree_steps import merged_diff, prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
     Answer,
     Command,
     RunState,
     answer_in_log,
-    apply,
     project_run,
     workdir,
 )
 from loopengt_core.store import (
-    ChangeFeed,
     Checkpoint,
     GroupCommit,
-    LocalLocking,
-    LockBusy,
     Store,
     check_id,
 )
@@ -96,9 +89,6 @@ from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run
 from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
-
-CHANGE_POLL_SECONDS = 0.2  # how often a wait looks at the store for changes made by other processes
-FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety net for a lost notification
 
 
 class CheckpointInfo(BaseModel):
@@ -160,8 +150,6 @@ class Runs:
         """
         self.store = store
         self.reader = RunReader(store)  # for watchers: reads that take no lock and never append
-        # looked up once: a protocol isinstance costs microseconds, and `quick` runs on every step
-        self._try_lock = store.try_lock if isinstance(store, LocalLocking) else None
         self.cwd = Path(cwd or os.getcwd())
         self.binding = WorkspaceBinding(store, self.cwd)  # the runs' files in git
         self.clock = clock
@@ -178,14 +166,15 @@ class Runs:
         self.runner = self.commands.runner
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
-        self._cache: LRU[str, LoadedRun] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
-        self._engines: LRU[str, Engine] = LRU(self._cache.limit)
-        self._guard = threading.Lock()
-        self._changes = threading.Condition()
-        self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
-        self.feed = (
-            SharedChanges(store.changes, lambda _: self.announce()) if isinstance(store, ChangeFeed) else None
+        self.kernel = TransitionKernel(
+            store,
+            clock=clock,
+            tracer=self.tracer,
+            snapshot_every=self.snapshot_every,
+            cached_runs=cached_runs,
+            on_pause=lambda run_id, label: self.checkpoint(run_id, label=label),
         )
+        self.feed = self.kernel.feed  # the store's push feed of changes, when it has one
 
     # --- the service -------------------------------------------------------------------------
 
@@ -235,8 +224,8 @@ class Runs:
         new_id = run_id or f"{slug(parsed.name)}-{secrets.token_hex(4)}"
         if new_id in sources:
             raise InvalidArgument(f"context_from names the run being started ({new_id!r})")
-        memory = read_memory(sources, lambda source: self._read(source).state)
-        engine = self._engine(text, parsed)
+        memory = read_memory(sources, lambda source: self.kernel.read(source).state)
+        engine = self.kernel.engine_of(text, parsed)
         current = self.binding.start(parsed)
         if current is None and engine.isolated:
             raise git.NotAGitRepository(
@@ -258,8 +247,7 @@ class Runs:
         except StoreConflict:
             return self._existing(new_id, spec_hash)
         state = project_run(events)
-        with self._guard:
-            self._cache[new_id] = LoadedRun(state, engine, text)
+        self.kernel.keep(new_id, LoadedRun(state, engine, text))
         if self.tracer is not None:
             self.tracer.record(self.store, new_id, state, events)
         log.info("run_started", run_id=new_id, loop=parsed.name)
@@ -290,7 +278,7 @@ class Runs:
         when commands are due; `settle` starts them and answers then.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
-        self._known(run_id)
+        self.kernel.known(run_id)
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
             raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
         error = checked_text(error, "error")
@@ -339,7 +327,7 @@ class Runs:
                 submitted_by=submitted_by,
             )
 
-        result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
+        result = self.kernel.locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
         if result.commands_pending and run_commands:
             return self.settle(run_id, task_id, current)
         return self._shown(result, current)
@@ -351,9 +339,9 @@ class Runs:
         A repeat of the same submission lands here too: it starts no second run of a command (one worker
         per run, and a claimed command is not claimed again while its runner lives)."""
         self.commands.start(run_id)
-        self._await_settled(run_id, self.wait_bound())
+        self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
         # the files are read again: the commands may have changed them since `current`
-        return self._shown(self._locked(run_id, nothing, self._answer(run_id, task_id)))
+        return self._shown(self.kernel.locked(run_id, nothing, self._answer(run_id, task_id)))
 
     def _answer(
         self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
@@ -377,10 +365,9 @@ class Runs:
         `task_id`: a submission for a task neither open nor answered recently is answered from the
         store's task index, which is file work for a worker thread.
         """
-        if self._try_lock is None:
+        if self.kernel.try_lock is None:
             return False  # a database store: its transitions are network round trips
-        with self._guard:
-            run = self._cache.get(run_id)
+        run = self.kernel.cached(run_id)
         # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
         # which is for a worker thread
         if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
@@ -407,14 +394,14 @@ class Runs:
             raise InvalidArgument(
                 f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
             )
-        self._known(run_id)
-        seq, ended, orphaned = self._locked(run_id, nothing, self._waiting_on)
+        self.kernel.known(run_id)
+        seq, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
         if orphaned:
             self.commands.start(run_id)
         wait = min(float(wait_seconds), self.wait_bound())
         if wait > 0 and not ended:
             self.wait_for_change(run_id, seq, wait)
-        return self._shown(self._locked(run_id, nothing, lambda run: run_view(run.state)))
+        return self._shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
 
     def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
         """(seq, ended, whether a due command waits for a runner that is not there)."""
@@ -434,60 +421,20 @@ class Runs:
         """How long a call waits for commands: `call_wait`, else LOOPENGT_CALL_WAIT (default 20 s)."""
         return self.call_wait if self.call_wait is not None else float(CALL_WAIT.get())
 
-    def settled(self, run_id: str) -> bool:
-        """True when no command of the run is running or due (here or in another process), and this process's
-        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
-        due = self._locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
-        return not due and not self.commands.busy(run_id)
-
     def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
-        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq.
-
-        This process's own appends wake it at once; other processes' (another server, the CLI) through the
-        store's push feed (PostgreSQL LISTEN/NOTIFY, `feed`) or, without one, by looking at the log's end
-        every CHANGE_POLL_SECONDS (a stat for the file store).
-        """
-        check_id(run_id)
-        poll = self._poll_seconds()
-        deadline = time.monotonic() + max(0.0, float(timeout))
-        while True:
-            with self._changes:
-                generation = self._generation
-            seq = self.store.last_seq(run_id)
-            left = deadline - time.monotonic()
-            if seq > after_seq or left <= 0:
-                return seq
-            with self._changes:
-                if self._generation == generation:
-                    self._changes.wait(min(left, poll))
+        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq
+        (`TransitionKernel.wait_for_change`)."""
+        return self.kernel.wait_for_change(run_id, after_seq, timeout)
 
     def announce(self) -> None:
         """Wake the waits of this process (an append happened, or a command worker ended)."""
-        with self._changes:
-            self._generation += 1
-            self._changes.notify_all()
+        self.kernel.announce()
 
-    def _await_settled(self, run_id: str, bound: float) -> bool:
-        """Wait up to `bound` seconds for the run's commands to be done; whether they are."""
-        deadline = time.monotonic() + bound
-        while True:
-            with self._changes:
-                generation = self._generation  # read first: a change after it is not missed
-            if self.settled(run_id):
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            with self._changes:
-                if self._generation == generation:
-                    self._changes.wait(min(left, self._poll_seconds()))
-
-    def _poll_seconds(self) -> float:
-        """How often a wait looks at the store for other processes' changes (a push feed wakes it anyway)."""
-        if self.feed is None:
-            return CHANGE_POLL_SECONDS
-        self.feed.start()
-        return FEED_POLL_SECONDS
+    def settled(self, run_id: str) -> bool:
+        """True when no command of the run is running or due (here or in another process), and this process's
+        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
+        due = self.kernel.locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
+        return not due and not self.commands.busy(run_id)
 
     def close(self) -> None:
         """This process is done with the store: end the commands it runs, unrecorded (the next server runs
@@ -500,7 +447,7 @@ class Runs:
         """Stop each command of the run that this process runs: its process group gets SIGTERM, SIGKILL a
         second later; the outcome is recorded as a cancelled attempt naming `by` (the policy then retries or
         fails the step as for a failed gate). Returns how many it stopped."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         stopped = self.commands.stop(run_id, by)
         if stopped:
             log.info("commands_stopped", run_id=run_id, count=stopped, by=by)
@@ -512,7 +459,7 @@ class Runs:
         started = []
         for run_id in self.store.list_runs():
             try:
-                _, ended, orphaned = self._locked(run_id, nothing, self._waiting_on)
+                _, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
             except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
                 log.warning("recover_skipped", run_id=run_id, error=exc.message)
                 continue
@@ -544,7 +491,7 @@ class Runs:
         out = []
         for run_id in self.store.list_runs():
             try:
-                summary = self._locked(run_id, nothing, lambda run: run_summary(run.state))
+                summary = self.kernel.locked(run_id, nothing, lambda run: run_summary(run.state))
             except NotFound:
                 continue  # deleted since the listing was read
             except LoopengtError as exc:  # listed as what it is, never hidden
@@ -567,9 +514,9 @@ class Runs:
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         """Cancel a run: it ends at once, and the commands it still has running are killed without recording a
         result."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         reason = checked_text(reason, "reason")
-        view = self._locked(
+        view = self.kernel.locked(
             run_id,
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
             lambda run: run_view(run.state),
@@ -579,8 +526,10 @@ class Runs:
 
     def fail_run(self, run_id: str, reason: str) -> RunView:
         """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
-        self._known(run_id)
-        view = self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        self.kernel.known(run_id)
+        view = self.kernel.locked(
+            run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state)
+        )
         self.commands.stop(run_id, "fail_run")  # an ended run's commands are killed, nothing recorded
         return view
 
@@ -598,7 +547,7 @@ class Runs:
         """Answer the approval gate a run waits at, from a person through `via` (the CLI, MCP elicitation
         in `client`, the web view). Refused when the gate's spec does not take answers through `via`.
         `task_id`: the task whose approval the person was shown; refused if another one waits by now."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         comment = checked_text(comment, "comment")
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
@@ -608,13 +557,13 @@ class Runs:
                 state, approved=approved, comment=comment, by=by, via=via, client=client, now=now
             )
 
-        self._transition(run_id, decide)
+        self.kernel.transition(run_id, decide)
         return self._pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
         """Take a checkpoint of the run now (its state, and its files' git commit when it has a workspace), to
         fork from later with resume."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         if label is not None and (not isinstance(label, str) or len(label) > 200):
             raise InvalidArgument("label must be text of at most 200 characters")
         holder: dict[str, str] = {}
@@ -655,7 +604,7 @@ class Runs:
 
         saved: list[tuple[Checkpoint, int]] = []
         try:
-            self._locked(run_id, decide, no_answer)
+            self.kernel.locked(run_id, decide, no_answer)
         except BaseException:
             if saved:
                 self._discard_unrecorded(*saved[0])
@@ -672,8 +621,8 @@ class Runs:
     def _discard_unrecorded(self, point: Checkpoint, number: int) -> None:
         """Remove checkpoint `number` of its run when its event failed to append (the log lacks it)."""
         try:
-            with self._lock(point.run_id, True):
-                if self._sync(point.run_id).state.checkpoints < number:
+            with self.kernel.lock(point.run_id, True):
+                if self.kernel.sync(point.run_id).state.checkpoints < number:
                     self.store.discard_checkpoint(point.run_id, point.checkpoint_id)
         except (
             LoopengtError
@@ -682,7 +631,7 @@ class Runs:
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         """The run's checkpoints, oldest first."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         return [
             CheckpointInfo(
                 checkpoint_id=c.checkpoint_id,
@@ -711,7 +660,7 @@ class Runs:
         path, holding the checkpoint's files; the fork's commands run there. `budget` raises the run's
         limits ({max_tokens, max_cost_usd, max_wall_seconds}); `hint` is feedback to the next attempt.
         """
-        self._known(run_id)
+        self.kernel.known(run_id)
         limits = parse_limits(checked(budget, "budget", MAX_USAGE_BYTES)[0] if budget is not None else None)
         hint = checked_text(hint, "hint")
         if checkpoint_id is not None and (limits is not None or hint is not None):
@@ -729,7 +678,7 @@ class Runs:
             return self._continue(run_id, accept_drift, limits, hint)
         check_id(checkpoint_id, "checkpoint_id")
         point = self.store.get_checkpoint(run_id, checkpoint_id)
-        parent = self._read(run_id)
+        parent = self.kernel.read(run_id)
         at_checkpoint = RunState.model_validate(point.state)
         new_id = f"{run_id[:48]}-fork-{secrets.token_hex(3)}"
         current: WorkspaceState | None = None
@@ -758,8 +707,8 @@ class Runs:
 
     def diff(self, run_id: str, checkpoint_id: str | None = None, *, stat: bool = False) -> str:
         """`git diff` from the run's first recorded files (or a checkpoint's) to the work tree as it is now."""
-        self._known(run_id)
-        state = self._read(run_id).state
+        self.kernel.known(run_id)
+        state = self.kernel.read(run_id).state
         if state.workspace is None:
             raise WorkspaceError(
                 f"run '{run_id}' records no files (its spec says workspace: none, or it did not start in a git "
@@ -786,7 +735,7 @@ class Runs:
         Read under the run's lock from the offset its log recorded, so two hooks never count a line twice.
         The lines after the last `step` call go to the run's open task only when it has exactly one.
         """
-        self._known(run_id)
+        self.kernel.known(run_id)
         key = transcripts.transcript_key(path)
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
@@ -806,21 +755,21 @@ class Runs:
             return read
 
         recorded: list[AnyEvent] = []
-        self._transition(run_id, decide)
+        self.kernel.transition(run_id, decide)
         return recorded
 
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """The run's events after seq `after`, at most `limit`."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         return self.store.events(run_id, after=after, limit=limit)
 
     def spec_of(self, run_id: str) -> LoopSpec:
         """The loop spec the run follows, as it was stored when the run started."""
-        return self._read(run_id).engine.spec
+        return self.kernel.read(run_id).engine.spec
 
     def pump(self, run_id: str) -> RunView:
         """Start the run's due commands now and answer within the call's bound (as `resume` does)."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         return self._pump_and_view(run_id)
 
     def approval_request(self, run_id: str) -> dict[str, Any] | None:
@@ -838,7 +787,7 @@ class Runs:
                 "via": list(gate.approval_channels()) if gate is not None else [],
             }
 
-        return self._locked(run_id, nothing, request)
+        return self.kernel.locked(run_id, nothing, request)
 
     def deferring(self) -> AbstractContextManager[list[Future[None]]]:
         """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
@@ -857,125 +806,28 @@ class Runs:
         try:
             self.store.synced(run_id, future)
         except LoopengtError:
-            with self._guard:
-                self._cache.pop(run_id)
+            self.kernel.forget(run_id)
             raise
 
     # --- transitions -------------------------------------------------------------------------
 
-    def _known(self, run_id: str) -> None:
-        check_id(run_id)
-        if run_id not in self._cache and not self.store.exists(run_id):
-            raise NotFound(
-                f"no run '{run_id}' in this store; list_runs shows the runs there are", run_id=run_id
-            )
-
-    def _sync(self, run_id: str) -> LoadedRun:
-        """The run's state brought up to the end of its log (caller holds the run's lock)."""
-        with self._guard:
-            run = self._cache.get(run_id)
-        if run is None:
-            loaded = self.store.load(run_id)
-            state = RunState.model_validate(loaded.snapshot) if loaded.snapshot is not None else None
-            run = LoadedRun(
-                project_run(loaded.events, state), self._engine(loaded.spec_text), loaded.spec_text
-            )
-            with self._guard:
-                self._cache[run_id] = run
-        else:
-            for event in self.store.events(run_id, after=run.state.seq):
-                run.state = apply(run.state, event)
-        return run
-
-    def _read(self, run_id: str) -> LoadedRun:
-        return self._transition(run_id, nothing)
-
-    def _transition(self, run_id: str, decide: Decide) -> LoadedRun:
-        return self._locked(run_id, decide, lambda run: run)
-
-    def _locked(self, run_id: str, decide: Decide, then: Callable[[LoadedRun], T], *, wait: bool = True) -> T:
-        """One transition under the run's lock; `then` reads the result before another thread can change it.
-
-        `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
-        others always say busy).
-        """
-        self._known(run_id)
-        with self._lock(run_id, wait):
-            run = self._sync(run_id)
-            now = self.clock()
-            events = run.engine.tick(run.state, now)
-            ticked = run.state.seq
-            try:
-                events += decide(run.engine, run.state, now)
-                events += isolate(run_id, run, now)
-                events += run.engine.wall_clock(run.state, now)
-            except BaseException:
-                if run.state.seq != ticked:
-                    # decide applied events to the cached state and then failed: those events never
-                    # reach the log, so forget the state (reloaded from the log next time)
-                    with self._guard:
-                        self._cache.pop(run_id)
-                    if events:
-                        self.store.append(run_id, events)
-                elif events:
-                    self._append(run_id, run, events)
-                raise
-            if events:
-                self._append(run_id, run, events)
-            if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
-                end_worktrees(run_id, run)
-            result = then(run)
-            paused = any(isinstance(e, RunPaused) for e in events)
-        if paused:  # a budget or stuck pause is a checkpoint a person can fork from
-            try:
-                self.checkpoint(run_id, label=f"paused: {run.state.paused_for}")
-            except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
-                log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
-        return result
-
-    def _lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
-        if wait:
-            return self.store.lock(run_id)
-        if self._try_lock is None:
-            raise LockBusy(run_id)
-        return self._try_lock(run_id)
-
     def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
-        view, pending = self._locked(
+        view, pending = self.kernel.locked(
             run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
         )
         if pending:
             self.commands.start(run_id)
-            self._await_settled(run_id, self.wait_bound())
-            view = self._locked(run_id, nothing, lambda run: run_view(run.state))
+            self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
+            view = self.kernel.locked(run_id, nothing, lambda run: run_view(run.state))
             current = None  # the commands may have changed the files: read them again
         return self._shown(view, current)
-
-    def _append(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
-        first = events[0].seq
-        try:
-            self.store.append(run_id, events)
-        except BaseException:
-            with self._guard:
-                self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
-            raise
-        self.announce()
-        if self.tracer is not None:
-            self.tracer.record(self.store, run_id, run.state, events)
-        every = self.snapshot_every
-        if (first - 1) // every != run.state.seq // every:
-            try:
-                self.store.save_snapshot(run_id, run.state.seq, run.state.model_dump(mode="json"))
-            except LoopengtError as exc:  # the events are durable; a missed snapshot only costs replay time
-                log.warning("snapshot_failed", run_id=run_id, error=str(exc))
 
     def _workdir(self, run_id: str, step: str) -> Path | None:
         """Where a step's commands run when not in the run's directory: its worktree (isolation), its
         join's merge of them, or the run's line after a join (`state.workdir`)."""
-        with self._guard:
-            run = self._cache.get(run_id)
-        found = workdir((run or self._read(run_id)).state, step)
+        run = self.kernel.cached(run_id)
+        found = workdir((run or self.kernel.read(run_id)).state, step)
         return Path(found) if found is not None else None
 
     # --- the run's files (git) ---------------------------------------------------------------
@@ -983,22 +835,20 @@ class Runs:
     def prune_worktrees(self, run_id: str) -> list[str]:
         """Remove the worktrees of an ended run, and its isolated steps' branches (the joins' branches,
         the run's result, stay); finishes what a crash mid-fork or mid-merge left. Returns what went."""
-        state = self._read(run_id).state
+        state = self.kernel.read(run_id).state
         if not state.ended:
             raise Conflict(f"run '{run_id}' has not ended: its worktrees are in use", run_id=run_id)
         return prune(run_id, state)
 
     def _root(self, run_id: str) -> str | None:
         """The run's working directory when it records its files (never changes during a run)."""
-        with self._guard:
-            run = self._cache.get(run_id)
-        state = (run or self._read(run_id)).state
+        run = self.kernel.cached(run_id)
+        state = (run or self.kernel.read(run_id)).state
         return state.workspace.root if state.workspace is not None else None
 
     def _live_root(self, run_id: str) -> str | None:
-        with self._guard:
-            run = self._cache.get(run_id)
-        state = (run or self._read(run_id)).state
+        run = self.kernel.cached(run_id)
+        state = (run or self.kernel.read(run_id)).state
         return state.workspace.root if state.workspace is not None and not state.ended else None
 
     def _continue(
@@ -1040,7 +890,7 @@ class Runs:
                 events += engine.accept_workspace(state, current.record(), changed, now)
             return events + engine.resume(state, now, budget=budget, hint=hint)
 
-        self._transition(run_id, decide)
+        self.kernel.transition(run_id, decide)
         return self._pump_and_view(run_id, current)
 
     def spec_file_text(self, spec_path: Any) -> str:
@@ -1049,18 +899,8 @@ class Runs:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _engine(self, text: str, parsed: LoopSpec | None = None) -> Engine:
-        key = hashlib.sha256(text.encode()).hexdigest()
-        with self._guard:
-            engine = self._engines.get(key)
-        if engine is None:
-            engine = Engine(parsed or load_spec(text, source="stored spec"))
-            with self._guard:
-                self._engines[key] = engine
-        return engine
-
     def _existing(self, run_id: str, spec_hash: str) -> RunView:
-        run = self._read(run_id)
+        run = self.kernel.read(run_id)
         if run.state.spec_hash != spec_hash:
             raise Conflict(
                 f"run '{run_id}' exists with a different spec; choose another run_id or omit it",

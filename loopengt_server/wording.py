@@ -14,7 +14,7 @@ _RUN = r"'(?P<run>[^']+)'"
 
 # (pattern, replacement), applied in order; each names the message it rewrites
 _PERSON: list[tuple[re.Pattern[str], str]] = [
-    # runs._known
+    # TransitionKernel.known
     (re.compile(r"list_runs shows the runs there are"), "`loopengt runs` lists the runs there are"),
     # view.next_action: one open task / several
     (

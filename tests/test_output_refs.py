@@ -64,7 +64,7 @@ def test_each_output_is_in_the_log_once_and_in_full_in_every_answer(tmp_path: Pa
     # a new service (the snapshot, then the tail of the log) answers with the same full inputs
     again = Runs(FileStore(tmp_path / "store"), snapshot_every=3)
     assert again.get_run(run_id).tasks == runs.get_run(run_id).tasks
-    assert project_run(store.events(run_id)) == runs._read(run_id).state
+    assert project_run(store.events(run_id)) == runs.kernel.read(run_id).state
     # the web view's fold of the log shows each task's full input too
     fold = TaskFold()
     fold.add(store.events(run_id))

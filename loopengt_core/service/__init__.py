@@ -1,5 +1,6 @@
 """The runs service's parts, each with one job; `loopengt_core.runs.Runs` composes them.
 
-`loaded` (a run as the service holds it), `inputs` (tool arguments: specs, inputs, paths),
-`binding` (the run's files in git), `worktree_steps` (isolated steps' worktrees and joins).
+`kernel` (load, decide under one lock, append, answer), `loaded` (a run as the service holds it),
+`inputs` (tool arguments: specs, inputs, paths), `binding` (the run's files in git), `worktree_steps`
+(isolated steps' worktrees and joins), `async_submit` (a step from an event loop: the lock protocol).
 """
