@@ -134,7 +134,7 @@ class CommandRunner:
         no command ran.
         """
         runs = self.runs
-        root = runs._live_root(run_id)
+        root = runs.kernel.live_root(run_id)
         last: WorkspaceState | WorkspaceError | None = None
         while not self._closing.is_set():
             claimed, wait_until = self._claim_next(run_id)
@@ -150,7 +150,7 @@ class CommandRunner:
             try:
                 result = run_command(
                     claimed.argv,
-                    cwd=runs._workdir(run_id, claimed.step) or (Path(root) if root else runs.cwd),
+                    cwd=runs.kernel.workdir(run_id, claimed.step) or (Path(root) if root else runs.cwd),
                     timeout_seconds=claimed.timeout_seconds,
                     on_start=functools.partial(self._started, running),
                     stop=running.stop,

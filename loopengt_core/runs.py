@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from pydantic import BaseModel, Field
 
 from loopengt_core import telemetry, transcripts
 from loopengt_core import workspace as git
-from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
+from loopengt_core.budget import parse_usage
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
 from loopengt_core.engine import Engine, open_tasks_text
@@ -53,21 +52,20 @@ from loopengt_core.limits import (
 )
 from loopengt_core.memory import check_context_from, read_memory
 from loopengt_core.reading import RunReader
-from loopengt_core.service.binding import WorkspaceBinding, start_tree, unrecorded
+from loopengt_core.service.binding import WorkspaceBinding, unrecorded
+from loopengt_core.service.forks import CheckpointInfo, Forks
 from loopengt_core.service.inputs import (
     MAX_TASK_ID_CHARS,
     digest,
-    fork_worktree_path,
     has_commands,
-    resolve,
     run_context,
     slug,
     spec_file_text,
     spec_text,
 )
 from loopengt_core.service.kernel import TransitionKernel
-from loopengt_core.service.loaded import LoadedRun, no_answer, nothing
-from loopengt_core.service.worktree_steps import merged_diff, prune
+from loopengt_core.service.loaded import LoadedRun, nothing
+from loopengt_core.service.worktree_steps import prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
     Answer,
@@ -75,10 +73,8 @@ from loopengt_core.state import (
     RunState,
     answer_in_log,
     project_run,
-    workdir,
 )
 from loopengt_core.store import (
-    Checkpoint,
     GroupCommit,
     Store,
     check_id,
@@ -86,24 +82,9 @@ from loopengt_core.store import (
 from loopengt_core.transcripts import TranscriptClient
 from loopengt_core.validation import load_spec
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer
-from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
+from loopengt_core.workspace import WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
-
-
-class CheckpointInfo(BaseModel):
-    """A checkpoint of a run, as `checkpoint` and `list_checkpoints` answer."""
-
-    checkpoint_id: str = Field(
-        description="The checkpoint's id in its run (`cp-<n>`): pass it to resume to fork from it.",
-    )
-    seq: int = Field(description="The seq of the last event the checkpoint includes.")
-    label: str | None = Field(None, description="The label it was taken with; None without one.")
-    created_at: str = Field(description="When it was taken, ISO 8601 UTC.")
-    commit: str | None = Field(
-        None,
-        description="The git commit keeping the run's files at that point; None without a git workspace.",
-    )
 
 
 T = TypeVar("T")
@@ -174,6 +155,7 @@ class Runs:
             cached_runs=cached_runs,
             on_pause=lambda run_id, label: self.checkpoint(run_id, label=label),
         )
+        self.forks = Forks(self)  # checkpoints, resumes, forks
         self.feed = self.kernel.feed  # the store's push feed of changes, when it has one
 
     # --- the service -------------------------------------------------------------------------
@@ -251,7 +233,7 @@ class Runs:
         if self.tracer is not None:
             self.tracer.record(self.store, new_id, state, events)
         log.info("run_started", run_id=new_id, loop=parsed.name)
-        return self._pump_and_view(new_id, current)
+        return self.pump_and_view(new_id, current)
 
     def step(
         self,
@@ -291,7 +273,7 @@ class Runs:
         )
         reported = parse_usage(checked(usage, "usage", MAX_USAGE_BYTES)[0] if usage is not None else None)
         mark = digest(output, outcome, error, canonical=canonical)
-        root = self._live_root(run_id)
+        root = self.kernel.live_root(run_id)
         try:
             current = (
                 self.binding.snapshot(root) if root is not None else None
@@ -558,90 +540,16 @@ class Runs:
             )
 
         self.kernel.transition(run_id, decide)
-        return self._pump_and_view(run_id)
+        return self.pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
         """Take a checkpoint of the run now (its state, and its files' git commit when it has a workspace), to
-        fork from later with resume."""
-        self.kernel.known(run_id)
-        if label is not None and (not isinstance(label, str) or len(label) > 200):
-            raise InvalidArgument("label must be text of at most 200 characters")
-        holder: dict[str, str] = {}
-        root = self._root(run_id)
-        try:
-            current = self.binding.snapshot(root) if root is not None else None
-        except WorkspaceError as exc:
-            raise unrecorded(
-                exc, run_id, "No checkpoint was taken: once that is fixed, take it again"
-            ) from None
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            holder["id"] = checkpoint_id = f"cp-{state.checkpoints + 1}"
-            kept = None
-            if current is not None and root is not None:
-                ref = f"refs/loopengt/{run_id}/{checkpoint_id}"
-                message = f"loopengt checkpoint {checkpoint_id} of run {run_id}" + (
-                    f": {label}" if label else ""
-                )
-                commit = git.keep(root, current.tree, current.head, ref, message)
-                holder["commit"] = commit
-                kept = {**current.record(), "commit": commit, "ref": ref}
-            events = engine.take_checkpoint(state, checkpoint_id, label, now, workspace=kept)
-            point = Checkpoint(
-                run_id=run_id,
-                checkpoint_id=checkpoint_id,
-                seq=state.seq,
-                label=label,
-                created_at=state.updated_at,
-                state=state.model_dump(mode="json"),
-            )
-            # The checkpoint before its event: one that cannot be written (disk full, a value the store
-            # refuses) leaves no event. A file of this id is one whose event never landed: replace it.
-            self.store.discard_checkpoint(run_id, checkpoint_id)
-            self.store.save_checkpoint(point)
-            saved.append((point, state.checkpoints))
-            return events
-
-        saved: list[tuple[Checkpoint, int]] = []
-        try:
-            self.kernel.locked(run_id, decide, no_answer)
-        except BaseException:
-            if saved:
-                self._discard_unrecorded(*saved[0])
-            raise
-        point = saved[0][0]
-        return CheckpointInfo(
-            checkpoint_id=point.checkpoint_id,
-            seq=point.seq,
-            label=label,
-            created_at=point.created_at,
-            commit=holder.get("commit"),
-        )
-
-    def _discard_unrecorded(self, point: Checkpoint, number: int) -> None:
-        """Remove checkpoint `number` of its run when its event failed to append (the log lacks it)."""
-        try:
-            with self.kernel.lock(point.run_id, True):
-                if self.kernel.sync(point.run_id).state.checkpoints < number:
-                    self.store.discard_checkpoint(point.run_id, point.checkpoint_id)
-        except (
-            LoopengtError
-        ) as exc:  # the append's error is the one to report; a stray file is replaced later
-            log.warning("checkpoint_not_discarded", run_id=point.run_id, error=exc.message)
+        fork from later with resume (`Forks.checkpoint`)."""
+        return self.forks.checkpoint(run_id, label)
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         """The run's checkpoints, oldest first."""
-        self.kernel.known(run_id)
-        return [
-            CheckpointInfo(
-                checkpoint_id=c.checkpoint_id,
-                seq=c.seq,
-                label=c.label,
-                created_at=c.created_at,
-                commit=(c.state.get("workspace") or {}).get("commit"),
-            )
-            for c in self.store.list_checkpoints(run_id)
-        ]
+        return self.forks.list_checkpoints(run_id)
 
     def resume(
         self,
@@ -653,80 +561,15 @@ class Runs:
         budget: Any = None,
         hint: str | None = None,
     ) -> RunView:
-        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint.
-
-        A run whose files changed outside the loop since its last recorded step continues only with
-        `accept_drift` (the new state is recorded). `worktree`: fork into a new git worktree at that
-        path, holding the checkpoint's files; the fork's commands run there. `budget` raises the run's
-        limits ({max_tokens, max_cost_usd, max_wall_seconds}); `hint` is feedback to the next attempt.
-        """
-        self.kernel.known(run_id)
-        limits = parse_limits(checked(budget, "budget", MAX_USAGE_BYTES)[0] if budget is not None else None)
-        hint = checked_text(hint, "hint")
-        if checkpoint_id is not None and (limits is not None or hint is not None):
-            raise InvalidArgument("budget and hint continue this run: give them without checkpoint_id")
-        if not isinstance(accept_drift, bool):
-            raise InvalidArgument("accept_drift must be true or false")
-        if worktree is not None:
-            worktree = str(fork_worktree_path(worktree, self.cwd, self.confine_paths))
-        if checkpoint_id is None:
-            if worktree is not None:
-                raise InvalidArgument(
-                    "worktree needs checkpoint_id: the worktree holds a checkpoint's files "
-                    "(take one with checkpoint, then resume(run_id, checkpoint_id, worktree=PATH))"
-                )
-            return self._continue(run_id, accept_drift, limits, hint)
-        check_id(checkpoint_id, "checkpoint_id")
-        point = self.store.get_checkpoint(run_id, checkpoint_id)
-        parent = self.kernel.read(run_id)
-        at_checkpoint = RunState.model_validate(point.state)
-        new_id = f"{run_id[:48]}-fork-{secrets.token_hex(3)}"
-        current: WorkspaceState | None = None
-        if worktree is not None:
-            current = self.binding.add_worktree(
-                run_id, checkpoint_id, at_checkpoint, resolve(worktree, self.cwd)
-            )
-        events = parent.engine.fork(
-            at_checkpoint,
-            run_id=new_id,
-            checkpoint_id=checkpoint_id,
-            checkpoint_seq=point.seq,
-            now=self.clock(),
-            workspace=current.start_record() if current is not None else None,
+        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint
+        (`Forks.resume` says how)."""
+        return self.forks.resume(
+            run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree, budget=budget, hint=hint
         )
-        try:
-            self.store.create_run(new_id, parent.spec_text, events)
-        except BaseException:
-            if worktree is not None and at_checkpoint.workspace is not None:
-                git.remove_worktree(at_checkpoint.workspace.root, resolve(worktree, self.cwd))
-            raise
-        if self.tracer is not None:
-            self.tracer.record(self.store, new_id, project_run(events), events)
-        log.info("run_forked", run_id=new_id, parent_run_id=run_id, checkpoint_id=checkpoint_id)
-        return self._pump_and_view(new_id, current)
 
     def diff(self, run_id: str, checkpoint_id: str | None = None, *, stat: bool = False) -> str:
         """`git diff` from the run's first recorded files (or a checkpoint's) to the work tree as it is now."""
-        self.kernel.known(run_id)
-        state = self.kernel.read(run_id).state
-        if state.workspace is None:
-            raise WorkspaceError(
-                f"run '{run_id}' records no files (its spec says workspace: none, or it did not start in a git "
-                "work tree)",
-                run_id=run_id,
-            )
-        if checkpoint_id is not None:
-            check_id(checkpoint_id, "checkpoint_id")
-            found = RunState.model_validate(self.store.get_checkpoint(run_id, checkpoint_id).state).workspace
-            base = found.tree if found is not None else None
-        else:
-            base = start_tree(self.store.events(run_id, limit=1)[0])
-        if base is None:
-            raise WorkspaceError(f"{checkpoint_id or 'the start'} of run '{run_id}' recorded no files")
-        root = Path(state.workspace.root)
-        return git.diff(root, base, self.binding.snapshot(root).tree, stat=stat) + merged_diff(
-            run_id, state, stat=stat
-        )
+        return self.forks.diff(run_id, checkpoint_id, stat=stat)
 
     def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
         """Record the usage in a client's transcript since the run last read it (the stop and session
@@ -770,7 +613,7 @@ class Runs:
     def pump(self, run_id: str) -> RunView:
         """Start the run's due commands now and answer within the call's bound (as `resume` does)."""
         self.kernel.known(run_id)
-        return self._pump_and_view(run_id)
+        return self.pump_and_view(run_id)
 
     def approval_request(self, run_id: str) -> dict[str, Any] | None:
         """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
@@ -811,7 +654,7 @@ class Runs:
 
     # --- transitions -------------------------------------------------------------------------
 
-    def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
+    def pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
         view, pending = self.kernel.locked(
             run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
@@ -823,13 +666,6 @@ class Runs:
             current = None  # the commands may have changed the files: read them again
         return self._shown(view, current)
 
-    def _workdir(self, run_id: str, step: str) -> Path | None:
-        """Where a step's commands run when not in the run's directory: its worktree (isolation), its
-        join's merge of them, or the run's line after a join (`state.workdir`)."""
-        run = self.kernel.cached(run_id)
-        found = workdir((run or self.kernel.read(run_id)).state, step)
-        return Path(found) if found is not None else None
-
     # --- the run's files (git) ---------------------------------------------------------------
 
     def prune_worktrees(self, run_id: str) -> list[str]:
@@ -839,59 +675,6 @@ class Runs:
         if not state.ended:
             raise Conflict(f"run '{run_id}' has not ended: its worktrees are in use", run_id=run_id)
         return prune(run_id, state)
-
-    def _root(self, run_id: str) -> str | None:
-        """The run's working directory when it records its files (never changes during a run)."""
-        run = self.kernel.cached(run_id)
-        state = (run or self.kernel.read(run_id)).state
-        return state.workspace.root if state.workspace is not None else None
-
-    def _live_root(self, run_id: str) -> str | None:
-        run = self.kernel.cached(run_id)
-        state = (run or self.kernel.read(run_id)).state
-        return state.workspace.root if state.workspace is not None and not state.ended else None
-
-    def _continue(
-        self, run_id: str, accept_drift: bool, budget: BudgetLimits | None = None, hint: str | None = None
-    ) -> RunView:
-        """resume without a checkpoint: refuse files changed meanwhile unless accepted, then go on."""
-        root = self._live_root(run_id)
-        try:
-            current = self.binding.snapshot(root) if root is not None else None
-        except WorkspaceError as exc:
-            raise unrecorded(
-                exc,
-                run_id,
-                f"Once that is fixed, resume it again (`loopengt run --resume {run_id} --agent CMD`)",
-            ) from None
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            events: list[AnyEvent] = []
-            recorded = state.workspace
-            if (
-                current is not None
-                and recorded is not None
-                and not state.ended
-                and current.tree != recorded.tree
-            ):
-                changed = git.changed_paths(recorded.root, recorded.tree, current.tree)
-                if not accept_drift:
-                    names = ", ".join(changed[:20]) + (
-                        f" and {len(changed) - 20} more" if len(changed) > 20 else ""
-                    )
-                    raise WorkspaceDrift(
-                        f"run '{run_id}': files changed outside the loop since its last recorded step "
-                        f"(seq {recorded.seq}): {names}. Review them (`loopengt diff {run_id}`); to continue with "
-                        f"them, resume with accept_drift=true (`loopengt resume {run_id} --accept-drift`); else "
-                        "restore them first",
-                        changed=changed,
-                        run_id=run_id,
-                    )
-                events += engine.accept_workspace(state, current.record(), changed, now)
-            return events + engine.resume(state, now, budget=budget, hint=hint)
-
-        self.kernel.transition(run_id, decide)
-        return self._pump_and_view(run_id, current)
 
     def spec_file_text(self, spec_path: Any) -> str:
         """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""

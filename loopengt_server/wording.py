@@ -54,7 +54,7 @@ _PERSON: list[tuple[re.Pattern[str], str]] = [
         re.compile(rf"then resume\(run_id={_RUN}, accept_drift=true\) records them"),
         r"then `loopengt resume \g<run> --accept-drift` records them",
     ),
-    # runs._continue (WorkspaceDrift)
+    # Forks._continue (WorkspaceDrift)
     (
         re.compile(r"resume with accept_drift=true \((`loopengt resume [^`]+ --accept-drift`)\)"),
         r"run \1",

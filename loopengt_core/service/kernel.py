@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 import structlog
@@ -28,7 +29,7 @@ from loopengt_core.events import AnyEvent, RunEnded, RunPaused
 from loopengt_core.service.loaded import Decide, LoadedRun, nothing
 from loopengt_core.service.worktree_steps import end_worktrees, isolate
 from loopengt_core.spec import LoopSpec
-from loopengt_core.state import RunState, apply, project_run
+from loopengt_core.state import RunState, apply, project_run, workdir
 from loopengt_core.store import ChangeFeed, LocalLocking, LockBusy, Store, check_id
 from loopengt_core.validation import load_spec
 
@@ -196,6 +197,25 @@ class TransitionKernel:
             with self._guard:
                 self._engines[key] = engine
         return engine
+
+    def workdir(self, run_id: str, step: str) -> Path | None:
+        """Where a step's commands run when not in the run's directory: its worktree (isolation), its
+        join's merge of them, or the run's line after a join (`state.workdir`)."""
+        run = self.cached(run_id)
+        found = workdir((run or self.read(run_id)).state, step)
+        return Path(found) if found is not None else None
+
+    def root(self, run_id: str) -> str | None:
+        """The run's working directory when it records its files (never changes during a run)."""
+        run = self.cached(run_id)
+        state = (run or self.read(run_id)).state
+        return state.workspace.root if state.workspace is not None else None
+
+    def live_root(self, run_id: str) -> str | None:
+        """The run's working directory while it runs and records its files (None once it ended)."""
+        run = self.cached(run_id)
+        state = (run or self.read(run_id)).state
+        return state.workspace.root if state.workspace is not None and not state.ended else None
 
     def announce(self) -> None:
         """Wake the waits of this process (an append happened, or a command worker ended)."""
