@@ -121,28 +121,11 @@ async def _reported(
         return await _call(fn, *args, **kwargs)
 
 
-async def _submit(
-    runs: Runs,
-    run_id: str,
-    task_id: str,
-    output: Any,
-    outcome: str,
-    error: str | None,
-    usage: Any = None,
-    submitted_by: str | None = None,
-) -> StepAnswer:
-    """The service's one async submit (`loopengt_core.service.async_submit`), its errors as tool errors."""
+async def _submit(runs: Runs, run_id: str, task_id: str, output: Any, **options: Any) -> StepAnswer:
+    """The service's one async submit (`loopengt_core.service.async_submit.submit`), its errors as tool
+    errors: the lock protocol (event loop or worker thread, group commit) is the service's own."""
     try:
-        return await submit(
-            runs,
-            run_id,
-            task_id,
-            output,
-            outcome=outcome,
-            error=error,
-            usage=usage,
-            submitted_by=submitted_by,
-        )
+        return await submit(runs, run_id, task_id, output, **options)
     except LoopengtError as exc:
         raise ToolError(exc.message) from None
 
@@ -232,7 +215,14 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
         async with reporting(ctx, runs, run_id):
             answer = await _submit(
-                runs, run_id, task_id, output, outcome, error, usage, caller(ctx.request_context)
+                runs,
+                run_id,
+                task_id,
+                output,
+                outcome=outcome,
+                error=error,
+                usage=usage,
+                submitted_by=caller(ctx.request_context),
             )
         await announce(run_id)
         if answer.status == "waiting_approval":
