@@ -11,10 +11,8 @@ after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import secrets
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -25,7 +23,6 @@ from typing import Any, TypeVar
 import structlog
 
 from loopengt_core import telemetry, transcripts
-from loopengt_core import workspace as git
 from loopengt_core.budget import parse_usage
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
@@ -35,7 +32,6 @@ from loopengt_core.errors import (
     InvalidArgument,
     LoopengtError,
     NotFound,
-    StoreConflict,
     StoreCorrupt,
 )
 from loopengt_core.events import (
@@ -50,21 +46,17 @@ from loopengt_core.limits import (
     checked_canonical,
     checked_text,
 )
-from loopengt_core.memory import check_context_from, read_memory
 from loopengt_core.reading import RunReader
 from loopengt_core.service.binding import WorkspaceBinding, unrecorded
 from loopengt_core.service.forks import CheckpointInfo, Forks
 from loopengt_core.service.inputs import (
     MAX_TASK_ID_CHARS,
     digest,
-    has_commands,
-    run_context,
-    slug,
     spec_file_text,
-    spec_text,
 )
 from loopengt_core.service.kernel import TransitionKernel
 from loopengt_core.service.loaded import LoadedRun, nothing
+from loopengt_core.service.starting import start_run
 from loopengt_core.service.worktree_steps import prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
@@ -72,15 +64,12 @@ from loopengt_core.state import (
     Command,
     RunState,
     answer_in_log,
-    project_run,
 )
 from loopengt_core.store import (
     GroupCommit,
     Store,
-    check_id,
 )
 from loopengt_core.transcripts import TranscriptClient
-from loopengt_core.validation import load_spec
 from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer
 from loopengt_core.workspace import WorkspaceError, WorkspaceState
 
@@ -173,67 +162,17 @@ class Runs:
         """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object).
 
         `context_from`: earlier runs whose outputs the tasks' input.memory carries, after the spec's own
-        `context_from` (see `loopengt_core.memory`).
+        `context_from` (see `loopengt_core.memory`; `loopengt_core.service.starting.start_run` does it).
         """
-        given = [
-            k for k, v in (("spec_path", spec_path), ("template", template), ("spec", spec)) if v is not None
-        ]
-        if len(given) != 1:
-            raise InvalidArgument(
-                "give exactly one of spec_path, template or spec"
-                + (f" (got {', '.join(given)})" if given else "")
-            )
-        if inputs is not None and not isinstance(inputs, dict):
-            raise InvalidArgument(
-                f"inputs must be an object of names to values (got {type(inputs).__name__})"
-            )
-        inputs = checked(inputs, "inputs")[0] if inputs is not None else None
-        text, source = spec_text(spec_path, template, spec, self.cwd, self.confine_paths)
-        parsed = load_spec(text, source=source, quote=spec_path is None or not self.confine_paths)
-        if spec is not None and has_commands(parsed) and not self.allow_inline_commands:
-            raise InvalidArgument(
-                "an inline spec may not contain command steps ('run') or command gates ('command'): the server "
-                "runs those programs. Save the spec to a file and pass spec_path, or start the server with "
-                "--allow-inline-commands"
-            )
-        context = run_context(parsed, inputs or {})
-        sources = check_context_from(parsed.context_from + check_context_from(context_from or []))
-        spec_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
-        if run_id is not None:
-            check_id(run_id)
-            if self.store.exists(run_id):
-                return self._existing(run_id, spec_hash)
-        new_id = run_id or f"{slug(parsed.name)}-{secrets.token_hex(4)}"
-        if new_id in sources:
-            raise InvalidArgument(f"context_from names the run being started ({new_id!r})")
-        memory = read_memory(sources, lambda source: self.kernel.read(source).state)
-        engine = self.kernel.engine_of(text, parsed)
-        current = self.binding.start(parsed)
-        if current is None and engine.isolated:
-            raise git.NotAGitRepository(
-                f"No run was started: isolation: worktree (steps {', '.join(sorted(engine.isolated))}) needs "
-                f"the run's files in git, but {self.cwd} is not inside a git work tree (or git is missing); "
-                "run `git init` there (or start in the repository), or set isolation: none"
-            )
-        events = engine.start(
-            run_id=new_id,
-            now=self.clock(),
-            seed=secrets.randbits(31),
-            context=context,
-            spec_hash=spec_hash,
-            workspace=current.start_record() if current is not None else None,
-            memory=memory,
+        return start_run(
+            self,
+            spec_path=spec_path,
+            template=template,
+            spec=spec,
+            inputs=inputs,
+            run_id=run_id,
+            context_from=context_from,
         )
-        try:
-            self.store.create_run(new_id, text, events)
-        except StoreConflict:
-            return self._existing(new_id, spec_hash)
-        state = project_run(events)
-        self.kernel.keep(new_id, LoadedRun(state, engine, text))
-        if self.tracer is not None:
-            self.tracer.record(self.store, new_id, state, events)
-        log.info("run_started", run_id=new_id, loop=parsed.name)
-        return self.pump_and_view(new_id, current)
 
     def step(
         self,
@@ -681,15 +620,6 @@ class Runs:
         return spec_file_text(spec_path, self.cwd, self.confine_paths)
 
     # --- helpers -----------------------------------------------------------------------------
-
-    def _existing(self, run_id: str, spec_hash: str) -> RunView:
-        run = self.kernel.read(run_id)
-        if run.state.spec_hash != spec_hash:
-            raise Conflict(
-                f"run '{run_id}' exists with a different spec; choose another run_id or omit it",
-                run_id=run_id,
-            )
-        return run_view(run.state)
 
     def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
         """A submission older than the recent answers kept in the state: read from the task's own events,
