@@ -23,10 +23,9 @@ from typing import Any, TypeVar
 import structlog
 
 from loopengt_core import telemetry, transcripts
-from loopengt_core.budget import parse_usage
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
-from loopengt_core.engine import Engine, open_tasks_text
+from loopengt_core.engine import Engine
 from loopengt_core.errors import (
     Conflict,
     InvalidArgument,
@@ -40,37 +39,30 @@ from loopengt_core.events import (
 )
 from loopengt_core.limits import (
     CALL_WAIT,
-    MAX_OUTPUT_BYTES,
-    MAX_USAGE_BYTES,
-    checked,
-    checked_canonical,
     checked_text,
 )
 from loopengt_core.reading import RunReader
-from loopengt_core.service.binding import WorkspaceBinding, unrecorded
+from loopengt_core.service.binding import WorkspaceBinding
 from loopengt_core.service.forks import CheckpointInfo, Forks
 from loopengt_core.service.inputs import (
-    MAX_TASK_ID_CHARS,
-    digest,
     spec_file_text,
 )
 from loopengt_core.service.kernel import TransitionKernel
 from loopengt_core.service.loaded import LoadedRun, nothing
 from loopengt_core.service.starting import start_run
+from loopengt_core.service.submitting import answer_for, submit_output
 from loopengt_core.service.worktree_steps import prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
-    Answer,
     Command,
     RunState,
-    answer_in_log,
 )
 from loopengt_core.store import (
     GroupCommit,
     Store,
 )
 from loopengt_core.transcripts import TranscriptClient
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view
 from loopengt_core.workspace import WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
@@ -187,71 +179,25 @@ class Runs:
         usage: Any = None,
         submitted_by: str | None = None,
     ) -> StepAnswer:
-        """Submit a task's output. The same submission twice gets the same answer and appends nothing.
+        """Submit a task's output. The same submission twice gets the same answer and appends nothing
+        (`loopengt_core.service.submitting.submit_output` says how).
 
-        `submitted_by`: who submits, as the caller is known (an MCP session, a bearer principal, a headless
-        agent command); recorded with the output. A judge task from whoever submitted the output it
-        judges is refused.
-
-        Commands it makes due (command gates, command steps) start on the command runner; the answer comes
-        when they are done or after the call's bound (`wait_bound`), then with them under `checking`.
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
         when commands are due; `settle` starts them and answers then.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
-        self.kernel.known(run_id)
-        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
-            raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
-        error = checked_text(error, "error")
-        output, canonical = checked_canonical(
+        return submit_output(
+            self,
+            run_id,
+            task_id,
             output,
-            "output",
-            MAX_OUTPUT_BYTES,
-            maximum=self.max_output_bytes,
-            hint="Put large artefacts in files and submit their paths",
+            outcome=outcome,
+            error=error,
+            run_commands=run_commands,
+            wait=wait,
+            usage=usage,
+            submitted_by=submitted_by,
         )
-        reported = parse_usage(checked(usage, "usage", MAX_USAGE_BYTES)[0] if usage is not None else None)
-        mark = digest(output, outcome, error, canonical=canonical)
-        root = self.kernel.live_root(run_id)
-        try:
-            current = (
-                self.binding.snapshot(root) if root is not None else None
-            )  # outside the lock: git takes time
-        except WorkspaceError as exc:
-            raise unrecorded(
-                exc,
-                run_id,
-                f"The output for {task_id} was not taken: once that is fixed, submit it again "
-                f"(headless: `loopengt run --resume {run_id} --agent CMD`)",
-            ) from None
-        recorded = current.record() if current is not None else None
-
-        old: dict[str, Answer] = {}  # an answer read from the log, kept for the reply (read once)
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            if task_id not in state.tasks:
-                answer = state.answers.get(task_id) or self._old_answer(run_id, task_id)
-                if answer is not None:
-                    old[task_id] = answer
-                    self._same_submission(state, task_id, answer, mark)
-                    return []
-            return engine.submit(
-                state,
-                task_id,
-                output,
-                outcome=outcome,
-                error=error,
-                digest=mark,
-                now=now,
-                workspace=recorded,
-                usage=reported,
-                submitted_by=submitted_by,
-            )
-
-        result = self.kernel.locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
-        if result.commands_pending and run_commands:
-            return self.settle(run_id, task_id, current)
-        return self._shown(result, current)
 
     def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
         """Start the commands a submission made due, wait for them up to the call's bound, then answer for
@@ -262,21 +208,7 @@ class Runs:
         self.commands.start(run_id)
         self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
         # the files are read again: the commands may have changed them since `current`
-        return self._shown(self.kernel.locked(run_id, nothing, self._answer(run_id, task_id)))
-
-    def _answer(
-        self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
-    ) -> Callable[[LoadedRun], StepAnswer]:
-        def answer(run: LoadedRun) -> StepAnswer:
-            found = (
-                run.state.answers.get(task_id)
-                or (known or {}).get(task_id)
-                or self._old_answer(run_id, task_id)
-                or Answer()
-            )
-            return step_answer(run.state, found.gate_results)
-
-        return answer
+        return self.shown(self.kernel.locked(run_id, nothing, answer_for(self, run_id, task_id)))
 
     def quick(self, run_id: str, task_id: str | None = None) -> bool:
         """Whether a transition of this run is only a local log append (no git snapshot, no database).
@@ -322,7 +254,7 @@ class Runs:
         wait = min(float(wait_seconds), self.wait_bound())
         if wait > 0 and not ended:
             self.wait_for_change(run_id, seq, wait)
-        return self._shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
+        return self.shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
 
     def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
         """(seq, ended, whether a due command waits for a runner that is not there)."""
@@ -389,7 +321,7 @@ class Runs:
                 started.append(run_id)
         return started
 
-    def _shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
+    def shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
         """`view` with the work tree's drift and the last output line of each command running here.
 
         While commands run, the files are theirs to change: no drift is reported then."""
@@ -603,7 +535,7 @@ class Runs:
             self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
             view = self.kernel.locked(run_id, nothing, lambda run: run_view(run.state))
             current = None  # the commands may have changed the files: read them again
-        return self._shown(view, current)
+        return self.shown(view, current)
 
     # --- the run's files (git) ---------------------------------------------------------------
 
@@ -620,24 +552,6 @@ class Runs:
         return spec_file_text(spec_path, self.cwd, self.confine_paths)
 
     # --- helpers -----------------------------------------------------------------------------
-
-    def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
-        """A submission older than the recent answers kept in the state: read from the task's own events,
-        which the store finds by task id (never the whole log: a 100,000-step run stays cheap)."""
-        return answer_in_log(self.store.task_events(run_id, task_id), task_id)
-
-    def _same_submission(self, state: RunState, task_id: str, answer: Answer, mark: str) -> None:
-        if answer.digest is None and answer.expired_after_seconds is not None:
-            raise Conflict(
-                f"task '{task_id}' expired after {answer.expired_after_seconds:g} s and takes no submission; "
-                f"{open_tasks_text(state)}",
-                run_id=state.run_id,
-            )
-        if answer.digest != mark:
-            raise Conflict(
-                f"task '{task_id}' was already submitted with a different output; {open_tasks_text(state)}",
-                run_id=state.run_id,
-            )
 
 
 def utc_iso(moment: datetime | None = None) -> str:
