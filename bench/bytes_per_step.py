@@ -92,7 +92,7 @@ def _materialise_costs(runs: Any, run_id: str, calls: int = 200) -> dict[str, fl
     issued = [e for e in runs.store.events(run_id) if isinstance(e, TaskIssued) and e.input_refs][-1]
     assert issued.input is not None
     assert issued.input_refs is not None
-    steps = runs._read(run_id).state.steps
+    steps = runs.kernel.read(run_id).state.steps
     held = {s.output_seq: s.output for s in steps.values() if s.output_seq is not None}
 
     def read(seq: int) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from loopengt._client import Client, Validation, open, validate
 from loopengt_core.errors import LoopengtError
-from loopengt_core.runs import CheckpointInfo
+from loopengt_core.service.forks import CheckpointInfo
 from loopengt_core.state import GateResult, TaskView
 from loopengt_core.validation import Problem
 from loopengt_core.view import RunSummary, RunView, StepAnswer

@@ -9,7 +9,8 @@ from types import TracebackType
 from typing import Any
 
 from loopengt_core import logs
-from loopengt_core.runs import CheckpointInfo, Runs
+from loopengt_core.runs import Runs
+from loopengt_core.service.forks import CheckpointInfo
 from loopengt_core.store import Store, open_store
 from loopengt_core.validation import (
     Problem,

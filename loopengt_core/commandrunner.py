@@ -134,7 +134,7 @@ class CommandRunner:
         no command ran.
         """
         runs = self.runs
-        root = runs._live_root(run_id)
+        root = runs.kernel.live_root(run_id)
         last: WorkspaceState | WorkspaceError | None = None
         while not self._closing.is_set():
             claimed, wait_until = self._claim_next(run_id)
@@ -150,7 +150,7 @@ class CommandRunner:
             try:
                 result = run_command(
                     claimed.argv,
-                    cwd=runs._workdir(run_id, claimed.step) or (Path(root) if root else runs.cwd),
+                    cwd=runs.kernel.workdir(run_id, claimed.step) or (Path(root) if root else runs.cwd),
                     timeout_seconds=claimed.timeout_seconds,
                     on_start=functools.partial(self._started, running),
                     stop=running.stop,
@@ -160,7 +160,7 @@ class CommandRunner:
                 current = None
                 if root is not None:
                     try:
-                        current = last = runs._snapshot(root)
+                        current = last = runs.binding.snapshot(root)
                     except WorkspaceError as exc:  # the command's result must not be lost: record it without
                         last = exc  # and the answer says why
                         log.warning("workspace_unrecorded", run_id=run_id, error=exc.message)
@@ -209,7 +209,7 @@ class CommandRunner:
                 waits.extend(parse_iso(c.not_before) for c in state.due_commands() if c.runner is None)
             return []
 
-        self.runs._transition(run_id, claim)
+        self.runs.kernel.transition(run_id, claim)
         return (found[0] if found else None), (min(waits) if waits else None)
 
     def _finish(
@@ -237,7 +237,7 @@ class CommandRunner:
                 cancelled_by=cancelled_by,
             )
 
-        self.runs._transition(run_id, finish)
+        self.runs.kernel.transition(run_id, finish)
 
     # --- what callers see and do -----------------------------------------------------------------
 

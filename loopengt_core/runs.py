@@ -1,193 +1,79 @@
 """The runs service: what the MCP layer and the CLI call. It loads, decides, appends, answers.
 
-Every transition happens under the store's per-run lock: bring the cached state up to the log's end,
-enforce deadlines (`tick`), let the engine decide, append the events durably, and only then answer.
-Commands (command steps and gates) run outside the lock, on the command runner's worker threads
-(`commandrunner`): a call that makes commands due answers once they are done or after LOOPENGT_CALL_WAIT
-seconds, whichever comes first, and the commands go on; `get_run(wait_seconds=...)` waits for the next change.
-"""
+`Runs` is a thin service over its collaborators in `loopengt_core.service`: every transition goes through
+the transition kernel (`loopengt_core.service.kernel`: under the store's per-run lock, bring the cached
+state up to the log's end, enforce deadlines, let the engine decide, append durably, then answer); the
+runs' files through the workspace binding (`loopengt_core.service.binding`); tool arguments through
+`loopengt_core.service.inputs`. Commands (command steps and gates) run outside the lock, on the command
+runner's worker threads (`commandrunner`): a call that makes commands due answers once they are done or
+after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
+`get_run(wait_seconds=...)` waits for the next change."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import re
-import secrets
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-import yaml
-from pydantic import BaseModel, Field
 
-from loopengt_core import telemetry, transcripts, worktrees
-from loopengt_core import workspace as git
-from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
-from loopengt_core.budget import BudgetLimits, parse_limits, parse_usage
-from loopengt_core.catalog import template_text
-from loopengt_core.changefeed import SharedChanges
+from loopengt_core import telemetry, transcripts
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
-from loopengt_core.engine import Engine, open_tasks_text
+from loopengt_core.engine import Engine
 from loopengt_core.errors import (
     Conflict,
     InvalidArgument,
     LoopengtError,
     NotFound,
-    StoreConflict,
     StoreCorrupt,
 )
 from loopengt_core.events import (
     AnyEvent,
-    BranchesMerged,
-    Event,
-    RunEnded,
-    RunForked,
-    RunPaused,
-    RunStarted,
     iso,
 )
 from loopengt_core.limits import (
     CALL_WAIT,
-    MAX_OUTPUT_BYTES,
-    MAX_USAGE_BYTES,
-    checked,
-    checked_canonical,
     checked_text,
 )
-from loopengt_core.memory import check_context_from, read_memory
-from loopengt_core.paths import WORKTREES_DIR, confine, text_path, worktree_path
 from loopengt_core.reading import RunReader
+from loopengt_core.service.binding import WorkspaceBinding
+from loopengt_core.service.forks import CheckpointInfo, Forks
+from loopengt_core.service.inputs import (
+    spec_file_text,
+)
+from loopengt_core.service.kernel import TransitionKernel
+from loopengt_core.service.loaded import LoadedRun, nothing
+from loopengt_core.service.starting import start_run
+from loopengt_core.service.submitting import answer_for, submit_output
+from loopengt_core.service.worktree_steps import prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
-    Answer,
     Command,
     RunState,
-    answer_in_log,
-    apply,
-    project_run,
-    workdir,
 )
 from loopengt_core.store import (
-    ChangeFeed,
-    Checkpoint,
-    DirectoryBacked,
     GroupCommit,
-    LocalLocking,
-    LockBusy,
     Store,
-    check_id,
 )
 from loopengt_core.transcripts import TranscriptClient
-from loopengt_core.validation import load_spec, read_spec_file, spec_data
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view, step_answer, with_drift
-from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view
+from loopengt_core.workspace import WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
-
-MAX_TASK_ID_CHARS = 200
-CHANGE_POLL_SECONDS = 0.2  # how often a wait looks at the store for changes made by other processes
-FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety net for a lost notification
-
-
-class CheckpointInfo(BaseModel):
-    """A checkpoint of a run, as `checkpoint` and `list_checkpoints` answer."""
-
-    checkpoint_id: str = Field(
-        description="The checkpoint's id in its run (`cp-<n>`): pass it to resume to fork from it.",
-    )
-    seq: int = Field(description="The seq of the last event the checkpoint includes.")
-    label: str | None = Field(None, description="The label it was taken with; None without one.")
-    created_at: str = Field(description="When it was taken, ISO 8601 UTC.")
-    commit: str | None = Field(
-        None,
-        description="The git commit keeping the run's files at that point; None without a git workspace.",
-    )
-
-
-@dataclass
-class _Run:
-    state: RunState
-    engine: Engine
-    spec_text: str
 
 
 T = TypeVar("T")
 V = TypeVar("V", bound=RunView)
-Decide = Callable[[Engine, RunState, datetime], list[AnyEvent]]
-
-
-def _nothing(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-    return []
-
-
-def _no_answer(run: _Run) -> None:
-    return None
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def digest(output: Any, outcome: str, error: str | None, *, canonical: str | None = None) -> str:
-    """Identity of a submission, to recognise the same one sent twice: the SHA-256 of
-    `[output, outcome, error]` as compact JSON with sorted keys. `canonical`: the output so encoded
-    already (`checked_canonical`), which is not encoded again."""
-    if canonical is None:
-        canonical = json.dumps(output, sort_keys=True, separators=(",", ":"), default=str)
-    rest = json.dumps([outcome, error], separators=(",", ":"), default=str)  # '["success",null]'
-    blob = f"[{canonical},{rest[1:]}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _start_tree(first: Event) -> str | None:
-    """The tree a run started from: its run_started's, or the parent's state a fork began with."""
-    if isinstance(first, RunStarted | RunForked) and first.workspace is not None:
-        return first.workspace.tree
-    if isinstance(first, RunForked):
-        inherited = RunState.model_validate(first.state).workspace
-        return inherited.tree if inherited is not None else None
-    return None
-
-
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
-    return slug or "run"
-
-
-def _has_commands(spec: LoopSpec) -> bool:
-    return any(s.run for s in spec.steps) or any(g.command for g in spec.policy.verification_gates)
-
-
-def _restated(exc: WorkspaceError, message: str, run_id: str | None = None) -> WorkspaceError:
-    """`exc` (its kind, so its code) with another message."""
-    kind = (
-        type(exc) if type(exc) in (WorkspaceError, git.GitMissing, git.NotAGitRepository) else WorkspaceError
-    )
-    return kind(message, run_id=run_id)
-
-
-def _unrecorded(exc: WorkspaceError, run_id: str, then: str) -> WorkspaceError:
-    """A running run's files could not be recorded: the reason and fix, what was not done, the ways on.
-
-    `workspace: none` is no way out for a running run (it keeps its spec), so it is not offered.
-    """
-    reason = exc.message.replace(git.OR_NONE, "")
-    return _restated(
-        exc,
-        f"run '{run_id}' cannot record its files: {reason}. {then}; or end the run with cancel_run "
-        f"(`loopengt cancel {run_id}`)",
-        run_id,
-    )
 
 
 class Runs:
@@ -226,9 +112,8 @@ class Runs:
         """
         self.store = store
         self.reader = RunReader(store)  # for watchers: reads that take no lock and never append
-        # looked up once: a protocol isinstance costs microseconds, and `quick` runs on every step
-        self._try_lock = store.try_lock if isinstance(store, LocalLocking) else None
         self.cwd = Path(cwd or os.getcwd())
+        self.binding = WorkspaceBinding(store, self.cwd)  # the runs' files in git
         self.clock = clock
         self.allow_inline_commands = allow_inline_commands
         self.max_output_bytes = max_output_bytes
@@ -243,14 +128,16 @@ class Runs:
         self.runner = self.commands.runner
         self.tracer = tracer if tracer is not None else telemetry.from_env()
         self.on_command = on_command
-        self._cache: LRU[str, _Run] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
-        self._engines: LRU[str, Engine] = LRU(self._cache.limit)
-        self._guard = threading.Lock()
-        self._changes = threading.Condition()
-        self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
-        self.feed = (
-            SharedChanges(store.changes, lambda _: self.announce()) if isinstance(store, ChangeFeed) else None
+        self.kernel = TransitionKernel(
+            store,
+            clock=clock,
+            tracer=self.tracer,
+            snapshot_every=self.snapshot_every,
+            cached_runs=cached_runs,
+            on_pause=lambda run_id, label: self.checkpoint(run_id, label=label),
         )
+        self.forks = Forks(self)  # checkpoints, resumes, forks
+        self.feed = self.kernel.feed  # the store's push feed of changes, when it has one
 
     # --- the service -------------------------------------------------------------------------
 
@@ -267,68 +154,17 @@ class Runs:
         """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object).
 
         `context_from`: earlier runs whose outputs the tasks' input.memory carries, after the spec's own
-        `context_from` (see `loopengt_core.memory`).
+        `context_from` (see `loopengt_core.memory`; `loopengt_core.service.starting.start_run` does it).
         """
-        given = [
-            k for k, v in (("spec_path", spec_path), ("template", template), ("spec", spec)) if v is not None
-        ]
-        if len(given) != 1:
-            raise InvalidArgument(
-                "give exactly one of spec_path, template or spec"
-                + (f" (got {', '.join(given)})" if given else "")
-            )
-        if inputs is not None and not isinstance(inputs, dict):
-            raise InvalidArgument(
-                f"inputs must be an object of names to values (got {type(inputs).__name__})"
-            )
-        inputs = checked(inputs, "inputs")[0] if inputs is not None else None
-        text, source = self._spec_text(spec_path, template, spec)
-        parsed = load_spec(text, source=source, quote=spec_path is None or not self.confine_paths)
-        if spec is not None and _has_commands(parsed) and not self.allow_inline_commands:
-            raise InvalidArgument(
-                "an inline spec may not contain command steps ('run') or command gates ('command'): the server "
-                "runs those programs. Save the spec to a file and pass spec_path, or start the server with "
-                "--allow-inline-commands"
-            )
-        context = self._context(parsed, inputs or {})
-        sources = check_context_from(parsed.context_from + check_context_from(context_from or []))
-        spec_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
-        if run_id is not None:
-            check_id(run_id)
-            if self.store.exists(run_id):
-                return self._existing(run_id, spec_hash)
-        new_id = run_id or f"{_slug(parsed.name)}-{secrets.token_hex(4)}"
-        if new_id in sources:
-            raise InvalidArgument(f"context_from names the run being started ({new_id!r})")
-        memory = read_memory(sources, lambda source: self._read(source).state)
-        engine = self._engine(text, parsed)
-        current = self._start_workspace(parsed)
-        if current is None and engine.isolated:
-            raise git.NotAGitRepository(
-                f"No run was started: isolation: worktree (steps {', '.join(sorted(engine.isolated))}) needs "
-                f"the run's files in git, but {self.cwd} is not inside a git work tree (or git is missing); "
-                "run `git init` there (or start in the repository), or set isolation: none"
-            )
-        events = engine.start(
-            run_id=new_id,
-            now=self.clock(),
-            seed=secrets.randbits(31),
-            context=context,
-            spec_hash=spec_hash,
-            workspace=current.start_record() if current is not None else None,
-            memory=memory,
+        return start_run(
+            self,
+            spec_path=spec_path,
+            template=template,
+            spec=spec,
+            inputs=inputs,
+            run_id=run_id,
+            context_from=context_from,
         )
-        try:
-            self.store.create_run(new_id, text, events)
-        except StoreConflict:
-            return self._existing(new_id, spec_hash)
-        state = project_run(events)
-        with self._guard:
-            self._cache[new_id] = _Run(state, engine, text)
-        if self.tracer is not None:
-            self.tracer.record(self.store, new_id, state, events)
-        log.info("run_started", run_id=new_id, loop=parsed.name)
-        return self._pump_and_view(new_id, current)
 
     def step(
         self,
@@ -343,69 +179,25 @@ class Runs:
         usage: Any = None,
         submitted_by: str | None = None,
     ) -> StepAnswer:
-        """Submit a task's output. The same submission twice gets the same answer and appends nothing.
+        """Submit a task's output. The same submission twice gets the same answer and appends nothing
+        (`loopengt_core.service.submitting.submit_output` says how).
 
-        `submitted_by`: who submits, as the caller is known (an MCP session, a bearer principal, a headless
-        agent command); recorded with the output. A judge task from whoever submitted the output it
-        judges is refused.
-
-        Commands it makes due (command gates, command steps) start on the command runner; the answer comes
-        when they are done or after the call's bound (`wait_bound`), then with them under `checking`.
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
         when commands are due; `settle` starts them and answers then.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
-        self._known(run_id)
-        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
-            raise InvalidArgument("task_id must be a task id such as 'plan#1' (see the run's open tasks)")
-        error = checked_text(error, "error")
-        output, canonical = checked_canonical(
+        return submit_output(
+            self,
+            run_id,
+            task_id,
             output,
-            "output",
-            MAX_OUTPUT_BYTES,
-            maximum=self.max_output_bytes,
-            hint="Put large artefacts in files and submit their paths",
+            outcome=outcome,
+            error=error,
+            run_commands=run_commands,
+            wait=wait,
+            usage=usage,
+            submitted_by=submitted_by,
         )
-        reported = parse_usage(checked(usage, "usage", MAX_USAGE_BYTES)[0] if usage is not None else None)
-        mark = digest(output, outcome, error, canonical=canonical)
-        root = self._live_root(run_id)
-        try:
-            current = self._snapshot(root) if root is not None else None  # outside the lock: git takes time
-        except WorkspaceError as exc:
-            raise _unrecorded(
-                exc,
-                run_id,
-                f"The output for {task_id} was not taken: once that is fixed, submit it again "
-                f"(headless: `loopengt run --resume {run_id} --agent CMD`)",
-            ) from None
-        recorded = current.record() if current is not None else None
-
-        old: dict[str, Answer] = {}  # an answer read from the log, kept for the reply (read once)
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            if task_id not in state.tasks:
-                answer = state.answers.get(task_id) or self._old_answer(run_id, task_id)
-                if answer is not None:
-                    old[task_id] = answer
-                    self._same_submission(state, task_id, answer, mark)
-                    return []
-            return engine.submit(
-                state,
-                task_id,
-                output,
-                outcome=outcome,
-                error=error,
-                digest=mark,
-                now=now,
-                workspace=recorded,
-                usage=reported,
-                submitted_by=submitted_by,
-            )
-
-        result = self._locked(run_id, decide, self._answer(run_id, task_id, old), wait=wait)
-        if result.commands_pending and run_commands:
-            return self.settle(run_id, task_id, current)
-        return self._shown(result, current)
 
     def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
         """Start the commands a submission made due, wait for them up to the call's bound, then answer for
@@ -414,23 +206,9 @@ class Runs:
         A repeat of the same submission lands here too: it starts no second run of a command (one worker
         per run, and a claimed command is not claimed again while its runner lives)."""
         self.commands.start(run_id)
-        self._await_settled(run_id, self.wait_bound())
+        self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
         # the files are read again: the commands may have changed them since `current`
-        return self._shown(self._locked(run_id, _nothing, self._answer(run_id, task_id)))
-
-    def _answer(
-        self, run_id: str, task_id: str, known: dict[str, Answer] | None = None
-    ) -> Callable[[_Run], StepAnswer]:
-        def answer(run: _Run) -> StepAnswer:
-            found = (
-                run.state.answers.get(task_id)
-                or (known or {}).get(task_id)
-                or self._old_answer(run_id, task_id)
-                or Answer()
-            )
-            return step_answer(run.state, found.gate_results)
-
-        return answer
+        return self.shown(self.kernel.locked(run_id, nothing, answer_for(self, run_id, task_id)))
 
     def quick(self, run_id: str, task_id: str | None = None) -> bool:
         """Whether a transition of this run is only a local log append (no git snapshot, no database).
@@ -440,10 +218,9 @@ class Runs:
         `task_id`: a submission for a task neither open nor answered recently is answered from the
         store's task index, which is file work for a worker thread.
         """
-        if self._try_lock is None:
+        if self.kernel.try_lock is None:
             return False  # a database store: its transitions are network round trips
-        with self._guard:
-            run = self._cache.get(run_id)
+        run = self.kernel.cached(run_id)
         # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
         # which is for a worker thread
         if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
@@ -470,16 +247,16 @@ class Runs:
             raise InvalidArgument(
                 f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
             )
-        self._known(run_id)
-        seq, ended, orphaned = self._locked(run_id, _nothing, self._waiting_on)
+        self.kernel.known(run_id)
+        seq, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
         if orphaned:
             self.commands.start(run_id)
         wait = min(float(wait_seconds), self.wait_bound())
         if wait > 0 and not ended:
             self.wait_for_change(run_id, seq, wait)
-        return self._shown(self._locked(run_id, _nothing, lambda run: run_view(run.state)))
+        return self.shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
 
-    def _waiting_on(self, run: _Run) -> tuple[int, bool, bool]:
+    def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
         """(seq, ended, whether a due command waits for a runner that is not there)."""
         state = run.state
         now = self.clock()
@@ -497,60 +274,20 @@ class Runs:
         """How long a call waits for commands: `call_wait`, else LOOPENGT_CALL_WAIT (default 20 s)."""
         return self.call_wait if self.call_wait is not None else float(CALL_WAIT.get())
 
-    def settled(self, run_id: str) -> bool:
-        """True when no command of the run is running or due (here or in another process), and this process's
-        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
-        due = self._locked(run_id, _nothing, lambda run: bool(run.state.due_commands()))
-        return not due and not self.commands.busy(run_id)
-
     def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
-        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq.
-
-        This process's own appends wake it at once; other processes' (another server, the CLI) through the
-        store's push feed (PostgreSQL LISTEN/NOTIFY, `feed`) or, without one, by looking at the log's end
-        every CHANGE_POLL_SECONDS (a stat for the file store).
-        """
-        check_id(run_id)
-        poll = self._poll_seconds()
-        deadline = time.monotonic() + max(0.0, float(timeout))
-        while True:
-            with self._changes:
-                generation = self._generation
-            seq = self.store.last_seq(run_id)
-            left = deadline - time.monotonic()
-            if seq > after_seq or left <= 0:
-                return seq
-            with self._changes:
-                if self._generation == generation:
-                    self._changes.wait(min(left, poll))
+        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq
+        (`TransitionKernel.wait_for_change`)."""
+        return self.kernel.wait_for_change(run_id, after_seq, timeout)
 
     def announce(self) -> None:
         """Wake the waits of this process (an append happened, or a command worker ended)."""
-        with self._changes:
-            self._generation += 1
-            self._changes.notify_all()
+        self.kernel.announce()
 
-    def _await_settled(self, run_id: str, bound: float) -> bool:
-        """Wait up to `bound` seconds for the run's commands to be done; whether they are."""
-        deadline = time.monotonic() + bound
-        while True:
-            with self._changes:
-                generation = self._generation  # read first: a change after it is not missed
-            if self.settled(run_id):
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            with self._changes:
-                if self._generation == generation:
-                    self._changes.wait(min(left, self._poll_seconds()))
-
-    def _poll_seconds(self) -> float:
-        """How often a wait looks at the store for other processes' changes (a push feed wakes it anyway)."""
-        if self.feed is None:
-            return CHANGE_POLL_SECONDS
-        self.feed.start()
-        return FEED_POLL_SECONDS
+    def settled(self, run_id: str) -> bool:
+        """True when no command of the run is running or due (here or in another process), and this process's
+        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
+        due = self.kernel.locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
+        return not due and not self.commands.busy(run_id)
 
     def close(self) -> None:
         """This process is done with the store: end the commands it runs, unrecorded (the next server runs
@@ -563,7 +300,7 @@ class Runs:
         """Stop each command of the run that this process runs: its process group gets SIGTERM, SIGKILL a
         second later; the outcome is recorded as a cancelled attempt naming `by` (the policy then retries or
         fails the step as for a failed gate). Returns how many it stopped."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         stopped = self.commands.stop(run_id, by)
         if stopped:
             log.info("commands_stopped", run_id=run_id, count=stopped, by=by)
@@ -575,7 +312,7 @@ class Runs:
         started = []
         for run_id in self.store.list_runs():
             try:
-                _, ended, orphaned = self._locked(run_id, _nothing, self._waiting_on)
+                _, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
             except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
                 log.warning("recover_skipped", run_id=run_id, error=exc.message)
                 continue
@@ -584,12 +321,12 @@ class Runs:
                 started.append(run_id)
         return started
 
-    def _shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
+    def shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
         """`view` with the work tree's drift and the last output line of each command running here.
 
         While commands run, the files are theirs to change: no drift is reported then."""
         if not view.checking:
-            return self._drift(view, current)
+            return self.binding.drift(view, current)
         lines = {r.command.command_id: r for r in self.commands.running(view.run_id)}
         checking = [
             check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
@@ -607,7 +344,7 @@ class Runs:
         out = []
         for run_id in self.store.list_runs():
             try:
-                summary = self._locked(run_id, _nothing, lambda run: run_summary(run.state))
+                summary = self.kernel.locked(run_id, nothing, lambda run: run_summary(run.state))
             except NotFound:
                 continue  # deleted since the listing was read
             except LoopengtError as exc:  # listed as what it is, never hidden
@@ -630,9 +367,9 @@ class Runs:
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         """Cancel a run: it ends at once, and the commands it still has running are killed without recording a
         result."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         reason = checked_text(reason, "reason")
-        view = self._locked(
+        view = self.kernel.locked(
             run_id,
             lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
             lambda run: run_view(run.state),
@@ -642,8 +379,10 @@ class Runs:
 
     def fail_run(self, run_id: str, reason: str) -> RunView:
         """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
-        self._known(run_id)
-        view = self._locked(run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state))
+        self.kernel.known(run_id)
+        view = self.kernel.locked(
+            run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state)
+        )
         self.commands.stop(run_id, "fail_run")  # an ended run's commands are killed, nothing recorded
         return view
 
@@ -661,7 +400,7 @@ class Runs:
         """Answer the approval gate a run waits at, from a person through `via` (the CLI, MCP elicitation
         in `client`, the web view). Refused when the gate's spec does not take answers through `via`.
         `task_id`: the task whose approval the person was shown; refused if another one waits by now."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         comment = checked_text(comment, "comment")
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
@@ -671,91 +410,17 @@ class Runs:
                 state, approved=approved, comment=comment, by=by, via=via, client=client, now=now
             )
 
-        self._transition(run_id, decide)
-        return self._pump_and_view(run_id)
+        self.kernel.transition(run_id, decide)
+        return self.pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
         """Take a checkpoint of the run now (its state, and its files' git commit when it has a workspace), to
-        fork from later with resume."""
-        self._known(run_id)
-        if label is not None and (not isinstance(label, str) or len(label) > 200):
-            raise InvalidArgument("label must be text of at most 200 characters")
-        holder: dict[str, str] = {}
-        root = self._root(run_id)
-        try:
-            current = self._snapshot(root) if root is not None else None
-        except WorkspaceError as exc:
-            raise _unrecorded(
-                exc, run_id, "No checkpoint was taken: once that is fixed, take it again"
-            ) from None
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            holder["id"] = checkpoint_id = f"cp-{state.checkpoints + 1}"
-            kept = None
-            if current is not None and root is not None:
-                ref = f"refs/loopengt/{run_id}/{checkpoint_id}"
-                message = f"loopengt checkpoint {checkpoint_id} of run {run_id}" + (
-                    f": {label}" if label else ""
-                )
-                commit = git.keep(root, current.tree, current.head, ref, message)
-                holder["commit"] = commit
-                kept = {**current.record(), "commit": commit, "ref": ref}
-            events = engine.take_checkpoint(state, checkpoint_id, label, now, workspace=kept)
-            point = Checkpoint(
-                run_id=run_id,
-                checkpoint_id=checkpoint_id,
-                seq=state.seq,
-                label=label,
-                created_at=state.updated_at,
-                state=state.model_dump(mode="json"),
-            )
-            # The checkpoint before its event: one that cannot be written (disk full, a value the store
-            # refuses) leaves no event. A file of this id is one whose event never landed: replace it.
-            self.store.discard_checkpoint(run_id, checkpoint_id)
-            self.store.save_checkpoint(point)
-            saved.append((point, state.checkpoints))
-            return events
-
-        saved: list[tuple[Checkpoint, int]] = []
-        try:
-            self._locked(run_id, decide, _no_answer)
-        except BaseException:
-            if saved:
-                self._discard_unrecorded(*saved[0])
-            raise
-        point = saved[0][0]
-        return CheckpointInfo(
-            checkpoint_id=point.checkpoint_id,
-            seq=point.seq,
-            label=label,
-            created_at=point.created_at,
-            commit=holder.get("commit"),
-        )
-
-    def _discard_unrecorded(self, point: Checkpoint, number: int) -> None:
-        """Remove checkpoint `number` of its run when its event failed to append (the log lacks it)."""
-        try:
-            with self._lock(point.run_id, True):
-                if self._sync(point.run_id).state.checkpoints < number:
-                    self.store.discard_checkpoint(point.run_id, point.checkpoint_id)
-        except (
-            LoopengtError
-        ) as exc:  # the append's error is the one to report; a stray file is replaced later
-            log.warning("checkpoint_not_discarded", run_id=point.run_id, error=exc.message)
+        fork from later with resume (`Forks.checkpoint`)."""
+        return self.forks.checkpoint(run_id, label)
 
     def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
         """The run's checkpoints, oldest first."""
-        self._known(run_id)
-        return [
-            CheckpointInfo(
-                checkpoint_id=c.checkpoint_id,
-                seq=c.seq,
-                label=c.label,
-                created_at=c.created_at,
-                commit=(c.state.get("workspace") or {}).get("commit"),
-            )
-            for c in self.store.list_checkpoints(run_id)
-        ]
+        return self.forks.list_checkpoints(run_id)
 
     def resume(
         self,
@@ -767,98 +432,15 @@ class Runs:
         budget: Any = None,
         hint: str | None = None,
     ) -> RunView:
-        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint.
-
-        A run whose files changed outside the loop since its last recorded step continues only with
-        `accept_drift` (the new state is recorded). `worktree`: fork into a new git worktree at that
-        path, holding the checkpoint's files; the fork's commands run there. `budget` raises the run's
-        limits ({max_tokens, max_cost_usd, max_wall_seconds}); `hint` is feedback to the next attempt.
-        """
-        self._known(run_id)
-        limits = parse_limits(checked(budget, "budget", MAX_USAGE_BYTES)[0] if budget is not None else None)
-        hint = checked_text(hint, "hint")
-        if checkpoint_id is not None and (limits is not None or hint is not None):
-            raise InvalidArgument("budget and hint continue this run: give them without checkpoint_id")
-        if not isinstance(accept_drift, bool):
-            raise InvalidArgument("accept_drift must be true or false")
-        if worktree is not None:
-            worktree = str(self._worktree_path(worktree))
-        if checkpoint_id is None:
-            if worktree is not None:
-                raise InvalidArgument(
-                    "worktree needs checkpoint_id: the worktree holds a checkpoint's files "
-                    "(take one with checkpoint, then resume(run_id, checkpoint_id, worktree=PATH))"
-                )
-            return self._continue(run_id, accept_drift, limits, hint)
-        check_id(checkpoint_id, "checkpoint_id")
-        point = self.store.get_checkpoint(run_id, checkpoint_id)
-        parent = self._read(run_id)
-        at_checkpoint = RunState.model_validate(point.state)
-        new_id = f"{run_id[:48]}-fork-{secrets.token_hex(3)}"
-        current: WorkspaceState | None = None
-        if worktree is not None:
-            current = self._add_worktree(run_id, checkpoint_id, at_checkpoint, worktree)
-        events = parent.engine.fork(
-            at_checkpoint,
-            run_id=new_id,
-            checkpoint_id=checkpoint_id,
-            checkpoint_seq=point.seq,
-            now=self.clock(),
-            workspace=current.start_record() if current is not None else None,
+        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint
+        (`Forks.resume` says how)."""
+        return self.forks.resume(
+            run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree, budget=budget, hint=hint
         )
-        try:
-            self.store.create_run(new_id, parent.spec_text, events)
-        except BaseException:
-            if worktree is not None and at_checkpoint.workspace is not None:
-                git.remove_worktree(at_checkpoint.workspace.root, self._path(worktree))
-            raise
-        if self.tracer is not None:
-            self.tracer.record(self.store, new_id, project_run(events), events)
-        log.info("run_forked", run_id=new_id, parent_run_id=run_id, checkpoint_id=checkpoint_id)
-        return self._pump_and_view(new_id, current)
 
     def diff(self, run_id: str, checkpoint_id: str | None = None, *, stat: bool = False) -> str:
         """`git diff` from the run's first recorded files (or a checkpoint's) to the work tree as it is now."""
-        self._known(run_id)
-        state = self._read(run_id).state
-        if state.workspace is None:
-            raise WorkspaceError(
-                f"run '{run_id}' records no files (its spec says workspace: none, or it did not start in a git "
-                "work tree)",
-                run_id=run_id,
-            )
-        if checkpoint_id is not None:
-            check_id(checkpoint_id, "checkpoint_id")
-            found = RunState.model_validate(self.store.get_checkpoint(run_id, checkpoint_id).state).workspace
-            base = found.tree if found is not None else None
-        else:
-            base = _start_tree(self.store.events(run_id, limit=1)[0])
-        if base is None:
-            raise WorkspaceError(f"{checkpoint_id or 'the start'} of run '{run_id}' recorded no files")
-        root = Path(state.workspace.root)
-        return git.diff(root, base, self._snapshot(root).tree, stat=stat) + self._merged_diff(
-            run_id, state, stat=stat
-        )
-
-    def _merged_diff(self, run_id: str, state: RunState, *, stat: bool) -> str:
-        """What each join merged (isolation: worktree): its branches, conflicts, and the diff from their
-        base to the join's files (its worktree while it exists, else its branch: the run's result)."""
-        assert state.workspace is not None
-        root = state.workspace.root
-        parts = []
-        for step, found in state.worktrees.items():
-            if found.kind != "join":
-                continue
-            merge = state.steps[step].visit_input.get("merge", {})
-            steps = ", ".join(b["step"] for b in merge.get("branches", []))
-            conflicts = ", ".join(c["path"] for c in merge.get("conflicts", [])) or "none"
-            top = worktrees.top_of(root, run_id, step)
-            target = git.snapshot(top).tree if top.exists() else found.branch
-            parts.append(
-                f"\n# join {step}: merged {steps} into {found.branch} (merge {found.commit}); "
-                f"conflicts: {conflicts}\n" + git.diff(root, found.base, target, stat=stat)
-            )
-        return "".join(parts)
+        return self.forks.diff(run_id, checkpoint_id, stat=stat)
 
     def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
         """Record the usage in a client's transcript since the run last read it (the stop and session
@@ -867,7 +449,7 @@ class Runs:
         Read under the run's lock from the offset its log recorded, so two hooks never count a line twice.
         The lines after the last `step` call go to the run's open task only when it has exactly one.
         """
-        self._known(run_id)
+        self.kernel.known(run_id)
         key = transcripts.transcript_key(path)
 
         def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
@@ -887,27 +469,27 @@ class Runs:
             return read
 
         recorded: list[AnyEvent] = []
-        self._transition(run_id, decide)
+        self.kernel.transition(run_id, decide)
         return recorded
 
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """The run's events after seq `after`, at most `limit`."""
-        self._known(run_id)
+        self.kernel.known(run_id)
         return self.store.events(run_id, after=after, limit=limit)
 
     def spec_of(self, run_id: str) -> LoopSpec:
         """The loop spec the run follows, as it was stored when the run started."""
-        return self._read(run_id).engine.spec
+        return self.kernel.read(run_id).engine.spec
 
     def pump(self, run_id: str) -> RunView:
         """Start the run's due commands now and answer within the call's bound (as `resume` does)."""
-        self._known(run_id)
-        return self._pump_and_view(run_id)
+        self.kernel.known(run_id)
+        return self.pump_and_view(run_id)
 
     def approval_request(self, run_id: str) -> dict[str, Any] | None:
         """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
 
-        def request(run: _Run) -> dict[str, Any] | None:
+        def request(run: LoadedRun) -> dict[str, Any] | None:
             approval = run.state.approval
             if approval is None:
                 return None
@@ -919,7 +501,7 @@ class Runs:
                 "via": list(gate.approval_channels()) if gate is not None else [],
             }
 
-        return self._locked(run_id, _nothing, request)
+        return self.kernel.locked(run_id, nothing, request)
 
     def deferring(self) -> AbstractContextManager[list[Future[None]]]:
         """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
@@ -938,436 +520,38 @@ class Runs:
         try:
             self.store.synced(run_id, future)
         except LoopengtError:
-            with self._guard:
-                self._cache.pop(run_id)
+            self.kernel.forget(run_id)
             raise
 
     # --- transitions -------------------------------------------------------------------------
 
-    def _known(self, run_id: str) -> None:
-        check_id(run_id)
-        if run_id not in self._cache and not self.store.exists(run_id):
-            raise NotFound(
-                f"no run '{run_id}' in this store; list_runs shows the runs there are", run_id=run_id
-            )
-
-    def _sync(self, run_id: str) -> _Run:
-        """The run's state brought up to the end of its log (caller holds the run's lock)."""
-        with self._guard:
-            run = self._cache.get(run_id)
-        if run is None:
-            loaded = self.store.load(run_id)
-            state = RunState.model_validate(loaded.snapshot) if loaded.snapshot is not None else None
-            run = _Run(project_run(loaded.events, state), self._engine(loaded.spec_text), loaded.spec_text)
-            with self._guard:
-                self._cache[run_id] = run
-        else:
-            for event in self.store.events(run_id, after=run.state.seq):
-                run.state = apply(run.state, event)
-        return run
-
-    def _read(self, run_id: str) -> _Run:
-        return self._transition(run_id, _nothing)
-
-    def _transition(self, run_id: str, decide: Decide) -> _Run:
-        return self._locked(run_id, decide, lambda run: run)
-
-    def _locked(self, run_id: str, decide: Decide, then: Callable[[_Run], T], *, wait: bool = True) -> T:
-        """One transition under the run's lock; `then` reads the result before another thread can change it.
-
-        `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
-        others always say busy).
-        """
-        self._known(run_id)
-        with self._lock(run_id, wait):
-            run = self._sync(run_id)
-            now = self.clock()
-            events = run.engine.tick(run.state, now)
-            ticked = run.state.seq
-            try:
-                events += decide(run.engine, run.state, now)
-                events += self._isolate(run_id, run, now)
-                events += run.engine.wall_clock(run.state, now)
-            except BaseException:
-                if run.state.seq != ticked:
-                    # decide applied events to the cached state and then failed: those events never
-                    # reach the log, so forget the state (reloaded from the log next time)
-                    with self._guard:
-                        self._cache.pop(run_id)
-                    if events:
-                        self.store.append(run_id, events)
-                elif events:
-                    self._append(run_id, run, events)
-                raise
-            if events:
-                self._append(run_id, run, events)
-            if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
-                self._end_worktrees(run_id, run)
-            result = then(run)
-            paused = any(isinstance(e, RunPaused) for e in events)
-        if paused:  # a budget or stuck pause is a checkpoint a person can fork from
-            try:
-                self.checkpoint(run_id, label=f"paused: {run.state.paused_for}")
-            except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
-                log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
-        return result
-
-    def _lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
-        if wait:
-            return self.store.lock(run_id)
-        if self._try_lock is None:
-            raise LockBusy(run_id)
-        return self._try_lock(run_id)
-
-    def _pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
+    def pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
         """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
-        view, pending = self._locked(
-            run_id, _nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
+        view, pending = self.kernel.locked(
+            run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
         )
         if pending:
             self.commands.start(run_id)
-            self._await_settled(run_id, self.wait_bound())
-            view = self._locked(run_id, _nothing, lambda run: run_view(run.state))
+            self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
+            view = self.kernel.locked(run_id, nothing, lambda run: run_view(run.state))
             current = None  # the commands may have changed the files: read them again
-        return self._shown(view, current)
-
-    def _append(self, run_id: str, run: _Run, events: list[AnyEvent]) -> None:
-        first = events[0].seq
-        try:
-            self.store.append(run_id, events)
-        except BaseException:
-            with self._guard:
-                self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
-            raise
-        self.announce()
-        if self.tracer is not None:
-            self.tracer.record(self.store, run_id, run.state, events)
-        every = self.snapshot_every
-        if (first - 1) // every != run.state.seq // every:
-            try:
-                self.store.save_snapshot(run_id, run.state.seq, run.state.model_dump(mode="json"))
-            except LoopengtError as exc:  # the events are durable; a missed snapshot only costs replay time
-                log.warning("snapshot_failed", run_id=run_id, error=str(exc))
-
-    def _workdir(self, run_id: str, step: str) -> Path | None:
-        """Where a step's commands run when not in the run's directory: its worktree (isolation), its
-        join's merge of them, or the run's line after a join (`state.workdir`)."""
-        with self._guard:
-            run = self._cache.get(run_id)
-        found = workdir((run or self._read(run_id)).state, step)
-        return Path(found) if found is not None else None
+        return self.shown(view, current)
 
     # --- the run's files (git) ---------------------------------------------------------------
-
-    def _start_workspace(self, spec: LoopSpec) -> WorkspaceState | None:
-        """The files a new run starts from, or None when it records none (`workspace` of the spec).
-
-        Raises (before any run exists) when they should be recorded but cannot be: a run must not
-        start that its first step could not move on.
-        """
-        if spec.workspace == "none":
-            return None
-        try:
-            inside, why = git.is_work_tree(self.cwd)
-            if inside:
-                return self._snapshot(self.cwd)
-        except git.GitMissing:
-            if spec.workspace == "git":
-                raise
-            return None
-        except WorkspaceError as exc:
-            raise _restated(exc, f"No run was started: its files cannot be recorded: {exc.message}") from None
-        if spec.workspace == "git":
-            raise git.NotAGitRepository(
-                f"workspace: git needs a git work tree, but {self.cwd} is not inside one ({why}); run "
-                "`git init` there (or start the server in the repository), or set workspace: auto or none"
-            )
-        return None
-
-    # --- isolated steps' worktrees (git) ------------------------------------------------------
-
-    def _isolate(self, run_id: str, run: _Run, now: datetime) -> list[AnyEvent]:
-        """Make the worktree of each isolated step that has work in flight, and each join's merge, and
-        record them (under the run's lock, in the same append as what follows, so each is made once;
-        a crash before the append leaves a worktree no event names, which this makes again)."""
-        engine, state = run.engine, run.state
-        if not engine.isolated or state.workspace is None or state.ended:
-            return []
-        events: list[AnyEvent] = []
-        for name in [s for s in state.active_steps() if s not in state.worktrees]:
-            if name in engine.isolated:
-                events += self._branch_worktree(run_id, run, name, now)
-            elif name in engine.joins:
-                events += self._join_worktree(run_id, run, name, now)
-        return events
-
-    def _branch_worktree(self, run_id: str, run: _Run, step: str, now: datetime) -> list[AnyEvent]:
-        recorded = run.state.workspace
-        assert recorded is not None
-        tree, head = recorded.tree, recorded.head
-        if run.state.line is not None:  # after a join: a branch starts from the line's files
-            line = git.snapshot(run.state.line)
-            tree, head = line.tree, line.head
-        base = worktrees.base_commit(recorded.root, tree, head, run_id, step)
-        made = worktrees.make(recorded.root, run_id, step, base)
-        log.info("worktree_added", run_id=run_id, step=step, path=str(made.workdir))
-        return run.engine.add_worktree(
-            run.state, step, path=str(made.workdir), branch=made.branch, base=made.base, now=now
-        )
-
-    def _join_worktree(self, run_id: str, run: _Run, join: str, now: datetime) -> list[AnyEvent]:
-        recorded, engine = run.state.workspace, run.engine
-        assert recorded is not None
-        branches = []
-        for step in engine.joins[join]:
-            found = run.state.worktrees.get(step)
-            if found is None:
-                continue  # never started (a route that skipped it): nothing to merge
-            branches.append((step, worktrees.top_of(recorded.root, run_id, step), found.base))
-        if not branches:
-            return []
-        merged = worktrees.merge(recorded.root, run_id, join, branches)
-        event = BranchesMerged(
-            seq=1,
-            at=iso(now),
-            step=join,
-            path=str(merged.made.workdir),
-            branch=merged.made.branch,
-            base=branches[0][2],
-            merged=[{"step": s, "branch": b, "commit": c} for s, b, c in merged.commits],
-            commit=merged.commit,
-            conflicts=[{"path": p, "hunks": h} for p, h in merged.conflicts],
-        )
-        log.info("branches_merged", run_id=run_id, join=join, conflicts=len(merged.conflicts))
-        return engine.merge_branches(run.state, event, now)
-
-    def _end_worktrees(self, run_id: str, run: _Run) -> None:
-        """A run that ended: its joins' files are committed on their branches (the run's result); on
-        completion with `worktrees: delete` every worktree goes, with the isolated steps' branches.
-        A failed or cancelled run keeps them for inspection (`loopengt prune` removes them)."""
-        state = run.state
-        if state.workspace is None:
-            return
-        try:
-            self._commit_joins(run_id, state)
-            if state.status != "completed" or run.engine.spec.worktrees == "keep":
-                return
-            for step, found in state.worktrees.items():
-                top = worktrees.top_of(state.workspace.root, run_id, step)
-                worktrees.remove(state.workspace.root, top, found.branch if found.kind == "branch" else None)
-        except LoopengtError as exc:  # the run's end is durable; `loopengt prune` finishes this
-            log.warning("worktrees_not_removed", run_id=run_id, error=exc.message)
-
-    def _commit_joins(self, run_id: str, state: RunState) -> None:
-        """Commit the files of each join's worktree on its branch (nothing new: no commit)."""
-        if state.workspace is None:
-            return
-        for step, found in state.worktrees.items():
-            top = worktrees.top_of(state.workspace.root, run_id, step)
-            if found.kind == "join" and top.exists():
-                worktrees.commit_files(top, f"loopengt: join {step} of run {run_id}")
 
     def prune_worktrees(self, run_id: str) -> list[str]:
         """Remove the worktrees of an ended run, and its isolated steps' branches (the joins' branches,
         the run's result, stay); finishes what a crash mid-fork or mid-merge left. Returns what went."""
-        state = self._read(run_id).state
+        state = self.kernel.read(run_id).state
         if not state.ended:
             raise Conflict(f"run '{run_id}' has not ended: its worktrees are in use", run_id=run_id)
-        if state.workspace is None:
-            return []
-        self._commit_joins(run_id, state)
-        keep = {w.branch for w in state.worktrees.values() if w.kind == "join"}
-        return worktrees.prune(state.workspace.root, run_id, keep_branches=keep)
-
-    def _snapshot(self, root: str | Path) -> WorkspaceState:
-        # the file store's directory and the forks' worktrees, when they lie in the work tree, are not
-        # the run's code
-        forks = self.cwd.resolve() / WORKTREES_DIR
-        if isinstance(self.store, DirectoryBacked):
-            return git.snapshot(root, exclude=(self.store.root.resolve(), forks))
-        return git.snapshot(root, exclude=(forks,))
-
-    def _root(self, run_id: str) -> str | None:
-        """The run's working directory when it records its files (never changes during a run)."""
-        with self._guard:
-            run = self._cache.get(run_id)
-        state = (run or self._read(run_id)).state
-        return state.workspace.root if state.workspace is not None else None
-
-    def _live_root(self, run_id: str) -> str | None:
-        with self._guard:
-            run = self._cache.get(run_id)
-        state = (run or self._read(run_id)).state
-        return state.workspace.root if state.workspace is not None and not state.ended else None
-
-    def _drift(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
-        """Compare the work tree now with the run's last recorded files (only while the run is active).
-
-        `current`: the work tree as just recorded, or why it could not be (else it is recorded here).
-        """
-        recorded = view.workspace
-        if recorded is None or view.status in ("completed", "failed", "cancelled"):
-            return view
-        if isinstance(
-            current, WorkspaceError
-        ):  # a running run keeps its spec: `workspace: none` is no way out
-            return with_drift(view, error=current.message.replace(git.OR_NONE, ""))
-        try:
-            if current is None or current.root != recorded.root:
-                current = self._snapshot(recorded.root)
-            return with_drift(view, git.changed_paths(recorded.root, recorded.tree, current.tree))
-        except WorkspaceError as exc:  # a running run keeps its spec: `workspace: none` is no way out
-            return with_drift(view, error=exc.message.replace(git.OR_NONE, ""))
-
-    def _continue(
-        self, run_id: str, accept_drift: bool, budget: BudgetLimits | None = None, hint: str | None = None
-    ) -> RunView:
-        """resume without a checkpoint: refuse files changed meanwhile unless accepted, then go on."""
-        root = self._live_root(run_id)
-        try:
-            current = self._snapshot(root) if root is not None else None
-        except WorkspaceError as exc:
-            raise _unrecorded(
-                exc,
-                run_id,
-                f"Once that is fixed, resume it again (`loopengt run --resume {run_id} --agent CMD`)",
-            ) from None
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            events: list[AnyEvent] = []
-            recorded = state.workspace
-            if (
-                current is not None
-                and recorded is not None
-                and not state.ended
-                and current.tree != recorded.tree
-            ):
-                changed = git.changed_paths(recorded.root, recorded.tree, current.tree)
-                if not accept_drift:
-                    names = ", ".join(changed[:20]) + (
-                        f" and {len(changed) - 20} more" if len(changed) > 20 else ""
-                    )
-                    raise WorkspaceDrift(
-                        f"run '{run_id}': files changed outside the loop since its last recorded step "
-                        f"(seq {recorded.seq}): {names}. Review them (`loopengt diff {run_id}`); to continue with "
-                        f"them, resume with accept_drift=true (`loopengt resume {run_id} --accept-drift`); else "
-                        "restore them first",
-                        changed=changed,
-                        run_id=run_id,
-                    )
-                events += engine.accept_workspace(state, current.record(), changed, now)
-            return events + engine.resume(state, now, budget=budget, hint=hint)
-
-        self._transition(run_id, decide)
-        return self._pump_and_view(run_id, current)
-
-    def _add_worktree(
-        self, run_id: str, checkpoint_id: str, at_checkpoint: RunState, worktree: str
-    ) -> WorkspaceState:
-        """A git worktree at the checkpoint's commit; the fork's work tree (same subdirectory as the run's)."""
-        recorded = at_checkpoint.workspace
-        if recorded is None or recorded.commit is None:
-            raise WorkspaceError(
-                f"checkpoint '{checkpoint_id}' of run '{run_id}' keeps no files (the run records none: "
-                "workspace: none, or not started in a git work tree); fork without worktree",
-                run_id=run_id,
-            )
-        path = self._path(worktree)
-        subdir = git.prefix(recorded.root)
-        git.add_worktree(recorded.root, path, recorded.commit)
-        try:
-            return self._snapshot(path / subdir if subdir else path)
-        except BaseException:
-            git.remove_worktree(recorded.root, path)
-            raise
-
-    def _path(self, given: str) -> Path:
-        path = Path(given).expanduser()
-        return path if path.is_absolute() else self.cwd / path
-
-    def _worktree_path(self, given: Any) -> Path:
-        """Where a fork's worktree goes: a client's only inside the project's worktree folder."""
-        if self.confine_paths:
-            return worktree_path(given, self.cwd)
-        try:
-            return self._path(text_path(given, "worktree"))
-        except InvalidArgument:
-            raise InvalidArgument(
-                "worktree must be a directory path (text) that does not exist yet"
-            ) from None
+        return prune(run_id, state)
 
     def spec_file_text(self, spec_path: Any) -> str:
         """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
-        if self.confine_paths:
-            return read_spec_file(confine(spec_path, self.cwd, "spec_path"), root=self.cwd)
-        path = Path(text_path(spec_path, "spec_path"))
-        return read_spec_file(path if path.is_absolute() else self.cwd / path)
+        return spec_file_text(spec_path, self.cwd, self.confine_paths)
 
     # --- helpers -----------------------------------------------------------------------------
-
-    def _spec_text(self, spec_path: str | None, template: str | None, spec: Any) -> tuple[str, str]:
-        if spec_path is not None:
-            return self.spec_file_text(spec_path), spec_path
-        if template is not None:
-            if not isinstance(template, str):
-                raise InvalidArgument("template must be a template name (text)")
-            return template_text(template), f"template {template}"
-        if isinstance(spec, str):
-            return spec, "inline spec"
-        if isinstance(spec, dict):  # within the limits before it is dumped: yaml recurses
-            return yaml.safe_dump(spec_data(spec), sort_keys=False, allow_unicode=True), "inline spec"
-        raise InvalidArgument(f"spec must be YAML/JSON text or an object (got {type(spec).__name__})")
-
-    def _context(self, spec: LoopSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-        context = dict(spec.context)
-        for decl in spec.inputs:
-            if decl.name not in inputs and decl.default is not None:
-                context[decl.name] = decl.default
-        missing = [d.name for d in spec.inputs if d.required and d.name not in inputs and d.default is None]
-        if missing:
-            raise InvalidArgument(
-                f"missing required input{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
-                "(pass them in inputs, or --input name=value)"
-            )
-        context.update(inputs)
-        return context
-
-    def _engine(self, text: str, parsed: LoopSpec | None = None) -> Engine:
-        key = hashlib.sha256(text.encode()).hexdigest()
-        with self._guard:
-            engine = self._engines.get(key)
-        if engine is None:
-            engine = Engine(parsed or load_spec(text, source="stored spec"))
-            with self._guard:
-                self._engines[key] = engine
-        return engine
-
-    def _existing(self, run_id: str, spec_hash: str) -> RunView:
-        run = self._read(run_id)
-        if run.state.spec_hash != spec_hash:
-            raise Conflict(
-                f"run '{run_id}' exists with a different spec; choose another run_id or omit it",
-                run_id=run_id,
-            )
-        return run_view(run.state)
-
-    def _old_answer(self, run_id: str, task_id: str) -> Answer | None:
-        """A submission older than the recent answers kept in the state: read from the task's own events,
-        which the store finds by task id (never the whole log: a 100,000-step run stays cheap)."""
-        return answer_in_log(self.store.task_events(run_id, task_id), task_id)
-
-    def _same_submission(self, state: RunState, task_id: str, answer: Answer, mark: str) -> None:
-        if answer.digest is None and answer.expired_after_seconds is not None:
-            raise Conflict(
-                f"task '{task_id}' expired after {answer.expired_after_seconds:g} s and takes no submission; "
-                f"{open_tasks_text(state)}",
-                run_id=state.run_id,
-            )
-        if answer.digest != mark:
-            raise Conflict(
-                f"task '{task_id}' was already submitted with a different output; {open_tasks_text(state)}",
-                run_id=state.run_id,
-            )
 
 
 def utc_iso(moment: datetime | None = None) -> str:

@@ -7,15 +7,11 @@ against. The RunView's full shape is documented in the README and served as stru
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -28,7 +24,7 @@ from loopengt_core.catalog import list_templates as catalog_templates
 from loopengt_core.errors import LoopengtError
 from loopengt_core.limits import MAX_JSON_DEPTH
 from loopengt_core.runs import Runs
-from loopengt_core.store import LockBusy
+from loopengt_core.service.async_submit import submit
 from loopengt_core.validation import SpecError, parse_file_text, spec_data, summary, validate_data
 from loopengt_core.view import RunView, StepAnswer
 from loopengt_server.approvals import ask_for_approval
@@ -125,131 +121,13 @@ async def _reported(
         return await _call(fn, *args, **kwargs)
 
 
-class _Overlap:
-    """Whether a quick step should hand its fsync to the store's group commit (FileStore.deferring).
-
-    Handing it over frees the event loop for other runs' steps, whose fsyncs then overlap; but it costs a
-    step two thread wake-ups, which one run stepping alone only loses (bench/concurrency.py: one run over
-    HTTP ran at 0.8x). So it is done only while steps of several runs come in together: another run's step
-    within the last WINDOW seconds, or one still waiting for its fsync. Every run seen within the window
-    counts, not only the last one: with 8 runs stepping, the same run twice in a row is common, and its
-    fsync on the event loop stalled the seven others (a twentieth of the loop's time, py-spy). And only
-    while the disk's fsyncs take longer than HANDOFF: a quicker one costs the loop less than the thread
-    wake-ups that would take it off (with 0.17 ms fsyncs, 8 HTTP runs stepped 1.53x one run with every
-    fsync inline and 1.43x with them handed over; with 4-5 ms fsyncs, 1.0x and 1.7x).
-    """
-
-    WINDOW = 0.05
-    HANDOFF = 0.0005  # seconds
-    KEEP = 64  # runs remembered at most; older sightings are dropped first
-
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}  # run id -> when its last step came in (monotonic)
-        self.waiting = 0
-
-    def wanted(self, run_id: str, sync_seconds: float | None = None) -> bool:
-        """`sync_seconds`: how long the store's fsyncs took lately (None: not known yet)."""
-        now = time.monotonic()
-        crowded = self.waiting > 0
-        for run, at in reversed(self.seen.items()):  # newest first: stop at the first one out of the window
-            if at <= now - self.WINDOW:
-                break
-            if run != run_id:
-                crowded = True
-                break
-        self.seen.pop(run_id, None)
-        self.seen[run_id] = now  # insertion order is age order
-        while len(self.seen) > self.KEEP:
-            del self.seen[next(iter(self.seen))]
-        return crowded and (sync_seconds is None or sync_seconds >= self.HANDOFF)
-
-
-_overlap = _Overlap()
-
-
-async def _submit(
-    runs: Runs,
-    run_id: str,
-    task_id: str,
-    output: Any,
-    outcome: str,
-    error: str | None,
-    usage: Any = None,
-    submitted_by: str | None = None,
-) -> StepAnswer:
-    """`runs.step`, on the event loop when it is only a local append+fsync (cheaper than the hop to a
-    worker thread) and the run's lock is free; anything that can take longer goes to a worker thread.
-    While several runs step at once, the fsync is group-committed off the loop (`_Overlap`)."""
-    answer = None
-    if runs.quick(run_id, task_id):
-        failed: LoopengtError | None = None
-        handoff = _overlap.wanted(run_id, runs.recent_sync_seconds())
-        with runs.deferring() if handoff else contextlib.nullcontext([]) as fsyncs:
-            try:
-                answer = runs.step(
-                    run_id,
-                    task_id,
-                    output,
-                    outcome=outcome,
-                    error=error,
-                    run_commands=False,
-                    wait=False,
-                    usage=usage,
-                    submitted_by=submitted_by,
-                )
-            except LockBusy:
-                pass  # someone else holds the run: wait for it on a worker thread, not on the event loop
-            except LoopengtError as exc:
-                failed = exc
-        if fsyncs:  # outside the block: other steps run on this thread meanwhile, deferring on their own
-            _overlap.waiting += 1
-            try:
-                await _durable(runs, run_id, fsyncs)
-            finally:
-                _overlap.waiting -= 1
-        if failed is not None:
-            raise ToolError(failed.message) from None
-        if answer is not None and answer.commands_pending:  # commands take time: off the event loop
-            return await _call(runs.settle, run_id, task_id)
-    if answer is None:
-        answer = await _call(
-            runs.step,
-            run_id,
-            task_id,
-            output,
-            outcome=outcome,
-            error=error,
-            usage=usage,
-            submitted_by=submitted_by,
-        )
-    return answer
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _wake_soon(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], _: Future[None]) -> None:
-    """Done callback of a store future (a GroupSync thread): wake its waiter on the event loop."""
-    loop.call_soon_threadsafe(_wake, waiter)
-
-
-async def _durable(runs: Runs, run_id: str, fsyncs: list[Future[None]]) -> None:
-    """Wait, off the event loop, for the group-committed fsyncs of a quick step's appends (FileStore
-    .deferring): other runs' steps proceed meanwhile and their fsyncs overlap. A failed fsync is the
-    step's error, and the service forgets the run's state (its lines may not be on disk)."""
-    for future in fsyncs:
-        if not future.done():
-            # not asyncio.wrap_future: a cancelled request would cancel the store's future with it
-            loop = asyncio.get_running_loop()
-            done = loop.create_future()
-            future.add_done_callback(functools.partial(_wake_soon, loop, done))
-            await done
-        try:
-            runs.synced(run_id, future)
-        except LoopengtError as exc:
-            raise ToolError(exc.message) from None
+async def _submit(runs: Runs, run_id: str, task_id: str, output: Any, **options: Any) -> StepAnswer:
+    """The service's one async submit (`loopengt_core.service.async_submit.submit`), its errors as tool
+    errors: the lock protocol (event loop or worker thread, group commit) is the service's own."""
+    try:
+        return await submit(runs, run_id, task_id, output, **options)
+    except LoopengtError as exc:
+        raise ToolError(exc.message) from None
 
 
 def _guarded(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -337,7 +215,14 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
         used, {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, model}."""
         async with reporting(ctx, runs, run_id):
             answer = await _submit(
-                runs, run_id, task_id, output, outcome, error, usage, caller(ctx.request_context)
+                runs,
+                run_id,
+                task_id,
+                output,
+                outcome=outcome,
+                error=error,
+                usage=usage,
+                submitted_by=caller(ctx.request_context),
             )
         await announce(run_id)
         if answer.status == "waiting_approval":

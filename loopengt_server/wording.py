@@ -14,7 +14,7 @@ _RUN = r"'(?P<run>[^']+)'"
 
 # (pattern, replacement), applied in order; each names the message it rewrites
 _PERSON: list[tuple[re.Pattern[str], str]] = [
-    # runs._known
+    # TransitionKernel.known
     (re.compile(r"list_runs shows the runs there are"), "`loopengt runs` lists the runs there are"),
     # view.next_action: one open task / several
     (
@@ -54,7 +54,7 @@ _PERSON: list[tuple[re.Pattern[str], str]] = [
         re.compile(rf"then resume\(run_id={_RUN}, accept_drift=true\) records them"),
         r"then `loopengt resume \g<run> --accept-drift` records them",
     ),
-    # runs._continue (WorkspaceDrift)
+    # Forks._continue (WorkspaceDrift)
     (
         re.compile(r"resume with accept_drift=true \((`loopengt resume [^`]+ --accept-drift`)\)"),
         r"run \1",

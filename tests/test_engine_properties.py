@@ -156,7 +156,7 @@ class Harness:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     def check(self, run_id: str) -> None:
-        live = self.runs._read(run_id).state
+        live = self.runs.kernel.read(run_id).state
         events = self.store.events(run_id)
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         folded = project_run(events)
@@ -169,7 +169,7 @@ class Harness:
     def check_reload(self, run_id: str) -> None:
         """A fresh service (a restart) loads snapshot + tail to the same state and runs nothing."""
         before = self.counter()
-        live = self.runs._read(run_id).state.model_dump()
+        live = self.runs.kernel.read(run_id).state.model_dump()
         store = FileStore(self.root / "store", snapshot_every=SNAPSHOT_EVERY)
         loaded = store.load(run_id)
         if live["seq"] >= SNAPSHOT_EVERY:
@@ -177,11 +177,11 @@ class Harness:
             assert loaded.snapshot_seq >= SNAPSHOT_EVERY
             assert loaded.snapshot_seq + len(loaded.events) == live["seq"]
         fresh = self.fresh_runs(store)
-        assert fresh._read(run_id).state.model_dump() == live
+        assert fresh.kernel.read(run_id).state.model_dump() == live
         assert fresh.get_run(run_id).model_dump() == self.runs.get_run(run_id).model_dump()
         fresh.resume(run_id)  # runs pending commands only; there are none
         assert self.counter() == before
-        assert project_run(store.events(run_id)).model_dump() == fresh._read(run_id).state.model_dump()
+        assert project_run(store.events(run_id)).model_dump() == fresh.kernel.read(run_id).state.model_dump()
         store.close()
 
     def act(self, run_id: str, step: tuple[Any, ...]) -> None:

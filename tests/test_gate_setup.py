@@ -387,10 +387,10 @@ def _fan_spec(program: Path) -> dict[str, Any]:
 
 
 def _same_after_replay(runs: Runs, store: FileStore, run_id: str) -> None:
-    live = runs._read(run_id).state
+    live = runs.kernel.read(run_id).state
     assert project_run(store.events(run_id)).model_dump() == live.model_dump()
     fresh = Runs(FileStore(store.root), cwd=runs.cwd, allow_inline_commands=True)
-    assert fresh._read(run_id).state.model_dump() == live.model_dump()
+    assert fresh.kernel.read(run_id).state.model_dump() == live.model_dump()
     if live.status == "paused":
         assert live.error
         assert all(c.runner is None for c in live.commands.values() if c.setup_error)

@@ -114,7 +114,7 @@ def test_a_0_2_0_run_continues_to_completion_and_the_store_checks_clean(store_di
     assert completed[-1].output_seq is not None
     assert "output" not in completed[-1].model_fields_set
     assert completed[0].output_seq is None  # 0.2.0's, read as it was written
-    assert project_run(events) == runs._read(golden_run.MAIN).state
+    assert project_run(events) == runs.kernel.read(golden_run.MAIN).state
     assert all(not r.problems for r in check_store(FileStore(store_dir)))
     done = subprocess.run(
         [sys.executable, "-m", "loopengt_server", "check", "--store", str(store_dir)],

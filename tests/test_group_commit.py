@@ -179,14 +179,14 @@ async def test_concurrent_steps_over_http_are_on_disk_when_answered(tmp_path: Pa
 
 
 def test_the_server_groups_fsyncs_only_while_several_runs_step() -> None:
-    from loopengt_server.tools import _Overlap
+    from loopengt_core.service.async_submit import Overlap
 
-    overlap = _Overlap()
+    overlap = Overlap()
     assert [overlap.wanted("a") for _ in range(3)] == [False, False, False]  # one run alone: inline fsync
     assert overlap.wanted("b")  # another run's step just came in
     assert overlap.wanted("a")
     assert overlap.wanted("a")  # the same run twice in a row, while b steps too
-    quiet = _Overlap.WINDOW + 1
+    quiet = Overlap.WINDOW + 1
     overlap.seen = {run: at - quiet for run, at in overlap.seen.items()}  # all went quiet
     overlap.waiting = 1  # a step still waits for its grouped fsync
     assert overlap.wanted("a")
@@ -194,19 +194,19 @@ def test_the_server_groups_fsyncs_only_while_several_runs_step() -> None:
     overlap.seen = {run: at - quiet for run, at in overlap.seen.items()}
     assert not overlap.wanted("b")
     assert not overlap.wanted("b")  # b alone again
-    for i in range(_Overlap.KEEP * 2):  # many runs: a bounded memory of them
+    for i in range(Overlap.KEEP * 2):  # many runs: a bounded memory of them
         overlap.wanted(f"run-{i}")
-    assert len(overlap.seen) <= _Overlap.KEEP
+    assert len(overlap.seen) <= Overlap.KEEP
 
 
 def test_the_server_hands_over_only_fsyncs_slower_than_the_handoff() -> None:
-    from loopengt_server.tools import _Overlap
+    from loopengt_core.service.async_submit import Overlap
 
-    overlap = _Overlap()
+    overlap = Overlap()
     overlap.wanted("a")
     assert overlap.wanted("b", None)  # crowded, the disk's speed not known yet: hand it over
-    assert not overlap.wanted("a", _Overlap.HANDOFF / 3)  # crowded, but a quick fsync is cheaper inline
-    assert overlap.wanted("b", _Overlap.HANDOFF * 10)  # a slow disk: hand it over
+    assert not overlap.wanted("a", Overlap.HANDOFF / 3)  # crowded, but a quick fsync is cheaper inline
+    assert overlap.wanted("b", Overlap.HANDOFF * 10)  # a slow disk: hand it over
 
 
 def test_the_store_knows_how_long_its_fsyncs_take(tmp_path: Path) -> None:

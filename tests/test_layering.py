@@ -23,13 +23,12 @@ BACKENDS = ("loopengt_core.store.files", "loopengt_core.store.postgres", "psycop
 # Server modules allowed to import a backend: none, since `loopengt_core.store.open_store` opens either.
 BACKEND_IMPORTERS: frozenset[str] = frozenset()
 
-# What the server may take from the store package: opening a store, checking an id, the lock signal, and the
+# What the server may take from the store package: opening a store, checking an id, and the
 # read-only probe and description of a location that `loopengt doctor` shows.
 SERVER_STORE_NAMES = frozenset(
     {
         "open_store",
         "check_id",
-        "LockBusy",
         "is_database",
         "is_directory",
         "describe_location",
@@ -150,6 +149,28 @@ def test_the_server_opens_stores_but_never_uses_one() -> None:
                 found.append(
                     f"{module_name(path)}:{node.lineno} uses .store (read through Runs or RunReader)"
                 )
+    assert found == []
+
+
+# The runs service's lock protocol: the server calls one method per tool (`service.async_submit.submit`
+# for a step) and knows none of it (issue 21).
+LOCK_PROTOCOL = frozenset({"LockBusy", "quick", "deferring", "settle", "synced", "recent_sync_seconds"})
+
+
+def test_the_server_knows_no_lock_protocol() -> None:
+    found = []
+    for path in sorted([*SERVER.rglob("*.py"), *(ROOT / "loopengt").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = (
+                [a.asname or a.name for a in node.names]
+                if isinstance(node, ast.ImportFrom | ast.Import)
+                else [node.attr]
+                if isinstance(node, ast.Attribute)
+                else [node.id]
+                if isinstance(node, ast.Name)
+                else []
+            )
+            found += [f"{module_name(path)}:{node.lineno} names {n}" for n in names if n in LOCK_PROTOCOL]
     assert found == []
 
 

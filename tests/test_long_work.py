@@ -268,7 +268,7 @@ def test_a_dead_runners_claim_is_abandoned_and_run_again(store: FileStore, tmp_p
     # replay folds it the same
     from loopengt_core.state import project_run
 
-    assert project_run(events).model_dump() == fresh._read(run_id).state.model_dump()
+    assert project_run(events).model_dump() == fresh.kernel.read(run_id).state.model_dump()
 
 
 # --- through the real client ----------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_on_postgresql_a_wait_wakes_on_another_servers_change_through_listen_not
 ) -> None:
     """Two services on one database (two servers): the waiting one hears the other's append through
     LISTEN/NOTIFY, well before its safety poll (FEED_POLL_SECONDS)."""
-    from loopengt_core.runs import FEED_POLL_SECONDS
+    from loopengt_core.service.kernel import FEED_POLL_SECONDS
     from loopengt_core.store.postgres import PostgresStore
 
     first, second = PostgresStore(postgres_dsn), PostgresStore(postgres_dsn)

@@ -15,7 +15,8 @@ from loopengt_core.errors import InvalidArgument, StoreCorrupt, TooLarge
 from loopengt_core.events import TaskIssued, by_reference, event_from_record, materialised, to_record
 from loopengt_core.limits import MAX_OUTPUT_BYTES, checked_canonical
 from loopengt_core.portability import export_run, import_run, read_export
-from loopengt_core.runs import Runs, digest
+from loopengt_core.runs import Runs
+from loopengt_core.service.inputs import digest
 from loopengt_core.state import project_run
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
@@ -63,7 +64,7 @@ def test_each_output_is_in_the_log_once_and_in_full_in_every_answer(tmp_path: Pa
     # a new service (the snapshot, then the tail of the log) answers with the same full inputs
     again = Runs(FileStore(tmp_path / "store"), snapshot_every=3)
     assert again.get_run(run_id).tasks == runs.get_run(run_id).tasks
-    assert project_run(store.events(run_id)) == runs._read(run_id).state
+    assert project_run(store.events(run_id)) == runs.kernel.read(run_id).state
     # the web view's fold of the log shows each task's full input too
     fold = TaskFold()
     fold.add(store.events(run_id))

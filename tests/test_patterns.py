@@ -974,7 +974,9 @@ def test_command_step_fails_when_retries_run_out(runs: Runs, tmp_path: Path) -> 
     assert view.error.endswith("exited with code 2:")
     assert issued(runs, view.run_id) == ["build#1", "build#2"]
     failed = [e for e in runs.trace(view.run_id) if e.type == "step_failed"]
-    assert "E: syntax error on line 3" in (runs._read(view.run_id).state.steps["build"].last_failure or "")
+    assert "E: syntax error on line 3" in (
+        runs.kernel.read(view.run_id).state.steps["build"].last_failure or ""
+    )
     assert len(failed) == 1
 
 

@@ -204,7 +204,7 @@ def test_the_answer_to_a_repeated_submission_does_not_depend_on_how_old_it_is(ru
     assert [(g.name, g.passed, g.feedback) for g in recent] == [("signoff", True, "fine")]
     for i in range(1, 70):  # enough later tasks that p#1's answer is no longer kept in the state
         runs.step(run_id, f"q#{i}", 0)
-    assert "p#1" not in runs._read(run_id).state.answers
+    assert "p#1" not in runs.kernel.read(run_id).state.answers
     assert runs.step(run_id, "p#1", "x").gate_results == recent
     with pytest.raises(Conflict, match="different output"):
         runs.step(run_id, "p#1", "y")
@@ -287,13 +287,13 @@ def test_outputs_that_are_not_plain_json_are_refused_or_stored_as_json(runs: Run
     # Python values JSON has no form for (tuples, int keys) are stored as their JSON: the live state
     # must stay the fold of the log
     runs.step(run_id, "plan#1", {"ok": True, "pair": (1, 2), "by_id": {7: "seven"}})
-    live = runs._read(run_id).state
+    live = runs.kernel.read(run_id).state
     assert live.steps["plan"].output == {"ok": True, "pair": [1, 2], "by_id": {"7": "seven"}}
     assert project_run(store.events(run_id)).model_dump() == live.model_dump()
     assert runs.step(run_id, "plan#1", {"ok": True, "pair": [1, 2], "by_id": {"7": "seven"}}).accepted
     # the same for inputs, which become the context
     other = runs.start_run(spec=SPEC, inputs={"ticket": ("T", 1), "ids": {3: "c"}}).run_id
-    live = runs._read(other).state
+    live = runs.kernel.read(other).state
     assert live.context["ticket"] == ["T", 1]
     assert live.context["ids"] == {"3": "c"}
     assert project_run(store.events(other)).model_dump() == live.model_dump()
@@ -330,7 +330,7 @@ def test_a_transition_that_fails_midway_leaves_the_run_as_its_log_has_it(
         cursor = cursor["c"]
     with contextlib.suppress(RecursionError):
         runs.step(run_id, "plan#1", deep)
-    live = runs._read(run_id).state
+    live = runs.kernel.read(run_id).state
     assert live.model_dump() == project_run(store.events(run_id)).model_dump()
     view = runs.get_run(run_id)
     if view.turn == 0:  # the submission failed: the task is still open and takes another output
@@ -380,7 +380,7 @@ def test_concurrent_clients_never_lose_or_double_an_event(store_dir: Path, tmp_p
         view = client.get_run(run_id)
         assert view.turn == 6
         assert [t.task_id for t in view.tasks] == ["join#1"]
-        assert client._read(run_id).state.model_dump() == project_run(events).model_dump()
+        assert client.kernel.read(run_id).state.model_dump() == project_run(events).model_dump()
 
 
 @pytest.mark.parametrize(
@@ -428,7 +428,7 @@ def test_checkpoint_and_fork(runs: Runs, store: FileStore) -> None:
     runs.step(run_id, "plan#2", {"ok": True, "plan": "A"})
     point = runs.checkpoint(run_id, label="after plan")
     assert (point.checkpoint_id, point.label, point.seq) == ("cp-1", "after plan", count(store, run_id))
-    at_checkpoint = runs._read(run_id).state.model_copy(deep=True)
+    at_checkpoint = runs.kernel.read(run_id).state.model_copy(deep=True)
     assert [c.checkpoint_id for c in runs.list_checkpoints(run_id)] == ["cp-1"]
 
     # the original goes on along its own path
@@ -443,7 +443,7 @@ def test_checkpoint_and_fork(runs: Runs, store: FileStore) -> None:
     assert fork.status == "running"
     assert fork.turn == at_checkpoint.turn == 2
     assert [t.task_id for t in fork.tasks] == ["execute#1"]
-    forked = runs._read(fork.run_id).state
+    forked = runs.kernel.read(fork.run_id).state
     for name in ("turn", "context", "goal", "loop", "last_step", "final_output", "error"):
         assert getattr(forked, name) == getattr(at_checkpoint, name), name
     # the same steps and outputs; `output_seq` names the event recording an output in the parent's log only
@@ -463,7 +463,10 @@ def test_checkpoint_and_fork(runs: Runs, store: FileStore) -> None:
     assert done.final_output == "forked review"
     assert runs.get_run(run_id).final_output == "original review"
     assert [s.model_dump() for s in runs.get_run(run_id).steps] == [s.model_dump() for s in done.steps]
-    assert project_run(store.events(fork.run_id)).model_dump() == runs._read(fork.run_id).state.model_dump()
+    assert (
+        project_run(store.events(fork.run_id)).model_dump()
+        == runs.kernel.read(fork.run_id).state.model_dump()
+    )
 
     # a second fork from the same checkpoint is another independent run
     second = runs.resume(run_id, checkpoint_id="cp-1")
@@ -529,7 +532,7 @@ def test_a_run_continued_by_another_process_completes(runs: Runs, store: FileSto
     view = runs.step(run_id, "review#1", "from the parent")
     assert view.status == "completed"
     assert [e.seq for e in store.events(run_id)] == list(range(1, count(store, run_id) + 1))
-    assert project_run(store.events(run_id)).model_dump() == runs._read(run_id).state.model_dump()
+    assert project_run(store.events(run_id)).model_dump() == runs.kernel.read(run_id).state.model_dump()
     # and the child sees the end too (the same submission again is answered, not refused)
     assert child_step(store_dir, run_id, "review#1", "from the parent")["status"] == "completed"
 
@@ -539,11 +542,11 @@ def test_a_fresh_service_on_the_same_store_continues_a_run(store_dir: Path, tmp_
     run_id = first.start_run(spec=SPEC, inputs={"ticket": "t"}).run_id
     first.step(run_id, "plan#1", {"ok": False})
     first.step(run_id, "plan#2", {"ok": True})
-    state = first._read(run_id).state.model_dump()
+    state = first.kernel.read(run_id).state.model_dump()
     del first  # a restart: nothing survives but the store
 
     second = Runs(FileStore(store_dir, snapshot_every=3), cwd=tmp_path, snapshot_every=3)
-    assert second._read(run_id).state.model_dump() == state
+    assert second.kernel.read(run_id).state.model_dump() == state
     assert [r.run_id for r in second.list_runs()] == [run_id]
     view = second.resume(run_id)
     assert [t.task_id for t in view.tasks] == ["execute#1"]

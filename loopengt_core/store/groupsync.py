@@ -114,7 +114,7 @@ class SyncTimer:
     Handing an fsync to a GroupSync thread costs the event loop's thread a wake-up of another thread and
     back (on this VM about as much CPU as a 0.3-0.4 ms fsync, py-spy at 8 HTTP clients): a disk that
     syncs faster than that is better synced inline, one that takes milliseconds better in a thread. The
-    server asks this average which it is (loopengt_server.tools._Overlap).
+    server asks this average which it is (loopengt_core.service.async_submit.Overlap).
     """
 
     WEIGHT = 0.2  # of the newest call

@@ -1,0 +1,267 @@
+"""The transition kernel of the runs service: load, decide under one lock, append, answer.
+
+Every transition of a run happens here, under the store's per-run lock: bring the cached state up to the
+log's end, enforce deadlines (`tick`), let the engine decide, make isolated steps' worktrees
+(`loopengt_core.service.worktree_steps`), append the events durably, and only then answer. It keeps the
+runs' states (least recently used dropped first) and the engines of their specs, and wakes this process's
+waits when a run changes (its own appends at once, other processes' through the store's feed or a poll).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from loopengt_core import telemetry
+from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
+from loopengt_core.changefeed import SharedChanges
+from loopengt_core.engine import Engine
+from loopengt_core.errors import LoopengtError, NotFound
+from loopengt_core.events import AnyEvent, RunEnded, RunPaused
+from loopengt_core.service.loaded import Decide, LoadedRun, nothing
+from loopengt_core.service.worktree_steps import end_worktrees, isolate
+from loopengt_core.spec import LoopSpec
+from loopengt_core.state import RunState, apply, project_run, workdir
+from loopengt_core.store import ChangeFeed, LocalLocking, LockBusy, Store, check_id
+from loopengt_core.validation import load_spec
+
+log = structlog.get_logger("loopengt.runs")
+
+CHANGE_POLL_SECONDS = 0.2  # how often a wait looks at the store for changes made by other processes
+FEED_POLL_SECONDS = 2.0  # the same with a push feed (PostgreSQL): only a safety net for a lost notification
+
+T = TypeVar("T")
+
+
+class TransitionKernel:
+    """The runs of one store as this process knows them, and the one way to change them. Thread-safe."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        tracer: telemetry.RunTracer | None,
+        snapshot_every: int,
+        cached_runs: int | None,
+        on_pause: Callable[[str, str], object],
+    ) -> None:
+        """`on_pause(run_id, label)`: told after a transition paused a run (a budget or stuck pause), outside
+        the lock; the service takes a checkpoint a person can fork from."""
+        self.store = store
+        # looked up once: a protocol isinstance costs microseconds, and `quick` runs on every step
+        self.try_lock = store.try_lock if isinstance(store, LocalLocking) else None
+        self.clock = clock
+        self.tracer = tracer
+        self.snapshot_every = snapshot_every
+        self.on_pause = on_pause
+        self._cache: LRU[str, LoadedRun] = LRU(cached_runs or env_count(CACHED_RUNS_ENV, 64))
+        self._engines: LRU[str, Engine] = LRU(self._cache.limit)
+        self._guard = threading.Lock()
+        self._changes = threading.Condition()
+        self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
+        self.feed = (
+            SharedChanges(store.changes, lambda _: self.announce()) if isinstance(store, ChangeFeed) else None
+        )
+
+    def cached(self, run_id: str) -> LoadedRun | None:
+        """The run as last loaded here, if it still is in memory (no lock: it may be behind its log)."""
+        with self._guard:
+            return self._cache.get(run_id)
+
+    def keep(self, run_id: str, run: LoadedRun) -> None:
+        """Remember a run just created (its state is its whole log)."""
+        with self._guard:
+            self._cache[run_id] = run
+
+    def forget(self, run_id: str) -> None:
+        """Drop the run's state: the next transition reloads it from the log."""
+        with self._guard:
+            self._cache.pop(run_id)
+
+    def known(self, run_id: str) -> None:
+        """NotFound unless the run exists (a valid id first)."""
+        check_id(run_id)
+        if run_id not in self._cache and not self.store.exists(run_id):
+            raise NotFound(
+                f"no run '{run_id}' in this store; list_runs shows the runs there are", run_id=run_id
+            )
+
+    def sync(self, run_id: str) -> LoadedRun:
+        """The run's state brought up to the end of its log (caller holds the run's lock)."""
+        with self._guard:
+            run = self._cache.get(run_id)
+        if run is None:
+            loaded = self.store.load(run_id)
+            state = RunState.model_validate(loaded.snapshot) if loaded.snapshot is not None else None
+            run = LoadedRun(
+                project_run(loaded.events, state), self.engine_of(loaded.spec_text), loaded.spec_text
+            )
+            with self._guard:
+                self._cache[run_id] = run
+        else:
+            for event in self.store.events(run_id, after=run.state.seq):
+                run.state = apply(run.state, event)
+        return run
+
+    def read(self, run_id: str) -> LoadedRun:
+        """The run brought up to the end of its log, under its lock (deadlines applied)."""
+        return self.transition(run_id, nothing)
+
+    def transition(self, run_id: str, decide: Decide) -> LoadedRun:
+        """One transition under the run's lock (`decide` says what to append); the run after it."""
+        return self.locked(run_id, decide, lambda run: run)
+
+    def locked(self, run_id: str, decide: Decide, then: Callable[[LoadedRun], T], *, wait: bool = True) -> T:
+        """One transition under the run's lock; `then` reads the result before another thread can change it.
+
+        `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
+        others always say busy).
+        """
+        self.known(run_id)
+        with self.lock(run_id, wait):
+            run = self.sync(run_id)
+            now = self.clock()
+            events = run.engine.tick(run.state, now)
+            ticked = run.state.seq
+            try:
+                events += decide(run.engine, run.state, now)
+                events += isolate(run_id, run, now)
+                events += run.engine.wall_clock(run.state, now)
+            except BaseException:
+                if run.state.seq != ticked:
+                    # decide applied events to the cached state and then failed: those events never
+                    # reach the log, so forget the state (reloaded from the log next time)
+                    with self._guard:
+                        self._cache.pop(run_id)
+                    if events:
+                        self.store.append(run_id, events)
+                elif events:
+                    self.append(run_id, run, events)
+                raise
+            if events:
+                self.append(run_id, run, events)
+            if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
+                end_worktrees(run_id, run)
+            result = then(run)
+            paused = any(isinstance(e, RunPaused) for e in events)
+        if paused:  # a budget or stuck pause is a checkpoint a person can fork from
+            try:
+                self.on_pause(run_id, f"paused: {run.state.paused_for}")
+            except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
+                log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
+        return result
+
+    def lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
+        """The run's lock: waited for, or (`wait=False`) tried, LockBusy when held."""
+        if wait:
+            return self.store.lock(run_id)
+        if self.try_lock is None:
+            raise LockBusy(run_id)
+        return self.try_lock(run_id)
+
+    def append(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
+        """Append a transition's events (the cached state has them applied), wake waits, snapshot now and then."""
+        first = events[0].seq
+        try:
+            self.store.append(run_id, events)
+        except BaseException:
+            with self._guard:
+                self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
+            raise
+        self.announce()
+        if self.tracer is not None:
+            self.tracer.record(self.store, run_id, run.state, events)
+        every = self.snapshot_every
+        if (first - 1) // every != run.state.seq // every:
+            try:
+                self.store.save_snapshot(run_id, run.state.seq, run.state.model_dump(mode="json"))
+            except LoopengtError as exc:  # the events are durable; a missed snapshot only costs replay time
+                log.warning("snapshot_failed", run_id=run_id, error=str(exc))
+
+    def engine_of(self, text: str, parsed: LoopSpec | None = None) -> Engine:
+        """The engine of a spec's text, made once per text (`parsed`: the spec already parsed)."""
+        key = hashlib.sha256(text.encode()).hexdigest()
+        with self._guard:
+            engine = self._engines.get(key)
+        if engine is None:
+            engine = Engine(parsed or load_spec(text, source="stored spec"))
+            with self._guard:
+                self._engines[key] = engine
+        return engine
+
+    def workdir(self, run_id: str, step: str) -> Path | None:
+        """Where a step's commands run when not in the run's directory: its worktree (isolation), its
+        join's merge of them, or the run's line after a join (`state.workdir`)."""
+        run = self.cached(run_id)
+        found = workdir((run or self.read(run_id)).state, step)
+        return Path(found) if found is not None else None
+
+    def root(self, run_id: str) -> str | None:
+        """The run's working directory when it records its files (never changes during a run)."""
+        run = self.cached(run_id)
+        state = (run or self.read(run_id)).state
+        return state.workspace.root if state.workspace is not None else None
+
+    def live_root(self, run_id: str) -> str | None:
+        """The run's working directory while it runs and records its files (None once it ended)."""
+        run = self.cached(run_id)
+        state = (run or self.read(run_id)).state
+        return state.workspace.root if state.workspace is not None and not state.ended else None
+
+    def announce(self) -> None:
+        """Wake the waits of this process (an append happened, or a command worker ended)."""
+        with self._changes:
+            self._generation += 1
+            self._changes.notify_all()
+
+    def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
+        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq.
+
+        This process's own appends wake it at once; other processes' (another server, the CLI) through the
+        store's push feed (PostgreSQL LISTEN/NOTIFY, `feed`) or, without one, by looking at the log's end
+        every CHANGE_POLL_SECONDS (a stat for the file store).
+        """
+        check_id(run_id)
+        poll = self.poll_seconds()
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            with self._changes:
+                generation = self._generation
+            seq = self.store.last_seq(run_id)
+            left = deadline - time.monotonic()
+            if seq > after_seq or left <= 0:
+                return seq
+            with self._changes:
+                if self._generation == generation:
+                    self._changes.wait(min(left, poll))
+
+    def wait_until(self, done: Callable[[], bool], bound: float) -> bool:
+        """Wait up to `bound` seconds for `done()` (asked again after each change); whether it is."""
+        deadline = time.monotonic() + bound
+        while True:
+            with self._changes:
+                generation = self._generation  # read first: a change after it is not missed
+            if done():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._changes:
+                if self._generation == generation:
+                    self._changes.wait(min(left, self.poll_seconds()))
+
+    def poll_seconds(self) -> float:
+        """How often a wait looks at the store for other processes' changes (a push feed wakes it anyway)."""
+        if self.feed is None:
+            return CHANGE_POLL_SECONDS
+        self.feed.start()
+        return FEED_POLL_SECONDS
