@@ -22,16 +22,13 @@ from typing import Any, TypeVar
 
 import structlog
 
-from loopengt_core import telemetry, transcripts
+from loopengt_core import telemetry
 from loopengt_core.commandrunner import CommandRunner, runner_gone
 from loopengt_core.commands import Peek
-from loopengt_core.engine import Engine
 from loopengt_core.errors import (
     Conflict,
     InvalidArgument,
     LoopengtError,
-    NotFound,
-    StoreCorrupt,
 )
 from loopengt_core.events import (
     AnyEvent,
@@ -42,6 +39,7 @@ from loopengt_core.limits import (
     checked_text,
 )
 from loopengt_core.reading import RunReader
+from loopengt_core.service import approvals, listing, transcript_usage
 from loopengt_core.service.binding import WorkspaceBinding
 from loopengt_core.service.forks import CheckpointInfo, Forks
 from loopengt_core.service.inputs import (
@@ -55,14 +53,13 @@ from loopengt_core.service.worktree_steps import prune
 from loopengt_core.spec import ApprovalChannel, LoopSpec
 from loopengt_core.state import (
     Command,
-    RunState,
 )
 from loopengt_core.store import (
     GroupCommit,
     Store,
 )
 from loopengt_core.transcripts import TranscriptClient
-from loopengt_core.view import RunSummary, RunView, StepAnswer, run_summary, run_view
+from loopengt_core.view import RunSummary, RunView, StepAnswer, run_view
 from loopengt_core.workspace import WorkspaceError, WorkspaceState
 
 log = structlog.get_logger("loopengt.runs")
@@ -338,31 +335,8 @@ class Runs:
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
         """The runs in the store, newest first, at most `limit`, optionally of one status. A run that cannot
-        be read is listed as corrupt or unreadable, never hidden."""
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidArgument("limit must be a whole number of at least 1")
-        out = []
-        for run_id in self.store.list_runs():
-            try:
-                summary = self.kernel.locked(run_id, nothing, lambda run: run_summary(run.state))
-            except NotFound:
-                continue  # deleted since the listing was read
-            except LoopengtError as exc:  # listed as what it is, never hidden
-                log.warning("run_unreadable", run_id=run_id, error=exc.message)
-                summary = RunSummary(
-                    run_id=run_id,
-                    loop="",
-                    status="corrupt" if isinstance(exc, StoreCorrupt) else "unreadable",
-                    turn=0,
-                    started_at="",
-                    updated_at="",
-                    error=exc.message,
-                )
-            if status is None or summary.status == status:
-                out.append(summary)
-                if len(out) >= limit:
-                    break
-        return out
+        be read is listed as corrupt or unreadable, never hidden (`service.listing`)."""
+        return listing.list_runs(self.store, self.kernel, status=status, limit=limit)
 
     def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         """Cancel a run: it ends at once, and the commands it still has running are killed without recording a
@@ -400,17 +374,16 @@ class Runs:
         """Answer the approval gate a run waits at, from a person through `via` (the CLI, MCP elicitation
         in `client`, the web view). Refused when the gate's spec does not take answers through `via`.
         `task_id`: the task whose approval the person was shown; refused if another one waits by now."""
-        self.kernel.known(run_id)
-        comment = checked_text(comment, "comment")
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            if task_id is not None and (state.approval is None or state.approval.task_id != task_id):
-                raise Conflict(f"run '{run_id}' no longer waits for the approval of {task_id}", run_id=run_id)
-            return engine.answer_approval(
-                state, approved=approved, comment=comment, by=by, via=via, client=client, now=now
-            )
-
-        self.kernel.transition(run_id, decide)
+        approvals.answer(
+            self.kernel,
+            run_id,
+            approved=approved,
+            comment=comment,
+            by=by,
+            via=via,
+            client=client,
+            task_id=task_id,
+        )
         return self.pump_and_view(run_id)
 
     def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
@@ -444,33 +417,9 @@ class Runs:
 
     def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
         """Record the usage in a client's transcript since the run last read it (the stop and session
-        hooks call this with the payload's `transcript_path`); returns the usage_read events appended.
-
-        Read under the run's lock from the offset its log recorded, so two hooks never count a line twice.
-        The lines after the last `step` call go to the run's open task only when it has exactly one.
-        """
-        self.kernel.known(run_id)
-        key = transcripts.transcript_key(path)
-
-        def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
-            mark = state.transcripts.get(key)
-            offset = mark.offset if mark is not None else 0
-            found = transcripts.segments(
-                client,
-                transcripts.read_chunk(path, offset),
-                offset,
-                run_id=run_id,
-                skip_id=mark.last if mark is not None else None,
-                known=lambda task_id: task_id in state.tasks or task_id in state.answers,
-                open_task=next(iter(state.tasks)) if len(state.tasks) == 1 else None,
-            )
-            read = engine.record_usage(state, found, client=client, transcript=key, now=now)
-            recorded.extend(read)
-            return read
-
-        recorded: list[AnyEvent] = []
-        self.kernel.transition(run_id, decide)
-        return recorded
+        hooks call this with the payload's `transcript_path`); returns the usage_read events appended
+        (`service.transcript_usage`)."""
+        return transcript_usage.read(self.kernel, run_id, path, client=client)
 
     def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
         """The run's events after seq `after`, at most `limit`."""
@@ -488,20 +437,7 @@ class Runs:
 
     def approval_request(self, run_id: str) -> dict[str, Any] | None:
         """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
-
-        def request(run: LoadedRun) -> dict[str, Any] | None:
-            approval = run.state.approval
-            if approval is None:
-                return None
-            evaluation = run.state.evaluations.get(approval.task_id)
-            gate = run.engine.gates.get(approval.gate)
-            return {
-                **approval.model_dump(),
-                "output": evaluation.output if evaluation else None,
-                "via": list(gate.approval_channels()) if gate is not None else [],
-            }
-
-        return self.kernel.locked(run_id, nothing, request)
+        return approvals.request(self.kernel, run_id)
 
     def deferring(self) -> AbstractContextManager[list[Future[None]]]:
         """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
