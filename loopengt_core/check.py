@@ -33,17 +33,27 @@ def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 def check_run(store: Store, run_id: str) -> RunCheck:
     """Verify one run: its log reads back (checksums, seq continuity), its spec loads, its snapshot and
     checkpoints equal the fold of the log up to their seq, and loading through the snapshot gives the fold of
-    the whole log. Problems are collected in the result, not raised."""
+    the whole log. Problems are collected in the result, not raised.
+
+    A server may append while this runs: the log is compared up to the last seq the load saw."""
     result = RunCheck(run_id)
     try:
+        # load first, the whole log after: a server may append meanwhile (check runs beside live servers),
+        # so the log read holds at least what the load saw, and both folds stop at the load's last seq
+        loaded = store.load(run_id)
         events = store.events(run_id)
         result.events = len(events)
-        loaded = store.load(run_id)
         load_spec(loaded.spec_text, source=f"run {run_id} spec.yaml")
+        cold = project_run(
+            loaded.events, RunState.model_validate(loaded.snapshot) if loaded.snapshot else None
+        )
         states: dict[int, dict[str, Any]] = {}
-        wanted = {loaded.snapshot_seq} | {c.seq for c in store.list_checkpoints(run_id)}
+        points = [c for c in store.list_checkpoints(run_id) if c.seq <= cold.seq]  # not ones taken since
+        wanted = {loaded.snapshot_seq} | {c.seq for c in points}
         state: RunState | None = None
         for event in events:
+            if event.seq > cold.seq:
+                break
             state = project_run([event], state)
             if event.seq in wanted:
                 states[event.seq] = state.model_dump(mode="json")
@@ -57,13 +67,10 @@ def check_run(store: Store, run_id: str) -> RunCheck:
                 result.problems.append(
                     f"snapshot at seq {loaded.snapshot_seq} differs from the log (field {key})"
                 )
-        cold = project_run(
-            loaded.events, RunState.model_validate(loaded.snapshot) if loaded.snapshot else None
-        )
         if cold.model_dump(mode="json") != state.model_dump(mode="json"):
             key = _first_difference(cold.model_dump(mode="json"), state.model_dump(mode="json"))
             result.problems.append(f"loading through the snapshot differs from folding the log (field {key})")
-        for point in store.list_checkpoints(run_id):
+        for point in points:
             if states.get(point.seq) != RunState.model_validate(point.state).model_dump(mode="json"):
                 result.problems.append(
                     f"checkpoint {point.checkpoint_id} (seq {point.seq}) differs from the log"
