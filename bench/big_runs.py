@@ -46,7 +46,7 @@ SPEC_STEPS = 20  # steps timed on the big spec
 
 def build_run(store: Path, steps: int) -> str:
     """A `steps`-step run of the self-looping bench spec, still running; fsync is skipped while building."""
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store import files
     from loopengt_core.store.files import fsio
 
@@ -149,7 +149,7 @@ def spec_worker(steps: int, directory: Path) -> None:
     """Run in the code tree being measured (the working directory): time start_run and a few steps."""
     sys.path.insert(0, os.getcwd())  # that tree's loopengt_core, not this file's
     quiet_logs()
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
     spec = {

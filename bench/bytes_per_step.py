@@ -86,7 +86,7 @@ def _materialise_costs(runs: Any, run_id: str, calls: int = 200) -> dict[str, fl
     """A task's input put back together (µs a call): from the outputs the fold holds, as the code does, or
     by reading the referred event through the store (`events(after=, limit=1)`), the other way."""
     try:
-        from loopengt_core.events import TaskIssued, materialised
+        from loopengt_core.model.events import TaskIssued, materialised
     except ImportError:  # a tree from before outputs were referred to
         return {}
     issued = [e for e in runs.store.events(run_id) if isinstance(e, TaskIssued) and e.input_refs][-1]
@@ -113,7 +113,7 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
     from _common import loop_spec, quiet_logs
 
     import loopengt_core
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
     quiet_logs()

@@ -128,7 +128,7 @@ def _loopengt_steps(
 
 class LoopengtRun:
     def __init__(self, n: int, directory: Path, seconds: float, max_bytes: float) -> None:
-        from loopengt_core.runs import Runs
+        from loopengt_core.service.runs import Runs
         from loopengt_core.store.files import FileStore
 
         quiet_logs()
@@ -154,7 +154,7 @@ class LoopengtRun:
 
 
 def load_loopengt(where: str, run_id: str, steps: int, *, profiled: bool = False) -> dict[str, Any]:
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
     quiet_logs()
@@ -640,7 +640,7 @@ def _print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 def profile(n: int, directory: Path, top: int = 25) -> dict[str, Any]:
     """loopengt's step with 2 KB outputs under cProfile: top functions by cumulative and by own time over
     the whole run, and the functions whose time per step grew most from the first 10% to the last 10%."""
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
     quiet_logs()

@@ -114,7 +114,7 @@ class InProcess:
     """N threads stepping their own runs through one Runs(FileStore); fsyncs counted in this process."""
 
     def __init__(self, directory: Path) -> None:
-        from loopengt_core.runs import Runs
+        from loopengt_core.service.runs import Runs
         from loopengt_core.store.files import FileStore
 
         self.runs = Runs(FileStore(directory))
@@ -366,7 +366,7 @@ def start_times(directory: Path, rounds: int) -> dict[str, Any]:
 _ONE_RUN = """
 import sys, tempfile, time
 from _common import AGAIN, loop_spec, quiet_logs
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 import loopengt_core
 assert loopengt_core.__file__.startswith(sys.argv[1]), f"imported {loopengt_core.__file__}, not {sys.argv[1]}"
@@ -426,7 +426,7 @@ async def thread_hop_us(samples: int = 2000) -> float:
 def bytes_per_step(directory: Path, steps: int = 200, size: int = 2048) -> dict[str, Any]:
     """Bytes the file store gains per step of one run whose outputs are `size` bytes of JSON (issue 19: goal
     <= 2x the output): the log alone, and the whole run directory (log, snapshot, task index)."""
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
     runs = Runs(FileStore(directory / "store-bytes"))
@@ -458,12 +458,12 @@ def bytes_per_step(directory: Path, steps: int = 200, size: int = 2048) -> dict[
 # Top-level modules whose cumulative import time the start figure shows (where the time goes).
 TOP_IMPORTS = (
     "loopengt_server.cli",
-    "loopengt_server.app",
+    "loopengt_server.mcp.app",
     "mcp",
     "mcp_types",
-    "loopengt_core.events",
-    "loopengt_core.runs",
-    "loopengt_core.logs",
+    "loopengt_core.model.events",
+    "loopengt_core.service.runs",
+    "loopengt_core.service.logs",
     "structlog",
     "pydantic",
     "typer",

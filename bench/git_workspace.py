@@ -32,8 +32,8 @@ from typing import Any
 
 from _common import AGAIN, loop_spec, median, ms, pct, quiet_logs
 
-from loopengt_core import workspace
-from loopengt_core.runs import Runs
+from loopengt_core.service import workspace
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 GOAL_MS = 50.0

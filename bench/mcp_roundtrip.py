@@ -39,7 +39,7 @@ from _common import (
 )
 from mcp import Client, StdioServerParameters
 
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 NOOP_SERVER = Path(__file__).with_name("_noop_server.py")

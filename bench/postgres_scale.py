@@ -43,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from _common import AGAIN, FsyncFloor, bench_dir, finish, loop_spec, median, ms, pct, quiet_logs
 from _pgtrace import Tracer, Trips
 
-from loopengt_core.spec import LoopSpec
+from loopengt_core.model.spec import LoopSpec
 
 STORES = ("file", "postgres")
 READY_TIMEOUT = 120.0  # seconds for every worker to start its runs and warm up
@@ -217,7 +217,7 @@ def service_worker(job: Job, chan: Channels) -> None:
     index, location, counts, warmup = job.index, job.target, job.counts, job.warmup
     try:
         quiet_logs()
-        from loopengt_core.runs import Runs
+        from loopengt_core.service.runs import Runs
         from loopengt_core.store import open_store
 
         runs = Runs(open_store(location))
@@ -549,7 +549,7 @@ def count_trips(dsn: str, directory: Path, steps: int = 200, warmup: int = 10) -
     """Round trips and statements per `Runs.step` on one run in this process, from libpq's protocol trace
     (bench/_pgtrace.py), on a fresh database: what one transition (lock, tail read, append with its
     route decided by a condition, unlock) costs on the wire."""
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store import open_store
 
     trace_dir = directory / f"trace-{secrets.token_hex(3)}"

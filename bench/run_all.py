@@ -388,7 +388,7 @@ def concurrency_section(c: dict[str, Any]) -> list[str]:
             "stdio transport: the SDK's stdio server (mcp/server/stdio.py) reads each line with a worker-thread "
             "call and writes each message with two (write, flush): 3 thread round trips a tool call, "
             f"{hop:.0f} µs each here (median of 2,000 `anyio.to_thread.run_sync` no-ops), ~{3 * hop / 1000:.2f} ms "
-            "a step, plus 2 per notification sent. loopengt's stdio transport (loopengt_server/stdio.py) reads "
+            "a step, plus 2 per notification sent. loopengt's stdio transport (loopengt_server/mcp/stdio.py) reads "
             "and writes a pipe on the event loop and makes none (stdio_transport.py below).",
         ]
     return [*lines, ""]

@@ -24,7 +24,7 @@ from typing import Any
 
 from _common import AGAIN, FsyncFloor, bench_dir, drift, finish, loop_spec, median, ms, pct, quiet_logs
 
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 WARMUP = 50

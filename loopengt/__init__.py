@@ -7,7 +7,7 @@
         task = view.tasks[0]
         view = runs.step(view.run_id, task.task_id, {"summary": "done"})
 
-A thin layer over the engine the CLI and the MCP server use (`loopengt_core.runs.Runs`): the same
+A thin layer over the engine the CLI and the MCP server use (`loopengt_core.service.runs.Runs`): the same
 store, the same events, the same answers. Runs started here can be driven, inspected and resumed by
 `loopengt` commands or an MCP client, and the other way round.
 """
@@ -15,11 +15,11 @@ store, the same events, the same answers. Runs started here can be driven, inspe
 from __future__ import annotations
 
 from loopengt._client import Client, Validation, open, validate
-from loopengt_core.errors import LoopengtError
+from loopengt_core.engine.validation import Problem
+from loopengt_core.engine.view import RunSummary, RunView, StepAnswer
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.model.state import GateResult, TaskView
 from loopengt_core.service.forks import CheckpointInfo
-from loopengt_core.state import GateResult, TaskView
-from loopengt_core.validation import Problem
-from loopengt_core.view import RunSummary, RunView, StepAnswer
 
 __all__ = [
     "CheckpointInfo",

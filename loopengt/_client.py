@@ -8,19 +8,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from loopengt_core import logs
-from loopengt_core.runs import Runs
-from loopengt_core.service.forks import CheckpointInfo
-from loopengt_core.store import Store, open_store
-from loopengt_core.validation import (
+from loopengt_core.engine.validation import (
     Problem,
     SpecError,
-    read_spec_file,
     spec_data,
     summary,
     validate_data,
 )
-from loopengt_core.view import RunSummary, RunView, StepAnswer
+from loopengt_core.engine.view import RunSummary, RunView, StepAnswer
+from loopengt_core.service import logs
+from loopengt_core.service.forks import CheckpointInfo
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.specfiles import read_spec_file
+from loopengt_core.store import Store, open_store
 
 
 class Client:

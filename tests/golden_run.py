@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from clock import Clock
 
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 CHECK = "lgt-golden-check"

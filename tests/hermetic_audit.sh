@@ -53,7 +53,7 @@ HOME="$home" loopengt run "$scratch/spec.yaml" --run-id polluted-by-cli --agent 
 HOME="$home" python - <<'PY'
 from pathlib import Path
 
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 spec = {

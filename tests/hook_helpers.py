@@ -12,7 +12,7 @@ from typing import Any
 
 from mcp_helpers import LOOPENGT, server_env
 
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hooks"

@@ -3,10 +3,10 @@ Runs on the same folder, and a run's live view must equal the fold of its log in
 
 from __future__ import annotations
 
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.engine.view import run_view
+from loopengt_core.model.state import project_run
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import run_view
 
 
 def fresh(runs: Runs, restart: bool) -> Runs:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import Conflict
-from loopengt_core.events import ApprovalGiven, event_data
-from loopengt_core.runs import Runs
+from loopengt_core.engine.validation import validate_data
+from loopengt_core.model.errors import Conflict
+from loopengt_core.model.events import ApprovalGiven, event_data
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.validation import validate_data
 
 
 def spec(approval: Any) -> dict[str, Any]:

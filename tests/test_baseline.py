@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from mcp_helpers import run_cli
 
-from loopengt_core.baseline import BaselineMetrics, compare, regressed, tolerances
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.service.baseline import BaselineMetrics, compare, regressed, tolerances
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 SPEC = textwrap.dedent(

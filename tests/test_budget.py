@@ -12,12 +12,12 @@ import pytest
 import yaml
 from replay import assert_fold_equals_log, fresh
 
-from loopengt_core.errors import InvalidArgument, TooLarge
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.engine.view import run_view
+from loopengt_core.model.errors import InvalidArgument, TooLarge
+from loopengt_core.model.events import event_data
+from loopengt_core.model.state import project_run
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import run_view
 
 USAGE = {"input_tokens": 2000, "output_tokens": 1000, "cost_usd": 0.01, "model": "m"}
 
@@ -169,7 +169,7 @@ def test_spans_carry_gen_ai_usage_per_task_and_the_runs_totals(tmp_path: Path) -
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from loopengt_core.telemetry import RunTracer
+    from loopengt_core.service.telemetry import RunTracer
 
     body = spec(max_tokens=1_000_000)
     body["steps"] = body["steps"][:2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from loopengt_core.check import check_run
-from loopengt_core.events import AnyEvent
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.service.check import check_run
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import LoadedRun
 from loopengt_core.store.files import FileStore
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import Checkpoint
 from loopengt_core.store.files import FAULT_ENV, FileStore, StoreIOError
 

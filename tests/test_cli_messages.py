@@ -13,10 +13,10 @@ import pytest
 import yaml
 from mcp_helpers import run_cli
 
-from loopengt_core.errors import LoopengtError
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_server.wording import TOOL_CALL, for_person, plural
+from loopengt_server.present.wording import TOOL_CALL, for_person, plural
 
 SPEC: dict[str, Any] = {
     "name": "talk",

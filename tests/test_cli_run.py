@@ -310,7 +310,7 @@ def test_with_jobs_the_live_lines_show_each_running_branch(project: Path) -> Non
 
 def test_a_commands_output_can_be_read_while_it_runs(tmp_path: Path) -> None:
     """`run_command(on_start=...)`: what the live line reads; it sees output before the command ends."""
-    from loopengt_core.commands import Peek, run_command
+    from loopengt_core.service.commands import Peek, run_command
 
     go = tmp_path / "go"
     script = (

@@ -17,19 +17,19 @@ import yaml
 from clock import Clock
 
 from loopengt_core.engine import Engine
-from loopengt_core.events import event_data
-from loopengt_core.expressions import (
+from loopengt_core.engine.gates import condition_gate
+from loopengt_core.engine.validation import Problem, SpecError, load_spec, validate_data
+from loopengt_core.model.events import event_data
+from loopengt_core.model.expressions import (
     GATE_NAMES,
     STOP_NAMES,
     ConditionFailed,
     ExpressionError,
     compile_condition,
 )
-from loopengt_core.gates import condition_gate
-from loopengt_core.runs import Runs
-from loopengt_core.spec import LoopSpec
+from loopengt_core.model.spec import LoopSpec
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.validation import Problem, SpecError, load_spec, validate_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "conditions_0_1_0.yaml"
 
@@ -292,7 +292,7 @@ def test_custom_stop_condition_is_checked_like_goal_met() -> None:
 
 
 def test_templates_and_the_fixture_keep_their_dialects() -> None:
-    from loopengt_core.catalog import template_names, template_text
+    from loopengt_core.service.catalog import template_names, template_text
 
     found: dict[str, str] = {}
     for name in template_names():

@@ -11,12 +11,13 @@ import mcp_types as types
 import pytest
 from mcp_helpers import ok, run_cli, stdio_client, step
 
-from loopengt_core.catalog import template_names, template_text
-from loopengt_core.dryrun import dry_run, example
-from loopengt_core.events import GateFailed, TaskIssued
-from loopengt_core.runs import Runs
+from loopengt_core.engine.dryrun import dry_run, example
+from loopengt_core.engine.validation import load_spec
+from loopengt_core.model.events import GateFailed, TaskIssued
+from loopengt_core.service.catalog import template_names, template_text
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.specfiles import load_spec_file
 from loopengt_core.store.files import FileStore
-from loopengt_core.validation import load_spec, load_spec_file
 
 GOAL = "add a --verbose flag and make the tests pass"
 

@@ -24,11 +24,11 @@ from clock import Clock
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from loopengt_core.errors import Conflict, NotFound
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.engine.view import StepAnswer, run_view
+from loopengt_core.model.errors import Conflict, NotFound
+from loopengt_core.model.state import project_run
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import StepAnswer, run_view
 
 SNAPSHOT_EVERY = 5
 COUNTER = "counter.txt"

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import RunResumed
-from loopengt_core.metrics import MetricsFold, run_metrics
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import StoreCorrupt
+from loopengt_core.model.events import RunResumed
+from loopengt_core.service.metrics import MetricsFold, run_metrics
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_server.doctor import check_clients, check_file_store, check_postgres
 

@@ -7,7 +7,7 @@ import typing
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from loopengt_core.events import (
+from loopengt_core.model.events import (
     EVENT_CLASSES,
     EVENT_TYPES,
     AnyEvent,

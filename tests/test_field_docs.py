@@ -128,7 +128,7 @@ def test_every_module_says_what_it_is_for() -> None:
 
 
 def test_the_run_view_schema_describes_every_property() -> None:
-    from loopengt_core.view import RunView, StepAnswer
+    from loopengt_core.engine.view import RunView, StepAnswer
 
     for model in (RunView, StepAnswer):
         schema = model.model_json_schema()

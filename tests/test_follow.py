@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from loopengt_core.reading import RunReader
-from loopengt_core.runs import Runs
+from loopengt_core.service.reading import RunReader
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import open_store
-from loopengt_server.follow import follow
+from loopengt_server.present.follow import follow
 
 WAIT_SECONDS = 20.0
 
@@ -45,8 +45,8 @@ SPEC: dict[str, Any] = {
 DRIVER = textwrap.dedent(
     """
     import json, sys
-    from loopengt_core.logs import configure
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.logs import configure
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store import open_store
 
     configure()  # logs to stderr: stdout answers the test

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_helpers import ok, stdio_params, step, trace_events
 
-from loopengt_core.commands import run_command
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.engine.view import run_view
+from loopengt_core.model.events import event_data
+from loopengt_core.model.state import project_run
+from loopengt_core.service.commands import run_command
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import run_view
 from loopengt_server.doctor import check_programs
 from loopengt_server.hooks import run_stop_hook
 

@@ -16,14 +16,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopengt_core import gatetypes
-from loopengt_core.events import GateFailed, GatePassed
-from loopengt_core.gatetypes import GateContext
-from loopengt_core.runs import Runs
-from loopengt_core.state import GateResult
+from loopengt_core.engine.validation import validate_data
+from loopengt_core.model import gatetypes
+from loopengt_core.model.events import GateFailed, GatePassed
+from loopengt_core.model.gatetypes import GateContext
+from loopengt_core.model.state import GateResult
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.telemetry import RunTracer
 from loopengt_core.store.files import FileStore
-from loopengt_core.telemetry import RunTracer
-from loopengt_core.validation import validate_data
 
 
 class MinLengthConfig(BaseModel):

@@ -20,8 +20,8 @@ import golden_run
 import pytest
 from clock import Clock
 
-from loopengt_core.check import check_store
-from loopengt_core.events import (
+from loopengt_core.engine.view import run_view
+from loopengt_core.model.events import (
     EVENT_TYPES,
     CommandFinished,
     OutputSubmitted,
@@ -31,12 +31,12 @@ from loopengt_core.events import (
     materialised,
     to_record,
 )
-from loopengt_core.portability import export_run, import_run, read_export
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.model.state import project_run
+from loopengt_core.service.check import check_store
+from loopengt_core.service.portability import export_run, import_run, read_export
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import run_view
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v0_2_0"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURE / "expected.json").read_text())

@@ -19,8 +19,8 @@ import pytest
 from mcp import Client
 from mcp_helpers import HttpServer, ok, step
 
-from loopengt_core.events import StepCompleted
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import StepCompleted
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import LockBusy
 from loopengt_core.store.files import FileStore, StoreIOError, fsio
 from loopengt_core.store.groupsync import FSYNC_STATS_ENV, GROUP_COMMIT_ENV, GroupSync

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from loopengt_server.cli import app
 from loopengt_server.clients import CLIENTS, HOOK_CLIENTS, readme_table
-from loopengt_server.prompts import load_prompt_files
+from loopengt_server.mcp.prompts import load_prompt_files
 
 README = Path(__file__).parents[1] / "README.md"
 PROMPTS = [p.name for p in load_prompt_files()]

@@ -28,12 +28,12 @@ from mcp_helpers import HttpServer, assert_tool_error, ok, run_cli, running, std
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from loopengt_core.errors import Conflict, InvalidArgument
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
+from loopengt_core.engine.validation import validate_data
+from loopengt_core.model.errors import Conflict, InvalidArgument
+from loopengt_core.model.events import event_data
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.telemetry import RunTracer
 from loopengt_core.store.files import FileStore
-from loopengt_core.telemetry import RunTracer
-from loopengt_core.validation import validate_data
 from loopengt_server.hooks import run_stop_hook
 
 RUBRIC = "The summary names the bug and the fix."

@@ -5,8 +5,13 @@
   `loopengt_server` module imports a backend (`loopengt_core.store.files`, `.postgres`) or the database
   driver, takes more than `SERVER_STORE_NAMES` from the store package, or reaches into `Runs.store`, so a
   new backend or a change inside one touches no server code.
-- The pure engine does no I/O: its modules import, directly or through other `loopengt_core` modules,
-  none of the store, the service, the command runner, the git workspace, `subprocess` or `psycopg`.
+- The folders are the layers. `loopengt_core.model` (the spec, events, state: data) imports only itself;
+  `loopengt_core.engine` (the decisions) only the model and itself; `loopengt_core.store` only the model
+  and itself; `loopengt_core.service` (the I/O: runs, commands, git, telemetry) any of them;
+  `loopengt_core` nothing of `loopengt_server`. In `loopengt_server`, `mcp/` is the protocol layer, `cli/`,
+  `headless/`, `hooks/`, `doctor/`, `ui/` the other faces, `present/` and `clients/` what they share.
+- The model and the engine do no I/O: they import, directly or through other `loopengt_core` modules,
+  none of the store, the service, `subprocess`, sockets, `psycopg`, files' helpers, and call no `open`.
 """
 
 from __future__ import annotations
@@ -36,29 +41,48 @@ SERVER_STORE_NAMES = frozenset(
     }
 )
 
-PURE = (
-    "spec",
-    "validation",
-    "events",
-    "state",
-    "engine",
-    "patterns",
-    "gates",
-    "gatetypes",
-    "speccheck",
-    "render",
-    "view",
-    "expressions",
-)
+PURE = ("loopengt_core.model", "loopengt_core.engine")
 IO = (
     "loopengt_core.store",
-    "loopengt_core.runs",
-    "loopengt_core.commands",
-    "loopengt_core.workspace",
+    "loopengt_core.service",
     "subprocess",
+    "socket",
+    "shutil",
+    "tempfile",
+    "fcntl",
+    "sqlite3",
     "psycopg",
     "psycopg_pool",
+    "anyio",
+    "asyncio",
 )
+FILE_CALLS = frozenset({"open", "read_text", "read_bytes", "write_text", "write_bytes", "fsync", "unlink"})
+
+# What each folder may import of loopengt's own (besides itself).
+MAY_IMPORT: dict[str, tuple[str, ...]] = {
+    "loopengt_core.model": (),
+    "loopengt_core.engine": ("loopengt_core.model",),
+    "loopengt_core.store": ("loopengt_core.model",),
+    "loopengt_core.service": ("loopengt_core.model", "loopengt_core.engine", "loopengt_core.store"),
+    "loopengt_server.present": ("loopengt_core",),
+    "loopengt_server.clients": ("loopengt_core", "loopengt_server.mcp"),
+    "loopengt_server.mcp": ("loopengt_core", "loopengt_server.ui"),
+    "loopengt_server.ui": ("loopengt_core", "loopengt_server.mcp", "loopengt_server.present"),
+    "loopengt_server.headless": ("loopengt_core", "loopengt_server.present"),
+    "loopengt_server.hooks": ("loopengt_core", "loopengt_server.mcp", "loopengt_server.clients"),
+    "loopengt_server.doctor": ("loopengt_core", "loopengt_server.mcp", "loopengt_server.clients"),
+    "loopengt_server.cli": ("loopengt_core", "loopengt_server"),
+}
+# The one import against a folder's rule: the gate-type registry (model: spec parsing asks it which keys
+# are gate types) fills itself, on its first lookup, with the built-in gate types, which are engine code.
+EXCEPTIONS = frozenset(
+    {
+        ("loopengt_core.model.gatetypes", "loopengt_core.engine.gates"),
+        ("loopengt_core.model.gatetypes", "loopengt_core.engine.speccheck"),
+    }
+)
+# Modules outside the folders: the packages' own `__init__` and `python -m loopengt_server`.
+LOOSE = frozenset({"loopengt_core", "loopengt_server", "loopengt_server.__main__"})
 
 
 def module_name(path: Path) -> str:
@@ -174,21 +198,58 @@ def test_the_server_knows_no_lock_protocol() -> None:
     assert found == []
 
 
-def test_the_pure_engine_imports_no_io() -> None:
+def folder_of(name: str) -> str | None:
+    return next((f for f in MAY_IMPORT if within(name, (f,))), None)
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    loose = [
+        module_name(path)
+        for path in sorted([*CORE.rglob("*.py"), *SERVER.rglob("*.py")])
+        if folder_of(module_name(path)) is None and module_name(path) not in LOOSE
+    ]
+    assert loose == [], "put each module in a folder of MAY_IMPORT (or add a folder with its rules)"
+
+
+def test_each_folder_imports_only_what_its_layer_may() -> None:
     found = []
-    for short in PURE:
-        start = f"loopengt_core.{short}"
-        assert module_path(start) is not None, f"{start} moved: update PURE"
+    for path in sorted([*CORE.rglob("*.py"), *SERVER.rglob("*.py")]):
+        folder = folder_of(module_name(path))
+        if folder is None:
+            continue
+        allowed = (folder, *MAY_IMPORT[folder])
+        found += [
+            f"{module_name(path)} ({folder}) imports {name}"
+            for name in sorted(imports_of(path))
+            if name.startswith("loopengt") and name not in LOOSE and not within(name, allowed)
+            if (module_name(path), name) not in EXCEPTIONS
+        ]
+    assert found == []
+
+
+def test_the_model_and_the_engine_do_no_io() -> None:
+    found = []
+    for path in sorted(p for f in PURE for p in ROOT.joinpath(*f.split(".")).rglob("*.py")):
+        start = module_name(path)
         via = reachable(start)
         found += [chain(start, name, via) for name in sorted(via) if within(name, IO)]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Call):
+                called = (
+                    node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                )
+                if called in FILE_CALLS:
+                    found.append(f"{start}:{node.lineno} calls {called}")
     assert found == []
 
 
 def test_the_rules_see_imports() -> None:
     """The checks above would pass on a reader that finds nothing: they must find what is there."""
-    assert "loopengt_core.store" in imports_of(CORE / "runs.py")
+    assert "loopengt_core.store" in imports_of(CORE / "service" / "runs.py")
     assert within("loopengt_core.store.files", BACKENDS)
     assert "loopengt_core.store.files" in imports_of(CORE / "store" / "location.py")  # inside open_store
     assert "psycopg" in imports_of(CORE / "store" / "postgres" / "store.py")
-    assert "loopengt_core.events" in reachable("loopengt_core.engine")
-    assert "subprocess" in reachable("loopengt_core.runs")
+    assert "loopengt_core.model.events" in reachable("loopengt_core.engine")
+    assert "subprocess" in reachable("loopengt_core.service.runs")
+    assert folder_of("loopengt_core.engine.view") == "loopengt_core.engine"
+    assert folder_of("loopengt_core.engineering") is None

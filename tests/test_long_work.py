@@ -22,9 +22,9 @@ import yaml
 from mcp import Client
 from mcp_helpers import HttpServer, ok, running, stdio_params, step, trace_events
 
-from loopengt_core.errors import InvalidArgument, LoopengtError
-from loopengt_core.events import CommandAbandoned, CommandFinished, CommandStarted, to_record
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import InvalidArgument, LoopengtError
+from loopengt_core.model.events import CommandAbandoned, CommandFinished, CommandStarted, to_record
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 BOUND = 1.0
@@ -266,7 +266,7 @@ def test_a_dead_runners_claim_is_abandoned_and_run_again(store: FileStore, tmp_p
     assert starts == [f"{fresh.runner.rpartition(':')[0]}:{gone}", fresh.runner]
     assert marker.read_text() == "x"
     # replay folds it the same
-    from loopengt_core.state import project_run
+    from loopengt_core.model.state import project_run
 
     assert project_run(events).model_dump() == fresh.kernel.read(run_id).state.model_dump()
 
@@ -392,7 +392,7 @@ def test_spans_of_a_cancelled_gate_and_of_an_abandoned_attempt(store: FileStore,
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from loopengt_core.telemetry import RunTracer
+    from loopengt_core.service.telemetry import RunTracer
 
     exporter = InMemorySpanExporter()
     runs = Runs(store, cwd=tmp_path, call_wait=BOUND, tracer=RunTracer([SimpleSpanProcessor(exporter)]))

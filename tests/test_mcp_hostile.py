@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp_helpers import assert_no_traceback, ok, stdio_client, text_of
 
-from loopengt_core.runs import Runs
+from loopengt_core.engine.view import RunView
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import RunView
-from loopengt_server.app import build_server
+from loopengt_server.mcp.app import build_server
 
 SECRET = "s3cret-value-never-echoed"
 TOOLS: dict[str, list[str]] = {

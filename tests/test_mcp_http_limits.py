@@ -205,8 +205,8 @@ async def test_an_sse_session_answers_only_to_the_token_that_opened_it(
 
 
 def test_bad_limit_settings_are_refused_naming_the_variable(tmp_path: Path) -> None:
-    from loopengt_core.errors import InvalidArgument
-    from loopengt_server.http_limits import HttpLimits
+    from loopengt_core.model.errors import InvalidArgument
+    from loopengt_server.mcp.http_limits import HttpLimits
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LOOPENGT_MAX_SESSIONS", "lots")

@@ -14,7 +14,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_helpers import ok, serve_args, server_env, step, text_of
 
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 pytestmark = pytest.mark.anyio
@@ -94,7 +94,7 @@ async def test_the_trace_is_read_a_page_at_a_time_with_a_cursor(tmp_path: Path) 
     """The first page of a long trace is a page, not the log; following next_cursor yields every event once."""
     from mcp_helpers import resource_json, trace_events
 
-    from loopengt_server.resources import TRACE_PAGE_EVENTS
+    from loopengt_server.mcp.resources import TRACE_PAGE_EVENTS
 
     store = tmp_path / "store"
     runs = Runs(FileStore(store), cwd=tmp_path)

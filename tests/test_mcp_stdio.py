@@ -29,7 +29,7 @@ from mcp_helpers import (
     with_specs,
 )
 
-from loopengt_server.tools import tools_list_size
+from loopengt_server.mcp.tools import tools_list_size
 
 pytestmark = pytest.mark.anyio
 

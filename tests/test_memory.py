@@ -13,10 +13,10 @@ import pytest
 import yaml
 from mcp_helpers import assert_no_traceback, assert_tool_error, ok, run_cli, stdio_client, step
 
-from loopengt_core import memory
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.events import RunStarted, event_data
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.model.events import RunStarted, event_data
+from loopengt_core.service import memory
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 TWO_STEPS: dict[str, Any] = {
@@ -92,8 +92,8 @@ def test_context_from_values_are_checked() -> None:
 
 
 def test_validation_knows_context_from() -> None:
-    from loopengt_core.spec import json_schema
-    from loopengt_core.validation import SpecError, load_spec
+    from loopengt_core.engine.validation import SpecError, load_spec
+    from loopengt_core.model.spec import json_schema
 
     spec = load_spec(yaml.safe_dump({**TWO_STEPS, "context_from": ["run-1", "run_2"]}))
     assert spec.context_from == ["run-1", "run_2"]

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import InvalidArgument, StoreCorrupt, TooLarge
-from loopengt_core.events import TaskIssued, by_reference, event_from_record, materialised, to_record
-from loopengt_core.limits import MAX_OUTPUT_BYTES, checked_canonical
-from loopengt_core.portability import export_run, import_run, read_export
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import InvalidArgument, StoreCorrupt, TooLarge
+from loopengt_core.model.events import TaskIssued, by_reference, event_from_record, materialised, to_record
+from loopengt_core.model.limits import MAX_OUTPUT_BYTES, checked_canonical
+from loopengt_core.model.state import project_run
 from loopengt_core.service.inputs import digest
-from loopengt_core.state import project_run
+from loopengt_core.service.portability import export_run, import_run, read_export
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
 from loopengt_server.ui.fold import TaskFold

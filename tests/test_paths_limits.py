@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, TooLarge
-from loopengt_core.limits import MAX_SPEC_BYTES, MAX_VALUE_BYTES, checked, measure
-from loopengt_core.paths import OutsideRoot, UnreadableFile, confine, read_regular, worktree_path
-from loopengt_server.stdio import answer_to, envelope
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, TooLarge
+from loopengt_core.model.limits import MAX_SPEC_BYTES, MAX_VALUE_BYTES, checked, measure
+from loopengt_core.service.paths import OutsideRoot, UnreadableFile, confine, read_regular, worktree_path
+from loopengt_server.mcp.stdio import answer_to, envelope
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -126,7 +126,7 @@ def test_an_agent_output_too_deep_for_the_parser_is_a_clear_error() -> None:
 
 
 def test_problems_of_a_spec_file_read_for_a_client_never_quote_its_values() -> None:
-    from loopengt_core.validation import SpecError, load_spec
+    from loopengt_core.engine.validation import SpecError, load_spec
 
     text = "name: x\ngoal: g\nagents: [{name: a}]\nsteps: [{name: s, run: 'echo \"S3CRET'}]\npolicy: {max_turns: S3CRET}\n"
     with pytest.raises(SpecError) as quoted:

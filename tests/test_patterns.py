@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from clock import Clock
 
-from loopengt_core.errors import Conflict, NotFound
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
+from loopengt_core.engine.view import RunView, TaskView
+from loopengt_core.model.errors import Conflict, NotFound
+from loopengt_core.model.events import event_data
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import RunView, TaskView
 
 
 @pytest.fixture

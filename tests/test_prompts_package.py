@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from loopengt_server import prompts
 from loopengt_server.clients import install_slash_commands
 from loopengt_server.doctor import check_prompts
+from loopengt_server.mcp import prompts
 
 NAMES = ["design_loop", "drive_run", "review_loop"]
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import Conflict, InvalidArgument
-from loopengt_core.events import iso
-from loopengt_core.portability import export_run, import_run, read_export
-from loopengt_core.retention import parse_age, prune
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.model.errors import Conflict, InvalidArgument
+from loopengt_core.model.events import iso
+from loopengt_core.model.state import project_run
+from loopengt_core.service.portability import export_run, import_run, read_export
+from loopengt_core.service.retention import parse_age, prune
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import Store, open_store
 from loopengt_core.store.files import FileStore
 
@@ -288,7 +288,7 @@ def test_import_of_an_existing_run_is_a_clear_error_unless_renamed(
     assert (copy.run_id, copy.status, copy.checkpoints) == ("moved-copy", "running", 1)
     assert Runs(store, cwd=tmp_path).get_run("moved-copy").run_id == "moved-copy"
     assert store.list_checkpoints("moved-copy")[0].state["run_id"] == "moved-copy"
-    from loopengt_core.check import check_store
+    from loopengt_core.service.check import check_store
 
     assert [r.problems for r in check_store(store)] == [[], []]
     finish(Runs(store, cwd=tmp_path), "moved-copy")
@@ -305,7 +305,7 @@ def test_import_writes_a_snapshot_where_the_source_store_would(tmp_path: Path) -
     loaded = target.load("moved")
     assert loaded.snapshot_seq == len(doc.events) // 4 * 4 > 0
     assert [e.seq for e in loaded.events] == list(range(loaded.snapshot_seq + 1, len(doc.events) + 1))
-    from loopengt_core.check import check_run
+    from loopengt_core.service.check import check_run
 
     assert check_run(target, "moved").problems == []
 

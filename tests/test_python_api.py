@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import loopengt
-from loopengt_core.runs import Runs
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 README = Path(__file__).parents[1] / "README.md"

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from loopengt_core.errors import Conflict, InvalidArgument, NotFound, TooLarge
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.model.errors import Conflict, InvalidArgument, NotFound, TooLarge
+from loopengt_core.model.events import event_data
+from loopengt_core.model.state import project_run
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 SPEC: dict[str, Any] = {
@@ -492,7 +492,7 @@ def test_checkpoint_of_an_ended_run_can_be_forked_only_to_its_end(runs: Runs) ->
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
     store_dir, run_id, task_id, output = sys.argv[1:5]

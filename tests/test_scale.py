@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from loopengt_core import patterns
-from loopengt_core.events import StepCompleted
-from loopengt_core.runs import Runs
-from loopengt_core.spec import LoopSpec
+from loopengt_core.engine import patterns
+from loopengt_core.model.events import StepCompleted
+from loopengt_core.model.spec import LoopSpec
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 
@@ -73,7 +73,7 @@ def test_templates_are_read_and_parsed_once(monkeypatch: pytest.MonkeyPatch) -> 
     """200 list_templates calls (a burst of clients) parse each template's YAML at most once in all."""
     import yaml
 
-    from loopengt_core import catalog
+    from loopengt_core.service import catalog
 
     catalog._files.cache_clear()
     catalog._infos.cache_clear()
@@ -205,7 +205,13 @@ def test_the_export_is_streamed_a_page_at_a_time(tmp_path: Path) -> None:
     """`write_export` writes exactly `export_run(...).to_json()`, reading the log in pages."""
     from datetime import UTC, datetime
 
-    from loopengt_core.portability import EXPORT_PAGE, export_run, import_run, read_export, write_export
+    from loopengt_core.service.portability import (
+        EXPORT_PAGE,
+        export_run,
+        import_run,
+        read_export,
+        write_export,
+    )
 
     runs, store, run_id = _long_run(tmp_path, 150)
     runs.checkpoint(run_id, "half")

@@ -1,4 +1,4 @@
-"""The SDK's private attributes are reached in one module, loopengt_server/sdk.py, which says why.
+"""The SDK's private attributes are reached in one module, loopengt_server/mcp/sdk.py, which says why.
 
 Two checks: the attributes known to be reached today (a plain text search, so a new use is found even
 where the SDK's own source is not installed), and every private name the installed `mcp` and `mcp_types`
@@ -21,7 +21,7 @@ import mcp_types
 PRIVATE = re.compile(r"\.(_lowlevel_server|_tool_manager|_resource_manager|_prompt_manager|_connection)\b")
 ROOT = Path(__file__).parents[1]
 PACKAGES = [ROOT / "loopengt_server", ROOT / "loopengt_core"]
-ADAPTER = ROOT / "loopengt_server" / "sdk.py"
+ADAPTER = ROOT / "loopengt_server" / "mcp" / "sdk.py"
 SDK_ROOTS = ("mcp", "mcp_types")
 
 
@@ -95,7 +95,7 @@ def test_only_the_sdk_adapter_reaches_into_the_sdk() -> None:
 def test_no_module_but_the_adapter_reads_a_private_name_of_the_sdk() -> None:
     assert "_lowlevel_server" in sdk_private()  # the check sees the SDK's own private names
     found = [reach for path in our_modules() for reach in sdk_reaches(path)]
-    assert found == [], "private SDK names outside loopengt_server/sdk.py:\n" + "\n".join(found)
+    assert found == [], "private SDK names outside loopengt_server/mcp/sdk.py:\n" + "\n".join(found)
 
 
 def test_the_adapter_says_why_for_each_private_name_it_reads() -> None:

@@ -19,11 +19,11 @@ from hook_helpers import git_project, payload, project_runs
 from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
-from loopengt_core.reading import RunReader
-from loopengt_core.runs import Runs
+from loopengt_core.service.reading import RunReader
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 from loopengt_server.hooks import run_hook
-from loopengt_server.run_context import MAX_CONTEXT_CHARS, store_context
+from loopengt_server.mcp.run_context import MAX_CONTEXT_CHARS, store_context
 
 
 def _context(text: str) -> dict[str, Any]:

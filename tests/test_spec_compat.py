@@ -12,8 +12,8 @@ import pytest
 import yaml
 from mcp_helpers import SPECS_010
 
-from loopengt_core.spec import LoopSpec, json_schema
-from loopengt_core.validation import load_spec_file
+from loopengt_core.model.spec import LoopSpec, json_schema
+from loopengt_core.service.specfiles import load_spec_file
 
 SAMPLES = SPECS_010
 SAMPLE_FILES = sorted(SAMPLES.glob("*.yaml"))

@@ -24,13 +24,24 @@ def _loaded(code: str) -> set[str]:
 
 
 def test_the_stdio_server_loads_no_http_server_or_schema_checker() -> None:
-    loaded = _loaded("import loopengt_server.app")
-    assert "loopengt_server.app" in loaded
-    unwanted = {"jsonschema", "referencing", "loopengt_server.http_limits", "uvicorn.protocols.http.h11_impl"}
+    loaded = _loaded("import loopengt_server.mcp.app")
+    assert "loopengt_server.mcp.app" in loaded
+    unwanted = {
+        "jsonschema",
+        "referencing",
+        "loopengt_server.mcp.http_limits",
+        "uvicorn.protocols.http.h11_impl",
+    }
     assert not unwanted & loaded, f"imported before the first answer needs them: {sorted(unwanted & loaded)}"
 
 
 def test_the_cli_loads_neither_the_server_nor_the_event_models() -> None:
     loaded = _loaded("import loopengt_server.cli")
-    unwanted = {"mcp", "loopengt_server.app", "loopengt_core.events", "loopengt_core.runs", "jsonschema"}
+    unwanted = {
+        "mcp",
+        "loopengt_server.mcp.app",
+        "loopengt_core.model.events",
+        "loopengt_core.service.runs",
+        "jsonschema",
+    }
     assert not unwanted & loaded, f"imported by every CLI command: {sorted(unwanted & loaded)}"

@@ -1,4 +1,4 @@
-"""The stdio wire read and written on the event loop (loopengt_server.stdio): lines that arrive in pieces,
+"""The stdio wire read and written on the event loop (loopengt_server.mcp.stdio): lines that arrive in pieces,
 several in one piece, a character split between pieces, and answers that fill the pipe while the client
 is not reading, all through a real `loopengt serve` process on pipes."""
 

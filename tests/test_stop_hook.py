@@ -21,9 +21,9 @@ from hook_helpers import git_project, loopengt, payload, project_runs
 from mcp import Client
 from mcp_helpers import LOOPENGT, assert_no_traceback, ok, server_env, stdio_client, step
 
-from loopengt_core.runs import Runs
+from loopengt_core.engine.view import RunView
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.view import RunView
 from loopengt_server.hooks import ADOPTION_IDLE_SECONDS, run_hook, run_stop_hook
 
 

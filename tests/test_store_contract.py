@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from conftest import STORE_CAPABILITIES_ENV, STORE_FACTORIES
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
-from loopengt_core.events import StepCompleted
-from loopengt_core.reading import RunReader
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
+from loopengt_core.model.events import StepCompleted
+from loopengt_core.service.reading import RunReader
 from loopengt_core.store import (
     ChangeFeed,
     Checkpoint,
@@ -780,8 +780,8 @@ def test_shared_errors_live_with_the_protocol() -> None:
 def test_check_and_repair_through_the_service(store: Store, tmp_path: Path) -> None:
     """`loopengt check` verifies a run on any store; `--repair` works where the store is Repairable and
     says why not elsewhere; `loopengt doctor`'s quick scan finds no damage in a healthy store."""
-    from loopengt_core.check import check_run, damaged_runs, repair_run
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.check import check_run, damaged_runs, repair_run
+    from loopengt_core.service.runs import Runs
 
     spec = {
         "name": "checked",

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import StepCompleted
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import StoreCorrupt
+from loopengt_core.model.events import StepCompleted
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import Checkpoint
 from loopengt_core.store.files import FileStore
 from loopengt_server.cli import app

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, StoreConflict, StoreCorrupt
-from loopengt_core.events import StepCompleted, to_record
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, StoreConflict, StoreCorrupt
+from loopengt_core.model.events import StepCompleted, to_record
 from loopengt_core.store import Checkpoint, files
 from loopengt_core.store.files import FAULT_ENV, FAULT_POINTS, FileStore, StoreIOError
 
@@ -535,7 +535,7 @@ def test_lock_blocks_another_process(root: Path) -> None:
 CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
-    from loopengt_core.events import StepCompleted
+    from loopengt_core.model.events import StepCompleted
     from loopengt_core.store.files import FileStore
 
     def ev(i):

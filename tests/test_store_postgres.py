@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, StoreConflict
-from loopengt_core.events import StepCompleted, event_data
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, StoreConflict
+from loopengt_core.model.events import StepCompleted, event_data
 from loopengt_core.store import open_store
 from loopengt_core.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, StoreIOError
 
@@ -149,7 +149,7 @@ def test_a_newer_schema_is_refused_clearly(postgres_dsn: str) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from loopengt_core.events import StepCompleted
+    from loopengt_core.model.events import StepCompleted
     from loopengt_core.store.postgres import PostgresStore
 
     dsn, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from replay import assert_fold_equals_log, fresh
 
-from loopengt_core.events import RetryScheduled
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import RetryScheduled
+from loopengt_core.model.stuck import normalise
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.stuck import normalise
 
 PY = sys.executable
 # a gate that fails with the same message apart from a timestamp, a path and a duration

@@ -1,4 +1,4 @@
-"""The bounds on MCP Tasks held by a server: how many, how long, whose (loopengt_server/task_table.py)."""
+"""The bounds on MCP Tasks held by a server: how many, how long, whose (loopengt_server/mcp/task_table.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from loopengt_core.errors import InvalidArgument
-from loopengt_server.task_table import MAX_TASKS_ENV, TaskTable
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_server.mcp.task_table import MAX_TASKS_ENV, TaskTable
 
 
 def test_ids_are_long_random_and_distinct() -> None:

@@ -30,11 +30,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from structlog.testing import capture_logs
 
-from loopengt_core import telemetry
-from loopengt_core.events import Event, event_data, parse_iso
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import Event, event_data, parse_iso
+from loopengt_core.service import telemetry
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.telemetry import RunTracer, span_id, trace_id
 from loopengt_core.store.files import FileStore
-from loopengt_core.telemetry import RunTracer, span_id, trace_id
 
 READY = "ready.txt"
 SPEC: dict[str, Any] = {
@@ -311,7 +311,7 @@ def test_tracing_is_off_without_otel_variables(tmp_path: Path) -> None:
     assert telemetry.exporter_names({"OTEL_TRACES_EXPORTER": "otlp,console"}) == ["otlp", "console"]
     # not even imported: tracing costs nothing when it is off
     code = (
-        "import sys; from loopengt_core.runs import Runs; from loopengt_core.store.files import FileStore; "
+        "import sys; from loopengt_core.service.runs import Runs; from loopengt_core.store.files import FileStore; "
         f"Runs(FileStore({str(tmp_path / 'other')!r})); "
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
     )

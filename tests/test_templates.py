@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loopengt_core.catalog import list_templates, template_names, template_text
-from loopengt_core.render import BUILTIN_VARIABLES, placeholders
-from loopengt_core.validation import load_spec, load_spec_file, validate_data
+from loopengt_core.engine.render import BUILTIN_VARIABLES, placeholders
+from loopengt_core.engine.validation import load_spec, validate_data
+from loopengt_core.service.catalog import list_templates, template_names, template_text
+from loopengt_core.service.specfiles import load_spec_file
 
 HEADER = "# yaml-language-server: $schema=https://loopengt.dev/schema/loop-spec.json"
 EXPECTED = {

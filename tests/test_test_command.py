@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from loopengt_core.catalog import template_text
-from loopengt_core.testcommand import DEFAULT, detect_test_command, with_test_command
-from loopengt_core.validation import load_spec, load_spec_file
+from loopengt_core.engine.validation import load_spec
+from loopengt_core.service.catalog import template_text
+from loopengt_core.service.specfiles import load_spec_file
+from loopengt_core.service.testcommand import DEFAULT, detect_test_command, with_test_command
 
 LOOPENGT = Path(sys.executable).with_name("loopengt")
 

@@ -19,8 +19,8 @@ import pytest
 from hook_helpers import git_project, hook_script, loopengt, payload, project_runs
 from replay import assert_fold_equals_log
 
-from loopengt_core.events import UsageRead
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import UsageRead
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import Store
 from loopengt_core.store.files import FileStore
 
@@ -309,7 +309,7 @@ def test_a_task_span_carries_transcript_usage_read_while_it_was_open(tmp_path: P
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from loopengt_core.telemetry import RunTracer
+    from loopengt_core.service.telemetry import RunTracer
 
     project = git_project(tmp_path)
     exporter = InMemorySpanExporter()

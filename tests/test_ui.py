@@ -22,9 +22,9 @@ from test_follow import postgres_url
 from typer.testing import CliRunner
 from ui_helpers import UiServer, request
 
-from loopengt_core.runs import Runs
+from loopengt_core.engine.validation import load_spec
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import open_store
-from loopengt_core.validation import load_spec
 from loopengt_server.cli import app as cli_app
 from loopengt_server.ui.graph import mermaid
 

@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 from ui_helpers import UiServer, request
 
-from loopengt_core.catalog import template_names
-from loopengt_core.events import ApprovalGiven
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import ApprovalGiven
+from loopengt_core.service.catalog import template_names
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import open_store
 from loopengt_server.cli import app as cli_app
 from loopengt_server.ui.graph import mermaid
@@ -221,8 +221,8 @@ def test_graph_of_every_template_is_mermaid_that_mermaid_accepts(browser: Any) -
         assert result.stdout.startswith("flowchart TD\n")
         assert _parse(page, result.stdout) is None, (name, _parse(page, result.stdout), result.stdout)
     # The page's version: every step status and the current-step mark as classes.
-    from loopengt_core.catalog import template_text
-    from loopengt_core.validation import load_spec
+    from loopengt_core.engine.validation import load_spec
+    from loopengt_core.service.catalog import template_text
 
     spec = load_spec(template_text(names[0]))
     statuses = dict(
@@ -257,7 +257,7 @@ CUSTOM: dict[str, Any] = {
 
 
 def test_graph_of_custom_and_fan_out_specs_parses(browser: Any) -> None:
-    from loopengt_core.validation import load_spec
+    from loopengt_core.engine.validation import load_spec
 
     page = browser.new_page()
     page.set_content("<html><body></body></html>")

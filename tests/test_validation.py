@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.validation import Problem, SpecError, load_spec, validate_data
+from loopengt_core.engine.validation import Problem, SpecError, load_spec, validate_data
 
 
 def loopengt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -566,7 +566,7 @@ def test_text_and_data_give_the_same_problems() -> None:
 
 
 def test_budget_and_stuck_fields_are_checked_with_their_locations() -> None:
-    from loopengt_core.validation import validate_data
+    from loopengt_core.engine.validation import validate_data
 
     data = {
         "name": "b",

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp_helpers import SPECS_010
 
-from loopengt_core.catalog import template_names, template_text
-from loopengt_core.spec import LoopSpec
-from loopengt_core.validation import Problem, SpecError, load_spec, validate_data
+from loopengt_core.engine.validation import Problem, SpecError, load_spec, validate_data
+from loopengt_core.model.spec import LoopSpec
+from loopengt_core.service.catalog import template_names, template_text
 
 SAMPLES = SPECS_010
 

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from mcp_helpers import assert_tool_error, ok, stdio_client
 
-from loopengt_core import workspace
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
-from loopengt_core.state import project_run
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.model.events import event_data
+from loopengt_core.model.state import project_run
+from loopengt_core.service import workspace
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.workspace import NotAGitRepository, WorkspaceDrift, WorkspaceError
 from loopengt_core.store.files import FileStore
-from loopengt_core.workspace import NotAGitRepository, WorkspaceDrift, WorkspaceError
 
 PY = sys.executable
 GIT_ENV = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from loopengt_core import workspace
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
+from loopengt_core.model.events import event_data
+from loopengt_core.service import workspace
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.workspace import WorkspaceDrift, WorkspaceError
 from loopengt_core.store.files import FileStore
-from loopengt_core.workspace import WorkspaceDrift, WorkspaceError
 
 PY = sys.executable
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from loopengt_core.errors import LoopengtError
-from loopengt_core.events import event_data
-from loopengt_core.runs import Runs
+from loopengt_core.engine.validation import SpecError, load_spec
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.model.events import event_data
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
-from loopengt_core.validation import SpecError, load_spec
 
 PY = sys.executable
 GIT_ENV = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}

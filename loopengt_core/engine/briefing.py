@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from loopengt_core import patterns
-from loopengt_core.render import render
-from loopengt_core.spec import Gate, RetryPolicy, Step
-from loopengt_core.state import RunState
+from loopengt_core.engine import patterns
+from loopengt_core.engine.render import render
+from loopengt_core.model.spec import Gate, RetryPolicy, Step
+from loopengt_core.model.state import RunState
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

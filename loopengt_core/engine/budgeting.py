@@ -7,16 +7,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from loopengt_core.budget import BudgetLimits, Spend, over, raised
 from loopengt_core.engine.transaction import Transaction
-from loopengt_core.events import (
+from loopengt_core.model.budget import BudgetLimits, Spend, over, raised
+from loopengt_core.model.events import (
     AnyEvent,
     BudgetReached,
     RunPaused,
     parse_iso,
 )
-from loopengt_core.spec import Step
-from loopengt_core.state import RunState
+from loopengt_core.model.spec import Step
+from loopengt_core.model.state import RunState
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

@@ -8,14 +8,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from loopengt_core.engine import evaluation
+from loopengt_core.engine.gates import command_feedback, tail
 from loopengt_core.engine.reading import workspace_files
 from loopengt_core.engine.transaction import (
     COMMAND_OUTPUT_CHARS,
     DEFAULT_COMMAND_TIMEOUT_SECONDS,
     Transaction,
 )
-from loopengt_core.errors import Conflict
-from loopengt_core.events import (
+from loopengt_core.model.errors import Conflict
+from loopengt_core.model.events import (
     AnyEvent,
     CommandAbandoned,
     CommandFinished,
@@ -25,9 +26,8 @@ from loopengt_core.events import (
     GatePassed,
     iso,
 )
-from loopengt_core.gates import command_feedback, tail
-from loopengt_core.spec import Step
-from loopengt_core.state import RunState
+from loopengt_core.model.spec import Step
+from loopengt_core.model.state import RunState
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

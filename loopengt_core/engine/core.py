@@ -13,17 +13,26 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from loopengt_core import judge, patterns
-from loopengt_core.budget import BudgetLimits, Usage
-from loopengt_core.engine import briefing, budgeting, commands, evaluation, issuing, judging, lifecycle
+from loopengt_core.engine import (
+    briefing,
+    budgeting,
+    commands,
+    evaluation,
+    issuing,
+    judge,
+    judging,
+    lifecycle,
+    patterns,
+)
 from loopengt_core.engine.reading import open_tasks_text, workspace_files
 from loopengt_core.engine.transaction import (
     OUTCOMES,
     Outcome,
     Transaction,
 )
-from loopengt_core.errors import Conflict, InvalidArgument, NotFound
-from loopengt_core.events import (
+from loopengt_core.model.budget import BudgetLimits, Usage
+from loopengt_core.model.errors import Conflict, InvalidArgument, NotFound
+from loopengt_core.model.events import (
     AnyEvent,
     ApprovalGiven,
     ApprovalRejected,
@@ -35,8 +44,8 @@ from loopengt_core.events import (
     iso,
     parse_iso,
 )
-from loopengt_core.spec import Agent, ApprovalChannel, Gate, LoopSpec, Step
-from loopengt_core.state import RunState
+from loopengt_core.model.spec import Agent, ApprovalChannel, Gate, LoopSpec, Step
+from loopengt_core.model.state import RunState
 
 
 class Engine:
@@ -101,7 +110,7 @@ class Engine:
         memory: list[dict[str, Any]] | None = None,
     ) -> list[AnyEvent]:
         """`workspace` ({root, head, tree}, computed by the service) binds the run to a git work tree;
-        `memory` (read by the service, `loopengt_core.memory`) is what earlier runs left its tasks."""
+        `memory` (read by the service, `loopengt_core.service.memory`) is what earlier runs left its tasks."""
         tx = Transaction(None, now)
         started = RunStarted(
             seq=tx.seq,

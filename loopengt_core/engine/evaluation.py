@@ -7,15 +7,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from loopengt_core import gatetypes, patterns
-from loopengt_core.engine import briefing, commands, issuing, judging
+from loopengt_core.engine import briefing, commands, issuing, judging, patterns
+from loopengt_core.engine.gates import schema_gate
 from loopengt_core.engine.reading import emit_verdict
 from loopengt_core.engine.transaction import (
     DEFAULT_COMMAND_TIMEOUT_SECONDS,
     Transaction,
     backoff_delay,
 )
-from loopengt_core.events import (
+from loopengt_core.model import gatetypes
+from loopengt_core.model.events import (
     ApprovalRequested,
     CommandRequested,
     GateFailed,
@@ -27,12 +28,11 @@ from loopengt_core.events import (
     StepFailed,
     iso,
 )
-from loopengt_core.expressions import STOP_NAMES, ConditionFailed, ExpressionError, compile_condition
-from loopengt_core.gates import schema_gate
-from loopengt_core.gatetypes import GateContext
-from loopengt_core.spec import OnFailure, Step
-from loopengt_core.state import GateResult, RunState
-from loopengt_core.stuck import Compared, diagnose, normalise
+from loopengt_core.model.expressions import STOP_NAMES, ConditionFailed, ExpressionError, compile_condition
+from loopengt_core.model.gatetypes import GateContext
+from loopengt_core.model.spec import OnFailure, Step
+from loopengt_core.model.state import GateResult, RunState
+from loopengt_core.model.stuck import Compared, diagnose, normalise
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from loopengt_core.engine import briefing, budgeting, commands
+from loopengt_core.engine.patterns import Move
 from loopengt_core.engine.transaction import (
     Transaction,
 )
-from loopengt_core.events import (
+from loopengt_core.model.events import (
     BudgetReached,
     RunPaused,
     TaskHeld,
@@ -19,9 +20,8 @@ from loopengt_core.events import (
     by_reference,
     iso,
 )
-from loopengt_core.patterns import Move
-from loopengt_core.spec import Step
-from loopengt_core.state import output_refs
+from loopengt_core.model.spec import Step
+from loopengt_core.model.state import output_refs
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

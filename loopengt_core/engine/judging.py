@@ -7,20 +7,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from loopengt_core import judge
-from loopengt_core.engine import briefing, evaluation
+from loopengt_core.engine import briefing, evaluation, judge
 from loopengt_core.engine.reading import emit_verdict
+from loopengt_core.engine.render import render
 from loopengt_core.engine.transaction import (
     Transaction,
 )
-from loopengt_core.errors import Conflict, InvalidArgument
-from loopengt_core.events import (
+from loopengt_core.model.errors import Conflict, InvalidArgument
+from loopengt_core.model.events import (
     TaskIssued,
     iso,
 )
-from loopengt_core.render import render
-from loopengt_core.spec import Gate, JudgeRule
-from loopengt_core.state import GateResult, RunState, TaskState
+from loopengt_core.model.spec import Gate, JudgeRule
+from loopengt_core.model.state import GateResult, RunState, TaskState
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from loopengt_core.budget import BudgetLimits
 from loopengt_core.engine import issuing
+from loopengt_core.engine.patterns import Move
 from loopengt_core.engine.reading import workspace_files
 from loopengt_core.engine.transaction import (
     Transaction,
 )
-from loopengt_core.events import (
+from loopengt_core.model.budget import BudgetLimits
+from loopengt_core.model.events import (
     AnyEvent,
     BranchesMerged,
     CheckpointTaken,
@@ -28,9 +29,8 @@ from loopengt_core.events import (
     WorkspaceFiles,
     WorktreeAdded,
 )
-from loopengt_core.patterns import Move
-from loopengt_core.state import RunState
-from loopengt_core.transcripts import Segment, TranscriptClient
+from loopengt_core.model.state import RunState
+from loopengt_core.model.transcripts import Segment, TranscriptClient
 
 if TYPE_CHECKING:
     from loopengt_core.engine.core import Engine

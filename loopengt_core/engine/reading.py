@@ -8,14 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from loopengt_core.engine.transaction import Transaction
-from loopengt_core.events import (
+from loopengt_core.model.events import (
     GateFailed,
     GatePassed,
     WorkspaceFiles,
     parse_iso,
 )
-from loopengt_core.spec import OnFailure
-from loopengt_core.state import GateResult, RunState
+from loopengt_core.model.spec import OnFailure
+from loopengt_core.model.state import GateResult, RunState
 
 
 def emit_verdict(

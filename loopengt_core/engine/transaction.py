@@ -9,12 +9,12 @@ import typing
 from datetime import datetime
 from typing import Literal
 
-from loopengt_core.events import (
+from loopengt_core.model.events import (
     AnyEvent,
     iso,
 )
-from loopengt_core.spec import RetryPolicy
-from loopengt_core.state import RunState, apply
+from loopengt_core.model.spec import RetryPolicy
+from loopengt_core.model.state import RunState, apply
 
 DEFAULT_COMMAND_TIMEOUT_SECONDS = 600.0
 COMMAND_OUTPUT_CHARS = 16_000

@@ -1,4 +1,4 @@
-"""The runs service's parts, each with one job; `loopengt_core.runs.Runs` composes them.
+"""The runs service's parts, each with one job; `loopengt_core.service.runs.Runs` composes them.
 
 `kernel` (load, decide under one lock, append, answer), `loaded` (a run as the service holds it),
 `inputs` (tool arguments: specs, inputs, paths), `binding` (the run's files in git), `worktree_steps`

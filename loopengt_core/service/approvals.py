@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from loopengt_core.engine import Engine
-from loopengt_core.errors import Conflict
-from loopengt_core.events import AnyEvent
-from loopengt_core.limits import checked_text
+from loopengt_core.model.errors import Conflict
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.limits import checked_text
+from loopengt_core.model.spec import ApprovalChannel
+from loopengt_core.model.state import RunState
 from loopengt_core.service.kernel import TransitionKernel
 from loopengt_core.service.loaded import LoadedRun, nothing
-from loopengt_core.spec import ApprovalChannel
-from loopengt_core.state import RunState
 
 
 def answer(

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.engine.view import StepAnswer
+from loopengt_core.model.errors import LoopengtError
 from loopengt_core.store import LockBusy
-from loopengt_core.view import StepAnswer
 
 if TYPE_CHECKING:
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
 
 
 class Overlap:

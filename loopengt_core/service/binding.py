@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-from loopengt_core import workspace as git
-from loopengt_core.events import Event, RunForked, RunStarted
-from loopengt_core.paths import WORKTREES_DIR
-from loopengt_core.spec import LoopSpec
-from loopengt_core.state import RunState
+from loopengt_core.engine.view import RunView, with_drift
+from loopengt_core.model.events import Event, RunForked, RunStarted
+from loopengt_core.model.spec import LoopSpec
+from loopengt_core.model.state import RunState
+from loopengt_core.service import workspace as git
+from loopengt_core.service.paths import WORKTREES_DIR
+from loopengt_core.service.workspace import WorkspaceError, WorkspaceState
 from loopengt_core.store import DirectoryBacked, Store
-from loopengt_core.view import RunView, with_drift
-from loopengt_core.workspace import WorkspaceError, WorkspaceState
 
 V = TypeVar("V", bound=RunView)
 

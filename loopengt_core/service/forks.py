@@ -16,23 +16,23 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, Field
 
-from loopengt_core import workspace as git
-from loopengt_core.budget import BudgetLimits, parse_limits
 from loopengt_core.engine import Engine
-from loopengt_core.errors import InvalidArgument, LoopengtError
-from loopengt_core.events import AnyEvent
-from loopengt_core.limits import MAX_USAGE_BYTES, checked, checked_text
+from loopengt_core.engine.view import RunView
+from loopengt_core.model.budget import BudgetLimits, parse_limits
+from loopengt_core.model.errors import InvalidArgument, LoopengtError
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.limits import MAX_USAGE_BYTES, checked, checked_text
+from loopengt_core.model.state import RunState, project_run
+from loopengt_core.service import workspace as git
 from loopengt_core.service.binding import start_tree, unrecorded
 from loopengt_core.service.inputs import fork_worktree_path, resolve
 from loopengt_core.service.loaded import no_answer
+from loopengt_core.service.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 from loopengt_core.service.worktree_steps import merged_diff
-from loopengt_core.state import RunState, project_run
 from loopengt_core.store import Checkpoint, check_id
-from loopengt_core.view import RunView
-from loopengt_core.workspace import WorkspaceDrift, WorkspaceError, WorkspaceState
 
 if TYPE_CHECKING:
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
 
 log = structlog.get_logger("loopengt.runs")
 

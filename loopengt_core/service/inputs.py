@@ -14,11 +14,12 @@ from typing import Any
 
 import yaml
 
-from loopengt_core.catalog import template_text
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.paths import confine, text_path, worktree_path
-from loopengt_core.spec import LoopSpec
-from loopengt_core.validation import read_spec_file, spec_data
+from loopengt_core.engine.validation import spec_data
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.model.spec import LoopSpec
+from loopengt_core.service.catalog import template_text
+from loopengt_core.service.paths import confine, text_path, worktree_path
+from loopengt_core.service.specfiles import read_spec_file
 
 MAX_TASK_ID_CHARS = 200
 

@@ -20,18 +20,18 @@ from typing import TypeVar
 
 import structlog
 
-from loopengt_core import telemetry
-from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, env_count
-from loopengt_core.changefeed import SharedChanges
 from loopengt_core.engine import Engine
-from loopengt_core.errors import LoopengtError, NotFound
-from loopengt_core.events import AnyEvent, RunEnded, RunPaused
+from loopengt_core.engine.validation import load_spec
+from loopengt_core.model.bounded import CACHED_RUNS_ENV, LRU, env_count
+from loopengt_core.model.errors import LoopengtError, NotFound
+from loopengt_core.model.events import AnyEvent, RunEnded, RunPaused
+from loopengt_core.model.spec import LoopSpec
+from loopengt_core.model.state import RunState, apply, project_run, workdir
+from loopengt_core.service import telemetry
+from loopengt_core.service.changefeed import SharedChanges
 from loopengt_core.service.loaded import Decide, LoadedRun, nothing
 from loopengt_core.service.worktree_steps import end_worktrees, isolate
-from loopengt_core.spec import LoopSpec
-from loopengt_core.state import RunState, apply, project_run, workdir
 from loopengt_core.store import ChangeFeed, LocalLocking, LockBusy, Store, check_id
-from loopengt_core.validation import load_spec
 
 log = structlog.get_logger("loopengt.runs")
 

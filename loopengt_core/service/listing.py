@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import structlog
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreCorrupt
+from loopengt_core.engine.view import RunSummary, run_summary
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, NotFound, StoreCorrupt
 from loopengt_core.service.kernel import TransitionKernel
 from loopengt_core.service.loaded import nothing
 from loopengt_core.store import Store
-from loopengt_core.view import RunSummary, run_summary
 
 log = structlog.get_logger("loopengt.runs")
 

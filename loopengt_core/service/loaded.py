@@ -1,6 +1,6 @@
 """A run as the service holds it in memory between transitions, and the shape of a decision.
 
-Shared by the transition kernel (`loopengt_core.runs`) and the collaborators that act on a loaded run
+Shared by the transition kernel (`loopengt_core.service.runs`) and the collaborators that act on a loaded run
 (`loopengt_core.service.worktree_steps`), so neither imports the other for its types.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loopengt_core.engine import Engine
-from loopengt_core.events import AnyEvent
-from loopengt_core.state import RunState
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.state import RunState
 
 
 @dataclass

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from loopengt_core import workspace as git
-from loopengt_core.errors import Conflict, InvalidArgument, StoreConflict
-from loopengt_core.limits import checked
-from loopengt_core.memory import check_context_from, read_memory
+from loopengt_core.engine.validation import load_spec
+from loopengt_core.engine.view import RunView, run_view
+from loopengt_core.model.errors import Conflict, InvalidArgument, StoreConflict
+from loopengt_core.model.limits import checked
+from loopengt_core.model.state import project_run
+from loopengt_core.service import workspace as git
 from loopengt_core.service.inputs import has_commands, run_context, slug, spec_text
 from loopengt_core.service.loaded import LoadedRun
-from loopengt_core.state import project_run
+from loopengt_core.service.memory import check_context_from, read_memory
 from loopengt_core.store import check_id
-from loopengt_core.validation import load_spec
-from loopengt_core.view import RunView, run_view
 
 if TYPE_CHECKING:
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
 
 log = structlog.get_logger("loopengt.runs")
 
@@ -43,7 +43,7 @@ def start_run(
     """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object).
 
     `context_from`: earlier runs whose outputs the tasks' input.memory carries, after the spec's own
-    `context_from` (see `loopengt_core.memory`).
+    `context_from` (see `loopengt_core.service.memory`).
     """
     given = [
         k for k, v in (("spec_path", spec_path), ("template", template), ("spec", spec)) if v is not None

@@ -11,21 +11,27 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from loopengt_core.budget import parse_usage
 from loopengt_core.engine import Engine, open_tasks_text
-from loopengt_core.errors import Conflict, InvalidArgument
-from loopengt_core.events import AnyEvent
-from loopengt_core.limits import MAX_OUTPUT_BYTES, MAX_USAGE_BYTES, checked, checked_canonical, checked_text
+from loopengt_core.engine.view import StepAnswer, step_answer
+from loopengt_core.model.budget import parse_usage
+from loopengt_core.model.errors import Conflict, InvalidArgument
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.limits import (
+    MAX_OUTPUT_BYTES,
+    MAX_USAGE_BYTES,
+    checked,
+    checked_canonical,
+    checked_text,
+)
+from loopengt_core.model.state import Answer, RunState, answer_in_log
 from loopengt_core.service.binding import unrecorded
 from loopengt_core.service.inputs import MAX_TASK_ID_CHARS, digest
 from loopengt_core.service.loaded import LoadedRun
-from loopengt_core.state import Answer, RunState, answer_in_log
+from loopengt_core.service.workspace import WorkspaceError
 from loopengt_core.store import Store
-from loopengt_core.view import StepAnswer, step_answer
-from loopengt_core.workspace import WorkspaceError
 
 if TYPE_CHECKING:
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
 
 
 def submit_output(

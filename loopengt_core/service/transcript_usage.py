@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from loopengt_core import transcripts
 from loopengt_core.engine import Engine
-from loopengt_core.events import AnyEvent
+from loopengt_core.model import transcripts
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.state import RunState
+from loopengt_core.model.transcripts import TranscriptClient
 from loopengt_core.service.kernel import TransitionKernel
-from loopengt_core.state import RunState
-from loopengt_core.transcripts import TranscriptClient
 
 
 def read(
@@ -30,7 +31,7 @@ def read(
         offset = mark.offset if mark is not None else 0
         found = transcripts.segments(
             client,
-            transcripts.read_chunk(path, offset),
+            read_chunk(path, offset),
             offset,
             run_id=run_id,
             skip_id=mark.last if mark is not None else None,
@@ -43,3 +44,18 @@ def read(
 
     kernel.transition(run_id, decide)
     return recorded
+
+
+def read_chunk(path: str | Path, offset: int) -> bytes:
+    """The whole lines of the transcript from `offset` (at most transcripts.MAX_READ_BYTES of them).
+
+    Raises:
+        InvalidArgument: the transcript cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(transcripts.MAX_READ_BYTES)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the transcript {path}: {exc.strerror or exc}") from None
+    return data[: data.rfind(b"\n") + 1]

@@ -10,12 +10,12 @@ from datetime import datetime
 
 import structlog
 
-from loopengt_core import workspace as git
-from loopengt_core import worktrees
-from loopengt_core.errors import LoopengtError
-from loopengt_core.events import AnyEvent, BranchesMerged, iso
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.model.events import AnyEvent, BranchesMerged, iso
+from loopengt_core.model.state import RunState
+from loopengt_core.service import workspace as git
+from loopengt_core.service import worktrees
 from loopengt_core.service.loaded import LoadedRun
-from loopengt_core.state import RunState
 
 log = structlog.get_logger("loopengt.runs")
 

@@ -1,13 +1,13 @@
 """The errors every store backend raises, kept with the protocol so that no backend imports another.
 
 `StoreConflict`, `StoreCorrupt`, `NotFound` and `InvalidArgument` are the service's own errors
-(`loopengt_core.errors`), re-exported here because a store raises them too; the two defined here only
+(`loopengt_core.model.errors`), re-exported here because a store raises them too; the two defined here only
 stores raise. No OSError or driver error leaves a backend: each becomes one of these.
 """
 
 from __future__ import annotations
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict, StoreCorrupt
 
 __all__ = ["InvalidArgument", "LockBusy", "NotFound", "StoreConflict", "StoreCorrupt", "StoreIOError"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.model.errors import InvalidArgument
 from loopengt_core.store.protocol import Store
 from loopengt_core.store.values import DatabaseProbe
 

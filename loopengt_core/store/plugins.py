@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from loopengt_core.errors import InvalidArgument, LoopengtError
-from loopengt_core.plugins import STORES, Plugin, PluginProblem, load_group
+from loopengt_core.model.errors import InvalidArgument, LoopengtError
+from loopengt_core.model.plugins import STORES, Plugin, PluginProblem, load_group
 from loopengt_core.store.errors import StoreIOError
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from loopengt_core.events import AnyEvent, Event
+from loopengt_core.model.events import AnyEvent, Event
 from loopengt_core.store.values import Checkpoint, LoadedRun, Repair
 
 

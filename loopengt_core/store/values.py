@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument, StoreConflict
-from loopengt_core.events import AnyEvent, Event
+from loopengt_core.model.errors import InvalidArgument, StoreConflict
+from loopengt_core.model.events import AnyEvent, Event
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.model.errors import LoopengtError
 from loopengt_server.cli import (
     evaluating,
     hook,
@@ -98,8 +98,8 @@ def main() -> None:
     click's own errors (unknown option, missing argument, bad value) are one line too: typer runs in
     non-standalone mode, so they come here instead of being drawn as boxes with the usage above them.
     """
-    from loopengt_core.logs import configure
-    from loopengt_server.wording import for_person
+    from loopengt_core.service.logs import configure
+    from loopengt_server.present.wording import for_person
 
     configure()
     try:

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.model.errors import LoopengtError
 from loopengt_server.cli.options import StoreOption, fail
 
 if TYPE_CHECKING:
-    from loopengt_core.metrics import RunMetrics
+    from loopengt_core.service.metrics import RunMetrics
 
 
 def eval_command(
@@ -50,8 +50,8 @@ def eval_command(
     from rich.console import Console
     from rich.table import Table
 
-    from loopengt_core.budget import spend_text
-    from loopengt_core.metrics import run_metrics
+    from loopengt_core.model.budget import spend_text
+    from loopengt_core.service.metrics import run_metrics
     from loopengt_core.store import check_id, open_store
 
     if save_baseline is not None and baseline is not None:
@@ -126,7 +126,7 @@ def _baseline(
     from rich.markup import escape
     from rich.table import Table
 
-    from loopengt_core import baseline as baselines
+    from loopengt_core.service import baseline as baselines
 
     if metrics.run_status in ("running", "waiting_approval", "paused"):
         raise fail(f"run {metrics.run_id} is {metrics.run_status}: baselines compare runs that ended", 2)

@@ -46,9 +46,9 @@ def show(
     """
     from rich.console import Console
 
-    from loopengt_core.budget import Usage, spend_text, usage_text
-    from loopengt_core.events import GateFailed, GatePassed, event_data, to_record
-    from loopengt_server.wording import for_person, plural
+    from loopengt_core.model.budget import Usage, spend_text, usage_text
+    from loopengt_core.model.events import GateFailed, GatePassed, event_data, to_record
+    from loopengt_server.present.wording import for_person, plural
 
     if follow:
         _follow(run_id, store, as_json)
@@ -89,9 +89,9 @@ def show(
 
 
 def _follow(run_id: str, store: str, as_json: bool) -> None:
-    from loopengt_core.reading import RunReader
+    from loopengt_core.service.reading import RunReader
     from loopengt_core.store import check_id, open_store
-    from loopengt_server.follow import follow as watch
+    from loopengt_server.present.follow import follow as watch
 
     if as_json:
         raise fail("--follow draws a live view; use --json without --follow, or --trace for the events", 2)
@@ -128,9 +128,9 @@ def check(
     ] = None,
 ) -> None:
     """Verify the store: checksums, seq continuity, snapshots and checkpoints of every run."""
-    from loopengt_core.check import check_store, repair_run
+    from loopengt_core.service.check import check_store, repair_run
     from loopengt_core.store import open_store
-    from loopengt_server.wording import plural
+    from loopengt_server.present.wording import plural
 
     if repair is not None:
         typer.echo(repair_run(open_store(store), repair))
@@ -149,15 +149,15 @@ def graph(
     spec: Annotated[str, typer.Argument(help="A loop.yaml, or the name of a built-in template")],
 ) -> None:
     """Print the loop as a Mermaid flowchart (the graph the web view draws), for READMEs and pull requests."""
-    from loopengt_core.catalog import template_names, template_text
-    from loopengt_core.validation import load_spec
+    from loopengt_core.engine.validation import load_spec
+    from loopengt_core.service.catalog import template_names, template_text
     from loopengt_server.ui.graph import mermaid
 
     if not Path(spec).exists() and spec in template_names():
         parsed = load_spec(template_text(spec), source=spec)
     else:
         check_spec(spec)
-        from loopengt_core.validation import load_spec_file
+        from loopengt_core.service.specfiles import load_spec_file
 
         parsed = load_spec_file(spec)[0]
     sys.stdout.write(mermaid(parsed))

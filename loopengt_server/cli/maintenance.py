@@ -12,7 +12,7 @@ import typer
 from loopengt_server.cli.options import OutputOption, StoreOption, fail, runs_for
 
 if TYPE_CHECKING:
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
 
 
 def _size(count: int) -> str:
@@ -54,10 +54,10 @@ def prune(
     never touched. --worktrees: remove only the worktrees of ended runs."""
     from datetime import UTC, datetime
 
-    from loopengt_core.retention import check_statuses, parse_age
-    from loopengt_core.retention import prune as prune_runs
+    from loopengt_core.service.retention import check_statuses, parse_age
+    from loopengt_core.service.retention import prune as prune_runs
     from loopengt_core.store import open_store
-    from loopengt_server.wording import plural
+    from loopengt_server.present.wording import plural
 
     if older_than is None and not worktrees:
         raise _MissingOption(
@@ -102,7 +102,7 @@ def prune(
 
 def _prune_worktrees(runs: Runs, run_ids: list[str], dry_run: bool, *, quiet: bool = False) -> None:
     """Remove the worktrees (and isolated steps' branches) of ended runs; say what went."""
-    from loopengt_server.wording import plural
+    from loopengt_server.present.wording import plural
 
     if dry_run:
         typer.echo(f"dry run: would remove the worktrees of {plural(len(run_ids), 'ended run')}")
@@ -120,7 +120,7 @@ def export_command(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Write a run (spec, events, checkpoints) as one JSON file that `loopengt import` reads."""
-    from loopengt_core.portability import write_export
+    from loopengt_core.service.portability import write_export
     from loopengt_core.store import open_store
 
     opened = open_store(store)
@@ -151,9 +151,9 @@ def import_command(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Add an exported run to this store (file or PostgreSQL), with its events, checkpoints and spec."""
-    from loopengt_core.portability import import_run, read_export
+    from loopengt_core.service.portability import import_run, read_export
     from loopengt_core.store import describe_location, open_store
-    from loopengt_server.wording import plural
+    from loopengt_server.present.wording import plural
 
     source = "stdin" if file == "-" else file
     try:

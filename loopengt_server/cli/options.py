@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 if TYPE_CHECKING:
-    from loopengt_core.runs import Runs
-    from loopengt_core.spec import LoopSpec
+    from loopengt_core.model.spec import LoopSpec
+    from loopengt_core.service.runs import Runs
 
 
 StoreOption = Annotated[
@@ -37,7 +37,7 @@ def runs_for(store: str, **options: Any) -> Runs:
     early would end them with it)."""
     import math
 
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store import open_store
 
     return Runs(open_store(store), call_wait=math.inf, **options)
@@ -45,7 +45,8 @@ def runs_for(store: str, **options: Any) -> Runs:
 
 def check_spec(spec: str) -> LoopSpec:
     """The spec file is readable and valid, or one line naming the file, its first problems and the fix."""
-    from loopengt_core.validation import SpecError, load_spec, read_spec_file
+    from loopengt_core.engine.validation import SpecError, load_spec
+    from loopengt_core.service.specfiles import read_spec_file
 
     try:
         return load_spec(read_spec_file(spec), source=spec)

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.model.errors import LoopengtError
 from loopengt_server.cli.options import QuietOption, StoreOption, check_spec, fail, runs_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from loopengt_core.runs import Runs
-    from loopengt_core.view import RunView
+    from loopengt_core.engine.view import RunView
+    from loopengt_core.service.runs import Runs
     from loopengt_server.headless import Agents
 
 
@@ -132,7 +132,7 @@ def _headless(
 
     from rich.console import Console
 
-    from loopengt_core.reading import RunReader
+    from loopengt_core.service.reading import RunReader
     from loopengt_core.store import open_store
     from loopengt_server.headless import AgentCannotStart, Progress, Watcher, drive, show_end
 
@@ -186,7 +186,7 @@ def design(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Design a loop.yaml for GOAL: a run of the `design` template, driven by --agent; writes --output."""
-    from loopengt_server.design import DESIGN_TEMPLATE, design_output
+    from loopengt_server.cli.design import DESIGN_TEMPLATE, design_output
 
     if not goal.strip():
         raise fail("GOAL is empty: say what the loop should achieve", 2)

@@ -29,7 +29,7 @@ RootOption = Annotated[
 def _serve(
     transport: str, host: str, port: int, store: str, allow_inline_commands: bool, root: Path | None = None
 ) -> None:
-    from loopengt_server.app import serve as run_server
+    from loopengt_server.mcp.app import serve as run_server
 
     if transport not in ("stdio", "streamable-http", "sse", "http"):
         raise fail(f"unknown transport {transport!r}; use stdio, streamable-http or sse", 2)

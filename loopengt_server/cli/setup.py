@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from loopengt_core.errors import LoopengtError
+from loopengt_core.model.errors import LoopengtError
 from loopengt_server.cli.options import StoreOption, fail
 
 if TYPE_CHECKING:
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 def validate(spec: Annotated[Path, typer.Argument(help="Path to a loop.yaml")]) -> None:
     """Check a loop spec; print every problem with its location."""
-    from loopengt_core.validation import SpecError, parse_text, read_spec_file, summary, validate_data
+    from loopengt_core.engine.validation import SpecError, parse_text, summary, validate_data
+    from loopengt_core.service.specfiles import read_spec_file
 
     try:
         data = parse_text(read_spec_file(spec))
@@ -39,7 +40,7 @@ def validate(spec: Annotated[Path, typer.Argument(help="Path to a loop.yaml")]) 
 
 def schema() -> None:
     """Print the JSON Schema of loop.yaml (for editors and agents)."""
-    from loopengt_core.spec import json_schema
+    from loopengt_core.model.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -49,7 +50,7 @@ def templates() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from loopengt_core.catalog import list_templates
+    from loopengt_core.service.catalog import list_templates
 
     table = Table("name", "pattern", "description", box=None, pad_edge=False)
     for info in list_templates():
@@ -156,9 +157,9 @@ def _init_clients(
 def _init_spec(template: str, output: Path, force: bool, test_command: str | None = None) -> None:
     import shlex
 
-    from loopengt_core.catalog import template_text
-    from loopengt_core.spec import json_schema
-    from loopengt_core.testcommand import GIVEN, Detected, detect_test_command, with_test_command
+    from loopengt_core.model.spec import json_schema
+    from loopengt_core.service.catalog import template_text
+    from loopengt_core.service.testcommand import GIVEN, Detected, detect_test_command, with_test_command
 
     text = template_text(template)
     if output.exists() and not force:
@@ -199,7 +200,7 @@ def doctor(
 ) -> None:
     """Check Python, the MCP SDK, the store, editor configs, PostgreSQL, the programs a run starts; exit 1 if any fails."""
     from loopengt_server.doctor import check_programs, run_checks
-    from loopengt_server.wording import plural
+    from loopengt_server.present.wording import plural
 
     if spec is None and Path("loop.yaml").is_file():
         spec = Path("loop.yaml")

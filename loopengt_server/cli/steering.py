@@ -23,7 +23,7 @@ def approve(
     """Answer the approval gate a run waits at."""
     import getpass
 
-    from loopengt_server.wording import for_person
+    from loopengt_server.present.wording import for_person
 
     view = runs_for(store).approve(
         run_id, approved=not reject, comment=comment, by=getpass.getuser(), via="cli"
@@ -85,7 +85,7 @@ def resume(
     store: StoreOption = ".loopengt",
 ) -> None:
     """Continue a run, or fork a new one from a checkpoint; prints the run's next action."""
-    from loopengt_server.wording import for_person
+    from loopengt_server.present.wording import for_person
 
     raised = {
         key: value

@@ -57,7 +57,7 @@ def install_slash_commands(client: str, project: Path, *, force: bool = False) -
     if rec.commands is None:
         return []
     folder = project / rec.commands
-    from loopengt_server.prompts import load_prompt_files
+    from loopengt_server.mcp.prompts import load_prompt_files
 
     changes = []
     for prompt in load_prompt_files():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.model.errors import InvalidArgument
 from loopengt_server.clients.records import SERVER_NAME, ClientRecord, HookFile, Registration, snippet
 
 Action = Literal["created", "updated", "unchanged", "kept", "skipped", "print"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from loopengt_core.plugins import CLIENTS as CLIENT_GROUP
-from loopengt_core.plugins import Plugin, PluginProblem, load_group
+from loopengt_core.model.plugins import CLIENTS as CLIENT_GROUP
+from loopengt_core.model.plugins import Plugin, PluginProblem, load_group
 
 SERVER_NAME = "loopengt"
 SERVER_COMMAND = "loopengt"
@@ -336,7 +336,7 @@ def record(name: str) -> ClientRecord:
     Raises:
         InvalidArgument: no such client (the message lists the known ones), or its plugin is broken.
     """
-    from loopengt_core.errors import InvalidArgument
+    from loopengt_core.model.errors import InvalidArgument
 
     found = next((r for r in all_records() if r.name == name), None)
     if found is not None:

@@ -43,7 +43,7 @@ def check_loopengt() -> Check:
 def check_prompts() -> Check:
     """The prompts are package data: a wheel built without them serves no prompts and installs no
     slash commands."""
-    from loopengt_server.prompts import PromptsMissing, load_prompt_files, prompts_dir
+    from loopengt_server.mcp.prompts import PromptsMissing, load_prompt_files, prompts_dir
 
     try:
         names = [p.name for p in load_prompt_files()]
@@ -63,7 +63,7 @@ def check_prompts() -> Check:
 def check_gate_plugins() -> list[Check]:
     """Gate types from installed packages (`loopengt.gates` entry points); one WARN per broken plugin,
     whose gates are unavailable while the server runs on without them."""
-    from loopengt_core import gatetypes
+    from loopengt_core.model import gatetypes
 
     problems = gatetypes.plugin_problems()
     provided = gatetypes.plugin_packages()

@@ -12,7 +12,7 @@ from loopengt_server.doctor.check import Check
 
 def check_workspace(project: Path, store: str) -> Check:
     """Whether a run started in `project` (`workspace: auto`) can record its files in git."""
-    from loopengt_core import workspace
+    from loopengt_core.service import workspace
 
     if shutil.which("git") is None:
         return Check(
@@ -41,8 +41,8 @@ def check_programs(spec: Path | None, agent: str | None = None, *, cwd: Path | N
     """
     import shlex
 
-    from loopengt_core.errors import LoopengtError
-    from loopengt_core.validation import load_spec_file
+    from loopengt_core.model.errors import LoopengtError
+    from loopengt_core.service.specfiles import load_spec_file
 
     where = cwd or Path.cwd()
     wanted: list[tuple[str, str, str]] = []  # (what runs it, program, what to change instead)

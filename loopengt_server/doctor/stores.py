@@ -15,7 +15,7 @@ _CONNECT_TIMEOUT = 5
 
 def check_postgres(dsn: str, name: str = "store") -> Check:
     """Connect and read the schema version; never migrates (the server does that on start)."""
-    from loopengt_core.errors import LoopengtError
+    from loopengt_core.model.errors import LoopengtError
 
     try:
         found = probe_database(dsn, connect_timeout_seconds=_CONNECT_TIMEOUT)
@@ -96,7 +96,7 @@ def check_store(location: str) -> Check:
 
 def check_plugin_store(location: str) -> Check:
     """Open a store plugin's location and list its runs (what a server does first)."""
-    from loopengt_core.errors import LoopengtError
+    from loopengt_core.model.errors import LoopengtError
     from loopengt_core.store import open_store
 
     where = describe_location(location)
@@ -117,8 +117,8 @@ def check_corrupt_runs(location: str) -> Check | None:
     Only for a file store that exists: opening a PostgreSQL store would migrate its schema, and
     `loopengt check` reads those.
     """
-    from loopengt_core.check import damaged_runs
-    from loopengt_core.errors import LoopengtError
+    from loopengt_core.model.errors import LoopengtError
+    from loopengt_core.service.check import damaged_runs
     from loopengt_core.store import open_store
 
     if not is_directory(location) or not (Path(location) / "runs").is_dir():

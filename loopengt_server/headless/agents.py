@@ -9,8 +9,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.spec import LoopSpec
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.model.spec import LoopSpec
 
 
 def agent_argv(agent: str, cwd: Path) -> list[str]:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from loopengt_core.budget import Usage, parse_usage
-from loopengt_core.errors import LoopengtError
-from loopengt_core.limits import MAX_JSON_DEPTH, MAX_USAGE_BYTES, checked, too_deep
+from loopengt_core.model.budget import Usage, parse_usage
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.model.limits import MAX_JSON_DEPTH, MAX_USAGE_BYTES, checked, too_deep
 
 ERROR_TAIL_CHARS = 2000
 USAGE_FILE_ENV = "LOOPENGT_USAGE_FILE"  # where an agent may write what its work used (step's usage)

@@ -13,16 +13,16 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from loopengt_core.budget import Usage
-from loopengt_core.metrics import MetricsFold
-from loopengt_core.runs import Runs
-from loopengt_core.state import TaskView
-from loopengt_core.view import RunView
+from loopengt_core.engine.view import RunView
+from loopengt_core.model.budget import Usage
+from loopengt_core.model.state import TaskView
+from loopengt_core.service.metrics import MetricsFold
+from loopengt_core.service.runs import Runs
 from loopengt_server.headless.agents import Agents
 from loopengt_server.headless.calling import Called, call_agent, read_usage
 from loopengt_server.headless.progress import Progress, last_lines, short
 from loopengt_server.headless.watcher import Watcher
-from loopengt_server.wording import for_person, plural
+from loopengt_server.present.wording import for_person, plural
 
 ACTIVE = ("running", "waiting_approval", "paused")
 

@@ -13,8 +13,8 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from loopengt_core.commands import Peek
-from loopengt_core.state import Command, TaskView
+from loopengt_core.model.state import Command, TaskView
+from loopengt_core.service.commands import Peek
 
 TAIL_LINES = 3  # lines of the agent's stderr / a gate's output shown
 LINE_CHARS = 160  # the longest line the terminal shows

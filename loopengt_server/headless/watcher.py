@@ -7,8 +7,8 @@ import threading
 
 from rich.text import Text
 
-from loopengt_core.errors import LoopengtError
-from loopengt_core.events import (
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.model.events import (
     ApprovalRequested,
     CommandFinished,
     CommandRequested,
@@ -19,8 +19,8 @@ from loopengt_core.events import (
     RetryScheduled,
     StepFailed,
 )
-from loopengt_core.metrics import MetricsFold
-from loopengt_core.reading import RunReader
+from loopengt_core.service.metrics import MetricsFold
+from loopengt_core.service.reading import RunReader
 from loopengt_server.headless.progress import Progress, last_lines, short
 
 WATCH_SECONDS = 0.25

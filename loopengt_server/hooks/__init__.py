@@ -28,7 +28,7 @@ usage: where the payload names the session's transcript (`transcript_path`: Clau
 hooks first record the usage in it since the last read on the run this session drives (the run it
 adopted, else the newest live run no other session drives): `Runs.read_transcript` appends `usage_read`
 events under the run's lock, attributed to the task each `step` call submitted (see
-`loopengt_core.transcripts`). A transcript that cannot be read is a note on stderr, never a block.
+`loopengt_core.model.transcripts`). A transcript that cannot be read is a note on stderr, never a block.
 
 Apart from those events, the hook only reads the store; the other files it writes are its own under
 `<store>/hooks/`.

@@ -15,7 +15,7 @@ from loopengt_server.hooks.guards import (
     write_state,
 )
 from loopengt_server.hooks.payload import Payload, Verdict
-from loopengt_server.run_context import context_text, continuation
+from loopengt_server.mcp.run_context import context_text, continuation
 
 DEFAULT_MAX_LOOPS = 5
 

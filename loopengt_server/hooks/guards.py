@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loopengt_server.hooks.payload import HookSkip
-from loopengt_server.run_context import RunNow, live_runs
+from loopengt_server.mcp.run_context import RunNow, live_runs
 
 ADOPTION_IDLE_SECONDS = 15 * 60
 STORE_DIRNAME = ".loopengt"
@@ -44,7 +44,7 @@ def find_store(places: tuple[Path, ...], store: str | None) -> tuple[str, Path] 
 
 def live_runs_in(location: str) -> list[RunNow]:
     """The live runs of the store at `location` (opened read-only, closed again)."""
-    from loopengt_core.reading import RunReader
+    from loopengt_core.service.reading import RunReader
     from loopengt_core.store import open_store
 
     reader = RunReader(open_store(location))

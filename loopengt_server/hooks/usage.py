@@ -1,5 +1,5 @@
 """Recording the usage in a session's transcript on the run that session drives, before either hook
-answers (`loopengt_core.transcripts` reads it; `Runs.read_transcript` appends it under the run's lock)."""
+answers (`loopengt_core.model.transcripts` reads it; `Runs.read_transcript` appends it under the run's lock)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loopengt_core.transcripts import TranscriptClient, transcript_key
+from loopengt_core.model.transcripts import TranscriptClient, transcript_key
 from loopengt_server.hooks.guards import driven_elsewhere, find_store, read_state, state_dir
 from loopengt_server.hooks.payload import Payload
-from loopengt_server.run_context import live_runs, read_run
+from loopengt_server.mcp.run_context import live_runs, read_run
 
 if TYPE_CHECKING:
-    from loopengt_core.reading import RunReader
+    from loopengt_core.service.reading import RunReader
 
 # whose transcripts loopengt reads usage from, by client name
 TRANSCRIPT_CLIENTS: dict[str, TranscriptClient] = {"claude-code": "claude-code", "codex": "codex"}
@@ -32,7 +32,7 @@ def read_usage(payload: Payload, *, store: str | None = None) -> int:
     if found is None:
         return 0
     location, base = found
-    from loopengt_core.runs import Runs
+    from loopengt_core.service.runs import Runs
     from loopengt_core.store import open_store
 
     try:

@@ -14,8 +14,8 @@ import logging
 import threading
 import time
 
-from loopengt_core.errors import LoopengtError, NotFound
-from loopengt_core.reading import RunReader
+from loopengt_core.model.errors import LoopengtError, NotFound
+from loopengt_core.service.reading import RunReader
 
 log = logging.getLogger("loopengt.ui")
 POLL_SECONDS = 0.2

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from loopengt_core.events import (
+from loopengt_core.model.events import (
     AnyEvent,
     ApprovalGiven,
     ApprovalRejected,
@@ -27,7 +27,7 @@ from loopengt_core.events import (
     TaskIssued,
     materialised,
 )
-from loopengt_server.follow import describe
+from loopengt_server.present.follow import describe
 
 
 class GateRecord(BaseModel):

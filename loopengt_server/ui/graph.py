@@ -1,6 +1,6 @@
 """A loop spec as a Mermaid flowchart: `loopengt graph` prints it, the web view draws it with step statuses.
 
-Each pattern's transitions (see `loopengt_core.patterns`) become edges: the sequence, fan-out from the
+Each pattern's transitions (see `loopengt_core.engine.patterns`) become edges: the sequence, fan-out from the
 start and joins on dependencies, a supervisor's choice of worker and the way back, an evaluator's
 verdict, custom `next` (a list fans out), `routes` (labelled with the value that picks them) and
 `on_failure`; a step that may retry has a dotted edge to itself. Node ids are `s0`, `s1`, ... in spec
@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 
-from loopengt_core.patterns import order
-from loopengt_core.spec import LoopSpec, RetryPolicy, Step
+from loopengt_core.engine.patterns import order
+from loopengt_core.model.spec import LoopSpec, RetryPolicy, Step
 
 START, END = "start", "finish"
 

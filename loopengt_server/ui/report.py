@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from loopengt_core.budget import spend_text
-from loopengt_core.runs import Runs
+from loopengt_core.model.budget import spend_text
+from loopengt_core.service.runs import Runs
 from loopengt_server.ui.fold import GateRecord, TaskFold, TaskRecord
 from loopengt_server.ui.watch import marked_graph
 

@@ -14,10 +14,10 @@ from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 
-from loopengt_core.errors import LoopengtError
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.service.runs import Runs
 from loopengt_core.store import open_store
-from loopengt_server.http_limits import HttpLimits, guarded
+from loopengt_server.mcp.http_limits import HttpLimits, guarded
 from loopengt_server.ui.feed import Feed
 from loopengt_server.ui.web import Verify, ui_app
 
@@ -26,7 +26,7 @@ def token_check(token: str | None) -> Verify | None:
     """The bearer check of LOOPENGT_TOKEN (the MCP server's own), or None when no token is set."""
     if not token:
         return None
-    from loopengt_server.app import BearerToken
+    from loopengt_server.mcp.app import BearerToken
 
     verifier = BearerToken(token)
 
@@ -38,7 +38,7 @@ def token_check(token: str | None) -> Verify | None:
 
 def mounted(runs: Runs, host: str, token: str | None) -> Mount:
     """The view as a route for a Starlette app: /ui, behind the server's Host/Origin checks and token."""
-    from loopengt_server.app import transport_security
+    from loopengt_server.mcp.app import transport_security
 
     return Mount("/ui", app=ui_app(runs, security=transport_security(host), verify=token_check(token)))
 
@@ -64,7 +64,7 @@ class _Server(uvicorn.Server):
 
 def serve_ui(*, store: str, host: str, port: int, open_browser: bool, root: str | None = None) -> None:
     """Serve until interrupted; prints the page's address first (stdout, one line, flushed)."""
-    from loopengt_server.app import is_loopback
+    from loopengt_server.mcp.app import is_loopback
 
     token = os.environ.get("LOOPENGT_TOKEN") or None
     if token is None and not is_loopback(host):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument, LoopengtError
-from loopengt_core.runs import Runs
-from loopengt_core.state import RunStatus
-from loopengt_core.view import RunView
+from loopengt_core.engine.view import RunView
+from loopengt_core.model.errors import InvalidArgument, LoopengtError
+from loopengt_core.model.state import RunStatus
+from loopengt_core.service.runs import Runs
 from loopengt_server.ui.fold import TaskFold
 from loopengt_server.ui.graph import mermaid, node_ids
 

@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from loopengt_core.errors import InvalidArgument, LoopengtError
-from loopengt_core.runs import Runs
-from loopengt_core.workspace import diff as git_diff
+from loopengt_core.model.errors import InvalidArgument, LoopengtError
+from loopengt_core.service.runs import Runs
+from loopengt_core.service.workspace import diff as git_diff
 from loopengt_server.ui.feed import Feed, Subscription
 from loopengt_server.ui.fold import TaskFold
 from loopengt_server.ui.report import markdown_report

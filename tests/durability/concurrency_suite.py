@@ -34,10 +34,10 @@ from durability_helpers import check_now, check_trace, read_trace, seed_from_env
 from mcp import Client
 from mcp_helpers import HttpServer, assert_no_traceback, running, text_of
 
-from loopengt_core.errors import LoopengtError, StoreConflict
-from loopengt_core.events import CheckpointTaken, event_data, to_record
-from loopengt_core.logs import configure as configure_logging
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import LoopengtError, StoreConflict
+from loopengt_core.model.events import CheckpointTaken, event_data, to_record
+from loopengt_core.service.logs import configure as configure_logging
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
 pytestmark = pytest.mark.anyio
@@ -359,8 +359,8 @@ def test_eight_threads_on_one_runs_service(tmp_path: Path) -> None:
 
 TORN_APPEND = """
 import sys
-from loopengt_core.events import CheckpointTaken
-from loopengt_core.logs import configure as configure_logging
+from loopengt_core.model.events import CheckpointTaken
+from loopengt_core.service.logs import configure as configure_logging
 from loopengt_core.store.files import FileStore
 store, label = sys.argv[1], sys.argv[2]
 FileStore(store).append("r", [CheckpointTaken(seq=2, at="2026-01-01T00:00:00Z", checkpoint_id="cp-2", label=label)])

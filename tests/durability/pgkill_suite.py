@@ -36,9 +36,9 @@ from typing import Any
 import pytest
 from durability_helpers import seed_from_env
 
-from loopengt_core.errors import LoopengtError
-from loopengt_core.events import OutputSubmitted
-from loopengt_core.runs import Runs
+from loopengt_core.model.errors import LoopengtError
+from loopengt_core.model.events import OutputSubmitted
+from loopengt_core.service.runs import Runs
 from loopengt_core.store.postgres import PostgresStore
 
 REPO = Path(__file__).resolve().parents[2]

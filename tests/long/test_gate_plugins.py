@@ -70,7 +70,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 MODULE = """\
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopengt_core.state import GateResult
+from loopengt_core.model.state import GateResult
 
 
 class Config(BaseModel):

@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from loopengt_core.errors import NotFound, StoreConflict, StoreCorrupt
+from loopengt_core.model.errors import NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.store import ID_PATTERN, Checkpoint, check_checkpoint, check_id
 from loopengt_core.store.files.faults import Faults
 from loopengt_core.store.files.fsio import fsync_dir, io_error, write_new_file

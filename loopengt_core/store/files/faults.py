@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.model.errors import InvalidArgument
 
 FAULT_ENV = "LOOPENGT_FAULT"
 FAULT_POINTS = frozenset(

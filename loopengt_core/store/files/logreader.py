@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import AnyEvent, event_from_record
+from loopengt_core.model.errors import StoreCorrupt
+from loopengt_core.model.events import AnyEvent, event_from_record
 from loopengt_core.store.files.records import EVENTS, BadRecord, end_of, seq_of, unseal
 from loopengt_core.store.files.runcache import RunCache
 

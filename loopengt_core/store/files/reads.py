@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from loopengt_core.errors import InvalidArgument, StoreCorrupt
-from loopengt_core.events import AnyEvent
+from loopengt_core.model.errors import InvalidArgument, StoreCorrupt
+from loopengt_core.model.events import AnyEvent
 from loopengt_core.store import LoadedRun, check_id
 from loopengt_core.store.files.logreader import LogReader
 from loopengt_core.store.files.records import EVENTS, SPEC

@@ -12,8 +12,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument
-from loopengt_core.events import Event, to_record
+from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.model.events import Event, to_record
 
 EVENTS = "events.jsonl"
 SPEC = "spec.yaml"

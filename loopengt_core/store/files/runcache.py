@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from loopengt_core.bounded import CACHED_RUNS_ENV, LRU, OPEN_FILES_ENV, env_count
+from loopengt_core.model.bounded import CACHED_RUNS_ENV, LRU, OPEN_FILES_ENV, env_count
 from loopengt_core.store.files.records import EVENTS
 from loopengt_core.store.files.runfiles import RunFiles
 

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from loopengt_core.errors import NotFound, StoreCorrupt
+from loopengt_core.model.errors import NotFound, StoreCorrupt
 from loopengt_core.store import check_id
 from loopengt_core.store.files.deferred import DeferredSyncs
 from loopengt_core.store.files.fsio import fsync_dir, write_new_file

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.model.errors import InvalidArgument
 from loopengt_core.store.files.logreader import LogReader
 from loopengt_core.store.files.records import SNAPSHOT, BadRecord, seq_of, unseal
 from loopengt_core.store.files.runcache import RunCache

@@ -37,8 +37,8 @@ from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument, StoreConflict
-from loopengt_core.events import AnyEvent, Event
+from loopengt_core.model.errors import InvalidArgument, StoreConflict
+from loopengt_core.model.events import AnyEvent, Event
 from loopengt_core.store import Checkpoint, LoadedRun, Repair, check_batch, check_id
 from loopengt_core.store.files import fsio, snapshots
 from loopengt_core.store.files.checkpoints import CheckpointFiles

@@ -23,8 +23,8 @@ from contextlib import suppress
 
 from pydantic import ValidationError
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, StoreCorrupt
-from loopengt_core.events import AnyEvent, event_from_record
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, StoreCorrupt
+from loopengt_core.model.events import AnyEvent, event_from_record
 from loopengt_core.store import check_id
 from loopengt_core.store.files import fsio
 from loopengt_core.store.files.locking import RunLocks

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.model.errors import InvalidArgument
 from loopengt_core.store import ID_PATTERN
 from loopengt_core.store.postgres.pool import Connections
 from loopengt_core.store.postgres.schema import CHANNEL, Connection

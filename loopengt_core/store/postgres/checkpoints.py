@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 
-from loopengt_core.errors import NotFound, StoreConflict
+from loopengt_core.model.errors import NotFound, StoreConflict
 from loopengt_core.store import Checkpoint, check_checkpoint, check_id
 from loopengt_core.store.postgres.pool import Connections
 from loopengt_core.store.postgres.rows import checkpoint_of, exists

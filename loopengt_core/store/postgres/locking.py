@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import psycopg
 
-from loopengt_core.errors import InvalidArgument
+from loopengt_core.model.errors import InvalidArgument
 from loopengt_core.store import check_id
 from loopengt_core.store.postgres.pool import Connections
 from loopengt_core.store.postgres.schema import Connection, lock_key

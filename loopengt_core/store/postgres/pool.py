@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from loopengt_core.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
+from loopengt_core.model.errors import InvalidArgument, LoopengtError, NotFound, StoreConflict
 from loopengt_core.store.errors import StoreIOError
 from loopengt_core.store.postgres.connection import (
     CONNECT_TIMEOUT,
@@ -45,7 +45,7 @@ class Connections:
         self._local = threading.local()
 
     def error(self, exc: psycopg.Error, what: str, run_id: str | None) -> LoopengtError:
-        """The `loopengt_core.errors` form of a driver error; the message never includes the password."""
+        """The `loopengt_core.model.errors` form of a driver error; the message never includes the password."""
         if isinstance(exc, pg_errors.UniqueViolation):
             return StoreConflict(
                 f"{what}: another writer stored the same key first; reload and retry", run_id=run_id

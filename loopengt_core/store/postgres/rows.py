@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loopengt_core.errors import StoreCorrupt
-from loopengt_core.events import AnyEvent, event_from_record
+from loopengt_core.model.errors import StoreCorrupt
+from loopengt_core.model.events import AnyEvent, event_from_record
 from loopengt_core.store import Checkpoint
 from loopengt_core.store.postgres.schema import Connection
 from loopengt_core.store.postgres.values import load_object

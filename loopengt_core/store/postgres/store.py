@@ -27,8 +27,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from loopengt_core.errors import InvalidArgument, StoreConflict, StoreCorrupt
-from loopengt_core.events import AnyEvent, Event
+from loopengt_core.model.errors import InvalidArgument, StoreConflict, StoreCorrupt
+from loopengt_core.model.events import AnyEvent, Event
 from loopengt_core.store import Checkpoint, LoadedRun, check_batch, check_id
 from loopengt_core.store.postgres import schema
 from loopengt_core.store.postgres.changes import Listener

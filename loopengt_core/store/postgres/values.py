@@ -12,8 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from loopengt_core.errors import InvalidArgument, StoreConflict
-from loopengt_core.events import Event, event_data
+from loopengt_core.model.errors import InvalidArgument, StoreConflict
+from loopengt_core.model.events import Event, event_data
 
 
 def pg_text(value: str, what: str) -> str:

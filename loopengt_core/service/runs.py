@@ -1,0 +1,494 @@
+"""The runs service: what the MCP layer and the CLI call. It loads, decides, appends, answers.
+
+`Runs` is a thin service over its collaborators in `loopengt_core.service`: every transition goes through
+the transition kernel (`loopengt_core.service.kernel`: under the store's per-run lock, bring the cached
+state up to the log's end, enforce deadlines, let the engine decide, append durably, then answer); the
+runs' files through the workspace binding (`loopengt_core.service.binding`); tool arguments through
+`loopengt_core.service.inputs`. Commands (command steps and gates) run outside the lock, on the command
+runner's worker threads (`commandrunner`): a call that makes commands due answers once they are done or
+after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
+`get_run(wait_seconds=...)` waits for the next change."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from loopengt_core.engine.view import RunSummary, RunView, StepAnswer, run_view
+from loopengt_core.model.errors import (
+    Conflict,
+    InvalidArgument,
+    LoopengtError,
+)
+from loopengt_core.model.events import (
+    AnyEvent,
+    iso,
+)
+from loopengt_core.model.limits import (
+    CALL_WAIT,
+    checked_text,
+)
+from loopengt_core.model.spec import ApprovalChannel, LoopSpec
+from loopengt_core.model.state import (
+    Command,
+)
+from loopengt_core.model.transcripts import TranscriptClient
+from loopengt_core.service import approvals, listing, telemetry, transcript_usage
+from loopengt_core.service.binding import WorkspaceBinding
+from loopengt_core.service.commandrunner import CommandRunner, runner_gone
+from loopengt_core.service.commands import Peek
+from loopengt_core.service.forks import CheckpointInfo, Forks
+from loopengt_core.service.inputs import (
+    spec_file_text,
+)
+from loopengt_core.service.kernel import TransitionKernel
+from loopengt_core.service.loaded import LoadedRun, nothing
+from loopengt_core.service.reading import RunReader
+from loopengt_core.service.starting import start_run
+from loopengt_core.service.submitting import answer_for, submit_output
+from loopengt_core.service.workspace import WorkspaceError, WorkspaceState
+from loopengt_core.service.worktree_steps import prune
+from loopengt_core.store import (
+    GroupCommit,
+    Store,
+)
+
+log = structlog.get_logger("loopengt.runs")
+
+
+T = TypeVar("T")
+V = TypeVar("V", bound=RunView)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runs:
+    """Start, drive and inspect runs on one store. Thread-safe; one instance per process is enough."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cwd: str | Path | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        allow_inline_commands: bool = False,
+        max_output_bytes: int | None = None,
+        confine_paths: bool = False,
+        snapshot_every: int | None = None,
+        tracer: telemetry.RunTracer | None = None,
+        on_command: Callable[[Command, Peek], None] | None = None,
+        cached_runs: int | None = None,
+        call_wait: float | None = None,
+    ) -> None:
+        """`tracer`: OpenTelemetry spans of the runs (default: as the OTEL_* variables say, usually none).
+
+        `cached_runs`: run states kept in memory (default LOOPENGT_CACHED_RUNS, else 64), least recently
+        used dropped first; a dropped run is loaded again (snapshot + the events after it) when next used.
+
+        `on_command(command, peek)`: told when this process starts a command (a gate, a command step);
+        `peek()` reads its output so far (see `commands.run_command`). For progress displays.
+
+        `confine_paths`: the paths callers give (`spec_path`, `worktree`) name files of a client, not of
+        the person at the terminal: they must lie inside `cwd` (the project root; a fork's worktree
+        inside its `.loopengt/worktrees/`), and a spec file that is not a loop spec is never quoted.
+        `max_output_bytes`: instead of LOOPENGT_MAX_OUTPUT_BYTES.
+
+        `call_wait`: how long a call waits for the commands it made due (default LOOPENGT_CALL_WAIT, else
+        20 s); `math.inf` waits until they are done (the CLI, headless runs).
+        """
+        self.store = store
+        self.reader = RunReader(store)  # for watchers: reads that take no lock and never append
+        self.cwd = Path(cwd or os.getcwd())
+        self.binding = WorkspaceBinding(store, self.cwd)  # the runs' files in git
+        self.clock = clock
+        self.allow_inline_commands = allow_inline_commands
+        self.max_output_bytes = max_output_bytes
+        self.confine_paths = confine_paths
+        self.snapshot_every = snapshot_every or store.snapshot_every
+        if call_wait is None:
+            CALL_WAIT.get()  # a bad value is a clear error now, not at the first step
+        elif not call_wait > 0:
+            raise InvalidArgument(f"call_wait must be a number of seconds above 0 (got {call_wait!r})")
+        self.call_wait = call_wait
+        self.commands = CommandRunner(self)
+        self.runner = self.commands.runner
+        self.tracer = tracer if tracer is not None else telemetry.from_env()
+        self.on_command = on_command
+        self.kernel = TransitionKernel(
+            store,
+            clock=clock,
+            tracer=self.tracer,
+            snapshot_every=self.snapshot_every,
+            cached_runs=cached_runs,
+            on_pause=lambda run_id, label: self.checkpoint(run_id, label=label),
+        )
+        self.forks = Forks(self)  # checkpoints, resumes, forks
+        self.feed = self.kernel.feed  # the store's push feed of changes, when it has one
+
+    # --- the service -------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        spec_path: str | None = None,
+        template: str | None = None,
+        spec: Any = None,
+        inputs: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        context_from: list[str] | None = None,
+    ) -> RunView:
+        """Start a run of a spec file, a built-in template or an inline spec (YAML/JSON text or object).
+
+        `context_from`: earlier runs whose outputs the tasks' input.memory carries, after the spec's own
+        `context_from` (see `loopengt_core.service.memory`; `loopengt_core.service.starting.start_run` does it).
+        """
+        return start_run(
+            self,
+            spec_path=spec_path,
+            template=template,
+            spec=spec,
+            inputs=inputs,
+            run_id=run_id,
+            context_from=context_from,
+        )
+
+    def step(
+        self,
+        run_id: str,
+        task_id: str,
+        output: Any = None,
+        *,
+        outcome: str = "success",
+        error: str | None = None,
+        run_commands: bool = True,
+        wait: bool = True,
+        usage: Any = None,
+        submitted_by: str | None = None,
+    ) -> StepAnswer:
+        """Submit a task's output. The same submission twice gets the same answer and appends nothing
+        (`loopengt_core.service.submitting.submit_output` says how).
+
+        `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
+        when commands are due; `settle` starts them and answers then.
+        `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
+        """
+        return submit_output(
+            self,
+            run_id,
+            task_id,
+            output,
+            outcome=outcome,
+            error=error,
+            run_commands=run_commands,
+            wait=wait,
+            usage=usage,
+            submitted_by=submitted_by,
+        )
+
+    def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
+        """Start the commands a submission made due, wait for them up to the call's bound, then answer for
+        `task_id` as `step` does: with their results, or (still running) with them under `checking`.
+
+        A repeat of the same submission lands here too: it starts no second run of a command (one worker
+        per run, and a claimed command is not claimed again while its runner lives)."""
+        self.commands.start(run_id)
+        self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
+        # the files are read again: the commands may have changed them since `current`
+        return self.shown(self.kernel.locked(run_id, nothing, answer_for(self, run_id, task_id)))
+
+    def quick(self, run_id: str, task_id: str | None = None) -> bool:
+        """Whether a transition of this run is only a local log append (no git snapshot, no database).
+
+        Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
+        its event loop, where handing it to a worker thread would cost a fifth as much again.
+        `task_id`: a submission for a task neither open nor answered recently is answered from the
+        store's task index, which is file work for a worker thread.
+        """
+        if self.kernel.try_lock is None:
+            return False  # a database store: its transitions are network round trips
+        run = self.kernel.cached(run_id)
+        # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
+        # which is for a worker thread
+        if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
+            return False
+        if task_id is not None and (
+            not isinstance(task_id, str)
+            or (task_id not in run.state.tasks and task_id not in run.state.answers)
+        ):
+            return False
+        return run.state.workspace is None or run.state.ended
+
+    def get_run(self, run_id: str, wait_seconds: float = 0.0) -> RunView:
+        """The run's view. `wait_seconds` (at most the call's bound, LOOPENGT_CALL_WAIT): answer as soon as the
+        run changes (a command finishes, a task opens, the run ends), else at the bound with the same view.
+
+        A due command that nobody runs (its runner died) is started here, so waiting on it ends.
+        """
+        if (
+            not isinstance(wait_seconds, int | float)
+            or isinstance(wait_seconds, bool)
+            or not wait_seconds >= 0
+            or math.isinf(wait_seconds)
+        ):
+            raise InvalidArgument(
+                f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
+            )
+        self.kernel.known(run_id)
+        seq, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
+        if orphaned:
+            self.commands.start(run_id)
+        wait = min(float(wait_seconds), self.wait_bound())
+        if wait > 0 and not ended:
+            self.wait_for_change(run_id, seq, wait)
+        return self.shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
+
+    def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
+        """(seq, ended, whether a due command waits for a runner that is not there)."""
+        state = run.state
+        now = self.clock()
+        orphaned = any(
+            c.runner is None
+            or c.lease_until is None
+            or runner_gone(c.runner, c.lease_until, now, self.runner) is not None
+            for c in state.due_commands()
+        )
+        return state.seq, state.ended, orphaned and not self.commands.busy(state.run_id)
+
+    # --- bounded waits ---------------------------------------------------------------------------
+
+    def wait_bound(self) -> float:
+        """How long a call waits for commands: `call_wait`, else LOOPENGT_CALL_WAIT (default 20 s)."""
+        return self.call_wait if self.call_wait is not None else float(CALL_WAIT.get())
+
+    def wait_for_change(self, run_id: str, after_seq: int, timeout: float) -> int:
+        """Wait until the run's log passes `after_seq` or `timeout` seconds pass; returns the latest seq
+        (`TransitionKernel.wait_for_change`)."""
+        return self.kernel.wait_for_change(run_id, after_seq, timeout)
+
+    def announce(self) -> None:
+        """Wake the waits of this process (an append happened, or a command worker ended)."""
+        self.kernel.announce()
+
+    def settled(self, run_id: str) -> bool:
+        """True when no command of the run is running or due (here or in another process), and this process's
+        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
+        due = self.kernel.locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
+        return not due and not self.commands.busy(run_id)
+
+    def close(self) -> None:
+        """This process is done with the store: end the commands it runs, unrecorded (the next server runs
+        them again), and stop listening for changes. The store itself is the caller's to close."""
+        self.commands.close()
+        if self.feed is not None:
+            self.feed.close()
+
+    def stop_commands(self, run_id: str, by: str) -> int:
+        """Stop each command of the run that this process runs: its process group gets SIGTERM, SIGKILL a
+        second later; the outcome is recorded as a cancelled attempt naming `by` (the policy then retries or
+        fails the step as for a failed gate). Returns how many it stopped."""
+        self.kernel.known(run_id)
+        stopped = self.commands.stop(run_id, by)
+        if stopped:
+            log.info("commands_stopped", run_id=run_id, count=stopped, by=by)
+        return stopped
+
+    def recover(self) -> list[str]:
+        """Start the commands of runs whose commands are due and unclaimed, or whose runner died (a server
+        starting up calls this). Returns those runs' ids."""
+        started = []
+        for run_id in self.store.list_runs():
+            try:
+                _, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
+            except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
+                log.warning("recover_skipped", run_id=run_id, error=exc.message)
+                continue
+            if orphaned and not ended:
+                self.commands.start(run_id)
+                started.append(run_id)
+        return started
+
+    def shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
+        """`view` with the work tree's drift and the last output line of each command running here.
+
+        While commands run, the files are theirs to change: no drift is reported then."""
+        if not view.checking:
+            return self.binding.drift(view, current)
+        lines = {r.command.command_id: r for r in self.commands.running(view.run_id)}
+        checking = [
+            check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
+            if (running := lines.get(check.command_id)) is not None
+            else check
+            for check in view.checking
+        ]
+        return view.model_copy(update={"checking": checking})
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
+        """The runs in the store, newest first, at most `limit`, optionally of one status. A run that cannot
+        be read is listed as corrupt or unreadable, never hidden (`service.listing`)."""
+        return listing.list_runs(self.store, self.kernel, status=status, limit=limit)
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
+        """Cancel a run: it ends at once, and the commands it still has running are killed without recording a
+        result."""
+        self.kernel.known(run_id)
+        reason = checked_text(reason, "reason")
+        view = self.kernel.locked(
+            run_id,
+            lambda e, s, now: e.cancel(s, reason or "cancelled by request", now),
+            lambda run: run_view(run.state),
+        )
+        self.commands.stop(run_id, "cancel_run")  # an ended run's commands are killed, nothing recorded
+        return view
+
+    def fail_run(self, run_id: str, reason: str) -> RunView:
+        """End a run `failed` with `reason` (a driver that cannot go on, so that nothing waits on it)."""
+        self.kernel.known(run_id)
+        view = self.kernel.locked(
+            run_id, lambda e, s, now: e.fail(s, reason, now), lambda run: run_view(run.state)
+        )
+        self.commands.stop(run_id, "fail_run")  # an ended run's commands are killed, nothing recorded
+        return view
+
+    def approve(
+        self,
+        run_id: str,
+        *,
+        approved: bool = True,
+        comment: str | None = None,
+        by: str = "a person",
+        via: ApprovalChannel = "cli",
+        client: str | None = None,
+        task_id: str | None = None,
+    ) -> RunView:
+        """Answer the approval gate a run waits at, from a person through `via` (the CLI, MCP elicitation
+        in `client`, the web view). Refused when the gate's spec does not take answers through `via`.
+        `task_id`: the task whose approval the person was shown; refused if another one waits by now."""
+        approvals.answer(
+            self.kernel,
+            run_id,
+            approved=approved,
+            comment=comment,
+            by=by,
+            via=via,
+            client=client,
+            task_id=task_id,
+        )
+        return self.pump_and_view(run_id)
+
+    def checkpoint(self, run_id: str, label: str | None = None) -> CheckpointInfo:
+        """Take a checkpoint of the run now (its state, and its files' git commit when it has a workspace), to
+        fork from later with resume (`Forks.checkpoint`)."""
+        return self.forks.checkpoint(run_id, label)
+
+    def list_checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints, oldest first."""
+        return self.forks.list_checkpoints(run_id)
+
+    def resume(
+        self,
+        run_id: str,
+        checkpoint_id: str | None = None,
+        *,
+        accept_drift: bool = False,
+        worktree: str | None = None,
+        budget: Any = None,
+        hint: str | None = None,
+    ) -> RunView:
+        """Continue an interrupted run (pending commands run), or fork a new run from a checkpoint
+        (`Forks.resume` says how)."""
+        return self.forks.resume(
+            run_id, checkpoint_id, accept_drift=accept_drift, worktree=worktree, budget=budget, hint=hint
+        )
+
+    def diff(self, run_id: str, checkpoint_id: str | None = None, *, stat: bool = False) -> str:
+        """`git diff` from the run's first recorded files (or a checkpoint's) to the work tree as it is now."""
+        return self.forks.diff(run_id, checkpoint_id, stat=stat)
+
+    def read_transcript(self, run_id: str, path: str | Path, *, client: TranscriptClient) -> list[AnyEvent]:
+        """Record the usage in a client's transcript since the run last read it (the stop and session
+        hooks call this with the payload's `transcript_path`); returns the usage_read events appended
+        (`service.transcript_usage`)."""
+        return transcript_usage.read(self.kernel, run_id, path, client=client)
+
+    def trace(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[AnyEvent]:
+        """The run's events after seq `after`, at most `limit`."""
+        self.kernel.known(run_id)
+        return self.store.events(run_id, after=after, limit=limit)
+
+    def spec_of(self, run_id: str) -> LoopSpec:
+        """The loop spec the run follows, as it was stored when the run started."""
+        return self.kernel.read(run_id).engine.spec
+
+    def pump(self, run_id: str) -> RunView:
+        """Start the run's due commands now and answer within the call's bound (as `resume` does)."""
+        self.kernel.known(run_id)
+        return self.pump_and_view(run_id)
+
+    def approval_request(self, run_id: str) -> dict[str, Any] | None:
+        """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
+        return approvals.request(self.kernel, run_id)
+
+    def deferring(self) -> AbstractContextManager[list[Future[None]]]:
+        """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
+        the caller must pass each yielded future to `synced` before it answers anyone."""
+        return self.store.deferring() if isinstance(self.store, GroupCommit) else nullcontext([])
+
+    def recent_sync_seconds(self) -> float | None:
+        """How long the store's fsyncs took lately (None: not known, or a store without group commit)."""
+        return self.store.recent_sync_seconds() if isinstance(self.store, GroupCommit) else None
+
+    def synced(self, run_id: str, future: Future[None]) -> None:
+        """A deferred append's fsync is done: StoreIOError if it failed, after which the run's cached state
+        is dropped (its last lines may not be on disk) and the next call reloads it from the log."""
+        if not isinstance(self.store, GroupCommit):
+            return
+        try:
+            self.store.synced(run_id, future)
+        except LoopengtError:
+            self.kernel.forget(run_id)
+            raise
+
+    # --- transitions -------------------------------------------------------------------------
+
+    def pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
+        """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
+        view, pending = self.kernel.locked(
+            run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
+        )
+        if pending:
+            self.commands.start(run_id)
+            self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
+            view = self.kernel.locked(run_id, nothing, lambda run: run_view(run.state))
+            current = None  # the commands may have changed the files: read them again
+        return self.shown(view, current)
+
+    # --- the run's files (git) ---------------------------------------------------------------
+
+    def prune_worktrees(self, run_id: str) -> list[str]:
+        """Remove the worktrees of an ended run, and its isolated steps' branches (the joins' branches,
+        the run's result, stay); finishes what a crash mid-fork or mid-merge left. Returns what went."""
+        state = self.kernel.read(run_id).state
+        if not state.ended:
+            raise Conflict(f"run '{run_id}' has not ended: its worktrees are in use", run_id=run_id)
+        return prune(run_id, state)
+
+    def spec_file_text(self, spec_path: Any) -> str:
+        """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
+        return spec_file_text(spec_path, self.cwd, self.confine_paths)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    """`moment` (default: now) as the log writes times: ISO 8601 UTC."""
+    return iso(moment or _utcnow())
