@@ -87,9 +87,15 @@ def _materialise_costs(runs: Any, run_id: str, calls: int = 200) -> dict[str, fl
     by reading the referred event through the store (`events(after=, limit=1)`), the other way."""
     try:
         from loopengt_core.model.events import TaskIssued, materialised
-    except ImportError:  # a tree from before outputs were referred to
+    except ImportError:
+        try:  # a tree from before the layout of issue 21
+            from loopengt_core.events import TaskIssued, materialised  # type: ignore[no-redef]
+        except ImportError:  # a tree from before outputs were referred to
+            return {}
+    referring = [e for e in runs.store.events(run_id) if isinstance(e, TaskIssued) and e.input_refs]
+    if not referring:  # a tree whose tasks' inputs hold no references
         return {}
-    issued = [e for e in runs.store.events(run_id) if isinstance(e, TaskIssued) and e.input_refs][-1]
+    issued = referring[-1]
     assert issued.input is not None
     assert issued.input_refs is not None
     steps = runs.kernel.read(run_id).state.steps
@@ -113,8 +119,12 @@ def worker(steps: int, size: int, profiled: bool = False) -> dict[str, Any]:
     from _common import loop_spec, quiet_logs
 
     import loopengt_core
-    from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
+
+    try:
+        from loopengt_core.service.runs import Runs
+    except ImportError:  # a tree from before the layout of issue 21
+        from loopengt_core.runs import Runs  # type: ignore[no-redef]
 
     quiet_logs()
     output = _output(size)
