@@ -14,8 +14,8 @@ store, the same events, the same answers. Runs started here can be driven, inspe
 
 from __future__ import annotations
 
-from loopengt._client import Client, Validation, open, validate
-from loopengt_core.engine.validation import Problem
+from loopengt._client import Client, open, validate
+from loopengt_core.engine.validation import Problem, Validation
 from loopengt_core.engine.view import RunSummary, RunView, StepAnswer
 from loopengt_core.model.errors import LoopengtError
 from loopengt_core.model.state import GateResult, TaskView

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from loopengt_core.engine.validation import (
-    Problem,
-    SpecError,
-    spec_data,
-    summary,
-    validate_data,
-)
+from loopengt_core.engine.validation import SpecError, Validation, validation_of
 from loopengt_core.engine.view import RunSummary, RunView, StepAnswer
 from loopengt_core.service import logs
 from loopengt_core.service.forks import CheckpointInfo
@@ -133,29 +126,15 @@ def open(
     return Client(open_store(str(store)), cwd=cwd, allow_inline_commands=allow_inline_commands)
 
 
-@dataclass(frozen=True)
-class Validation:
-    """The result of `validate`: every problem with its location (`steps[1].agent: unknown agent ...`)."""
-
-    valid: bool
-    problems: list[Problem] = field(default_factory=list)
-    summary: str | None = None
-
-
 def validate(spec: str | Path | dict[str, Any]) -> Validation:
     """Check a loop spec without starting it: a file path (a `Path`, or one line of text ending in
     .yaml, .yml or .json), YAML text, or a dict. Never raises for a bad spec: the problems are the answer
     (a missing file too)."""
-    try:
-        if isinstance(spec, Path) or (
-            isinstance(spec, str) and "\n" not in spec and spec.strip().endswith((".yaml", ".yml", ".json"))
-        ):
-            data = spec_data(read_spec_file(spec))
-        else:
-            data = spec_data(spec)
-    except SpecError as exc:
-        return Validation(valid=False, problems=exc.problems)
-    loaded, problems = validate_data(data)
-    if loaded is None or problems:
-        return Validation(valid=False, problems=problems)
-    return Validation(valid=True, summary=summary(loaded))
+    if isinstance(spec, Path) or (
+        isinstance(spec, str) and "\n" not in spec and spec.strip().endswith((".yaml", ".yml", ".json"))
+    ):
+        try:
+            spec = read_spec_file(spec)
+        except SpecError as exc:
+            return Validation(valid=False, problems=exc.problems, parsed=False)
+    return validation_of(spec)

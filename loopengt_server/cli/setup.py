@@ -18,24 +18,26 @@ if TYPE_CHECKING:
 
 def validate(spec: Annotated[Path, typer.Argument(help="Path to a loop.yaml")]) -> None:
     """Check a loop spec; print every problem with its location."""
-    from loopengt_core.engine.validation import SpecError, parse_text, summary, validate_data
+    from loopengt_core.engine.validation import SpecError, Validation, validation_of
     from loopengt_core.service.specfiles import read_spec_file
 
     try:
-        data = parse_text(read_spec_file(spec))
-    except SpecError as exc:
-        for problem in exc.problems:
+        checked = validation_of(read_spec_file(spec))
+    except SpecError as exc:  # the file cannot be read
+        checked = Validation(valid=False, problems=exc.problems, parsed=False)
+    if not checked.parsed:
+        for problem in checked.problems:
             typer.echo(
                 f"{spec}: {problem}" if problem.location != str(spec) else f"{spec}: {problem.message}"
             )
-        raise typer.Exit(1) from None
-    loaded, problems = validate_data(data)
-    if loaded is None or problems:
-        for problem in problems:
-            typer.echo(str(problem))
-        typer.echo(f"{spec}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
         raise typer.Exit(1)
-    typer.echo(summary(loaded))
+    if not checked.valid:
+        for problem in checked.problems:
+            typer.echo(str(problem))
+        count = len(checked.problems)
+        typer.echo(f"{spec}: {count} problem{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(1)
+    typer.echo(checked.summary)
 
 
 def schema() -> None:

@@ -20,7 +20,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 
-from loopengt_core.engine.validation import SpecError, parse_file_text, spec_data, summary, validate_data
+from loopengt_core.engine.validation import SpecError, Validation, validation_of
 from loopengt_core.engine.view import RunView, StepAnswer
 from loopengt_core.model.errors import LoopengtError
 from loopengt_core.model.limits import MAX_JSON_DEPTH
@@ -330,21 +330,18 @@ def register_tools(mcp: MCPServer, runs: Runs, notifier: Notifier) -> None:
 def _validate(runs: Runs, spec_path: str | None, spec: Any) -> dict[str, Any]:
     if (spec_path is None) == (spec is None):
         raise ToolError("give exactly one of spec_path or spec")
-    quote = spec_path is None or not runs.confine_paths  # never quote a file that may not be a spec
     try:
-        if spec_path is not None:
-            text = runs.spec_file_text(spec_path)
-            data = spec_data(text) if quote else parse_file_text(text, spec_path)
-        else:
-            data = spec_data(spec)
-    except SpecError as exc:
-        errors = [{"location": p.location, "message": p.message} for p in exc.problems]
-        return {"valid": False, "errors": errors, "summary": f"{len(errors)} problem(s)"}
-    loaded, problems = validate_data(data, quote=quote)
-    errors = [{"location": p.location, "message": p.message} for p in problems]
-    if loaded is None or errors:
-        return {"valid": False, "errors": errors, "summary": f"{len(errors)} problem(s)"}
-    return {"valid": True, "errors": [], "summary": summary(loaded)}
+        source = runs.spec_file_text(spec_path) if spec_path is not None else spec
+    except SpecError as exc:  # the file cannot be read
+        checked = Validation(valid=False, problems=exc.problems)
+    else:  # never quote a file that may not be a spec
+        checked = validation_of(source, file_source=spec_path if runs.confine_paths else None)
+    errors = [{"location": p.location, "message": p.message} for p in checked.problems]
+    return {
+        "valid": checked.valid,
+        "errors": errors,
+        "summary": checked.summary if checked.valid else f"{len(errors)} problem(s)",
+    }
 
 
 def _strip_titles(schema: Any) -> Any:

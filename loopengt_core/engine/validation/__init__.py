@@ -13,6 +13,7 @@ from loopengt_core.engine.validation.parsing import (
     spec_data,
 )
 from loopengt_core.engine.validation.problems import Problem, SpecError
+from loopengt_core.engine.validation.report import Validation, validation_of
 from loopengt_core.engine.validation.semantics import check_semantics, summary
 from loopengt_core.engine.validation.structure import location, validate_data
 
@@ -20,6 +21,7 @@ __all__ = [
     "SPEC_KEYS",
     "Problem",
     "SpecError",
+    "Validation",
     "check_semantics",
     "load_spec",
     "location",
@@ -28,4 +30,5 @@ __all__ = [
     "spec_data",
     "summary",
     "validate_data",
+    "validation_of",
 ]
