@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = {"next": "again"}  # what each step submits (loopengt) or returns (DBOS)
@@ -151,23 +150,11 @@ def dbos_worker(dsn: str, steps: int, warmup: int, postmaster: int | None) -> di
 # ------------------------------------------------------------------------------------------ the parent
 
 
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def _redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    host = f"{parts.hostname or 'localhost'}{':' + str(parts.port) if parts.port else ''}"
-    return urlunsplit(
-        (parts.scheme, f"{parts.username + '@' if parts.username else ''}{host}", parts.path, "", "")
-    )
-
-
 @contextmanager
 def fresh_database(dsn: str) -> Iterator[str]:
-    """A new empty database on the DSN's server, dropped afterwards; yields its DSN."""
+    """A new empty database on the DSN's server (no schema: each side makes its own), dropped afterwards."""
     import psycopg
+    from postgres_scale import _with_database
 
     name = f"bench_{secrets.token_hex(4)}"
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as admin:
@@ -177,20 +164,6 @@ def fresh_database(dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def postmaster_pid(dsn: str) -> int | None:
-    """The server's postmaster when it runs on this machine (our backend's parent), else None."""
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        raw = Path(f"/proc/{row[0] if row else 0}/stat").read_text()
-        parent = int(raw[raw.rindex(")") + 2 :].split()[1])
-        return parent if "postgres" in Path(f"/proc/{parent}/comm").read_text() else None
-    except (OSError, ValueError):
-        return None
 
 
 def run_side(
@@ -245,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("no PostgreSQL: pass --dsn or set LOOPENGT_TEST_POSTGRES (bash .ci/postgres.sh)")
     if not Path(args.dbos_python).exists():
         raise SystemExit(f"no DBOS Python at {args.dbos_python}: see this file's docstring")
+    from postgres_scale import _redact, postmaster_pid  # the project's Python only
+
     began = time.monotonic()
     version = subprocess.run(
         [args.dbos_python, "-c", "import importlib.metadata as m; print(m.version('dbos'))"],
