@@ -481,9 +481,16 @@ def test_append_at_is_one_round_trip_and_refuses_a_moved_log(
     open_pg: Callable[..., PostgresStore], tmp_path: Any
 ) -> None:
     """append_at: lock, check, insert, NOTIFY and unlock in one round trip; when another writer appended
-    after `last` it appends nothing and says so (as it does for an unknown run); bad batches are refused."""
+    after `last` it appends nothing (and notifies no one) and says so, as it does for an unknown run; bad
+    batches are refused."""
     store, other = open_pg(pool_size=1), open_pg()
     store.create_run("r1", SPEC, [ev(1)])
+    store.create_run("r2", SPEC, [ev(1)])
+    assert other.changes(0) == []  # the first call starts listening
+    assert store.append_at("r2", 1, [ev(2)])
+    assert collect(other, {"r2"}) == {"r2"}  # its NOTIFY
+    assert not store.append_at("r2", 1, [ev(2, by="late")])
+    assert other.changes(0.3) == []  # none from the refused call
     for _ in range(6):  # psycopg prepares a statement on its fifth use: steady state sends no query text
         assert store.ends_at("r1", store.last_seq("r1"))
     assert store.append_at("r1", 1, [ev(2)])
