@@ -84,6 +84,7 @@ def test_a_step_on_a_state_another_instance_moved_past_decides_again_under_the_l
             answer = runs.step(run_id, task, {"next": "again", "turn": turn})
             assert answer.tasks[0].task_id != task
             task = answer.tasks[0].task_id
+        assert b.get_run(run_id).tasks[0].task_id == task  # a read on a state behind reads the log first
         # a stale instance submitting an answered task again: refused from the log, nothing appended
         last = first.last_seq(run_id)
         done = a.step(run_id, task, {"next": "stop"}).tasks[0].task_id

@@ -195,10 +195,12 @@ class TransitionKernel:
                 events = run.engine.tick(run.state, now)
                 events += decide(run.engine, run.state, now)
                 events += run.engine.wall_clock(run.state, now)
-            except Exception:  # noqa: BLE001 - decided again under the lock, which raises it for real
+            except BaseException as exc:
                 if run.state.seq != last:
                     self.forget(run_id)  # the state holds events that will not be appended
-                return None
+                if not isinstance(exc, Exception):
+                    raise
+                return None  # decided again under the lock, which raises it for real
             if events:
                 try:
                     appended = store.append_at(run_id, last, events)
