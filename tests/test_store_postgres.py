@@ -111,30 +111,61 @@ def test_concurrent_starts_migrate_once(postgres_dsn: str) -> None:
             store.close()
 
 
-def test_a_database_at_the_previous_schema_is_migrated_and_keeps_its_runs(
-    postgres_dsn: str, open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("previous", [6, 7])
+def test_a_database_at_an_older_schema_is_migrated_and_keeps_its_runs(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch, previous: int
 ) -> None:
-    """A store written by the code before `loopengt_lock_tail` (schema 6) gets the function on the next
-    start and its runs carry on: locked transitions read and append where the old code left off."""
+    """A store written by the code before `loopengt_lock_tail` (schema 6) or before `loopengt_append_at`
+    (schema 7) gets the functions on the next start and its runs carry on: locked transitions and
+    one-round-trip appends continue where the old code left off."""
     from loopengt_core.store.postgres import schema
 
-    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:7])
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 6)
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[: previous + 1])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", previous)
     old = PostgresStore(postgres_dsn)
-    assert old.schema_version == 6
+    assert old.schema_version == previous
     old.create_run("r1", SPEC, [ev(1)])
     old.append("r1", [ev(2)])
     old.close()
     monkeypatch.undo()
-    assert sql(postgres_dsn, "SELECT max(version) FROM loopengt_schema_version") == [(6,)]
+    assert sql(postgres_dsn, "SELECT max(version) FROM loopengt_schema_version") == [(previous,)]
     new = open_pg()
-    assert new.schema_version == SCHEMA_VERSION == 7
+    assert new.schema_version == SCHEMA_VERSION == 8
     with new.lock("r1"):
         assert new.events("r1", after=1) == [ev(2)]
         new.append("r1", [ev(3)])
     with new.lock("r1"):  # now it knows the tail: the lock's own read serves this
         assert new.events("r1", after=3) == []
-    assert new.load("r1").events == [ev(1), ev(2), ev(3)]
+    assert new.append_at("r1", 3, [ev(4)])
+    assert new.load("r1").events == [ev(1), ev(2), ev(3), ev(4)]
+
+
+def test_a_server_at_schema_7_keeps_stepping_while_another_migrates_to_8(
+    postgres_dsn: str, open_pg: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rolling upgrade: an instance of the schema-7 code (locked transitions only) keeps appending while a
+    new one migrates the database and appends with `append_at`; each sees the other's events and no seq
+    is written twice (the session lock and the transaction lock are one lock)."""
+    from loopengt_core.store.postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:8])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 7)
+    old = open_pg()
+    old.create_run("r1", SPEC, [ev(1)])
+    monkeypatch.undo()
+    new = open_pg()
+    assert new.schema_version == 8
+    assert sql(postgres_dsn, "SELECT max(version) FROM loopengt_schema_version") == [(8,)]
+    new.load("r1")
+    for round_ in range(5):
+        with old.lock("r1"):  # the old code's transition: lock, read the tail, append, unlock
+            last = old.last_seq("r1")
+            old.append("r1", [ev(last + 1, by="old")])
+        assert not new.append_at("r1", 1 + 2 * round_, [ev(2 + 2 * round_, by="new")])  # it moved on
+        assert new.append_at("r1", 2 + 2 * round_, [ev(3 + 2 * round_, by="new")])
+    events = new.load("r1").events
+    assert [e.seq for e in events] == list(range(1, 12))
+    assert [event_data(e)["output"].get("by") for e in events[1:]] == ["old", "new"] * 5
 
 
 def test_a_newer_schema_is_refused_clearly(postgres_dsn: str) -> None:
@@ -408,10 +439,27 @@ def test_a_transition_after_another_instance_appended_reads_its_events(
         pass
 
 
-def test_a_transition_is_three_round_trips(open_pg: Callable[..., PostgresStore], tmp_path: Any) -> None:
+def traced_trips(store: PostgresStore, tmp_path: Any, block: Callable[[], object]) -> tuple[int, str]:
+    """Round trips `block` sends on the pool's one connection (`pool_size=1`), from libpq's protocol trace:
+    a round trip is a switch from client messages (F) to server messages (B)."""
+    trace = tmp_path / f"trace-{time.monotonic_ns()}.txt"
+    with trace.open("w") as handle:
+        with store._conns.conn() as conn:  # the pool's one connection, which the block will use too
+            conn.pgconn.trace(handle.fileno())
+            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        block()
+        with store._conns.conn() as conn:
+            conn.pgconn.untrace()  # flushes
+    text = trace.read_text()
+    directions = [line.split("\t", 1)[0] for line in text.splitlines()]
+    return sum(1 for a, b in itertools.pairwise(directions) if (a, b) == ("F", "B")), text
+
+
+def test_a_locked_transition_is_three_round_trips(
+    open_pg: Callable[..., PostgresStore], tmp_path: Any
+) -> None:
     """lock (with the run's existence and its tail), the block's catch-up read, the append with its NOTIFY
-    and the unlock: three round trips on the wire, no catalogue or version reads, no pool probes (counted
-    from libpq's protocol trace: a round trip is a switch from client messages to server messages)."""
+    and the unlock: three round trips on the wire, no catalogue or version reads, no pool probes."""
     store = open_pg(pool_size=1)
     store.create_run("r1", SPEC, [ev(1)])
 
@@ -424,18 +472,66 @@ def test_a_transition_is_three_round_trips(open_pg: Callable[..., PostgresStore]
 
     store_seq = [0]
     transition()  # this instance now knows where the log ends
-    trace = tmp_path / "trace.txt"
-    with trace.open("w") as handle:
-        with store._conns.conn() as conn:  # the pool's one connection, which the transition will use too
-            conn.pgconn.trace(handle.fileno())
-            conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-        transition()
-        with store._conns.conn() as conn:
-            conn.pgconn.untrace()  # flushes
-    directions = [line.split("\t", 1)[0] for line in trace.read_text().splitlines()]
-    trips = sum(1 for a, b in itertools.pairwise(directions) if (a, b) == ("F", "B"))
-    assert trips == 3, trace.read_text()
+    trips, trace = traced_trips(store, tmp_path, transition)
+    assert trips == 3, trace
     assert store.events("r1") == [ev(1), ev(2), ev(3)]
+
+
+def test_append_at_is_one_round_trip_and_refuses_a_moved_log(
+    open_pg: Callable[..., PostgresStore], tmp_path: Any
+) -> None:
+    """append_at: lock, check, insert, NOTIFY and unlock in one round trip; when another writer appended
+    after `last` it appends nothing (and notifies no one) and says so, as it does for an unknown run; bad
+    batches are refused."""
+    store, other = open_pg(pool_size=1), open_pg()
+    store.create_run("r1", SPEC, [ev(1)])
+    store.create_run("r2", SPEC, [ev(1)])
+    assert other.changes(0) == []  # the first call starts listening
+    assert store.append_at("r2", 1, [ev(2)])
+    assert collect(other, {"r2"}) == {"r2"}  # its NOTIFY
+    assert not store.append_at("r2", 1, [ev(2, by="late")])
+    assert other.changes(0.3) == []  # none from the refused call
+    for _ in range(6):  # psycopg prepares a statement on its fifth use: steady state sends no query text
+        assert store.ends_at("r1", store.last_seq("r1"))
+    assert store.append_at("r1", 1, [ev(2)])
+    trips, trace = traced_trips(store, tmp_path, lambda: store.append_at("r1", 2, [ev(3), ev(4)]))
+    assert trips == 1, trace
+    assert other.events("r1") == [ev(1), ev(2), ev(3), ev(4)]
+    other.append("r1", [ev(5, by="other")])
+    assert not store.append_at("r1", 4, [ev(5, by="late")])
+    assert not store.ends_at("r1", 4)
+    assert store.ends_at("r1", 5)
+    assert store.events("r1", after=4) == [ev(5, by="other")]
+    assert not store.append_at("nope", 0, [ev(1)])
+    with pytest.raises(InvalidArgument, match="starts at seq 6, not 7"):
+        store.append_at("r1", 5, [ev(7)])
+    with pytest.raises(InvalidArgument, match="at least one event"):
+        store.append_at("r1", 5, [])
+    trips, trace = traced_trips(store, tmp_path, lambda: store.ends_at("r1", 5))
+    assert trips == 1, trace
+
+
+def test_append_at_waits_for_a_locked_transition_and_then_sees_its_append(
+    open_pg: Callable[..., PostgresStore], postgres_dsn: str
+) -> None:
+    """The transaction lock of append_at and the session lock of lock() are the same lock: an append_at
+    that arrives during a locked transition waits for it, then finds the log moved and appends nothing."""
+    holder, late = open_pg(), open_pg()
+    holder.create_run("r1", SPEC, [ev(1)])
+    got: list[bool] = []
+    with holder.lock("r1"):
+        thread = threading.Thread(target=lambda: got.append(late.append_at("r1", 1, [ev(2, by="late")])))
+        thread.start()
+        wait_until(
+            lambda: bool(
+                sql(postgres_dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ),
+            "append_at to wait for the lock",
+        )
+        holder.append("r1", [ev(2, by="holder")])
+    thread.join(10)
+    assert got == [False]
+    assert late.events("r1") == [ev(1), ev(2, by="holder")]
 
 
 # --------------------------------------------------------------------------------------- notifications

@@ -2,7 +2,9 @@
 
 Every transition of a run happens here, under the store's per-run lock: bring the cached state up to the
 log's end, enforce deadlines (`tick`), let the engine decide, make isolated steps' worktrees
-(`loopengt_core.service.worktree_steps`), append the events durably, and only then answer. It keeps the
+(`loopengt_core.service.worktree_steps`), append the events durably, and only then answer. On a store
+that can `append_at` (PostgreSQL), a decision with no other effects is made on the cached state first and
+appended only if the log still ends there, in one round trip; else it is made again under the lock. It keeps the
 runs' states (least recently used dropped first) and the engines of their specs, and wakes this process's
 waits when a run changes (its own appends at once, other processes' through the store's feed or a poll).
 """
@@ -31,7 +33,7 @@ from loopengt_core.service import telemetry
 from loopengt_core.service.changefeed import SharedChanges
 from loopengt_core.service.loaded import Decide, LoadedRun, nothing
 from loopengt_core.service.worktree_steps import end_worktrees, isolate
-from loopengt_core.store import ChangeFeed, LocalLocking, LockBusy, Store, check_id
+from loopengt_core.store import AppendAt, ChangeFeed, LocalLocking, LockBusy, Store, check_id
 
 log = structlog.get_logger("loopengt.runs")
 
@@ -59,6 +61,7 @@ class TransitionKernel:
         self.store = store
         # looked up once: a protocol isinstance costs microseconds, and `quick` runs on every step
         self.try_lock = store.try_lock if isinstance(store, LocalLocking) else None
+        self.append_at = store if isinstance(store, AppendAt) else None
         self.clock = clock
         self.tracer = tracer
         self.snapshot_every = snapshot_every
@@ -120,13 +123,28 @@ class TransitionKernel:
         """One transition under the run's lock (`decide` says what to append); the run after it."""
         return self.locked(run_id, decide, lambda run: run)
 
-    def locked(self, run_id: str, decide: Decide, then: Callable[[LoadedRun], T], *, wait: bool = True) -> T:
+    def locked(
+        self,
+        run_id: str,
+        decide: Decide,
+        then: Callable[[LoadedRun], T],
+        *,
+        wait: bool = True,
+        rerunnable: bool = False,
+    ) -> T:
         """One transition under the run's lock; `then` reads the result before another thread can change it.
 
         `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
         others always say busy).
+        `rerunnable`: `decide` has no effect beyond the events it returns (what it notes for `then` it sets
+        afresh on each call), so on an `AppendAt` store it may run on the cached state first, without the
+        lock, and again under the lock when the log moved meanwhile (`at_end`). `nothing` always is.
         """
         self.known(run_id)
+        if wait and self.append_at is not None and (rerunnable or decide is nothing):
+            done = self.at_end(self.append_at, run_id, decide, then)
+            if done is not None:
+                return done[0]
         with self.lock(run_id, wait):
             run = self.sync(run_id)
             now = self.clock()
@@ -152,13 +170,61 @@ class TransitionKernel:
             if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
                 end_worktrees(run_id, run)
             result = then(run)
-            paused = any(isinstance(e, RunPaused) for e in events)
-        if paused:  # a budget or stuck pause is a checkpoint a person can fork from
-            try:
-                self.on_pause(run_id, f"paused: {run.state.paused_for}")
-            except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
-                log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
+        self.after(run_id, run, events)
         return result
+
+    def at_end(
+        self, store: AppendAt, run_id: str, decide: Decide, then: Callable[[LoadedRun], T]
+    ) -> tuple[T] | None:
+        """The transition decided on the cached state and appended only if the log still ends where that
+        state does (`append_at`: one round trip on PostgreSQL, where the lock, append and unlock are
+        three), or, with nothing to append, once the log is seen to end there.
+
+        None, having appended nothing and kept no state the log lacks, when it cannot go this way: no
+        cached state, isolated steps (their worktrees are effects made before the append), the log moved
+        on, or the decision failed (the stale state may be why): the caller decides again under the lock.
+        Holding the run against this process's threads keeps its own transitions of the run in order.
+        """
+        with store.holding(run_id):
+            run = self.cached(run_id)
+            if run is None or run.engine.isolated:
+                return None
+            last = run.state.seq
+            now = self.clock()
+            try:
+                events = run.engine.tick(run.state, now)
+                events += decide(run.engine, run.state, now)
+                events += run.engine.wall_clock(run.state, now)
+            except BaseException as exc:
+                if run.state.seq != last:
+                    self.forget(run_id)  # the state holds events that will not be appended
+                if not isinstance(exc, Exception):
+                    raise
+                return None  # decided again under the lock, which raises it for real
+            if events:
+                try:
+                    appended = store.append_at(run_id, last, events)
+                except BaseException:
+                    self.forget(run_id)  # the state ran ahead of the log: reload next time
+                    raise
+                if not appended:
+                    self.forget(run_id)
+                    return None
+                self.appended(run_id, run, events)
+            elif not store.ends_at(run_id, last):
+                return None  # the state is only behind: the lock's sync reads what it lacks
+            result = then(run)
+        self.after(run_id, run, events)
+        return (result,)
+
+    def after(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
+        """Outside the lock, after a transition: a budget or stuck pause is a checkpoint a person can fork from."""
+        if not any(isinstance(e, RunPaused) for e in events):
+            return
+        try:
+            self.on_pause(run_id, f"paused: {run.state.paused_for}")
+        except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
+            log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
 
     def lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
         """The run's lock: waited for, or (`wait=False`) tried, LockBusy when held."""
@@ -170,13 +236,17 @@ class TransitionKernel:
 
     def append(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
         """Append a transition's events (the cached state has them applied), wake waits, snapshot now and then."""
-        first = events[0].seq
         try:
             self.store.append(run_id, events)
         except BaseException:
             with self._guard:
                 self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
             raise
+        self.appended(run_id, run, events)
+
+    def appended(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
+        """After a transition's events are durable: wake waits, trace, snapshot now and then."""
+        first = events[0].seq
         self.announce()
         if self.tracer is not None:
             self.tracer.record(self.store, run_id, run.state, events)

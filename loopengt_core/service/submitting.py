@@ -87,6 +87,7 @@ def submit_output(
     old: dict[str, Answer] = {}  # an answer read from the log, kept for the reply (read once)
 
     def decide(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
+        old.clear()  # rerunnable: the kernel may decide again on a newer state
         if task_id not in state.tasks:
             answer = state.answers.get(task_id) or old_answer(runs.store, run_id, task_id)
             if answer is not None:
@@ -106,7 +107,8 @@ def submit_output(
             submitted_by=submitted_by,
         )
 
-    result = runs.kernel.locked(run_id, decide, answer_for(runs, run_id, task_id, old), wait=wait)
+    answer = answer_for(runs, run_id, task_id, old)
+    result = runs.kernel.locked(run_id, decide, answer, wait=wait, rerunnable=True)
     if result.commands_pending and run_commands:
         return runs.settle(run_id, task_id, current)
     return runs.shown(result, current)

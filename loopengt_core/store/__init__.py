@@ -13,6 +13,7 @@ What only some backends can do is a capability, a small protocol of its own that
     Sweepable        sweep_leftovers: temp files of crashed writers can be removed (file store)
     Repairable       repair: a damaged log can be cut after its last good batch (file store)
     ChangeFeed       changes: runs changed by any instance are pushed, not polled (PostgreSQL)
+    AppendAt         append_at: a transition on a state at the log's end appends in one step (PostgreSQL)
 
 `tests/test_store_contract.py` runs every backend through the protocol and each capability it has.
 
@@ -30,6 +31,7 @@ from loopengt_core.store.location import (
     probe_database,
 )
 from loopengt_core.store.protocol import (
+    AppendAt,
     ChangeFeed,
     DirectoryBacked,
     GroupCommit,
@@ -51,6 +53,7 @@ from loopengt_core.store.values import (
 
 __all__ = [
     "ID_PATTERN",
+    "AppendAt",
     "ChangeFeed",
     "Checkpoint",
     "DatabaseProbe",

@@ -127,6 +127,33 @@ class LocalLocking(Protocol):
 
 
 @runtime_checkable
+class AppendAt(Protocol):
+    """A store that appends a transition in one step when the caller's state is at the log's end: the
+    caller decides on the state it holds (the log up to `last`) without the run's lock, and the store
+    takes the lock only while it checks that the log still ends at `last` and appends (PostgreSQL: one
+    round trip instead of lock, append, unlock). Two writers can never both append after the same seq.
+    When the log moved on, the caller decides again under `lock`, so only a decision with no effects
+    beyond its events may go this way.
+    """
+
+    def holding(self, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run against this process's other threads (no lock elsewhere): the block's decision
+        and `append_at` see no transition of this process in between. Not re-entrant, nor within `lock`."""
+
+    def append_at(self, run_id: str, last: int, events: Sequence[Event]) -> bool:
+        """Append `events` (seqs last + 1, ...) if the run's log still ends at `last`, under the run's lock;
+        False, having appended nothing, if it does not (another writer appended) or there is no run.
+
+        Raises:
+            InvalidArgument: `events` is empty or does not start at seq last + 1.
+            StoreIOError: the store could not be reached (the batch may or may not be in).
+        """
+
+    def ends_at(self, run_id: str, last: int) -> bool:
+        """Whether the run's log ends at `last` now (False: it moved on, or there is no run)."""
+
+
+@runtime_checkable
 class DirectoryBacked(Protocol):
     """A store that keeps its runs in a directory of this machine.
 

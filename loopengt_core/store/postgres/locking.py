@@ -5,7 +5,8 @@ the run id, held on one pooled connection for the whole block. Every store call 
 inside the block runs on that connection, so a transition needs one connection, not two, and a small
 pool cannot deadlock with itself (a held lock never waits for a second connection from the pool).
 
-Round trips: a transition is three. lock() calls `loopengt_lock_tail`, which takes the lock, says whether
+Round trips: a transition under lock() is three (one under `holding` with `append_at`, see
+`loopengt_append_at`). lock() calls `loopengt_lock_tail`, which takes the lock, says whether
 the run exists and reads the events after the seq this instance last saw of the run (`tails`); the
 block's first `events()` call is answered from that read (`from_prefetch`). The function's read takes its
 snapshot once the lock is granted (every session runs read committed, whatever the role's default), so it
@@ -67,6 +68,27 @@ class RunLocks:
         with self._mutex:
             return self._run_locks.setdefault(run_id, threading.Lock())
 
+    def _not_mine(self, run_id: str, me: int) -> None:
+        """InvalidArgument if this thread holds the run already (its thread lock would deadlock)."""
+        if self._holders.get(run_id) == me:
+            raise InvalidArgument(
+                f"run {run_id!r} is already locked by this thread (lock() is not re-entrant)"
+            )
+
+    @contextmanager
+    def holding(self, run_id: str) -> Iterator[None]:
+        """The run's thread lock alone: this process's other transitions of it wait; nothing else does.
+        `append_at` takes the advisory lock itself, for the moment of its check and insert."""
+        check_id(run_id)
+        me = threading.get_ident()
+        self._not_mine(run_id, me)
+        with self._thread_lock(run_id):
+            self._holders[run_id] = me
+            try:
+                yield
+            finally:
+                del self._holders[run_id]
+
     @contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
         """Hold the run exclusively across threads, processes and machines for one transition.
@@ -76,10 +98,7 @@ class RunLocks:
         """
         check_id(run_id)
         me = threading.get_ident()
-        if self._holders.get(run_id) == me:
-            raise InvalidArgument(
-                f"run {run_id!r} is already locked by this thread (lock() is not re-entrant)"
-            )
+        self._not_mine(run_id, me)
         key = lock_key(f"run:{run_id}")
         held = self._conns.held()
         with self._thread_lock(run_id):

@@ -110,6 +110,32 @@ MIGRATIONS: Final[tuple[str, ...]] = (
             WHERE r.run_id = target ORDER BY e.seq;
     END $$
     """,
+    # A transition in one round trip when the caller knows where the log ends: the run's advisory lock for
+    # this transaction only (so it queues behind a session's `loopengt_lock_tail` and holders of it queue
+    # behind it), then, on a snapshot taken once the lock is granted, the log's end; the batch goes in with
+    # its NOTIFY only if that end is still `last_seq`. Returns whether it went in (false: the log moved on,
+    # or there is no run). Commit releases the lock.
+    """
+    CREATE FUNCTION loopengt_append_at(
+        lock_key bigint, target text, last_seq bigint,
+        seqs bigint[], types text[], ats text[], datas text[], tasks text[]
+    ) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE ends bigint;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(lock_key);
+        SELECT (SELECT coalesce(max(x.seq), 0) FROM loopengt_events x WHERE x.run_id = r.run_id) INTO ends
+            FROM loopengt_runs r WHERE r.run_id = target;
+        IF ends IS NULL OR ends <> last_seq THEN
+            RETURN false;
+        END IF;
+        INSERT INTO loopengt_events (run_id, seq, type, at, data, task_id)
+            SELECT target, b.seq, b.type, b.at, b.data, b.task_id
+            FROM unnest(seqs, types, ats, datas, tasks) AS b(seq, type, at, data, task_id);
+        PERFORM pg_notify('loopengt_changes', target);
+        RETURN true;
+    END $$
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS) - 1
 

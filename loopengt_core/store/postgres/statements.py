@@ -1,7 +1,9 @@
 """The PostgreSQL store's hot statements, each one round trip; their text is kept exactly as tuned.
 
-A transition is three round trips: `LOCK_TAIL` (the lock, the run's existence and the tail in one call),
-`APPEND_NOTIFY` (the conditional insert and its NOTIFY in one statement), then the unlock. psycopg
+A transition whose caller knows where the log ends is one round trip, `APPEND_AT` (the lock for its own
+transaction, the check that the log still ends there, the insert and its NOTIFY in one call); otherwise
+three: `LOCK_TAIL` (the lock, the run's existence and the tail in one call), `APPEND_NOTIFY` (the
+conditional insert and its NOTIFY in one statement), then the unlock. psycopg
 prepares each statement on its fifth use on a connection, so steady-state steps send no query text.
 """
 
@@ -35,6 +37,11 @@ TAIL = """
     WHERE r.run_id = %(run_id)s ORDER BY e.seq
 """
 LOCK_TAIL = "SELECT seq, type, at, data FROM loopengt_lock_tail(%s, %s, %s)"
+# A whole transition's write when the caller's state is at the log's end `last`: see `loopengt_append_at`.
+APPEND_AT = """
+    SELECT loopengt_append_at(%(key)s, %(run_id)s, %(last)s, %(seqs)b::bigint[], %(types)b::text[],
+        %(ats)b::text[], %(datas)b::text[], %(tasks)b::text[])
+"""
 LAST_SEQ = """
     SELECT (SELECT coalesce(max(seq), 0) FROM loopengt_events e WHERE e.run_id = r.run_id)
     FROM loopengt_runs r WHERE r.run_id = %s

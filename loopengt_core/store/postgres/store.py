@@ -5,8 +5,9 @@ this package.
 This class is the protocol's face over its collaborators: `schema.py` (the tables and their migrations),
 `statements.py` (the tuned hot statements), `values.py` and `rows.py` (what goes in and comes out: JSON as
 text, byte for byte like the file store's log), `connection.py` (session options: durable commits) and
-`pool.py` (connections and errors), `locking.py` (the advisory lock and its tail read: a transition is
-three round trips), `checkpoints.py` and `changes.py` (LISTEN/NOTIFY).
+`pool.py` (connections and errors), `locking.py` (the advisory lock and its tail read: a transition under
+it is three round trips; `append_at` makes one on a state at the log's end one), `checkpoints.py` and
+`changes.py` (LISTEN/NOTIFY).
 
 Writes: `append` is one statement (so one transaction and one round trip) whose INSERT adds the whole batch
 only if it continues the log (the first seq is the stored last + 1); a writer that lost a race meets the
@@ -36,8 +37,16 @@ from loopengt_core.store.postgres.checkpoints import PgCheckpoints
 from loopengt_core.store.postgres.locking import RunLocks
 from loopengt_core.store.postgres.pool import Connections
 from loopengt_core.store.postgres.rows import event_of, events_of, exists
-from loopengt_core.store.postgres.schema import CHANNEL, Connection
-from loopengt_core.store.postgres.statements import APPEND_NOTIFY, INSERT, LAST_SEQ, NOTIFY, SNAPSHOT, TAIL
+from loopengt_core.store.postgres.schema import CHANNEL, Connection, lock_key
+from loopengt_core.store.postgres.statements import (
+    APPEND_AT,
+    APPEND_NOTIFY,
+    INSERT,
+    LAST_SEQ,
+    NOTIFY,
+    SNAPSHOT,
+    TAIL,
+)
 from loopengt_core.store.postgres.values import (
     batch_params,
     dump,
@@ -137,6 +146,49 @@ class PostgresStore:
                     raise self._conns.not_found(run_id)
                 raise lost_race(run_id, start, last)
         self._locks.tails[run_id] = events[-1].seq
+
+    def append_at(self, run_id: str, last: int, events: Sequence[Event]) -> bool:
+        """One round trip: the batch goes in (with its NOTIFY) only if the log still ends at `last`, checked
+        under the run's advisory lock for this transaction (`loopengt_append_at`); False if it moved on."""
+        check_id(run_id)
+        if not is_seq(last):
+            raise InvalidArgument(f"last must be an integer >= 0, not {last!r}")
+        if not events:
+            raise InvalidArgument(f"run {run_id!r}: append_at needs at least one event")
+        check_batch(run_id, events)
+        if events[0].seq != last + 1:
+            raise InvalidArgument(
+                f"run {run_id!r}: a batch after seq {last} starts at seq {last + 1}, not {events[0].seq}",
+                run_id=run_id,
+            )
+        batch = batch_params(run_id, events)
+        batch["key"], batch["last"] = lock_key(f"run:{run_id}"), last
+        self._locks.prefetched().pop(run_id, None)
+        with self._conns.translate(f"appending to run {run_id!r}", run_id), self._conns.conn() as conn:
+            try:
+                row = conn.execute(APPEND_AT, batch).fetchone()
+            except pg_errors.UniqueViolation:
+                return False  # a writer that took no lock committed the same seq while we inserted
+        if row is None or row[0] is not True:
+            return False
+        self._locks.tails[run_id] = events[-1].seq
+        return True
+
+    def ends_at(self, run_id: str, last: int) -> bool:
+        """One read of the log's end (the end of the primary-key index)."""
+        check_id(run_id)
+        with (
+            self._conns.translate(f"reading the last seq of run {run_id!r}", run_id),
+            self._conns.conn() as conn,
+        ):
+            found = self._last_seq(conn, run_id)
+        if found is not None:
+            self._locks.tails[run_id] = found
+        return found == last
+
+    def holding(self, run_id: str) -> AbstractContextManager[None]:
+        """The run held against this process's other threads only (see `AppendAt`)."""
+        return self._locks.holding(run_id)
 
     def load(self, run_id: str) -> LoadedRun:
         """Spec + snapshot + the events after it: an index range scan, so the cost follows the tail only."""
