@@ -12,7 +12,9 @@ Each server kind runs twice, group commit on (the default) and off (LOOPENGT_GRO
 fsyncs on the event loop, as before group commit), and every kind takes turns in --rounds rounds, so
 background load hits all alike; a figure is the median over rounds. Ratios: steps/s at N over steps/s at 1
 of the same kind and mode (goal: 8 runs >= 3x one, in-process and HTTP), and group commit on / off at the
-same N (1 run: at most 5% slower). Overlap: LOOPENGT_FSYNC_STATS counts the log fsyncs of each process
+same N (1 run: at most 5% slower; measured again in --blocks blocks of 10 steps taking turns, one run on
+each server, which shares drifts of load and disk between the two better than phases a round apart).
+Overlap: LOOPENGT_FSYNC_STATS counts the log fsyncs of each process
 (loopengt_core/store/groupsync.py); "overlap" is the share that began while another was in flight, "mean
 in flight" the mean number in flight when one began (1 = alone). Server CPU: the server process's CPU
 time per step (/proc), which bounds what concurrency can gain on 2 cores. Each round takes the kinds in the
@@ -291,6 +293,36 @@ class Server:
         }
 
 
+async def alternating(on: Server, off: Server, blocks: int, steps: int) -> dict[str, Any]:
+    """One run on each server, stepped in blocks of `steps` taking turns (the first of each pair alternates):
+    group commit's cost to one run alone, with drifts of load and disk mode shared by both sides, which
+    phases of a round apart are not. Ratio: steps/s on / off over all blocks; paired: median per pair."""
+    sides = (on, off)
+    clients = [await server._client(0) for server in sides]
+    runs = []
+    for client in clients:
+        view = structured(
+            await client.call_tool("start_run", {"spec": loop_spec(blocks * steps + 5)}), "start_run"
+        )
+        runs.append([view["run_id"], view["tasks"][0]["task_id"]])
+    for client, run in zip(clients, runs, strict=True):
+        await _step_all([client], [run], 1)  # cached in its server: the quick path from here on
+    took: list[list[float]] = [[], []]
+    for b in range(blocks):
+        for i in (0, 1) if b % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            await _step_all([clients[i]], [runs[i]], steps)
+            took[i].append(time.perf_counter() - t0)
+    return {
+        "blocks": blocks,
+        "block_steps": steps,
+        "on_steps_s": blocks * steps / sum(took[0]),
+        "off_steps_s": blocks * steps / sum(took[1]),
+        "ratio": sum(took[1]) / sum(took[0]),
+        "paired": statistics.median(b / a for a, b in zip(took[0], took[1], strict=True)),
+    }
+
+
 async def _step_all(clients: list[Client], runs: list[list[str]], steps: int) -> None:
     async def drive(client: Client, run: list[str]) -> None:
         for _ in range(steps):
@@ -511,7 +543,14 @@ KINDS = ("bare", "inprocess", "http-on", "http-off", "stdio-on", "stdio-off")
 
 
 async def bench(
-    ns: list[int], steps: int, rounds: int, directory: Path, kinds: list[str], *, slow_fsync_ms: float = 0
+    ns: list[int],
+    steps: int,
+    rounds: int,
+    directory: Path,
+    kinds: list[str],
+    *,
+    slow_fsync_ms: float = 0,
+    blocks: int = 0,
 ) -> dict[str, Any]:
     os.environ[FSYNC_STATS_ENV] = str(directory / "fsync-inprocess.json")
     sync = slow_fsyncs(slow_fsync_ms)
@@ -545,7 +584,18 @@ async def bench(
                         ),
                         flush=True,
                     )
-    return {"samples": samples, "figures": summarise(samples, ns)}
+        alternated = {}
+        for kind in ("http", "stdio"):
+            if blocks and f"{kind}-on" in servers and f"{kind}-off" in servers:
+                alternated[kind] = a = await alternating(
+                    servers[f"{kind}-on"], servers[f"{kind}-off"], blocks, 10
+                )
+                print(
+                    f"one run over {kind}, blocks of 10 steps in turns: group commit on/off {a['ratio']:.3f} "
+                    f"(paired {a['paired']:.3f}; {a['on_steps_s']:.0f} vs {a['off_steps_s']:.0f} steps/s)",
+                    flush=True,
+                )
+    return {"samples": samples, "figures": summarise(samples, ns), "alternating": alternated}
 
 
 def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]) -> dict[str, Any]:
@@ -607,6 +657,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="every log fdatasync sleeps this long after the real one (the VM disk's slow mode, on demand)",
     )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=30,
+        help="one run on group commit on and off, this many blocks of 10 steps each in turns (0: skip)",
+    )
     args = parser.parse_args(argv)
     if args.slow_fsync_ms < 0:
         parser.error(f"--slow-fsync-ms: use 0 or more milliseconds, not {args.slow_fsync_ms:g}")
@@ -614,7 +670,7 @@ def main(argv: list[str] | None = None) -> None:
     began = time.monotonic()
     with bench_dir(args.dir, ".bench-concurrency-") as directory:
         out = anyio.run(
-            functools.partial(bench, slow_fsync_ms=args.slow_fsync_ms),
+            functools.partial(bench, slow_fsync_ms=args.slow_fsync_ms, blocks=args.blocks),
             args.runs,
             args.steps,
             args.rounds,
