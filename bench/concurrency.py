@@ -12,18 +12,28 @@ Each server kind runs twice, group commit on (the default) and off (LOOPENGT_GRO
 fsyncs on the event loop, as before group commit), and every kind takes turns in --rounds rounds, so
 background load hits all alike; a figure is the median over rounds. Ratios: steps/s at N over steps/s at 1
 of the same kind and mode (goal: 8 runs >= 3x one, in-process and HTTP), and group commit on / off at the
-same N (1 run: at most 5% slower). Overlap: LOOPENGT_FSYNC_STATS counts the log fsyncs of each process
+same N (1 run: at most 5% slower; measured again in --blocks blocks of 10 steps taking turns, one run on
+each server, which shares drifts of load and disk between the two better than phases a round apart).
+Overlap: LOOPENGT_FSYNC_STATS counts the log fsyncs of each process
 (loopengt_core/store/groupsync.py); "overlap" is the share that began while another was in flight, "mean
 in flight" the mean number in flight when one began (1 = alone). Server CPU: the server process's CPU
-time per step (/proc), which bounds what concurrency can gain on 2 cores.
+time per step (/proc), which bounds what concurrency can gain on 2 cores. Each round takes the kinds in the
+opposite order of the one before, so neither of a pair (on/off) always runs first.
+
+--slow-fsync-ms MS: every log fdatasync (bare, in-process and in the servers) sleeps MS ms after the real
+one, the GIL released as in a real one: the slow mode this VM's disk falls into at times (3-5 ms fsyncs,
+against 0.2-0.7 ms), on demand, so the overlap that group commit buys can be measured whatever the disk
+does today. Figures with it say so.
 
     python bench/concurrency.py                 # N = 1 2 4 8, 3 rounds
     python bench/concurrency.py --runs 1 8 --rounds 1 --steps 40
+    python bench/concurrency.py --runs 1 8 --slow-fsync-ms 3   # as on the slow disk
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -44,6 +54,33 @@ from loopengt_core.store.groupsync import FSYNC_STATS_ENV, GROUP_COMMIT_ENV, syn
 
 ROOT = Path(__file__).resolve().parent.parent
 _datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+SLOW_FSYNC_ENV = "BENCH_SLOW_FSYNC_MS"  # read by SLOWED in the server processes
+# Run as `python -c SLOWED serve ...`: the server module, its fdatasync first made slower by BENCH_SLOW_FSYNC_MS.
+SLOWED = f"""
+import os, runpy, time
+def slowed(sync, pause=float(os.environ.get({SLOW_FSYNC_ENV!r}, "0")) / 1000):
+    def slow(fd):
+        sync(fd)
+        time.sleep(pause)
+    return slow if pause else sync
+os.fdatasync = slowed(os.fdatasync)
+runpy.run_module("loopengt_server", run_name="__main__", alter_sys=True)
+"""
+
+
+def slow_fsyncs(ms: float) -> Callable[[int], None]:
+    """The fdatasync for this process's kinds (bare, in-process), `ms` slower; the store's is set to it."""
+    from loopengt_core.store.files import fsio
+
+    pause = ms / 1000
+
+    def slow(fd: int, sync: Callable[[int], None] = _datasync) -> None:
+        sync(fd)
+        time.sleep(pause)
+
+    if ms:
+        fsio.datasync = slow  # looked up when a store opens (fsio's docstring)
+    return slow if ms else _datasync
 
 
 def _overlap(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
@@ -88,8 +125,8 @@ def _threads(n: int, work: Callable[[int], None]) -> float:
 class Bare:
     """N threads, each one O_APPEND file: write a line, fdatasync, as many times as a run has steps."""
 
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
+    def __init__(self, directory: Path, sync: Callable[[int], None] = _datasync) -> None:
+        self.dir, self.sync = directory, sync
 
     def phase(self, n: int, steps: int) -> dict[str, Any]:
         fds = [
@@ -100,7 +137,7 @@ class Bare:
         def work(i: int) -> None:
             for _ in range(steps):
                 os.write(fds[i], LINE)
-                _datasync(fds[i])
+                self.sync(fds[i])
 
         try:
             took = _threads(n, work)
@@ -157,7 +194,9 @@ def _children() -> set[int]:
 class Server:
     """One loopengt server process (stdio or streamable HTTP), group commit on or off, and its clients."""
 
-    def __init__(self, kind: str, directory: Path, group_commit: bool, stack: AsyncExitStack) -> None:
+    def __init__(
+        self, kind: str, directory: Path, group_commit: bool, stack: AsyncExitStack, slow_fsync_ms: float = 0
+    ) -> None:
         self.kind, self.group_commit, self.stack = kind, group_commit, stack
         tag = f"{kind}-{'on' if group_commit else 'off'}"
         self.stats_path = directory / f"fsync-{tag}.json"
@@ -167,11 +206,12 @@ class Server:
             FSYNC_STATS_ENV: str(self.stats_path),
             GROUP_COMMIT_ENV: "1" if group_commit else "0",
             "LOOPENGT_MAX_SESSIONS": "64",
+            SLOW_FSYNC_ENV: str(slow_fsync_ms),
         }
         self.argv = [
             sys.executable,
-            "-m",
-            "loopengt_server",
+            "-c",
+            SLOWED,
             "serve",
             "--store",
             str(directory / f"store-{tag}"),
@@ -251,6 +291,36 @@ class Server:
             "cpu_ms": cpu * 1e3 / (n * steps),
             **_overlap(before, self.reading()),
         }
+
+
+async def alternating(on: Server, off: Server, blocks: int, steps: int) -> dict[str, Any]:
+    """One run on each server, stepped in blocks of `steps` taking turns (the first of each pair alternates):
+    group commit's cost to one run alone, with drifts of load and disk mode shared by both sides, which
+    phases of a round apart are not. Ratio: steps/s on / off over all blocks; paired: median per pair."""
+    sides = (on, off)
+    clients = [await server._client(0) for server in sides]
+    runs = []
+    for client in clients:
+        view = structured(
+            await client.call_tool("start_run", {"spec": loop_spec(blocks * steps + 5)}), "start_run"
+        )
+        runs.append([view["run_id"], view["tasks"][0]["task_id"]])
+    for client, run in zip(clients, runs, strict=True):
+        await _step_all([client], [run], 1)  # cached in its server: the quick path from here on
+    took: list[list[float]] = [[], []]
+    for b in range(blocks):
+        for i in (0, 1) if b % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            await _step_all([clients[i]], [runs[i]], steps)
+            took[i].append(time.perf_counter() - t0)
+    return {
+        "blocks": blocks,
+        "block_steps": steps,
+        "on_steps_s": blocks * steps / sum(took[0]),
+        "off_steps_s": blocks * steps / sum(took[1]),
+        "ratio": sum(took[1]) / sum(took[0]),
+        "paired": statistics.median(b / a for a, b in zip(took[0], took[1], strict=True)),
+    }
 
 
 async def _step_all(clients: list[Client], runs: list[list[str]], steps: int) -> None:
@@ -472,21 +542,31 @@ TOP_IMPORTS = (
 KINDS = ("bare", "inprocess", "http-on", "http-off", "stdio-on", "stdio-off")
 
 
-async def bench(ns: list[int], steps: int, rounds: int, directory: Path, kinds: list[str]) -> dict[str, Any]:
+async def bench(
+    ns: list[int],
+    steps: int,
+    rounds: int,
+    directory: Path,
+    kinds: list[str],
+    *,
+    slow_fsync_ms: float = 0,
+    blocks: int = 0,
+) -> dict[str, Any]:
     os.environ[FSYNC_STATS_ENV] = str(directory / "fsync-inprocess.json")
+    sync = slow_fsyncs(slow_fsync_ms)
     samples: dict[str, dict[int, list[dict[str, Any]]]] = {k: {n: [] for n in ns} for k in kinds}
     async with AsyncExitStack() as stack:
         servers = {
-            name: Server(name.split("-")[0], directory, name.endswith("-on"), stack)
+            name: Server(name.split("-")[0], directory, name.endswith("-on"), stack, slow_fsync_ms)
             for name in kinds
             if name not in ("bare", "inprocess")
         }
         for server in servers.values():
             await server.start()
-        bare, inproc = Bare(directory), InProcess(directory / "store-inprocess")
+        bare, inproc = Bare(directory, sync), InProcess(directory / "store-inprocess")
         for r in range(rounds):
             for n in ns:
-                for kind in kinds:
+                for kind in kinds if r % 2 == 0 else kinds[::-1]:  # in turns: no kind always first
                     if kind == "bare":
                         figure = bare.phase(n, steps)
                     elif kind == "inprocess":
@@ -504,7 +584,18 @@ async def bench(ns: list[int], steps: int, rounds: int, directory: Path, kinds: 
                         ),
                         flush=True,
                     )
-    return {"samples": samples, "figures": summarise(samples, ns)}
+        alternated = {}
+        for kind in ("http", "stdio"):
+            if blocks and f"{kind}-on" in servers and f"{kind}-off" in servers:
+                alternated[kind] = a = await alternating(
+                    servers[f"{kind}-on"], servers[f"{kind}-off"], blocks, 10
+                )
+                print(
+                    f"one run over {kind}, blocks of 10 steps in turns: group commit on/off {a['ratio']:.3f} "
+                    f"(paired {a['paired']:.3f}; {a['on_steps_s']:.0f} vs {a['off_steps_s']:.0f} steps/s)",
+                    flush=True,
+                )
+    return {"samples": samples, "figures": summarise(samples, ns), "alternating": alternated}
 
 
 def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]) -> dict[str, Any]:
@@ -560,11 +651,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before-commit", default="", help="its commit (for the report)")
     parser.add_argument("--dir", help="work here (kept) instead of a fresh temp dir")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--slow-fsync-ms",
+        type=float,
+        default=0.0,
+        help="every log fdatasync sleeps this long after the real one (the VM disk's slow mode, on demand)",
+    )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=30,
+        help="one run on group commit on and off, this many blocks of 10 steps each in turns (0: skip)",
+    )
     args = parser.parse_args(argv)
+    if args.slow_fsync_ms < 0:
+        parser.error(f"--slow-fsync-ms: use 0 or more milliseconds, not {args.slow_fsync_ms:g}")
     quiet_logs()
     began = time.monotonic()
     with bench_dir(args.dir, ".bench-concurrency-") as directory:
-        out = anyio.run(bench, args.runs, args.steps, args.rounds, directory, args.kinds)
+        out = anyio.run(
+            functools.partial(bench, slow_fsync_ms=args.slow_fsync_ms, blocks=args.blocks),
+            args.runs,
+            args.steps,
+            args.rounds,
+            directory,
+            args.kinds,
+        )
         out["start"] = start_times(directory, max(3, args.rounds))
         out["bytes"] = bytes_per_step(directory)
         out["hop_us"] = anyio.run(thread_hop_us)
@@ -573,7 +685,9 @@ def main(argv: list[str] | None = None) -> None:
                 Path(args.before).resolve(), directory, max(6, 2 * args.rounds)
             )
             out["one_run"]["before_commit"] = args.before_commit
-    out.update(runs=args.runs, steps=args.steps, rounds=args.rounds)
+    out.update(runs=args.runs, steps=args.steps, rounds=args.rounds, slow_fsync_ms=args.slow_fsync_ms)
+    if args.slow_fsync_ms:
+        print(f"\n(every log fdatasync made {args.slow_fsync_ms:g} ms slower: --slow-fsync-ms)")
     report(out["figures"], args.runs)
     st = out["start"]
     print(

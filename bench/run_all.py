@@ -3,7 +3,8 @@
 Runs, as subprocesses, each writing its figures as JSON (bench/out/, not committed) beside its printed log:
 compare_langgraph.py (N = 100, 200, 1,000, 10,000), steps.py (N = 2,000), mcp_roundtrip.py (both protocol
 eras; the modern one also times the server of MCP_BEFORE, the commit before the step-over-MCP fixes, checked
-out in a temporary git worktree), git_workspace.py (10,000 files) and concurrency.py (1-8 runs at once);
+out in a temporary git worktree), git_workspace.py (10,000 files) and concurrency.py (1-8 runs at once, on
+the disk as it is and with every fsync 3 ms slower, its slow mode);
 then, if a goal is missed, a cProfile of loopengt's step (2 KB outputs) and of a cold load.
 Sizes are chosen so the whole thing takes ~3-9 minutes on the 2-core development VM, even with the disk
 in its slow mode.
@@ -36,6 +37,7 @@ ROOT = HERE.parent
 OUT = HERE / "out"
 PACKAGES = ("loopengt", "mcp", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "pydantic")
 
+SLOW = ["--slow-fsync-ms", "3"]
 PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, timeout s
     ("compare", ["compare_langgraph.py", "--sizes", "100", "200", "1000", "10000", "--budget", "60"], 900),
     ("steps", ["steps.py", "--steps", "2000", "--budget", "0"], 600),
@@ -43,6 +45,12 @@ PLAN: list[tuple[str, list[str], float]] = [  # name, argv after the script, tim
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "200", "--mode", "legacy"], 300),
     ("git", ["git_workspace.py", "--steps", "60"], 600),
     ("concurrency", ["concurrency.py", "--steps", "40", "--rounds", "3"], 1800),
+    # the same with every fsync 3 ms slower, as in the disk's slow mode: what group commit's overlap buys
+    (
+        "concurrency-slow",
+        ["concurrency.py", "--runs", "1", "8", "--steps", "40", "--rounds", "3", *SLOW],
+        1800,
+    ),
     ("bytes", ["bytes_per_step.py", "--steps", "1000", "--rounds", "3"], 900),
     ("start", ["server_start.py", "--starts", "15"], 600),
     ("stdio", ["stdio_transport.py", "--calls", "800", "--block", "25"], 600),
@@ -60,7 +68,16 @@ QUICK: list[tuple[str, list[str], float]] = [  # --quick: a smoke test of this s
     ("mcp", ["mcp_roundtrip.py", "--calls", "60"], 120),
     ("mcp_legacy", ["mcp_roundtrip.py", "--calls", "60", "--mode", "legacy"], 120),
     ("git", ["git_workspace.py", "--files", "500", "--steps", "5"], 120),
-    ("concurrency", ["concurrency.py", "--runs", "1", "2", "--steps", "10", "--rounds", "1"], 300),
+    (
+        "concurrency",
+        ["concurrency.py", "--runs", "1", "2", "--steps", "10", "--rounds", "1", "--blocks", "2"],
+        300,
+    ),
+    (
+        "concurrency-slow",
+        ["concurrency.py", "--runs", "1", "2", "--steps", "10", "--rounds", "1", "--blocks", "2", *SLOW],
+        300,
+    ),
     ("bytes", ["bytes_per_step.py", "--steps", "100", "--rounds", "1", "--no-profile"], 300),
     ("start", ["server_start.py", "--starts", "2"], 300),
     ("stdio", ["stdio_transport.py", "--calls", "60"], 300),
@@ -251,6 +268,8 @@ def goal_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
     if "concurrency" in res:
         rows += concurrency_goals(res["concurrency"])
+    if "concurrency-slow" in res:
+        rows += concurrency_goals(res["concurrency-slow"])
     if "start" in res:
         rows += start_goals(res["start"])
     if "stdio" in res:
@@ -262,10 +281,17 @@ CONCURRENCY_GOAL = 3.0  # 8 concurrent runs >= 3x the steps/s of one (issue 19)
 GROUP_COMMIT_COST = 0.95  # one run with group commit on >= 0.95x its steps/s with it off
 
 
+def _concurrency_label(c: dict[str, Any]) -> str:
+    """`concurrency.py`, with --slow-fsync-ms when the run had it (its rows and section are apart)."""
+    slow = c.get("slow_fsync_ms") or 0
+    return f"concurrency.py --slow-fsync-ms {slow:g}" if slow else "concurrency.py"
+
+
 def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """The goal rows of bench/concurrency.py: N runs / one run (in-process, HTTP), and group commit's cost."""
     fig, ns = c["figures"], [str(n) for n in c["runs"]]
     top = ns[-1]
+    name = _concurrency_label(c)
     rows = []
     for kind, label in (
         ("inprocess", "in-process `Runs.step` threads"),
@@ -276,7 +302,7 @@ def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
         f = fig[kind][top]
         rows.append(
             (
-                f"concurrency.py: steps/s of {top} concurrent runs / of one run, {label}",
+                f"{name}: steps/s of {top} concurrent runs / of one run, {label}",
                 _f(f["vs_one"], 2),
                 f">= {CONCURRENCY_GOAL:g}x",
                 _verdict(f["vs_one"] >= CONCURRENCY_GOAL),
@@ -298,7 +324,7 @@ def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
             )
         )
     b = c.get("bytes")
-    if b:
+    if b and name == "concurrency.py":
         rows.append(
             (
                 f"concurrency.py: bytes on disk per step / the output's size ({b['output_bytes']:,} B outputs)",
@@ -312,14 +338,27 @@ def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
     for kind in ("http", "stdio"):
         if f"{kind}-on" not in fig or f"{kind}-off" not in fig:
             continue
-        one = fig[f"{kind}-on"][ns[0]]["on_vs_off"]
+        by_round = fig[f"{kind}-on"][ns[0]]["on_vs_off"]
+        turns = c.get("alternating", {}).get(kind)
+        one = turns["ratio"] if turns else by_round
+        how = (
+            f"{turns['blocks']} blocks of {turns['block_steps']} steps each, in turns"
+            if turns
+            else "paired by round"
+        )
         rows.append(
             (
-                f"concurrency.py: one run over {kind}, steps/s with group commit / without (paired by round)",
+                f"{name}: one run over {kind}, steps/s with group commit / without ({how})",
                 _f(one, 3),
                 f">= {GROUP_COMMIT_COST:g}",
                 _verdict(one >= GROUP_COMMIT_COST),
-                f"at {top} runs: {fig[f'{kind}-on'][top]['on_vs_off']:.2f}",
+                (
+                    f"paired by block {turns['paired']:.3f}; {turns['on_steps_s']:.0f} vs {turns['off_steps_s']:.0f} "
+                    f"steps/s; by round {by_round:.2f}; "
+                    if turns
+                    else ""
+                )
+                + f"at {top} runs: {fig[f'{kind}-on'][top]['on_vs_off']:.2f}",
             )
         )
     return rows
@@ -327,15 +366,24 @@ def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
 
 def concurrency_section(c: dict[str, Any]) -> list[str]:
     fig, ns = c["figures"], [str(n) for n in c["runs"]]
+    slow = c.get("slow_fsync_ms") or 0
     lines = [
-        "## concurrency.py: N runs at once (group commit)",
+        f"## {_concurrency_label(c)}: N runs at once (group commit)"
+        + (f", every log fsync {slow:g} ms slower" if slow else ""),
         "",
         f"`{c['_command']}` ({c['_took_s']:.0f} s): N runs x {c['steps']} steps each, {c['rounds']} rounds taking "
         "turns; medians over rounds. bare: N threads each appending a 300-byte line + fdatasync to its own file; "
         "in-process: N threads on one `Runs`; http: N client sessions on one server; stdio: one session, N runs "
         "stepped by concurrent calls; on/off: group commit on (default) or off (LOOPENGT_GROUP_COMMIT=0, the "
         "quick step fsyncs on the event loop). overlap: share of log fsyncs that began while another was in "
-        "flight (LOOPENGT_FSYNC_STATS); CPU: the server's (in-process: the process's) CPU ms per step.",
+        "flight (LOOPENGT_FSYNC_STATS); CPU: the server's (in-process: the process's) CPU ms per step. Each "
+        "round takes the kinds in the opposite order of the one before."
+        + (
+            f" Every log fdatasync (bare, in-process, servers) sleeps {slow:g} ms after the real one "
+            "(`--slow-fsync-ms`): the disk's slow mode, on demand."
+            if slow
+            else ""
+        ),
         "",
     ]
     rows = []
@@ -370,7 +418,14 @@ def concurrency_section(c: dict[str, Any]) -> list[str]:
         rows,
         "lrrrrrrrr",
     )
-    st = c.get("start")
+    for kind, a in c.get("alternating", {}).items():
+        lines += [
+            "",
+            f"One run over {kind}, group commit on and off, one run on each server stepped in {a['blocks']} "
+            f"blocks of {a['block_steps']} steps taking turns: {a['on_steps_s']:.0f} vs {a['off_steps_s']:.0f} "
+            f"steps/s, on/off **{a['ratio']:.3f}** (median of the block pairs {a['paired']:.3f}).",
+        ]
+    st = c.get("start") if not slow else None
     if st:
         lines += [
             "",
@@ -381,7 +436,7 @@ def concurrency_section(c: dict[str, Any]) -> list[str]:
                 f"`{k}` {v:.2f} s" for k, v in sorted(st["imports_s"].items(), key=lambda kv: -kv[1])
             ),
         ]
-    if c.get("hop_us") is not None:
+    if c.get("hop_us") is not None and not slow:
         hop = c["hop_us"]
         lines += [
             "",
@@ -765,6 +820,8 @@ def write(res: dict[str, Any], path: Path) -> None:
         lines += git_section(res["git"])
     if "concurrency" in res:
         lines += concurrency_section(res["concurrency"])
+    if "concurrency-slow" in res:
+        lines += concurrency_section(res["concurrency-slow"])
     if "bytes" in res:
         lines += bytes_section(res["bytes"])
     if "start" in res:
@@ -865,6 +922,7 @@ def stdio_section(s: dict[str, Any]) -> list[str]:
 # Benchmarks `--only` can rerun on their own: their section and goal rows replace the old ones in place.
 SPLICEABLE = {
     "concurrency": (concurrency_section, concurrency_goals),
+    "concurrency-slow": (concurrency_section, concurrency_goals),
     "start": (start_section, start_goals),
     "stdio": (stdio_section, stdio_goals),
 }

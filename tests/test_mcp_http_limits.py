@@ -33,11 +33,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def without_speedups(folder: Path) -> str:
+    """A PYTHONPATH under which `import httptools` and `import uvloop` fail, as where their wheels are
+    missing (Windows has no uvloop): the server must fall back to h11 and asyncio's loop."""
+    folder.mkdir()
+    for name in ("httptools", "uvloop"):
+        (folder / f"{name}.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HttpServer]]:
     base = tmp_path_factory.mktemp("http-limits")
+    plain = {**LIMITS, "PYTHONPATH": without_speedups(base / "hidden")}
     made = {
         "streamable-http": HttpServer("streamable-http", base / "s1", base, env=LIMITS),
+        "h11": HttpServer("streamable-http", base / "s5", base, env=plain),
         "sse": HttpServer("sse", base / "s2", base, env=LIMITS),
         "tokens": HttpServer("streamable-http", base / "s3", base, env=TOKENS),
         "tokens-sse": HttpServer("sse", base / "s4", base, env=TOKENS),
@@ -65,19 +76,19 @@ async def slow_client(port: int, path: str, closed_after: list[float]) -> None:
     closed_after.append(time.monotonic() - started)
 
 
-@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+@pytest.mark.parametrize("transport", ["streamable-http", "sse", "h11"])
 async def test_slow_header_connections_are_closed_and_others_still_served(
     servers: dict[str, HttpServer], transport: str
 ) -> None:
     server = servers[transport]
-    path = "/mcp" if transport == "streamable-http" else "/messages/"
+    path = "/messages/" if transport == "sse" else "/mcp"
     closed_after: list[float] = []
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             for _ in range(50):
                 group.start_soon(slow_client, server.port, path, closed_after)
             await anyio.sleep(0.5)  # all 50 are dribbling their headers now
-            target = server.url if transport == "streamable-http" else sse_client(server.url)
+            target = sse_client(server.url) if transport == "sse" else server.url
             async with Client(target, read_timeout_seconds=10) as client:
                 started = time.monotonic()
                 tools = await client.list_tools()
@@ -88,8 +99,11 @@ async def test_slow_header_connections_are_closed_and_others_still_served(
     assert min(closed_after) >= HEADER_SECONDS - 0.2
 
 
-async def test_a_body_that_never_ends_is_cut_off_with_408(servers: dict[str, HttpServer]) -> None:
-    server = servers["streamable-http"]
+@pytest.mark.parametrize("parser", ["streamable-http", "h11"])
+async def test_a_body_that_never_ends_is_cut_off_with_408(
+    servers: dict[str, HttpServer], parser: str
+) -> None:
+    server = servers[parser]
     head = (
         f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
         'Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{"jsonrpc":'
@@ -107,6 +121,54 @@ async def test_a_body_that_never_ends_is_cut_off_with_408(servers: dict[str, Htt
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"LOOPENGT_HTTP_BODY_TIMEOUT" in answer
     assert time.monotonic() - started < 2 + 2
+
+
+async def raw_answer(port: int, request: bytes) -> bytes:
+    """Send `request` on a fresh connection; everything the server sends back until it closes."""
+    answer = b""
+    with anyio.fail_after(15):
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(request)
+            try:
+                while chunk := await stream.receive():
+                    answer += chunk
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                pass
+    return answer
+
+
+@pytest.mark.parametrize(("parser", "status"), [("streamable-http", b"431"), ("h11", b"400")])
+async def test_headers_over_16_kib_are_refused_by_either_parser(
+    servers: dict[str, HttpServer], parser: str, status: bytes
+) -> None:
+    """httptools (the default) buffers a header line of any length: the server holds it to h11's bound."""
+    server = servers[parser]
+    head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-Big: ".encode()
+    answer = await raw_answer(server.port, head + b"a" * 20_000)  # never ends the line
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    if parser != "h11":
+        assert b"larger than 16384 bytes" in answer
+    # headers within the bound, arriving in pieces, are read as usual
+    async with httpx2.AsyncClient(timeout=10) as http:
+        fine = await http.post(server.url, json=INITIALIZE, headers={**ACCEPT, "X-Pad": "b" * 12_000})
+        assert fine.status_code == 200, fine.text
+        await http.delete(server.url, headers={**ACCEPT, "mcp-session-id": fine.headers["mcp-session-id"]})
+
+
+def test_the_server_runs_on_uvloop_and_httptools_where_installed(servers: dict[str, HttpServer]) -> None:
+    """uvicorn's own speedups are used when their wheels are there, and not needed when they are not."""
+
+    def loaded(server: HttpServer) -> str:
+        assert server.proc is not None
+        return Path(f"/proc/{server.proc.pid}/maps").read_text()
+
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("reads /proc (Linux)")
+    fast, plain = loaded(servers["streamable-http"]), loaded(servers["h11"])
+    assert "uvloop/loop" in fast
+    assert "httptools/parser" in fast
+    assert "uvloop" not in plain
+    assert "httptools" not in plain
 
 
 async def test_sessions_beyond_the_cap_get_503_naming_the_variable(servers: dict[str, HttpServer]) -> None:

@@ -2,12 +2,16 @@
 
 uvicorn (0.55) never times out a request that is still arriving: its only timer, `timeout_keep_alive`, runs
 between requests and is cancelled by the first byte of the next one, so a client sending headers a byte at
-a time (or a body that never ends) holds a connection and its buffers forever. `GuardedH11Protocol` is
-uvicorn's h11 protocol with two deadlines: a request's headers must be complete within
-LOOPENGT_HTTP_HEADER_TIMEOUT seconds of the connection opening or the previous response ending, and its
-body within LOOPENGT_HTTP_BODY_TIMEOUT seconds of the headers; otherwise the connection gets a 408 and is
-closed. Long answers (SSE streams, a tool call that waits) are not limited: the deadlines cover only what
-the client sends.
+a time (or a body that never ends) holds a connection and its buffers forever. The protocols here are
+uvicorn's with two deadlines: a request's headers must be complete within LOOPENGT_HTTP_HEADER_TIMEOUT
+seconds of the connection opening or the previous response ending, and its body within
+LOOPENGT_HTTP_BODY_TIMEOUT seconds of the headers; otherwise the connection gets a 408 and is closed. Long
+answers (SSE streams, a tool call that waits) are not limited: the deadlines cover only what the client sends.
+
+Two parsers: httptools (llhttp, C; uvicorn's own choice when installed, ~0.4 ms less server CPU a tool call
+than h11 in bench/concurrency.py) and h11 (pure Python), used where httptools is not installed. h11 refuses
+headers beyond 16 KiB by itself; `GuardedHttpToolsProtocol` holds httptools to the same bound (431), since
+llhttp buffers a header line of any length.
 
 Sessions: LOOPENGT_MAX_SESSIONS caps open sessions (streamable HTTP: the SDK's own cap; SSE: one session
 per open stream, counted here); beyond it a new session gets a 503 naming the variable. A session is bound
@@ -67,12 +71,73 @@ class HttpLimits:
         )
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus read deadlines (see the module docstring); `limits` is set by `guarded`."""
+class ReadDeadlines:
+    """The read deadlines of one connection (see the module docstring), for a uvicorn protocol class.
+
+    The protocol says which part of a request it is reading (`_enter("headers" | "body" | None)`) and
+    whether a 408 may still be written (`_may_answer`); `limits` is set by `guarded`.
+    """
 
     limits = HttpLimits()
     _phase: str | None = None
     _deadline: asyncio.TimerHandle | None = None
+    # provided by uvicorn's protocol classes
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: Any
+    cycle: Any
+
+    def _enter(self, phase: str | None) -> None:
+        """(Re)arm the deadline for the part of a request being read: its headers, its body, or none."""
+        if phase == self._phase:
+            return
+        self._disarm()
+        self._phase = phase
+        if phase is not None and not self.transport.is_closing():
+            seconds = (
+                self.limits.header_timeout_seconds if phase == "headers" else self.limits.body_timeout_seconds
+            )
+            self._deadline = self.loop.call_later(seconds, self._expired, phase, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _may_answer(self) -> bool:
+        """Whether no response has begun on the connection, so a 408 can still be sent."""
+        return self.cycle is None or not self.cycle.response_started
+
+    def _expired(self, phase: str, seconds: float) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        variable = HEADER_TIMEOUT_ENV if phase == "headers" else BODY_TIMEOUT_ENV
+        log.info(
+            "closing %s: request %s not complete within %g s (%s)", self.client, phase, seconds, variable
+        )
+        if self._may_answer():
+            write_refusal(
+                self.transport, 408, f"request {phase} not received within {seconds:g} s ({variable})"
+            )
+        if self.cycle is not None:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.close()
+
+
+def write_refusal(transport: asyncio.Transport, status: int, text: str) -> None:
+    """Write a plain-text error response announcing that the connection closes (the caller closes it)."""
+    reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+    body = f"{text}\n".encode()
+    transport.write(
+        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (status, reason, len(body), body)
+    )
+
+
+class GuardedH11Protocol(ReadDeadlines, H11Protocol):
+    """uvicorn's h11 protocol plus read deadlines; the phase is read from h11's state of the client."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -93,49 +158,24 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def _watch(self) -> None:
-        """(Re)arm the deadline for the part of a request being read: its headers or its body."""
         state = self.conn.their_state
-        phase = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
-        if phase == self._phase:
-            return
-        self._disarm()
-        self._phase = phase
-        if phase is not None and not self.transport.is_closing():
-            seconds = (
-                self.limits.header_timeout_seconds if phase == "headers" else self.limits.body_timeout_seconds
-            )
-            self._deadline = self.loop.call_later(seconds, self._expired, phase, seconds)
+        self._enter("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self, phase: str, seconds: float) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
-        variable = HEADER_TIMEOUT_ENV if phase == "headers" else BODY_TIMEOUT_ENV
-        log.info(
-            "closing %s: request %s not complete within %g s (%s)", self.client, phase, seconds, variable
-        )
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and (
-            self.cycle is None or not self.cycle.response_started
-        ):
-            text = f"request {phase} not received within {seconds:g} s ({variable})\n".encode()
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(text), text)
-            )
-        if self.cycle is not None:
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
-        self.transport.close()
+    def _may_answer(self) -> bool:
+        return self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and super()._may_answer()
 
 
-def guarded(limits: HttpLimits) -> type[GuardedH11Protocol]:
-    """The protocol class for uvicorn's `http=` with these limits (uvicorn instantiates it per connection)."""
-    return type("LoopengtH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+def guarded(limits: HttpLimits) -> type[asyncio.Protocol]:
+    """The protocol class for uvicorn's `http=` with these limits (uvicorn instantiates it per connection):
+    httptools' where it is installed, else h11's."""
+    base: type[asyncio.Protocol] = GuardedH11Protocol
+    try:  # uvicorn's faster parser, an optional wheel: without it h11 (pure Python) serves alike
+        from loopengt_server.mcp.http_httptools import GuardedHttpToolsProtocol
+    except ImportError:
+        log.debug("httptools is not installed: parsing HTTP with h11")
+    else:
+        base = GuardedHttpToolsProtocol
+    return type(f"Loopengt{base.__name__}", (base,), {"limits": limits})
 
 
 class SessionCap:
