@@ -95,6 +95,7 @@ async def submit(
                     outcome=outcome,
                     error=error,
                     run_commands=False,
+                    settle_next=True,
                     wait=False,
                     usage=usage,
                     submitted_by=submitted_by,

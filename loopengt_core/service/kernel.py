@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -68,6 +68,7 @@ class TransitionKernel:
         self._guard = threading.Lock()
         self._changes = threading.Condition()
         self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
+        self._watchers: dict[str, list[Callable[[LoadedRun], None]]] = {}
         self.feed = (
             SharedChanges(store.changes, lambda _: self.announce()) if isinstance(store, ChangeFeed) else None
         )
@@ -120,11 +121,21 @@ class TransitionKernel:
         """One transition under the run's lock (`decide` says what to append); the run after it."""
         return self.locked(run_id, decide, lambda run: run)
 
-    def locked(self, run_id: str, decide: Decide, then: Callable[[LoadedRun], T], *, wait: bool = True) -> T:
+    def locked(
+        self,
+        run_id: str,
+        decide: Decide,
+        then: Callable[[LoadedRun], T],
+        *,
+        wait: bool = True,
+        claim: Decide | None = None,
+    ) -> T:
         """One transition under the run's lock; `then` reads the result before another thread can change it.
 
         `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
         others always say busy).
+        `claim`: decided last, after deadlines, worktrees and budgets: the command runner's lease on a
+        command the decision made due (`CommandRunner.claim`), so that it takes no lock cycle of its own.
         """
         self.known(run_id)
         with self.lock(run_id, wait):
@@ -136,6 +147,8 @@ class TransitionKernel:
                 events += decide(run.engine, run.state, now)
                 events += isolate(run_id, run, now)
                 events += run.engine.wall_clock(run.state, now)
+                if claim is not None:
+                    events += claim(run.engine, run.state, now)
             except BaseException:
                 if run.state.seq != ticked:
                     # decide applied events to the cached state and then failed: those events never
@@ -152,6 +165,8 @@ class TransitionKernel:
             if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
                 end_worktrees(run_id, run)
             result = then(run)
+            if self._watchers:
+                self._tell_watchers(run_id, run)
             paused = any(isinstance(e, RunPaused) for e in events)
         if paused:  # a budget or stuck pause is a checkpoint a person can fork from
             try:
@@ -159,6 +174,31 @@ class TransitionKernel:
             except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
                 log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
         return result
+
+    @contextmanager
+    def watching(self, run_id: str, watcher: Callable[[LoadedRun], None]) -> Iterator[None]:
+        """Within the block, `watcher(run)` is told the run at the end of each of its lock cycles in this
+        process (still under the lock): a caller waiting on the run's commands reads what their outcomes
+        left without a lock cycle of its own (`loopengt_core.service.settling`)."""
+        with self._guard:
+            self._watchers.setdefault(run_id, []).append(watcher)
+        try:
+            yield
+        finally:
+            with self._guard:
+                watchers = self._watchers.get(run_id, [])
+                watchers.remove(watcher)
+                if not watchers:
+                    self._watchers.pop(run_id, None)
+
+    def _tell_watchers(self, run_id: str, run: LoadedRun) -> None:
+        with self._guard:
+            watchers = list(self._watchers.get(run_id, ()))
+        for watcher in watchers:
+            try:
+                watcher(run)
+            except LoopengtError as exc:  # the transition is durable; the watcher reads again, locked
+                log.warning("watcher_failed", run_id=run_id, error=exc.message)
 
     def lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
         """The run's lock: waited for, or (`wait=False`) tried, LockBusy when held."""

@@ -11,7 +11,6 @@ after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -41,16 +40,16 @@ from loopengt_core.model.state import (
     Command,
 )
 from loopengt_core.model.transcripts import TranscriptClient
-from loopengt_core.service import approvals, listing, telemetry, transcript_usage
+from loopengt_core.service import approvals, listing, settling, telemetry, transcript_usage
 from loopengt_core.service.binding import WorkspaceBinding
-from loopengt_core.service.commandrunner import CommandRunner, runner_gone
+from loopengt_core.service.commandrunner import CommandRunner
 from loopengt_core.service.commands import Peek
 from loopengt_core.service.forks import CheckpointInfo, Forks
 from loopengt_core.service.inputs import (
     spec_file_text,
 )
 from loopengt_core.service.kernel import TransitionKernel
-from loopengt_core.service.loaded import LoadedRun, nothing
+from loopengt_core.service.loaded import nothing
 from loopengt_core.service.reading import RunReader
 from loopengt_core.service.starting import start_run
 from loopengt_core.service.submitting import answer_for, submit_output
@@ -120,10 +119,7 @@ class Runs:
         elif not call_wait > 0:
             raise InvalidArgument(f"call_wait must be a number of seconds above 0 (got {call_wait!r})")
         self.call_wait = call_wait
-        self.commands = CommandRunner(self)
-        self.runner = self.commands.runner
         self.tracer = tracer if tracer is not None else telemetry.from_env()
-        self.on_command = on_command
         self.kernel = TransitionKernel(
             store,
             clock=clock,
@@ -132,6 +128,10 @@ class Runs:
             cached_runs=cached_runs,
             on_pause=lambda run_id, label: self.checkpoint(run_id, label=label),
         )
+        self.commands = CommandRunner(
+            self.kernel, cwd=self.cwd, snapshot=self.binding.snapshot, on_command=on_command
+        )
+        self.runner = self.commands.runner
         self.forks = Forks(self)  # checkpoints, resumes, forks
         self.feed = self.kernel.feed  # the store's push feed of changes, when it has one
 
@@ -174,12 +174,14 @@ class Runs:
         wait: bool = True,
         usage: Any = None,
         submitted_by: str | None = None,
+        settle_next: bool = False,
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing
         (`loopengt_core.service.submitting.submit_output` says how).
 
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
-        when commands are due; `settle` starts them and answers then.
+        when commands are due; `settle` starts them and answers then. `settle_next`: the caller calls
+        `settle` next, so the decision already claims the first command for this process.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
         return submit_output(
@@ -193,6 +195,7 @@ class Runs:
             wait=wait,
             usage=usage,
             submitted_by=submitted_by,
+            settle_next=settle_next,
         )
 
     def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
@@ -200,11 +203,10 @@ class Runs:
         `task_id` as `step` does: with their results, or (still running) with them under `checking`.
 
         A repeat of the same submission lands here too: it starts no second run of a command (one worker
-        per run, and a claimed command is not claimed again while its runner lives)."""
-        self.commands.start(run_id)
-        self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
+        per run, and a claimed command is not claimed again while its runner lives). The answer is read
+        from the cycle that recorded the last command's outcome (`settling.settled_then`)."""
         # the files are read again: the commands may have changed them since `current`
-        return self.shown(self.kernel.locked(run_id, nothing, answer_for(self, run_id, task_id)))
+        return self.shown(settling.settled_then(self, run_id, answer_for(self, run_id, task_id)))
 
     def quick(self, run_id: str, task_id: str | None = None) -> bool:
         """Whether a transition of this run is only a local log append (no git snapshot, no database).
@@ -234,35 +236,7 @@ class Runs:
 
         A due command that nobody runs (its runner died) is started here, so waiting on it ends.
         """
-        if (
-            not isinstance(wait_seconds, int | float)
-            or isinstance(wait_seconds, bool)
-            or not wait_seconds >= 0
-            or math.isinf(wait_seconds)
-        ):
-            raise InvalidArgument(
-                f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
-            )
-        self.kernel.known(run_id)
-        seq, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
-        if orphaned:
-            self.commands.start(run_id)
-        wait = min(float(wait_seconds), self.wait_bound())
-        if wait > 0 and not ended:
-            self.wait_for_change(run_id, seq, wait)
-        return self.shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
-
-    def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
-        """(seq, ended, whether a due command waits for a runner that is not there)."""
-        state = run.state
-        now = self.clock()
-        orphaned = any(
-            c.runner is None
-            or c.lease_until is None
-            or runner_gone(c.runner, c.lease_until, now, self.runner) is not None
-            for c in state.due_commands()
-        )
-        return state.seq, state.ended, orphaned and not self.commands.busy(state.run_id)
+        return settling.get_run(self, run_id, wait_seconds)
 
     # --- bounded waits ---------------------------------------------------------------------------
 
@@ -280,10 +254,8 @@ class Runs:
         self.kernel.announce()
 
     def settled(self, run_id: str) -> bool:
-        """True when no command of the run is running or due (here or in another process), and this process's
-        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
-        due = self.kernel.locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
-        return not due and not self.commands.busy(run_id)
+        """True when no command of the run is running or due, here or elsewhere (`settling.settled`)."""
+        return settling.settled(self, run_id)
 
     def close(self) -> None:
         """This process is done with the store: end the commands it runs, unrecorded (the next server runs
@@ -305,17 +277,7 @@ class Runs:
     def recover(self) -> list[str]:
         """Start the commands of runs whose commands are due and unclaimed, or whose runner died (a server
         starting up calls this). Returns those runs' ids."""
-        started = []
-        for run_id in self.store.list_runs():
-            try:
-                _, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
-            except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
-                log.warning("recover_skipped", run_id=run_id, error=exc.message)
-                continue
-            if orphaned and not ended:
-                self.commands.start(run_id)
-                started.append(run_id)
-        return started
+        return settling.recover(self)
 
     def shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
         """`view` with the work tree's drift and the last output line of each command running here.
@@ -466,9 +428,7 @@ class Runs:
             run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
         )
         if pending:
-            self.commands.start(run_id)
-            self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
-            view = self.kernel.locked(run_id, nothing, lambda run: run_view(run.state))
+            view = settling.settled_then(self, run_id, lambda run: run_view(run.state))
             current = None  # the commands may have changed the files: read them again
         return self.shown(view, current)
 
