@@ -7,14 +7,14 @@ runs' files through the workspace binding (`loopengt_core.service.binding`); too
 `loopengt_core.service.inputs`. Commands (command steps and gates) run outside the lock, on the command
 runner's worker threads (`commandrunner`): a call that makes commands due answers once they are done or
 after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
-`get_run(wait_seconds=...)` waits for the next change."""
+`get_run(wait_seconds=...)` waits for the next change (`loopengt_core.service.settling`). A step takes one
+lock cycle for its decision (which also claims the first command it makes due) and one per command's
+outcome (which claims the next); `loopengt_core.service.async_submit` runs a quick one on the event loop."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import Future
-from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,32 +22,18 @@ from typing import Any, TypeVar
 import structlog
 
 from loopengt_core.engine.view import RunSummary, RunView, StepAnswer, run_view
-from loopengt_core.model.errors import (
-    Conflict,
-    InvalidArgument,
-    LoopengtError,
-)
-from loopengt_core.model.events import (
-    AnyEvent,
-    iso,
-)
-from loopengt_core.model.limits import (
-    CALL_WAIT,
-    checked_text,
-)
+from loopengt_core.model.errors import Conflict, InvalidArgument
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.limits import CALL_WAIT, checked_text
 from loopengt_core.model.spec import ApprovalChannel, LoopSpec
-from loopengt_core.model.state import (
-    Command,
-)
+from loopengt_core.model.state import Command
 from loopengt_core.model.transcripts import TranscriptClient
 from loopengt_core.service import approvals, listing, settling, telemetry, transcript_usage
 from loopengt_core.service.binding import WorkspaceBinding
 from loopengt_core.service.commandrunner import CommandRunner
 from loopengt_core.service.commands import Peek
 from loopengt_core.service.forks import CheckpointInfo, Forks
-from loopengt_core.service.inputs import (
-    spec_file_text,
-)
+from loopengt_core.service.inputs import spec_file_text
 from loopengt_core.service.kernel import TransitionKernel
 from loopengt_core.service.loaded import nothing
 from loopengt_core.service.reading import RunReader
@@ -55,15 +41,11 @@ from loopengt_core.service.starting import start_run
 from loopengt_core.service.submitting import answer_for, submit_output
 from loopengt_core.service.workspace import WorkspaceError, WorkspaceState
 from loopengt_core.service.worktree_steps import prune
-from loopengt_core.store import (
-    GroupCommit,
-    Store,
-)
+from loopengt_core.store import Store
 
 log = structlog.get_logger("loopengt.runs")
 
 
-T = TypeVar("T")
 V = TypeVar("V", bound=RunView)
 
 
@@ -208,28 +190,6 @@ class Runs:
         # the files are read again: the commands may have changed them since `current`
         return self.shown(settling.settled_then(self, run_id, answer_for(self, run_id, task_id)))
 
-    def quick(self, run_id: str, task_id: str | None = None) -> bool:
-        """Whether a transition of this run is only a local log append (no git snapshot, no database).
-
-        Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
-        its event loop, where handing it to a worker thread would cost a fifth as much again.
-        `task_id`: a submission for a task neither open nor answered recently is answered from the
-        store's task index, which is file work for a worker thread.
-        """
-        if self.kernel.try_lock is None:
-            return False  # a database store: its transitions are network round trips
-        run = self.kernel.cached(run_id)
-        # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
-        # which is for a worker thread
-        if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
-            return False
-        if task_id is not None and (
-            not isinstance(task_id, str)
-            or (task_id not in run.state.tasks and task_id not in run.state.answers)
-        ):
-            return False
-        return run.state.workspace is None or run.state.ended
-
     def get_run(self, run_id: str, wait_seconds: float = 0.0) -> RunView:
         """The run's view. `wait_seconds` (at most the call's bound, LOOPENGT_CALL_WAIT): answer as soon as the
         run changes (a command finishes, a task opens, the run ends), else at the bound with the same view.
@@ -280,19 +240,9 @@ class Runs:
         return settling.recover(self)
 
     def shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
-        """`view` with the work tree's drift and the last output line of each command running here.
-
-        While commands run, the files are theirs to change: no drift is reported then."""
-        if not view.checking:
-            return self.binding.drift(view, current)
-        lines = {r.command.command_id: r for r in self.commands.running(view.run_id)}
-        checking = [
-            check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
-            if (running := lines.get(check.command_id)) is not None
-            else check
-            for check in view.checking
-        ]
-        return view.model_copy(update={"checking": checking})
+        """`view` with the work tree's drift and the last output line of each command running here
+        (`settling.shown`)."""
+        return settling.shown(self, view, current)
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
         """The runs in the store, newest first, at most `limit`, optionally of one status. A run that cannot
@@ -400,26 +350,6 @@ class Runs:
         """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
         return approvals.request(self.kernel, run_id)
 
-    def deferring(self) -> AbstractContextManager[list[Future[None]]]:
-        """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
-        the caller must pass each yielded future to `synced` before it answers anyone."""
-        return self.store.deferring() if isinstance(self.store, GroupCommit) else nullcontext([])
-
-    def recent_sync_seconds(self) -> float | None:
-        """How long the store's fsyncs took lately (None: not known, or a store without group commit)."""
-        return self.store.recent_sync_seconds() if isinstance(self.store, GroupCommit) else None
-
-    def synced(self, run_id: str, future: Future[None]) -> None:
-        """A deferred append's fsync is done: StoreIOError if it failed, after which the run's cached state
-        is dropped (its last lines may not be on disk) and the next call reloads it from the log."""
-        if not isinstance(self.store, GroupCommit):
-            return
-        try:
-            self.store.synced(run_id, future)
-        except LoopengtError:
-            self.kernel.forget(run_id)
-            raise
-
     # --- transitions -------------------------------------------------------------------------
 
     def pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
@@ -445,10 +375,3 @@ class Runs:
     def spec_file_text(self, spec_path: Any) -> str:
         """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
         return spec_file_text(spec_path, self.cwd, self.confine_paths)
-
-    # --- helpers -----------------------------------------------------------------------------
-
-
-def utc_iso(moment: datetime | None = None) -> str:
-    """`moment` (default: now) as the log writes times: ISO 8601 UTC."""
-    return iso(moment or _utcnow())

@@ -21,6 +21,7 @@ from loopengt_core.engine.view import RunView, run_view
 from loopengt_core.model.errors import InvalidArgument, LoopengtError
 from loopengt_core.service.commandrunner import runner_gone
 from loopengt_core.service.loaded import LoadedRun, no_answer, nothing
+from loopengt_core.service.workspace import WorkspaceError, WorkspaceState
 
 if TYPE_CHECKING:
     from loopengt_core.service.runs import Runs
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("loopengt.runs")
 
 T = TypeVar("T")
+V = TypeVar("V", bound=RunView)
 
 
 class Latest(Generic[T]):
@@ -138,3 +140,19 @@ def recover(runs: Runs) -> list[str]:
             runs.commands.start(run_id)
             started.append(run_id)
     return started
+
+
+def shown(runs: Runs, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
+    """`view` with the work tree's drift and the last output line of each command running here.
+
+    While commands run, the files are theirs to change: no drift is reported then."""
+    if not view.checking:
+        return runs.binding.drift(view, current)
+    lines = {r.command.command_id: r for r in runs.commands.running(view.run_id)}
+    checking = [
+        check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
+        if (running := lines.get(check.command_id)) is not None
+        else check
+        for check in view.checking
+    ]
+    return view.model_copy(update={"checking": checking})
