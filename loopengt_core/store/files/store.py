@@ -360,7 +360,7 @@ class FileStore:
 
     def try_lock(self, run_id: str) -> AbstractContextManager[None]:
         """`lock` that raises LockBusy instead of waiting: a transition here is a local append+fsync,
-        quick enough for an event loop as long as it never waits for another writer (Runs.quick)."""
+        quick enough for an event loop as long as it never waits for another writer (async_submit.quick)."""
         return self._locks.try_lock(run_id)
 
     def close(self) -> None:
