@@ -353,9 +353,14 @@ class Runs:
     # --- transitions -------------------------------------------------------------------------
 
     def pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
-        """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
+        """Start the run's due commands, wait for them up to the call's bound, and answer with the view.
+
+        The cycle that reads the view also claims the first command due now, for the worker started next."""
         view, pending = self.kernel.locked(
-            run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
+            run_id,
+            nothing,
+            lambda run: (run_view(run.state), bool(run.state.due_commands())),
+            claim=self.commands.claim(run_id),
         )
         if pending:
             view = settling.settled_then(self, run_id, lambda run: run_view(run.state))
