@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from loopengt_core.model.events import CommandFinished, CommandStarted
-from loopengt_core.service.async_submit import submit
+from loopengt_core.service.async_submit import quick, submit
 from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
@@ -96,6 +96,7 @@ async def test_a_step_from_the_event_loop_takes_the_same_cycles(
 ) -> None:
     runs, run_id, task_id, counted = started(tmp_path, gates)
     runs.get_run(run_id)  # loaded here, so the step is quick: on the event loop, lock tried, not waited for
+    assert quick(runs, run_id, task_id)
     counted.reset()
     answer = await submit(runs, run_id, task_id, {"done": True}, outcome="success", error=None)
     quiet(runs, run_id)
