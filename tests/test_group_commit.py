@@ -20,6 +20,7 @@ from mcp import Client
 from mcp_helpers import HttpServer, ok, step
 
 from loopengt_core.model.events import StepCompleted
+from loopengt_core.service.async_submit import recent_sync_seconds
 from loopengt_core.service.runs import Runs
 from loopengt_core.store import LockBusy
 from loopengt_core.store.files import FileStore, StoreIOError, fsio
@@ -230,5 +231,5 @@ def test_the_store_knows_how_long_its_fsyncs_take(tmp_path: Path) -> None:
     runs = Runs(store)
     view = runs.start_run(spec=_spec())
     runs.step(view.run_id, view.tasks[0].task_id, {"next": "again"})  # an append: one log fsync
-    assert (runs.recent_sync_seconds() or 0) > 0
+    assert (recent_sync_seconds(runs) or 0) > 0
     store.close()

@@ -23,6 +23,7 @@ import yaml
 from loopengt_core.model.errors import Conflict, InvalidArgument, NotFound, TooLarge
 from loopengt_core.model.events import event_data
 from loopengt_core.model.state import project_run
+from loopengt_core.service.async_submit import quick
 from loopengt_core.service.runs import Runs
 from loopengt_core.store.files import FileStore
 
@@ -593,8 +594,8 @@ def test_quick_runs_and_a_step_that_leaves_its_commands_to_settle(store: FileSto
     )
     gated["steps"] = [dict(SPEC["steps"][0], verification_gates=["ok", "marker"]), *SPEC["steps"][1:]]
     run_id = runs.start_run(spec=gated, inputs={"ticket": "t"}).run_id
-    assert runs.quick(run_id)
-    assert not runs.quick("no-such-run")  # the regular path reports the error
+    assert quick(runs, run_id)
+    assert not quick(runs, "no-such-run")  # the regular path reports the error
     answer = runs.step(run_id, "plan#1", {"ok": True}, run_commands=False)
     assert answer.commands_pending
     assert not (tmp_path / "ran").exists()  # decided and durable, the command not yet run
@@ -615,8 +616,8 @@ def test_a_run_that_records_its_files_is_not_quick(tmp_path: Path) -> None:
     runs = Runs(FileStore(tmp_path / "store"), cwd=repo)
     recorded = runs.start_run(spec=dict(SPEC, workspace="git"), inputs={"ticket": "t"}).run_id
     plain = runs.start_run(spec=dict(SPEC, workspace="none"), inputs={"ticket": "t"}).run_id
-    assert not runs.quick(recorded)
-    assert runs.quick(plain)
+    assert not quick(runs, recorded)
+    assert quick(runs, plain)
 
 
 def test_a_step_that_must_not_wait_says_busy_and_does_nothing(store: FileStore, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from structlog.testing import capture_logs
 
 from loopengt_core.model.events import Event, event_data, parse_iso
 from loopengt_core.service import telemetry
+from loopengt_core.service.async_submit import quick
 from loopengt_core.service.runs import Runs
 from loopengt_core.service.telemetry import RunTracer, span_id, trace_id
 from loopengt_core.store.files import FileStore
@@ -477,5 +478,5 @@ def test_a_run_this_process_does_not_follow_yet_is_not_stepped_on_the_event_loop
     run_id = writer.start_run(spec=SPEC).run_id
     reader, _ = traced(tmp_path / "store", clock, tmp_path)
     reader.get_run(run_id)  # loaded here, but nothing appended here yet
-    assert not reader.quick(run_id)
-    assert writer.quick(run_id)
+    assert not quick(reader, run_id)
+    assert quick(writer, run_id)

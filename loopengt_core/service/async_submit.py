@@ -13,13 +13,14 @@ import contextlib
 import functools
 import time
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from loopengt_core.engine.view import StepAnswer
 from loopengt_core.model.errors import LoopengtError
-from loopengt_core.store import LockBusy
+from loopengt_core.store import GroupCommit, LockBusy
 
 if TYPE_CHECKING:
     from loopengt_core.service.runs import Runs
@@ -68,6 +69,51 @@ class Overlap:
 _overlap = Overlap()
 
 
+def quick(runs: Runs, run_id: str, task_id: str | None = None) -> bool:
+    """Whether a transition of this run is only a local log append (no git snapshot, no database).
+
+    Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
+    its event loop, where handing it to a worker thread would cost a fifth as much again.
+    `task_id`: a submission for a task neither open nor answered recently is answered from the
+    store's task index, which is file work for a worker thread.
+    """
+    if runs.kernel.try_lock is None:
+        return False  # a database store: its transitions are network round trips
+    run = runs.kernel.cached(run_id)
+    # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
+    # which is for a worker thread
+    if run is None or (runs.tracer is not None and not runs.tracer.follows(run_id)):
+        return False
+    if task_id is not None and (
+        not isinstance(task_id, str) or (task_id not in run.state.tasks and task_id not in run.state.answers)
+    ):
+        return False
+    return run.state.workspace is None or run.state.ended
+
+
+def deferring(runs: Runs) -> AbstractContextManager[list[Future[None]]]:
+    """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
+    the caller must pass each yielded future to `synced` before it answers anyone."""
+    return runs.store.deferring() if isinstance(runs.store, GroupCommit) else nullcontext([])
+
+
+def recent_sync_seconds(runs: Runs) -> float | None:
+    """How long the store's fsyncs took lately (None: not known, or a store without group commit)."""
+    return runs.store.recent_sync_seconds() if isinstance(runs.store, GroupCommit) else None
+
+
+def synced(runs: Runs, run_id: str, future: Future[None]) -> None:
+    """A deferred append's fsync is done: StoreIOError if it failed, after which the run's cached state
+    is dropped (its last lines may not be on disk) and the next call reloads it from the log."""
+    if not isinstance(runs.store, GroupCommit):
+        return
+    try:
+        runs.store.synced(run_id, future)
+    except LoopengtError:
+        runs.kernel.forget(run_id)
+        raise
+
+
 async def submit(
     runs: Runs,
     run_id: str,
@@ -83,10 +129,10 @@ async def submit(
     worker thread) and the run's lock is free; anything that can take longer goes to a worker thread.
     While several runs step at once, the fsync is group-committed off the loop (`Overlap`)."""
     answer = None
-    if runs.quick(run_id, task_id):
+    if quick(runs, run_id, task_id):
         failed: LoopengtError | None = None
-        handoff = _overlap.wanted(run_id, runs.recent_sync_seconds())
-        with runs.deferring() if handoff else contextlib.nullcontext([]) as fsyncs:
+        handoff = _overlap.wanted(run_id, recent_sync_seconds(runs))
+        with deferring(runs) if handoff else contextlib.nullcontext([]) as fsyncs:
             try:
                 answer = runs.step(
                     run_id,
@@ -95,6 +141,7 @@ async def submit(
                     outcome=outcome,
                     error=error,
                     run_commands=False,
+                    settle_next=True,
                     wait=False,
                     usage=usage,
                     submitted_by=submitted_by,
@@ -150,4 +197,4 @@ async def _durable(runs: Runs, run_id: str, fsyncs: list[Future[None]]) -> None:
             done = loop.create_future()
             future.add_done_callback(functools.partial(_wake_soon, loop, done))
             await done
-        runs.synced(run_id, future)
+        synced(runs, run_id, future)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -71,6 +71,7 @@ class TransitionKernel:
         self._guard = threading.Lock()
         self._changes = threading.Condition()
         self._generation = 0  # counts this process's appends (and worker ends), so waits wake at once
+        self._watchers: dict[str, list[Callable[[LoadedRun], None]]] = {}
         self.feed = (
             SharedChanges(store.changes, lambda _: self.announce()) if isinstance(store, ChangeFeed) else None
         )
@@ -131,18 +132,21 @@ class TransitionKernel:
         *,
         wait: bool = True,
         rerunnable: bool = False,
+        claim: Decide | None = None,
     ) -> T:
         """One transition under the run's lock; `then` reads the result before another thread can change it.
 
         `wait=False`: LockBusy instead of waiting for the lock (only a `LocalLocking` store can try a lock;
         others always say busy).
-        `rerunnable`: `decide` has no effect beyond the events it returns (what it notes for `then` it sets
+        `rerunnable`: `decide` (and `claim`) has no effect beyond the events it returns (what it notes for `then` it sets
         afresh on each call), so on an `AppendAt` store it may run on the cached state first, without the
         lock, and again under the lock when the log moved meanwhile (`at_end`). `nothing` always is.
+        `claim`: decided last, after deadlines, worktrees and budgets: the command runner's lease on a
+        command the decision made due (`CommandRunner.claim`), so that it takes no lock cycle of its own.
         """
         self.known(run_id)
         if wait and self.append_at is not None and (rerunnable or decide is nothing):
-            done = self.at_end(self.append_at, run_id, decide, then)
+            done = self.at_end(self.append_at, run_id, decide, then, claim)
             if done is not None:
                 return done[0]
         with self.lock(run_id, wait):
@@ -154,6 +158,8 @@ class TransitionKernel:
                 events += decide(run.engine, run.state, now)
                 events += isolate(run_id, run, now)
                 events += run.engine.wall_clock(run.state, now)
+                if claim is not None:
+                    events += claim(run.engine, run.state, now)
             except BaseException:
                 if run.state.seq != ticked:
                     # decide applied events to the cached state and then failed: those events never
@@ -170,11 +176,18 @@ class TransitionKernel:
             if run.state.worktrees and any(isinstance(e, RunEnded) for e in events):
                 end_worktrees(run_id, run)
             result = then(run)
+            if self._watchers:
+                self._tell_watchers(run_id, run)
         self.after(run_id, run, events)
         return result
 
     def at_end(
-        self, store: AppendAt, run_id: str, decide: Decide, then: Callable[[LoadedRun], T]
+        self,
+        store: AppendAt,
+        run_id: str,
+        decide: Decide,
+        then: Callable[[LoadedRun], T],
+        claim: Decide | None = None,
     ) -> tuple[T] | None:
         """The transition decided on the cached state and appended only if the log still ends where that
         state does (`append_at`: one round trip on PostgreSQL, where the lock, append and unlock are
@@ -195,6 +208,8 @@ class TransitionKernel:
                 events = run.engine.tick(run.state, now)
                 events += decide(run.engine, run.state, now)
                 events += run.engine.wall_clock(run.state, now)
+                if claim is not None:
+                    events += claim(run.engine, run.state, now)
             except BaseException as exc:
                 if run.state.seq != last:
                     self.forget(run_id)  # the state holds events that will not be appended
@@ -214,6 +229,8 @@ class TransitionKernel:
             elif not store.ends_at(run_id, last):
                 return None  # the state is only behind: the lock's sync reads what it lacks
             result = then(run)
+            if self._watchers:
+                self._tell_watchers(run_id, run)
         self.after(run_id, run, events)
         return (result,)
 
@@ -225,6 +242,31 @@ class TransitionKernel:
             self.on_pause(run_id, f"paused: {run.state.paused_for}")
         except LoopengtError as exc:  # the pause is durable; the checkpoint is a convenience
             log.warning("pause_checkpoint_failed", run_id=run_id, error=str(exc))
+
+    @contextmanager
+    def watching(self, run_id: str, watcher: Callable[[LoadedRun], None]) -> Iterator[None]:
+        """Within the block, `watcher(run)` is told the run at the end of each of its lock cycles in this
+        process (still under the lock): a caller waiting on the run's commands reads what their outcomes
+        left without a lock cycle of its own (`loopengt_core.service.settling`)."""
+        with self._guard:
+            self._watchers.setdefault(run_id, []).append(watcher)
+        try:
+            yield
+        finally:
+            with self._guard:
+                watchers = self._watchers.get(run_id, [])
+                watchers.remove(watcher)
+                if not watchers:
+                    self._watchers.pop(run_id, None)
+
+    def _tell_watchers(self, run_id: str, run: LoadedRun) -> None:
+        with self._guard:
+            watchers = list(self._watchers.get(run_id, ()))
+        for watcher in watchers:
+            try:
+                watcher(run)
+            except LoopengtError as exc:  # the transition is durable; the watcher reads again, locked
+                log.warning("watcher_failed", run_id=run_id, error=exc.message)
 
     def lock(self, run_id: str, wait: bool) -> AbstractContextManager[None]:
         """The run's lock: waited for, or (`wait=False`) tried, LockBusy when held."""

@@ -1,7 +1,7 @@
 """A run as the service holds it in memory between transitions, and the shape of a decision.
 
-Shared by the transition kernel (`loopengt_core.service.runs`) and the collaborators that act on a loaded run
-(`loopengt_core.service.worktree_steps`), so neither imports the other for its types.
+Shared by the transition kernel (`loopengt_core.service.kernel`), the command runner and the collaborators
+that act on a loaded run (`loopengt_core.service.worktree_steps`), so none imports another for its types.
 """
 
 from __future__ import annotations

@@ -7,15 +7,14 @@ runs' files through the workspace binding (`loopengt_core.service.binding`); too
 `loopengt_core.service.inputs`. Commands (command steps and gates) run outside the lock, on the command
 runner's worker threads (`commandrunner`): a call that makes commands due answers once they are done or
 after LOOPENGT_CALL_WAIT seconds, whichever comes first, and the commands go on;
-`get_run(wait_seconds=...)` waits for the next change."""
+`get_run(wait_seconds=...)` waits for the next change (`loopengt_core.service.settling`). A step takes one
+lock cycle for its decision (which also claims the first command it makes due) and one per command's
+outcome (which claims the next); `loopengt_core.service.async_submit` runs a quick one on the event loop."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
-from concurrent.futures import Future
-from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,48 +22,30 @@ from typing import Any, TypeVar
 import structlog
 
 from loopengt_core.engine.view import RunSummary, RunView, StepAnswer, run_view
-from loopengt_core.model.errors import (
-    Conflict,
-    InvalidArgument,
-    LoopengtError,
-)
-from loopengt_core.model.events import (
-    AnyEvent,
-    iso,
-)
-from loopengt_core.model.limits import (
-    CALL_WAIT,
-    checked_text,
-)
+from loopengt_core.model.errors import Conflict, InvalidArgument
+from loopengt_core.model.events import AnyEvent
+from loopengt_core.model.limits import CALL_WAIT, checked_text
 from loopengt_core.model.spec import ApprovalChannel, LoopSpec
-from loopengt_core.model.state import (
-    Command,
-)
+from loopengt_core.model.state import Command
 from loopengt_core.model.transcripts import TranscriptClient
-from loopengt_core.service import approvals, listing, telemetry, transcript_usage
+from loopengt_core.service import approvals, listing, settling, telemetry, transcript_usage
 from loopengt_core.service.binding import WorkspaceBinding
-from loopengt_core.service.commandrunner import CommandRunner, runner_gone
+from loopengt_core.service.commandrunner import CommandRunner
 from loopengt_core.service.commands import Peek
 from loopengt_core.service.forks import CheckpointInfo, Forks
-from loopengt_core.service.inputs import (
-    spec_file_text,
-)
+from loopengt_core.service.inputs import spec_file_text
 from loopengt_core.service.kernel import TransitionKernel
-from loopengt_core.service.loaded import LoadedRun, nothing
+from loopengt_core.service.loaded import nothing
 from loopengt_core.service.reading import RunReader
 from loopengt_core.service.starting import start_run
 from loopengt_core.service.submitting import answer_for, submit_output
 from loopengt_core.service.workspace import WorkspaceError, WorkspaceState
 from loopengt_core.service.worktree_steps import prune
-from loopengt_core.store import (
-    GroupCommit,
-    Store,
-)
+from loopengt_core.store import Store
 
 log = structlog.get_logger("loopengt.runs")
 
 
-T = TypeVar("T")
 V = TypeVar("V", bound=RunView)
 
 
@@ -120,10 +101,7 @@ class Runs:
         elif not call_wait > 0:
             raise InvalidArgument(f"call_wait must be a number of seconds above 0 (got {call_wait!r})")
         self.call_wait = call_wait
-        self.commands = CommandRunner(self)
-        self.runner = self.commands.runner
         self.tracer = tracer if tracer is not None else telemetry.from_env()
-        self.on_command = on_command
         self.kernel = TransitionKernel(
             store,
             clock=clock,
@@ -132,6 +110,10 @@ class Runs:
             cached_runs=cached_runs,
             on_pause=lambda run_id, label: self.checkpoint(run_id, label=label),
         )
+        self.commands = CommandRunner(
+            self.kernel, cwd=self.cwd, snapshot=self.binding.snapshot, on_command=on_command
+        )
+        self.runner = self.commands.runner
         self.forks = Forks(self)  # checkpoints, resumes, forks
         self.feed = self.kernel.feed  # the store's push feed of changes, when it has one
 
@@ -174,12 +156,14 @@ class Runs:
         wait: bool = True,
         usage: Any = None,
         submitted_by: str | None = None,
+        settle_next: bool = False,
     ) -> StepAnswer:
         """Submit a task's output. The same submission twice gets the same answer and appends nothing
         (`loopengt_core.service.submitting.submit_output` says how).
 
         `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
-        when commands are due; `settle` starts them and answers then.
+        when commands are due; `settle` starts them and answers then. `settle_next`: the caller calls
+        `settle` next, so the decision already claims the first command for this process.
         `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
         """
         return submit_output(
@@ -193,6 +177,7 @@ class Runs:
             wait=wait,
             usage=usage,
             submitted_by=submitted_by,
+            settle_next=settle_next,
         )
 
     def settle(self, run_id: str, task_id: str, current: WorkspaceState | None = None) -> StepAnswer:
@@ -200,33 +185,10 @@ class Runs:
         `task_id` as `step` does: with their results, or (still running) with them under `checking`.
 
         A repeat of the same submission lands here too: it starts no second run of a command (one worker
-        per run, and a claimed command is not claimed again while its runner lives)."""
-        self.commands.start(run_id)
-        self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
+        per run, and a claimed command is not claimed again while its runner lives). The answer is read
+        from the cycle that recorded the last command's outcome (`settling.settled_then`)."""
         # the files are read again: the commands may have changed them since `current`
-        return self.shown(self.kernel.locked(run_id, nothing, answer_for(self, run_id, task_id)))
-
-    def quick(self, run_id: str, task_id: str | None = None) -> bool:
-        """Whether a transition of this run is only a local log append (no git snapshot, no database).
-
-        Such a transition takes about a millisecond, most of it the fsync: the MCP server runs it on
-        its event loop, where handing it to a worker thread would cost a fifth as much again.
-        `task_id`: a submission for a task neither open nor answered recently is answered from the
-        store's task index, which is file work for a worker thread.
-        """
-        if self.kernel.try_lock is None:
-            return False  # a database store: its transitions are network round trips
-        run = self.kernel.cached(run_id)
-        # not loaded (or, when tracing, not followed) in this process yet: catching up reads the log,
-        # which is for a worker thread
-        if run is None or (self.tracer is not None and not self.tracer.follows(run_id)):
-            return False
-        if task_id is not None and (
-            not isinstance(task_id, str)
-            or (task_id not in run.state.tasks and task_id not in run.state.answers)
-        ):
-            return False
-        return run.state.workspace is None or run.state.ended
+        return self.shown(settling.settled_then(self, run_id, answer_for(self, run_id, task_id)))
 
     def get_run(self, run_id: str, wait_seconds: float = 0.0) -> RunView:
         """The run's view. `wait_seconds` (at most the call's bound, LOOPENGT_CALL_WAIT): answer as soon as the
@@ -234,35 +196,7 @@ class Runs:
 
         A due command that nobody runs (its runner died) is started here, so waiting on it ends.
         """
-        if (
-            not isinstance(wait_seconds, int | float)
-            or isinstance(wait_seconds, bool)
-            or not wait_seconds >= 0
-            or math.isinf(wait_seconds)
-        ):
-            raise InvalidArgument(
-                f"wait_seconds must be a number of seconds from 0 to {self.wait_bound():g} (LOOPENGT_CALL_WAIT)"
-            )
-        self.kernel.known(run_id)
-        seq, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
-        if orphaned:
-            self.commands.start(run_id)
-        wait = min(float(wait_seconds), self.wait_bound())
-        if wait > 0 and not ended:
-            self.wait_for_change(run_id, seq, wait)
-        return self.shown(self.kernel.locked(run_id, nothing, lambda run: run_view(run.state)))
-
-    def _waiting_on(self, run: LoadedRun) -> tuple[int, bool, bool]:
-        """(seq, ended, whether a due command waits for a runner that is not there)."""
-        state = run.state
-        now = self.clock()
-        orphaned = any(
-            c.runner is None
-            or c.lease_until is None
-            or runner_gone(c.runner, c.lease_until, now, self.runner) is not None
-            for c in state.due_commands()
-        )
-        return state.seq, state.ended, orphaned and not self.commands.busy(state.run_id)
+        return settling.get_run(self, run_id, wait_seconds)
 
     # --- bounded waits ---------------------------------------------------------------------------
 
@@ -280,10 +214,8 @@ class Runs:
         self.kernel.announce()
 
     def settled(self, run_id: str) -> bool:
-        """True when no command of the run is running or due (here or in another process), and this process's
-        worker is done with the run (what follows a result, such as a pause's checkpoint, is taken)."""
-        due = self.kernel.locked(run_id, nothing, lambda run: bool(run.state.due_commands()))
-        return not due and not self.commands.busy(run_id)
+        """True when no command of the run is running or due, here or elsewhere (`settling.settled`)."""
+        return settling.settled(self, run_id)
 
     def close(self) -> None:
         """This process is done with the store: end the commands it runs, unrecorded (the next server runs
@@ -305,32 +237,12 @@ class Runs:
     def recover(self) -> list[str]:
         """Start the commands of runs whose commands are due and unclaimed, or whose runner died (a server
         starting up calls this). Returns those runs' ids."""
-        started = []
-        for run_id in self.store.list_runs():
-            try:
-                _, ended, orphaned = self.kernel.locked(run_id, nothing, self._waiting_on)
-            except LoopengtError as exc:  # a damaged run is listed as such elsewhere; it runs nothing
-                log.warning("recover_skipped", run_id=run_id, error=exc.message)
-                continue
-            if orphaned and not ended:
-                self.commands.start(run_id)
-                started.append(run_id)
-        return started
+        return settling.recover(self)
 
     def shown(self, view: V, current: WorkspaceState | WorkspaceError | None = None) -> V:
-        """`view` with the work tree's drift and the last output line of each command running here.
-
-        While commands run, the files are theirs to change: no drift is reported then."""
-        if not view.checking:
-            return self.binding.drift(view, current)
-        lines = {r.command.command_id: r for r in self.commands.running(view.run_id)}
-        checking = [
-            check.model_copy(update={"last_output": running.last_line(), "started_at": running.started_at})
-            if (running := lines.get(check.command_id)) is not None
-            else check
-            for check in view.checking
-        ]
-        return view.model_copy(update={"checking": checking})
+        """`view` with the work tree's drift and the last output line of each command running here
+        (`settling.shown`)."""
+        return settling.shown(self, view, current)
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunSummary]:
         """The runs in the store, newest first, at most `limit`, optionally of one status. A run that cannot
@@ -438,37 +350,20 @@ class Runs:
         """What a person is asked to approve (step, gate, prompt, the output), or None if nothing waits."""
         return approvals.request(self.kernel, run_id)
 
-    def deferring(self) -> AbstractContextManager[list[Future[None]]]:
-        """Within the block, this thread's appends may return before their fsync (a GroupCommit store);
-        the caller must pass each yielded future to `synced` before it answers anyone."""
-        return self.store.deferring() if isinstance(self.store, GroupCommit) else nullcontext([])
-
-    def recent_sync_seconds(self) -> float | None:
-        """How long the store's fsyncs took lately (None: not known, or a store without group commit)."""
-        return self.store.recent_sync_seconds() if isinstance(self.store, GroupCommit) else None
-
-    def synced(self, run_id: str, future: Future[None]) -> None:
-        """A deferred append's fsync is done: StoreIOError if it failed, after which the run's cached state
-        is dropped (its last lines may not be on disk) and the next call reloads it from the log."""
-        if not isinstance(self.store, GroupCommit):
-            return
-        try:
-            self.store.synced(run_id, future)
-        except LoopengtError:
-            self.kernel.forget(run_id)
-            raise
-
     # --- transitions -------------------------------------------------------------------------
 
     def pump_and_view(self, run_id: str, current: WorkspaceState | None = None) -> RunView:
-        """Start the run's due commands, wait for them up to the call's bound, and answer with the view."""
+        """Start the run's due commands, wait for them up to the call's bound, and answer with the view.
+
+        The cycle that reads the view also claims the first command due now, for the worker started next."""
         view, pending = self.kernel.locked(
-            run_id, nothing, lambda run: (run_view(run.state), bool(run.state.due_commands()))
+            run_id,
+            nothing,
+            lambda run: (run_view(run.state), bool(run.state.due_commands())),
+            claim=self.commands.claim(run_id),
         )
         if pending:
-            self.commands.start(run_id)
-            self.kernel.wait_until(lambda: self.settled(run_id), self.wait_bound())
-            view = self.kernel.locked(run_id, nothing, lambda run: run_view(run.state))
+            view = settling.settled_then(self, run_id, lambda run: run_view(run.state))
             current = None  # the commands may have changed the files: read them again
         return self.shown(view, current)
 
@@ -485,10 +380,3 @@ class Runs:
     def spec_file_text(self, spec_path: Any) -> str:
         """The text of the spec file at `spec_path` (relative to `cwd`); confined when paths are."""
         return spec_file_text(spec_path, self.cwd, self.confine_paths)
-
-    # --- helpers -----------------------------------------------------------------------------
-
-
-def utc_iso(moment: datetime | None = None) -> str:
-    """`moment` (default: now) as the log writes times: ISO 8601 UTC."""
-    return iso(moment or _utcnow())

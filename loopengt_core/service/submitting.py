@@ -46,6 +46,7 @@ def submit_output(
     wait: bool = True,
     usage: Any = None,
     submitted_by: str | None = None,
+    settle_next: bool = False,
 ) -> StepAnswer:
     """Submit a task's output. The same submission twice gets the same answer and appends nothing.
 
@@ -56,7 +57,9 @@ def submit_output(
     Commands it makes due (command gates, command steps) start on the command runner; the answer comes
     when they are done or after the call's bound (`wait_bound`), then with them under `checking`.
     `run_commands=False`: return as soon as the decision is durable, with `commands_pending` set
-    when commands are due; `settle` starts them and answers then.
+    when commands are due; `settle` starts them and answers then. `settle_next`: the caller calls `settle`
+    next. When this process runs the commands (`run_commands`, `settle_next`), the decision's lock cycle
+    also claims the first one (`CommandRunner.claim`): the worker starts it without a cycle of its own.
     `wait=False`: raise LockBusy, having done nothing, when the run's lock is held elsewhere.
     """
     runs.kernel.known(run_id)
@@ -107,8 +110,9 @@ def submit_output(
             submitted_by=submitted_by,
         )
 
+    claim = runs.commands.claim(run_id) if run_commands or settle_next else None
     answer = answer_for(runs, run_id, task_id, old)
-    result = runs.kernel.locked(run_id, decide, answer, wait=wait, rerunnable=True)
+    result = runs.kernel.locked(run_id, decide, answer, wait=wait, rerunnable=True, claim=claim)
     if result.commands_pending and run_commands:
         return runs.settle(run_id, task_id, current)
     return runs.shown(result, current)

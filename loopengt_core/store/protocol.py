@@ -113,8 +113,8 @@ class Store(Protocol):
 class LocalLocking(Protocol):
     """A store whose run lock lives on this machine (flock), so a transition is a local append.
 
-    `Runs.quick` runs such a transition on the MCP event loop, which it may do only because `try_lock`
-    never waits: a lock held elsewhere raises LockBusy and the caller goes to a worker thread.
+    `async_submit.quick` lets such a transition run on the MCP event loop, which it may do only because
+    `try_lock` never waits: a lock held elsewhere raises LockBusy and the caller goes to a worker thread.
     """
 
     def try_lock(self, run_id: str) -> AbstractContextManager[None]:

@@ -52,7 +52,7 @@ class RunLocks:
 
     def try_lock(self, run_id: str) -> AbstractContextManager[None]:
         """`lock` that raises LockBusy instead of waiting: a transition here is a local append+fsync,
-        quick enough for an event loop as long as it never waits for another writer (Runs.quick)."""
+        quick enough for an event loop as long as it never waits for another writer (async_submit.quick)."""
         return self._lock(run_id, wait=False)
 
     @contextmanager

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import uuid
 from pathlib import Path
 
-from loopengt_core.model.errors import NotFound, StoreCorrupt
+from loopengt_core.model.errors import NotFound, StoreConflict, StoreCorrupt
 from loopengt_core.store import check_id
 from loopengt_core.store.files.deferred import DeferredSyncs
-from loopengt_core.store.files.fsio import fsync_dir, write_new_file
-from loopengt_core.store.files.records import CHECKPOINTS, EVENTS, LOCK, SPEC
+from loopengt_core.store.files.faults import Faults
+from loopengt_core.store.files.fsio import fsync_dir, io_error, write_new_file
+from loopengt_core.store.files.records import CHECKPOINTS, EVENTS, LOCK, SPEC, TMP_PREFIX
 
 
 class RunFiles:
@@ -98,3 +101,37 @@ def fill_run_dir(tmp: Path, spec: bytes, log: bytes, created_ns: int) -> None:
     write_new_file(tmp / LOCK, b"")
     (tmp / CHECKPOINTS).mkdir()
     fsync_dir(tmp)
+
+
+def create_run_dir(
+    files: RunFiles, run_id: str, *, spec: bytes, log: bytes, created_ns: int, faults: Faults
+) -> None:
+    """Build the run in a temp directory and rename it into place, so it appears whole or not at all
+    (crash point `create.before_rename`). StoreConflict when the run exists."""
+    final = files.run_dir(run_id)
+    if final.exists():
+        raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id)
+    try:
+        if not files.runs_dir.is_dir():
+            files.runs_dir.mkdir(parents=True, exist_ok=True)
+            fsync_dir(files.root)
+        tmp = files.runs_dir / f"{TMP_PREFIX}{run_id}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise io_error(exc, f"creating run {run_id!r}") from exc
+    try:
+        fill_run_dir(tmp, spec, log, created_ns)
+        if faults.point is not None:
+            faults.fault("create.before_rename")
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if final.exists():
+                raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id) from None
+            raise io_error(exc, f"creating run {run_id!r}") from exc
+        fsync_dir(files.runs_dir)
+    except OSError as exc:
+        raise io_error(exc, f"creating run {run_id!r}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

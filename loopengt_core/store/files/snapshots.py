@@ -4,18 +4,22 @@
 ends at byte `offset` of events.jsonl, so loading seeks instead of scanning; `prefix_crc` is the CRC-32
 of the log's bytes before `offset`, so the first load in a process checks those bytes in bulk (one
 sequential read, no parsing). A damaged or mismatched snapshot is ignored: the log alone rebuilds state.
-Writing one stays in `FileStore.save_snapshot`, where its crash points are.
+`write_snapshot` replaces it atomically (`FileStore.save_snapshot` finds the offset and the prefix CRC).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loopengt_core.model.errors import InvalidArgument
+from loopengt_core.store.files.faults import Faults
+from loopengt_core.store.files.fsio import fsync_dir, io_error, write_new_file
 from loopengt_core.store.files.logreader import LogReader
-from loopengt_core.store.files.records import SNAPSHOT, BadRecord, seq_of, unseal
+from loopengt_core.store.files.records import SNAPSHOT, TMP_PREFIX, BadRecord, seal, seq_of, unseal
 from loopengt_core.store.files.runcache import RunCache
 
 
@@ -86,3 +90,25 @@ def prefix_holds(reader: LogReader, fd: int, cache: RunCache | None, snap: Snaps
         return reader.crc_range(fd, 0, snap.offset, 0) == snap.prefix_crc
     except BadRecord:
         return False
+
+
+def write_snapshot(
+    run_dir: Path, seq: int, *, offset: int, prefix_crc: int, state: dict[str, Any], faults: Faults
+) -> None:
+    """Write a temp file, fsync, rename over snapshot.json, fsync the directory: a crash at any point
+    leaves the old snapshot or the new one whole (crash points `snapshot.after_temp`, `.after_rename`)."""
+    data = seal({"seq": seq, "offset": offset, "prefix_crc": prefix_crc, "state": state})
+    tmp = run_dir / f"{TMP_PREFIX}snapshot-{uuid.uuid4().hex}.json"
+    try:
+        write_new_file(tmp, data)
+        if faults.point is not None:
+            faults.fault("snapshot.after_temp")
+        os.replace(tmp, run_dir / SNAPSHOT)
+        if faults.point is not None:
+            faults.fault("snapshot.after_rename")
+        fsync_dir(run_dir)
+    except OSError as exc:
+        raise io_error(exc, f"saving the snapshot of run {run_dir.name!r}") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink(missing_ok=True)

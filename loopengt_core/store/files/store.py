@@ -19,7 +19,8 @@ Durability: every append, snapshot, checkpoint and run creation is fsynced (file
 that name them) before the call returns, so an acknowledged call survives a crash or power loss. The one
 exception is an append inside `deferring()` (`deferred.py`): it returns after the write and the caller
 answers only once its fsync is done. This class is the protocol's face; it composes the collaborators
-above and keeps the writes whose crash points (`faults.py`) the crash suite kills at.
+above and keeps the append, the write the crash suite kills at most (`faults.py` names every crash
+point; a run's creation is in `runfiles.py`, a snapshot's write in `snapshots.py`).
 
 Only the errors of `loopengt_core.store.errors` leave this package; OSErrors become `StoreIOError`.
 """
@@ -27,10 +28,8 @@ Only the errors of `loopengt_core.store.errors` leave this package; OSErrors bec
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, suppress
@@ -44,22 +43,19 @@ from loopengt_core.store.files import fsio, snapshots
 from loopengt_core.store.files.checkpoints import CheckpointFiles
 from loopengt_core.store.files.deferred import DeferredSyncs
 from loopengt_core.store.files.faults import FAULT_ENV, Faults
-from loopengt_core.store.files.fsio import fsync_dir, guard, io_error, write_all, write_new_file
+from loopengt_core.store.files.fsio import guard, io_error, write_all
 from loopengt_core.store.files.listing import delete_run, list_runs, sweep_leftovers
 from loopengt_core.store.files.locking import RunLocks
 from loopengt_core.store.files.logreader import STRIDE, LogReader
 from loopengt_core.store.files.reads import RunReads
 from loopengt_core.store.files.records import (
     EVENTS,
-    SNAPSHOT,
-    TMP_PREFIX,
     encode_batch,
     encode_event,
-    seal,
 )
 from loopengt_core.store.files.repair import repair_run
 from loopengt_core.store.files.runcache import OpenLogs
-from loopengt_core.store.files.runfiles import RunFiles, fill_run_dir
+from loopengt_core.store.files.runfiles import RunFiles, create_run_dir
 from loopengt_core.store.files.taskindex import TaskIndex
 from loopengt_core.store.groupsync import SyncTimer, counted_sync, group_commit_enabled
 
@@ -156,32 +152,9 @@ class FileStore:
             spec = spec_text.encode()
         except UnicodeEncodeError as exc:
             raise InvalidArgument(f"spec text is not valid Unicode: {exc}") from exc
-        if final.exists():
-            raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id)
-        try:
-            if not self.runs_dir.is_dir():
-                self.runs_dir.mkdir(parents=True, exist_ok=True)
-                fsync_dir(self.root)
-            tmp = self.runs_dir / f"{TMP_PREFIX}{run_id}-{uuid.uuid4().hex}"
-            tmp.mkdir()
-        except OSError as exc:
-            raise io_error(exc, f"creating run {run_id!r}") from exc
-        try:
-            fill_run_dir(tmp, spec, log, self._created_ns())
-            if self._faults.point is not None:
-                self._faults.fault("create.before_rename")
-            try:
-                os.rename(tmp, final)
-            except OSError as exc:
-                if final.exists():
-                    raise StoreConflict(f"run {run_id!r} already exists", run_id=run_id) from None
-                raise io_error(exc, f"creating run {run_id!r}") from exc
-            fsync_dir(self.runs_dir)
-        except OSError as exc:
-            raise io_error(exc, f"creating run {run_id!r}") from exc
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        create_run_dir(
+            self._files, run_id, spec=spec, log=log, created_ns=self._created_ns(), faults=self._faults
+        )
         self._logs.remember(
             run_id, os.stat(final / EVENTS), clean=len(log), last_seq=len(events), verified=len(log)
         )
@@ -247,7 +220,7 @@ class FileStore:
                 run_id, st, clean=st.st_size, last_seq=events[-1].seq, points=points, verified=st.st_size
             )
 
-    # ----------------------------------------------------------------------------------- group commit
+    # ----------------------------------------------------------------------------------- loading, snapshots
 
     @guard("loading a run")
     def load(self, run_id: str) -> LoadedRun:
@@ -277,25 +250,11 @@ class FileStore:
             prefix_crc = snapshots.prefix_crc(self._reader, run_id, fd, self._logs.cache(run_id, st), offset)
         finally:
             os.close(fd)
-        data = seal({"seq": seq, "offset": offset, "prefix_crc": prefix_crc, "state": state})
-        tmp = run_dir / f"{TMP_PREFIX}snapshot-{uuid.uuid4().hex}.json"
-        try:
-            write_new_file(tmp, data)
-            if self._faults.point is not None:
-                self._faults.fault("snapshot.after_temp")
-            os.replace(tmp, run_dir / SNAPSHOT)
-            if self._faults.point is not None:
-                self._faults.fault("snapshot.after_rename")
-            fsync_dir(run_dir)
-        except OSError as exc:
-            raise io_error(exc, f"saving the snapshot of run {run_id!r}") from exc
-        finally:
-            if tmp.exists():
-                tmp.unlink(missing_ok=True)
+        snapshots.write_snapshot(
+            run_dir, seq, offset=offset, prefix_crc=prefix_crc, state=state, faults=self._faults
+        )
         self._logs.remember(run_id, st, points=[(seq, offset)], prefix=(offset, prefix_crc))
         self._tasks.update_quietly(run_id)
-
-    # ----------------------------------------------------------------------------------- task index
 
     # ----------------------------------------------------------------------------------- group commit
 
@@ -401,7 +360,7 @@ class FileStore:
 
     def try_lock(self, run_id: str) -> AbstractContextManager[None]:
         """`lock` that raises LockBusy instead of waiting: a transition here is a local append+fsync,
-        quick enough for an event loop as long as it never waits for another writer (Runs.quick)."""
+        quick enough for an event loop as long as it never waits for another writer (async_submit.quick)."""
         return self._locks.try_lock(run_id)
 
     def close(self) -> None:
