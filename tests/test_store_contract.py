@@ -4,7 +4,7 @@ A backend from elsewhere (a store plugin) runs it too: `LOOPENGT_TEST_STORE='mys
 python -m pytest tests/test_store_contract.py -k location` (see conftest and the README).
 
 The protocol's methods are tested on every backend; each optional capability (`LocalLocking`,
-`DirectoryBacked`, `Sweepable`, `Repairable`, `ChangeFeed`) on every backend that has it, and
+`DirectoryBacked`, `Sweepable`, `Repairable`, `ChangeFeed`, `GroupCommit`, `AppendAt`) on every backend that has it, and
 `CAPABILITIES` says which those are, so a backend that loses one fails here instead of skipping.
 """
 
@@ -24,6 +24,7 @@ from loopengt_core.model.errors import InvalidArgument, LoopengtError, NotFound,
 from loopengt_core.model.events import StepCompleted
 from loopengt_core.service.reading import RunReader
 from loopengt_core.store import (
+    AppendAt,
     ChangeFeed,
     Checkpoint,
     DirectoryBacked,
@@ -618,10 +619,11 @@ ALL_CAPABILITIES: tuple[type, ...] = (
     Repairable,
     ChangeFeed,
     GroupCommit,
+    AppendAt,
 )
 CAPABILITIES: dict[str, set[type]] = {
     "files": {LocalLocking, DirectoryBacked, Sweepable, Repairable, GroupCommit},
-    "postgres": {ChangeFeed},
+    "postgres": {ChangeFeed, AppendAt},
 }
 if "location" in STORE_FACTORIES:  # a backend named by LOOPENGT_TEST_STORE (conftest), e.g. a store plugin's
     _named = [n.strip() for n in os.environ.get(STORE_CAPABILITIES_ENV, "").split(",") if n.strip()]
@@ -804,3 +806,31 @@ def test_check_and_repair_through_the_service(store: Store, tmp_path: Path) -> N
         with pytest.raises(InvalidArgument, match="--repair works on a file store"):
             repair_run(store, "checked")
     assert runs.get_run("checked").status == "completed"
+
+
+def test_append_at_appends_only_at_the_logs_end(store_factory: Callable[[], Store]) -> None:
+    """Two writers deciding on the same state: exactly one appends; the other is told, and appends nothing."""
+    first, second = store_factory(), store_factory()
+    needs(first, AppendAt)
+    assert isinstance(first, AppendAt)
+    assert isinstance(second, AppendAt)
+    try:
+        first.create_run("r1", SPEC, evs(1, 2))
+        assert first.ends_at("r1", 2)
+        assert not first.ends_at("r1", 1)
+        assert not first.ends_at("nope", 0)
+        with first.holding("r1"):
+            assert first.append_at("r1", 2, evs(3, 4)) is True
+        with second.holding("r1"):
+            assert second.append_at("r1", 2, [ev(3, by="second")]) is False  # the log moved on
+        assert first.load("r1").events == evs(1, 4)
+        assert second.ends_at("r1", 4)
+        assert first.append_at("nope", 0, evs(1, 1)) is False
+        with pytest.raises(InvalidArgument):
+            first.append_at("r1", 4, [])
+        with pytest.raises(InvalidArgument):
+            first.append_at("r1", 4, evs(6, 6))  # not seq last + 1
+        assert first.load("r1").events == evs(1, 4)
+    finally:
+        first.close()
+        second.close()
