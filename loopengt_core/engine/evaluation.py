@@ -70,7 +70,8 @@ def continue_after(engine: Engine, tx: Transaction, task_id: str) -> None:
     evaluation = tx.state.evaluations[task_id]
     step = engine.steps[evaluation.step]
     checked = {r.name for r in evaluation.results}
-    for gate in briefing.step_gates(engine, step):
+    gates = briefing.step_gates(engine, step)  # once: three passes over it below
+    for gate in gates:
         if gate.command is not None and gate.name not in checked:
             tx.emit(
                 CommandRequested(
@@ -88,11 +89,11 @@ def continue_after(engine: Engine, tx: Transaction, task_id: str) -> None:
                 )
             )
             return
-    for gate in briefing.step_gates(engine, step):
+    for gate in gates:
         if gate.judge is not None and gate.name not in checked:
             judging.issue_judge(engine, tx, task_id, gate, gate.judge)
             return
-    for gate in briefing.step_gates(engine, step):
+    for gate in gates:
         if gate.approval and gate.name not in checked:
             tx.emit(
                 ApprovalRequested(

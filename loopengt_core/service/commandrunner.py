@@ -255,6 +255,8 @@ class CommandRunner:
         cycle of its own. Only for a caller that starts the worker next: the lease names this process."""
 
         def claim(engine: Engine, state: RunState, now: datetime) -> list[AnyEvent]:
+            if not state.commands:
+                return []  # nothing pending (most steps): no lookups on the hot path
             if self._closing.is_set():
                 return []  # no worker starts any more: the next server claims it
             found: list[Command] = []

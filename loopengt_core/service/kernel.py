@@ -236,7 +236,10 @@ class TransitionKernel:
 
     def after(self, run_id: str, run: LoadedRun, events: list[AnyEvent]) -> None:
         """Outside the lock, after a transition: a budget or stuck pause is a checkpoint a person can fork from."""
-        if not any(isinstance(e, RunPaused) for e in events):
+        for event in events:  # a loop, not any(genexpr): this runs on every step
+            if isinstance(event, RunPaused):
+                break
+        else:
             return
         try:
             self.on_pause(run_id, f"paused: {run.state.paused_for}")
