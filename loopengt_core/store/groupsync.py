@@ -89,7 +89,7 @@ class SyncStats:
     def save(self) -> None:
         """Write the counts to the stats file (atomically); diagnostics only, so a failed write is ignored."""
         data = self.reading()
-        self._saved = data["syncs"]
+        self._saved = data.get("syncs", 0)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(data))

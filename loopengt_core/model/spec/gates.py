@@ -144,14 +144,13 @@ class Gate(SpecModel):
                     configs[key] = gatetypes.adapter(key).validate_python(rest.pop(key))
                 except ValidationError as exc:
                     errors += [_located(e, (key,)) for e in exc.errors()]
-            elif isinstance(data.get("plugin"), str):
-                package = data["plugin"]
+            elif isinstance(package := data.get("plugin"), str):
                 rest.pop(key)
                 message = (
                     "unknown gate type '{key}': no installed plugin provides it (package '{package}' did)"
                 )
                 error = PydanticCustomError("unknown_gate_type", message, {"key": key, "package": package})
-                errors.append(InitErrorDetails(type=error, loc=(key,), input=data[key]))
+                errors.append(InitErrorDetails(type=error, loc=(key,), input=data.get(key)))
         try:
             gate = handler(rest)
         except ValidationError as exc:
