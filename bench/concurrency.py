@@ -280,15 +280,17 @@ class Server:
         # one untimed step each: the run is then cached in the server, so steps take the quick path
         await _step_all(clients, runs, 1)
         await anyio.sleep(0.45)  # the stats file is rewritten every 0.2 s while it changes
-        before, cpu0 = self.reading(), _cpu_s(self.pid)
+        before, cpu0, own0 = self.reading(), _cpu_s(self.pid), time.process_time()
         t0 = time.perf_counter()
         await _step_all(clients, runs, steps)
         took = time.perf_counter() - t0
-        cpu = _cpu_s(self.pid) - cpu0
+        cpu, own = _cpu_s(self.pid) - cpu0, time.process_time() - own0
         await anyio.sleep(0.45)
         return {
             "steps_s": n * steps / took,
             "cpu_ms": cpu * 1e3 / (n * steps),
+            "client_cpu_ms": own * 1e3 / (n * steps),
+            "client_busy": own / took,
             **_overlap(before, self.reading()),
         }
 
@@ -436,8 +438,12 @@ def start_times(directory: Path, rounds: int) -> dict[str, Any]:
 _ONE_RUN = """
 import sys, tempfile, time
 from _common import AGAIN, loop_spec, quiet_logs
-from loopengt_core.service.runs import Runs
-from loopengt_core.store.files import FileStore
+try:
+    from loopengt_core.service.runs import Runs
+    from loopengt_core.store.files import FileStore
+except ImportError:  # a tree from before the layout of issue 21
+    from loopengt_core.runs import Runs
+    from loopengt_core.store.files import FileStore
 import loopengt_core
 assert loopengt_core.__file__.startswith(sys.argv[1]), f"imported {loopengt_core.__file__}, not {sys.argv[1]}"
 quiet_logs()
@@ -454,14 +460,20 @@ print((time.perf_counter() - t0) / n * 1e3)
 
 
 def one_run_before_after(before: Path, directory: Path, rounds: int, steps: int = 400) -> dict[str, Any]:
-    """One run's in-process `Runs.step` ms with this code and with the checkout `before` (the code before group
-    commit), each in a fresh process, taking turns (the order flips each round)."""
+    """One run's in-process `Runs.step` ms with this code, group commit on and off, and with the checkout
+    `before` (the code before group commit), each in a fresh process, taking turns (the order turns each
+    round). On / off is group commit's own cost; this code / before adds everything changed since."""
     here = Path(__file__).resolve().parent.parent
-    times: dict[str, list[float]] = {"after": [], "before": []}
+    times: dict[str, list[float]] = {"after": [], "before": [], "off": []}
+    order = [("before", before.resolve(), "1"), ("after", here, "1"), ("off", here, "0")]
     for r in range(rounds):
-        order = [("before", before), ("after", here)]
-        for name, code in order if r % 2 == 0 else order[::-1]:
-            env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{code / 'bench'}", "PYTHONSAFEPATH": "1"}
+        for name, code, group_commit in order[r % 3 :] + order[: r % 3]:
+            env = {
+                **os.environ,
+                "PYTHONPATH": f"{code}{os.pathsep}{code / 'bench'}",
+                "PYTHONSAFEPATH": "1",
+                GROUP_COMMIT_ENV: group_commit,
+            }
             out = subprocess.run(
                 [sys.executable, "-c", _ONE_RUN, str(code), str(directory), str(steps)],
                 capture_output=True,
@@ -471,13 +483,20 @@ def one_run_before_after(before: Path, directory: Path, rounds: int, steps: int 
                 cwd=code,
             )
             times[name].append(float(out.stdout))
+
+    def ratio(a: str, b: str) -> tuple[float, float]:
+        paired = statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+        return statistics.median(times[a]) / statistics.median(times[b]), paired
+
+    (on_off, on_off_paired), (vs_before, vs_before_paired) = ratio("after", "off"), ratio("after", "before")
     return {
         "before_ms": statistics.median(times["before"]),
         "after_ms": statistics.median(times["after"]),
-        "ratio": statistics.median(times["after"]) / statistics.median(times["before"]),
-        "ratio_paired": statistics.median(
-            a / b for a, b in zip(times["after"], times["before"], strict=True)
-        ),
+        "off_ms": statistics.median(times["off"]),
+        "ratio": vs_before,
+        "ratio_paired": vs_before_paired,
+        "on_off": on_off,
+        "on_off_paired": on_off_paired,
         "rounds": rounds,
     }
 
@@ -577,7 +596,9 @@ async def bench(
                     print(
                         f"round {r + 1} N={n} {kind:9} {figure['steps_s']:8.0f} steps/s"
                         + (
-                            f"  cpu {figure['cpu_ms']:.2f} ms/step  overlap {figure['overlap']:.0%}"
+                            f"  cpu {figure['cpu_ms']:.2f} ms/step"
+                            f"  clients' cpu {figure.get('client_cpu_ms', 0):.2f} ms/step"
+                            f" (busy {figure.get('client_busy', 0):.0%})  overlap {figure['overlap']:.0%}"
                             f" mean in flight {figure['mean_inflight']:.2f}"
                             if "overlap" in figure
                             else ""
@@ -598,6 +619,14 @@ async def bench(
     return {"samples": samples, "figures": summarise(samples, ns), "alternating": alternated}
 
 
+def ceiling(one_ms: float, f: dict[str, Any], cores: int = os.cpu_count() or 1) -> float:
+    """The most N runs could gain over one run whose step takes `one_ms`, given the CPU a step costs at N:
+    the server's event loop is one thread (its CPU a step bounds its steps/s), and the server and the
+    clients' process share the machine's cores."""
+    server, clients = float(f["cpu_ms"]), float(f["client_cpu_ms"])
+    return min(one_ms / server, cores * one_ms / (server + clients))
+
+
 def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]) -> dict[str, Any]:
     """Medians over rounds of every figure; ratios against N=1 of the same kind and against group commit off."""
     out: dict[str, Any] = {}
@@ -613,6 +642,8 @@ def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]
             out[kind][n]["vs_one_paired"] = statistics.median(
                 a["steps_s"] / b["steps_s"] for a, b in zip(by_n[n], by_n[ns[0]], strict=True)
             )
+            if "client_cpu_ms" in out[kind][n]:
+                out[kind][n]["ceiling"] = ceiling(1e3 / one, out[kind][n])
     for kind in ("http", "stdio"):
         if f"{kind}-on" not in samples or f"{kind}-off" not in samples:
             continue
@@ -626,7 +657,8 @@ def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]
 
 def report(figures: dict[str, Any], ns: list[int]) -> None:
     print(
-        "\nmedians over rounds (steps/s; x one run; group commit on/off; server CPU ms/step; fsync overlap)"
+        "\nmedians over rounds (steps/s; x one run; group commit on/off; server CPU ms/step; fsync overlap;"
+        " the clients' CPU ms/step; the ceiling of x one run their CPU leaves on this machine)"
     )
     for kind in figures:
         for n in ns:
@@ -634,6 +666,8 @@ def report(figures: dict[str, Any], ns: list[int]) -> None:
             extra = f"  on/off {f['on_vs_off']:.2f}" if "on_vs_off" in f else ""
             if "overlap" in f:
                 extra += f"  cpu {f['cpu_ms']:.2f} ms  overlap {f['overlap']:.0%}  in flight {f['mean_inflight']:.2f}"
+            if "ceiling" in f:
+                extra += f"  clients' cpu {f['client_cpu_ms']:.2f} ms  ceiling x{f['ceiling']:.2f}"
             print(
                 f"{kind:9} N={n}: {f['steps_s']:8.0f}  x{f['vs_one']:.2f} (paired {f['vs_one_paired']:.2f}){extra}"
             )
@@ -682,7 +716,7 @@ def main(argv: list[str] | None = None) -> None:
         out["hop_us"] = anyio.run(thread_hop_us)
         if args.before:
             out["one_run"] = one_run_before_after(
-                Path(args.before).resolve(), directory, max(6, 2 * args.rounds)
+                Path(args.before).resolve(), directory, max(9, 3 * args.rounds)
             )
             out["one_run"]["before_commit"] = args.before_commit
     out.update(runs=args.runs, steps=args.steps, rounds=args.rounds, slow_fsync_ms=args.slow_fsync_ms)
@@ -698,8 +732,9 @@ def main(argv: list[str] | None = None) -> None:
     if "one_run" in out:
         o = out["one_run"]
         print(
-            f"one run in-process: {o['after_ms']:.3f} ms a step against {o['before_ms']:.3f} ms before group commit "
-            f"(ratio {o['ratio']:.3f}, paired {o['ratio_paired']:.3f})"
+            f"one run in-process: {o['after_ms']:.3f} ms a step, {o['off_ms']:.3f} ms with group commit off "
+            f"(on/off {o['on_off']:.3f}, paired {o['on_off_paired']:.3f}); {o['before_ms']:.3f} ms before group "
+            f"commit (ratio {o['ratio']:.3f}, paired {o['ratio_paired']:.3f})"
         )
     b = out["bytes"]
     print(
