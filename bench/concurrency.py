@@ -622,7 +622,8 @@ async def bench(
 def ceiling(one_ms: float, f: dict[str, Any], cores: int = os.cpu_count() or 1) -> float:
     """The most N runs could gain over one run whose step takes `one_ms`, given the CPU a step costs at N:
     the server's event loop is one thread (its CPU a step bounds its steps/s), and the server and the
-    clients' process share the machine's cores."""
+    clients' process share the machine's cores. Approximate: the server's CPU includes its fsync threads',
+    though fsyncs under Overlap.HANDOFF stay on the event loop."""
     server, clients = float(f["cpu_ms"]), float(f["client_cpu_ms"])
     return min(one_ms / server, cores * one_ms / (server + clients))
 
