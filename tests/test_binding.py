@@ -4,12 +4,11 @@ of a git work tree, what a new run starts from, and a fork's worktree, with a re
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loops import git, init_repo
 
 from loopengt_core.engine.validation import load_spec
 from loopengt_core.model.state import RunState
@@ -19,22 +18,10 @@ from loopengt_core.service.paths import WORKTREES_DIR
 from loopengt_core.service.workspace import NotAGitRepository, WorkspaceError
 from loopengt_core.store.files import FileStore
 
-GIT_ENV = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test User")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "config", "commit.gpgsign", "false")
+    root = init_repo(tmp_path / "repo")
     (root / "app.py").write_text("print('hi')\n")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "first")
@@ -68,8 +55,8 @@ def test_a_new_run_starts_from_the_work_tree_as_its_spec_says(repo: Path, tmp_pa
     inside = WorkspaceBinding(FileStore(tmp_path / "store"), repo)
     state = inside.start(spec("auto"))
     assert state is not None
-    assert state.head == git(repo, "rev-parse", "HEAD")
-    assert state.tree == git(repo, "rev-parse", "HEAD^{tree}")
+    assert state.head == git(repo, "rev-parse", "HEAD").strip()
+    assert state.tree == git(repo, "rev-parse", "HEAD^{tree}").strip()
     assert inside.start(spec("none")) is None
 
     elsewhere = tmp_path / "not-a-repo"
@@ -82,17 +69,17 @@ def test_a_new_run_starts_from_the_work_tree_as_its_spec_says(repo: Path, tmp_pa
 
 def test_a_forks_worktree_is_made_at_the_checkpoints_commit(repo: Path, tmp_path: Path) -> None:
     binding = WorkspaceBinding(FileStore(tmp_path / "store"), repo)
-    head = git(repo, "rev-parse", "HEAD")
+    head = git(repo, "rev-parse", "HEAD").strip()
     kept = RunState.model_construct(
         workspace=WorkspaceRecord(
-            root=str(repo), head=head, tree=git(repo, "rev-parse", "HEAD^{tree}"), commit=head
+            root=str(repo), head=head, tree=git(repo, "rev-parse", "HEAD^{tree}").strip(), commit=head
         )
     )
     (repo / "app.py").write_text(
         "print('changed since')\n"
     )  # the fork starts from the checkpoint, not from now
     made = binding.add_worktree("run-1", "cp-1", kept, tmp_path / "fork")
-    assert made.tree == git(repo, "rev-parse", "HEAD^{tree}")
+    assert made.tree == git(repo, "rev-parse", "HEAD^{tree}").strip()
     assert (tmp_path / "fork" / "app.py").read_text() == "print('hi')\n"
 
     nothing_kept = RunState.model_construct(workspace=None)

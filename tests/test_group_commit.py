@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from loops import looping_spec
 from mcp import Client
 from mcp_helpers import HttpServer, ok, step
 
@@ -125,24 +126,6 @@ def test_a_sync_asked_for_while_one_is_queued_shares_it(tmp_path: Path) -> None:
     log.close()
 
 
-def _spec() -> dict[str, object]:
-    return {
-        "name": "g",
-        "pattern": "custom",
-        "workspace": "none",
-        "agents": [{"name": "w"}],
-        "steps": [
-            {
-                "name": "work",
-                "agent": "w",
-                "routes": {"field": "next", "map": {"again": "work", "stop": "done"}},
-            },
-            {"name": "done", "agent": "w"},
-        ],
-        "policy": {"max_turns": 50},
-    }
-
-
 @pytest.mark.anyio
 async def test_concurrent_steps_over_http_are_on_disk_when_answered(tmp_path: Path) -> None:
     stats = tmp_path / "fsync.json"
@@ -152,7 +135,7 @@ async def test_concurrent_steps_over_http_are_on_disk_when_answered(tmp_path: Pa
 
     async def drive(count: int) -> None:
         async with Client(server.url) as client:
-            view = ok(await client.call_tool("start_run", {"spec": _spec()}))
+            view = ok(await client.call_tool("start_run", {"spec": looping_spec(50, "g", "w")}))
             run_id, task = view["run_id"], view["tasks"][0]["task_id"]
             for turn in range(1, count + 1):
                 view = ok(await step(client, run_id, task, {"next": "again"}))
@@ -229,7 +212,7 @@ def test_the_store_knows_how_long_its_fsyncs_take(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
     assert store.recent_sync_seconds() is None  # no fsync yet
     runs = Runs(store)
-    view = runs.start_run(spec=_spec())
+    view = runs.start_run(spec=looping_spec(50, "g", "w"))
     runs.step(view.run_id, view.tasks[0].task_id, {"next": "again"})  # an append: one log fsync
     assert (recent_sync_seconds(runs) or 0) > 0
     store.close()

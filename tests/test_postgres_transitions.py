@@ -10,31 +10,17 @@ import itertools
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
+from loops import looping_spec
 
 from loopengt_core.model.errors import Conflict, LoopengtError
 from loopengt_core.model.events import OutputSubmitted
 from loopengt_core.service.runs import Runs
 from loopengt_core.store.postgres import PostgresStore
 
-SPEC: dict[str, Any] = {
-    "name": "loop",
-    "pattern": "custom",
-    "workspace": "none",
-    "agents": [{"name": "worker"}],
-    "steps": [
-        {
-            "name": "work",
-            "agent": "worker",
-            "routes": {"field": "next", "map": {"again": "work", "stop": "done"}},
-        },
-        {"name": "done", "agent": "worker"},
-    ],
-    "policy": {"max_turns": 500},
-}
+SPEC = looping_spec(500)
 
 
 def submissions(store: PostgresStore, run_id: str) -> Counter[str]:

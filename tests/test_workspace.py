@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loops import GIT_ENV, git, init_repo
 from mcp_helpers import assert_tool_error, ok, stdio_client
 
 from loopengt_core.model.errors import InvalidArgument
@@ -28,7 +29,6 @@ from loopengt_core.service.workspace import NotAGitRepository, WorkspaceDrift, W
 from loopengt_core.store.files import FileStore
 
 PY = sys.executable
-GIT_ENV = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
 
 SPEC: dict[str, Any] = {
     "name": "edits",
@@ -57,22 +57,10 @@ ROUTED: dict[str, Any] = {
 }
 
 
-def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env=env or GIT_ENV, capture_output=True, text=True, check=True
-    )
-    return done.stdout
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A repository with a commit, a nested dir, a binary file, ignored files and an untracked file."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test User")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "config", "commit.gpgsign", "false")
+    root = init_repo(tmp_path / "repo")
     (root / ".gitignore").write_text("*.log\nbuild/\n")
     (root / "src" / "pkg").mkdir(parents=True)
     (root / "src" / "pkg" / "mod.py").write_text("def f():\n    return 1\n")
