@@ -164,8 +164,7 @@ class TransitionKernel:
                 if run.state.seq != ticked:
                     # decide applied events to the cached state and then failed: those events never
                     # reach the log, so forget the state (reloaded from the log next time)
-                    with self._guard:
-                        self._cache.pop(run_id)
+                    self.forget(run_id)
                     if events:
                         self.store.append(run_id, events)
                 elif events:
@@ -284,8 +283,7 @@ class TransitionKernel:
         try:
             self.store.append(run_id, events)
         except BaseException:
-            with self._guard:
-                self._cache.pop(run_id)  # the state ran ahead of the log: reload next time
+            self.forget(run_id)  # the state ran ahead of the log: reload next time
             raise
         self.appended(run_id, run, events)
 
