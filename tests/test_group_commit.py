@@ -216,3 +216,37 @@ def test_the_store_knows_how_long_its_fsyncs_take(tmp_path: Path) -> None:
     runs.step(view.run_id, view.tasks[0].task_id, {"next": "again"})  # an append: one log fsync
     assert (recent_sync_seconds(runs) or 0) > 0
     store.close()
+
+
+def test_a_snapshot_due_on_the_event_loop_is_written_off_it(tmp_path: Path) -> None:
+    """A step on the event loop leaves a due snapshot to a worker thread (it waits for the run's fsync, then
+    makes its own), and answers once it is written."""
+    from loopengt_core.service.async_submit import submit
+
+    store = FileStore(tmp_path / "store")
+    runs = Runs(store, snapshot_every=2)
+    view = runs.start_run(spec=looping_spec(50, "g", "w"))
+    run_id, task = view.run_id, view.tasks[0].task_id
+    writers: list[int] = []
+    save = store.save_snapshot
+
+    def recorded(*args: object, **kwargs: object) -> None:
+        writers.append(threading.get_ident())
+        save(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.save_snapshot = recorded  # type: ignore[method-assign]
+
+    async def drive() -> int:
+        nonlocal task
+        for _ in range(6):
+            answer = await submit(runs, run_id, task, {"next": "again"}, outcome="success", error=None)
+            task = answer.tasks[0].task_id
+            assert len(writers) == 0 or (tmp_path / "store" / "runs" / run_id / "snapshot.json").exists()
+        return threading.get_ident()
+
+    loop_thread = anyio.run(drive)
+    assert len(writers) >= 3  # a snapshot every 2 events, 3+ events a step
+    assert loop_thread not in writers
+    snapshot = json.loads((tmp_path / "store" / "runs" / run_id / "snapshot.json").read_text())
+    assert snapshot["seq"] > 6
+    runs.close()

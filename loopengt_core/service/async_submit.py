@@ -3,7 +3,8 @@
 `await submit(runs, ...)` runs `Runs.step` on the event loop when the transition is only a local log
 append (cheaper than the hop to a worker thread) and the run's lock is free; anything that can take longer
 (a busy lock, git, a database, commands) goes to a worker thread. While several runs step at once, the
-fsync is group-committed off the loop (`Overlap`). Errors are the service's (`LoopengtError`).
+fsync is group-committed off the loop (`Overlap`), and a snapshot falling due is always written off it
+(`kernel.snapshots_elsewhere`). Errors are the service's (`LoopengtError`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio
 
 from loopengt_core.engine.view import StepAnswer
 from loopengt_core.model.errors import LoopengtError
+from loopengt_core.service.kernel import snapshots_elsewhere
 from loopengt_core.store import GroupCommit, LockBusy
 
 if TYPE_CHECKING:
@@ -132,7 +134,10 @@ async def submit(
     if quick(runs, run_id, task_id):
         failed: LoopengtError | None = None
         handoff = _overlap.wanted(run_id, recent_sync_seconds(runs))
-        with deferring(runs) if handoff else contextlib.nullcontext([]) as fsyncs:
+        with (
+            deferring(runs) if handoff else contextlib.nullcontext([]) as fsyncs,
+            snapshots_elsewhere() as later,
+        ):
             try:
                 answer = runs.step(
                     run_id,
@@ -156,6 +161,8 @@ async def submit(
                 await _durable(runs, run_id, fsyncs)
             finally:
                 _overlap.waiting -= 1
+        for save in later:  # a snapshot fell due: written off the loop, once the events it covers are durable
+            await anyio.to_thread.run_sync(save)
         if failed is not None:
             raise failed
         if answer is not None and answer.commands_pending:  # commands take time: off the event loop
