@@ -161,7 +161,7 @@ class InProcess:
         stats = sync_stats()
         assert stats is not None, "LOOPENGT_FSYNC_STATS is set before the store opens"
         before = stats.reading()
-        cpu0 = time.process_time()
+        cpu0, user0 = time.process_time(), os.times().user
 
         def work(i: int) -> None:
             run_id, task = views[i].run_id, views[i].tasks[0].task_id
@@ -169,10 +169,11 @@ class InProcess:
                 task = self.runs.step(run_id, task, AGAIN).tasks[0].task_id
 
         took = _threads(n, work)
-        cpu = time.process_time() - cpu0
+        cpu, user = time.process_time() - cpu0, os.times().user - user0
         return {
             "steps_s": n * steps / took,
             "cpu_ms": cpu * 1e3 / (n * steps),
+            "user_ms": user * 1e3 / (n * steps),
             **_overlap(before, stats.reading()),
         }
 
@@ -669,7 +670,11 @@ def ceiling(one_ms: float, f: dict[str, Any], cores: int = os.cpu_count() or 1) 
     """The most N runs could gain over one run whose step takes `one_ms`, given the CPU a step costs at N:
     the server's event loop is one thread (its CPU a step bounds its steps/s), and the server and the
     clients' process share the machine's cores. Approximate: the server's CPU includes its fsync threads',
-    though fsyncs under Overlap.HANDOFF stay on the event loop."""
+    though fsyncs under Overlap.HANDOFF stay on the event loop. In-process, the threads share one
+    interpreter, which runs Python on one core at a time (the GIL): the process's user CPU a step bounds its
+    steps/s (approximate too: some user time is C code that let go of the GIL; a syscall's time did)."""
+    if "user_ms" in f:
+        return min(cores * one_ms / float(f["cpu_ms"]), one_ms / float(f["user_ms"]))
     server, clients = float(f["cpu_ms"]), float(f["client_cpu_ms"])
     return min(one_ms / server, cores * one_ms / (server + clients))
 
@@ -689,7 +694,7 @@ def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]
             out[kind][n]["vs_one_paired"] = statistics.median(
                 a["steps_s"] / b["steps_s"] for a, b in zip(by_n[n], by_n[ns[0]], strict=True)
             )
-            if "client_cpu_ms" in out[kind][n]:
+            if "client_cpu_ms" in out[kind][n] or "user_ms" in out[kind][n]:
                 out[kind][n]["ceiling"] = ceiling(1e3 / one, out[kind][n])
     for kind in ("http", "stdio"):
         if f"{kind}-on" not in samples or f"{kind}-off" not in samples:
@@ -705,7 +710,8 @@ def summarise(samples: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]
 def report(figures: dict[str, Any], ns: list[int]) -> None:
     print(
         "\nmedians over rounds (steps/s; x one run; group commit on/off; server CPU ms/step; fsync overlap;"
-        " the clients' CPU ms/step; the ceiling of x one run their CPU leaves on this machine)"
+        " the clients' CPU ms/step, or in-process the user CPU of it; the ceiling of x one run that CPU leaves"
+        " on this machine)"
     )
     for kind in figures:
         for n in ns:
@@ -713,8 +719,12 @@ def report(figures: dict[str, Any], ns: list[int]) -> None:
             extra = f"  on/off {f['on_vs_off']:.2f}" if "on_vs_off" in f else ""
             if "overlap" in f:
                 extra += f"  cpu {f['cpu_ms']:.2f} ms  overlap {f['overlap']:.0%}  in flight {f['mean_inflight']:.2f}"
+            if "client_cpu_ms" in f:
+                extra += f"  clients' cpu {f['client_cpu_ms']:.2f} ms"
+            if "user_ms" in f:
+                extra += f"  of it user {f['user_ms']:.2f} ms"
             if "ceiling" in f:
-                extra += f"  clients' cpu {f['client_cpu_ms']:.2f} ms  ceiling x{f['ceiling']:.2f}"
+                extra += f"  ceiling x{f['ceiling']:.2f}"
             print(
                 f"{kind:9} N={n}: {f['steps_s']:8.0f}  x{f['vs_one']:.2f} (paired {f['vs_one_paired']:.2f}){extra}"
             )
