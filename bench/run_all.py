@@ -311,18 +311,18 @@ def concurrency_goals(c: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 f"paired by round {f['vs_one_paired']:.2f}; bare append+fsync, same concurrency: "
                 f"{fig['bare'][top]['vs_one']:.2f}x; fsync overlap {f['overlap']:.0%}; server/process CPU "
                 f"{f['cpu_ms']:.2f} ms a step"
+                + (f"; the clients' CPU {f['client_cpu_ms']:.2f} ms a step" if "client_cpu_ms" in f else "")
+                + (f", of it user {f['user_ms']:.2f} ms" if "user_ms" in f else "")
                 + (
-                    f"; the clients' CPU {f['client_cpu_ms']:.2f} ms a step; ceiling on this machine's "
-                    f"{os.cpu_count()} cores x{f['ceiling']:.2f} (one run's step / the server's CPU a step at "
-                    f"{top}, and / the server's and clients' CPU a step per core)"
-                    if "client_cpu_ms" in f
-                    else ""
-                )
-                + (
-                    f", of it user {f['user_ms']:.2f} ms; ceiling on this machine's {os.cpu_count()} cores "
-                    f"x{f['ceiling']:.2f} (one run's step / the user CPU a step at {top}: one interpreter runs "
-                    "Python on one core at a time; and / the CPU a step per core)"
-                    if "user_ms" in f
+                    f"; ceiling on this machine's {os.cpu_count()} cores x{f['ceiling']:.2f} "
+                    + (
+                        f"(one run's step / the user CPU a step at {top}: one interpreter runs Python on one "
+                        "core at a time; and / the CPU a step per core)"
+                        if "user_ms" in f
+                        else f"(one run's step / the server's CPU a step at {top}, and / the server's and "
+                        "clients' CPU a step per core)"
+                    )
+                    if "ceiling" in f
                     else ""
                 ),
             )

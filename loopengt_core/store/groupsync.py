@@ -62,6 +62,8 @@ class SyncStats:
         self.began_with = [0] * 16
         self._lock = threading.Lock()
         self._saved = -1
+        self._saving = threading.Lock()
+        self._closed = False
         atexit.register(self.save)
         threading.Thread(target=self._flusher, name="loopengt-fsync-stats", daemon=True).start()
 
@@ -88,17 +90,27 @@ class SyncStats:
 
     def save(self) -> None:
         """Write the counts to the stats file (atomically); diagnostics only, so a failed write is ignored."""
-        data = self.reading()
-        self._saved = data.get("syncs", 0)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # diagnostics only: a stats file that cannot be written never fails a step
+        with self._saving:
+            if self._closed:
+                return
+            data = self.reading()
+            self._saved = data.get("syncs", 0)
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps(data))
+                os.replace(tmp, self.path)
+            except OSError:
+                pass  # diagnostics only: a stats file that cannot be written never fails a step
+
+    def close(self) -> None:
+        """Stop writing the file (counting goes on): its folder may be removed next, and a write racing
+        the removal would leave the folder behind."""
+        with self._saving:
+            self._closed = True
+        atexit.unregister(self.save)
 
     def _flusher(self) -> None:
-        while True:
+        while not self._closed:
             time.sleep(0.2)
             if self.syncs != self._saved:
                 self.save()
