@@ -46,6 +46,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import anyio
 from _common import AGAIN, LINE, bench_dir, finish, loop_spec, quiet_logs, structured
@@ -469,20 +470,13 @@ def one_run_on_off(directory: Path, blocks: int = 100, steps: int = 20) -> dict[
     from loopengt_core.service.runs import Runs
     from loopengt_core.store.files import FileStore
 
-    saved = os.environ.get(GROUP_COMMIT_ENV)
     stores: dict[str, Runs] = {}
     at: dict[str, tuple[str, str]] = {}  # name -> (run id, its open task)
-    try:
-        for name, value in (("on", "1"), ("off", "0")):
-            os.environ[GROUP_COMMIT_ENV] = value
+    for name, value in (("on", "1"), ("off", "0")):
+        with mock.patch.dict(os.environ, {GROUP_COMMIT_ENV: value}):
             runs = stores[name] = Runs(FileStore(directory / f"store-one-{name}"))
-            view = runs.start_run(spec=loop_spec(blocks * steps + 60))
-            at[name] = (view.run_id, view.tasks[0].task_id)
-    finally:
-        if saved is None:
-            os.environ.pop(GROUP_COMMIT_ENV, None)
-        else:
-            os.environ[GROUP_COMMIT_ENV] = saved
+        view = runs.start_run(spec=loop_spec(blocks * steps + 60))
+        at[name] = (view.run_id, view.tasks[0].task_id)
 
     def block(name: str, n: int) -> float:
         runs, (run_id, task) = stores[name], at[name]
